@@ -1,0 +1,56 @@
+"""The layout table: where each layer's weights and biases live in ``params``.
+
+``params`` is one flat C-contiguous array holding, layer after layer, ``W``
+(row-major, shape ``(n_in, n_out)``) followed by ``b`` (shape ``(n_out,)``).
+"""
+
+import numpy as np
+
+from ._codes import ACTIVATIONS, B_OFFSET, N_IN, N_OUT, W_OFFSET
+
+
+def make_layout(sizes, activations):
+    """Layout table, int64 of shape ``(n_layers, 5)``: n_in, n_out, activation code, W offset, b offset."""
+    layout = np.zeros((len(sizes) - 1, 5), dtype=np.int64)
+    offset = 0
+    for i, (n_in, n_out, name) in enumerate(zip(sizes[:-1], sizes[1:], activations)):
+        layout[i] = n_in, n_out, ACTIVATIONS[name], offset, offset + n_in * n_out
+        offset += n_in * n_out + n_out
+    return layout
+
+
+def n_params(layout):
+    """Length of the flat parameter buffer."""
+    last = layout[-1]
+    return int(last[B_OFFSET] + last[N_OUT])
+
+
+def weight_views(layout, params):
+    """``[W0, b0, W1, b1, ...]`` as views into ``params`` (writes go through)."""
+    views = []
+    for n_in, n_out, _, w, b in layout:
+        views.append(params[w : w + n_in * n_out].reshape(n_in, n_out))
+        views.append(params[b : b + n_out])
+    return views
+
+
+def weight_slices(layout):
+    """Slices of ``params`` that hold weights (not biases): what L2 acts on."""
+    return [slice(int(row[W_OFFSET]), int(row[B_OFFSET])) for row in layout]
+
+
+def widths(layout):
+    """Number of units of every layer's output, input first: ``[n_in, h1, ..., n_out]``."""
+    return [int(layout[0, N_IN])] + [int(n) for n in layout[:, N_OUT]]
+
+
+def he_normal(layout, params, rng):
+    """He-normal initialisation in place: ``W = N(0, 1) * sqrt(2 / n_in)`` layer by layer, ``b = 0``.
+
+    Draws ``rng.standard_normal((n_in, n_out))`` for each layer in order, so a
+    ``RandomState`` seeded as the textbook's reproduces its weights exactly.
+    """
+    views = weight_views(layout, params)
+    for W, b in zip(views[::2], views[1::2]):
+        W[...] = rng.standard_normal(W.shape) * np.sqrt(2.0 / W.shape[0])
+        b[...] = 0

@@ -1,0 +1,61 @@
+"""Argument checks at the door: each error names the argument and what was wrong."""
+
+import numbers
+
+import numpy as np
+from sklearn.utils import check_array
+
+
+def _named(name, error):
+    message = str(error)
+    return message if message.startswith(f"{name}:") else f"{name}: {message}"
+
+
+def check_X(X, dtype, name="X", n_features=None):
+    """``X`` as a C-contiguous 2-D array of ``dtype`` with finite values (no copy when it already is)."""
+    try:
+        X = check_array(X, dtype=dtype, order="C", ensure_all_finite=True, input_name=name,
+                        ensure_min_samples=1, ensure_min_features=1)
+    except TypeError as error:
+        raise TypeError(_named(name, error)) from None
+    except ValueError as error:
+        raise ValueError(_named(name, error)) from None
+    if n_features is not None and X.shape[1] != n_features:
+        raise ValueError(f"{name}: expected {n_features} features (columns), got {X.shape[1]}")
+    return X
+
+
+def check_targets(y, name, n_rows):
+    """``y`` as an array with one row per sample; NaN/inf rejected for numeric targets."""
+    if hasattr(y, "toarray"):
+        raise TypeError(f"{name}: sparse targets are not supported; pass a dense array")
+    y = np.asarray(y)
+    if y.ndim not in (1, 2) or (y.ndim == 2 and y.shape[1] == 0):
+        raise ValueError(f"{name}: expected a 1-D array of labels/values or a 2-D array of rows, got shape {y.shape}")
+    if len(y) != n_rows:
+        raise ValueError(f"{name}: has {len(y)} rows but X has {n_rows}")
+    if y.dtype.kind in "fc" and not np.all(np.isfinite(y)):
+        raise ValueError(f"{name}: contains NaN or infinity")
+    return y
+
+
+def check_int(value, name, minimum=1):
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_nonnegative(value, name):
+    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not np.isfinite(value) or value < 0:
+        raise ValueError(f"{name}: expected a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+def check_dtype(dtype):
+    try:
+        dtype = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype: not a NumPy dtype: {dtype!r}; choose 'float32' or 'float64'") from None
+    if dtype not in (np.float32, np.float64):
+        raise ValueError(f"dtype: must be 'float32' or 'float64', got {dtype.name!r}")
+    return dtype

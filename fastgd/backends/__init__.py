@@ -1,0 +1,48 @@
+"""Backend registry: each backend is one kernel module with the same functions.
+
+Kernel modules provide ``workspace``, ``forward``, ``evaluate``, ``l2_penalty``,
+``backward``, ``update`` and ``train_epoch`` over flat buffers (see
+``_numpy.py``, the reference, for their contracts).
+"""
+
+import importlib
+
+# Preference order of ``backend="auto"``: fastest first.
+PREFERENCE = ("cython", "numba", "numpy")
+_MODULES = {"numpy": "._numpy", "numba": "._numba", "cython": "._cython"}
+_loaded = {}
+
+
+def _load(name):
+    """The kernel module of backend ``name``, or the reason it cannot be used (a str)."""
+    if name not in _loaded:
+        try:
+            _loaded[name] = importlib.import_module(_MODULES[name], __name__)
+        except ImportError as error:
+            _loaded[name] = f"{type(error).__name__}: {error}"
+    return _loaded[name]
+
+
+def backends(reasons=False):
+    """Names of the backends that can be used here, fastest first.
+
+    With ``reasons=True``, a dict of every backend's name to ``None`` when it
+    is available, else the reason it is not.
+    """
+    status = {name: _load(name) for name in PREFERENCE}
+    if reasons:
+        return {name: (None if not isinstance(m, str) else m) for name, m in status.items()}
+    return [name for name, m in status.items() if not isinstance(m, str)]
+
+
+def resolve(name):
+    """``(name, kernel module)`` for a backend name or ``"auto"``."""
+    if name == "auto":
+        name = backends()[0]
+    if name not in _MODULES:
+        choices = ", ".join(repr(n) for n in ("auto",) + PREFERENCE)
+        raise ValueError(f"backend: unknown backend {name!r}; choose one of {choices}")
+    module = _load(name)
+    if isinstance(module, str):
+        raise ValueError(f"backend: {name!r} is not available here ({module}); available: {backends()}")
+    return name, module

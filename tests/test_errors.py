@@ -1,0 +1,113 @@
+"""Bad input gets an error naming the argument, raised before anything changes."""
+
+import numpy as np
+import pytest
+
+import fastgd
+
+X = np.random.RandomState(0).standard_normal((20, 4))
+y = np.arange(20) % 3
+
+
+@pytest.fixture
+def net():
+    return fastgd.MLP([4, 5, 3], random_state=0)
+
+
+BAD_FIT = [
+    ({"X": X[:, 0]}, ValueError, "X: .*2D"),
+    ({"X": X[:0], "y": y[:0]}, ValueError, "X: .*0 sample"),
+    ({"X": np.full((20, 4), "a")}, ValueError, "X: .*convert"),
+    ({"X": np.where(X > 1, np.nan, X)}, ValueError, "X: .*NaN"),
+    ({"X": np.where(X > 1, np.inf, X)}, ValueError, "X: .*infinity"),
+    ({"X": X[:, :3]}, ValueError, "X: expected 4 features"),
+    ({"y": np.where(y == 1, np.nan, y)}, ValueError, "y: contains NaN"),
+    ({"y": y[:19]}, ValueError, "y: has 19 rows but X has 20"),
+    ({"y": np.arange(20) % 4 + 10}, ValueError, "y: 4 distinct labels .* 3 unit"),
+    ({"y": np.eye(4)[y]}, ValueError, "y: one-hot rows must have 3 columns"),
+    ({"epochs": 0}, ValueError, "epochs: expected an integer >= 1"),
+    ({"epochs": 2.5}, ValueError, "epochs"),
+    ({"batch_size": 0}, ValueError, "batch_size: expected an integer >= 1"),
+    ({"l2": -1e-3}, ValueError, "l2: expected a finite number >= 0"),
+    ({"l2": np.nan}, ValueError, "l2"),
+    ({"optimizer": "sgd"}, TypeError, "optimizer: expected a fastgd optimizer"),
+    ({"validation_data": (X, y[:5])}, ValueError, r"validation_data\[1\]: has 5 rows"),
+    ({"validation_data": (X, y + 7)}, ValueError, r"validation_data\[1\]: unknown label"),
+    ({"callbacks": [object()]}, TypeError, "callbacks: .* on_epoch_end"),
+]
+
+
+@pytest.mark.parametrize("change, error, message", BAD_FIT)
+def test_bad_fit_arguments_raise_before_weights_change(net, change, error, message):
+    arguments = {"X": X, "y": y, **change}
+    before = net.params.copy()
+    with pytest.raises(error, match=message):
+        net.fit(arguments.pop("X"), arguments.pop("y"), **arguments)
+    np.testing.assert_array_equal(net.params, before)
+    assert net.classes_ is None and net.l2 == 0.0
+
+
+def test_a_second_fit_with_bad_labels_changes_nothing(net):
+    net.fit(X, y, epochs=2)
+    before, optimizer = net.params.copy(), net.optimizer
+    with pytest.raises(ValueError, match="y: unknown label"):
+        net.fit(X, y + 5, optimizer=fastgd.SGD(lr=1.0), l2=0.1)
+    np.testing.assert_array_equal(net.params, before)
+    assert net.optimizer is optimizer and net.l2 == 0.0
+
+
+def test_unknown_label_at_evaluate(net):
+    net.fit(X, y)
+    with pytest.raises(ValueError, match=r"y: unknown label\(s\) \[9\]"):
+        net.evaluate(X, np.where(y == 0, 9, y))
+
+
+def test_predict_checks_features_and_fitting(net):
+    with pytest.raises(RuntimeError, match="not been fitted"):
+        net.predict(X)
+    net.fit(X, y)
+    with pytest.raises(ValueError, match="X: expected 4 features"):
+        net.predict(X[:, :2])
+
+
+@pytest.mark.parametrize("arguments, error, message", [
+    ({"sizes": [4]}, ValueError, "sizes: need at least 2"),
+    ({"sizes": [4, 0, 3]}, ValueError, "sizes: every width must be a positive integer"),
+    ({"sizes": [4, -2, 3]}, ValueError, "sizes"),
+    ({"sizes": 5}, TypeError, "sizes"),
+    ({"dtype": "int32"}, ValueError, "dtype: must be 'float32' or 'float64'"),
+    ({"dtype": "float16"}, ValueError, "dtype"),
+    ({"hidden": "gelu"}, ValueError, "hidden: unknown activation 'gelu'; choose one of 'relu', 'sigmoid', 'tanh'"),
+    ({"output": "relu"}, ValueError, "output: unknown activation 'relu'; choose one of 'softmax', 'sigmoid'"),
+    ({"loss": "hinge"}, ValueError, "loss: unknown loss 'hinge'; choose one of 'cross_entropy', "
+                                    "'binary_cross_entropy', 'mse'"),
+    ({"loss": "cross_entropy", "output": "sigmoid"}, ValueError, "loss: 'cross_entropy' needs a softmax output"),
+    ({"backend": "torch"}, ValueError, "backend: unknown backend 'torch'; choose one of 'auto', "),
+    ({"sizes": [fastgd.ReLU(), fastgd.Dense(2, 2)]}, ValueError, "sizes: layer 0 .* must follow a Dense"),
+    ({"sizes": [fastgd.Dense(2, 3), fastgd.Dense(4, 2)]}, ValueError, "sizes: layer 1 .* takes 4 inputs"),
+])
+def test_bad_model_arguments(arguments, error, message):
+    arguments = {"sizes": [4, 5, 3], **arguments}
+    with pytest.raises(error, match=message):
+        fastgd.MLP(**arguments)
+
+
+@pytest.mark.parametrize("lr", [0.0, -0.1, np.inf, np.nan, "0.1"])
+def test_bad_learning_rate(lr):
+    with pytest.raises(ValueError, match="lr: expected a finite number > 0"):
+        fastgd.SGD(lr=lr)
+
+
+@pytest.mark.parametrize("weights, error, message", [
+    (lambda w: w[:-1], ValueError, "weights: expected 4 arrays"),
+    (lambda w: [w[0].T] + w[1:], ValueError, r"weights\[0\]: expected shape \(4, 5\), got \(5, 4\)"),
+    (lambda w: w[:3] + [w[3][:2]], ValueError, r"weights\[3\]: expected shape \(3,\)"),
+    (lambda w: [w[0].astype(str)] + w[1:], TypeError, r"weights\[0\]: expected a real numeric array"),
+    (lambda w: [w[0] * np.nan] + w[1:], ValueError, r"weights\[0\]: contains NaN"),
+])
+def test_set_weights_checks_everything_first(net, weights, error, message):
+    before = net.params.copy()
+    new = [w + 1 for w in net.get_weights()]
+    with pytest.raises(error, match=message):
+        net.set_weights(weights(new))
+    np.testing.assert_array_equal(net.params, before)

@@ -1,0 +1,43 @@
+"""Analytic gradients of every activation/loss combination against central differences."""
+
+import numpy as np
+import pytest
+
+import fastgd
+from conftest import BACKENDS, COMBINATIONS, make_problem
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("hidden, output, loss", COMBINATIONS)
+def test_backward_matches_central_differences(backend, hidden, output, loss):
+    X, y = make_problem(output, n_out=3)
+    net = fastgd.MLP([5, 7, 6, 3], hidden=hidden, output=output, loss=loss, backend=backend, random_state=1)
+    errors = fastgd.check_gradients(net, X, y, eps=1e-6, l2=0.01)
+    assert set(errors) == {"W0", "b0", "W1", "b1", "W2", "b2"}
+    assert max(errors.values()) < 1e-6, errors
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_mixed_layers_gradient(backend):
+    layers = [fastgd.Dense(4, 6), fastgd.Tanh(), fastgd.Dense(6, 5), fastgd.ReLU(), fastgd.Dense(5, 3),
+              fastgd.Sigmoid(), fastgd.Dense(3, 2), fastgd.Softmax()]
+    net = fastgd.MLP(layers, backend=backend, random_state=0)
+    X, y = make_problem("softmax", n_in=4, n_out=2)
+    assert max(fastgd.check_gradients(net, X, y, l2=0.1).values()) < 1e-6
+
+
+def test_gradient_check_sees_a_wrong_gradient(monkeypatch):
+    net = fastgd.MLP([5, 4, 3], backend="numpy", random_state=0)
+    X, y = make_problem("softmax")
+    kernels = net._kernels
+    original = kernels.backward
+
+    def off_by_a_bit(*args):
+        value = original(*args)
+        args[-1][3] *= 1.01  # one weight's gradient 1 % off
+        return value
+
+    monkeypatch.setattr(kernels, "backward", off_by_a_bit)
+    errors = fastgd.check_gradients(net, X, y)
+    assert errors["W0"] > 1e-4
+    assert errors["b1"] < 1e-6

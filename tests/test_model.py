@@ -1,0 +1,241 @@
+"""The model API: building, training modes, labels, dtypes, weights, callbacks."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+import fastgd
+from conftest import BACKENDS, make_problem
+
+
+def small_fit(net, X, y, **kwargs):
+    kwargs = {"epochs": 3, "batch_size": 8, "optimizer": fastgd.SGD(lr=0.1), **kwargs}
+    return net.fit(X, y, **kwargs)
+
+
+def test_layers_compile_to_the_same_network_as_sizes():
+    by_sizes = fastgd.MLP([4, 6, 3], hidden="tanh", random_state=3)
+    by_layers = fastgd.MLP([fastgd.Dense(4, 6), fastgd.Tanh(), fastgd.Dense(6, 3), fastgd.Softmax()], random_state=3)
+    np.testing.assert_array_equal(by_sizes.layout, by_layers.layout)
+    np.testing.assert_array_equal(by_sizes.params, by_layers.params)
+    assert by_layers.activations == ["tanh", "softmax"] and by_layers.loss == "cross_entropy"
+
+
+def test_he_normal_initialisation_draws_layer_by_layer():
+    net = fastgd.MLP([3, 5, 2], random_state=7)
+    rng = np.random.RandomState(7)
+    W0 = rng.standard_normal((3, 5)) * np.sqrt(2 / 3)
+    W1 = rng.standard_normal((5, 2)) * np.sqrt(2 / 5)
+    for got, expected in zip(net.get_weights(), [W0, np.zeros(5), W1, np.zeros(2)]):
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_weights_are_views_and_get_weights_copies():
+    net = fastgd.MLP([3, 4, 2], random_state=0)
+    net.weights[0][0, 0] = 5.0
+    assert net.params[0] == 5.0
+    copy = net.get_weights()
+    copy[0][0, 0] = -1.0
+    assert net.params[0] == 5.0
+
+
+def test_set_weights_round_trip():
+    a, b = fastgd.MLP([3, 4, 2], random_state=0), fastgd.MLP([3, 4, 2], random_state=1)
+    b.set_weights(a.get_weights())
+    np.testing.assert_array_equal(a.params, b.params)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("batch_size", [None, 1, 7, 64])
+def test_every_mode_learns(backend, batch_size):
+    X, y = make_problem("softmax", n=120, seed=2)
+    y = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0)  # a learnable rule, 3 classes
+    net = fastgd.MLP([5, 16, 3], backend=backend, random_state=0)
+    epochs = 15 if batch_size in (1, 7) else 80
+    history = small_fit(net, X, y, epochs=epochs, batch_size=batch_size).history
+    assert len(history["loss"]) == epochs
+    assert history["train_loss"][-1] < 0.6 * history["train_loss"][0]
+    assert history["train_accuracy"][-1] > 0.85
+
+
+def test_fit_continues_from_current_weights_and_generator():
+    X, y = make_problem("softmax", n=50)
+    once, twice = fastgd.MLP([5, 6, 3], random_state=4), fastgd.MLP([5, 6, 3], random_state=4)
+    small_fit(once, X, y, epochs=5)
+    small_fit(twice, X, y, epochs=2)
+    twice.fit(X, y, epochs=3, batch_size=8)  # optimizer=None keeps SGD(lr=0.1)
+    assert twice.optimizer.lr == 0.1
+    np.testing.assert_array_equal(once.params, twice.params)
+
+
+def test_fresh_model_uses_sgd_001():
+    assert isinstance(fastgd.MLP([2, 2]).optimizer, fastgd.SGD) and fastgd.MLP([2, 2]).optimizer.lr == 0.01
+
+
+def test_history_keys_and_train_metrics_switch():
+    X, y = make_problem("softmax", n=30)
+    history = small_fit(fastgd.MLP([5, 4, 3]), X, y, validation_data=(X[:10], y[:10])).history
+    assert set(history) == {"loss", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "epoch_time"}
+    history = small_fit(fastgd.MLP([5, 4, 3]), X, y, train_metrics=False).history
+    assert set(history) == {"loss", "epoch_time"}
+
+
+def test_l2_term_is_part_of_every_reported_loss():
+    X, y = make_problem("softmax", n=30)
+    net = fastgd.MLP([5, 4, 3], backend="numpy", random_state=0)
+    history = net.fit(X, y, epochs=1, l2=0.5, optimizer=fastgd.SGD(lr=1e-9), shuffle=False).history
+    weights = net.get_weights()
+    penalty = 0.25 * sum(np.sum(W**2) for W in weights[::2])
+    net.l2 = 0.0
+    data_loss, _ = net.evaluate(X, y)
+    assert history["train_loss"][0] == pytest.approx(data_loss + penalty, rel=1e-12)
+    assert history["loss"][0] == pytest.approx(data_loss + penalty, rel=1e-6)  # before the tiny step
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_dtype_end_to_end(backend, dtype, monkeypatch):
+    X, y = make_problem("softmax", n=30)
+    net = fastgd.MLP([5, 4, 3], backend=backend, dtype=dtype, random_state=0)
+    seen = []
+    train_epoch = net._kernels.train_epoch
+
+    def spy(layout, params, grads, state, X, Y, *rest):
+        seen.extend(a.dtype for a in (params, grads, state, X, Y))
+        return train_epoch(layout, params, grads, state, X, Y, *rest)
+
+    monkeypatch.setattr(net._kernels, "train_epoch", spy)
+    small_fit(net, X, y)  # float64 input, converted once at the door
+    assert set(seen) == {np.dtype(dtype)}
+    assert net.params.dtype == dtype and net.predict_proba(X).dtype == dtype
+
+
+@pytest.mark.parametrize("layout_of", ["fortran", "strided", "readonly"])
+def test_any_memory_layout_gives_the_contiguous_result(layout_of):
+    X, y = make_problem("softmax", n=40)
+    if layout_of == "fortran":
+        X_other = np.asfortranarray(X)
+    elif layout_of == "strided":
+        X_other = np.repeat(X, 2, axis=1)[:, ::2]
+    else:
+        X_other = X.copy()
+        X_other.flags.writeable = False
+    a, b = fastgd.MLP([5, 6, 3], random_state=1), fastgd.MLP([5, 6, 3], random_state=1)
+    small_fit(a, X, y)
+    small_fit(b, X_other, y)
+    np.testing.assert_array_equal(a.params, b.params)
+    np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X_other))
+
+
+def test_string_labels_and_one_hot_rows_train_like_integer_labels():
+    X, y = make_problem("softmax", n=40)
+    labels = np.array(["ant", "bee", "cat"])
+    names = labels[y]
+    one_hot = np.eye(3)[y]
+    nets = [fastgd.MLP([5, 6, 3], random_state=1) for _ in range(3)]
+    for net, target in zip(nets, (y, names, one_hot)):
+        small_fit(net, X, target)
+    np.testing.assert_array_equal(nets[0].params, nets[1].params)
+    np.testing.assert_array_equal(nets[0].params, nets[2].params)
+    assert list(nets[1].predict(X[:5])) == list(labels[nets[0].predict(X[:5])])
+    assert nets[1].evaluate(X, names) == nets[0].evaluate(X, y)
+
+
+def test_binary_sigmoid_classifier():
+    X, _ = make_problem("softmax", n=60)
+    y = np.where(X[:, 0] > 0, "yes", "no")
+    net = fastgd.MLP([5, 8, 1], output="sigmoid", random_state=0)
+    small_fit(net, X, y, epochs=30)
+    proba = net.predict_proba(X)
+    assert proba.shape == (60, 2)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    assert list(net.classes_) == ["no", "yes"]
+    assert set(net.predict(X)) <= {"no", "yes"}
+    assert net.evaluate(X, y)[1] > 0.9
+
+
+def test_multilabel_sigmoid_predicts_indicator_rows():
+    X, y = make_problem("sigmoid", n=30)
+    net = fastgd.MLP([5, 4, 3], output="sigmoid", random_state=0)
+    small_fit(net, X, y)
+    assert net.predict(X).shape == (30, 3) and set(np.unique(net.predict(X))) <= {0, 1}
+
+
+def test_regression_with_mse():
+    rng = np.random.RandomState(0)
+    X = rng.standard_normal((80, 3))
+    y = X @ np.array([1.0, -2.0, 0.5]) + 0.3
+    net = fastgd.MLP([3, 16, 1], hidden="tanh", output="identity", random_state=0)
+    history = net.fit(X, y, epochs=200, batch_size=16, optimizer=fastgd.SGD(lr=0.02)).history
+    assert "train_accuracy" not in history
+    loss = net.evaluate(X, y)
+    assert isinstance(loss, float) and loss < 0.02 * np.var(y)
+    assert net.predict(X).shape == (80,)
+    wide = fastgd.MLP([3, 4, 2], output="identity")
+    wide.fit(X, np.column_stack([y, -y]))
+    assert wide.predict(X).shape == (80, 2)
+
+
+def test_sigmoid_with_mse_classifies():
+    X, _ = make_problem("softmax", n=60)
+    y = (X[:, 1] > 0).astype(int)
+    net = fastgd.MLP([5, 8, 1], output="sigmoid", loss="mse", random_state=0)
+    small_fit(net, X, y, epochs=60, optimizer=fastgd.SGD(lr=0.5))
+    assert net.evaluate(X, y)[1] > 0.9
+
+
+def test_callback_can_stop_training():
+    class StopAtThree(fastgd.Callback):
+        def on_epoch_end(self, epoch, logs):
+            if epoch == 2:
+                self.model.stop_training = True
+
+    X, y = make_problem("softmax", n=20)
+    history = small_fit(fastgd.MLP([5, 3, 3]), X, y, epochs=10, callbacks=[StopAtThree()])
+    assert history.epoch == [0, 1, 2]
+
+
+def test_divergence_stops_and_keeps_the_last_finite_weights():
+    class Snapshots(fastgd.Callback):
+        def __init__(self):
+            self.params = []
+
+        def on_epoch_end(self, epoch, logs):
+            self.params.append(self.model.params.copy())
+
+    X, y = make_problem("identity", n=40)
+    net = fastgd.MLP([5, 32, 3], output="identity", random_state=0)
+    snapshots = Snapshots()
+    snapshots.params.append(net.params.copy())
+    with pytest.warns(RuntimeWarning, match="diverged"):
+        history = net.fit(X * 10, y, epochs=50, batch_size=1, optimizer=fastgd.SGD(lr=0.5), callbacks=[snapshots])
+    assert len(history.epoch) < 50
+    assert np.all(np.isfinite(history.history.get("loss", [])))
+    np.testing.assert_array_equal(net.params, snapshots.params[-1])
+
+
+def test_backends_lists_the_reference_and_reasons():
+    assert "numpy" in fastgd.backends()
+    reasons = fastgd.backends(reasons=True)
+    assert reasons["numpy"] is None
+    assert all(reason is None or isinstance(reason, str) for reason in reasons.values())
+    assert fastgd.MLP([2, 2], backend="auto").backend_ == fastgd.backends()[0]
+
+
+def test_predict_and_evaluate_handle_many_rows_in_chunks():
+    rng = np.random.RandomState(0)
+    X = rng.standard_normal((10_000, 4))
+    y = rng.randint(0, 3, 10_000)
+    net = fastgd.MLP([4, 5, 3], random_state=0)
+    net.fit(X[:100], y[:100])
+    reference = fastgd.MLP([4, 5, 3], backend="numpy")
+    reference.set_weights(net.get_weights())
+    reference.classes_ = net.classes_
+    ws = reference._kernels.workspace(reference.layout, reference.dtype, len(X))
+    whole = reference._kernels.forward(reference.layout, reference.params, X, ws)
+    np.testing.assert_allclose(net.predict_proba(X), whole, rtol=1e-12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loss, accuracy = net.evaluate(X, y)
+    assert np.isfinite(loss) and 0 <= accuracy <= 1
