@@ -137,6 +137,8 @@ class MLP:
                 raise ValueError(f"{name}: one-hot rows must have {k} columns (one per output unit), got {y.shape[1]}")
             if y.dtype.kind not in "biuf" or np.any(y < 0) or np.any(y > 1):
                 raise ValueError(f"{name}: one-hot / indicator entries must be numbers in [0, 1]")
+            if self.activations[-1] == "softmax" and not np.allclose(y.sum(axis=1), 1):
+                raise ValueError(f"{name}: one-hot (or class-probability) rows must each sum to 1")
             return np.ascontiguousarray(y, dtype=self.dtype), np.arange(max(k, 2))
         if self.activations[-1] == "sigmoid" and k > 1:
             raise ValueError(f"{name}: a sigmoid output of {k} units takes an indicator matrix of shape (n, {k})")

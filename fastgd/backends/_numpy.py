@@ -11,13 +11,12 @@ in :mod:`fastgd._layout`.
 
 import numpy as np
 from scipy.linalg.blas import get_blas_funcs
-from scipy.special import expit, logsumexp
+from scipy.special import expit
 
 from .._codes import (
-    ACTIVATION, B_OFFSET, BINARY_CROSS_ENTROPY, CROSS_ENTROPY, IDENTITY, MSE, N_IN, N_OUT,
-    RELU, SGD, SIGMOID, SOFTMAX, TANH, W_OFFSET,
+    ACTIVATION, BINARY_CROSS_ENTROPY, CROSS_ENTROPY, IDENTITY, MSE, N_IN, N_OUT, RELU, SGD, SIGMOID, SOFTMAX, TANH,
 )
-from .._layout import weight_slices, weight_views
+from .._layout import weight_views
 
 
 class Workspace:
@@ -27,14 +26,25 @@ class Workspace:
     """
 
     def __init__(self, layout, dtype, rows, batch_rows=0):
+        self.layout = layout
+        self.activations = [int(code) for code in layout[:, ACTIVATION]]
+        self._views = {}
         widths = [int(n) for n in layout[:, N_OUT]]
         self.a = [np.empty((rows, n), dtype) for n in widths]  # a[l] = f(z[l])
         self.delta = [np.empty((rows, n), dtype) for n in widths]  # dL/dz[l]
         self.derivative = [np.empty((rows, n), dtype) for n in widths]  # f'(z[l])
         self.z = np.empty((rows, widths[-1]), dtype)  # output pre-activation
-        self.row = np.empty((rows, 1), dtype)  # one value per row
+        self.row = np.empty((rows, 1), dtype)  # softmax: log-sum-exp of each row of z
         self.x = np.empty((batch_rows, int(layout[0, N_IN])), dtype)
         self.y = np.empty((batch_rows, widths[-1]), dtype)
+
+    def views(self, buffer):
+        """``(Ws, bs)``: per-layer views into ``buffer`` (``params`` or ``grads``), made once per buffer."""
+        cached = self._views.get(id(buffer))
+        if cached is None or cached[0] is not buffer:
+            views = weight_views(self.layout, buffer)
+            cached = self._views[id(buffer)] = (buffer, views[::2], views[1::2])
+        return cached[1:]
 
 
 def workspace(layout, dtype, rows, batch_rows=0):
@@ -60,11 +70,13 @@ def _tanh(z, out, row):
 
 
 def _softmax(z, out, row):
-    np.max(z, axis=1, keepdims=True, out=row)
+    """Row-wise softmax; leaves ``row = log(sum(exp(z)))``, which the cross-entropy loss uses."""
+    z.max(axis=1, keepdims=True, out=row)
     np.subtract(z, row, out=out)
     np.exp(out, out=out)
-    np.sum(out, axis=1, keepdims=True, out=row)
-    out /= row
+    total = out.sum(axis=1, keepdims=True)
+    out /= total
+    row += np.log(total)
 
 
 ACTIVATE = {IDENTITY: _identity, RELU: _relu, SIGMOID: _sigmoid, TANH: _tanh, SOFTMAX: _softmax}
@@ -95,80 +107,87 @@ DERIVATIVE = {
 }
 
 
+_AXPY = {np.dtype(t): get_blas_funcs("axpy", dtype=t) for t in (np.float32, np.float64)}
+
+
 def _axpy(alpha, x, y):
     """``y += alpha * x`` in place, for 1-D contiguous arrays, with no temporary."""
-    get_blas_funcs("axpy", (x, y))(x, y, a=alpha)
+    _AXPY[y.dtype](x, y, a=alpha)
 
 
 def forward(layout, params, X, ws):
     """Output activations ``f(X @ W0 + b0 ...)``: (m, n_out), a view into ``ws``."""
     m = X.shape[0]
-    views = weight_views(layout, params)
-    last = len(layout) - 1
+    Ws, bs = ws.views(params)
+    last = len(Ws) - 1
     a = X
-    for l in range(len(layout)):
-        W, b = views[2 * l], views[2 * l + 1]
+    for l, (W, b, activation) in enumerate(zip(Ws, bs, ws.activations)):
         z = ws.z[:m] if l == last else ws.a[l][:m]
         np.dot(a, W, out=z)
         z += b
         a = ws.a[l][:m]
-        ACTIVATE[layout[l, ACTIVATION]](z, a, ws.row[:m])
+        ACTIVATE[activation](z, a, ws.row[:m])
     return a
+
+
+def _sum_of_squares(Ws):
+    return sum(float(np.vdot(W, W)) for W in Ws)
 
 
 def l2_penalty(layout, params, l2):
     """``l2 / 2 * sum(W**2)`` over every weight matrix (biases excluded)."""
-    if l2 == 0:
-        return 0.0
-    return 0.5 * l2 * sum(float(np.dot(params[s], params[s])) for s in weight_slices(layout))
+    return 0.5 * l2 * _sum_of_squares(weight_views(layout, params)[::2]) if l2 else 0.0
 
 
-def _data_loss(loss, z, a, Y):
-    """Mean loss of a batch from the output pre-activations ``z`` and activations ``a``."""
-    if loss == CROSS_ENTROPY:  # -mean_i sum_j y log softmax(z)
-        return -np.sum(Y * (z - logsumexp(z, axis=1, keepdims=True)), dtype=np.float64) / len(Y)
+def _data_loss(loss, z, a, Y, lse):
+    """Mean loss of a batch from the output pre-activations ``z``, activations ``a`` and,
+    for a softmax output, each row's log-sum-exp ``lse`` (rows of ``Y`` sum to 1)."""
+    if loss == CROSS_ENTROPY:  # -mean_i sum_j y log softmax(z) = mean_i (lse_i - y_i . z_i)
+        return (float(lse.sum(dtype=np.float64)) - float(np.vdot(Y, z))) / len(Y)
     if loss == BINARY_CROSS_ENTROPY:  # -mean(y log sigmoid(z) + (1 - y) log(1 - sigmoid(z)))
-        return np.sum(np.logaddexp(0, z) - Y * z, dtype=np.float64) / Y.size
+        return (float(np.logaddexp(0, z).sum(dtype=np.float64)) - float(np.vdot(Y, z))) / Y.size
     error = a - Y  # MSE: mean((a - y)**2)
-    return np.sum(error * error, dtype=np.float64) / Y.size
+    return float(np.vdot(error, error)) / Y.size
 
 
 def evaluate(layout, params, X, Y, loss, ws):
     """``(mean data loss without the L2 term, output activations (m, n_out))`` on ``(X, Y)``."""
+    m = X.shape[0]
     a = forward(layout, params, X, ws)
-    return float(_data_loss(loss, ws.z[: len(X)], a, Y)), a
+    return _data_loss(loss, ws.z[:m], a, Y, ws.row[:m]), a
 
 
 def backward(layout, params, X, Y, loss, l2, ws, grads):
     """Forward and backward pass: fills ``grads`` (L2 included), returns the batch loss."""
     m = X.shape[0]
+    Ws, _ = ws.views(params)
+    dWs, dbs = ws.views(grads)
     a_out = forward(layout, params, X, ws)
-    value = float(_data_loss(loss, ws.z[:m], a_out, Y)) + l2_penalty(layout, params, l2)
+    value = _data_loss(loss, ws.z[:m], a_out, Y, ws.row[:m])
+    if l2:
+        value += 0.5 * l2 * _sum_of_squares(Ws)
 
     # Output delta dL/dz: (a - y) scaled by the loss's mean, times f'(z) unless fused.
     delta = ws.delta[-1][:m]
     np.subtract(a_out, Y, out=delta)
     delta *= 1.0 / m if loss == CROSS_ENTROPY else (2.0 if loss == MSE else 1.0) / Y.size
-    output = layout[-1, ACTIVATION]
+    output = ws.activations[-1]
     if loss == MSE and output != IDENTITY:
         derivative = ws.derivative[-1][:m]
         DERIVATIVE[output](a_out, derivative)
         delta *= derivative
 
-    param_views, grad_views = weight_views(layout, params), weight_views(layout, grads)
-    for l in range(len(layout) - 1, -1, -1):
-        W, dW, db = param_views[2 * l], grad_views[2 * l], grad_views[2 * l + 1]
+    for l in range(len(Ws) - 1, -1, -1):
         a_prev = X if l == 0 else ws.a[l - 1][:m]
-        np.dot(a_prev.T, delta, out=dW)
-        if l2 != 0:
-            w = slice(layout[l, W_OFFSET], layout[l, B_OFFSET])
-            _axpy(l2, params[w], grads[w])
-        np.sum(delta, axis=0, out=db)
+        np.dot(a_prev.T, delta, out=dWs[l])
+        if l2:
+            _axpy(l2, Ws[l].ravel(), dWs[l].ravel())
+        delta.sum(axis=0, out=dbs[l])
         if l > 0:
             delta_prev = ws.delta[l - 1][:m]
-            np.dot(delta, W.T, out=delta_prev)
+            np.dot(delta, Ws[l].T, out=delta_prev)
             derivative = ws.derivative[l - 1][:m]
-            DERIVATIVE[layout[l - 1, ACTIVATION]](a_prev, derivative)
+            DERIVATIVE[ws.activations[l - 1]](a_prev, derivative)
             delta_prev *= derivative
             delta = delta_prev
     return value
