@@ -1,0 +1,99 @@
+"""Every compiled backend computes what the NumPy reference computes, on the same inputs.
+
+Tolerances: float64 to 1e-10 and float32 to 1e-5 relative for single kernel
+calls; after 5 epochs of training, 1e-10 (float64) and 1e-4 (float32),
+relative to the largest parameter.
+"""
+
+import numpy as np
+import pytest
+
+import fastgd
+from conftest import COMBINATIONS, COMPILED, make_problem
+from fastgd._codes import LOSSES, SGD
+from fastgd.backends import resolve
+
+pytestmark = pytest.mark.skipif(not COMPILED, reason="no compiled backend is available")
+
+KERNEL_RTOL = {"float64": 1e-10, "float32": 1e-5}
+TRAINING_RTOL = {"float64": 1e-10, "float32": 1e-4}
+
+
+def assert_close(got, expected, rtol):
+    got, expected = np.asarray(got, dtype=np.float64), np.asarray(expected, dtype=np.float64)
+    np.testing.assert_allclose(got, expected, rtol=rtol, atol=rtol * max(np.abs(expected).max(), 1e-300))
+
+
+def pair(backend, hidden, output, loss, dtype, sizes=(5, 9, 7, 3), seed=0):
+    nets = [fastgd.MLP(list(sizes), hidden=hidden, output=output, loss=loss, backend=name, dtype=dtype,
+                       random_state=seed) for name in ("numpy", backend)]
+    return nets
+
+
+@pytest.mark.parametrize("backend", COMPILED)
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("rows", [1, 5, 16, 17, 40])
+@pytest.mark.parametrize("hidden, output, loss", COMBINATIONS)
+def test_kernels_match_reference(backend, dtype, rows, hidden, output, loss):
+    X, y = make_problem(output, n=rows, seed=rows)
+    reference, compiled = pair(backend, hidden, output, loss, dtype)
+    Y, _ = reference._encode(y, "y", rows, None)
+    X = X.astype(dtype)
+    results = []
+    for net in (reference, compiled):
+        k, layout = net._kernels, net.layout
+        ws = k.workspace(layout, net.dtype, rows)
+        params = net.params.copy()
+        grads = np.zeros_like(params)
+        out = k.forward(layout, params, X, ws).copy()
+        value, _ = k.evaluate(layout, params, X, Y, LOSSES[loss], ws)
+        batch_loss = k.backward(layout, params, X, Y, LOSSES[loss], 0.01, ws, grads)
+        penalty = k.l2_penalty(layout, params, 0.01)
+        k.update(params, grads, np.zeros((0, len(params)), net.dtype), SGD, np.zeros(0), 0.1, 0)
+        results.append((out, value, batch_loss, penalty, grads, params))
+    rtol = KERNEL_RTOL[dtype]
+    for expected, got in zip(*results):
+        assert np.asarray(got).dtype == np.asarray(expected).dtype or np.ndim(got) == 0
+        assert_close(got, expected, rtol)
+
+
+@pytest.mark.parametrize("backend", COMPILED)
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("batch_size", [None, 1, 8, 32], ids=["batch", "stochastic", "mini8", "mini32"])
+@pytest.mark.parametrize("hidden, output, loss", COMBINATIONS)
+def test_five_epochs_match_reference(backend, dtype, batch_size, hidden, output, loss):
+    X, y = make_problem(output, n=70, seed=3)
+    nets = pair(backend, hidden, output, loss, dtype, seed=5)
+    lr = 0.01 if batch_size == 1 else 0.05
+    histories = [net.fit(X, y, epochs=5, batch_size=batch_size, optimizer=fastgd.SGD(lr=lr), l2=1e-3,
+                         train_metrics=False).history for net in nets]
+    rtol = TRAINING_RTOL[dtype]
+    assert_close(nets[1].params, nets[0].params, rtol)
+    assert_close(histories[1]["loss"], histories[0]["loss"], rtol)
+
+
+@pytest.mark.parametrize("backend", COMPILED)
+def test_textbook_network_large_batches_match_reference(backend, textbook_data):
+    X_train, _, y_train, _ = textbook_data
+    nets = pair(backend, "relu", "softmax", "cross_entropy", "float64", sizes=(10, 64, 32, 3), seed=42)
+    for net in nets:
+        net.fit(X_train, y_train, epochs=5, batch_size=256, optimizer=fastgd.SGD(lr=0.05), l2=1e-4,
+                train_metrics=False)
+    assert_close(nets[1].params, nets[0].params, 1e-10)
+
+
+@pytest.mark.parametrize("backend", COMPILED)
+def test_readonly_and_strided_inputs(backend):
+    X, y = make_problem("softmax", n=40)
+    X_readonly = X.copy()
+    X_readonly.flags.writeable = False
+    a, b = (fastgd.MLP([5, 6, 3], backend=backend, random_state=0) for _ in range(2))
+    for net, data in ((a, X), (b, X_readonly)):
+        for batch_size in (None, 1, 20):
+            net.fit(data, y, epochs=1, batch_size=batch_size)
+    np.testing.assert_array_equal(a.params, b.params)
+
+
+def test_resolve_auto_prefers_compiled():
+    name, _ = resolve("auto")
+    assert name == (COMPILED[0] if COMPILED else "numpy")
