@@ -1,40 +1,51 @@
 """Numba backend: the reference's kernels JIT-compiled, and a fused whole-epoch loop.
 
-Same contracts as the reference (``_numpy.py``). Batches of more than
-``SMALL_BATCH`` rows go through BLAS (``np.dot``); smaller ones through loops
-written here, which for plain SGD also fold the gradient and the update into
-one pass so that no gradient array is formed. float32 and float64 share one
-source: Numba compiles a specialisation per dtype, and scalars are cast to the
-array dtype (``dtype.type``) so float32 loops stay float32. Losses and sums of
-squares accumulate in float64.
+Same contracts as the reference (``_numpy.py``). A batch of more than
+``SMALL_BATCH`` rows goes through BLAS (``np.dot`` on 2-D views); a smaller
+one through loops over rows of the flat buffers, which for plain SGD fold the
+gradient into the update (no gradient array is formed, and each row of ``W``
+is read once per step). float32 and float64 share one source: Numba compiles
+a specialisation per dtype, and scalars are cast to the array dtype
+(``dtype.type``) so float32 loops stay float32. Losses and sums of squares
+accumulate in float64.
 """
 
 import numpy as np
 from numba import njit
 
-from .._codes import (
-    BINARY_CROSS_ENTROPY, CROSS_ENTROPY, IDENTITY, MSE, N_IN, N_OUT, RELU, SGD, SIGMOID, SOFTMAX, TANH,
-)
+from .._codes import BINARY_CROSS_ENTROPY, CROSS_ENTROPY, MSE, N_IN, N_OUT, RELU, SGD, SIGMOID, SOFTMAX, TANH
 
 # Contraction (FMA) and reassociation (vectorised reductions) only: no
 # "nnan"/"ninf", so that a diverging loss is still seen as NaN or infinity.
-_jit = njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract", "reassoc", "nsz"})
+_OPTIONS = dict(cache=True, nogil=True, error_model="numpy", fastmath={"contract", "reassoc", "nsz"})
+_jit = njit(**_OPTIONS)
+# Helpers called inside loops are inlined by Numba itself: left to LLVM, such
+# calls were seen to stay calls and to stop vectorisation (5x slower).
+_inline = njit(inline="always", **_OPTIONS)
 
 SMALL_BATCH = 16
 
 
 class Workspace:
-    """Flat buffers for up to ``rows`` rows: activations and deltas of every layer
-    (layer ``l`` at ``offsets[l]``, row-major ``(m, n_out)``), output logits, and
-    ``batch_rows`` rows to gather a mini-batch into."""
+    """Flat buffers for up to ``rows`` rows.
+
+    ``acts`` and ``deltas`` hold blocks of rows: block 0 the input (room for
+    ``min(rows, SMALL_BATCH)`` rows, used by the loop kernels), block ``l + 1``
+    layer ``l``'s output, each row-major ``(m, width)`` from ``offsets[block]``.
+    ``z`` holds the output logits, ``lse`` their log-sum-exp per row; ``x``, ``y`` take a gathered mini-batch of up
+    to ``batch_rows`` rows.
+    """
 
     def __init__(self, layout, dtype, rows, batch_rows=0):
-        widths = layout[:, N_OUT]
-        self.offsets = np.concatenate([[0], np.cumsum(widths)[:-1]]).astype(np.int64) * rows
-        self.acts = np.empty(rows * int(widths.sum()), dtype)
+        widths = np.concatenate([layout[:1, N_IN], layout[:, N_OUT]])
+        capacity = np.full(len(widths), rows)
+        capacity[0] = min(rows, SMALL_BATCH)
+        self.offsets = np.concatenate([[0], np.cumsum(capacity * widths)]).astype(np.int64)
+        self.acts = np.empty(int(self.offsets[-1]), dtype)
         self.deltas = np.empty_like(self.acts)
         self.z = np.empty(rows * int(widths[-1]), dtype)
-        self.x = np.empty((batch_rows, int(layout[0, N_IN])), dtype)
+        self.lse = np.empty(rows)  # log-sum-exp of each row of z (softmax outputs)
+        self.x = np.empty((batch_rows, int(widths[0])), dtype)
         self.y = np.empty((batch_rows, int(widths[-1])), dtype)
         self.row = np.empty(int(widths.max()), dtype)
 
@@ -44,150 +55,43 @@ def workspace(layout, dtype, rows, batch_rows=0):
 
 
 # ---------------------------------------------------------------- views
-@_jit
-def _weights(layout, params, l):
-    n_in, n_out, w = layout[l, 0], layout[l, 1], layout[l, 3]
-    return params[w : w + n_in * n_out].reshape((n_in, n_out))
+@_inline
+def _row(buffer, offset, n, i):
+    """Row ``i`` of the row-major block of width ``n`` at ``offset`` of a flat buffer."""
+    start = offset + i * n
+    return buffer[start : start + n]
 
 
-@_jit
-def _bias(layout, params, l):
-    return params[layout[l, 4] : layout[l, 4] + layout[l, 1]]
-
-
-@_jit
-def _rows(buffer, offset, m, n):
+@_inline
+def _matrix(buffer, offset, m, n):
+    """The ``(m, n)`` row-major block at ``offset`` of a flat buffer, as a 2-D view."""
     return buffer[offset : offset + m * n].reshape((m, n))
 
 
-# ---------------------------------------------------------------- forward
-@_jit
-def _activate(v, activation, one):
-    """Hidden activation of one value ``v``; ``one`` is 1 in the array dtype."""
+# ---------------------------------------------------------------- element-wise
+# Row-level helpers test the activation once, outside their loop: a test inside
+# the loop kept it from vectorising.
+@_inline
+def _activate_row(z, b, activation, one):
+    """Hidden activation of one row in place: ``z = f(z + b)``."""
     if activation == RELU:
-        return v if v > 0 else one - one
-    if activation == SIGMOID:
-        return one / (one + np.exp(-v))
-    if activation == TANH:
-        return np.tanh(v)
-    return v
+        for j in range(z.shape[0]):
+            v = z[j] + b[j]
+            z[j] = v if v > 0 else one - one
+    elif activation == SIGMOID:
+        for j in range(z.shape[0]):
+            z[j] = one / (one + np.exp(-(z[j] + b[j])))
+    elif activation == TANH:
+        for j in range(z.shape[0]):
+            z[j] = np.tanh(z[j] + b[j])
+    else:
+        for j in range(z.shape[0]):
+            z[j] += b[j]
 
 
-@_jit
-def _linear(A, W, Z):
-    """``Z = A @ W``: BLAS for large batches, row-by-row loops for small ones."""
-    m, n_in = A.shape
-    if m > SMALL_BATCH:
-        np.dot(A, W, Z)
-        return
-    Z[:, :] = 0
-    for i in range(m):
-        for k in range(n_in):
-            a = A[i, k]
-            if a != 0:
-                for j in range(W.shape[1]):
-                    Z[i, j] += a * W[k, j]
-
-
-@_jit
-def _dense(A, W, b, activation, Z):
-    """Hidden layer in place: ``Z = f(A @ W + b)``."""
-    _linear(A, W, Z)
-    one = Z.dtype.type(1)
-    for i in range(Z.shape[0]):
-        for j in range(Z.shape[1]):
-            Z[i, j] = _activate(Z[i, j] + b[j], activation, one)
-
-
-@_jit
-def _output(A, W, b, activation, Z, out):
-    """Output layer: logits ``Z = A @ W + b`` kept, activations ``out = f(Z)``."""
-    _linear(A, W, Z)
-    one = Z.dtype.type(1)
-    for i in range(Z.shape[0]):
-        for j in range(Z.shape[1]):
-            Z[i, j] += b[j]
-        if activation == SOFTMAX:
-            top = Z[i, 0]
-            for j in range(Z.shape[1]):
-                top = max(top, Z[i, j])
-            total = Z.dtype.type(0)
-            for j in range(Z.shape[1]):
-                out[i, j] = np.exp(Z[i, j] - top)
-                total += out[i, j]
-            for j in range(Z.shape[1]):
-                out[i, j] /= total
-        elif activation == SIGMOID:
-            for j in range(Z.shape[1]):
-                out[i, j] = one / (one + np.exp(-Z[i, j]))
-        else:
-            for j in range(Z.shape[1]):
-                out[i, j] = Z[i, j]
-
-
-@_jit
-def _forward(layout, params, X, acts, offsets, z):
-    """All layers for the rows of ``X``; returns the output activations (m, n_out)."""
-    m, last = X.shape[0], layout.shape[0] - 1
-    for l in range(last + 1):
-        n_in, n_out, activation = layout[l, 0], layout[l, 1], layout[l, 2]
-        W, b = _weights(layout, params, l), _bias(layout, params, l)
-        out = _rows(acts, offsets[l], m, n_out)
-        if l == last:
-            Z = _rows(z, 0, m, n_out)
-            if l == 0:
-                _output(X, W, b, activation, Z, out)
-            else:
-                _output(_rows(acts, offsets[l - 1], m, n_in), W, b, activation, Z, out)
-        elif l == 0:
-            _dense(X, W, b, activation, out)
-        else:
-            _dense(_rows(acts, offsets[l - 1], m, n_in), W, b, activation, out)
-    return _rows(acts, offsets[last], m, layout[last, 1])
-
-
-# ---------------------------------------------------------------- loss
-@_jit
-def _loss_and_delta(Z, out, Y, activation, loss, delta):
-    """Mean data loss (float64) of the batch; ``delta = dL/dZ`` for the output layer."""
-    m, k = Z.shape
-    dtype = Z.dtype.type
-    one = dtype(1)
-    scale = dtype(1.0 / m) if loss == CROSS_ENTROPY else dtype((2.0 if loss == MSE else 1.0) / (m * k))
-    total = 0.0
-    for i in range(m):
-        if loss == CROSS_ENTROPY:  # -sum_j y log softmax(z) = lse * sum_j y - y . z
-            top = Z[i, 0]
-            for j in range(k):
-                top = max(top, Z[i, j])
-            s = 0.0
-            y_sum = 0.0
-            y_dot_z = 0.0
-            for j in range(k):
-                s += np.exp(np.float64(Z[i, j]) - top)
-                y_sum += Y[i, j]
-                y_dot_z += np.float64(Y[i, j]) * Z[i, j]
-            total += (top + np.log(s)) * y_sum - y_dot_z
-        elif loss == BINARY_CROSS_ENTROPY:  # log(1 + exp(z)) - y z
-            for j in range(k):
-                v = np.float64(Z[i, j])
-                total += max(v, 0.0) + np.log1p(np.exp(-abs(v))) - Y[i, j] * v
-        else:
-            for j in range(k):
-                e = np.float64(out[i, j]) - Y[i, j]
-                total += e * e
-        for j in range(k):
-            d = (out[i, j] - Y[i, j]) * scale
-            if loss == MSE and activation == SIGMOID:
-                d *= out[i, j] * (one - out[i, j])
-            delta[i, j] = d
-    return total / m if loss == CROSS_ENTROPY else total / (m * k)
-
-
-# ---------------------------------------------------------------- backward
-@_jit
+@_inline
 def _derivative(a, activation, one):
-    """f'(z) from the activation ``a = f(z)``; ``one`` is 1 in the array dtype."""
+    """f'(z) from the activation ``a = f(z)``."""
     if activation == RELU:
         return one if a > 0 else one - one
     if activation == SIGMOID:
@@ -197,89 +101,291 @@ def _derivative(a, activation, one):
     return one
 
 
+@_inline
+def _times_derivative_row(d, a, activation, one):
+    """``d *= f'(z)`` for one row, from its activations ``a = f(z)``."""
+    if activation == RELU:
+        for j in range(d.shape[0]):
+            d[j] = d[j] if a[j] > 0 else one - one
+    elif activation == SIGMOID:
+        for j in range(d.shape[0]):
+            d[j] *= a[j] * (one - a[j])
+    elif activation == TANH:
+        for j in range(d.shape[0]):
+            d[j] *= one - a[j] * a[j]
+
+
+@_inline
+def _add_rows(total, block, m, n):
+    """``total = sum of the m rows`` of a row-major block of width ``n``."""
+    total[:] = block[:n]
+    for i in range(1, m):
+        row = block[i * n : (i + 1) * n]
+        for j in range(n):
+            total[j] += row[j]
+
+
+@_inline
+def _output_row(z, b, out, activation, one):
+    """Output layer of one row: logits ``z += b``, ``out = softmax(z)``, ``sigmoid(z)``
+    or ``z``. Returns log-sum-exp(z) for softmax (what cross-entropy needs), else 0."""
+    for j in range(z.shape[0]):
+        z[j] += b[j]
+    if activation == SOFTMAX:
+        top = z.max()
+        total = one - one
+        for j in range(z.shape[0]):
+            out[j] = np.exp(z[j] - top)
+            total += out[j]
+        for j in range(z.shape[0]):
+            out[j] /= total
+        return np.float64(top) + np.log(np.float64(total))
+    elif activation == SIGMOID:
+        for j in range(z.shape[0]):
+            out[j] = one / (one + np.exp(-z[j]))
+    else:
+        out[:] = z
+    return 0.0
+
+
+@_inline
+def _loss_row(z, out, y, lse, activation, loss, scale, delta, one):
+    """Loss of one row (float64, summed over its outputs); ``delta = dL/dz``."""
+    total = 0.0
+    if loss == CROSS_ENTROPY:  # -sum_j y log softmax(z) = lse(z) sum_j y - y . z
+        y_sum = y_dot_z = 0.0
+        for j in range(z.shape[0]):
+            y_sum += y[j]
+            y_dot_z += np.float64(y[j]) * z[j]
+        total = lse * y_sum - y_dot_z
+    elif loss == BINARY_CROSS_ENTROPY:  # log(1 + exp(z)) - y z
+        for j in range(z.shape[0]):
+            v = np.float64(z[j])
+            total += max(v, 0.0) + np.log1p(np.exp(-abs(v))) - y[j] * v
+    else:
+        for j in range(z.shape[0]):
+            e = np.float64(out[j]) - y[j]
+            total += e * e
+    for j in range(z.shape[0]):
+        d = (out[j] - y[j]) * scale
+        if loss == MSE and activation == SIGMOID:
+            d *= out[j] * (one - out[j])
+        delta[j] = d
+    return total
+
+
 @_jit
-def _delta_back(D, W, A_prev, activation, D_prev):
-    """``D_prev = (D @ W.T) * f'(A_prev)``, with the current (not yet updated) ``W``."""
-    m, n_out = D.shape
-    n_in = W.shape[0]
-    one = D.dtype.type(1)
-    if m > SMALL_BATCH:
-        np.dot(D, W.T, D_prev)
-        for i in range(m):
-            for k in range(n_in):
-                D_prev[i, k] *= _derivative(A_prev[i, k], activation, one)
-        return
+def _loss(layout, Y, m, acts, offsets, z, lse, deltas, loss):
+    """Mean data loss (float64) of the ``m`` rows of the last forward pass; output deltas."""
+    last = layout.shape[0] - 1
+    k, activation = layout[last, 1], layout[last, 2]
+    one = z.dtype.type(1)
+    count = m if loss == CROSS_ENTROPY else m * k
+    scale = z.dtype.type((2.0 if loss == MSE else 1.0) / count)
+    total = 0.0
     for i in range(m):
-        for k in range(n_in):
-            s = one - one
-            for j in range(n_out):
-                s += D[i, j] * W[k, j]
-            D_prev[i, k] = s * _derivative(A_prev[i, k], activation, one)
+        total += _loss_row(_row(z, 0, k, i), _row(acts, offsets[last + 1], k, i), Y[i], lse[i], activation, loss,
+                           scale, _row(deltas, offsets[last + 1], k, i), one)
+    return total / count
 
 
-@_jit
-def _gradient(A_prev, D, W, b, dW, db, l2, lr, fused, row):
-    """Weight gradient ``A_prev.T @ D + l2 W`` and bias gradient ``sum(D)``; with
-    ``fused`` (plain SGD) applied at once, ``W -= lr * dW``, without storing ``dW``
-    for small batches. Returns ``sum(W**2)`` of ``W`` before the step (float64)."""
-    m, n_in = A_prev.shape
-    n_out = D.shape[1]
+@_inline
+def _bias_step(b, db, D, m, lr, fused):
+    """``db = sum of the m rows of D`` (row-major, width ``len(b)``); ``fused``: ``b -= lr db``."""
+    n = b.shape[0]
+    db[:] = D[:n]
+    for i in range(1, m):
+        for j in range(n):
+            db[j] += D[i * n + j]
+    if fused:
+        for j in range(n):
+            b[j] -= lr * db[j]
+
+
+# ---------------------------------------------------------------- rows of W, for the loop kernels
+@_inline
+def _sgd_row(w, g, l2, lr):
+    """``w -= lr (g + l2 w)`` for one row of ``W``; returns ``sum(w**2)`` before (float64)."""
     squares = 0.0
-    large = m > SMALL_BATCH
-    if large:
-        np.dot(A_prev.T, D, dW)
-    for k in range(n_in):
-        if large:
-            g = dW[k]
-        else:
-            g = row[:n_out]
-            g[:] = 0
-            for i in range(m):
-                a = A_prev[i, k]
-                if a != 0:
-                    for j in range(n_out):
-                        g[j] += a * D[i, j]
-        for j in range(n_out):
-            w = W[k, j]
-            squares += np.float64(w) * w
-            if fused:
-                W[k, j] = w - lr * (g[j] + l2 * w)
-            else:
-                dW[k, j] = g[j] + l2 * w
-    for j in range(n_out):
-        s = D.dtype.type(0)
-        for i in range(m):
-            s += D[i, j]
-        if fused:
-            b[j] -= lr * s
-        else:
-            db[j] = s
+    for j in range(w.shape[0]):
+        v = w[j]
+        squares += np.float64(v) * v
+        w[j] = v - lr * (g[j] + l2 * v)
     return squares
 
 
+@_inline
+def _gradient_row(w, g, dw, l2):
+    """``dw = g + l2 w`` for one row of ``W``; returns ``sum(w**2)`` (float64)."""
+    squares = 0.0
+    for j in range(w.shape[0]):
+        v = w[j]
+        squares += np.float64(v) * v
+        dw[j] = g[j] + l2 * v
+    return squares
+
+
+@_inline
+def _sgd_rank1_row(w, a, d, l2, lr):
+    """One row of a batch-of-one SGD step, ``w -= lr (a d + l2 w)``, in one pass that
+    also returns ``w . d`` (for the delta below) and ``sum(w**2)``, both before the step."""
+    back, squares = a - a, 0.0
+    for j in range(w.shape[0]):
+        v = w[j]
+        back += v * d[j]
+        squares += np.float64(v) * v
+        w[j] = v - lr * (a * d[j] + l2 * v)
+    return back, squares
+
+
+# ---------------------------------------------------------------- loop kernels (m <= SMALL_BATCH)
 @_jit
-def _step(layout, params, grads, X, Y, loss, l2, lr, fused, acts, offsets, z, deltas, row):
-    """Forward, loss, backward for one batch; with ``fused`` the SGD update too.
-    Returns the batch loss (data + L2 term of the weights before the step)."""
+def _forward_rows(layout, params, m, acts, offsets, z, lse):
+    """Forward pass of the ``m`` rows in the input block of ``acts``, by loops."""
+    one = params.dtype.type(1)
+    last = layout.shape[0] - 1
+    for l in range(last + 1):
+        n_in, n_out, activation, w, b = layout[l, 0], layout[l, 1], layout[l, 2], layout[l, 3], layout[l, 4]
+        bias = params[b : b + n_out]
+        target, start = (z, 0) if l == last else (acts, offsets[l + 1])
+        _matrix(target, start, m, n_out)[:] = 0
+        # Four rows of W per pass over the outputs: fewer loads and stores of them.
+        k = 0
+        while k < n_in:
+            rows = min(4, n_in - k)
+            w0 = _row(params, w, n_out, k)
+            w1 = _row(params, w, n_out, k + min(1, rows - 1))
+            w2 = _row(params, w, n_out, k + min(2, rows - 1))
+            w3 = _row(params, w, n_out, k + min(3, rows - 1))
+            for i in range(m):
+                x = _row(acts, offsets[l], n_in, i)
+                a0 = x[k]
+                a1 = x[k + 1] if rows > 1 else one - one
+                a2 = x[k + 2] if rows > 2 else one - one
+                a3 = x[k + 3] if rows > 3 else one - one
+                out = _row(target, start, n_out, i)
+                for j in range(n_out):
+                    out[j] += (a0 * w0[j] + a1 * w1[j]) + (a2 * w2[j] + a3 * w3[j])
+            k += rows
+        for i in range(m):
+            if l == last:
+                lse[i] = _output_row(_row(z, 0, n_out, i), bias, _row(acts, offsets[l + 1], n_out, i), activation, one)
+            else:
+                _activate_row(_row(acts, offsets[l + 1], n_out, i), bias, activation, one)
+
+
+@_jit
+def _backward_rows(layout, params, grads, m, acts, offsets, deltas, l2, lr, fused, row):
+    """Backward pass of the ``m`` rows, by loops; with ``fused`` (plain SGD) the step
+    too, row by row of ``W``. ``deltas`` of the output block must be set.
+    Returns ``sum(W**2)`` before the step (float64)."""
+    one = params.dtype.type(1)
+    squares = 0.0
+    for l in range(layout.shape[0] - 1, -1, -1):
+        n_in, n_out, w, b = layout[l, 0], layout[l, 1], layout[l, 3], layout[l, 4]
+        below = layout[l - 1, 2] if l > 0 else -1  # activation of the layer below; -1: the input
+        a_off, d_off = offsets[l], offsets[l + 1]
+        # Each branch is its own loop nest: a flag tested inside one kept it from vectorising.
+        if fused and m == 1:
+            d = _row(deltas, d_off, n_out, 0)
+            for k in range(n_in):
+                a = acts[a_off + k]
+                back, s = _sgd_rank1_row(_row(params, w, n_out, k), a, d, l2, lr)
+                squares += s
+                if below >= 0:
+                    deltas[a_off + k] = back * _derivative(a, below, one)
+        else:
+            g = row[:n_out]
+            for k in range(n_in):
+                wk = _row(params, w, n_out, k)
+                g[:] = 0
+                for i in range(m):
+                    a = acts[a_off + i * n_in + k]
+                    d = _row(deltas, d_off, n_out, i)
+                    if below >= 0:
+                        back = one - one
+                        for j in range(n_out):
+                            back += wk[j] * d[j]
+                        deltas[a_off + i * n_in + k] = back * _derivative(a, below, one)
+                    for j in range(n_out):
+                        g[j] += a * d[j]
+                if fused:
+                    squares += _sgd_row(wk, g, l2, lr)
+                else:
+                    squares += _gradient_row(wk, g, _row(grads, w, n_out, k), l2)
+        _bias_step(params[b : b + n_out], grads[b : b + n_out], deltas[d_off:], m, lr, fused)
+    return squares
+
+
+# ---------------------------------------------------------------- BLAS kernels (m > SMALL_BATCH)
+@_jit
+def _forward_blas(layout, params, X, acts, offsets, z, lse):
+    """Forward pass of the rows of ``X`` through ``np.dot``; returns the outputs (m, n_out)."""
     m, last = X.shape[0], layout.shape[0] - 1
-    out = _forward(layout, params, X, acts, offsets, z)
-    n_out = layout[last, 1]
-    D = _rows(deltas, offsets[last], m, n_out)
-    value = _loss_and_delta(_rows(z, 0, m, n_out), out, Y, layout[last, 2], loss, D)
+    one = params.dtype.type(1)
+    for l in range(last + 1):
+        n_in, n_out, activation, w, b = layout[l, 0], layout[l, 1], layout[l, 2], layout[l, 3], layout[l, 4]
+        W, bias = _matrix(params, w, n_in, n_out), params[b : b + n_out]
+        Z = _matrix(z, 0, m, n_out) if l == last else _matrix(acts, offsets[l + 1], m, n_out)
+        if l == 0:
+            np.dot(X, W, Z)
+        else:
+            np.dot(_matrix(acts, offsets[l], m, n_in), W, Z)
+        for i in range(m):
+            if l == last:
+                lse[i] = _output_row(Z[i], bias, _row(acts, offsets[l + 1], n_out, i), activation, one)
+            else:
+                _activate_row(Z[i], bias, activation, one)
+    return _matrix(acts, offsets[last + 1], m, layout[last, 1])
+
+
+@_jit
+def _backward_blas(layout, params, grads, X, acts, offsets, deltas, l2, lr, fused):
+    """Backward pass through ``np.dot``; with ``fused`` the SGD step too. Returns ``sum(W**2)``."""
+    m = X.shape[0]
+    one = params.dtype.type(1)
+    squares = 0.0
+    for l in range(layout.shape[0] - 1, -1, -1):
+        n_in, n_out, w, b = layout[l, 0], layout[l, 1], layout[l, 3], layout[l, 4]
+        W, dW = _matrix(params, w, n_in, n_out), _matrix(grads, w, n_in, n_out)
+        D = _matrix(deltas, offsets[l + 1], m, n_out)
+        if l > 0:  # delta of the layer below, with W before the step
+            below = layout[l - 1, 2]
+            D_prev, A_prev = _matrix(deltas, offsets[l], m, n_in), _matrix(acts, offsets[l], m, n_in)
+            np.dot(D, W.T, D_prev)
+            for i in range(m):
+                _times_derivative_row(D_prev[i], A_prev[i], below, one)
+            np.dot(A_prev.T, D, dW)
+        else:
+            np.dot(X.T, D, dW)
+        if fused:
+            for k in range(n_in):
+                squares += _sgd_row(W[k], dW[k], l2, lr)
+        else:
+            for k in range(n_in):
+                squares += _gradient_row(W[k], dW[k], dW[k], l2)
+        _bias_step(params[b : b + n_out], grads[b : b + n_out], deltas[offsets[l + 1] :], m, lr, fused)
+    return squares
+
+
+# ---------------------------------------------------------------- one step, one epoch
+@_jit
+def _step(layout, params, grads, X, Y, loss, l2, lr, fused, acts, offsets, z, lse, deltas, row):
+    """Forward, loss and backward for the batch ``(X, Y)``; with ``fused`` the SGD step too.
+    Returns the batch loss: data loss + L2 term of the weights before the step."""
+    m = X.shape[0]
+    if m <= SMALL_BATCH:
+        _matrix(acts, 0, m, X.shape[1])[:] = X
+        _forward_rows(layout, params, m, acts, offsets, z, lse)
+    else:
+        _forward_blas(layout, params, X, acts, offsets, z, lse)
+    value = _loss(layout, Y, m, acts, offsets, z, lse, deltas, loss)
     if not np.isfinite(value):
         return value
-    squares = 0.0
-    for l in range(last, -1, -1):
-        n_in, n_out = layout[l, 0], layout[l, 1]
-        W, b = _weights(layout, params, l), _bias(layout, params, l)
-        dW, db = _weights(layout, grads, l), _bias(layout, grads, l)
-        D = _rows(deltas, offsets[l], m, n_out)
-        if l == 0:
-            squares += _gradient(X, D, W, b, dW, db, l2, lr, fused, row)
-        else:
-            A_prev = _rows(acts, offsets[l - 1], m, n_in)
-            _delta_back(D, W, A_prev, layout[l - 1, 2], _rows(deltas, offsets[l - 1], m, n_in))
-            squares += _gradient(A_prev, D, W, b, dW, db, l2, lr, fused, row)
+    if m <= SMALL_BATCH:
+        squares = _backward_rows(layout, params, grads, m, acts, offsets, deltas, l2, lr, fused, row)
+    else:
+        squares = _backward_blas(layout, params, grads, X, acts, offsets, deltas, l2, lr, fused)
     return value + 0.5 * l2 * squares
 
 
@@ -293,7 +399,7 @@ def _update(params, grads, state, optimizer, hyper, lr, step):
 
 @_jit
 def _train_epoch(layout, params, grads, state, X, Y, order, batch_size, loss, l2, optimizer, hyper, lrs, step,
-                 acts, offsets, z, deltas, xb, yb, row):
+                 acts, offsets, z, lse, deltas, xb, yb, row):
     n = X.shape[0]
     n_batches = (n + batch_size - 1) // batch_size
     dtype = params.dtype.type
@@ -303,15 +409,15 @@ def _train_epoch(layout, params, grads, state, X, Y, order, batch_size, loss, l2
     for i in range(n_batches):
         lr = dtype(lrs[i])
         if n_batches == 1:
-            value = _step(layout, params, grads, X, Y, loss, l2, lr, fused, acts, offsets, z, deltas, row)
+            value = _step(layout, params, grads, X, Y, loss, l2, lr, fused, acts, offsets, z, lse, deltas, row)
         else:
             start = i * batch_size
             m = min(batch_size, n - start)
             for r in range(m):
-                xb[r, :] = X[order[start + r]]
-                yb[r, :] = Y[order[start + r]]
+                xb[r] = X[order[start + r]]
+                yb[r] = Y[order[start + r]]
             value = _step(layout, params, grads, xb[:m], yb[:m], loss, l2, lr, fused,
-                          acts, offsets, z, deltas, row)
+                          acts, offsets, z, lse, deltas, row)
         if not np.isfinite(value):
             return value, i
         if not fused:
@@ -320,18 +426,10 @@ def _train_epoch(layout, params, grads, state, X, Y, order, batch_size, loss, l2
     return total / n_batches, n_batches
 
 
-# ---------------------------------------------------------------- public kernels
-def forward(layout, params, X, ws):
-    """Output activations (m, n_out), a view into ``ws``."""
-    return _forward(layout, params, X, ws.acts, ws.offsets, ws.z)
-
-
-def evaluate(layout, params, X, Y, loss, ws):
-    """``(mean data loss without the L2 term, output activations (m, n_out))``."""
-    out = _forward(layout, params, X, ws.acts, ws.offsets, ws.z)
-    m, n_out = out.shape
-    delta = ws.deltas[: m * n_out].reshape(m, n_out)
-    return _loss_and_delta(ws.z[: m * n_out].reshape(m, n_out), out, Y, layout[-1, 2], loss, delta), out
+@_jit
+def _evaluate(layout, params, X, Y, loss, acts, offsets, z, lse, deltas):
+    out = _forward_blas(layout, params, X, acts, offsets, z, lse)
+    return _loss(layout, Y, X.shape[0], acts, offsets, z, lse, deltas, loss), out
 
 
 @_jit
@@ -343,6 +441,17 @@ def _l2_penalty(layout, params, l2):
     return 0.5 * l2 * squares
 
 
+# ---------------------------------------------------------------- public kernels
+def forward(layout, params, X, ws):
+    """Output activations (m, n_out), a view into ``ws``."""
+    return _forward_blas(layout, params, X, ws.acts, ws.offsets, ws.z, ws.lse)
+
+
+def evaluate(layout, params, X, Y, loss, ws):
+    """``(mean data loss without the L2 term, output activations (m, n_out))``."""
+    return _evaluate(layout, params, X, Y, loss, ws.acts, ws.offsets, ws.z, ws.lse, ws.deltas)
+
+
 def l2_penalty(layout, params, l2):
     """``l2 / 2 * sum(W**2)`` over every weight matrix (biases excluded)."""
     return _l2_penalty(layout, params, float(l2)) if l2 else 0.0
@@ -350,8 +459,9 @@ def l2_penalty(layout, params, l2):
 
 def backward(layout, params, X, Y, loss, l2, ws, grads):
     """Forward and backward pass: fills ``grads`` (L2 included), returns the batch loss."""
-    return _step(layout, params, grads, X, Y, loss, params.dtype.type(l2), params.dtype.type(0), False,
-                 ws.acts, ws.offsets, ws.z, ws.deltas, ws.row)
+    dtype = params.dtype.type
+    return _step(layout, params, grads, X, Y, loss, dtype(l2), dtype(0), False,
+                 ws.acts, ws.offsets, ws.z, ws.lse, ws.deltas, ws.row)
 
 
 def update(params, grads, state, optimizer, hyper, lr, step):
@@ -363,4 +473,4 @@ def train_epoch(layout, params, grads, state, X, Y, order, batch_size, loss, l2,
                 optimizer, hyper, lrs, step, ws):
     """One epoch in compiled code, same contract as the reference's ``train_epoch``."""
     return _train_epoch(layout, params, grads, state, X, Y, order, batch_size, loss, float(l2), optimizer,
-                        hyper, lrs, step, ws.acts, ws.offsets, ws.z, ws.deltas, ws.x, ws.y, ws.row)
+                        hyper, lrs, step, ws.acts, ws.offsets, ws.z, ws.lse, ws.deltas, ws.x, ws.y, ws.row)

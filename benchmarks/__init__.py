@@ -1,0 +1,1 @@
+"""Benchmarks of fastgd: training throughput of each backend against the NumPy reference."""

@@ -1,0 +1,166 @@
+"""Training throughput: samples/s of forward + backward + update per backend and mode.
+
+Backends are measured side by side in one process, round by round (each
+round times one epoch of every backend), after an untimed warm-up epoch whose
+time (JIT compilation included) is reported apart. The figure of a cell is
+the median over rounds. FLOPs per sample are counted as ``4 W + 2 (W - W1)``
+(forward, weight gradients, and input gradients of every layer but the
+first), and set against one core's GEMM rate measured in the same run.
+"""
+
+import argparse
+import json
+import platform
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from threadpoolctl import threadpool_info, threadpool_limits
+
+import fastgd
+from fastgd.datasets import synthetic_classification, textbook
+
+
+@dataclass
+class Workload:
+    name: str
+    sizes: list
+    dtype: str
+    rows: int
+    stochastic_rows: int
+    lr: float = 0.01
+    l2: float = 1e-4
+
+    def data(self):
+        if self.name == "W1":
+            X, _, y, _ = textbook()
+            return X, y
+        return synthetic_classification(self.rows, self.sizes[0], self.sizes[-1], dtype=self.dtype)
+
+    @property
+    def flops_per_sample(self):
+        weights = sum(a * b for a, b in zip(self.sizes[:-1], self.sizes[1:]))
+        first = self.sizes[0] * self.sizes[1]
+        return 4 * weights + 2 * (weights - first)
+
+
+WORKLOADS = {
+    "W1": Workload("W1", [10, 64, 32, 3], "float64", 1500, 1500),
+    "W2": Workload("W2", [784, 256, 128, 10], "float32", 60000, 5000),
+}
+MODES = {"batch": None, "mini-batch 64": 64, "stochastic": 1}
+
+
+def gemm_rate(dtype, n=2048, repeats=5):
+    """FLOP/s of an ``n x n`` matrix product in ``dtype`` (best of ``repeats``)."""
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((n, n)).astype(dtype) for _ in range(2))
+    out = np.empty((n, n), dtype)
+    np.dot(a, b, out=out)
+    best = min(_timed(lambda: np.dot(a, b, out=out)) for _ in range(repeats))
+    return 2 * n**3 / best
+
+
+def _timed(fn):
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+class FastgdRunner:
+    """One fastgd backend on one workload and mode; ``epoch()`` returns the seconds of one epoch."""
+
+    def __init__(self, backend, workload, X, y, batch_size):
+        self.label = backend
+        self.net = fastgd.MLP(workload.sizes, backend=backend, dtype=workload.dtype, random_state=0)
+        self.X, self.y, self.batch_size = X, y, batch_size
+        self.optimizer = fastgd.SGD(lr=workload.lr)
+        self.l2 = workload.l2
+
+    def epoch(self):
+        history = self.net.fit(self.X, self.y, epochs=1, batch_size=self.batch_size, optimizer=self.optimizer,
+                               l2=self.l2, train_metrics=False)
+        return history.history["epoch_time"][0]
+
+
+class SklearnRunner:
+    """scikit-learn's MLPClassifier(solver="sgd"), same network, batch, rate and L2; one ``partial_fit`` per epoch."""
+
+    label = "scikit-learn"
+
+    def __init__(self, workload, X, y, batch_size):
+        from sklearn.neural_network import MLPClassifier
+
+        self.model = MLPClassifier(hidden_layer_sizes=workload.sizes[1:-1], solver="sgd", momentum=0.0,
+                                   nesterovs_momentum=False, learning_rate_init=workload.lr, alpha=workload.l2,
+                                   batch_size=batch_size or len(X), shuffle=True, random_state=0)
+        self.X, self.y, self.classes = X, y, np.unique(y)
+
+    def epoch(self):
+        return _timed(lambda: self.model.partial_fit(self.X, self.y, classes=self.classes))
+
+
+def runners(workload, mode, backends, X, y):
+    batch_size = MODES[mode]
+    if mode == "stochastic":
+        X, y = X[: workload.stochastic_rows], y[: workload.stochastic_rows]
+    made = [FastgdRunner(b, workload, X, y, batch_size) for b in backends]
+    try:
+        made.append(SklearnRunner(workload, X, y, batch_size))
+    except ImportError:
+        pass
+    return made, len(X)
+
+
+def measure(workloads, backends, rounds):
+    results = []
+    for workload in workloads:
+        X, y = workload.data()
+        gemm = gemm_rate(workload.dtype)
+        for mode in MODES:
+            cells, n = runners(workload, mode, backends, X, y)
+            warmup = {c.label: _timed(c.epoch) for c in cells}
+            times = {c.label: [] for c in cells}
+            for _ in range(rounds):
+                for c in cells:
+                    times[c.label].append(c.epoch())
+            reference = n / np.median(times["numpy"])
+            for c in cells:
+                rate = n / np.median(times[c.label])
+                gflops = rate * workload.flops_per_sample / 1e9
+                results.append({
+                    "workload": workload.name, "mode": mode, "system": c.label, "rows": n,
+                    "samples_per_s": rate, "ratio_to_reference": rate / reference, "gflops": gflops,
+                    "gemm_fraction": gflops * 1e9 / gemm, "gemm_gflops": gemm / 1e9,
+                    "warmup_s": warmup[c.label], "epoch_times": times[c.label],
+                })
+                print(f"{workload.name} {mode:14s} {c.label:13s} {rate:12,.0f} samples/s  x{rate / reference:6.1f}  "
+                      f"{gflops:6.1f} GFLOP/s ({gflops * 1e9 / gemm:5.1%} of GEMM)  warm-up {warmup[c.label]:.2f}s",
+                      flush=True)
+    return results
+
+
+def machine():
+    return {"cpu": platform.processor() or platform.machine(), "python": platform.python_version(),
+            "numpy": np.__version__, "fastgd": fastgd.__version__, "blas": threadpool_info()}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
+    parser.add_argument("--backends", nargs="+", default=fastgd.backends())
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1, help="BLAS threads for every system (default 1)")
+    parser.add_argument("--json", help="write every raw number here")
+    args = parser.parse_args(argv)
+    backends = ["numpy"] + [b for b in args.backends if b != "numpy"]
+    with threadpool_limits(args.threads):
+        results = measure([WORKLOADS[w] for w in args.workloads], backends, args.rounds)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"machine": machine(), "threads": args.threads, "results": results}, f, indent=1)
+    return results
+
+
+if __name__ == "__main__":
+    main()
