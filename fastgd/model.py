@@ -9,6 +9,7 @@ from sklearn.utils import check_random_state
 
 from ._codes import DEFAULT_LOSS, LOSS_OUTPUTS, LOSSES
 from ._layout import he_normal, make_layout, n_params, weight_views
+from ._threads import blas_threads_for
 from ._validation import check_dtype, check_int, check_nonnegative, check_targets, check_X
 from .backends import resolve
 from .callbacks import Callback, History
@@ -286,36 +287,37 @@ class MLP:
         for callback in callbacks:
             callback.model = self
             callback.on_train_begin()
-        for epoch in range(epochs):
-            order = self._rng.permutation(n) if shuffle else np.arange(n)
-            lrs = self._optimizer.learning_rates(self._step, n_batches)
-            last_params, last_state = self.params.copy(), self._state.copy()
-            start = time.perf_counter()
-            mean_loss, steps = self._kernels.train_epoch(
-                self.layout, self.params, grads, self._state, X, Y, order, batch_size, codes[0], l2,
-                codes[1], self._optimizer.hyper(), lrs, self._step, ws)
-            elapsed = time.perf_counter() - start
-            self._step += steps
-            if steps < n_batches or not np.all(np.isfinite(self.params)):
-                self.params[...], self._state[...] = last_params, last_state
-                warnings.warn(f"training diverged in epoch {epoch + 1} (loss not finite); stopped and kept "
-                              "the weights of the last finite epoch", RuntimeWarning, stacklevel=2)
-                break
-            logs = {"loss": mean_loss}
-            if train_metrics:
-                logs["train_loss"], logs["train_accuracy"] = self._metrics(X, Y, eval_ws)
-            if validation_data is not None:
-                logs["val_loss"], logs["val_accuracy"] = self._metrics(X_val, Y_val, eval_ws)
-            if not self.is_classifier:
-                logs = {k: v for k, v in logs.items() if not k.endswith("accuracy")}
-            logs["epoch_time"] = elapsed
-            for callback in callbacks:
-                callback.on_epoch_end(epoch, logs)
-            if verbose:
-                print(f"Epoch {epoch + 1}/{epochs} | " + " ".join(
-                    f"{k} {v:.4f}" for k, v in logs.items() if k != "epoch_time"), flush=True)
-            if self.stop_training:
-                break
+        with blas_threads_for(self.layout, batch_size):
+            for epoch in range(epochs):
+                order = self._rng.permutation(n) if shuffle else np.arange(n)
+                lrs = self._optimizer.learning_rates(self._step, n_batches)
+                last_params, last_state = self.params.copy(), self._state.copy()
+                start = time.perf_counter()
+                mean_loss, steps = self._kernels.train_epoch(
+                    self.layout, self.params, grads, self._state, X, Y, order, batch_size, codes[0], l2,
+                    codes[1], self._optimizer.hyper(), lrs, self._step, ws)
+                elapsed = time.perf_counter() - start
+                self._step += steps
+                if steps < n_batches or not np.all(np.isfinite(self.params)):
+                    self.params[...], self._state[...] = last_params, last_state
+                    warnings.warn(f"training diverged in epoch {epoch + 1} (loss not finite); stopped and kept "
+                                  "the weights of the last finite epoch", RuntimeWarning, stacklevel=2)
+                    break
+                logs = {"loss": mean_loss}
+                if train_metrics:
+                    logs["train_loss"], logs["train_accuracy"] = self._metrics(X, Y, eval_ws)
+                if validation_data is not None:
+                    logs["val_loss"], logs["val_accuracy"] = self._metrics(X_val, Y_val, eval_ws)
+                if not self.is_classifier:
+                    logs = {k: v for k, v in logs.items() if not k.endswith("accuracy")}
+                logs["epoch_time"] = elapsed
+                for callback in callbacks:
+                    callback.on_epoch_end(epoch, logs)
+                if verbose:
+                    print(f"Epoch {epoch + 1}/{epochs} | " + " ".join(
+                        f"{k} {v:.4f}" for k, v in logs.items() if k != "epoch_time"), flush=True)
+                if self.stop_training:
+                    break
         for callback in callbacks:
             callback.on_train_end()
         return history

@@ -203,77 +203,55 @@ def _bias_step(b, db, D, m, lr, fused):
 
 
 # ---------------------------------------------------------------- rows of W, for the loop kernels
+# Each returns the row's sum(w**2) before the step, summed in the array dtype
+# (a float64 sum halved float32 throughput); rows are added up in float64.
 @_inline
 def _sgd_row(w, g, l2, lr):
-    """``w -= lr (g + l2 w)`` for one row of ``W``; returns ``sum(w**2)`` before (float64)."""
-    squares = 0.0
+    """``w -= lr (g + l2 w)`` for one row of ``W``."""
+    squares = l2 - l2
     for j in range(w.shape[0]):
         v = w[j]
-        squares += np.float64(v) * v
+        squares += v * v
         w[j] = v - lr * (g[j] + l2 * v)
-    return squares
+    return np.float64(squares)
 
 
 @_inline
 def _gradient_row(w, g, dw, l2):
-    """``dw = g + l2 w`` for one row of ``W``; returns ``sum(w**2)`` (float64)."""
-    squares = 0.0
+    """``dw = g + l2 w`` for one row of ``W``."""
+    squares = l2 - l2
     for j in range(w.shape[0]):
         v = w[j]
-        squares += np.float64(v) * v
+        squares += v * v
         dw[j] = g[j] + l2 * v
-    return squares
+    return np.float64(squares)
 
 
 @_inline
 def _sgd_rank1_row(w, a, d, l2, lr):
-    """One row of a batch-of-one SGD step, ``w -= lr (a d + l2 w)``, in one pass that
-    also returns ``w . d`` (for the delta below) and ``sum(w**2)``, both before the step."""
-    back, squares = a - a, 0.0
+    """``w -= lr (a d + l2 w)``: one row of a batch-of-one SGD step."""
+    squares = a - a
+    for j in range(w.shape[0]):
+        v = w[j]
+        squares += v * v
+        w[j] = v - lr * (a * d[j] + l2 * v)
+    return np.float64(squares)
+
+
+@_inline
+def _sgd_rank1_back_row(w, a, d, l2, lr):
+    """As ``_sgd_rank1_row``, in the same pass returning ``w . d`` before the step
+    (the delta of the layer below)."""
+    back, squares = a - a, a - a
     for j in range(w.shape[0]):
         v = w[j]
         back += v * d[j]
-        squares += np.float64(v) * v
+        squares += v * v
         w[j] = v - lr * (a * d[j] + l2 * v)
-    return back, squares
+    return back, np.float64(squares)
 
 
-# ---------------------------------------------------------------- loop kernels (m <= SMALL_BATCH)
-@_jit
-def _forward_rows(layout, params, m, acts, offsets, z, lse):
-    """Forward pass of the ``m`` rows in the input block of ``acts``, by loops."""
-    one = params.dtype.type(1)
-    last = layout.shape[0] - 1
-    for l in range(last + 1):
-        n_in, n_out, activation, w, b = layout[l, 0], layout[l, 1], layout[l, 2], layout[l, 3], layout[l, 4]
-        bias = params[b : b + n_out]
-        target, start = (z, 0) if l == last else (acts, offsets[l + 1])
-        _matrix(target, start, m, n_out)[:] = 0
-        # Four rows of W per pass over the outputs: fewer loads and stores of them.
-        k = 0
-        while k < n_in:
-            rows = min(4, n_in - k)
-            w0 = _row(params, w, n_out, k)
-            w1 = _row(params, w, n_out, k + min(1, rows - 1))
-            w2 = _row(params, w, n_out, k + min(2, rows - 1))
-            w3 = _row(params, w, n_out, k + min(3, rows - 1))
-            for i in range(m):
-                x = _row(acts, offsets[l], n_in, i)
-                a0 = x[k]
-                a1 = x[k + 1] if rows > 1 else one - one
-                a2 = x[k + 2] if rows > 2 else one - one
-                a3 = x[k + 3] if rows > 3 else one - one
-                out = _row(target, start, n_out, i)
-                for j in range(n_out):
-                    out[j] += (a0 * w0[j] + a1 * w1[j]) + (a2 * w2[j] + a3 * w3[j])
-            k += rows
-        for i in range(m):
-            if l == last:
-                lse[i] = _output_row(_row(z, 0, n_out, i), bias, _row(acts, offsets[l + 1], n_out, i), activation, one)
-            else:
-                _activate_row(_row(acts, offsets[l + 1], n_out, i), bias, activation, one)
-
-
+# ---------------------------------------------------------------- backward by loops (m <= SMALL_BATCH)
 @_jit
 def _backward_rows(layout, params, grads, m, acts, offsets, deltas, l2, lr, fused, row):
     """Backward pass of the ``m`` rows, by loops; with ``fused`` (plain SGD) the step
@@ -286,14 +264,17 @@ def _backward_rows(layout, params, grads, m, acts, offsets, deltas, l2, lr, fuse
         below = layout[l - 1, 2] if l > 0 else -1  # activation of the layer below; -1: the input
         a_off, d_off = offsets[l], offsets[l + 1]
         # Each branch is its own loop nest: a flag tested inside one kept it from vectorising.
-        if fused and m == 1:
+        if fused and m == 1 and below >= 0:
             d = _row(deltas, d_off, n_out, 0)
             for k in range(n_in):
                 a = acts[a_off + k]
-                back, s = _sgd_rank1_row(_row(params, w, n_out, k), a, d, l2, lr)
+                back, s = _sgd_rank1_back_row(_row(params, w, n_out, k), a, d, l2, lr)
                 squares += s
-                if below >= 0:
-                    deltas[a_off + k] = back * _derivative(a, below, one)
+                deltas[a_off + k] = back * _derivative(a, below, one)
+        elif fused and m == 1:
+            d = _row(deltas, d_off, n_out, 0)
+            for k in range(n_in):
+                squares += _sgd_rank1_row(_row(params, w, n_out, k), acts[a_off + k], d, l2, lr)
         else:
             g = row[:n_out]
             for k in range(n_in):
@@ -317,7 +298,7 @@ def _backward_rows(layout, params, grads, m, acts, offsets, deltas, l2, lr, fuse
     return squares
 
 
-# ---------------------------------------------------------------- BLAS kernels (m > SMALL_BATCH)
+# ---------------------------------------------------------------- through BLAS
 @_jit
 def _forward_blas(layout, params, X, acts, offsets, z, lse):
     """Forward pass of the rows of ``X`` through ``np.dot``; returns the outputs (m, n_out)."""
@@ -374,11 +355,9 @@ def _step(layout, params, grads, X, Y, loss, l2, lr, fused, acts, offsets, z, ls
     """Forward, loss and backward for the batch ``(X, Y)``; with ``fused`` the SGD step too.
     Returns the batch loss: data loss + L2 term of the weights before the step."""
     m = X.shape[0]
-    if m <= SMALL_BATCH:
+    if m <= SMALL_BATCH:  # the loops read the input from the input block
         _matrix(acts, 0, m, X.shape[1])[:] = X
-        _forward_rows(layout, params, m, acts, offsets, z, lse)
-    else:
-        _forward_blas(layout, params, X, acts, offsets, z, lse)
+    _forward_blas(layout, params, X, acts, offsets, z, lse)
     value = _loss(layout, Y, m, acts, offsets, z, lse, deltas, loss)
     if not np.isfinite(value):
         return value

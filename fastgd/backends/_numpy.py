@@ -10,7 +10,6 @@ in :mod:`fastgd._layout`.
 """
 
 import numpy as np
-from scipy.linalg.blas import get_blas_funcs
 from scipy.special import expit
 
 from .._codes import (
@@ -37,6 +36,7 @@ class Workspace:
         self.row = np.empty((rows, 1), dtype)  # softmax: log-sum-exp of each row of z
         self.x = np.empty((batch_rows, int(layout[0, N_IN])), dtype)
         self.y = np.empty((batch_rows, widths[-1]), dtype)
+        self.scratch = np.empty(int((layout[:, N_IN] * layout[:, N_OUT]).max()), dtype)  # one W's worth
 
     def views(self, buffer):
         """``(Ws, bs)``: per-layer views into ``buffer`` (``params`` or ``grads``), made once per buffer."""
@@ -107,14 +107,6 @@ DERIVATIVE = {
 }
 
 
-_AXPY = {np.dtype(t): get_blas_funcs("axpy", dtype=t) for t in (np.float32, np.float64)}
-
-
-def _axpy(alpha, x, y):
-    """``y += alpha * x`` in place, for 1-D contiguous arrays, with no temporary."""
-    _AXPY[y.dtype](x, y, a=alpha)
-
-
 def forward(layout, params, X, ws):
     """Output activations ``f(X @ W0 + b0 ...)``: (m, n_out), a view into ``ws``."""
     m = X.shape[0]
@@ -181,7 +173,9 @@ def backward(layout, params, X, Y, loss, l2, ws, grads):
         a_prev = X if l == 0 else ws.a[l - 1][:m]
         np.dot(a_prev.T, delta, out=dWs[l])
         if l2:
-            _axpy(l2, Ws[l].ravel(), dWs[l].ravel())
+            l2_W = ws.scratch[: Ws[l].size].reshape(Ws[l].shape)
+            np.multiply(Ws[l], l2, out=l2_W)
+            dWs[l] += l2_W
         delta.sum(axis=0, out=dbs[l])
         if l > 0:
             delta_prev = ws.delta[l - 1][:m]
@@ -194,9 +188,13 @@ def backward(layout, params, X, Y, loss, l2, ws, grads):
 
 
 def update(params, grads, state, optimizer, hyper, lr, step):
-    """One optimizer step on ``params`` in place; ``step`` counts from 0."""
+    """One optimizer step on ``params`` in place; ``step`` counts from 0.
+
+    The gradients are spent: ``grads`` may be overwritten.
+    """
     if optimizer == SGD:
-        _axpy(-lr, grads, params)
+        grads *= lr
+        params -= grads
     else:
         raise ValueError(f"unknown optimizer code {optimizer}")
 

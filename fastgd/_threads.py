@@ -1,0 +1,36 @@
+"""BLAS threads chosen by the size of the work, so that more cores never slow a fit.
+
+Handing small matrices to a multi-threaded BLAS costs more in waking and
+synchronising its threads than the product itself: below ``MIN_FLOPS_PER_THREAD``
+of GEMM work per step and thread, fits run BLAS on one thread. Above it, the
+process's own setting (``threadpoolctl``, ``OMP_NUM_THREADS``, ...) stands.
+"""
+
+from contextlib import nullcontext
+
+from threadpoolctl import ThreadpoolController
+
+MIN_FLOPS_PER_THREAD = 8e6
+
+_controller = None
+
+
+def _blas():
+    global _controller
+    if _controller is None:
+        _controller = ThreadpoolController().select(user_api="blas")
+    return _controller
+
+
+def step_flops(layout, rows):
+    """FLOPs of one training step on ``rows`` rows: ``rows * (4 W + 2 (W - W1))``."""
+    weights = int((layout[:, 0] * layout[:, 1]).sum())
+    return rows * (6 * weights - 2 * int(layout[0, 0] * layout[0, 1]))
+
+
+def blas_threads_for(layout, rows):
+    """A context in which BLAS uses as many threads as ``rows``-row steps repay."""
+    blas = _blas()
+    allowed = max((info["num_threads"] for info in blas.info()), default=1)
+    wanted = max(1, min(allowed, int(step_flops(layout, rows) // MIN_FLOPS_PER_THREAD)))
+    return nullcontext() if wanted >= allowed else blas.limit(limits=wanted)
