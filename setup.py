@@ -1,10 +1,10 @@
-"""Build script: compiles the Cython kernels (``fastgd/backends/*.pyx``) when there are any."""
+"""Build script: compiles the Cython kernels (``fastgd/kernels/*.pyx``) when there are any."""
 
 from pathlib import Path
 
 from setuptools import setup
 
-sources = sorted(str(p) for p in Path("fastgd/backends").glob("*.pyx"))
+sources = sorted(str(p) for p in Path("fastgd/kernels").glob("*.pyx"))
 ext_modules = []
 if sources:
     import numpy
@@ -12,7 +12,7 @@ if sources:
     from setuptools import Extension
 
     ext_modules = cythonize(
-        [Extension(f"fastgd.backends.{Path(s).stem}", [s], include_dirs=[numpy.get_include()]) for s in sources],
+        [Extension(f"fastgd.kernels.{Path(s).stem}", [s], include_dirs=[numpy.get_include()]) for s in sources],
         compiler_directives={"language_level": 3, "boundscheck": False, "wraparound": False},
     )
 

@@ -51,7 +51,7 @@ WORKLOADS = {
 MODES = {"batch": None, "mini-batch 64": 64, "stochastic": 1}
 
 
-def gemm_rate(dtype, n=2048, repeats=5):
+def gemm_rate(dtype, n=2048, repeats=3):
     """FLOP/s of an ``n x n`` matrix product in ``dtype`` (best of ``repeats``)."""
     rng = np.random.default_rng(0)
     a, b = (rng.standard_normal((n, n)).astype(dtype) for _ in range(2))
@@ -116,32 +116,54 @@ def runners(workload, mode, backends, X, y):
     return made, len(X)
 
 
-def measure(workloads, backends, rounds):
+def measure(workloads, backends, rounds, threads):
+    """One result per workload x mode x system, BLAS limited to ``threads`` threads."""
     results = []
-    for workload in workloads:
-        X, y = workload.data()
-        gemm = gemm_rate(workload.dtype)
-        for mode in MODES:
-            cells, n = runners(workload, mode, backends, X, y)
-            warmup = {c.label: _timed(c.epoch) for c in cells}
-            times = {c.label: [] for c in cells}
-            for _ in range(rounds):
+    with threadpool_limits(threads):
+        for workload in workloads:
+            X, y = workload.data()
+            for mode in MODES:
+                cells, n = runners(workload, mode, backends, X, y)
+                warmup = {c.label: _timed(c.epoch) for c in cells}
+                times = {c.label: [] for c in cells}
+                gemm = []
+                for _ in range(rounds):
+                    gemm.append(gemm_rate(workload.dtype, repeats=1))
+                    for c in cells:
+                        times[c.label].append(c.epoch())
+                gemm = float(np.median(gemm))
+                reference = n / np.median(times["numpy"])
                 for c in cells:
-                    times[c.label].append(c.epoch())
-            reference = n / np.median(times["numpy"])
-            for c in cells:
-                rate = n / np.median(times[c.label])
-                gflops = rate * workload.flops_per_sample / 1e9
-                results.append({
-                    "workload": workload.name, "mode": mode, "system": c.label, "rows": n,
-                    "samples_per_s": rate, "ratio_to_reference": rate / reference, "gflops": gflops,
-                    "gemm_fraction": gflops * 1e9 / gemm, "gemm_gflops": gemm / 1e9,
-                    "warmup_s": warmup[c.label], "epoch_times": times[c.label],
-                })
-                print(f"{workload.name} {mode:14s} {c.label:13s} {rate:12,.0f} samples/s  x{rate / reference:6.1f}  "
-                      f"{gflops:6.1f} GFLOP/s ({gflops * 1e9 / gemm:5.1%} of GEMM)  warm-up {warmup[c.label]:.2f}s",
-                      flush=True)
+                    rate = n / np.median(times[c.label])
+                    gflops = rate * workload.flops_per_sample / 1e9
+                    results.append({
+                        "workload": workload.name, "mode": mode, "system": c.label, "threads": threads, "rows": n,
+                        "samples_per_s": rate, "ratio_to_reference": rate / reference, "gflops": gflops,
+                        "gemm_gflops": gemm / 1e9, "gemm_fraction": gflops * 1e9 / gemm,
+                        "warmup_s": warmup[c.label], "epoch_times": times[c.label],
+                    })
+                    print(f"{threads}T {workload.name} {mode:14s} {c.label:13s} {rate:12,.0f} samples/s "
+                          f"x{rate / reference:6.1f} {gflops:6.1f} GFLOP/s ({gflops * 1e9 / gemm:6.1%} of GEMM) "
+                          f"warm-up {warmup[c.label]:.2f}s", flush=True)
     return results
+
+
+def table(results):
+    """Markdown table: one row per workload x mode x system, a column group per thread count."""
+    threads = sorted({r["threads"] for r in results})
+    head = "| workload | mode | system | " + " | ".join(
+        f"{t}T samples/s | {t}T vs reference | {t}T % of GEMM" for t in threads) + " |"
+    lines = [head, "|" + "---|" * (3 + 3 * len(threads))]
+    keys = list(dict.fromkeys((r["workload"], r["mode"], r["system"]) for r in results))
+    by_key = {(r["workload"], r["mode"], r["system"], r["threads"]): r for r in results}
+    for key in keys:
+        cells = []
+        for t in threads:
+            r = by_key.get(key + (t,))
+            cells.append(f"{r['samples_per_s']:,.0f} | {r['ratio_to_reference']:.1f}x | {r['gemm_fraction']:.0%}"
+                         if r else "- | - | -")
+        lines.append(f"| {' | '.join(key)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def machine():
@@ -154,15 +176,17 @@ def main(argv=None):
     parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
     parser.add_argument("--backends", nargs="+", default=fastgd.backends())
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=1, help="BLAS threads for every system (default 1)")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1],
+                        help="BLAS thread counts to measure, each for every system (default: 1)")
     parser.add_argument("--json", help="write every raw number here")
     args = parser.parse_args(argv)
     backends = ["numpy"] + [b for b in args.backends if b != "numpy"]
-    with threadpool_limits(args.threads):
-        results = measure([WORKLOADS[w] for w in args.workloads], backends, args.rounds)
+    workloads = [WORKLOADS[w] for w in args.workloads]
+    results = [r for t in args.threads for r in measure(workloads, backends, args.rounds, t)]
+    print(table(results))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"machine": machine(), "threads": args.threads, "results": results}, f, indent=1)
+            json.dump({"machine": machine(), "results": results}, f, indent=1)
     return results
 
 

@@ -4,7 +4,7 @@ Batch, mini-batch and stochastic gradient descent with compiled kernels
 behind one model API, checked against a plain NumPy reference.
 """
 
-from .backends import backends
+from .kernels import backends
 from .callbacks import Callback, History
 from .layers import Dense, Identity, ReLU, Sigmoid, Softmax, Tanh
 from .gradcheck import check_gradients

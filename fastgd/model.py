@@ -11,7 +11,7 @@ from ._codes import DEFAULT_LOSS, LOSS_OUTPUTS, LOSSES
 from ._layout import he_normal, make_layout, n_params, weight_views
 from ._threads import blas_threads_for
 from ._validation import check_dtype, check_int, check_nonnegative, check_targets, check_X
-from .backends import resolve
+from .kernels import resolve
 from .callbacks import Callback, History
 from .layers import architecture
 from .optimizers import SGD, Optimizer

@@ -11,7 +11,7 @@ import pytest
 import fastgd
 from conftest import COMBINATIONS, COMPILED, make_problem
 from fastgd._codes import LOSSES, SGD
-from fastgd.backends import resolve
+from fastgd.kernels import resolve
 
 pytestmark = pytest.mark.skipif(not COMPILED, reason="no compiled backend is available")
 

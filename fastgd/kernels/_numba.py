@@ -10,10 +10,39 @@ a specialisation per dtype, and scalars are cast to the array dtype
 accumulate in float64.
 """
 
+import os
+import tempfile
+
 import numpy as np
-from numba import njit
+from numba import config, njit
+from numba.misc.appdirs import AppDirs
 
 from .._codes import BINARY_CROSS_ENTROPY, CROSS_ENTROPY, MSE, N_IN, N_OUT, RELU, SGD, SIGMOID, SOFTMAX, TANH
+
+
+
+def _writable(path):
+    try:
+        os.makedirs(path, exist_ok=True)
+        tempfile.TemporaryFile(dir=path).close()
+        return True
+    except OSError:
+        return False
+
+
+def _ensure_cache_dir():
+    """Numba caches compiled kernels beside this file, else in the user's cache
+    directory; where neither can be written (a read-only install and home), use
+    a per-user temporary directory rather than compile in every process."""
+    if config.CACHE_DIR:
+        return
+    here = os.path.join(os.path.dirname(__file__), "__pycache__")
+    if _writable(here) or _writable(AppDirs(appname="numba", appauthor=False).user_cache_dir):
+        return
+    config.CACHE_DIR = os.path.join(tempfile.gettempdir(), f"fastgd-numba-cache-{os.getuid()}")
+
+
+_ensure_cache_dir()
 
 # Contraction (FMA) and reassociation (vectorised reductions) only: no
 # "nnan"/"ninf", so that a diverging loss is still seen as NaN or infinity.
