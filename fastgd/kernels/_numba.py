@@ -1,13 +1,16 @@
 """Numba backend: the reference's kernels JIT-compiled, and a fused whole-epoch loop.
 
-Same contracts as the reference (``_numpy.py``). A batch of more than
-``SMALL_BATCH`` rows goes through BLAS (``np.dot`` on 2-D views); a smaller
-one through loops over rows of the flat buffers, which for plain SGD fold the
-gradient into the update (no gradient array is formed, and each row of ``W``
-is read once per step). float32 and float64 share one source: Numba compiles
-a specialisation per dtype, and scalars are cast to the array dtype
-(``dtype.type``) so float32 loops stay float32. Losses and sums of squares
-accumulate in float64.
+Same contracts as the reference (``_numpy.py``). Matrix products go through
+BLAS (``np.dot`` on 2-D views of the flat buffers). The backward pass of a
+batch of at most ``SMALL_BATCH`` rows runs as loops over the rows of ``W``
+instead, which for plain SGD fold the gradient into the update: no gradient
+array is formed, and each row of ``W`` is read once per step (for one row, the
+delta of the layer below comes out of the same pass). Bias, activation, loss
+and output delta are fused into one pass per row.
+
+float32 and float64 share one source: Numba compiles a specialisation per
+dtype, and scalars are cast to the array dtype (``dtype.type``) so float32
+loops stay float32. Losses accumulate in float64.
 """
 
 import os
@@ -18,7 +21,6 @@ from numba import config, njit
 from numba.misc.appdirs import AppDirs
 
 from .._codes import BINARY_CROSS_ENTROPY, CROSS_ENTROPY, MSE, N_IN, N_OUT, RELU, SGD, SIGMOID, SOFTMAX, TANH
-
 
 
 def _writable(path):
@@ -52,17 +54,17 @@ _jit = njit(**_OPTIONS)
 # calls were seen to stay calls and to stop vectorisation (5x slower).
 _inline = njit(inline="always", **_OPTIONS)
 
-SMALL_BATCH = 16
+SMALL_BATCH = 16  # rows: above, the backward pass goes through BLAS
 
 
 class Workspace:
     """Flat buffers for up to ``rows`` rows.
 
     ``acts`` and ``deltas`` hold blocks of rows: block 0 the input (room for
-    ``min(rows, SMALL_BATCH)`` rows, used by the loop kernels), block ``l + 1``
+    ``min(rows, SMALL_BATCH)`` rows, read by the backward loops), block ``l + 1``
     layer ``l``'s output, each row-major ``(m, width)`` from ``offsets[block]``.
-    ``z`` holds the output logits, ``lse`` their log-sum-exp per row; ``x``, ``y`` take a gathered mini-batch of up
-    to ``batch_rows`` rows.
+    ``z`` holds the output logits, ``lse`` their log-sum-exp per row; ``x``,
+    ``y`` take a gathered mini-batch of up to ``batch_rows`` rows.
     """
 
     def __init__(self, layout, dtype, rows, batch_rows=0):
@@ -384,7 +386,7 @@ def _step(layout, params, grads, X, Y, loss, l2, lr, fused, acts, offsets, z, ls
     """Forward, loss and backward for the batch ``(X, Y)``; with ``fused`` the SGD step too.
     Returns the batch loss: data loss + L2 term of the weights before the step."""
     m = X.shape[0]
-    if m <= SMALL_BATCH:  # the loops read the input from the input block
+    if m <= SMALL_BATCH:  # the backward loops read the input from the input block
         _matrix(acts, 0, m, X.shape[1])[:] = X
     _forward_blas(layout, params, X, acts, offsets, z, lse)
     value = _loss(layout, Y, m, acts, offsets, z, lse, deltas, loss)
