@@ -49,6 +49,11 @@ WORKLOADS = {
     "W2": Workload("W2", [784, 256, 128, 10], "float32", 60000, 5000),
 }
 MODES = {"batch": None, "mini-batch 64": 64, "stochastic": 1}
+# Seconds of rest before each timed epoch. NumPy and SciPy (which Numba's np.dot
+# calls) each carry an OpenBLAS with its own threads, which spin for a while
+# after a call: without the rest, one system's spinning threads take the core
+# the next system's BLAS threads need, and both run as if on half a machine.
+COOL_DOWN = 0.25
 
 
 def gemm_rate(dtype, n=2048, repeats=3):
@@ -62,6 +67,7 @@ def gemm_rate(dtype, n=2048, repeats=3):
 
 
 def _timed(fn):
+    time.sleep(COOL_DOWN)
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
@@ -130,6 +136,7 @@ def measure(workloads, backends, rounds, threads):
                 for _ in range(rounds):
                     gemm.append(gemm_rate(workload.dtype, repeats=1))
                     for c in cells:
+                        time.sleep(COOL_DOWN)
                         times[c.label].append(c.epoch())
                 gemm = float(np.median(gemm))
                 reference = n / np.median(times["numpy"])

@@ -2,15 +2,18 @@
 
 Handing small matrices to a multi-threaded BLAS costs more in waking and
 synchronising its threads than the product itself: below ``MIN_FLOPS_PER_THREAD``
-of GEMM work per step and thread, fits run BLAS on one thread. Above it, the
+of work per step and thread, fits run BLAS on one thread. Above it, the
 process's own setting (``threadpoolctl``, ``OMP_NUM_THREADS``, ...) stands.
+Measured on two cores: a second thread paid off for [784, 256, 128, 10] on
+60,000 rows a step (60 GFLOP), not for 64 rows (64 MFLOP) nor for
+[10, 64, 32, 3] on 1,500 rows (23 MFLOP).
 """
 
 from contextlib import nullcontext
 
 from threadpoolctl import ThreadpoolController
 
-MIN_FLOPS_PER_THREAD = 8e6
+MIN_FLOPS_PER_THREAD = 1e8
 
 _controller = None
 
