@@ -10,6 +10,7 @@ first), and set against one core's GEMM rate measured in the same run.
 
 import argparse
 import json
+import os
 import platform
 import time
 from dataclasses import dataclass
@@ -174,8 +175,14 @@ def table(results):
 
 
 def machine():
-    return {"cpu": platform.processor() or platform.machine(), "python": platform.python_version(),
-            "numpy": np.__version__, "fastgd": fastgd.__version__, "blas": threadpool_info()}
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
+            "fastgd": fastgd.__version__, "blas": threadpool_info()}
 
 
 def main(argv=None):
