@@ -68,7 +68,6 @@ def gemm_rate(dtype, n=2048, repeats=3):
 
 
 def _timed(fn):
-    time.sleep(COOL_DOWN)
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
@@ -123,36 +122,47 @@ def runners(workload, mode, backends, X, y):
     return made, len(X)
 
 
-def measure(workloads, backends, rounds, threads):
-    """One result per workload x mode x system, BLAS limited to ``threads`` threads."""
+def measure(workloads, backends, rounds, thread_counts):
+    """One result per workload x mode x system x BLAS thread count.
+
+    Within each round every system is timed once under every thread count, so
+    that all the figures of a cell, and its 1- and 2-thread figures, are
+    taken side by side under the same load of the machine.
+    """
     results = []
-    with threadpool_limits(threads):
-        for workload in workloads:
-            X, y = workload.data()
-            for mode in MODES:
-                cells, n = runners(workload, mode, backends, X, y)
-                warmup = {c.label: _timed(c.epoch) for c in cells}
-                times = {c.label: [] for c in cells}
-                gemm = []
-                for _ in range(rounds):
-                    gemm.append(gemm_rate(workload.dtype, repeats=1))
-                    for c in cells:
-                        time.sleep(COOL_DOWN)
-                        times[c.label].append(c.epoch())
-                gemm = float(np.median(gemm))
-                reference = n / np.median(times["numpy"])
+    for workload in workloads:
+        X, y = workload.data()
+        for mode in MODES:
+            cells, n = runners(workload, mode, backends, X, y)
+            times = {(c.label, t): [] for c in cells for t in thread_counts}
+            gemm = {t: [] for t in thread_counts}
+            warmup = {}
+            for c in cells:
+                with threadpool_limits(thread_counts[0]):
+                    time.sleep(COOL_DOWN)
+                    warmup[c.label] = _timed(c.epoch)
+            for _ in range(rounds):
+                for t in thread_counts:
+                    with threadpool_limits(t):
+                        gemm[t].append(gemm_rate(workload.dtype, repeats=1))
+                        for c in cells:
+                            time.sleep(COOL_DOWN)
+                            times[c.label, t].append(c.epoch())
+            for t in thread_counts:
+                rate_of = {c.label: n / np.median(times[c.label, t]) for c in cells}
+                peak = float(np.median(gemm[t]))
                 for c in cells:
-                    rate = n / np.median(times[c.label])
+                    rate = rate_of[c.label]
                     gflops = rate * workload.flops_per_sample / 1e9
                     results.append({
-                        "workload": workload.name, "mode": mode, "system": c.label, "threads": threads, "rows": n,
-                        "samples_per_s": rate, "ratio_to_reference": rate / reference, "gflops": gflops,
-                        "gemm_gflops": gemm / 1e9, "gemm_fraction": gflops * 1e9 / gemm,
-                        "warmup_s": warmup[c.label], "epoch_times": times[c.label],
+                        "workload": workload.name, "mode": mode, "system": c.label, "threads": t, "rows": n,
+                        "samples_per_s": rate, "ratio_to_reference": rate / rate_of["numpy"], "gflops": gflops,
+                        "gemm_gflops": peak / 1e9, "gemm_fraction": gflops * 1e9 / peak,
+                        "warmup_s": warmup[c.label], "epoch_times": times[c.label, t],
                     })
-                    print(f"{threads}T {workload.name} {mode:14s} {c.label:13s} {rate:12,.0f} samples/s "
-                          f"x{rate / reference:6.1f} {gflops:6.1f} GFLOP/s ({gflops * 1e9 / gemm:6.1%} of GEMM) "
-                          f"warm-up {warmup[c.label]:.2f}s", flush=True)
+                    print(f"{t}T {workload.name} {mode:14s} {c.label:13s} {rate:12,.0f} samples/s "
+                          f"x{rate / rate_of['numpy']:6.1f} {gflops:6.1f} GFLOP/s ({gflops * 1e9 / peak:6.1%} of "
+                          f"GEMM) warm-up {warmup[c.label]:.2f}s", flush=True)
     return results
 
 
@@ -196,7 +206,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     backends = ["numpy"] + [b for b in args.backends if b != "numpy"]
     workloads = [WORKLOADS[w] for w in args.workloads]
-    results = [r for t in args.threads for r in measure(workloads, backends, args.rounds, t)]
+    results = measure(workloads, backends, args.rounds, args.threads)
     print(table(results))
     if args.json:
         with open(args.json, "w") as f:
