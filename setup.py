@@ -1,8 +1,12 @@
 """Build script: compiles the Cython kernels (``fastgd/kernels/*.pyx``) when there are any."""
 
+import os
 from pathlib import Path
 
 from setuptools import setup
+
+# FASTGD_BOUNDS_CHECK=1 builds the kernels with bounds and wraparound checks, for debugging.
+BOUNDS_CHECK = os.environ.get("FASTGD_BOUNDS_CHECK", "0") == "1"
 
 sources = sorted(str(p) for p in Path("fastgd/kernels").glob("*.pyx"))
 ext_modules = []
@@ -13,7 +17,8 @@ if sources:
 
     ext_modules = cythonize(
         [Extension(f"fastgd.kernels.{Path(s).stem}", [s], include_dirs=[numpy.get_include()]) for s in sources],
-        compiler_directives={"language_level": 3, "boundscheck": False, "wraparound": False},
+        compiler_directives={"language_level": 3, "boundscheck": BOUNDS_CHECK, "wraparound": BOUNDS_CHECK,
+                             "cdivision": True, "initializedcheck": BOUNDS_CHECK},
     )
 
 setup(ext_modules=ext_modules)

@@ -98,3 +98,11 @@ def test_readonly_and_strided_inputs(backend):
 def test_resolve_auto_prefers_compiled():
     name, _ = resolve("auto")
     assert name == (COMPILED[0] if COMPILED else "numpy")
+
+
+@pytest.mark.skipif("cython" not in COMPILED, reason="the Cython extension is not built")
+def test_cython_codes_match_the_python_tables():
+    from fastgd import _codes
+    from fastgd.kernels import _cython
+
+    assert _cython.CODES == {name: getattr(_codes, name) for name in _cython.CODES}

@@ -20,7 +20,8 @@ import numpy as np
 from numba import config, njit
 from numba.misc.appdirs import AppDirs
 
-from .._codes import BINARY_CROSS_ENTROPY, CROSS_ENTROPY, MSE, N_IN, N_OUT, RELU, SGD, SIGMOID, SOFTMAX, TANH
+from .._codes import BINARY_CROSS_ENTROPY, CROSS_ENTROPY, MSE, RELU, SGD, SIGMOID, SOFTMAX, TANH
+from ._workspace import Workspace
 
 
 def _writable(path):
@@ -57,32 +58,8 @@ _inline = njit(inline="always", **_OPTIONS)
 SMALL_BATCH = 16  # rows: above, the backward pass goes through BLAS
 
 
-class Workspace:
-    """Flat buffers for up to ``rows`` rows.
-
-    ``acts`` and ``deltas`` hold blocks of rows: block 0 the input (room for
-    ``min(rows, SMALL_BATCH)`` rows, read by the backward loops), block ``l + 1``
-    layer ``l``'s output, each row-major ``(m, width)`` from ``offsets[block]``.
-    ``z`` holds the output logits, ``lse`` their log-sum-exp per row; ``x``,
-    ``y`` take a gathered mini-batch of up to ``batch_rows`` rows.
-    """
-
-    def __init__(self, layout, dtype, rows, batch_rows=0):
-        widths = np.concatenate([layout[:1, N_IN], layout[:, N_OUT]])
-        capacity = np.full(len(widths), rows)
-        capacity[0] = min(rows, SMALL_BATCH)
-        self.offsets = np.concatenate([[0], np.cumsum(capacity * widths)]).astype(np.int64)
-        self.acts = np.empty(int(self.offsets[-1]), dtype)
-        self.deltas = np.empty_like(self.acts)
-        self.z = np.empty(rows * int(widths[-1]), dtype)
-        self.lse = np.empty(rows)  # log-sum-exp of each row of z (softmax outputs)
-        self.x = np.empty((batch_rows, int(widths[0])), dtype)
-        self.y = np.empty((batch_rows, int(widths[-1])), dtype)
-        self.row = np.empty(int(widths.max()), dtype)
-
-
 def workspace(layout, dtype, rows, batch_rows=0):
-    return Workspace(layout, dtype, rows, batch_rows)
+    return Workspace(layout, dtype, rows, batch_rows, input_rows=min(rows, SMALL_BATCH))
 
 
 # ---------------------------------------------------------------- views
