@@ -7,9 +7,9 @@ Kernel modules provide ``workspace``, ``forward``, ``evaluate``, ``l2_penalty``,
 
 import importlib
 
-# Preference order of ``backend="auto"``: fastest first, as measured by
-# benchmarks/throughput.py (the Cython kernels lack Numba's small-batch loops yet).
-PREFERENCE = ("numba", "cython", "numpy")
+# Preference order of ``backend="auto"``: compiled ahead of time (no warm-up),
+# then JIT-compiled, then the reference.
+PREFERENCE = ("cython", "numba", "numpy")
 _MODULES = {"numpy": "._numpy", "numba": "._numba", "cython": "._cython"}
 _loaded = {}
 

@@ -37,6 +37,9 @@ cdef enum Loss:
 cdef enum Optimizer:
     SGD = 0
 
+cdef enum:
+    SMALL_BATCH = 16  # rows: a batch of at most this many goes backward by loops over the rows of W
+
 CODES = {"IDENTITY": IDENTITY, "RELU": RELU, "SIGMOID": SIGMOID, "TANH": TANH, "SOFTMAX": SOFTMAX,
          "CROSS_ENTROPY": CROSS_ENTROPY, "BINARY_CROSS_ENTROPY": BINARY_CROSS_ENTROPY, "MSE": MSE, "SGD": SGD}
 
@@ -247,16 +250,87 @@ cdef double _backward(const int64_t[:, ::1] layout, floating* params, floating* 
     return squares
 
 
+cdef double _backward_rows(const int64_t[:, ::1] layout, floating* params, floating* grads, int m,
+                           floating* acts, const int64_t[::1] offsets, floating* deltas, floating l2, floating lr,
+                           bint fused, floating* g) noexcept nogil:
+    """Backward pass of ``m <= SMALL_BATCH`` rows (input in block 0 of ``acts``) by loops over
+    the rows of ``W``; with ``fused`` (plain SGD) the step is taken row by row, with no
+    gradient array, and for one row the delta below comes out of the same pass.
+    Returns ``sum(W**2)`` before the step (float64)."""
+    cdef Py_ssize_t l, i, k, j, n_in, n_out
+    cdef int below
+    cdef floating* A
+    cdef floating* D
+    cdef floating* d
+    cdef floating* wk
+    cdef floating* dwk
+    cdef floating a, v, back, row_squares
+    cdef double squares = 0
+    for l in range(layout.shape[0] - 1, -1, -1):
+        n_in, n_out = layout[l, 0], layout[l, 1]
+        below = layout[l - 1, 2] if l > 0 else -1  # activation of the layer below; -1: the input
+        A, D = acts + offsets[l], deltas + offsets[l + 1]
+        for k in range(n_in):
+            wk = params + layout[l, 3] + k * n_out
+            row_squares = 0
+            if fused and m == 1:
+                a = A[k]
+                back = 0
+                for j in range(n_out):
+                    v = wk[j]
+                    back += v * D[j]
+                    row_squares += v * v
+                    wk[j] = v - lr * (a * D[j] + l2 * v)
+                if below >= 0:
+                    deltas[offsets[l] + k] = back * _derivative(a, below)
+            else:
+                for j in range(n_out):
+                    g[j] = 0
+                for i in range(m):
+                    a = A[i * n_in + k]
+                    d = D + i * n_out
+                    if below >= 0:
+                        back = 0
+                        for j in range(n_out):
+                            back += wk[j] * d[j]
+                        deltas[offsets[l] + i * n_in + k] = back * _derivative(a, below)
+                    for j in range(n_out):
+                        g[j] += a * d[j]
+                if fused:
+                    for j in range(n_out):
+                        v = wk[j]
+                        row_squares += v * v
+                        wk[j] = v - lr * (g[j] + l2 * v)
+                else:
+                    dwk = grads + layout[l, 3] + k * n_out
+                    for j in range(n_out):
+                        v = wk[j]
+                        row_squares += v * v
+                        dwk[j] = g[j] + l2 * v
+            squares += row_squares
+        _bias_step(params + layout[l, 4], grads + layout[l, 4], D, m, n_out, lr, fused)
+    return squares
+
+
 cdef double _step(const int64_t[:, ::1] layout, floating* params, floating* grads, floating* X, floating* Y,
                   int m, int loss, floating l2, floating lr, bint fused, floating* acts,
-                  const int64_t[::1] offsets, floating* z, double* lse, floating* deltas) noexcept nogil:
+                  const int64_t[::1] offsets, floating* z, double* lse, floating* deltas,
+                  floating* row) noexcept nogil:
     """Forward, loss and backward of one batch (with ``fused``, the SGD step too); returns
     the batch loss: data loss + L2 term of the weights before the step."""
+    cdef Py_ssize_t i
+    cdef double value, squares
     _forward(layout, params, X, m, acts, offsets, z, lse)
-    cdef double value = _loss(layout, Y, m, acts, offsets, z, lse, deltas, loss)
+    value = _loss(layout, Y, m, acts, offsets, z, lse, deltas, loss)
     if not isfinite(value):
         return value
-    return value + 0.5 * l2 * _backward(layout, params, grads, X, m, acts, offsets, deltas, l2, lr, fused)
+    if m <= SMALL_BATCH:
+        for i in range(m * layout[0, 0]):  # the loops read the input from block 0
+            acts[i] = X[i]
+        squares = _backward_rows(layout, params, grads, m, acts, offsets, deltas, l2, lr, fused, row)
+    else:
+        squares = _backward(layout, params, grads, X, m, acts, offsets, deltas, l2, lr, fused)
+    return value + 0.5 * l2 * squares
 
 
 cdef void _update(floating* params, const floating* grads, Py_ssize_t size, int optimizer,
@@ -269,7 +343,7 @@ cdef void _update(floating* params, const floating* grads, Py_ssize_t size, int 
 
 # ---------------------------------------------------------------- public kernels
 def workspace(layout, dtype, rows, batch_rows=0):
-    return Workspace(layout, dtype, rows, batch_rows)
+    return Workspace(layout, dtype, rows, batch_rows, input_rows=min(rows, SMALL_BATCH))
 
 
 def forward(const int64_t[:, ::1] layout, floating[::1] params, const floating[:, ::1] X, ws):
@@ -320,14 +394,14 @@ def l2_penalty(const int64_t[:, ::1] layout, floating[::1] params, double l2):
 def backward(const int64_t[:, ::1] layout, floating[::1] params, const floating[:, ::1] X,
              const floating[:, ::1] Y, int loss, double l2, ws, floating[::1] grads):
     """Forward and backward pass: fills ``grads`` (L2 included), returns the batch loss."""
-    cdef floating[::1] acts = ws.acts, z = ws.z, deltas = ws.deltas
+    cdef floating[::1] acts = ws.acts, z = ws.z, deltas = ws.deltas, row = ws.row
     cdef double[::1] lse = ws.lse
     cdef const int64_t[::1] offsets = ws.offsets
     cdef int m = X.shape[0]
     cdef double value
     with nogil:
         value = _step(layout, &params[0], &grads[0], <floating*>&X[0, 0], <floating*>&Y[0, 0], m, loss,
-                      <floating>l2, 0, False, &acts[0], offsets, &z[0], &lse[0], &deltas[0])
+                      <floating>l2, 0, False, &acts[0], offsets, &z[0], &lse[0], &deltas[0], &row[0])
     return value
 
 
@@ -341,7 +415,7 @@ def train_epoch(const int64_t[:, ::1] layout, floating[::1] params, floating[::1
                 const floating[:, ::1] X, const floating[:, ::1] Y, const int64_t[::1] order, int batch_size,
                 int loss, double l2, int optimizer, hyper, const double[::1] lrs, step, ws):
     """One epoch in compiled code, same contract as the reference's ``train_epoch``."""
-    cdef floating[::1] acts = ws.acts, z = ws.z, deltas = ws.deltas
+    cdef floating[::1] acts = ws.acts, z = ws.z, deltas = ws.deltas, row = ws.row
     cdef floating[:, ::1] xb = ws.x, yb = ws.y
     cdef double[::1] lse = ws.lse
     cdef const int64_t[::1] offsets = ws.offsets
@@ -355,7 +429,7 @@ def train_epoch(const int64_t[:, ::1] layout, floating[::1] params, floating[::1
             lr = <floating>lrs[i]
             if n_batches == 1:
                 value = _step(layout, &params[0], &grads[0], <floating*>&X[0, 0], <floating*>&Y[0, 0], n, loss,
-                              <floating>l2, lr, fused, &acts[0], offsets, &z[0], &lse[0], &deltas[0])
+                              <floating>l2, lr, fused, &acts[0], offsets, &z[0], &lse[0], &deltas[0], &row[0])
             else:
                 start = i * batch_size
                 m = min(batch_size, n - start)
@@ -365,7 +439,7 @@ def train_epoch(const int64_t[:, ::1] layout, floating[::1] params, floating[::1
                     for j in range(n_out):
                         yb[r, j] = Y[order[start + r], j]
                 value = _step(layout, &params[0], &grads[0], &xb[0, 0], &yb[0, 0], m, loss, <floating>l2, lr,
-                              fused, &acts[0], offsets, &z[0], &lse[0], &deltas[0])
+                              fused, &acts[0], offsets, &z[0], &lse[0], &deltas[0], &row[0])
             if not isfinite(value):
                 break
             if not fused:
