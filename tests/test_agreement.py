@@ -106,3 +106,15 @@ def test_cython_codes_match_the_python_tables():
     from fastgd.kernels import _cython
 
     assert _cython.CODES == {name: getattr(_codes, name) for name in _cython.CODES}
+
+
+@pytest.mark.skipif(len(COMPILED) < 2, reason="needs two compiled backends")
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("batch_size", [None, 1, 8, 32], ids=["batch", "stochastic", "mini8", "mini32"])
+def test_compiled_backends_agree_with_each_other(dtype, batch_size):
+    X, y = make_problem("softmax", n=70, seed=4)
+    nets = [fastgd.MLP([5, 9, 7, 3], backend=name, dtype=dtype, random_state=2) for name in COMPILED]
+    for net in nets:
+        net.fit(X, y, epochs=5, batch_size=batch_size, optimizer=fastgd.SGD(lr=0.05), l2=1e-3, train_metrics=False)
+    for net in nets[1:]:
+        assert_close(net.params, nets[0].params, TRAINING_RTOL[dtype])
