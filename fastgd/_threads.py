@@ -11,18 +11,14 @@ Measured on two cores: a second thread paid off for [784, 256, 128, 10] on
 
 from contextlib import nullcontext
 
+import scipy.linalg  # noqa: F401  (loads SciPy's BLAS, the one Numba's and Cython's kernels call)
 from threadpoolctl import ThreadpoolController
 
 MIN_FLOPS_PER_THREAD = 1e8
 
-_controller = None
-
-
-def _blas():
-    global _controller
-    if _controller is None:
-        _controller = ThreadpoolController().select(user_api="blas")
-    return _controller
+# Made at import (after NumPy and SciPy have loaded their BLAS): building it
+# scans the process's libraries, ~8 ms that would otherwise fall on a first fit.
+_BLAS = ThreadpoolController().select(user_api="blas")
 
 
 def step_flops(layout, rows):
@@ -33,7 +29,6 @@ def step_flops(layout, rows):
 
 def blas_threads_for(layout, rows):
     """A context in which BLAS uses as many threads as ``rows``-row steps repay."""
-    blas = _blas()
-    allowed = max((info["num_threads"] for info in blas.info()), default=1)
+    allowed = max((info["num_threads"] for info in _BLAS.info()), default=1)
     wanted = max(1, min(allowed, int(step_flops(layout, rows) // MIN_FLOPS_PER_THREAD)))
-    return nullcontext() if wanted >= allowed else blas.limit(limits=wanted)
+    return nullcontext() if wanted >= allowed else _BLAS.limit(limits=wanted)
