@@ -273,7 +273,7 @@ cdef double _backward_rows(const int64_t[:, ::1] layout, floating* params, float
         for k in range(n_in):
             wk = params + layout[l, 3] + k * n_out
             row_squares = 0
-            if fused and m == 1:
+            if fused and m == 1 and below >= 0:
                 a = A[k]
                 back = 0
                 for j in range(n_out):
@@ -281,8 +281,13 @@ cdef double _backward_rows(const int64_t[:, ::1] layout, floating* params, float
                     back += v * D[j]
                     row_squares += v * v
                     wk[j] = v - lr * (a * D[j] + l2 * v)
-                if below >= 0:
-                    deltas[offsets[l] + k] = back * _derivative(a, below)
+                deltas[offsets[l] + k] = back * _derivative(a, below)
+            elif fused and m == 1:  # the first layer: no delta below
+                a = A[k]
+                for j in range(n_out):
+                    v = wk[j]
+                    row_squares += v * v
+                    wk[j] = v - lr * (a * D[j] + l2 * v)
             else:
                 for j in range(n_out):
                     g[j] = 0
