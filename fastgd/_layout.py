@@ -6,7 +6,7 @@
 
 import numpy as np
 
-from ._codes import ACTIVATIONS, B_OFFSET, N_IN, N_OUT, W_OFFSET
+from ._codes import ACTIVATIONS, B_OFFSET, N_OUT
 
 
 def make_layout(sizes, activations):
@@ -32,16 +32,6 @@ def weight_views(layout, params):
         views.append(params[w : w + n_in * n_out].reshape(n_in, n_out))
         views.append(params[b : b + n_out])
     return views
-
-
-def weight_slices(layout):
-    """Slices of ``params`` that hold weights (not biases): what L2 acts on."""
-    return [slice(int(row[W_OFFSET]), int(row[B_OFFSET])) for row in layout]
-
-
-def widths(layout):
-    """Number of units of every layer's output, input first: ``[n_in, h1, ..., n_out]``."""
-    return [int(layout[0, N_IN])] + [int(n) for n in layout[:, N_OUT]]
 
 
 def he_normal(layout, params, rng):

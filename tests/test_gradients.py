@@ -1,6 +1,5 @@
 """Analytic gradients of every activation/loss combination against central differences."""
 
-import numpy as np
 import pytest
 
 import fastgd
