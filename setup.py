@@ -1,9 +1,11 @@
-"""Build script: compiles the Cython kernels (``fastgd/kernels/*.pyx``) when there are any."""
+"""Build script: compiles the Cython kernels (``fastgd/kernels/_cython.pxi``), once per instruction set."""
 
 import os
-from pathlib import Path
+import platform
 
-from setuptools import setup
+import numpy
+from Cython.Build import cythonize
+from setuptools import Extension, setup
 
 # FASTGD_BOUNDS_CHECK=1 builds the kernels with bounds and wraparound checks, for debugging.
 BOUNDS_CHECK = os.environ.get("FASTGD_BOUNDS_CHECK", "0") == "1"
@@ -11,18 +13,17 @@ BOUNDS_CHECK = os.environ.get("FASTGD_BOUNDS_CHECK", "0") == "1"
 # do; never -ffast-math: it assumes no NaN or infinity, and divergence must show.
 FLOAT_FLAGS = ["-O3", "-fno-math-errno", "-fassociative-math", "-fno-signed-zeros", "-fno-trapping-math"]
 
-sources = sorted(str(p) for p in Path("fastgd/kernels").glob("*.pyx"))
-ext_modules = []
-if sources:
-    import numpy
-    from Cython.Build import cythonize
-    from setuptools import Extension
+# Each build of the extension and its instruction-set flags; the registry
+# (fastgd/kernels/__init__.py) loads the widest one the CPU runs.
+BUILDS = {"_cython": []}
+if platform.machine().lower() in ("x86_64", "amd64"):
+    BUILDS["_cython_avx2"] = ["-mavx2", "-mfma"]
 
-    ext_modules = cythonize(
-        [Extension(f"fastgd.kernels.{Path(s).stem}", [s], include_dirs=[numpy.get_include()],
-                   extra_compile_args=FLOAT_FLAGS) for s in sources],
-        compiler_directives={"language_level": 3, "boundscheck": BOUNDS_CHECK, "wraparound": BOUNDS_CHECK,
-                             "cdivision": True, "initializedcheck": BOUNDS_CHECK},
-    )
+ext_modules = cythonize(
+    [Extension(f"fastgd.kernels.{name}", [f"fastgd/kernels/{name}.pyx"], include_dirs=[numpy.get_include()],
+               extra_compile_args=FLOAT_FLAGS + flags) for name, flags in BUILDS.items()],
+    compiler_directives={"language_level": 3, "boundscheck": BOUNDS_CHECK, "wraparound": BOUNDS_CHECK,
+                         "cdivision": True, "initializedcheck": BOUNDS_CHECK},
+)
 
 setup(ext_modules=ext_modules)

@@ -1,3 +1,5 @@
+import importlib.util
+
 import numpy as np
 import pytest
 
@@ -6,6 +8,9 @@ from fastgd.datasets import textbook
 
 BACKENDS = fastgd.backends()
 COMPILED = [b for b in BACKENDS if b != "numpy"]
+# The builds of the Cython extension present (baseline, and AVX2 + FMA on x86-64).
+CYTHON_BUILDS = [name for name in ("_cython", "_cython_avx2")
+                 if importlib.util.find_spec(f"fastgd.kernels.{name}") is not None]
 # (hidden, output, loss): every hidden activation with every valid output/loss pair.
 OUTPUT_LOSSES = [("softmax", "cross_entropy"), ("sigmoid", "binary_cross_entropy"),
                  ("sigmoid", "mse"), ("identity", "mse")]

@@ -5,18 +5,34 @@ calls; after 5 epochs of training, 1e-10 (float64) and 1e-4 (float32),
 relative to the largest parameter.
 """
 
+import importlib
+
 import numpy as np
 import pytest
 
 import fastgd
-from conftest import COMBINATIONS, COMPILED, make_problem
+import fastgd.kernels
+from conftest import COMBINATIONS, COMPILED, CYTHON_BUILDS, make_problem
 from fastgd._codes import LOSSES, SGD
-from fastgd.kernels import resolve
+from fastgd.kernels import cython_build, resolve
 
 pytestmark = pytest.mark.skipif(not COMPILED, reason="no compiled backend is available")
 
 KERNEL_RTOL = {"float64": 1e-10, "float32": 1e-5}
 TRAINING_RTOL = {"float64": 1e-10, "float32": 1e-4}
+# Every compiled backend, plus "cython:BUILD" for each build of the extension
+# other than the one this CPU loads (which "cython" tests).
+TARGETS = COMPILED + [f"cython:{build}" for build in CYTHON_BUILDS
+                      if "cython" in COMPILED and f".{build}" != cython_build()]
+
+
+@pytest.fixture
+def backend(request, monkeypatch):
+    """A backend name from ``TARGETS``; "cython:BUILD" makes ``backend="cython"`` load BUILD."""
+    name, _, build = request.param.partition(":")
+    if build:
+        monkeypatch.setitem(fastgd.kernels._loaded, "cython", importlib.import_module(f"fastgd.kernels.{build}"))
+    return name
 
 
 def assert_close(got, expected, rtol):
@@ -30,7 +46,7 @@ def pair(backend, hidden, output, loss, dtype, sizes=(5, 9, 7, 3), seed=0):
     return nets
 
 
-@pytest.mark.parametrize("backend", COMPILED)
+@pytest.mark.parametrize("backend", TARGETS, indirect=True)
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("rows", [1, 5, 16, 17, 40])
 @pytest.mark.parametrize("hidden, output, loss", COMBINATIONS)
@@ -58,7 +74,7 @@ def test_kernels_match_reference(backend, dtype, rows, hidden, output, loss):
         assert_close(got, expected, rtol)
 
 
-@pytest.mark.parametrize("backend", COMPILED)
+@pytest.mark.parametrize("backend", TARGETS, indirect=True)
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("batch_size", [None, 1, 8, 32], ids=["batch", "stochastic", "mini8", "mini32"])
 @pytest.mark.parametrize("hidden, output, loss", COMBINATIONS)
@@ -73,7 +89,7 @@ def test_five_epochs_match_reference(backend, dtype, batch_size, hidden, output,
     assert_close(histories[1]["loss"], histories[0]["loss"], rtol)
 
 
-@pytest.mark.parametrize("backend", COMPILED)
+@pytest.mark.parametrize("backend", TARGETS, indirect=True)
 def test_textbook_network_large_batches_match_reference(backend, textbook_data):
     X_train, _, y_train, _ = textbook_data
     nets = pair(backend, "relu", "softmax", "cross_entropy", "float64", sizes=(10, 64, 32, 3), seed=42)
@@ -103,9 +119,10 @@ def test_resolve_auto_prefers_compiled():
 @pytest.mark.skipif("cython" not in COMPILED, reason="the Cython extension is not built")
 def test_cython_codes_match_the_python_tables():
     from fastgd import _codes
-    from fastgd.kernels import _cython
 
-    assert _cython.CODES == {name: getattr(_codes, name) for name in _cython.CODES}
+    for build in CYTHON_BUILDS:
+        codes = importlib.import_module(f"fastgd.kernels.{build}").CODES
+        assert codes == {name: getattr(_codes, name) for name in codes}
 
 
 @pytest.mark.skipif(len(COMPILED) < 2, reason="needs two compiled backends")

@@ -6,6 +6,7 @@ Kernel modules provide ``workspace``, ``forward``, ``evaluate``, ``l2_penalty``,
 """
 
 import importlib
+import importlib.util
 
 # Preference order of ``backend="auto"``: compiled ahead of time (no warm-up),
 # then JIT-compiled, then the reference.
@@ -14,11 +15,25 @@ _MODULES = {"numpy": "._numpy", "numba": "._numba", "cython": "._cython"}
 _loaded = {}
 
 
+def cython_build():
+    """Module name of the Cython build for this CPU: the AVX2 + FMA build where
+    the CPU has both and it was built (x86-64), else the baseline one."""
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__ as cpu
+    except ImportError:
+        cpu = {}
+    wide = cpu.get("AVX2", False) and cpu.get("FMA3", False)
+    if wide and importlib.util.find_spec(f"{__name__}._cython_avx2") is not None:
+        return "._cython_avx2"
+    return "._cython"
+
+
 def _load(name):
     """The kernel module of backend ``name``, or the reason it cannot be used (a str)."""
     if name not in _loaded:
+        module = cython_build() if name == "cython" else _MODULES[name]
         try:
-            _loaded[name] = importlib.import_module(_MODULES[name], __name__)
+            _loaded[name] = importlib.import_module(module, __name__)
         except ImportError as error:
             _loaded[name] = f"{type(error).__name__}: {error}"
     return _loaded[name]
