@@ -4,16 +4,19 @@ Batch, mini-batch and stochastic gradient descent with compiled kernels
 behind one model API, checked against a plain NumPy reference.
 """
 
+from . import schedules
 from .kernels import backends
 from .callbacks import Callback, History
+from .functions import Trajectory, minimize
 from .layers import Dense, Identity, ReLU, Sigmoid, Softmax, Tanh
 from .gradcheck import check_gradients
 from .model import MLP
-from .optimizers import SGD, Optimizer
+from .optimizers import SGD, Adagrad, Adam, AdamW, BacktrackingLineSearch, Momentum, Optimizer, RMSprop
 
 __version__ = "0.1.0"
 
 __all__ = [
     "MLP", "Dense", "Identity", "ReLU", "Sigmoid", "Tanh", "Softmax",
-    "SGD", "Optimizer", "Callback", "History", "backends", "check_gradients", "__version__",
+    "SGD", "Momentum", "Adam", "AdamW", "RMSprop", "Adagrad", "BacktrackingLineSearch", "Optimizer", "schedules",
+    "minimize", "Trajectory", "Callback", "History", "backends", "check_gradients", "__version__",
 ]

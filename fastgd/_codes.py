@@ -18,8 +18,7 @@ LOSS_OUTPUTS = {
     "mse": ("identity", "sigmoid"),
 }
 
-SGD = 0
-OPTIMIZERS = {"sgd": SGD}
+SGD, MOMENTUM, ADAM, RMSPROP, ADAGRAD, LINE_SEARCH = 0, 1, 2, 3, 4, 5
 
 # Columns of the layout table: one row per dense layer.
 N_IN, N_OUT, ACTIVATION, W_OFFSET, B_OFFSET = 0, 1, 2, 3, 4

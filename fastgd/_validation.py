@@ -45,10 +45,25 @@ def check_int(value, name, minimum=1):
     return int(value)
 
 
-def check_nonnegative(value, name):
-    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not np.isfinite(value) or value < 0:
-        raise ValueError(f"{name}: expected a finite number >= 0, got {value!r}")
+def check_real(value, name, low=-np.inf, high=np.inf, low_open=False, high_open=False):
+    """``value`` as a float, checked to be a finite real number in the interval from ``low`` to
+    ``high`` (each end closed unless ``*_open``)."""
+    finite = isinstance(value, numbers.Real) and not isinstance(value, bool) and np.isfinite(value)
+    if not finite or value < low or value > high or (low_open and value == low) or (high_open and value == high):
+        if high == np.inf:
+            bounds = f"{'>' if low_open else '>='} {low:g}"
+        else:
+            bounds = f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        raise ValueError(f"{name}: expected a finite number {bounds}, got {value!r}")
     return float(value)
+
+
+def check_nonnegative(value, name):
+    return check_real(value, name, low=0.0)
+
+
+def check_positive(value, name):
+    return check_real(value, name, low=0.0, low_open=True)
 
 
 def check_dtype(dtype):

@@ -7,10 +7,10 @@ from typing import Sequence
 import numpy as np
 from sklearn.utils import check_random_state
 
-from ._codes import DEFAULT_LOSS, LOSS_OUTPUTS, LOSSES
+from ._codes import DEFAULT_LOSS, LINE_SEARCH, LOSS_OUTPUTS, LOSSES
 from ._layout import he_normal, make_layout, n_params, weight_views
 from ._threads import blas_threads_for
-from ._validation import check_dtype, check_int, check_nonnegative, check_targets, check_X
+from ._validation import check_dtype, check_int, check_nonnegative, check_positive, check_targets, check_X
 from .kernels import resolve
 from .callbacks import Callback, History
 from .layers import architecture
@@ -241,7 +241,8 @@ class MLP:
 
     # ------------------------------------------------------------------ training
     def fit(self, X, y, *, epochs: int = 1, batch_size: int | None = None, optimizer: Optimizer | None = None,
-            l2: float = 0.0, shuffle: bool = True, validation_data=None, train_metrics: bool = True,
+            l2: float = 0.0, clip_value: float | None = None, clip_norm: float | None = None,
+            shuffle: bool = True, validation_data=None, train_metrics: bool = True,
             callbacks: Sequence[Callback] = (), verbose: int = 0) -> History:
         """Train by gradient descent; continues from the current weights.
 
@@ -250,8 +251,15 @@ class MLP:
         :class:`History`: per epoch ``loss`` (mean batch loss while training),
         ``train_loss``/``train_accuracy`` (whole training set after the epoch,
         unless ``train_metrics=False``), ``val_loss``/``val_accuracy`` and
-        ``epoch_time`` (seconds of training, metrics excluded). Losses include
+        ``epoch_time`` (seconds of training, metrics excluded), and for a line
+        search ``step_size`` (the epoch's mean accepted step). Losses include
         the L2 term ``l2 / 2 * sum(W**2)``.
+
+        ``optimizer=None`` continues with the current optimizer and its state
+        (the first fit's default is ``SGD(lr=0.01)``); a new optimizer starts
+        from fresh state. Each step's gradient is clipped element-wise to
+        ``[-clip_value, clip_value]``, then to global L2 norm ``clip_norm`` (as
+        ``torch.nn.utils.clip_grad_norm_``), before the update.
         """
         # Everything is checked before anything about the model changes.
         X = check_X(X, self.dtype, n_features=self.sizes[0])
@@ -260,6 +268,8 @@ class MLP:
         n = len(X)
         batch_size = n if batch_size is None else min(check_int(batch_size, "batch_size"), n)
         l2 = check_nonnegative(l2, "l2")
+        clips = [0.0 if bound is None else check_positive(bound, name)
+                 for bound, name in ((clip_value, "clip_value"), (clip_norm, "clip_norm"))]
         if optimizer is not None and not isinstance(optimizer, Optimizer):
             raise TypeError(f"optimizer: expected a fastgd optimizer such as fastgd.SGD(lr=0.01), got {optimizer!r}")
         callbacks = list(callbacks)
@@ -295,7 +305,7 @@ class MLP:
                 start = time.perf_counter()
                 mean_loss, steps = self._kernels.train_epoch(
                     self.layout, self.params, grads, self._state, X, Y, order, batch_size, codes[0], l2,
-                    codes[1], self._optimizer.hyper(), lrs, self._step, ws)
+                    codes[1], self._optimizer.hyper(), lrs, self._step, *clips, ws)
                 elapsed = time.perf_counter() - start
                 self._step += steps
                 if steps < n_batches or not np.all(np.isfinite(self.params)):
@@ -304,6 +314,8 @@ class MLP:
                                   "the weights of the last finite epoch", RuntimeWarning, stacklevel=2)
                     break
                 logs = {"loss": mean_loss}
+                if codes[1] == LINE_SEARCH:
+                    logs["step_size"] = float(lrs.mean())
                 if train_metrics:
                     logs["train_loss"], logs["train_accuracy"] = self._metrics(X, Y, eval_ws)
                 if validation_data is not None:

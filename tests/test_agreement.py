@@ -66,7 +66,7 @@ def test_kernels_match_reference(backend, dtype, rows, hidden, output, loss):
         batch_loss = k.backward(layout, params, X, Y, LOSSES[loss], 0.01, ws, grads)
         penalty = k.l2_penalty(layout, params, 0.01)
         gradient = grads.copy()  # update() may spend grads
-        k.update(params, grads, np.zeros((0, len(params)), net.dtype), SGD, np.zeros(0), 0.1, 0)
+        k.update(params, grads, np.zeros((0, len(params)), net.dtype), SGD, fastgd.SGD().hyper(), 0.1, 0)
         results.append((out, value, batch_loss, penalty, gradient, params))
     rtol = KERNEL_RTOL[dtype]
     for expected, got in zip(*results):

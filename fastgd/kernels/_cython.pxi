@@ -12,7 +12,7 @@
 
 import numpy as np
 
-from libc.math cimport exp, fabs, isfinite, log, log1p, tanh
+from libc.math cimport exp, fabs, isfinite, log, log1p, sqrt, tanh
 from libc.stdint cimport int64_t
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
@@ -37,12 +37,18 @@ cdef enum Loss:
 
 cdef enum Optimizer:
     SGD = 0
+    MOMENTUM = 1
+    ADAM = 2
+    RMSPROP = 3
+    ADAGRAD = 4
+    LINE_SEARCH = 5
 
 cdef enum:
     SMALL_BATCH = 16  # rows: a batch of at most this many goes backward by loops over the rows of W
 
 CODES = {"IDENTITY": IDENTITY, "RELU": RELU, "SIGMOID": SIGMOID, "TANH": TANH, "SOFTMAX": SOFTMAX,
-         "CROSS_ENTROPY": CROSS_ENTROPY, "BINARY_CROSS_ENTROPY": BINARY_CROSS_ENTROPY, "MSE": MSE, "SGD": SGD}
+         "CROSS_ENTROPY": CROSS_ENTROPY, "BINARY_CROSS_ENTROPY": BINARY_CROSS_ENTROPY, "MSE": MSE, "SGD": SGD,
+         "MOMENTUM": MOMENTUM, "ADAM": ADAM, "RMSPROP": RMSPROP, "ADAGRAD": ADAGRAD, "LINE_SEARCH": LINE_SEARCH}
 
 
 # ---------------------------------------------------------------- BLAS on row-major matrices
@@ -339,12 +345,146 @@ cdef double _step(const int64_t[:, ::1] layout, floating* params, floating* grad
     return value + 0.5 * l2 * squares
 
 
-cdef void _update(floating* params, const floating* grads, Py_ssize_t size, int optimizer,
-                  floating lr) noexcept nogil:
+cdef void _clip(floating* g, Py_ssize_t n, double clip_value, double clip_norm) noexcept nogil:
+    """Element-wise clip to ``clip_value``, then global-norm clip to ``clip_norm`` (0: off)."""
     cdef Py_ssize_t p
-    if optimizer == SGD:
-        for p in range(size):
-            params[p] -= lr * grads[p]
+    cdef floating bound = <floating>clip_value, scale
+    cdef double squares = 0
+    if clip_value > 0:
+        for p in range(n):
+            g[p] = min(max(g[p], -bound), bound)
+    if clip_norm > 0:
+        for p in range(n):
+            squares += <double>g[p] * g[p]
+        if clip_norm / (sqrt(squares) + 1e-6) < 1:
+            scale = <floating>(clip_norm / (sqrt(squares) + 1e-6))
+            for p in range(n):
+                g[p] *= scale
+
+
+cdef void _update(floating* params, const floating* grads, floating* state, Py_ssize_t n, int optimizer,
+                  const double* hyper, double lr, Py_ssize_t step) noexcept nogil:
+    """One optimizer step in place (rules in ``fastgd.optimizers``); ``state`` holds the
+    optimizer's slots one after another, ``n`` values each; ``step`` counts from 0."""
+    cdef Py_ssize_t p
+    cdef floating rate = <floating>lr, g, b, w, v_hat, denominator
+    cdef floating h0 = <floating>hyper[0], h1, h2, h3, decay, coupled, step_size, root
+    cdef floating* s0 = state
+    cdef floating* s1 = state + n
+    cdef floating* s2 = state + 2 * n
+    cdef bint flag
+    if optimizer == SGD:  # momentum, dampening, nesterov, weight_decay
+        h1, flag, h3 = <floating>hyper[1], hyper[2] != 0, <floating>hyper[3]
+        if h0 == 0:
+            for p in range(n):
+                params[p] -= rate * (grads[p] + h3 * params[p])
+        else:
+            for p in range(n):
+                g = grads[p] + h3 * params[p]
+                b = g if step == 0 else h0 * s0[p] + (1 - h1) * g
+                s0[p] = b
+                params[p] -= rate * (g + h0 * b if flag else b)
+    elif optimizer == MOMENTUM:  # beta
+        for p in range(n):
+            s0[p] = h0 * s0[p] + (1 - h0) * grads[p]
+            params[p] -= rate * s0[p]
+    elif optimizer == ADAM:  # beta1, beta2, eps, weight_decay, amsgrad, decoupled
+        h1, h2, flag = <floating>hyper[1], <floating>hyper[2], hyper[4] != 0
+        step_size = <floating>(lr / (1 - hyper[0] ** (step + 1)))
+        root = <floating>sqrt(1 - hyper[1] ** (step + 1))
+        decay = <floating>(1 - lr * hyper[3]) if hyper[5] != 0 else 1
+        coupled = 0 if hyper[5] != 0 else <floating>hyper[3]
+        for p in range(n):
+            w = params[p]
+            g = grads[p] + coupled * w
+            s0[p] = h0 * s0[p] + (1 - h0) * g
+            s1[p] = h1 * s1[p] + (1 - h1) * g * g
+            v_hat = s1[p]
+            if flag:
+                s2[p] = max(s2[p], v_hat)
+                v_hat = s2[p]
+            params[p] = w * decay - step_size * s0[p] / (<floating>sqrt(v_hat) / root + h2)
+    elif optimizer == RMSPROP:  # alpha, eps, momentum, centered
+        h1, h2, flag = <floating>hyper[1], <floating>hyper[2], hyper[3] != 0
+        for p in range(n):
+            g = grads[p]
+            s0[p] = h0 * s0[p] + (1 - h0) * g * g
+            if flag:
+                s1[p] = h0 * s1[p] + (1 - h0) * g
+                denominator = <floating>sqrt(s0[p] - s1[p] * s1[p]) + h1
+            else:
+                denominator = <floating>sqrt(s0[p]) + h1
+            if h2 != 0:
+                s2[p] = h2 * s2[p] + g / denominator
+                params[p] -= rate * s2[p]
+            else:
+                params[p] -= rate * g / denominator
+    elif optimizer == ADAGRAD:  # eps
+        for p in range(n):
+            g = grads[p]
+            s0[p] += g * g
+            params[p] -= rate * g / (<floating>sqrt(s0[p]) + h0)
+
+
+cdef double _sum_of_squares(const int64_t[:, ::1] layout, const floating* params) noexcept nogil:
+    """``sum(W**2)`` over every weight matrix (float64)."""
+    cdef double squares = 0
+    cdef Py_ssize_t l, p
+    for l in range(layout.shape[0]):
+        for p in range(layout[l, 3], layout[l, 4]):
+            squares += <double>params[p] * params[p]
+    return squares
+
+
+cdef double _line_search(const int64_t[:, ::1] layout, floating* params, const floating* grads, floating* trial,
+                         floating* X, floating* Y, int m, double value, int loss, double l2, const double* hyper,
+                         double alpha, floating* acts, const int64_t[::1] offsets, floating* z, double* lse,
+                         floating* deltas) noexcept nogil:
+    """Armijo backtracking from ``alpha`` (``fastgd.BacktrackingLineSearch``); ``params``
+    moves to the accepted point. Returns the accepted step."""
+    cdef Py_ssize_t p, n = layout[layout.shape[0] - 1, 4] + layout[layout.shape[0] - 1, 1]
+    cdef double rho = hyper[0], c = hyper[1], min_step = hyper[2], step = alpha, slope = 0, trial_value
+    cdef floating rate
+    for p in range(n):
+        slope += <double>grads[p] * grads[p]
+    while step >= min_step:
+        rate = <floating>step
+        for p in range(n):
+            trial[p] = params[p] - rate * grads[p]
+        _forward(layout, trial, X, m, acts, offsets, z, lse)
+        trial_value = _loss(layout, Y, m, acts, offsets, z, lse, deltas, loss)
+        if l2 != 0:
+            trial_value += 0.5 * l2 * _sum_of_squares(layout, trial)
+        if trial_value <= value - c * step * slope:
+            for p in range(n):
+                params[p] = trial[p]
+            return step
+        step *= rho
+    rate = <floating>hyper[3]
+    for p in range(n):
+        params[p] -= rate * grads[p]
+    return hyper[3]
+
+
+cdef double _train_step(const int64_t[:, ::1] layout, floating* params, floating* grads, floating* state,
+                        floating* X, floating* Y, int m, int loss, double l2, int optimizer, const double* hyper,
+                        double* lr, Py_ssize_t step, double clip_value, double clip_norm, bint fused,
+                        floating* acts, const int64_t[::1] offsets, floating* z, double* lse, floating* deltas,
+                        floating* row) noexcept nogil:
+    """One step of an epoch on the batch ``(X, Y)`` with learning rate ``*lr`` (a line search
+    writes back the step it took); returns the batch loss (not finite: no step taken)."""
+    cdef Py_ssize_t n = layout[layout.shape[0] - 1, 4] + layout[layout.shape[0] - 1, 1]
+    cdef double value = _step(layout, params, grads, X, Y, m, loss, <floating>l2, <floating>lr[0], fused, acts,
+                              offsets, z, lse, deltas, row)
+    if fused or not isfinite(value):
+        return value
+    _clip(grads, n, clip_value, clip_norm)
+    if optimizer == LINE_SEARCH:
+        lr[0] = _line_search(layout, params, grads, state, X, Y, m, value, loss, l2, hyper, lr[0], acts, offsets,
+                             z, lse, deltas)
+    else:
+        _update(params, grads, state, n, optimizer, hyper, lr[0], step)
+    return value
 
 
 # ---------------------------------------------------------------- public kernels
@@ -386,14 +526,11 @@ def evaluate(const int64_t[:, ::1] layout, floating[::1] params, const floating[
 
 def l2_penalty(const int64_t[:, ::1] layout, floating[::1] params, double l2):
     """``l2 / 2 * sum(W**2)`` over every weight matrix (biases excluded)."""
-    cdef double squares = 0
-    cdef Py_ssize_t l, p
+    cdef double squares
     if l2 == 0:
         return 0.0
     with nogil:
-        for l in range(layout.shape[0]):
-            for p in range(layout[l, 3], layout[l, 4]):
-                squares += <double>params[p] * params[p]
+        squares = _sum_of_squares(layout, &params[0])
     return 0.5 * l2 * squares
 
 
@@ -411,15 +548,30 @@ def backward(const int64_t[:, ::1] layout, floating[::1] params, const floating[
     return value
 
 
-def update(floating[::1] params, floating[::1] grads, state, int optimizer, hyper, double lr, step):
-    """One optimizer step on ``params`` in place; ``step`` counts from 0."""
+cdef floating* _slots(floating[:, ::1] state) noexcept:
+    """The optimizer state's first slot (the others follow it), or NULL when it has none."""
+    return &state[0, 0] if state.shape[0] > 0 else NULL
+
+
+def clip(floating[::1] grads, double clip_value, double clip_norm):
+    """Clip ``grads`` in place, as the reference's ``clip``."""
     with nogil:
-        _update(&params[0], &grads[0], params.shape[0], optimizer, <floating>lr)
+        _clip(&grads[0], grads.shape[0], clip_value, clip_norm)
 
 
-def train_epoch(const int64_t[:, ::1] layout, floating[::1] params, floating[::1] grads, state,
+def update(floating[::1] params, floating[::1] grads, floating[:, ::1] state, int optimizer,
+           const double[::1] hyper, double lr, Py_ssize_t step):
+    """One optimizer step on ``params`` in place; ``step`` counts from 0."""
+    cdef const double* h = &hyper[0] if hyper.shape[0] > 0 else NULL
+    cdef floating* slots = _slots(state)
+    with nogil:
+        _update(&params[0], &grads[0], slots, params.shape[0], optimizer, h, lr, step)
+
+
+def train_epoch(const int64_t[:, ::1] layout, floating[::1] params, floating[::1] grads, floating[:, ::1] state,
                 const floating[:, ::1] X, const floating[:, ::1] Y, const int64_t[::1] order, int batch_size,
-                int loss, double l2, int optimizer, hyper, const double[::1] lrs, step, ws):
+                int loss, double l2, int optimizer, const double[::1] hyper, double[::1] lrs, Py_ssize_t step,
+                double clip_value, double clip_norm, ws):
     """One epoch in compiled code, same contract as the reference's ``train_epoch``."""
     cdef floating[::1] acts = ws.acts, z = ws.z, deltas = ws.deltas, row = ws.row
     cdef floating[:, ::1] xb = ws.x, yb = ws.y
@@ -427,15 +579,17 @@ def train_epoch(const int64_t[:, ::1] layout, floating[::1] params, floating[::1
     cdef const int64_t[::1] offsets = ws.offsets
     cdef Py_ssize_t n = X.shape[0], n_in = X.shape[1], n_out = Y.shape[1], i, r, j
     cdef Py_ssize_t n_batches = (n + batch_size - 1) // batch_size, start, m
-    cdef bint fused = optimizer == SGD
+    cdef const double* h = &hyper[0] if hyper.shape[0] > 0 else NULL
+    cdef floating* slots = _slots(state)
+    # Plain SGD without clipping takes its step inside the backward pass.
+    cdef bint fused = optimizer == SGD and h[0] == 0 and h[3] == 0 and clip_value == 0 and clip_norm == 0
     cdef double value = 0, total = 0
-    cdef floating lr
     with nogil:
         for i in range(n_batches):
-            lr = <floating>lrs[i]
             if n_batches == 1:
-                value = _step(layout, &params[0], &grads[0], <floating*>&X[0, 0], <floating*>&Y[0, 0], n, loss,
-                              <floating>l2, lr, fused, &acts[0], offsets, &z[0], &lse[0], &deltas[0], &row[0])
+                value = _train_step(layout, &params[0], &grads[0], slots, <floating*>&X[0, 0], <floating*>&Y[0, 0],
+                                    n, loss, l2, optimizer, h, &lrs[i], step + i, clip_value, clip_norm, fused,
+                                    &acts[0], offsets, &z[0], &lse[0], &deltas[0], &row[0])
             else:
                 start = i * batch_size
                 m = min(batch_size, n - start)
@@ -444,12 +598,11 @@ def train_epoch(const int64_t[:, ::1] layout, floating[::1] params, floating[::1
                         xb[r, j] = X[order[start + r], j]
                     for j in range(n_out):
                         yb[r, j] = Y[order[start + r], j]
-                value = _step(layout, &params[0], &grads[0], &xb[0, 0], &yb[0, 0], m, loss, <floating>l2, lr,
-                              fused, &acts[0], offsets, &z[0], &lse[0], &deltas[0], &row[0])
+                value = _train_step(layout, &params[0], &grads[0], slots, &xb[0, 0], &yb[0, 0], m, loss, l2,
+                                    optimizer, h, &lrs[i], step + i, clip_value, clip_norm, fused,
+                                    &acts[0], offsets, &z[0], &lse[0], &deltas[0], &row[0])
             if not isfinite(value):
                 break
-            if not fused:
-                _update(&params[0], &grads[0], params.shape[0], optimizer, lr)
             total += value
     if not isfinite(value):
         return value, i

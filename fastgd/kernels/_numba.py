@@ -20,7 +20,10 @@ import numpy as np
 from numba import config, njit
 from numba.misc.appdirs import AppDirs
 
-from .._codes import BINARY_CROSS_ENTROPY, CROSS_ENTROPY, MSE, RELU, SGD, SIGMOID, SOFTMAX, TANH
+from .._codes import (
+    ADAGRAD, ADAM, BINARY_CROSS_ENTROPY, CROSS_ENTROPY, LINE_SEARCH, MOMENTUM, MSE, RELU, RMSPROP, SGD, SIGMOID,
+    SOFTMAX, TANH,
+)
 from ._workspace import Workspace
 
 
@@ -377,38 +380,151 @@ def _step(layout, params, grads, X, Y, loss, l2, lr, fused, acts, offsets, z, ls
 
 
 @_jit
+def _clip(grads, clip_value, clip_norm):
+    """Element-wise clip to ``clip_value``, then global-norm clip to ``clip_norm`` (0: off)."""
+    dtype = grads.dtype.type
+    if clip_value > 0:
+        bound = dtype(clip_value)
+        for p in range(grads.shape[0]):
+            grads[p] = min(max(grads[p], -bound), bound)
+    if clip_norm > 0:
+        squares = 0.0
+        for p in range(grads.shape[0]):
+            squares += np.float64(grads[p]) * grads[p]
+        scale = clip_norm / (np.sqrt(squares) + 1e-6)
+        if scale < 1:
+            grads *= dtype(scale)
+
+
+@_jit
 def _update(params, grads, state, optimizer, hyper, lr, step):
-    lr = params.dtype.type(lr)
+    """One optimizer step in place (rules in ``fastgd.optimizers``); ``step`` counts from 0."""
+    dtype = params.dtype.type
+    one = dtype(1)
+    rate = dtype(lr)
     if optimizer == SGD:
+        momentum, dampening, nesterov, weight_decay = dtype(hyper[0]), dtype(hyper[1]), hyper[2] != 0, dtype(hyper[3])
+        if momentum == 0:
+            for p in range(params.shape[0]):
+                params[p] -= rate * (grads[p] + weight_decay * params[p])
+        else:
+            buffer = state[0]
+            for p in range(params.shape[0]):
+                g = grads[p] + weight_decay * params[p]
+                b = g if step == 0 else momentum * buffer[p] + (one - dampening) * g
+                buffer[p] = b
+                params[p] -= rate * (g + momentum * b if nesterov else b)
+    elif optimizer == MOMENTUM:
+        beta = dtype(hyper[0])
+        velocity = state[0]
         for p in range(params.shape[0]):
-            params[p] -= lr * grads[p]
+            velocity[p] = beta * velocity[p] + (one - beta) * grads[p]
+            params[p] -= rate * velocity[p]
+    elif optimizer == ADAM:
+        beta1, beta2, eps, weight_decay = dtype(hyper[0]), dtype(hyper[1]), dtype(hyper[2]), dtype(hyper[3])
+        amsgrad, decoupled = hyper[4] != 0, hyper[5] != 0
+        t = step + 1
+        step_size = dtype(lr / (1 - hyper[0] ** t))
+        root = dtype(np.sqrt(1 - hyper[1] ** t))
+        decay = dtype(1 - lr * hyper[3]) if decoupled else one
+        coupled = weight_decay if not decoupled else one - one
+        m, v = state[0], state[1]
+        for p in range(params.shape[0]):
+            w = params[p]
+            g = grads[p] + coupled * w
+            m[p] = beta1 * m[p] + (one - beta1) * g
+            v[p] = beta2 * v[p] + (one - beta2) * g * g
+            v_hat = v[p]
+            if amsgrad:
+                v_hat = state[2, p] = max(state[2, p], v_hat)
+            params[p] = w * decay - step_size * m[p] / (np.sqrt(v_hat) / root + eps)
+    elif optimizer == RMSPROP:
+        alpha, eps, momentum, centered = dtype(hyper[0]), dtype(hyper[1]), dtype(hyper[2]), hyper[3] != 0
+        squares = state[0]
+        for p in range(params.shape[0]):
+            g = grads[p]
+            squares[p] = alpha * squares[p] + (one - alpha) * g * g
+            if centered:
+                state[1, p] = alpha * state[1, p] + (one - alpha) * g
+                denominator = np.sqrt(squares[p] - state[1, p] * state[1, p]) + eps
+            else:
+                denominator = np.sqrt(squares[p]) + eps
+            if momentum != 0:
+                state[2, p] = momentum * state[2, p] + g / denominator
+                params[p] -= rate * state[2, p]
+            else:
+                params[p] -= rate * g / denominator
+    elif optimizer == ADAGRAD:
+        eps = dtype(hyper[0])
+        squares = state[0]
+        for p in range(params.shape[0]):
+            g = grads[p]
+            squares[p] += g * g
+            params[p] -= rate * g / (np.sqrt(squares[p]) + eps)
+
+
+@_jit
+def _line_search(layout, params, grads, trial, X, Y, value, loss, l2, hyper, alpha, acts, offsets, z, lse, deltas):
+    """Armijo backtracking from ``alpha`` (``fastgd.BacktrackingLineSearch``); ``params``
+    moves to the accepted point. Returns the accepted step."""
+    rho, c, min_step, fallback_step = hyper[0], hyper[1], hyper[2], hyper[3]
+    slope = 0.0
+    for p in range(grads.shape[0]):
+        slope += np.float64(grads[p]) * grads[p]
+    step = alpha
+    while step >= min_step:
+        rate = params.dtype.type(step)
+        for p in range(params.shape[0]):
+            trial[p] = params[p] - rate * grads[p]
+        _forward_blas(layout, trial, X, acts, offsets, z, lse)
+        trial_value = _loss(layout, Y, X.shape[0], acts, offsets, z, lse, deltas, loss)
+        if trial_value + _l2_penalty(layout, trial, l2) <= value - c * step * slope:
+            params[:] = trial
+            return step
+        step *= rho
+    params -= params.dtype.type(fallback_step) * grads
+    return fallback_step
+
+
+@_jit
+def _train_step(layout, params, grads, state, X, Y, loss, l2, optimizer, hyper, lrs, i, step, clip_value, clip_norm,
+                fused, acts, offsets, z, lse, deltas, row):
+    """Step ``i`` of an epoch on the batch ``(X, Y)``; returns the batch loss (not finite: no step taken)."""
+    dtype = params.dtype.type
+    value = _step(layout, params, grads, X, Y, loss, dtype(l2), dtype(lrs[i]), fused, acts, offsets, z, lse, deltas, row)
+    if fused or not np.isfinite(value):
+        return value
+    _clip(grads, clip_value, clip_norm)
+    if optimizer == LINE_SEARCH:
+        lrs[i] = _line_search(layout, params, grads, state[0], X, Y, value, loss, l2, hyper, lrs[i],
+                              acts, offsets, z, lse, deltas)
+    else:
+        _update(params, grads, state, optimizer, hyper, lrs[i], step + i)
+    return value
 
 
 @_jit
 def _train_epoch(layout, params, grads, state, X, Y, order, batch_size, loss, l2, optimizer, hyper, lrs, step,
-                 acts, offsets, z, lse, deltas, xb, yb, row):
+                 clip_value, clip_norm, acts, offsets, z, lse, deltas, xb, yb, row):
     n = X.shape[0]
     n_batches = (n + batch_size - 1) // batch_size
-    dtype = params.dtype.type
-    l2 = dtype(l2)
-    fused = optimizer == SGD
+    # Plain SGD without clipping takes its step inside the backward pass.
+    fused = optimizer == SGD and hyper[0] == 0 and hyper[3] == 0 and clip_value == 0 and clip_norm == 0
     total = 0.0
     for i in range(n_batches):
-        lr = dtype(lrs[i])
         if n_batches == 1:
-            value = _step(layout, params, grads, X, Y, loss, l2, lr, fused, acts, offsets, z, lse, deltas, row)
+            value = _train_step(layout, params, grads, state, X, Y, loss, l2, optimizer, hyper, lrs, i, step,
+                                clip_value, clip_norm, fused, acts, offsets, z, lse, deltas, row)
         else:
             start = i * batch_size
             m = min(batch_size, n - start)
             for r in range(m):
                 xb[r] = X[order[start + r]]
                 yb[r] = Y[order[start + r]]
-            value = _step(layout, params, grads, xb[:m], yb[:m], loss, l2, lr, fused,
-                          acts, offsets, z, lse, deltas, row)
+            value = _train_step(layout, params, grads, state, xb[:m], yb[:m], loss, l2, optimizer, hyper, lrs, i,
+                                step, clip_value, clip_norm, fused, acts, offsets, z, lse, deltas, row)
         if not np.isfinite(value):
             return value, i
-        if not fused:
-            _update(params, grads, state, optimizer, hyper, lr, step + i)
         total += value
     return total / n_batches, n_batches
 
@@ -451,13 +567,19 @@ def backward(layout, params, X, Y, loss, l2, ws, grads):
                  ws.acts, ws.offsets, ws.z, ws.lse, ws.deltas, ws.row)
 
 
+def clip(grads, clip_value, clip_norm):
+    """Clip ``grads`` in place, as the reference's ``clip``."""
+    _clip(grads, float(clip_value), float(clip_norm))
+
+
 def update(params, grads, state, optimizer, hyper, lr, step):
     """One optimizer step on ``params`` in place; ``step`` counts from 0."""
     _update(params, grads, state, optimizer, hyper, float(lr), step)
 
 
 def train_epoch(layout, params, grads, state, X, Y, order, batch_size, loss, l2,
-                optimizer, hyper, lrs, step, ws):
+                optimizer, hyper, lrs, step, clip_value, clip_norm, ws):
     """One epoch in compiled code, same contract as the reference's ``train_epoch``."""
     return _train_epoch(layout, params, grads, state, X, Y, order, batch_size, loss, float(l2), optimizer,
-                        hyper, lrs, step, ws.acts, ws.offsets, ws.z, ws.lse, ws.deltas, ws.x, ws.y, ws.row)
+                        hyper, lrs, step, float(clip_value), float(clip_norm),
+                        ws.acts, ws.offsets, ws.z, ws.lse, ws.deltas, ws.x, ws.y, ws.row)

@@ -13,7 +13,8 @@ import numpy as np
 from scipy.special import expit
 
 from .._codes import (
-    ACTIVATION, BINARY_CROSS_ENTROPY, CROSS_ENTROPY, IDENTITY, MSE, N_IN, N_OUT, RELU, SGD, SIGMOID, SOFTMAX, TANH,
+    ACTIVATION, ADAGRAD, ADAM, BINARY_CROSS_ENTROPY, CROSS_ENTROPY, IDENTITY, LINE_SEARCH, MOMENTUM, MSE, N_IN, N_OUT,
+    RELU, RMSPROP, SGD, SIGMOID, SOFTMAX, TANH,
 )
 from .._layout import weight_views
 
@@ -187,33 +188,130 @@ def backward(layout, params, X, Y, loss, l2, ws, grads):
     return value
 
 
-def update(params, grads, state, optimizer, hyper, lr, step):
-    """One optimizer step on ``params`` in place; ``step`` counts from 0.
+def clip(grads, clip_value, clip_norm):
+    """Clip ``grads`` in place: each element to ``[-clip_value, clip_value]``, then the
+    whole vector to L2 norm ``clip_norm`` as ``torch.nn.utils.clip_grad_norm_`` does
+    (scaled by ``clip_norm / (norm + 1e-6)`` when that is below 1). 0 turns either off."""
+    if clip_value:
+        np.clip(grads, -clip_value, clip_value, out=grads)
+    if clip_norm:
+        scale = clip_norm / (np.sqrt(float(np.vdot(grads, grads))) + 1e-6)
+        if scale < 1:
+            grads *= scale
 
-    The gradients are spent: ``grads`` may be overwritten.
-    """
+
+def update(params, grads, state, optimizer, hyper, lr, step):
+    """One optimizer step on ``params`` in place, ``step`` counting from 0 (the update
+    rules are in :mod:`fastgd.optimizers`). The gradients are spent: ``grads`` is
+    overwritten."""
+    g = grads
     if optimizer == SGD:
-        grads *= lr
-        params -= grads
+        momentum, dampening, nesterov, weight_decay = hyper
+        if weight_decay:
+            g += weight_decay * params
+        if momentum:
+            buffer = state[0]
+            if step == 0:
+                buffer[...] = g
+            else:
+                buffer *= momentum
+                buffer += (1 - dampening) * g
+            if nesterov:
+                g += momentum * buffer
+            else:
+                g[...] = buffer
+        params -= lr * g
+    elif optimizer == MOMENTUM:
+        (beta,) = hyper
+        velocity = state[0]
+        velocity *= beta
+        velocity += (1 - beta) * g
+        params -= lr * velocity
+    elif optimizer == ADAM:
+        beta1, beta2, eps, weight_decay, amsgrad, decoupled = hyper
+        t = step + 1
+        if weight_decay and decoupled:
+            params *= 1 - lr * weight_decay
+        elif weight_decay:
+            g += weight_decay * params
+        m, v = state[0], state[1]
+        m *= beta1
+        m += (1 - beta1) * g
+        v *= beta2
+        v += (1 - beta2) * g * g
+        if amsgrad:
+            np.maximum(state[2], v, out=state[2])
+            v = state[2]
+        denominator = np.sqrt(v) / np.sqrt(1 - beta2**t) + eps
+        params -= lr / (1 - beta1**t) * m / denominator
+    elif optimizer == RMSPROP:
+        alpha, eps, momentum, centered = hyper
+        squares = state[0]
+        squares *= alpha
+        squares += (1 - alpha) * g * g
+        if centered:
+            average = state[1]
+            average *= alpha
+            average += (1 - alpha) * g
+            denominator = np.sqrt(squares - average * average) + eps
+        else:
+            denominator = np.sqrt(squares) + eps
+        if momentum:
+            buffer = state[2]
+            buffer *= momentum
+            buffer += g / denominator
+            params -= lr * buffer
+        else:
+            params -= lr * g / denominator
+    elif optimizer == ADAGRAD:
+        (eps,) = hyper
+        squares = state[0]
+        squares += g * g
+        params -= lr * g / (np.sqrt(squares) + eps)
     else:
-        raise ValueError(f"unknown optimizer code {optimizer}")
+        raise ValueError(f"optimizer: no update rule for code {optimizer}")
+
+
+def line_search(params, grads, value, trial_loss, trial, hyper, alpha):
+    """Armijo backtracking step from ``alpha`` (see :class:`fastgd.BacktrackingLineSearch`):
+    ``params`` moves to the accepted point; returns the accepted step.
+
+    ``value`` is the loss at ``params``, ``trial_loss(point)`` the loss at another,
+    ``trial`` a buffer like ``params``.
+    """
+    rho, c, min_step, fallback_step = hyper
+    slope = float(np.vdot(grads, grads))
+    step = alpha
+    while step >= min_step:
+        np.subtract(params, step * grads, out=trial)
+        if trial_loss(trial) <= value - c * step * slope:
+            break
+        step *= rho
+    else:
+        step = fallback_step
+        np.subtract(params, step * grads, out=trial)
+    params[...] = trial
+    return step
 
 
 def train_epoch(layout, params, grads, state, X, Y, order, batch_size, loss, l2,
-                optimizer, hyper, lrs, step, ws):
+                optimizer, hyper, lrs, step, clip_value, clip_norm, ws):
     """One epoch of gradient descent over the rows of ``X`` in ``order``.
 
     Batch ``i`` takes ``order[i*batch_size:(i+1)*batch_size]`` (the last may be
     short; one batch of every row takes ``X`` as it is) and learning rate
-    ``lrs[i]``. Returns ``(mean batch loss, steps taken)``; the epoch stops
-    early, before updating, at the first batch whose loss is not finite.
+    ``lrs[i]`` (float64; a line search starts from it and writes back the step it
+    took). Gradients are clipped (see :func:`clip`) before each update. Returns
+    ``(mean batch loss, steps taken)``; the epoch stops early, before updating,
+    at the first batch whose loss is not finite.
     """
     with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported, not warned about
         return _train_epoch(layout, params, grads, state, X, Y, order, batch_size, loss, l2,
-                            optimizer, hyper, lrs, step, ws)
+                            optimizer, hyper, lrs, step, clip_value, clip_norm, ws)
 
 
-def _train_epoch(layout, params, grads, state, X, Y, order, batch_size, loss, l2, optimizer, hyper, lrs, step, ws):
+def _train_epoch(layout, params, grads, state, X, Y, order, batch_size, loss, l2, optimizer, hyper, lrs, step,
+                 clip_value, clip_norm, ws):
     n = X.shape[0]
     n_batches = -(-n // batch_size)
     total = 0.0
@@ -227,6 +325,13 @@ def _train_epoch(layout, params, grads, state, X, Y, order, batch_size, loss, l2
         value = backward(layout, params, xb, yb, loss, l2, ws, grads)
         if not np.isfinite(value):
             return value, i
-        update(params, grads, state, optimizer, hyper, lrs[i], step + i)
+        clip(grads, clip_value, clip_norm)
+        if optimizer == LINE_SEARCH:
+            def trial_loss(point):
+                return evaluate(layout, point, xb, yb, loss, ws)[0] + l2_penalty(layout, point, l2)
+
+            lrs[i] = line_search(params, grads, value, trial_loss, state[0], hyper, lrs[i])
+        else:
+            update(params, grads, state, optimizer, hyper, lrs[i], step + i)
         total += value
     return total / n_batches, n_batches
