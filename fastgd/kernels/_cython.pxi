@@ -262,7 +262,7 @@ cdef double _backward_rows(const int64_t[:, ::1] layout, floating* params, float
                            bint fused, floating* g) noexcept nogil:
     """Backward pass of ``m <= SMALL_BATCH`` rows (input in block 0 of ``acts``) by loops over
     the rows of ``W``; with ``fused`` (plain SGD) the step is taken row by row, with no
-    gradient array, and for one row the delta below comes out of the same pass.
+    gradient array. For one row, the delta below comes out of the same pass over ``W``.
     Returns ``sum(W**2)`` before the step (float64)."""
     cdef Py_ssize_t l, i, k, j, n_in, n_out
     cdef int below
@@ -279,22 +279,36 @@ cdef double _backward_rows(const int64_t[:, ::1] layout, floating* params, float
         A, D = acts + offsets[l], deltas + offsets[l + 1]
         for k in range(n_in):
             wk = params + layout[l, 3] + k * n_out
+            dwk = grads + layout[l, 3] + k * n_out
             row_squares = 0
-            if fused and m == 1 and below >= 0:
+            if m == 1 and below >= 0:
                 a = A[k]
                 back = 0
-                for j in range(n_out):
-                    v = wk[j]
-                    back += v * D[j]
-                    row_squares += v * v
-                    wk[j] = v - lr * (a * D[j] + l2 * v)
+                if fused:
+                    for j in range(n_out):
+                        v = wk[j]
+                        back += v * D[j]
+                        row_squares += v * v
+                        wk[j] = v - lr * (a * D[j] + l2 * v)
+                else:
+                    for j in range(n_out):
+                        v = wk[j]
+                        back += v * D[j]
+                        row_squares += v * v
+                        dwk[j] = a * D[j] + l2 * v
                 deltas[offsets[l] + k] = back * _derivative(a, below)
-            elif fused and m == 1:  # the first layer: no delta below
+            elif m == 1:  # the first layer: no delta below
                 a = A[k]
-                for j in range(n_out):
-                    v = wk[j]
-                    row_squares += v * v
-                    wk[j] = v - lr * (a * D[j] + l2 * v)
+                if fused:
+                    for j in range(n_out):
+                        v = wk[j]
+                        row_squares += v * v
+                        wk[j] = v - lr * (a * D[j] + l2 * v)
+                else:
+                    for j in range(n_out):
+                        v = wk[j]
+                        row_squares += v * v
+                        dwk[j] = a * D[j] + l2 * v
             else:
                 for j in range(n_out):
                     g[j] = 0
@@ -314,7 +328,6 @@ cdef double _backward_rows(const int64_t[:, ::1] layout, floating* params, float
                         row_squares += v * v
                         wk[j] = v - lr * (g[j] + l2 * v)
                 else:
-                    dwk = grads + layout[l, 3] + k * n_out
                     for j in range(n_out):
                         v = wk[j]
                         row_squares += v * v
@@ -368,7 +381,7 @@ cdef void _update(floating* params, const floating* grads, floating* state, Py_s
     optimizer's slots one after another, ``n`` values each; ``step`` counts from 0."""
     cdef Py_ssize_t p
     cdef floating rate = <floating>lr, g, b, w, v_hat, denominator
-    cdef floating h0 = <floating>hyper[0], h1, h2, h3, decay, coupled, step_size, root
+    cdef floating h0 = <floating>hyper[0], h1, h2, h3, decay, coupled, step_size, inverse_root
     cdef floating* s0 = state
     cdef floating* s1 = state + n
     cdef floating* s2 = state + 2 * n
@@ -391,7 +404,7 @@ cdef void _update(floating* params, const floating* grads, floating* state, Py_s
     elif optimizer == ADAM:  # beta1, beta2, eps, weight_decay, amsgrad, decoupled
         h1, h2, flag = <floating>hyper[1], <floating>hyper[2], hyper[4] != 0
         step_size = <floating>(lr / (1 - hyper[0] ** (step + 1)))
-        root = <floating>sqrt(1 - hyper[1] ** (step + 1))
+        inverse_root = <floating>(1 / sqrt(1 - hyper[1] ** (step + 1)))  # a product in the loop, not a division
         decay = <floating>(1 - lr * hyper[3]) if hyper[5] != 0 else 1
         coupled = 0 if hyper[5] != 0 else <floating>hyper[3]
         for p in range(n):
@@ -403,7 +416,7 @@ cdef void _update(floating* params, const floating* grads, floating* state, Py_s
             if flag:
                 s2[p] = max(s2[p], v_hat)
                 v_hat = s2[p]
-            params[p] = w * decay - step_size * s0[p] / (<floating>sqrt(v_hat) / root + h2)
+            params[p] = w * decay - step_size * s0[p] / (<floating>sqrt(v_hat) * inverse_root + h2)
     elif optimizer == RMSPROP:  # alpha, eps, momentum, centered
         h1, h2, flag = <floating>hyper[1], <floating>hyper[2], hyper[3] != 0
         for p in range(n):

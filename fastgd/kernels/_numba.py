@@ -262,6 +262,29 @@ def _sgd_rank1_back_row(w, a, d, l2, lr):
     return back, np.float64(squares)
 
 
+@_inline
+def _gradient_rank1_row(w, a, d, dw, l2):
+    """``dw = a d + l2 w``: one row of a batch-of-one gradient."""
+    squares = a - a
+    for j in range(w.shape[0]):
+        v = w[j]
+        squares += v * v
+        dw[j] = a * d[j] + l2 * v
+    return np.float64(squares)
+
+
+@_inline
+def _gradient_rank1_back_row(w, a, d, dw, l2):
+    """As ``_gradient_rank1_row``, in the same pass returning ``w . d`` (the delta of the layer below)."""
+    back, squares = a - a, a - a
+    for j in range(w.shape[0]):
+        v = w[j]
+        back += v * d[j]
+        squares += v * v
+        dw[j] = a * d[j] + l2 * v
+    return back, np.float64(squares)
+
+
 # ---------------------------------------------------------------- backward by loops (m <= SMALL_BATCH)
 @_jit
 def _backward_rows(layout, params, grads, m, acts, offsets, deltas, l2, lr, fused, row):
@@ -286,6 +309,18 @@ def _backward_rows(layout, params, grads, m, acts, offsets, deltas, l2, lr, fuse
             d = _row(deltas, d_off, n_out, 0)
             for k in range(n_in):
                 squares += _sgd_rank1_row(_row(params, w, n_out, k), acts[a_off + k], d, l2, lr)
+        elif m == 1 and below >= 0:
+            d = _row(deltas, d_off, n_out, 0)
+            for k in range(n_in):
+                a = acts[a_off + k]
+                back, s = _gradient_rank1_back_row(_row(params, w, n_out, k), a, d, _row(grads, w, n_out, k), l2)
+                squares += s
+                deltas[a_off + k] = back * _derivative(a, below, one)
+        elif m == 1:
+            d = _row(deltas, d_off, n_out, 0)
+            for k in range(n_in):
+                squares += _gradient_rank1_row(_row(params, w, n_out, k), acts[a_off + k], d,
+                                               _row(grads, w, n_out, k), l2)
         else:
             g = row[:n_out]
             for k in range(n_in):
@@ -425,7 +460,7 @@ def _update(params, grads, state, optimizer, hyper, lr, step):
         amsgrad, decoupled = hyper[4] != 0, hyper[5] != 0
         t = step + 1
         step_size = dtype(lr / (1 - hyper[0] ** t))
-        root = dtype(np.sqrt(1 - hyper[1] ** t))
+        inverse_root = dtype(1 / np.sqrt(1 - hyper[1] ** t))  # a product in the loop, not a second division
         decay = dtype(1 - lr * hyper[3]) if decoupled else one
         coupled = weight_decay if not decoupled else one - one
         m, v = state[0], state[1]
@@ -437,7 +472,7 @@ def _update(params, grads, state, optimizer, hyper, lr, step):
             v_hat = v[p]
             if amsgrad:
                 v_hat = state[2, p] = max(state[2, p], v_hat)
-            params[p] = w * decay - step_size * m[p] / (np.sqrt(v_hat) / root + eps)
+            params[p] = w * decay - step_size * m[p] / (np.sqrt(v_hat) * inverse_root + eps)
     elif optimizer == RMSPROP:
         alpha, eps, momentum, centered = dtype(hyper[0]), dtype(hyper[1]), dtype(hyper[2]), hyper[3] != 0
         squares = state[0]
