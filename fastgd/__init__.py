@@ -11,6 +11,7 @@ from .functions import Trajectory, minimize
 from .layers import Dense, Identity, ReLU, Sigmoid, Softmax, Tanh
 from .gradcheck import check_gradients
 from .model import MLP
+from .persistence import ModelFileError, load
 from .optimizers import SGD, Adagrad, Adam, AdamW, BacktrackingLineSearch, Momentum, Optimizer, RMSprop
 
 __version__ = "0.1.0"
@@ -18,5 +19,5 @@ __version__ = "0.1.0"
 __all__ = [
     "MLP", "Dense", "Identity", "ReLU", "Sigmoid", "Tanh", "Softmax",
     "SGD", "Momentum", "Adam", "AdamW", "RMSprop", "Adagrad", "BacktrackingLineSearch", "Optimizer", "schedules",
-    "minimize", "Trajectory", "Callback", "History", "backends", "check_gradients", "__version__",
+    "minimize", "Trajectory", "load", "ModelFileError", "Callback", "History", "backends", "check_gradients", "__version__",
 ]

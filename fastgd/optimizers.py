@@ -57,9 +57,12 @@ class Optimizer:
                              f"{step + n_steps - 1} it gave {rates[:5]!r}...")
         return rates
 
+    def get_params(self) -> dict:
+        """The constructor's arguments, by name."""
+        return {name: getattr(self, name) for name in list(inspect.signature(type(self).__init__).parameters)[1:]}
+
     def __repr__(self):
-        names = list(inspect.signature(type(self).__init__).parameters)[1:]
-        return f"{type(self).__name__}({', '.join(f'{n}={getattr(self, n)!r}' for n in names)})"
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.get_params().items())})"
 
 
 class SGD(Optimizer):

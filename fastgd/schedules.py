@@ -17,9 +17,12 @@ class Schedule:
     def __call__(self, steps: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
+    def get_params(self) -> dict:
+        """The constructor's arguments, by name."""
+        return dict(vars(self))
+
     def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
-        return f"{type(self).__name__}({args})"
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.get_params().items())})"
 
 
 class Constant(Schedule):

@@ -1,0 +1,231 @@
+"""Saving and loading models: one ``.npz`` of plain arrays and a JSON header, data only.
+
+The header (the ``header`` member, UTF-8 JSON bytes) names the architecture,
+dtype, backend, loss, L2, optimizer with its hyper-parameters and step count,
+the shuffling generator's position, and the shape and dtype of every other
+member. Loading reads with ``allow_pickle=False`` and checks everything
+against the header and the header against itself before a model is built;
+any fault raises :class:`ModelFileError`.
+"""
+
+import json
+import numbers
+import os
+import tempfile
+import warnings
+
+import numpy as np
+
+from ._codes import ACTIVATIONS, LOSSES
+from ._layout import make_layout, n_params
+from .kernels import PREFERENCE, backends
+from .layers import Activation, Dense
+from .optimizers import SGD, Adagrad, Adam, AdamW, BacktrackingLineSearch, Momentum, Optimizer, RMSprop
+from .schedules import Constant, CosineAnnealing, ExponentialDecay, InverseScaling, Schedule, StepDecay
+
+FORMAT, VERSION = "fastgd.MLP", 1
+OPTIMIZERS = {cls.__name__: cls for cls in (SGD, Momentum, Adam, AdamW, RMSprop, Adagrad, BacktrackingLineSearch)}
+SCHEDULES = {cls.__name__: cls for cls in (Constant, StepDecay, ExponentialDecay, InverseScaling, CosineAnnealing)}
+ACTIVATION_LAYERS = {cls.name: cls for cls in Activation.__subclasses__()}
+MAX_HEADER_BYTES = 1 << 20
+LABEL_KINDS = "biufU"  # class labels: numbers or strings, never objects
+
+
+class ModelFileError(ValueError):
+    """A model file that cannot be loaded: unreadable, truncated, corrupted or not a fastgd model."""
+
+
+# ---------------------------------------------------------------- saving
+def _optimizer_config(optimizer, step):
+    """``{"name", "params"}`` of an optimizer; a callable learning rate becomes its current rate."""
+    params = optimizer.get_params()
+    for key, value in params.items():
+        if isinstance(value, Schedule):
+            params[key] = {"schedule": type(value).__name__, "params": value.get_params()}
+        elif callable(value):
+            rate = float(optimizer.learning_rates(step, 1)[0])
+            warnings.warn(f"{key}: a Python callable cannot be saved as data; the file keeps its current rate "
+                          f"{rate!r} as a constant (use a fastgd.schedules schedule to save the schedule)",
+                          UserWarning, stacklevel=3)
+            params[key] = rate
+    return {"name": type(optimizer).__name__, "params": params}
+
+
+def save(net, path) -> None:
+    """Write ``net`` to ``path`` atomically: a temporary file in the same folder, then a rename."""
+    arrays = {"params": net.params, "state": net._state}
+    _, keys, pos, has_gauss, cached_gaussian = net._rng.get_state(legacy=True)
+    arrays["rng_keys"] = keys
+    if net.classes_ is not None:
+        classes = np.asarray(net.classes_)
+        arrays["classes"] = classes if classes.dtype.kind in LABEL_KINDS else classes.astype(str)
+    header = {
+        "format": FORMAT, "version": VERSION,
+        "sizes": net.sizes, "activations": net.activations, "loss": net.loss, "dtype": net.dtype.name,
+        "backend": net.backend_, "l2": net.l2, "step": net._step,
+        "optimizer": _optimizer_config(net.optimizer, net._step),
+        "rng": {"pos": int(pos), "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)},
+        "arrays": {name: {"shape": list(a.shape), "dtype": a.dtype.str} for name, a in arrays.items()},
+    }
+    arrays["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
+    path = os.fspath(path)
+    fd, temporary = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".fastgd-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as file:
+            np.savez(file, **arrays)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+
+
+# ---------------------------------------------------------------- loading
+def _require(condition, reason):
+    if not condition:
+        raise ModelFileError(reason)
+
+
+def _is_int(value, minimum=0):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def _is_real(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and np.isfinite(value)
+
+
+def _read_header(npz):
+    _require("header" in npz.files, "no header: not a fastgd model file")
+    info = npz.zip.getinfo("header.npy")
+    _require(info.file_size <= MAX_HEADER_BYTES, "header: too large")
+    raw = npz["header"]
+    _require(raw.dtype == np.uint8 and raw.ndim == 1, "header: not a byte string")
+    try:
+        header = json.loads(raw.tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ModelFileError(f"header: not JSON ({error})") from None
+    _require(isinstance(header, dict) and header.get("format") == FORMAT, "header: not a fastgd model file")
+    _require(header.get("version") == VERSION, f"header: unsupported format version {header.get('version')!r} "
+                                               f"(this fastgd reads version {VERSION})")
+    expected = {"format", "version", "sizes", "activations", "loss", "dtype", "backend", "l2", "step", "optimizer",
+                "rng", "arrays"}
+    _require(set(header) == expected, f"header: expected the fields {sorted(expected)}, got {sorted(header)}")
+    sizes, activations = header["sizes"], header["activations"]
+    _require(isinstance(sizes, list) and len(sizes) >= 2 and all(_is_int(s, 1) and s < 2**31 for s in sizes),
+             "sizes: expected a list of at least 2 positive integers")
+    _require(isinstance(activations, list) and len(activations) == len(sizes) - 1
+             and all(isinstance(a, str) and a in ACTIVATIONS for a in activations),
+             "activations: expected one known activation name per layer")
+    _require(header["loss"] in LOSSES, f"loss: unknown loss {header['loss']!r}")
+    _require(header["dtype"] in ("float32", "float64"), f"dtype: expected float32 or float64, got {header['dtype']!r}")
+    _require(header["backend"] in PREFERENCE, f"backend: unknown backend {header['backend']!r}")
+    _require(_is_real(header["l2"]) and header["l2"] >= 0, "l2: expected a finite number >= 0")
+    _require(_is_int(header["step"]), "step: expected an integer >= 0")
+    rng = header["rng"]
+    _require(isinstance(rng, dict) and set(rng) == {"pos", "has_gauss", "cached_gaussian"}
+             and _is_int(rng["pos"]) and rng["pos"] <= 624 and rng["has_gauss"] in (0, 1)
+             and _is_real(rng["cached_gaussian"]), "rng: not a generator state")
+    return header
+
+
+def _optimizer(config):
+    """The optimizer a header's config describes; any fault is a ModelFileError."""
+    _require(isinstance(config, dict) and set(config) == {"name", "params"} and config["name"] in OPTIMIZERS
+             and isinstance(config["params"], dict), "optimizer: not a known optimizer's configuration")
+    params = dict(config["params"])
+    for key, value in params.items():
+        if isinstance(value, dict):
+            _require(set(value) == {"schedule", "params"} and value["schedule"] in SCHEDULES
+                     and isinstance(value["params"], dict), f"optimizer: {key} is not a known schedule")
+            try:
+                params[key] = SCHEDULES[value["schedule"]](**value["params"])
+            except (TypeError, ValueError) as error:
+                raise ModelFileError(f"optimizer: bad schedule ({error})") from None
+        else:
+            _require(value is None or isinstance(value, (bool, int, float)), f"optimizer: {key} is not a number")
+    try:
+        return OPTIMIZERS[config["name"]](**params)
+    except (TypeError, ValueError) as error:
+        raise ModelFileError(f"optimizer: {error}") from None
+
+
+def _expected_arrays(header, optimizer):
+    """``{name: (shape, dtype)}`` of the members the header's model needs."""
+    dtype = np.dtype(header["dtype"])
+    size = n_params(make_layout(header["sizes"], header["activations"]))
+    expected = {"params": ((size,), dtype), "state": ((optimizer.n_slots, size), dtype),
+                "rng_keys": ((624,), np.dtype(np.uint32))}
+    declared = header["arrays"]
+    _require(isinstance(declared, dict) and all(isinstance(d, dict) and set(d) == {"shape", "dtype"}
+                                                for d in declared.values()), "arrays: malformed")
+    if "classes" in declared:
+        spec = declared["classes"]
+        n_classes = max(header["sizes"][-1], 2)
+        try:
+            label_dtype = np.dtype(spec["dtype"])
+        except TypeError:
+            raise ModelFileError("classes: not a dtype") from None
+        _require(label_dtype.kind in LABEL_KINDS and header["activations"][-1] != "identity",
+                 "classes: labels must be numbers or strings, and only a classifier has them")
+        expected["classes"] = ((n_classes,), label_dtype)
+    for name, (shape, dtype) in expected.items():
+        _require(name in declared and declared[name] == {"shape": list(shape), "dtype": dtype.str},
+                 f"{name}: the header declares {declared.get(name)}, the model needs shape {list(shape)} "
+                 f"and dtype {dtype.str}")
+    _require(set(declared) == set(expected), f"arrays: unexpected members {sorted(set(declared) - set(expected))}")
+    return expected
+
+
+def _read_arrays(npz, expected):
+    _require(set(npz.files) == set(expected) | {"header"}, f"members: expected {sorted(expected)} and a header, "
+                                                           f"found {sorted(npz.files)}")
+    arrays = {}
+    for name, (shape, dtype) in expected.items():
+        # Never read more than the declared array (plus its .npy header) from a hostile file.
+        info = npz.zip.getinfo(f"{name}.npy")
+        _require(info.file_size <= int(np.prod(shape)) * dtype.itemsize + 4096, f"{name}: larger than declared")
+        array = npz[name]
+        _require(array.shape == shape and array.dtype == dtype,
+                 f"{name}: the file holds shape {list(array.shape)} dtype {array.dtype.str}, "
+                 f"the header declares {list(shape)} {dtype.str}")
+        _require(array.dtype.kind != "f" or np.all(np.isfinite(array)), f"{name}: contains NaN or infinity")
+        arrays[name] = array
+    return arrays
+
+
+def load(path):
+    """The model saved at ``path`` (see :meth:`fastgd.MLP.save`), on the backend it was saved
+    with, or, when that one is not available here, the fastest available (with a warning)."""
+    from .model import MLP
+
+    path = os.fspath(path)
+    try:
+        npz = np.load(path, allow_pickle=False)
+        _require(isinstance(npz, np.lib.npyio.NpzFile), "not an .npz archive")
+        with npz:
+            header = _read_header(npz)
+            optimizer = _optimizer(header["optimizer"])
+            arrays = _read_arrays(npz, _expected_arrays(header, optimizer))
+    except ModelFileError:
+        raise
+    except Exception as error:  # whatever a damaged archive makes zipfile or NumPy raise
+        raise ModelFileError(f"cannot read {path!r}: {type(error).__name__}: {error}") from None
+
+    backend = header["backend"]
+    if backend not in backends():
+        warnings.warn(f"backend: the model was saved with {backend!r}, which is not available here; "
+                      f"using {backends()[0]!r}", UserWarning, stacklevel=2)
+        backend = "auto"
+    layers = []
+    for n_in, n_out, activation in zip(header["sizes"], header["sizes"][1:], header["activations"]):
+        layers += [Dense(n_in, n_out), ACTIVATION_LAYERS[activation]()]
+    try:
+        net = MLP(layers, loss=header["loss"], backend=backend, dtype=header["dtype"])
+    except (TypeError, ValueError) as error:
+        raise ModelFileError(f"architecture: {error}") from None
+    net.params[...] = arrays["params"]
+    net._restore_training_state(optimizer, arrays["state"], header["step"], header["l2"], arrays.get("classes"))
+    net._rng.set_state(("MT19937", arrays["rng_keys"], header["rng"]["pos"], header["rng"]["has_gauss"],
+                        header["rng"]["cached_gaussian"]))
+    return net
