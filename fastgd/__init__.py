@@ -6,7 +6,9 @@ behind one model API, checked against a plain NumPy reference.
 
 from . import schedules
 from .kernels import backends
-from .callbacks import Callback, History
+from .callbacks import Callback, EarlyStopping, History, ModelCheckpoint, ReduceLROnPlateau
+from .diagnosis import Diagnosis, diagnose
+from .lr_finder import LRFinderResult, lr_find
 from .functions import Trajectory, minimize
 from .layers import Dense, Identity, ReLU, Sigmoid, Softmax, Tanh
 from .gradcheck import check_gradients
@@ -19,5 +21,6 @@ __version__ = "0.1.0"
 __all__ = [
     "MLP", "Dense", "Identity", "ReLU", "Sigmoid", "Tanh", "Softmax",
     "SGD", "Momentum", "Adam", "AdamW", "RMSprop", "Adagrad", "BacktrackingLineSearch", "Optimizer", "schedules",
-    "minimize", "Trajectory", "load", "ModelFileError", "Callback", "History", "backends", "check_gradients", "__version__",
+    "minimize", "Trajectory", "load", "ModelFileError", "EarlyStopping", "ReduceLROnPlateau", "ModelCheckpoint",
+    "lr_find", "LRFinderResult", "diagnose", "Diagnosis", "Callback", "History", "backends", "check_gradients", "__version__",
 ]

@@ -1,4 +1,4 @@
-"""Small data sets used by the examples, tests and benchmarks."""
+"""Small data sets used by the demos, tests and benchmarks."""
 
 import numpy as np
 from sklearn.datasets import make_classification

@@ -12,7 +12,7 @@ from ._layout import he_normal, make_layout, n_params, weight_views
 from ._threads import blas_threads_for
 from ._validation import check_dtype, check_int, check_nonnegative, check_positive, check_targets, check_X
 from .kernels import resolve
-from .callbacks import Callback, History
+from .callbacks import Callback, EpochLog, History, ProgressBar
 from .layers import architecture
 from .optimizers import SGD, Optimizer
 from .persistence import save
@@ -294,6 +294,9 @@ class MLP:
         for callback in callbacks:
             if not callable(getattr(callback, "on_epoch_end", None)):
                 raise TypeError(f"callbacks: {callback!r} has no on_epoch_end(epoch, logs) method")
+        if verbose not in (0, 1, 2):
+            raise ValueError(f"verbose: expected 0 (silent), 1 (a progress bar) or 2 (a line per epoch), "
+                             f"got {verbose!r}")
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise ValueError("validation_data: expected a pair (X_val, y_val)")
@@ -310,11 +313,12 @@ class MLP:
         grads = np.zeros_like(self.params)
         codes = LOSSES[self.loss], self._optimizer.code
         history = History()
-        callbacks = [history] + callbacks
+        display = {0: [], 1: [ProgressBar(epochs)], 2: [EpochLog(epochs)]}[verbose]
+        callbacks = [history] + callbacks + display
         self.stop_training = False
         for callback in callbacks:
             callback.model = self
-            callback.on_train_begin()
+            _hook(callback, "on_train_begin")
         with blas_threads_for(self.layout, batch_size):
             for epoch in range(epochs):
                 order = self._rng.permutation(n) if shuffle else np.arange(n)
@@ -343,15 +347,19 @@ class MLP:
                 logs["epoch_time"] = elapsed
                 for callback in callbacks:
                     callback.on_epoch_end(epoch, logs)
-                if verbose:
-                    print(f"Epoch {epoch + 1}/{epochs} | " + " ".join(
-                        f"{k} {v:.4f}" for k, v in logs.items() if k != "epoch_time"), flush=True)
                 if self.stop_training:
                     break
         for callback in callbacks:
-            callback.on_train_end()
+            _hook(callback, "on_train_end")
         return history
 
     def __repr__(self):
         return (f"MLP({self.sizes}, activations={self.activations}, loss={self.loss!r}, "
                 f"backend={self.backend_!r}, dtype={self.dtype.name!r})")
+
+
+def _hook(callback, name):
+    """Call a callback's optional hook ``name`` if it has one."""
+    method = getattr(callback, name, None)
+    if callable(method):
+        method()

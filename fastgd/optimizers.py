@@ -40,6 +40,7 @@ class Optimizer:
     def __init__(self, lr: LearningRate, name: str = "lr"):
         setattr(self, name, lr)
         self._schedule = _as_schedule(lr, name)
+        self.lr_scale = 1.0  # multiplies every rate; ReduceLROnPlateau lowers it
 
     def hyper(self) -> np.ndarray:
         """Hyper-parameters other than the learning rate, float64, in the kernels' order."""
@@ -52,6 +53,7 @@ class Optimizer:
             rates = np.asarray(self._schedule(steps), dtype=np.float64)
         else:
             rates = np.array([self._schedule(int(s)) for s in steps], dtype=np.float64)
+        rates *= self.lr_scale
         if rates.shape != (n_steps,) or not np.all(np.isfinite(rates)) or np.any(rates < 0):
             raise ValueError(f"lr: the schedule must give one finite rate >= 0 per step; for steps {step}.."
                              f"{step + n_steps - 1} it gave {rates[:5]!r}...")

@@ -48,7 +48,7 @@ def _optimizer_config(optimizer, step):
                           f"{rate!r} as a constant (use a fastgd.schedules schedule to save the schedule)",
                           UserWarning, stacklevel=3)
             params[key] = rate
-    return {"name": type(optimizer).__name__, "params": params}
+    return {"name": type(optimizer).__name__, "params": params, "lr_scale": optimizer.lr_scale}
 
 
 def save(net, path) -> None:
@@ -131,8 +131,10 @@ def _read_header(npz):
 
 def _optimizer(config):
     """The optimizer a header's config describes; any fault is a ModelFileError."""
-    _require(isinstance(config, dict) and set(config) == {"name", "params"} and config["name"] in OPTIMIZERS
-             and isinstance(config["params"], dict), "optimizer: not a known optimizer's configuration")
+    _require(isinstance(config, dict) and set(config) == {"name", "params", "lr_scale"}
+             and config["name"] in OPTIMIZERS and isinstance(config["params"], dict)
+             and _is_real(config["lr_scale"]) and config["lr_scale"] > 0,
+             "optimizer: not a known optimizer's configuration")
     params = dict(config["params"])
     for key, value in params.items():
         if isinstance(value, dict):
@@ -145,9 +147,11 @@ def _optimizer(config):
         else:
             _require(value is None or isinstance(value, (bool, int, float)), f"optimizer: {key} is not a number")
     try:
-        return OPTIMIZERS[config["name"]](**params)
+        optimizer = OPTIMIZERS[config["name"]](**params)
     except (TypeError, ValueError) as error:
         raise ModelFileError(f"optimizer: {error}") from None
+    optimizer.lr_scale = float(config["lr_scale"])
+    return optimizer
 
 
 def _expected_arrays(header, optimizer):

@@ -1,0 +1,108 @@
+"""Plots of training, with matplotlib (``pip install fastgd[plot]``).
+
+Each function returns a :class:`matplotlib.figure.Figure` and, given
+``path``, also saves it as a PNG. Figures are made without pyplot, so they
+render the same with or without a display.
+"""
+
+import numpy as np
+
+from ._validation import check_X
+from .callbacks import History
+
+
+def _figure(ncols=1):
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise ImportError("fastgd's plots need matplotlib: pip install fastgd[plot]") from None
+    figure = Figure(figsize=(5.5 * ncols, 4), layout="constrained")
+    return figure, figure.subplots(1, ncols, squeeze=False)[0]
+
+
+def _finish(figure, path):
+    if path is not None:
+        figure.savefig(path, dpi=100)
+    return figure
+
+
+def _logs(history):
+    return history.history if isinstance(history, History) else dict(history)
+
+
+def plot_history(history, path=None):
+    """Learning curves: loss, and accuracy when logged, training against validation."""
+    logs = _logs(history)
+    panels = [("loss", ["train_loss" if "train_loss" in logs else "loss", "val_loss"])]
+    if "train_accuracy" in logs or "val_accuracy" in logs:
+        panels.append(("accuracy", ["train_accuracy", "val_accuracy"]))
+    figure, axes = _figure(len(panels))
+    for ax, (title, keys) in zip(axes, panels):
+        for key in keys:
+            if key in logs:
+                ax.plot(np.arange(1, len(logs[key]) + 1), logs[key], label=key)
+        ax.set(xlabel="epoch", ylabel=title, title=title)
+        ax.legend()
+    return _finish(figure, path)
+
+
+def plot_runs(histories: dict, key: str = "loss", path=None):
+    """One logged metric of several runs (``{name: History}``) side by side."""
+    figure, (ax,) = _figure()
+    for name, history in histories.items():
+        values = _logs(history)[key]
+        ax.plot(np.arange(1, len(values) + 1), values, label=str(name))
+    ax.set(xlabel="epoch", ylabel=key, title=key)
+    ax.legend()
+    return _finish(figure, path)
+
+
+def plot_decision_boundary(net, X, y, path=None, resolution: int = 200):
+    """The regions a classifier of 2 features assigns to each class, with the data on top."""
+    X = check_X(X, net.dtype, n_features=2)
+    if not net.is_classifier:
+        raise TypeError("net: a decision boundary needs a classifier")
+    low, high = X.min(axis=0), X.max(axis=0)
+    margin = 0.1 * (high - low) + 1e-9
+    u, v = np.meshgrid(np.linspace(low[0] - margin[0], high[0] + margin[0], resolution),
+                       np.linspace(low[1] - margin[1], high[1] + margin[1], resolution))
+    labels = net.predict(np.column_stack([u.ravel(), v.ravel()]))
+    codes = np.searchsorted(net.classes_, labels).reshape(u.shape)
+    figure, (ax,) = _figure()
+    ax.contourf(u, v, codes, levels=np.arange(len(net.classes_) + 1) - 0.5, alpha=0.3, cmap="coolwarm")
+    ax.scatter(X[:, 0], X[:, 1], c=np.searchsorted(net.classes_, np.asarray(y)), s=12, cmap="coolwarm",
+               edgecolors="k", linewidths=0.3)
+    ax.set(xlabel="x1", ylabel="x2", title="decision boundary")
+    return _finish(figure, path)
+
+
+def plot_lr_find(result, path=None):
+    """The learning-rate finder's smoothed loss against the rate (log scale), with its suggestion."""
+    figure, (ax,) = _figure()
+    ax.plot(result.lrs, result.losses)
+    ax.axvline(result.suggestion, color="C3", linestyle="--", label=f"suggestion {result.suggestion:.2g}")
+    ax.set(xscale="log", xlabel="learning rate", ylabel="smoothed loss", title="learning-rate finder")
+    ax.legend()
+    return _finish(figure, path)
+
+
+def plot_trajectories(fun, trajectories: dict, path=None, bounds=None, resolution: int = 200):
+    """Optimizer paths (``{name: Trajectory}`` from :func:`fastgd.minimize`) on the contours of a
+    function of 2 variables; ``bounds = (x_min, x_max, y_min, y_max)``, else around the paths."""
+    points = np.vstack([t.points for t in trajectories.values()])
+    if points.shape[1] != 2:
+        raise ValueError("trajectories: contours need points of 2 coordinates")
+    if bounds is None:
+        low, high = points.min(axis=0), points.max(axis=0)
+        margin = 0.15 * (high - low) + 1e-3
+        bounds = (low[0] - margin[0], high[0] + margin[0], low[1] - margin[1], high[1] + margin[1])
+    u, v = np.meshgrid(np.linspace(bounds[0], bounds[1], resolution), np.linspace(bounds[2], bounds[3], resolution))
+    values = np.array([fun(np.array(p)) for p in zip(u.ravel(), v.ravel())]).reshape(u.shape)
+    figure, (ax,) = _figure()
+    ax.contour(u, v, values, levels=np.geomspace(max(values.min(), 1e-6), values.max(), 15), colors="0.6",
+               linewidths=0.6)
+    for name, trajectory in trajectories.items():
+        ax.plot(trajectory.points[:, 0], trajectory.points[:, 1], marker=".", markersize=3, label=str(name))
+    ax.set(xlim=bounds[:2], ylim=bounds[2:], xlabel="x", ylabel="y", title="optimizer trajectories")
+    ax.legend()
+    return _finish(figure, path)

@@ -1,0 +1,275 @@
+"""Training tools: callbacks, progress, learning-rate finder, diagnosis, plots and demos."""
+
+import sys
+import types
+
+import matplotlib
+import numpy as np
+import pytest
+
+import fastgd
+from conftest import make_problem
+from fastgd import demos, plots
+from fastgd.__main__ import main
+
+matplotlib.use("Agg")
+
+
+def stub_model(optimizer=None):
+    return types.SimpleNamespace(params=np.zeros(3), stop_training=False, optimizer=optimizer, _step=0)
+
+
+def drive(callback, model, values, key="val_loss"):
+    """Feed a scripted history to a callback as fit would; params record the epoch number."""
+    callback.model = model
+    callback.on_train_begin()
+    for epoch, value in enumerate(values):
+        model.params[...] = epoch
+        callback.on_epoch_end(epoch, {key: value})
+        if model.stop_training:
+            break
+    callback.on_train_end()
+    return epoch
+
+
+# ---------------------------------------------------------------- callbacks
+@pytest.mark.parametrize("patience, min_delta, stop, best", [(2, 0.0, 5, 3), (3, 0.0, 6, 3), (5, 0.0, None, 7),
+                                                                (1, 0.05, 2, 1)])
+def test_early_stopping_on_a_scripted_history(patience, min_delta, stop, best):
+    values = [1.0, 0.8, 0.9, 0.7, 0.75, 0.74, 0.72, 0.69]
+    callback = fastgd.EarlyStopping(patience=patience, min_delta=min_delta)
+    model = stub_model()
+    last = drive(callback, model, values)
+    assert callback.stopped_epoch == stop and last == (stop if stop is not None else len(values) - 1)
+    assert callback.best_epoch == best
+    np.testing.assert_array_equal(model.params, np.full(3, best))  # the best epoch's weights, exactly
+
+
+def test_early_stopping_watches_accuracy_upwards():
+    callback = fastgd.EarlyStopping(monitor="val_accuracy", patience=0)
+    model = stub_model()
+    assert drive(callback, model, [0.5, 0.7, 0.6], key="val_accuracy") == 2
+    np.testing.assert_array_equal(model.params, np.full(3, 1))
+
+
+def test_early_stopping_in_a_real_fit_restores_the_best_epoch():
+    X, y = make_problem("softmax", n=40, seed=0)
+    Xv, yv = make_problem("softmax", n=40, seed=1)
+    net = fastgd.MLP([5, 64, 3], random_state=0)
+    seen = []
+
+    class Record:
+        def on_epoch_end(self, epoch, logs):
+            seen.append(net.params.copy())
+
+    stopper = fastgd.EarlyStopping(patience=3)
+    history = net.fit(X, y, epochs=300, batch_size=8, optimizer=fastgd.SGD(lr=0.2), validation_data=(Xv, yv),
+                      callbacks=[Record(), stopper])
+    assert len(history.epoch) == stopper.best_epoch + 4 < 300  # overfits a tiny set: stops early
+    np.testing.assert_array_equal(net.params, seen[stopper.best_epoch])
+
+
+def test_a_monitor_that_is_not_logged_is_named():
+    net = fastgd.MLP([5, 4, 3], random_state=0)
+    with pytest.raises(KeyError, match="monitor: 'val_loss' is not logged"):
+        net.fit(*make_problem("softmax"), callbacks=[fastgd.EarlyStopping()])
+
+
+def test_reduce_lr_on_plateau_lowers_the_rate_down_to_its_floor():
+    model = stub_model(fastgd.SGD(lr=0.1, momentum=0.9))
+    callback = fastgd.ReduceLROnPlateau(monitor="loss", factor=0.5, patience=1, min_lr=0.03)
+    callback.model = model
+    callback.on_train_begin()
+    rates = []
+    for epoch, value in enumerate([1.0, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5]):
+        callback.on_epoch_end(epoch, {"loss": value})
+        rates.append(model.optimizer.learning_rates(0, 1)[0])
+    np.testing.assert_allclose(rates, [0.1, 0.1, 0.05, 0.03, 0.03, 0.03, 0.03, 0.03])
+
+
+def test_reduce_lr_on_plateau_reaches_the_compiled_loop():
+    X, y = make_problem("softmax", n=20)
+    net = fastgd.MLP([5, 4, 3], random_state=0)
+    optimizer = fastgd.SGD(lr=0.1)
+    net.fit(X, y, epochs=1, optimizer=optimizer)
+    optimizer.lr_scale = 0.0  # as if reduced to nothing: the next epoch must not move the weights
+    before = net.params.copy()
+    net.fit(X, y, epochs=1)
+    np.testing.assert_array_equal(net.params, before)
+
+
+def test_model_checkpoint_keeps_the_best_model(tmp_path):
+    X, y = make_problem("softmax", n=40, seed=0)
+    Xv, yv = make_problem("softmax", n=40, seed=1)
+    net = fastgd.MLP([5, 64, 3], random_state=0)
+    seen = []
+
+    class Record:
+        def on_epoch_end(self, epoch, logs):
+            seen.append(net.params.copy())
+
+    checkpoint = fastgd.ModelCheckpoint(tmp_path / "best.npz")
+    net.fit(X, y, epochs=40, batch_size=8, optimizer=fastgd.SGD(lr=0.2), validation_data=(Xv, yv),
+            callbacks=[Record(), checkpoint])
+    assert 0 < checkpoint.best_epoch < 39
+    np.testing.assert_array_equal(fastgd.load(tmp_path / "best.npz").params, seen[checkpoint.best_epoch])
+
+
+def test_a_plain_object_callback_can_stop_training():
+    class StopAtThree:
+        def on_epoch_end(self, epoch, logs):
+            if epoch == 2:
+                self.model.stop_training = True
+
+    net = fastgd.MLP([5, 4, 3], random_state=0)
+    history = net.fit(*make_problem("softmax"), epochs=10, callbacks=[StopAtThree()])
+    assert history.epoch == [0, 1, 2]
+
+
+def test_progress_display(capsys):
+    X, y = make_problem("softmax")
+    net = fastgd.MLP([5, 4, 3], random_state=0)
+    net.fit(X, y, epochs=3, verbose=2)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3 and lines[0].startswith("Epoch 1/3 | loss ") and "train_accuracy" in lines[2]
+    net.fit(X, y, epochs=3, verbose=1)
+    bar = capsys.readouterr().err
+    assert "3/3" in bar and "loss=" in bar
+    with pytest.raises(ValueError, match="^verbose:"):
+        net.fit(X, y, verbose=3)
+
+
+# ---------------------------------------------------------------- learning-rate finder
+def test_lr_find_leaves_the_model_as_it_was(textbook_data):
+    X, _, y, _ = textbook_data
+    net = fastgd.MLP([10, 64, 32, 3], random_state=42)
+    net.fit(X, y, epochs=1, batch_size=64, optimizer=fastgd.SGD(lr=0.05, momentum=0.9))
+    params, state, rng, optimizer = net.params.copy(), net._state.copy(), net._rng.get_state()[1].copy(), net.optimizer
+    result = fastgd.lr_find(net, X, y)
+    assert len(result.lrs) > 10
+    np.testing.assert_array_equal(net.params, params)
+    np.testing.assert_array_equal(net._state, state)
+    np.testing.assert_array_equal(net._rng.get_state()[1], rng)
+    assert net.optimizer is optimizer and optimizer.lr_scale == 1.0
+
+
+def test_lr_find_suggests_a_rate_where_the_loss_falls(textbook_data):
+    X, _, y, _ = textbook_data
+    net = fastgd.MLP([10, 64, 32, 3], random_state=42)
+    result = fastgd.lr_find(net, X, y, end=100.0)
+    assert len(result.lrs) < 100  # the ramp stopped once the loss blew up
+    lowest = int(np.argmin(result.losses))
+    at = int(np.searchsorted(result.lrs, result.suggestion))
+    assert result.lrs[at] == result.suggestion and 0 < at < lowest
+    assert result.losses[at] < result.losses[0] and result.losses[at + 1] < result.losses[at - 1]
+    # The suggested rate trains better than the ramp's ends.
+    losses = {}
+    for lr in (result.lrs[0], result.suggestion, result.lrs[-1]):
+        trial = fastgd.MLP([10, 64, 32, 3], random_state=42)
+        trial.fit(X, y, epochs=3, batch_size=32, optimizer=fastgd.SGD(lr=float(lr)), train_metrics=False)
+        losses[lr] = trial.evaluate(X, y)[0]
+    assert losses[result.suggestion] < min(losses[result.lrs[0]], losses[result.lrs[-1]])
+
+
+def test_lr_find_checks_its_arguments():
+    net = fastgd.MLP([5, 4, 3], random_state=0)
+    X, y = make_problem("softmax")
+    with pytest.raises(ValueError, match="^end:"):
+        fastgd.lr_find(net, X, y, start=1.0, end=0.1)
+    net.fit(X, y, optimizer=fastgd.BacktrackingLineSearch())
+    with pytest.raises(ValueError, match="^net: its optimizer is a line search"):
+        fastgd.lr_find(net, X, y)
+
+
+# ---------------------------------------------------------------- diagnosis
+def curves(train, val=None, accuracy=None):
+    logs = {"loss": list(train), "train_loss": list(train)}
+    if val is not None:
+        logs["val_loss"] = list(val)
+    if accuracy is not None:
+        logs["train_accuracy"] = list(accuracy)
+    return logs
+
+
+EPOCHS = np.arange(30)
+
+
+@pytest.mark.parametrize("logs, state", [
+    (curves(np.r_[np.linspace(1, 0.5, 20), np.linspace(0.6, 3, 10)]), "diverging"),
+    (curves(np.r_[1.0, 0.8, np.nan]), "diverging"),
+    (curves(1 / (1 + EPOCHS), 0.5 + 0.01 * (EPOCHS - 10) ** 2 / 10), "overfitting"),
+    (curves(0.9 + 0.1 * np.exp(-EPOCHS), accuracy=np.full(30, 0.55)), "underfitting"),
+    (curves(0.05 + np.exp(-EPOCHS), 0.08 + np.exp(-EPOCHS), accuracy=np.full(30, 0.98)), "converged"),
+    (curves(1 / (1 + 0.1 * EPOCHS), 1.1 / (1 + 0.1 * EPOCHS), accuracy=np.linspace(0.5, 0.9, 30)), "improving"),
+])
+def test_diagnose_names_each_state(logs, state):
+    diagnosis = fastgd.diagnose(logs)
+    assert diagnosis.state == state, diagnosis
+    if state == "overfitting":
+        assert diagnosis.best_epoch == 10 and "epoch 11" in diagnosis.message
+
+
+def test_diagnose_reads_a_real_history():
+    history = fastgd.MLP([5, 4, 3], random_state=0).fit(*make_problem("softmax"), epochs=8, optimizer=fastgd.SGD(0.1))
+    assert fastgd.diagnose(history).state in fastgd.diagnosis.STATES
+    with pytest.raises(ValueError, match="^history:"):
+        fastgd.diagnose({"loss": [1.0]})
+
+
+# ---------------------------------------------------------------- plots
+def png_ok(path):
+    data = path.read_bytes()
+    return data.startswith(b"\x89PNG") and len(data) > 2000
+
+
+def test_every_plot_renders_a_png(tmp_path):
+    X, y = make_problem("softmax", n_in=2, n=60)
+    net = fastgd.MLP([2, 8, 3], random_state=0)
+    history = net.fit(X, y, epochs=5, validation_data=(X, y))
+    runs = {"a": history, "b": net.fit(X, y, epochs=5)}
+    result = fastgd.lr_find(net, X, y, steps=30, batch_size=8)
+
+    def bowl(p):
+        return p[0] ** 2 + 10 * p[1] ** 2
+
+    path = fastgd.minimize(bowl, lambda p: np.array([2 * p[0], 20 * p[1]]), [1.0, 1.0], fastgd.SGD(0.05), 20)
+    figures = {
+        "history": lambda f: plots.plot_history(history, f),
+        "boundary": lambda f: plots.plot_decision_boundary(net, X, y, f),
+        "lr_find": lambda f: plots.plot_lr_find(result, f),
+        "trajectory": lambda f: plots.plot_trajectories(bowl, {"sgd": path}, f),
+        "runs": lambda f: plots.plot_runs(runs, "loss", f),
+    }
+    for name, draw in figures.items():
+        figure = draw(tmp_path / f"{name}.png")
+        assert figure.axes and png_ok(tmp_path / f"{name}.png"), name
+
+
+def test_plots_name_the_missing_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    with pytest.raises(ImportError, match=r"pip install fastgd\[plot\]"):
+        plots.plot_runs({}, "loss")
+
+
+# ---------------------------------------------------------------- demos
+@pytest.mark.parametrize("name, figures", [
+    ("textbook", ["textbook_curves.png"]),
+    ("xor", ["xor_boundary.png"]),
+    ("moons", ["moons_loss.png", "moons_fixed_boundary.png", "moons_line_boundary.png"]),
+    ("momentum", ["momentum_trajectories.png"]),
+    ("batch-size", ["batch_size_val_loss.png"]),
+])
+def test_every_demo_runs(tmp_path, capsys, name, figures):
+    main(["demo", name, "--quick", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert all(png_ok(tmp_path / f) for f in figures)
+    if name == "xor":
+        assert "accuracy 100%" in out
+    if name == "batch-size":
+        assert all(f"\n{size:>6} |" in out for size in (1, 8, 32, 128, "full"))
+
+
+def test_demo_without_a_name_lists_them(capsys):
+    main(["demo"])
+    out = capsys.readouterr().out
+    assert all(name in out for name in demos.DEMOS)
