@@ -13,7 +13,8 @@ from .functions import Trajectory, minimize
 from .layers import Dense, Identity, ReLU, Sigmoid, Softmax, Tanh
 from .gradcheck import check_gradients
 from .model import MLP
-from .persistence import ModelFileError, load
+from .errors import ModelFileError, TrainingDiverged
+from .persistence import load
 from .optimizers import SGD, Adagrad, Adam, AdamW, BacktrackingLineSearch, Momentum, Optimizer, RMSprop
 
 __version__ = "0.1.0"
@@ -21,6 +22,6 @@ __version__ = "0.1.0"
 __all__ = [
     "MLP", "Dense", "Identity", "ReLU", "Sigmoid", "Tanh", "Softmax",
     "SGD", "Momentum", "Adam", "AdamW", "RMSprop", "Adagrad", "BacktrackingLineSearch", "Optimizer", "schedules",
-    "minimize", "Trajectory", "load", "ModelFileError", "EarlyStopping", "ReduceLROnPlateau", "ModelCheckpoint",
+    "minimize", "Trajectory", "load", "ModelFileError", "TrainingDiverged", "EarlyStopping", "ReduceLROnPlateau", "ModelCheckpoint",
     "lr_find", "LRFinderResult", "diagnose", "Diagnosis", "Callback", "History", "backends", "check_gradients", "__version__",
 ]

@@ -11,6 +11,7 @@ from ._codes import DEFAULT_LOSS, LINE_SEARCH, LOSS_OUTPUTS, LOSSES
 from ._layout import he_normal, make_layout, n_params, weight_views
 from ._threads import blas_threads_for
 from ._validation import check_dtype, check_int, check_nonnegative, check_positive, check_targets, check_X
+from .errors import TrainingDiverged
 from .kernels import resolve
 from .callbacks import Callback, EpochLog, History, ProgressBar
 from .layers import architecture
@@ -261,7 +262,7 @@ class MLP:
     def fit(self, X, y, *, epochs: int = 1, batch_size: int | None = None, optimizer: Optimizer | None = None,
             l2: float = 0.0, clip_value: float | None = None, clip_norm: float | None = None,
             shuffle: bool = True, validation_data=None, train_metrics: bool = True,
-            callbacks: Sequence[Callback] = (), verbose: int = 0) -> History:
+            callbacks: Sequence[Callback] = (), verbose: int = 0, on_divergence: str = "raise") -> History:
         """Train by gradient descent; continues from the current weights.
 
         ``batch_size=None`` is full-batch gradient descent, ``1`` stochastic,
@@ -278,6 +279,13 @@ class MLP:
         from fresh state. Each step's gradient is clipped element-wise to
         ``[-clip_value, clip_value]``, then to global L2 norm ``clip_norm`` (as
         ``torch.nn.utils.clip_grad_norm_``), before the update.
+
+        When the loss stops being finite, the fit stops, the model goes back to
+        the weights and optimizer state of its last finite epoch, and
+        ``TrainingDiverged`` is raised with the history (``on_divergence="warn"``:
+        a warning, and the history is returned). An interruption (Ctrl-C) during
+        an epoch puts back the weights of the epoch before and re-raises; the
+        history so far is in ``history_`` either way.
         """
         # Everything is checked before anything about the model changes.
         X = check_X(X, self.dtype, n_features=self.sizes[0])
@@ -294,6 +302,8 @@ class MLP:
         for callback in callbacks:
             if not callable(getattr(callback, "on_epoch_end", None)):
                 raise TypeError(f"callbacks: {callback!r} has no on_epoch_end(epoch, logs) method")
+        if on_divergence not in ("raise", "warn"):
+            raise ValueError(f"on_divergence: expected 'raise' or 'warn', got {on_divergence!r}")
         if verbose not in (0, 1, 2):
             raise ValueError(f"verbose: expected 0 (silent), 1 (a progress bar) or 2 (a line per epoch), "
                              f"got {verbose!r}")
@@ -312,45 +322,56 @@ class MLP:
         eval_ws = self._workspace(eval_rows) if train_metrics or validation_data is not None else None
         grads = np.zeros_like(self.params)
         codes = LOSSES[self.loss], self._optimizer.code
-        history = History()
+        self.history_ = history = History()
         display = {0: [], 1: [ProgressBar(epochs)], 2: [EpochLog(epochs)]}[verbose]
         callbacks = [history] + callbacks + display
         self.stop_training = False
         for callback in callbacks:
             callback.model = self
             _hook(callback, "on_train_begin")
-        with blas_threads_for(self.layout, batch_size):
-            for epoch in range(epochs):
-                order = self._rng.permutation(n) if shuffle else np.arange(n)
-                lrs = self._optimizer.learning_rates(self._step, n_batches)
-                last_params, last_state = self.params.copy(), self._state.copy()
-                start = time.perf_counter()
-                mean_loss, steps = self._kernels.train_epoch(
-                    self.layout, self.params, grads, self._state, X, Y, order, batch_size, codes[0], l2,
-                    codes[1], self._optimizer.hyper(), lrs, self._step, *clips, ws)
-                elapsed = time.perf_counter() - start
-                self._step += steps
-                if steps < n_batches or not np.all(np.isfinite(self.params)):
-                    self.params[...], self._state[...] = last_params, last_state
-                    warnings.warn(f"training diverged in epoch {epoch + 1} (loss not finite); stopped and kept "
-                                  "the weights of the last finite epoch", RuntimeWarning, stacklevel=2)
-                    break
-                logs = {"loss": mean_loss}
-                if codes[1] == LINE_SEARCH:
-                    logs["step_size"] = float(lrs.mean())
-                if train_metrics:
-                    logs["train_loss"], logs["train_accuracy"] = self._metrics(X, Y, eval_ws)
-                if validation_data is not None:
-                    logs["val_loss"], logs["val_accuracy"] = self._metrics(X_val, Y_val, eval_ws)
-                if not self.is_classifier:
-                    logs = {k: v for k, v in logs.items() if not k.endswith("accuracy")}
-                logs["epoch_time"] = elapsed
-                for callback in callbacks:
-                    callback.on_epoch_end(epoch, logs)
-                if self.stop_training:
-                    break
-        for callback in callbacks:
-            _hook(callback, "on_train_end")
+        diverged = None
+        try:
+            with blas_threads_for(self.layout, batch_size):
+                for epoch in range(epochs):
+                    order = self._rng.permutation(n) if shuffle else np.arange(n)
+                    lrs = self._optimizer.learning_rates(self._step, n_batches)
+                    last = self.params.copy(), self._state.copy()
+                    start = time.perf_counter()
+                    try:
+                        mean_loss, steps = self._kernels.train_epoch(
+                            self.layout, self.params, grads, self._state, X, Y, order, batch_size, codes[0], l2,
+                            codes[1], self._optimizer.hyper(), lrs, self._step, *clips, ws)
+                    except KeyboardInterrupt:
+                        self.params[...], self._state[...] = last
+                        raise
+                    elapsed = time.perf_counter() - start
+                    if steps < n_batches or not np.all(np.isfinite(self.params)):
+                        self.params[...], self._state[...] = last
+                        diverged = (f"training diverged in epoch {epoch + 1} (loss not finite); stopped and kept "
+                                    "the weights of the last finite epoch")
+                        break
+                    self._step += steps
+                    logs = {"loss": mean_loss}
+                    if codes[1] == LINE_SEARCH:
+                        logs["step_size"] = float(lrs.mean())
+                    if train_metrics:
+                        logs["train_loss"], logs["train_accuracy"] = self._metrics(X, Y, eval_ws)
+                    if validation_data is not None:
+                        logs["val_loss"], logs["val_accuracy"] = self._metrics(X_val, Y_val, eval_ws)
+                    if not self.is_classifier:
+                        logs = {k: v for k, v in logs.items() if not k.endswith("accuracy")}
+                    logs["epoch_time"] = elapsed
+                    for callback in callbacks:
+                        callback.on_epoch_end(epoch, logs)
+                    if self.stop_training:
+                        break
+        finally:
+            for callback in callbacks:
+                _hook(callback, "on_train_end")
+        if diverged and on_divergence == "raise":
+            raise TrainingDiverged(diverged, history)
+        if diverged:
+            warnings.warn(diverged, RuntimeWarning, stacklevel=2)
         return history
 
     def __repr__(self):

@@ -18,6 +18,7 @@ import numpy as np
 
 from ._codes import ACTIVATIONS, LOSSES
 from ._layout import make_layout, n_params
+from .errors import ModelFileError
 from .kernels import PREFERENCE, backends
 from .layers import Activation, Dense
 from .optimizers import SGD, Adagrad, Adam, AdamW, BacktrackingLineSearch, Momentum, Optimizer, RMSprop
@@ -29,10 +30,6 @@ SCHEDULES = {cls.__name__: cls for cls in (Constant, StepDecay, ExponentialDecay
 ACTIVATION_LAYERS = {cls.name: cls for cls in Activation.__subclasses__()}
 MAX_HEADER_BYTES = 1 << 20
 LABEL_KINDS = "biufU"  # class labels: numbers or strings, never objects
-
-
-class ModelFileError(ValueError):
-    """A model file that cannot be loaded: unreadable, truncated, corrupted or not a fastgd model."""
 
 
 # ---------------------------------------------------------------- saving

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import fastgd
+from fastgd.schedules import ExponentialDecay
 from conftest import BACKENDS, make_problem
 
 
@@ -208,11 +209,17 @@ def test_divergence_stops_and_keeps_the_last_finite_weights():
     net = fastgd.MLP([5, 32, 3], output="identity", random_state=0)
     snapshots = Snapshots()
     snapshots.params.append(net.params.copy())
-    with pytest.warns(RuntimeWarning, match="diverged"):
-        history = net.fit(X * 10, y, epochs=50, batch_size=1, optimizer=fastgd.SGD(lr=0.5), callbacks=[snapshots])
-    assert len(history.epoch) < 50
-    assert np.all(np.isfinite(history.history.get("loss", [])))
+    with pytest.raises(fastgd.TrainingDiverged, match="diverged in epoch") as raised:
+        net.fit(X * 10, y, epochs=50, batch_size=1, optimizer=fastgd.SGD(lr=ExponentialDecay(1e-4, 1.02)),
+                callbacks=[snapshots])
+    history = raised.value.history
+    assert 0 < len(history.epoch) < 50 and history is net.history_
+    assert np.all(np.isfinite(history.history["loss"]))
     np.testing.assert_array_equal(net.params, snapshots.params[-1])
+    steps = net._step
+    with pytest.warns(RuntimeWarning, match="diverged"):
+        again = net.fit(X * 10, y, epochs=50, batch_size=1, on_divergence="warn")
+    assert len(again.epoch) < 50 and net._step == steps + 40 * len(again.epoch)  # only finite epochs count
 
 
 def test_backends_lists_the_reference_and_reasons():

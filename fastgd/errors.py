@@ -1,0 +1,14 @@
+"""Exceptions fastgd raises beyond ValueError and TypeError."""
+
+
+class ModelFileError(ValueError):
+    """A model file that cannot be loaded: unreadable, truncated, corrupted or not a fastgd model."""
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss stopped being finite. The model keeps the weights (and optimizer
+    state) of its last epoch whose loss was finite; ``history`` holds the epochs before."""
+
+    def __init__(self, message, history):
+        super().__init__(message)
+        self.history = history

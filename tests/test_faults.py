@@ -1,0 +1,75 @@
+"""Faults: interruption, concurrent prediction, and no needless copies of the data."""
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+import fastgd
+from conftest import BACKENDS, make_problem
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_ctrl_c_mid_epoch_keeps_the_last_whole_epoch(backend, monkeypatch):
+    X, y = make_problem("softmax", n=64)
+    net = fastgd.MLP([5, 16, 3], backend=backend, random_state=0)
+    seen = []
+
+    class Record:
+        def on_epoch_end(self, epoch, logs):
+            seen.append((net.params.copy(), net._state.copy()))
+
+    train_epoch = net._kernels.train_epoch
+    calls = []
+
+    def interrupted(layout, params, grads, state, *rest):
+        calls.append(1)
+        if len(calls) == 3:  # half-way through the third epoch: weights and momentum half-updated
+            params[: len(params) // 2] += 1.0
+            state[0, :10] = 7.0
+            raise KeyboardInterrupt
+        return train_epoch(layout, params, grads, state, *rest)
+
+    monkeypatch.setattr(net._kernels, "train_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        net.fit(X, y, epochs=10, batch_size=8, optimizer=fastgd.SGD(lr=0.1, momentum=0.9), callbacks=[Record()])
+    assert len(net.history_.epoch) == 2
+    np.testing.assert_array_equal(net.params, seen[-1][0])
+    np.testing.assert_array_equal(net._state, seen[-1][1])
+    monkeypatch.undo()
+    net.fit(X, y, epochs=1, batch_size=8)  # and training goes on from there
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_predict_from_many_threads_matches_serial(backend):
+    rng = np.random.RandomState(0)
+    X, y = rng.standard_normal((3000, 6)), rng.randint(0, 4, 3000)
+    net = fastgd.MLP([6, 32, 16, 4], backend=backend, random_state=0)
+    net.fit(X, y, epochs=2, batch_size=64)
+    chunks = [X[i : i + 97 * (1 + i % 5)] for i in range(0, 3000, 150)]
+    serial = [(net.predict(c), net.predict_proba(c)) for c in chunks]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        for _ in range(3):
+            concurrent = list(pool.map(lambda c: (net.predict(c), net.predict_proba(c)), chunks))
+            for (labels, proba), (want_labels, want_proba) in zip(concurrent, serial):
+                np.testing.assert_array_equal(labels, want_labels)
+                np.testing.assert_array_equal(proba, want_proba)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_fit_does_not_copy_ready_data(dtype, monkeypatch):
+    X, y = make_problem("softmax", n=50)
+    X = np.ascontiguousarray(X, dtype=dtype)
+    net = fastgd.MLP([5, 4, 3], dtype=dtype, random_state=0)
+    given = []
+    train_epoch = net._kernels.train_epoch
+
+    def spy(layout, params, grads, state, X_seen, *rest):
+        given.append(X_seen)
+        return train_epoch(layout, params, grads, state, X_seen, *rest)
+
+    monkeypatch.setattr(net._kernels, "train_epoch", spy)
+    net.fit(X, y, epochs=2, batch_size=10)
+    assert all(seen is X for seen in given)
+    net.fit(X.astype(np.float16), y, epochs=1)  # another dtype: converted once, at the door
+    assert given[-1] is not X and given[-1].dtype == dtype
