@@ -13,6 +13,7 @@ from .functions import Trajectory, minimize
 from .layers import Dense, Identity, ReLU, Sigmoid, Softmax, Tanh
 from .gradcheck import check_gradients
 from .model import MLP
+from .estimators import MLPClassifier, MLPRegressor
 from .errors import ModelFileError, TrainingDiverged
 from .persistence import load
 from .optimizers import SGD, Adagrad, Adam, AdamW, BacktrackingLineSearch, Momentum, Optimizer, RMSprop
@@ -20,7 +21,7 @@ from .optimizers import SGD, Adagrad, Adam, AdamW, BacktrackingLineSearch, Momen
 __version__ = "0.1.0"
 
 __all__ = [
-    "MLP", "Dense", "Identity", "ReLU", "Sigmoid", "Tanh", "Softmax",
+    "MLP", "MLPClassifier", "MLPRegressor", "Dense", "Identity", "ReLU", "Sigmoid", "Tanh", "Softmax",
     "SGD", "Momentum", "Adam", "AdamW", "RMSprop", "Adagrad", "BacktrackingLineSearch", "Optimizer", "schedules",
     "minimize", "Trajectory", "load", "ModelFileError", "TrainingDiverged", "EarlyStopping", "ReduceLROnPlateau", "ModelCheckpoint",
     "lr_find", "LRFinderResult", "diagnose", "Diagnosis", "Callback", "History", "backends", "check_gradients", "__version__",

@@ -44,3 +44,14 @@ def he_normal(layout, params, rng):
     for W, b in zip(views[::2], views[1::2]):
         W[...] = rng.standard_normal(W.shape) * np.sqrt(2.0 / W.shape[0])
         b[...] = 0
+
+
+def glorot_uniform(layout, params, rng, factor=6.0):
+    """scikit-learn's MLP initialisation in place: layer by layer, ``W`` then ``b`` drawn from
+    ``U(-r, r)`` with ``r = sqrt(factor / (n_in + n_out))`` (scikit-learn: 6, or 2 for logistic
+    activations), in scikit-learn's order, so the same seed gives its weights."""
+    views = weight_views(layout, params)
+    for W, b in zip(views[::2], views[1::2]):
+        bound = np.sqrt(factor / (W.shape[0] + W.shape[1]))
+        W[...] = rng.uniform(-bound, bound, W.shape)
+        b[...] = rng.uniform(-bound, bound, b.shape)

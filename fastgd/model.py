@@ -12,7 +12,7 @@ from ._layout import he_normal, make_layout, n_params, weight_views
 from ._threads import blas_threads_for
 from ._validation import check_dtype, check_int, check_nonnegative, check_positive, check_targets, check_X
 from .errors import TrainingDiverged
-from .kernels import resolve
+from .kernels import resolve, resolve_saved
 from .callbacks import Callback, EpochLog, History, ProgressBar
 from .layers import architecture
 from .optimizers import SGD, Optimizer
@@ -130,6 +130,17 @@ class MLP:
         self._step, self.l2, self.classes_ = step, l2, classes
 
     # ------------------------------------------------------------------ persistence
+    def __getstate__(self):
+        """Arrays and names only: the kernel module is looked up again when unpickled."""
+        state = self.__dict__.copy()
+        del state["_kernels"]
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.params, self._state = np.array(self.params), np.array(self._state)  # writable, even from a memmap
+        self.backend_, self._kernels = resolve_saved(self.backend_)
+
     def save(self, path) -> None:
         """Write the model to ``path`` (an ``.npz`` of plain arrays and a JSON header), atomically.
 

@@ -19,7 +19,7 @@ import numpy as np
 from ._codes import ACTIVATIONS, LOSSES
 from ._layout import make_layout, n_params
 from .errors import ModelFileError
-from .kernels import PREFERENCE, backends
+from .kernels import PREFERENCE, resolve_saved
 from .layers import Activation, Dense
 from .optimizers import SGD, Adagrad, Adam, AdamW, BacktrackingLineSearch, Momentum, Optimizer, RMSprop
 from .schedules import Constant, CosineAnnealing, ExponentialDecay, InverseScaling, Schedule, StepDecay
@@ -213,11 +213,7 @@ def load(path):
     except Exception as error:  # whatever a damaged archive makes zipfile or NumPy raise
         raise ModelFileError(f"cannot read {path!r}: {type(error).__name__}: {error}") from None
 
-    backend = header["backend"]
-    if backend not in backends():
-        warnings.warn(f"backend: the model was saved with {backend!r}, which is not available here; "
-                      f"using {backends()[0]!r}", UserWarning, stacklevel=2)
-        backend = "auto"
+    backend, _ = resolve_saved(header["backend"])
     layers = []
     for n_in, n_out, activation in zip(header["sizes"], header["sizes"][1:], header["activations"]):
         layers += [Dense(n_in, n_out), ACTIVATION_LAYERS[activation]()]

@@ -78,7 +78,6 @@ def test_an_unavailable_backend_falls_back_with_a_warning(tmp_path, monkeypatch)
     net, X, _ = trained("numpy")
     net._kernels, net.backend_ = net._kernels, "numba"  # as if saved where numba was installed
     net.save(tmp_path / "m.npz")
-    monkeypatch.setattr(fastgd.persistence, "backends", lambda: ["numpy"])
     monkeypatch.setattr(fastgd.kernels, "backends", lambda reasons=False: ["numpy"])
     with pytest.warns(UserWarning, match="backend: the model was saved with 'numba'"):
         loaded = fastgd.load(tmp_path / "m.npz")

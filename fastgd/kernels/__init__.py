@@ -7,6 +7,7 @@ Kernel modules provide ``workspace``, ``forward``, ``evaluate``, ``l2_penalty``,
 
 import importlib
 import importlib.util
+import warnings
 
 # Preference order of ``backend="auto"``: compiled ahead of time (no warm-up),
 # then JIT-compiled, then the reference.
@@ -62,3 +63,13 @@ def resolve(name):
     if isinstance(module, str):
         raise ValueError(f"backend: {name!r} is not available here ({module}); available: {backends()}")
     return name, module
+
+
+def resolve_saved(name):
+    """``resolve(name)`` for a model saved or pickled with backend ``name``; where that
+    backend is not available here, the fastest one that is, with a warning."""
+    if name not in backends():
+        warnings.warn(f"backend: the model was saved with {name!r}, which is not available here; "
+                      f"using {backends()[0]!r}", UserWarning, stacklevel=3)
+        name = "auto"
+    return resolve(name)

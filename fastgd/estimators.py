@@ -1,0 +1,410 @@
+"""scikit-learn estimators: ``MLPClassifier`` and ``MLPRegressor`` on fastgd's kernels.
+
+The parameters scikit-learn's own MLP estimators have mean what they mean
+there, and their defaults are the same, so swapping the import gives
+comparable results. Where scikit-learn's gradient differs from the kernels'
+by a constant factor ``s`` (``s = n_outputs / 2`` for squared error, which
+scikit-learn halves and sums over outputs; ``s = n_outputs`` for multi-label
+log-loss, which it sums over outputs), the wrapper converts: ``l2 = alpha /
+(batch_size * s)``, SGD's rate times ``s``, Adam's ``eps`` over ``s`` — which
+makes every update scikit-learn's. Reported losses are scaled as
+scikit-learn reports them (squared error: halved mean; multi-label: summed
+over outputs); for multi-output regression its L2 term is then reported
+with the data term's factor, ``1/2``, where scikit-learn's carries ``s``.
+``alpha`` is divided by the nominal batch size (a short last batch gets the
+same L2 step as the others).
+
+Training runs one epoch per kernel call, so that scikit-learn's stopping
+rules (``tol``, ``n_iter_no_change``, ``early_stopping``) and its
+``"invscaling"`` and ``"adaptive"`` learning rates apply between epochs.
+"""
+
+import numbers
+import warnings
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics import accuracy_score, r2_score
+from sklearn.model_selection import train_test_split
+from sklearn.utils import check_random_state, column_or_1d
+from sklearn.utils.multiclass import check_classification_targets, type_of_target, unique_labels
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from ._layout import glorot_uniform
+from .model import MLP
+from .optimizers import SGD, Adam
+
+# scikit-learn's activation names and ours.
+ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
+SOLVERS = ("sgd", "adam")
+LEARNING_RATES = ("constant", "invscaling", "adaptive")
+
+
+def _check(condition, message):
+    if not condition:
+        raise ValueError(message)
+
+
+def _real(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and np.isfinite(value)
+
+
+def _integer(value, minimum):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= minimum
+
+
+class _BaseMLP(BaseEstimator):
+    """What the classifier and the regressor share: parameters, checks and the epoch loop."""
+
+    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam", alpha=0.0001,
+                 batch_size="auto", learning_rate="constant", learning_rate_init=0.001, power_t=0.5, max_iter=200,
+                 shuffle=True, random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
+                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1, beta_1=0.9, beta_2=0.999,
+                 epsilon=1e-8, n_iter_no_change=10, backend="auto", dtype="float64"):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
+        self.backend = backend
+        self.dtype = dtype
+
+    # ---------------------------------------------------------------- checks
+    def _check_params(self):
+        sizes = np.atleast_1d(self.hidden_layer_sizes) if not isinstance(self.hidden_layer_sizes, str) else None
+        _check(sizes is not None and sizes.ndim == 1 and all(_integer(s, 1) for s in sizes.tolist()),
+               f"hidden_layer_sizes: expected positive integers, got {self.hidden_layer_sizes!r}")
+        _check(self.activation in ACTIVATIONS, f"activation: expected one of {list(ACTIVATIONS)}, "
+                                               f"got {self.activation!r}")
+        _check(self.solver in SOLVERS, f"solver: fastgd offers {list(SOLVERS)}, got {self.solver!r}")
+        _check(self.learning_rate in LEARNING_RATES, f"learning_rate: expected one of {list(LEARNING_RATES)}, "
+                                                     f"got {self.learning_rate!r}")
+        _check(self.batch_size == "auto" or _integer(self.batch_size, 1),
+               f"batch_size: expected 'auto' or an integer >= 1, got {self.batch_size!r}")
+        for name in ("alpha", "power_t", "tol", "momentum", "beta_1", "beta_2", "epsilon", "learning_rate_init",
+                     "validation_fraction"):
+            _check(_real(getattr(self, name)) and getattr(self, name) >= 0,
+                   f"{name}: expected a finite number >= 0, got {getattr(self, name)!r}")
+        _check(self.learning_rate_init > 0, f"learning_rate_init: expected > 0, got {self.learning_rate_init!r}")
+        _check(self.momentum <= 1, f"momentum: expected a number in [0, 1], got {self.momentum!r}")
+        for name in ("beta_1", "beta_2", "validation_fraction"):
+            _check(getattr(self, name) < 1, f"{name}: expected a number in [0, 1), got {getattr(self, name)!r}")
+        _check(not self.early_stopping or self.validation_fraction > 0,
+               "validation_fraction: must be > 0 with early_stopping")
+        _check(_integer(self.max_iter, 1), f"max_iter: expected an integer >= 1, got {self.max_iter!r}")
+        _check(_integer(self.n_iter_no_change, 1),
+               f"n_iter_no_change: expected an integer >= 1, got {self.n_iter_no_change!r}")
+        return [int(s) for s in sizes]
+
+    # ---------------------------------------------------------------- the network
+    def _scale(self, n_outputs):
+        """``s`` with ``gradient_sklearn = s * gradient_kernels`` (see the module docstring)."""
+        return 1.0
+
+    def _loss_scale(self, n_outputs):
+        """The factor from the kernels' data loss to the one scikit-learn reports."""
+        return self._scale(n_outputs)
+
+    def _optimizer(self, scale):
+        if self.solver == "sgd":
+            return SGD(lr=self.learning_rate_init * scale, momentum=self.momentum,
+                       nesterov=bool(self.nesterovs_momentum and self.momentum > 0))
+        return Adam(lr=self.learning_rate_init, beta1=self.beta_1, beta2=self.beta_2, eps=self.epsilon / scale)
+
+    def _build(self, hidden, n_features, n_outputs, output):
+        sizes = [n_features, *hidden, n_outputs]
+        self.model_ = MLP(sizes, hidden=ACTIVATIONS[self.activation], output=output, backend=self.backend,
+                          dtype=self.dtype, random_state=check_random_state(self.random_state))
+        # scikit-learn's initial weights: with an integer seed, exactly the ones it would draw.
+        glorot_uniform(self.model_.layout, self.model_.params, check_random_state(self.random_state),
+                       2.0 if self.activation == "logistic" else 6.0)
+        self.model_._set_optimizer(self._optimizer(self._scale(n_outputs)))
+        self.n_iter_, self.t_ = 0, 0
+        self.loss_curve_ = []
+        self.best_loss_ = np.inf
+        self._no_improvement_count = 0
+        self.validation_scores_ = [] if self.early_stopping else None
+        self.best_validation_score_ = -np.inf if self.early_stopping else None
+        self._best_params = None
+
+    def _fit(self, X, targets, incremental):
+        """Train ``self.model_`` on ``X`` and encoded ``targets`` for ``max_iter`` epochs (one
+        with ``incremental``), with scikit-learn's stopping and learning-rate rules."""
+        net = self.model_
+        n = len(X)
+        batch_size = min(200, n) if self.batch_size == "auto" else min(self.batch_size, n)
+        if self.batch_size != "auto" and self.batch_size > n and not incremental:
+            warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is going to be clipped",
+                          UserWarning, stacklevel=3)
+        scale = self._scale(net.sizes[-1])
+        early_stopping = self.early_stopping and not incremental
+        if early_stopping:
+            stratify = targets if isinstance(self, ClassifierMixin) and targets.ndim == 1 else None
+            X, X_val, targets, y_val = train_test_split(X, targets, random_state=self.random_state,
+                                                        test_size=self.validation_fraction, stratify=stratify)
+            n = len(X)
+            batch_size = min(batch_size, n)
+        l2 = self.alpha / (batch_size * scale)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # divergence is reported through the loss curve
+            for _ in range(1 if incremental else self.max_iter):
+                history = net.fit(X, targets, epochs=1, batch_size=batch_size, l2=l2, shuffle=self.shuffle,
+                                  train_metrics=False, on_divergence="warn")
+                if not history.epoch:
+                    raise ValueError("the loss stopped being finite: lower learning_rate_init or raise alpha")
+                self.n_iter_ += 1
+                self.t_ += n
+                loss = history.history["loss"][0] * self._loss_scale(net.sizes[-1])
+                self.loss_curve_.append(loss)
+                if self.verbose:
+                    print(f"Iteration {self.n_iter_}, loss = {loss:.8f}")
+                if early_stopping:
+                    self.validation_scores_.append(self._validation_score(X_val, y_val))
+                if self.solver == "sgd" and self.learning_rate == "invscaling":
+                    rate = self.learning_rate_init / (self.t_ + 1) ** self.power_t
+                    net.optimizer.lr_scale = rate / self.learning_rate_init
+                if incremental:
+                    self._update_no_improvement_count(early_stopping)
+                    break
+                if self._update_no_improvement_count(early_stopping) > self.n_iter_no_change:
+                    if self.solver == "sgd" and self.learning_rate == "adaptive" and \
+                            net.optimizer.lr_scale * self.learning_rate_init > 1e-6:
+                        net.optimizer.lr_scale /= 5
+                        self._no_improvement_count = 0
+                        continue
+                    break
+            else:
+                warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and the "
+                              "optimization hasn't converged yet.", ConvergenceWarning, stacklevel=3)
+        if early_stopping and self._best_params is not None:
+            net.params[...] = self._best_params
+        return self
+
+    def _update_no_improvement_count(self, early_stopping):
+        if early_stopping:
+            score = self.validation_scores_[-1]
+            if score < self.best_validation_score_ + self.tol:
+                self._no_improvement_count += 1
+            else:
+                self._no_improvement_count = 0
+            if score > self.best_validation_score_:
+                self.best_validation_score_ = score
+                self._best_params = self.model_.params.copy()
+        else:
+            loss = self.loss_curve_[-1]
+            if loss > self.best_loss_ - self.tol:
+                self._no_improvement_count += 1
+            else:
+                self._no_improvement_count = 0
+            self.best_loss_ = min(self.best_loss_, loss)
+        return self._no_improvement_count
+
+    def _validate(self, X, y, reset):
+        X, y = validate_data(self, X, y, reset=reset, dtype=(np.float64, np.float32), multi_output=True,
+                             order="C")
+        return np.ascontiguousarray(X, dtype=self.dtype), y
+
+    # ---------------------------------------------------------------- scikit-learn's attributes
+    @property
+    def coefs_(self):
+        """Weight matrices ``(n_in, n_out)`` per layer, copies."""
+        check_is_fitted(self, "model_")
+        return [w for w in self.model_.get_weights()[::2]]
+
+    @property
+    def intercepts_(self):
+        """Bias vectors per layer, copies."""
+        check_is_fitted(self, "model_")
+        return [b for b in self.model_.get_weights()[1::2]]
+
+    @property
+    def n_layers_(self):
+        check_is_fitted(self, "model_")
+        return len(self.model_.sizes)
+
+    @property
+    def n_outputs_(self):
+        check_is_fitted(self, "model_")
+        return self.model_.sizes[-1]
+
+    @property
+    def out_activation_(self):
+        check_is_fitted(self, "model_")
+        return {"sigmoid": "logistic"}.get(self.model_.activations[-1], self.model_.activations[-1])
+
+    def _outputs(self, X):
+        check_is_fitted(self, "model_")
+        X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32), order="C")
+        X = np.ascontiguousarray(X, dtype=self.model_.dtype)
+        outputs, _ = self.model_._outputs(X)
+        return outputs
+
+
+class MLPClassifier(ClassifierMixin, _BaseMLP):
+    """Multilayer perceptron classifier with scikit-learn's interface (see the module docstring).
+
+    Binary problems get one sigmoid output unit, multi-class problems a softmax
+    layer, multi-label indicator targets one sigmoid unit per label; all with
+    log-loss. ``backend`` and ``dtype`` choose fastgd's kernels.
+    """
+
+    def _scale(self, n_outputs):
+        return float(n_outputs) if self._multilabel else 1.0
+
+    def _encode(self, y, reset):
+        """Targets for the network: class indices (n,) or an indicator matrix (n, k)."""
+        if reset:
+            self._multilabel = type_of_target(y) == "multilabel-indicator"
+        if self._multilabel:
+            return np.asarray(y, dtype=np.float64)
+        return np.searchsorted(self.classes_, y)
+
+    def _prepare(self, X, y, reset, classes=None):
+        X, y = self._validate(X, y, reset)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        check_classification_targets(y)
+        if reset:
+            self.classes_ = unique_labels(y) if classes is None else unique_labels(classes)
+            if type_of_target(y) != "multilabel-indicator" and len(self.classes_) < 2:
+                raise ValueError(f"y: needs samples of at least 2 classes; got one class: {self.classes_[0]!r}")
+        elif type_of_target(y) != "multilabel-indicator":
+            unseen = np.setdiff1d(unique_labels(y), self.classes_)
+            if len(unseen):
+                raise ValueError(f"y: labels {unseen.tolist()} are not among the classes {self.classes_.tolist()}")
+        return X, self._encode(y, reset)
+
+    def _build_for(self, hidden, X):
+        """The network for ``classes_``: one sigmoid unit (binary), softmax (multi-class) or a
+        sigmoid unit per label (multi-label)."""
+        if self._multilabel:
+            self._build(hidden, X.shape[1], len(self.classes_), "sigmoid")
+        elif len(self.classes_) == 2:
+            self._build(hidden, X.shape[1], 1, "sigmoid")
+        else:
+            self._build(hidden, X.shape[1], len(self.classes_), "softmax")
+
+    def fit(self, X, y):
+        """Train from scratch (or, with ``warm_start``, from the last fit) for up to ``max_iter`` epochs."""
+        hidden = self._check_params()
+        fresh = not (self.warm_start and hasattr(self, "model_"))
+        X, targets = self._prepare(X, y, reset=fresh)
+        if fresh:
+            self._build_for(hidden, X)
+        return self._fit(X, targets, incremental=False)
+
+    def partial_fit(self, X, y, classes=None):
+        """One epoch over ``(X, y)``; the first call needs ``classes`` (every label there will be)."""
+        first = not hasattr(self, "model_")
+        if first:
+            hidden = self._check_params()
+            if classes is None:
+                raise ValueError("classes: the first call to partial_fit needs every class label")
+            X, targets = self._prepare(X, y, reset=True, classes=classes)
+            self._build_for(hidden, X)
+        else:
+            X, targets = self._prepare(X, y, reset=False)
+        return self._fit(X, targets, incremental=True)
+
+    def _validation_score(self, X, targets):
+        return accuracy_score(targets, self._predict_indices(self._network_outputs(X)))
+
+    def _network_outputs(self, X):
+        outputs, _ = self.model_._outputs(X)
+        return outputs
+
+    def _predict_indices(self, outputs):
+        if self._multilabel:
+            return (outputs > 0.5).astype(int)
+        if outputs.shape[1] == 1:
+            return (outputs[:, 0] > 0.5).astype(int)
+        return outputs.argmax(axis=1)
+
+    def predict(self, X):
+        """Class labels (n,), or an indicator matrix (n, k) for multi-label targets."""
+        indices = self._predict_indices(self._outputs(X))
+        return indices if self._multilabel else self.classes_[indices]
+
+    def predict_proba(self, X):
+        """Class probabilities (n, n_classes) in the order of ``classes_``."""
+        outputs = self._outputs(X)
+        if outputs.shape[1] == 1 and not self._multilabel:
+            return np.hstack([1 - outputs, outputs])
+        return outputs
+
+    def predict_log_proba(self, X):
+        return np.log(self.predict_proba(X))
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = True
+        return tags
+
+
+class MLPRegressor(RegressorMixin, _BaseMLP):
+    """Multilayer perceptron regressor with scikit-learn's interface (see the module docstring):
+    identity outputs, squared error (halved, as scikit-learn's)."""
+
+    def _scale(self, n_outputs):
+        return n_outputs / 2
+
+    def _loss_scale(self, n_outputs):
+        return 0.5
+
+    def _prepare(self, X, y, reset):
+        X, y = self._validate(X, y, reset)
+        y = np.asarray(y, dtype=np.float64)
+        if reset:
+            self._y_1d = y.ndim == 1
+        return X, y.reshape(len(y), -1)
+
+    def fit(self, X, y):
+        """Train from scratch (or, with ``warm_start``, from the last fit) for up to ``max_iter`` epochs."""
+        hidden = self._check_params()
+        fresh = not (self.warm_start and hasattr(self, "model_"))
+        X, Y = self._prepare(X, y, reset=fresh)
+        if fresh:
+            self._build(hidden, X.shape[1], Y.shape[1], "identity")
+        return self._fit(X, Y, incremental=False)
+
+    def partial_fit(self, X, y):
+        """One epoch over ``(X, y)``."""
+        first = not hasattr(self, "model_")
+        hidden = self._check_params() if first else None
+        X, Y = self._prepare(X, y, reset=first)
+        if first:
+            self._build(hidden, X.shape[1], Y.shape[1], "identity")
+        return self._fit(X, Y, incremental=True)
+
+    def _validation_score(self, X, Y):
+        outputs, _ = self.model_._outputs(X)
+        return r2_score(Y, outputs)
+
+    def predict(self, X):
+        """Predictions (n,) for a 1-D target, (n, k) otherwise."""
+        outputs = self._outputs(X)
+        return outputs[:, 0] if self._y_1d else outputs
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
+

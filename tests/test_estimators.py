@@ -1,0 +1,148 @@
+"""scikit-learn estimators: the estimator contract, scikit-learn's own meaning of each parameter,
+and life inside scikit-learn (clone, pickle, Pipeline, GridSearchCV, partial_fit)."""
+
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+import sklearn.neural_network as sk
+from sklearn.base import clone
+from sklearn.datasets import make_classification, make_regression
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from conftest import BACKENDS
+from fastgd import MLPClassifier, MLPRegressor
+
+ESTIMATORS = [Estimator(backend=backend) for backend in BACKENDS for Estimator in (MLPClassifier, MLPRegressor)]
+
+
+@parametrize_with_checks(ESTIMATORS)
+def test_sklearn_estimator_checks(estimator, check):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        check(estimator)
+
+
+def copy_weights(ours, theirs):
+    """Give our fitted estimator's network the weights of scikit-learn's."""
+    weights = [a for pair in zip(theirs.coefs_, theirs.intercepts_) for a in pair]
+    ours.model_.set_weights(weights)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("task", ["regression", "multi-output regression", "binary", "multi-class", "multi-label"])
+def test_sgd_steps_are_scikit_learns(backend, task):
+    """Same start, same full-batch steps: the same weights (alpha's batch scaling, the halved
+    squared error and the summed multi-label log-loss converted in the wrapper)."""
+    rng = np.random.RandomState(0)
+    X = rng.standard_normal((60, 4))
+    if task.endswith("regression"):
+        y = X @ rng.standard_normal((4, 2 if task.startswith("multi") else 1))
+        y = y.ravel() if y.shape[1] == 1 else y
+        Ours, Theirs = MLPRegressor, sk.MLPRegressor
+    else:
+        Ours, Theirs = MLPClassifier, sk.MLPClassifier
+        if task == "multi-label":
+            y = (X[:, :3] + 0.3 * rng.standard_normal((60, 3)) > 0).astype(int)
+        else:
+            y = rng.randint(0, 2 if task == "binary" else 4, 60)
+    params = dict(hidden_layer_sizes=(7, 5), activation="tanh", solver="sgd", learning_rate_init=0.05, momentum=0.0,
+                  alpha=0.01, batch_size=60, shuffle=False, random_state=0)
+    theirs, ours = Theirs(**params), Ours(**params, backend=backend)
+    first = {} if task.endswith("regression") else {"classes": np.arange(y.shape[1]) if y.ndim == 2 else np.unique(y)}
+    theirs.partial_fit(X, y, **first)
+    ours.partial_fit(X, y, **first)
+    copy_weights(ours, theirs)
+    for _ in range(20):
+        theirs.partial_fit(X, y)
+        ours.partial_fit(X, y)
+    for a, b in zip(ours.coefs_ + ours.intercepts_, theirs.coefs_ + theirs.intercepts_):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    if task != "multi-output regression":  # where scikit-learn's reported L2 term has another factor
+        np.testing.assert_allclose(ours.loss_curve_[1:], theirs.loss_curve_[1:], rtol=1e-10)
+    np.testing.assert_allclose(ours.predict(X), theirs.predict(X), rtol=1e-10, atol=1e-12)
+
+
+def test_defaults_are_scikit_learns():
+    ours, theirs = MLPClassifier().get_params(), sk.MLPClassifier().get_params()
+    shared = set(ours) & set(theirs)
+    assert shared >= {"hidden_layer_sizes", "activation", "solver", "alpha", "batch_size", "learning_rate_init",
+                      "max_iter", "early_stopping", "random_state", "tol", "n_iter_no_change", "momentum"}
+    assert {k: ours[k] for k in shared if k != "solver"} == {k: theirs[k] for k in shared if k != "solver"}
+    assert ours["solver"] == theirs["solver"] == "adam"
+
+
+def test_results_are_comparable_to_scikit_learns():
+    X, y = make_classification(600, 10, n_informative=6, n_classes=3, random_state=0)
+    scores = [Estimator(random_state=0).fit(X[:400], y[:400]).score(X[400:], y[400:])
+              for Estimator in (MLPClassifier, sk.MLPClassifier)]
+    assert abs(scores[0] - scores[1]) < 0.05, scores
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_clone_pickle_pipeline_and_grid_search(backend):
+    X, y = make_classification(200, 6, random_state=1)
+    estimator = MLPClassifier(hidden_layer_sizes=(16,), learning_rate_init=0.01, max_iter=100, random_state=0,
+                              backend=backend)
+    pipeline = make_pipeline(StandardScaler(), clone(estimator)).fit(X, y)
+    restored = pickle.loads(pickle.dumps(pipeline))
+    np.testing.assert_array_equal(restored.predict_proba(X), pipeline.predict_proba(X))
+    assert "_kernels" not in pickle.loads(pickle.dumps(pipeline[-1].model_)).__getstate__()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        search = GridSearchCV(make_pipeline(StandardScaler(), estimator), {"mlpclassifier__alpha": [1e-4, 1e-1]},
+                              cv=3, n_jobs=2).fit(X, y)
+    assert search.best_score_ > 0.8
+    assert search.best_estimator_[-1].model_.backend_ == backend
+
+
+@pytest.mark.parametrize("Estimator", [MLPClassifier, MLPRegressor])
+def test_partial_fit_streams_chunks(Estimator):
+    if Estimator is MLPClassifier:
+        X, y = make_classification(1000, 8, n_classes=3, n_informative=5, random_state=0)
+    else:
+        X, y = make_regression(1000, 8, noise=1.0, random_state=0)
+        y = y / y.std()
+    estimator = Estimator(hidden_layer_sizes=(32,), learning_rate_init=0.01, random_state=0)
+    first = True
+    for _ in range(10):
+        for chunk in np.array_split(np.arange(800), 8):
+            kwargs = {"classes": np.unique(y)} if first and Estimator is MLPClassifier else {}
+            estimator.partial_fit(X[chunk], y[chunk], **kwargs)
+            first = False
+    assert estimator.n_iter_ == 80 and len(estimator.loss_curve_) == 80
+    assert estimator.score(X[800:], y[800:]) > 0.7  # chance: 1/3 (classes), 0 (R²)
+
+
+def test_partial_fit_needs_the_classes_first():
+    with pytest.raises(ValueError, match="^classes:"):
+        MLPClassifier().partial_fit(np.zeros((4, 2)), [0, 1, 0, 1])
+    clf = MLPClassifier().partial_fit(np.zeros((4, 2)), [0, 1, 0, 1], classes=[0, 1, 2])
+    with pytest.raises(ValueError, match="not among the classes"):
+        clf.partial_fit(np.zeros((2, 2)), [3, 0])
+
+
+def test_early_stopping_keeps_the_best_validation_weights():
+    X, y = make_classification(400, 10, random_state=0)
+    clf = MLPClassifier(hidden_layer_sizes=(64,), early_stopping=True, n_iter_no_change=5, max_iter=500,
+                        random_state=0).fit(X, y)
+    assert clf.n_iter_ < 500 and len(clf.validation_scores_) == clf.n_iter_
+    assert clf.best_validation_score_ == max(clf.validation_scores_)
+
+
+@pytest.mark.parametrize("params, name", [
+    (dict(hidden_layer_sizes=(0,)), "hidden_layer_sizes"), (dict(activation="gelu"), "activation"),
+    (dict(solver="lbfgs"), "solver"), (dict(alpha=-1.0), "alpha"), (dict(batch_size=0), "batch_size"),
+    (dict(learning_rate="cyclic"), "learning_rate"), (dict(learning_rate_init=0.0), "learning_rate_init"),
+    (dict(max_iter=0), "max_iter"), (dict(momentum=1.5), "momentum"), (dict(beta_1=1.0), "beta_1"),
+    (dict(validation_fraction=1.0), "validation_fraction"), (dict(n_iter_no_change=0), "n_iter_no_change"),
+    (dict(dtype="int8"), "dtype"), (dict(backend="gpu"), "backend"),
+])
+def test_bad_parameters_are_named_at_fit(params, name):
+    with pytest.raises(ValueError, match=f"^{name}:"):
+        MLPClassifier(**params).fit(np.eye(3), [0, 1, 0])
