@@ -367,6 +367,12 @@ class MLP:
                         logs["step_size"] = float(lrs.mean())
                     if train_metrics:
                         logs["train_loss"], logs["train_accuracy"] = self._metrics(X, Y, eval_ws)
+                        if not np.isfinite(logs["train_loss"]):  # the epoch's last steps overflowed
+                            self.params[...], self._state[...] = last
+                            self._step -= steps
+                            diverged = (f"training diverged in epoch {epoch + 1} (loss not finite after it); "
+                                        "stopped and kept the weights of the last finite epoch")
+                            break
                     if validation_data is not None:
                         logs["val_loss"], logs["val_accuracy"] = self._metrics(X_val, Y_val, eval_ws)
                     if not self.is_classifier:

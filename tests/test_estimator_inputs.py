@@ -1,0 +1,89 @@
+"""Bad and unusual inputs at the estimators' surface: a clear error or a correct answer, case by case."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from sklearn.exceptions import NotFittedError
+
+from fastgd import MLPClassifier, MLPRegressor
+
+RNG = np.random.RandomState(0)
+X = RNG.standard_normal((60, 4))
+Y_LABELS = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0)
+
+
+def fitted(**params):
+    return MLPClassifier(hidden_layer_sizes=(8,), max_iter=20, random_state=0, **params).fit(X, Y_LABELS)
+
+
+@pytest.mark.parametrize("bad_X, error, match", [
+    (X[:, 0], ValueError, "Expected 2D array"),
+    (X[:0], ValueError, "0 sample"),
+    (np.where(X > 1.5, np.nan, X), ValueError, "NaN"),
+    (np.where(X > 1.5, np.inf, X), ValueError, "infinity"),
+    (X + 1j, ValueError, "Complex data not supported"),
+    (sp.csr_matrix(X), TypeError, "dense data is required"),
+    (np.array([["a", "b", "c", "d"]] * 60, dtype=object), ValueError, "could not convert"),
+])
+def test_bad_X_at_fit(bad_X, error, match):
+    with pytest.raises(error, match=match):
+        MLPClassifier(max_iter=5).fit(bad_X, Y_LABELS)
+
+
+@pytest.mark.parametrize("bad_y, error, match", [
+    (Y_LABELS[:-1], ValueError, "inconsistent numbers of samples"),
+    (np.zeros(60), ValueError, "at least 2 classes"),
+    (X[:, 0], ValueError, "Unknown label type"),
+    (np.where(Y_LABELS > 0, np.nan, 0.0), ValueError, "NaN"),
+])
+def test_bad_y_at_fit(bad_y, error, match):
+    with pytest.raises(error, match=match):
+        MLPClassifier(max_iter=5).fit(X, bad_y)
+
+
+def test_string_and_object_labels_come_back_as_given():
+    names = np.array(["low", "mid", "high"])[Y_LABELS]
+    for labels in (names, names.astype(object)):
+        clf = MLPClassifier(hidden_layer_sizes=(8,), learning_rate_init=0.05, random_state=0).fit(X, labels)
+        assert set(clf.predict(X)) <= set(names) and clf.classes_.tolist() == ["high", "low", "mid"]
+        assert clf.score(X, labels) > 0.9
+
+
+def test_object_array_of_numbers_is_converted():
+    clf = fitted()
+    np.testing.assert_array_equal(clf.predict(X.astype(object)), clf.predict(X))
+
+
+@pytest.mark.parametrize("layout", ["fortran", "strided", "readonly", "float32", "list"])
+def test_any_layout_gives_the_contiguous_answer(layout):
+    reference = fitted().predict_proba(X)
+    if layout == "fortran":
+        other = np.asfortranarray(X)
+    elif layout == "strided":
+        other = np.repeat(X, 2, axis=1)[:, ::2]
+    elif layout == "readonly":
+        other = X.copy()
+        other.flags.writeable = False
+    elif layout == "float32":
+        np.testing.assert_allclose(fitted().predict_proba(X.astype(np.float32)), reference, rtol=1e-6)
+        return
+    else:
+        other = X.tolist()
+    clf = MLPClassifier(hidden_layer_sizes=(8,), max_iter=20, random_state=0).fit(other, Y_LABELS)
+    np.testing.assert_array_equal(clf.predict_proba(other), reference)
+
+
+def test_mismatched_n_features_at_predict():
+    with pytest.raises(ValueError, match="X has 3 features, but MLPClassifier is expecting 4 features"):
+        fitted().predict(X[:, :3])
+
+
+def test_predict_before_fit():
+    with pytest.raises(NotFittedError):
+        MLPRegressor().predict(X)
+
+
+def test_a_single_sample_and_a_single_feature_fit():
+    MLPRegressor(max_iter=5).fit(X[:1], [1.0])
+    clf = MLPClassifier(max_iter=5).fit(X[:, :1], Y_LABELS)
+    assert clf.predict(X[:, :1]).shape == (60,)
