@@ -14,6 +14,9 @@ with the data term's factor, ``1/2``, where scikit-learn's carries ``s``.
 ``alpha`` is divided by the nominal batch size (a short last batch gets the
 same L2 step as the others).
 
+``solver`` may also be a fastgd optimizer (``fastgd.RMSprop(...)``, ...),
+used as given on the kernels' objective (no conversion).
+
 Training runs one epoch per kernel call, so that scikit-learn's stopping
 rules (``tol``, ``n_iter_no_change``, ``early_stopping``) and its
 ``"invscaling"`` and ``"adaptive"`` learning rates apply between epochs.
@@ -33,7 +36,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._layout import glorot_uniform
 from .model import MLP
-from .optimizers import SGD, Adam
+from .optimizers import SGD, Adam, Optimizer
 
 # scikit-learn's activation names and ours.
 ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
@@ -94,7 +97,8 @@ class _BaseMLP(BaseEstimator):
                f"hidden_layer_sizes: expected positive integers, got {self.hidden_layer_sizes!r}")
         _check(self.activation in ACTIVATIONS, f"activation: expected one of {list(ACTIVATIONS)}, "
                                                f"got {self.activation!r}")
-        _check(self.solver in SOLVERS, f"solver: fastgd offers {list(SOLVERS)}, got {self.solver!r}")
+        _check(isinstance(self.solver, Optimizer) or self.solver in SOLVERS,
+               f"solver: expected one of {list(SOLVERS)} or a fastgd optimizer, got {self.solver!r}")
         _check(self.learning_rate in LEARNING_RATES, f"learning_rate: expected one of {list(LEARNING_RATES)}, "
                                                      f"got {self.learning_rate!r}")
         _check(self.batch_size == "auto" or _integer(self.batch_size, 1),
@@ -124,6 +128,8 @@ class _BaseMLP(BaseEstimator):
         return self._scale(n_outputs)
 
     def _optimizer(self, scale):
+        if isinstance(self.solver, Optimizer):  # used as given, on the kernels' own objective
+            return type(self.solver)(**self.solver.get_params())
         if self.solver == "sgd":
             return SGD(lr=self.learning_rate_init * scale, momentum=self.momentum,
                        nesterov=bool(self.nesterovs_momentum and self.momentum > 0))

@@ -59,8 +59,8 @@ class Optimizer:
                              f"{step + n_steps - 1} it gave {rates[:5]!r}...")
         return rates
 
-    def get_params(self) -> dict:
-        """The constructor's arguments, by name."""
+    def get_params(self, deep: bool = True) -> dict:
+        """The constructor's arguments, by name (scikit-learn's ``clone`` reads them)."""
         return {name: getattr(self, name) for name in list(inspect.signature(type(self).__init__).parameters)[1:]}
 
     def __repr__(self):

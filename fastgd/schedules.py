@@ -17,8 +17,8 @@ class Schedule:
     def __call__(self, steps: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def get_params(self) -> dict:
-        """The constructor's arguments, by name."""
+    def get_params(self, deep: bool = True) -> dict:
+        """The constructor's arguments, by name (scikit-learn's ``clone`` reads them)."""
         return dict(vars(self))
 
     def __repr__(self):

@@ -16,6 +16,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from conftest import BACKENDS
+import fastgd
 from fastgd import MLPClassifier, MLPRegressor
 
 ESTIMATORS = [Estimator(backend=backend) for backend in BACKENDS for Estimator in (MLPClassifier, MLPRegressor)]
@@ -146,3 +147,12 @@ def test_early_stopping_keeps_the_best_validation_weights():
 def test_bad_parameters_are_named_at_fit(params, name):
     with pytest.raises(ValueError, match=f"^{name}:"):
         MLPClassifier(**params).fit(np.eye(3), [0, 1, 0])
+
+
+def test_any_fastgd_optimizer_as_solver():
+    X, y = make_classification(300, 6, random_state=0)
+    solver = fastgd.RMSprop(lr=0.01, momentum=0.5)
+    clf = MLPClassifier(hidden_layer_sizes=(16,), solver=solver, max_iter=60, random_state=0).fit(X, y)
+    assert clf.score(X, y) > 0.85
+    assert clf.model_.optimizer is not solver and repr(clf.model_.optimizer) == repr(solver)
+    assert clone(clf).get_params()["solver"] is not None
