@@ -1,1 +1,1 @@
-"""Benchmarks of fastgd: training throughput of each backend against the NumPy reference."""
+"""Benchmarks of fastgd: throughput and time to accuracy of each backend and peer against the NumPy reference."""

@@ -1,63 +1,38 @@
-"""Training throughput: samples/s of forward + backward + update per backend and mode.
+"""Training throughput: samples/s of forward + backward + update per system, workload and mode.
 
-Backends are measured side by side in one process, round by round (each
-round times one epoch of every backend), after an untimed warm-up epoch whose
-time (JIT compilation included) is reported apart. The figure of a cell is
-the median over rounds. FLOPs per sample are counted as ``4 W + 2 (W - W1)``
-(forward, weight gradients, and input gradients of every layer but the
-first), and set against one core's GEMM rate measured in the same run.
+fastgd's backends are measured side by side in this process; each peer
+(scikit-learn, PyTorch, JAX) runs in a process of its own, driven one epoch
+at a time in the same rounds, so that two thread pools never compete in one
+process. Each round times one epoch of every system, after an untimed
+warm-up epoch whose time (JIT compilation included) is reported apart; a
+cell's figure is the median over rounds. FLOPs per sample are counted as
+``4 W + 2 (W - W1)`` and set against the best rate of a 2048 x 2048 matrix
+product measured in the same rounds, in the same dtype, with the same threads.
 """
 
-import argparse
 import json
 import os
+from importlib import metadata
 import platform
+import subprocess
+import sys
 import time
-from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
+from tqdm.auto import tqdm
 
 import fastgd
-from fastgd.datasets import synthetic_classification, textbook
+from benchmarks.workloads import MODES
 
-
-@dataclass
-class Workload:
-    name: str
-    sizes: list
-    dtype: str
-    rows: int
-    stochastic_rows: int
-    lr: float = 0.01
-    l2: float = 1e-4
-
-    def data(self):
-        if self.name == "W1":
-            X, _, y, _ = textbook()
-            return X, y
-        return synthetic_classification(self.rows, self.sizes[0], self.sizes[-1], dtype=self.dtype)
-
-    @property
-    def flops_per_sample(self):
-        weights = sum(a * b for a, b in zip(self.sizes[:-1], self.sizes[1:]))
-        first = self.sizes[0] * self.sizes[1]
-        return 4 * weights + 2 * (weights - first)
-
-
-WORKLOADS = {
-    "W1": Workload("W1", [10, 64, 32, 3], "float64", 1500, 1500),
-    "W2": Workload("W2", [784, 256, 128, 10], "float32", 60000, 5000),
-}
-MODES = {"batch": None, "mini-batch 64": 64, "stochastic": 1}
-# Seconds of rest before each timed epoch. NumPy and SciPy (which Numba's np.dot
-# calls) each carry an OpenBLAS with its own threads, which spin for a while
-# after a call: without the rest, one system's spinning threads take the core
-# the next system's BLAS threads need, and both run as if on half a machine.
+# Seconds of rest before each timed epoch: a BLAS pool's threads spin for a
+# while after a call; without the rest they take the core the next system needs.
 COOL_DOWN = 0.25
+ROOT = Path(__file__).resolve().parents[1]
 
 
-def gemm_rate(dtype, n=2048, repeats=3):
+def gemm_rate(dtype, n=2048, repeats=2):
     """FLOP/s of an ``n x n`` matrix product in ``dtype`` (best of ``repeats``)."""
     rng = np.random.default_rng(0)
     a, b = (rng.standard_normal((n, n)).astype(dtype) for _ in range(2))
@@ -74,113 +49,128 @@ def _timed(fn):
 
 
 class FastgdRunner:
-    """One fastgd backend on one workload and mode; ``epoch()`` returns the seconds of one epoch.
+    """One fastgd backend; ``epoch()`` returns the seconds of one epoch (the second of a
+    two-epoch fit, so that it runs on a workspace already in use, as every epoch but a fit's first)."""
 
-    Each call fits two epochs and times the second, so that the epoch measured
-    runs on a workspace already in use, as every epoch but the first of a fit does.
-    """
-
-    def __init__(self, backend, workload, X, y, batch_size):
+    def __init__(self, backend, workload, X, y, batch_size, threads):
         self.label = backend
-        self.net = fastgd.MLP(workload.sizes, backend=backend, dtype=workload.dtype, random_state=0)
-        self.X, self.y, self.batch_size = X, y, batch_size
+        self.net = fastgd.MLP(workload.sizes, output=workload.output, backend=backend, dtype=workload.dtype,
+                              random_state=0)
+        self.X, self.y, self.batch_size, self.threads = X, y, batch_size, threads
         self.optimizer = fastgd.SGD(lr=workload.lr)
         self.l2 = workload.l2
+        self.warmup = _timed(self.epoch)
 
     def epoch(self):
-        history = self.net.fit(self.X, self.y, epochs=2, batch_size=self.batch_size, optimizer=self.optimizer,
-                               l2=self.l2, train_metrics=False)
+        with threadpool_limits(self.threads):
+            history = self.net.fit(self.X, self.y, epochs=2, batch_size=self.batch_size, optimizer=self.optimizer,
+                                   l2=self.l2, train_metrics=False)
         return history.history["epoch_time"][1]
 
 
-class SklearnRunner:
-    """scikit-learn's MLPClassifier(solver="sgd"), same network, batch, rate and L2; one ``partial_fit`` per epoch."""
+class PeerProcess:
+    """A peer in a process of its own (``benchmarks/peers.py``), kept for the whole run."""
 
-    label = "scikit-learn"
+    def __init__(self, peer, threads):
+        self.label = peer
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+        self.process = subprocess.Popen([sys.executable, "-m", "benchmarks.peers", peer, str(threads)],
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
 
-    def __init__(self, workload, X, y, batch_size):
-        from sklearn.neural_network import MLPClassifier
+    def _ask(self, command):
+        self.process.stdin.write(command + "\n")
+        self.process.stdin.flush()
+        answer = self.process.stdout.readline()
+        if not answer:
+            raise RuntimeError(f"{self.label}: the peer process ended (exit code {self.process.wait()})")
+        return answer.strip()
 
-        self.model = MLPClassifier(hidden_layer_sizes=workload.sizes[1:-1], solver="sgd", momentum=0.0,
-                                   nesterovs_momentum=False, learning_rate_init=workload.lr, alpha=workload.l2,
-                                   batch_size=batch_size or len(X), shuffle=True, random_state=0)
-        self.X, self.y, self.classes = X, y, np.unique(y)
+    def setup(self, config):
+        """``(warm-up seconds, None)`` once the peer is ready for the cell, or ``(None, reason)``."""
+        kind, _, value = self._ask("setup " + json.dumps(config)).partition(" ")
+        return (float(value), None) if kind == "ready" else (None, value)
 
     def epoch(self):
-        return _timed(lambda: self.model.partial_fit(self.X, self.y, classes=self.classes))
+        return float(self._ask("epoch"))
+
+    def close(self):
+        if self.process.poll() is None:
+            self.process.stdin.write("quit\n")
+            self.process.stdin.close()
+            self.process.wait(timeout=60)
 
 
-def runners(workload, mode, backends, X, y):
-    batch_size = MODES[mode]
-    if mode == "stochastic":
-        X, y = X[: workload.stochastic_rows], y[: workload.stochastic_rows]
-    made = [FastgdRunner(b, workload, X, y, batch_size) for b in backends]
-    try:
-        made.append(SklearnRunner(workload, X, y, batch_size))
-    except ImportError:
-        pass
-    return made, len(X)
-
-
-def measure(workloads, backends, rounds, thread_counts):
-    """One result per workload x mode x system x BLAS thread count.
-
-    Within each round every system is timed once under every thread count, so
-    that all the figures of a cell, and its 1- and 2-thread figures, are
-    taken side by side under the same load of the machine.
-    """
-    results = []
-    for workload in workloads:
-        X, y = workload.data()
-        for mode in MODES:
-            cells, n = runners(workload, mode, backends, X, y)
-            times = {(c.label, t): [] for c in cells for t in thread_counts}
-            gemm = {t: [] for t in thread_counts}
-            warmup = {}
-            for c in cells:
-                with threadpool_limits(thread_counts[0]):
-                    time.sleep(COOL_DOWN)
-                    warmup[c.label] = _timed(c.epoch)
-            for _ in range(rounds):
-                for t in thread_counts:
-                    with threadpool_limits(t):
-                        gemm[t].append(gemm_rate(workload.dtype, repeats=1))
-                        for c in cells:
-                            time.sleep(COOL_DOWN)
-                            times[c.label, t].append(c.epoch())
+def measure(workloads, backends, peers, rounds, thread_counts, scale=1.0, progress=True):
+    """``(results, skipped)``: one result per workload x mode x system x thread count,
+    and the peers that could not run, with the reason."""
+    results, skipped = [], {}
+    processes = {(peer, t): PeerProcess(peer, t) for peer in peers for t in thread_counts}
+    cells = [(w, m) for w in workloads for m in MODES]
+    bar = tqdm(total=len(cells) * rounds * len(thread_counts), desc="throughput", unit="round", disable=not progress)
+    for workload, mode in cells:
+        X, y = workload.data(scale)
+        rows = min(len(X), workload.rows_for(mode, scale))
+        X, y = X[:rows], y[:rows]
+        batch_size = MODES[mode]
+        runners, warmup = {}, {}
+        for t in thread_counts:
+            for backend in backends:
+                runners[backend, t] = FastgdRunner(backend, workload, X, y, batch_size, t)
+                warmup[backend, t] = runners[backend, t].warmup
+            for peer in peers:
+                config = {"workload": workload.name, "rows": rows, "batch_size": batch_size, "scale": scale}
+                warmup[peer, t], reason = processes[peer, t].setup(config)
+                if reason:
+                    skipped[peer] = reason
+                else:
+                    runners[peer, t] = processes[peer, t]
+        times = {key: [] for key in runners}
+        gemm = {t: [] for t in thread_counts}
+        for _ in range(rounds):
             for t in thread_counts:
-                rate_of = {c.label: n / np.median(times[c.label, t]) for c in cells}
-                peak = float(np.median(gemm[t]))
-                for c in cells:
-                    rate = rate_of[c.label]
-                    gflops = rate * workload.flops_per_sample / 1e9
-                    results.append({
-                        "workload": workload.name, "mode": mode, "system": c.label, "threads": t, "rows": n,
-                        "samples_per_s": rate, "ratio_to_reference": rate / rate_of["numpy"], "gflops": gflops,
-                        "gemm_gflops": peak / 1e9, "gemm_fraction": gflops * 1e9 / peak,
-                        "warmup_s": warmup[c.label], "epoch_times": times[c.label, t],
-                    })
-                    print(f"{t}T {workload.name} {mode:14s} {c.label:13s} {rate:12,.0f} samples/s "
-                          f"x{rate / rate_of['numpy']:6.1f} {gflops:6.1f} GFLOP/s ({gflops * 1e9 / peak:6.1%} of "
-                          f"GEMM) warm-up {warmup[c.label]:.2f}s", flush=True)
-    return results
+                with threadpool_limits(t):
+                    gemm[t].append(gemm_rate(workload.dtype, repeats=1))
+                for key, runner in runners.items():
+                    if key[1] == t:
+                        time.sleep(COOL_DOWN)
+                        times[key].append(runner.epoch())
+                bar.update(1)
+        for t in thread_counts:
+            reference = rows / np.median(times["numpy", t])
+            peak = float(np.max(gemm[t]))  # the machine's limit: the best GEMM rate seen in the cell's rounds
+            for (label, threads), epoch_times in times.items():
+                if threads != t:
+                    continue
+                rate = rows / np.median(epoch_times)
+                gflops = rate * workload.flops_per_sample / 1e9
+                results.append({
+                    "workload": workload.name, "mode": mode, "system": label, "threads": t, "rows": rows,
+                    "samples_per_s": rate, "ratio_to_reference": rate / reference, "gflops": gflops,
+                    "gemm_gflops": peak / 1e9, "gemm_fraction": gflops * 1e9 / peak,
+                    "warmup_s": warmup[label, t], "epoch_times": epoch_times,
+                })
+    bar.close()
+    for process in processes.values():
+        process.close()
+    return results, skipped
 
 
 def table(results):
-    """Markdown table: one row per workload x mode x system, a column group per thread count."""
+    """Markdown: one row per workload x mode x system, a column group per thread count."""
     threads = sorted({r["threads"] for r in results})
     head = "| workload | mode | system | " + " | ".join(
-        f"{t}T samples/s | {t}T vs reference | {t}T % of GEMM" for t in threads) + " |"
-    lines = [head, "|" + "---|" * (3 + 3 * len(threads))]
+        f"{t}T samples/s | {t}T vs reference | {t}T GFLOP/s | {t}T % of GEMM" for t in threads) + " | warm-up s |"
+    lines = [head, "|" + "---|" * (4 + 4 * len(threads))]
     keys = list(dict.fromkeys((r["workload"], r["mode"], r["system"]) for r in results))
     by_key = {(r["workload"], r["mode"], r["system"], r["threads"]): r for r in results}
     for key in keys:
         cells = []
         for t in threads:
             r = by_key.get(key + (t,))
-            cells.append(f"{r['samples_per_s']:,.0f} | {r['ratio_to_reference']:.1f}x | {r['gemm_fraction']:.0%}"
-                         if r else "- | - | -")
-        lines.append(f"| {' | '.join(key)} | " + " | ".join(cells) + " |")
+            cells.append(f"{r['samples_per_s']:,.0f} | {r['ratio_to_reference']:.2f}x | {r['gflops']:.1f} | "
+                         f"{r['gemm_fraction']:.0%}" if r else "- | - | - | -")
+        warmup = by_key[key + (threads[0],)]["warmup_s"]
+        lines.append(f"| {' | '.join(key)} | " + " | ".join(cells) + f" | {warmup:.2f} |")
     return "\n".join(lines)
 
 
@@ -191,28 +181,11 @@ def machine():
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
-            "fastgd": fastgd.__version__, "blas": threadpool_info()}
+    versions = {"python": platform.python_version()}
+    for name in ("fastgd", "numpy", "scipy", "numba", "scikit-learn", "threadpoolctl", "torch", "jax", "jaxlib"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return {"cpu": cpu, "cores": os.cpu_count(), "versions": versions, "blas": threadpool_info()}
 
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
-    parser.add_argument("--backends", nargs="+", default=fastgd.backends())
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--threads", type=int, nargs="+", default=[1],
-                        help="BLAS thread counts to measure, each for every system (default: 1)")
-    parser.add_argument("--json", help="write every raw number here")
-    args = parser.parse_args(argv)
-    backends = ["numpy"] + [b for b in args.backends if b != "numpy"]
-    workloads = [WORKLOADS[w] for w in args.workloads]
-    results = measure(workloads, backends, args.rounds, args.threads)
-    print(table(results))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"machine": machine(), "results": results}, f, indent=1)
-    return results
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,96 @@
+"""``python -m benchmarks``: throughput of every backend and peer against the NumPy reference,
+and time to accuracy, in one run; a table, a JSON of every raw number and PNG charts.
+
+``--quick`` measures fewer rounds on smaller W2 and W3 data (about a minute);
+the full run takes a few minutes. Threads: one for every system by default
+(``--threads all`` for every core).
+"""
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import fastgd
+from benchmarks import accuracy, throughput
+from benchmarks.peers import PEERS
+from benchmarks.workloads import WORKLOADS
+
+
+def chart(results, tta, path):
+    """Throughput relative to the reference per cell (log scale), and time-to-accuracy loss curves."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(13, 4.5), layout="constrained")
+    left, right = figure.subplots(1, 2, width_ratios=[2, 1])
+    cells = list(dict.fromkeys((r["workload"], r["mode"]) for r in results))
+    systems = list(dict.fromkeys(r["system"] for r in results))
+    width = 0.8 / len(systems)
+    threads = min(r["threads"] for r in results)
+    for i, system in enumerate(systems):
+        ratios = [next((r["ratio_to_reference"] for r in results if (r["workload"], r["mode"]) == cell
+                        and r["system"] == system and r["threads"] == threads), 0) for cell in cells]
+        left.bar([c + i * width for c in range(len(cells))], ratios, width, label=system)
+    left.set_xticks([c + 0.4 - width / 2 for c in range(len(cells))], [f"{w}\n{m}" for w, m in cells], fontsize=8)
+    left.set(yscale="log", ylabel="samples/s relative to the NumPy reference",
+             title=f"training throughput ({threads} thread)")
+    left.axhline(1, color="k", linewidth=0.5)
+    left.legend(fontsize=8)
+    backend = fastgd.backends()[0]
+    for r in (r for r in tta if r["backend"] == backend):
+        seconds, losses = zip(*r["curve"])
+        right.plot(seconds, losses, label=f"batch {r['batch_size']}")
+    right.set(xscale="log", xlabel="training seconds", ylabel="validation loss",
+              title=f"textbook data, {backend}: time to accuracy")
+    right.legend(fontsize=8)
+    figure.savefig(path, dpi=100)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="3 rounds on a tenth of the W2 and W3 data")
+    parser.add_argument("--rounds", type=int, help="rounds per cell (default 5, quick 3)")
+    parser.add_argument("--scale", type=float, help="fraction of each workload's rows (default 1, quick 0.1)")
+    parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
+    parser.add_argument("--backends", nargs="+", default=fastgd.backends(), choices=["numpy", "numba", "cython"])
+    parser.add_argument("--peers", nargs="*", default=list(PEERS), choices=list(PEERS))
+    parser.add_argument("--threads", default="1", help="BLAS threads for every system: a number or 'all'")
+    parser.add_argument("--no-accuracy", action="store_true", help="skip the time-to-accuracy runs")
+    parser.add_argument("--out", default="benchmarks/results", help="folder for results.json, results.md, results.png")
+    args = parser.parse_args(argv)
+    rounds = args.rounds or (3 if args.quick else 5)
+    scale = args.scale or (0.1 if args.quick else 1.0)
+    threads = os.cpu_count() if args.threads == "all" else int(args.threads)
+    backends = ["numpy"] + [b for b in args.backends if b != "numpy"]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    start = time.perf_counter()
+    workloads = [WORKLOADS[w] for w in args.workloads]
+    results, skipped = throughput.measure(workloads, backends, args.peers, rounds, [threads], scale)
+    tta = [] if args.no_accuracy else accuracy.time_to_accuracy(
+        backends, max_epochs=30 if args.quick else 200, max_seconds=5.0 if args.quick else 20.0, threads=threads)
+    report = [f"Throughput ({rounds} rounds, median; {threads} BLAS thread(s); rows scaled by {scale}):", "",
+              throughput.table(results), ""]
+    if skipped:
+        report += ["Skipped peers: " + "; ".join(f"{peer} ({why})" for peer, why in skipped.items()), ""]
+    if tta:
+        report += ["Time to 0.94 validation accuracy on the textbook data (training seconds, SGD 0.05):", "",
+                   accuracy.table(tta), ""]
+    text = "\n".join(report)
+    print(text)
+    (out / "results.md").write_text(text)
+    with open(out / "results.json", "w") as f:
+        json.dump({"machine": throughput.machine(), "settings": {"rounds": rounds, "scale": scale, "threads": threads},
+                   "throughput": results, "skipped": skipped, "time_to_accuracy": tta}, f, indent=1)
+    try:
+        chart(results, tta, out / "results.png")
+    except ImportError:
+        print("(no chart: matplotlib is not installed; pip install fastgd[plot])")
+    print(f"\nwritten to {out.resolve()} in {time.perf_counter() - start:.0f} s")
+    return results
+
+
+if __name__ == "__main__":
+    main()

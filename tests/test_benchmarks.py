@@ -1,0 +1,39 @@
+"""The benchmark command runs end to end (tiny sizes) and writes a well-formed report."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+import fastgd
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def benchmarks_main(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT))  # the benchmarks live beside the tests, not in the package
+    from benchmarks.__main__ import main
+
+    return main
+
+
+def test_quick_run_writes_finite_positive_ratios(benchmarks_main, tmp_path, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    benchmarks_main(["--quick", "--scale", "0.01", "--rounds", "1", "--peers", "scikit-learn", "--out", str(tmp_path)])
+    report = json.loads((tmp_path / "results.json").read_text())
+    assert set(report) == {"machine", "settings", "throughput", "skipped", "time_to_accuracy"}
+    systems = set(fastgd.backends()) | {"scikit-learn"}
+    cells = {(r["workload"], r["mode"]) for r in report["throughput"]}
+    assert cells == {(w, m) for w in ("W1", "W2", "W3") for m in ("batch", "mini-batch 64", "stochastic")}
+    for workload, mode in cells:
+        rows = [r for r in report["throughput"] if (r["workload"], r["mode"]) == (workload, mode)]
+        assert {r["system"] for r in rows} == systems
+    for r in report["throughput"]:
+        for key in ("samples_per_s", "ratio_to_reference", "gflops", "gemm_fraction", "warmup_s"):
+            assert math.isfinite(r[key]) and r[key] > 0, (r["system"], key, r[key])
+    assert {r["backend"] for r in report["time_to_accuracy"]} == set(fastgd.backends())
+    assert report["machine"]["cores"] >= 1 and "blas" in report["machine"]
+    assert (tmp_path / "results.png").stat().st_size > 10_000
+    assert "| W3 | stochastic |" in (tmp_path / "results.md").read_text()
