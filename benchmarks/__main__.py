@@ -1,9 +1,9 @@
 """``python -m benchmarks``: throughput of every backend and peer against the NumPy reference,
 and time to accuracy, in one run; a table, a JSON of every raw number and PNG charts.
 
-``--quick`` measures fewer rounds on smaller W2 and W3 data (about a minute);
-the full run takes a few minutes. Threads: one for every system by default
-(``--threads all`` for every core).
+``--quick`` measures 3 rounds on a tenth of the data: about a minute (two with
+PyTorch and JAX installed); the full run, under ten. Threads: one for every
+system by default (``--threads all`` for every core).
 """
 
 import argparse
@@ -49,7 +49,7 @@ def chart(results, tta, path):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="3 rounds on a tenth of the W2 and W3 data")
+    parser.add_argument("--quick", action="store_true", help="3 rounds on a tenth of the data")
     parser.add_argument("--rounds", type=int, help="rounds per cell (default 5, quick 3)")
     parser.add_argument("--scale", type=float, help="fraction of each workload's rows (default 1, quick 0.1)")
     parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
