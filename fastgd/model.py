@@ -129,6 +129,10 @@ class MLP:
         self._state[...] = state
         self._step, self.l2, self.classes_ = step, l2, classes
 
+    def _restore(self, snapshot):
+        """Back to ``(params, optimizer state, step count)`` copied before an epoch."""
+        self.params[...], self._state[...], self._step = snapshot
+
     # ------------------------------------------------------------------ persistence
     def __getstate__(self):
         """Arrays and names only: the kernel module is looked up again when unpickled."""
@@ -346,30 +350,29 @@ class MLP:
                 for epoch in range(epochs):
                     order = self._rng.permutation(n) if shuffle else np.arange(n)
                     lrs = self._optimizer.learning_rates(self._step, n_batches)
-                    last = self.params.copy(), self._state.copy()
+                    last = self.params.copy(), self._state.copy(), self._step
                     start = time.perf_counter()
-                    try:
+                    try:  # an interruption anywhere in here leaves the weights of the epoch before
                         mean_loss, steps = self._kernels.train_epoch(
                             self.layout, self.params, grads, self._state, X, Y, order, batch_size, codes[0], l2,
                             codes[1], self._optimizer.hyper(), lrs, self._step, *clips, ws)
+                        self._step += steps
                     except KeyboardInterrupt:
-                        self.params[...], self._state[...] = last
+                        self._restore(last)
                         raise
                     elapsed = time.perf_counter() - start
                     if steps < n_batches or not np.all(np.isfinite(self.params)):
-                        self.params[...], self._state[...] = last
+                        self._restore(last)
                         diverged = (f"training diverged in epoch {epoch + 1} (loss not finite); stopped and kept "
                                     "the weights of the last finite epoch")
                         break
-                    self._step += steps
                     logs = {"loss": mean_loss}
                     if codes[1] == LINE_SEARCH:
                         logs["step_size"] = float(lrs.mean())
                     if train_metrics:
                         logs["train_loss"], logs["train_accuracy"] = self._metrics(X, Y, eval_ws)
                         if not np.isfinite(logs["train_loss"]):  # the epoch's last steps overflowed
-                            self.params[...], self._state[...] = last
-                            self._step -= steps
+                            self._restore(last)
                             diverged = (f"training diverged in epoch {epoch + 1} (loss not finite after it); "
                                         "stopped and kept the weights of the last finite epoch")
                             break
