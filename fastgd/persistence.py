@@ -21,7 +21,7 @@ from ._layout import make_layout, n_params
 from .errors import ModelFileError
 from .kernels import PREFERENCE, resolve_saved
 from .layers import Activation, Dense
-from .optimizers import SGD, Adagrad, Adam, AdamW, BacktrackingLineSearch, Momentum, Optimizer, RMSprop
+from .optimizers import SGD, Adagrad, Adam, AdamW, BacktrackingLineSearch, Momentum, RMSprop
 from .schedules import Constant, CosineAnnealing, ExponentialDecay, InverseScaling, Schedule, StepDecay
 
 FORMAT, VERSION = "fastgd.MLP", 1
