@@ -23,6 +23,7 @@ __version__ = "0.1.0"
 __all__ = [
     "MLP", "MLPClassifier", "MLPRegressor", "Dense", "Identity", "ReLU", "Sigmoid", "Tanh", "Softmax",
     "SGD", "Momentum", "Adam", "AdamW", "RMSprop", "Adagrad", "BacktrackingLineSearch", "Optimizer", "schedules",
-    "minimize", "Trajectory", "load", "ModelFileError", "TrainingDiverged", "EarlyStopping", "ReduceLROnPlateau", "ModelCheckpoint",
-    "lr_find", "LRFinderResult", "diagnose", "Diagnosis", "Callback", "History", "backends", "check_gradients", "__version__",
+    "EarlyStopping", "ReduceLROnPlateau", "ModelCheckpoint", "Callback", "History",
+    "lr_find", "LRFinderResult", "diagnose", "Diagnosis", "check_gradients", "minimize", "Trajectory",
+    "load", "ModelFileError", "TrainingDiverged", "backends", "__version__",
 ]
