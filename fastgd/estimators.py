@@ -169,37 +169,34 @@ class _BaseMLP(BaseEstimator):
             n = len(X)
             batch_size = min(batch_size, n)
         l2 = self.alpha / (batch_size * scale)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # divergence is reported through the loss curve
-            for _ in range(1 if incremental else self.max_iter):
-                history = net.fit(X, targets, epochs=1, batch_size=batch_size, l2=l2, shuffle=self.shuffle,
-                                  train_metrics=False, on_divergence="warn")
-                if not history.epoch:
-                    raise ValueError("the loss stopped being finite: lower learning_rate_init or raise alpha")
-                self.n_iter_ += 1
-                self.t_ += n
-                loss = history.history["loss"][0] * self._loss_scale(net.sizes[-1])
-                self.loss_curve_.append(loss)
-                if self.verbose:
-                    print(f"Iteration {self.n_iter_}, loss = {loss:.8f}")
-                if early_stopping:
-                    self.validation_scores_.append(self._validation_score(X_val, y_val))
-                if self.solver == "sgd" and self.learning_rate == "invscaling":
-                    rate = self.learning_rate_init / (self.t_ + 1) ** self.power_t
-                    net.optimizer.lr_scale = rate / self.learning_rate_init
-                if incremental:
-                    self._update_no_improvement_count(early_stopping)
-                    break
-                if self._update_no_improvement_count(early_stopping) > self.n_iter_no_change:
-                    if self.solver == "sgd" and self.learning_rate == "adaptive" and \
-                            net.optimizer.lr_scale * self.learning_rate_init > 1e-6:
-                        net.optimizer.lr_scale /= 5
-                        self._no_improvement_count = 0
-                        continue
-                    break
-            else:
-                warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and the "
-                              "optimization hasn't converged yet.", ConvergenceWarning, stacklevel=3)
+        for _ in range(1 if incremental else self.max_iter):
+            # A loss that stops being finite raises fastgd.TrainingDiverged, the weights kept as they were.
+            history = net.fit(X, targets, epochs=1, batch_size=batch_size, l2=l2, shuffle=self.shuffle,
+                              train_metrics=False)
+            self.n_iter_ += 1
+            self.t_ += n
+            loss = history.history["loss"][0] * self._loss_scale(net.sizes[-1])
+            self.loss_curve_.append(loss)
+            if self.verbose:
+                print(f"Iteration {self.n_iter_}, loss = {loss:.8f}")
+            if early_stopping:
+                self.validation_scores_.append(self._validation_score(X_val, y_val))
+            if self.solver == "sgd" and self.learning_rate == "invscaling":
+                rate = self.learning_rate_init / (self.t_ + 1) ** self.power_t
+                net.optimizer.lr_scale = rate / self.learning_rate_init
+            if incremental:
+                self._update_no_improvement_count(early_stopping)
+                break
+            if self._update_no_improvement_count(early_stopping) > self.n_iter_no_change:
+                if self.solver == "sgd" and self.learning_rate == "adaptive" and \
+                        net.optimizer.lr_scale * self.learning_rate_init > 1e-6:
+                    net.optimizer.lr_scale /= 5
+                    self._no_improvement_count = 0
+                    continue
+                break
+        else:
+            warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and the "
+                          "optimization hasn't converged yet.", ConvergenceWarning, stacklevel=3)
         if early_stopping and self._best_params is not None:
             net.params[...] = self._best_params
         return self

@@ -5,6 +5,7 @@ import pytest
 import scipy.sparse as sp
 from sklearn.exceptions import NotFittedError
 
+import fastgd
 from fastgd import MLPClassifier, MLPRegressor
 
 RNG = np.random.RandomState(0)
@@ -87,3 +88,10 @@ def test_a_single_sample_and_a_single_feature_fit():
     MLPRegressor(max_iter=5).fit(X[:1], [1.0])
     clf = MLPClassifier(max_iter=5).fit(X[:, :1], Y_LABELS)
     assert clf.predict(X[:, :1]).shape == (60,)
+
+
+def test_a_diverging_fit_raises_and_keeps_the_last_finite_weights():
+    reg = MLPRegressor(solver="sgd", learning_rate_init=0.5, momentum=0.0, max_iter=50, random_state=0)
+    with pytest.raises(fastgd.TrainingDiverged):
+        reg.fit(X * 100, X[:, 0] * 1e4)
+    assert np.all(np.isfinite(reg.model_.params)) and np.all(np.isfinite(reg.loss_curve_))
