@@ -58,6 +58,12 @@ def check_real(value, name, low=-np.inf, high=np.inf, low_open=False, high_open=
     return float(value)
 
 
+def check_bool(value, name):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected True or False, got {value!r}")
+    return bool(value)
+
+
 def check_nonnegative(value, name):
     return check_real(value, name, low=0.0)
 

@@ -22,7 +22,6 @@ rules (``tol``, ``n_iter_no_change``, ``early_stopping``) and its
 ``"invscaling"`` and ``"adaptive"`` learning rates apply between epochs.
 """
 
-import numbers
 import warnings
 
 import numpy as np
@@ -35,6 +34,7 @@ from sklearn.utils.multiclass import check_classification_targets, type_of_targe
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._layout import glorot_uniform
+from ._validation import check_int, check_nonnegative, check_positive, check_real
 from .model import MLP
 from .optimizers import SGD, Adam, Optimizer
 
@@ -47,14 +47,6 @@ LEARNING_RATES = ("constant", "invscaling", "adaptive")
 def _check(condition, message):
     if not condition:
         raise ValueError(message)
-
-
-def _real(value):
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and np.isfinite(value)
-
-
-def _integer(value, minimum):
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= minimum
 
 
 class _BaseMLP(BaseEstimator):
@@ -93,7 +85,7 @@ class _BaseMLP(BaseEstimator):
     # ---------------------------------------------------------------- checks
     def _check_params(self):
         sizes = np.atleast_1d(self.hidden_layer_sizes) if not isinstance(self.hidden_layer_sizes, str) else None
-        _check(sizes is not None and sizes.ndim == 1 and all(_integer(s, 1) for s in sizes.tolist()),
+        _check(sizes is not None and sizes.ndim == 1 and sizes.dtype.kind in "iu" and np.all(sizes >= 1),
                f"hidden_layer_sizes: expected positive integers, got {self.hidden_layer_sizes!r}")
         _check(self.activation in ACTIVATIONS, f"activation: expected one of {list(ACTIVATIONS)}, "
                                                f"got {self.activation!r}")
@@ -101,21 +93,18 @@ class _BaseMLP(BaseEstimator):
                f"solver: expected one of {list(SOLVERS)} or a fastgd optimizer, got {self.solver!r}")
         _check(self.learning_rate in LEARNING_RATES, f"learning_rate: expected one of {list(LEARNING_RATES)}, "
                                                      f"got {self.learning_rate!r}")
-        _check(self.batch_size == "auto" or _integer(self.batch_size, 1),
-               f"batch_size: expected 'auto' or an integer >= 1, got {self.batch_size!r}")
-        for name in ("alpha", "power_t", "tol", "momentum", "beta_1", "beta_2", "epsilon", "learning_rate_init",
-                     "validation_fraction"):
-            _check(_real(getattr(self, name)) and getattr(self, name) >= 0,
-                   f"{name}: expected a finite number >= 0, got {getattr(self, name)!r}")
-        _check(self.learning_rate_init > 0, f"learning_rate_init: expected > 0, got {self.learning_rate_init!r}")
-        _check(self.momentum <= 1, f"momentum: expected a number in [0, 1], got {self.momentum!r}")
+        if self.batch_size != "auto":
+            check_int(self.batch_size, "batch_size")
+        for name in ("alpha", "power_t", "tol", "epsilon"):
+            check_nonnegative(getattr(self, name), name)
+        check_positive(self.learning_rate_init, "learning_rate_init")
+        check_real(self.momentum, "momentum", 0.0, 1.0)
         for name in ("beta_1", "beta_2", "validation_fraction"):
-            _check(getattr(self, name) < 1, f"{name}: expected a number in [0, 1), got {getattr(self, name)!r}")
+            check_real(getattr(self, name), name, 0.0, 1.0, high_open=True)
         _check(not self.early_stopping or self.validation_fraction > 0,
                "validation_fraction: must be > 0 with early_stopping")
-        _check(_integer(self.max_iter, 1), f"max_iter: expected an integer >= 1, got {self.max_iter!r}")
-        _check(_integer(self.n_iter_no_change, 1),
-               f"n_iter_no_change: expected an integer >= 1, got {self.n_iter_no_change!r}")
+        check_int(self.max_iter, "max_iter")
+        check_int(self.n_iter_no_change, "n_iter_no_change")
         return [int(s) for s in sizes]
 
     # ---------------------------------------------------------------- the network
@@ -230,13 +219,13 @@ class _BaseMLP(BaseEstimator):
     def coefs_(self):
         """Weight matrices ``(n_in, n_out)`` per layer, copies."""
         check_is_fitted(self, "model_")
-        return [w for w in self.model_.get_weights()[::2]]
+        return self.model_.get_weights()[::2]
 
     @property
     def intercepts_(self):
         """Bias vectors per layer, copies."""
         check_is_fitted(self, "model_")
-        return [b for b in self.model_.get_weights()[1::2]]
+        return self.model_.get_weights()[1::2]
 
     @property
     def n_layers_(self):

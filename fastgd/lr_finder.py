@@ -50,6 +50,7 @@ def lr_find(net, X, y, start: float = 1e-7, end: float = 10.0, steps: int = 100,
     state, grads = np.zeros_like(net._state), np.zeros_like(net.params)
     kernels, layout, loss = net._kernels, net.layout, LOSSES[net.loss]
     ws = kernels.workspace(layout, net.dtype, batch_size)
+    hyper = optimizer.hyper()
     order = np.concatenate([net._rng.permutation(len(X)) for _ in range(-(-steps * batch_size // len(X)))])
     raw, smoothed, average = [], [], 0.0
     try:
@@ -58,7 +59,7 @@ def lr_find(net, X, y, start: float = 1e-7, end: float = 10.0, steps: int = 100,
                 rows = order[i * batch_size : (i + 1) * batch_size]
                 value, taken = kernels.train_epoch(
                     layout, net.params, grads, state, X[rows], Y[rows], np.arange(batch_size), batch_size, loss, 0.0,
-                    optimizer.code, optimizer.hyper(), rates[i : i + 1].copy(), i, 0.0, 0.0, ws)
+                    optimizer.code, hyper, rates[i : i + 1].copy(), i, 0.0, 0.0, ws)
                 if not taken:
                     break
                 average = smoothing * average + (1 - smoothing) * value

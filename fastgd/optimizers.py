@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 
 from . import _codes
-from ._validation import check_nonnegative, check_positive, check_real
+from ._validation import check_bool, check_nonnegative, check_positive, check_real
 from .schedules import Constant, Schedule
 
 LearningRate = float | Schedule | Callable[[int], float]
@@ -84,12 +84,11 @@ class SGD(Optimizer):
         self.momentum = check_nonnegative(momentum, "momentum")
         self.dampening = check_real(dampening, "dampening", 0.0, 1.0)
         self.weight_decay = check_nonnegative(weight_decay, "weight_decay")
-        if not isinstance(nesterov, (bool, np.bool_)):
-            raise TypeError(f"nesterov: expected True or False, got {nesterov!r}")
+        nesterov = check_bool(nesterov, "nesterov")
         if nesterov and (self.momentum == 0 or self.dampening != 0):
             raise ValueError("nesterov: needs momentum > 0 and dampening = 0 "
                              f"(got momentum={momentum!r}, dampening={dampening!r})")
-        self.nesterov = bool(nesterov)
+        self.nesterov = nesterov
         self.n_slots = 1 if self.momentum else 0
 
     def hyper(self):
@@ -134,9 +133,7 @@ class Adam(Optimizer):
         self.beta2 = _fraction(beta2, "beta2")
         self.eps = check_nonnegative(eps, "eps")
         self.weight_decay = check_nonnegative(weight_decay, "weight_decay")
-        if not isinstance(amsgrad, (bool, np.bool_)):
-            raise TypeError(f"amsgrad: expected True or False, got {amsgrad!r}")
-        self.amsgrad = bool(amsgrad)
+        self.amsgrad = check_bool(amsgrad, "amsgrad")
         self.n_slots = 3 if self.amsgrad else 2
 
     def hyper(self):
@@ -171,9 +168,7 @@ class RMSprop(Optimizer):
         self.alpha = _fraction(alpha, "alpha")
         self.eps = check_nonnegative(eps, "eps")
         self.momentum = check_nonnegative(momentum, "momentum")
-        if not isinstance(centered, (bool, np.bool_)):
-            raise TypeError(f"centered: expected True or False, got {centered!r}")
-        self.centered = bool(centered)
+        self.centered = check_bool(centered, "centered")
         # Slots: squares, then gradient average (centered), then momentum buffer.
         self.n_slots = 3 if self.momentum else (2 if self.centered else 1)
 

@@ -19,6 +19,16 @@ def stub_model(optimizer=None):
     return types.SimpleNamespace(params=np.zeros(3), stop_training=False, optimizer=optimizer, _step=0)
 
 
+class Record:
+    """A callback keeping a copy of the model's weights after every epoch."""
+
+    def __init__(self, net):
+        self.net, self.params = net, []
+
+    def on_epoch_end(self, epoch, logs):
+        self.params.append(self.net.params.copy())
+
+
 def drive(callback, model, values, key="val_loss"):
     """Feed a scripted history to a callback as fit would; params record the epoch number."""
     callback.model = model
@@ -56,17 +66,12 @@ def test_early_stopping_in_a_real_fit_restores_the_best_epoch():
     X, y = make_problem("softmax", n=40, seed=0)
     Xv, yv = make_problem("softmax", n=40, seed=1)
     net = fastgd.MLP([5, 64, 3], random_state=0)
-    seen = []
-
-    class Record:
-        def on_epoch_end(self, epoch, logs):
-            seen.append(net.params.copy())
-
+    record = Record(net)
     stopper = fastgd.EarlyStopping(patience=3)
     history = net.fit(X, y, epochs=300, batch_size=8, optimizer=fastgd.SGD(lr=0.2), validation_data=(Xv, yv),
-                      callbacks=[Record(), stopper])
+                      callbacks=[record, stopper])
     assert len(history.epoch) == stopper.best_epoch + 4 < 300  # overfits a tiny set: stops early
-    np.testing.assert_array_equal(net.params, seen[stopper.best_epoch])
+    np.testing.assert_array_equal(net.params, record.params[stopper.best_epoch])
 
 
 def test_a_monitor_that_is_not_logged_is_named():
@@ -102,17 +107,12 @@ def test_model_checkpoint_keeps_the_best_model(tmp_path):
     X, y = make_problem("softmax", n=40, seed=0)
     Xv, yv = make_problem("softmax", n=40, seed=1)
     net = fastgd.MLP([5, 64, 3], random_state=0)
-    seen = []
-
-    class Record:
-        def on_epoch_end(self, epoch, logs):
-            seen.append(net.params.copy())
-
+    record = Record(net)
     checkpoint = fastgd.ModelCheckpoint(tmp_path / "best.npz")
     net.fit(X, y, epochs=40, batch_size=8, optimizer=fastgd.SGD(lr=0.2), validation_data=(Xv, yv),
-            callbacks=[Record(), checkpoint])
+            callbacks=[record, checkpoint])
     assert 0 < checkpoint.best_epoch < 39
-    np.testing.assert_array_equal(fastgd.load(tmp_path / "best.npz").params, seen[checkpoint.best_epoch])
+    np.testing.assert_array_equal(fastgd.load(tmp_path / "best.npz").params, record.params[checkpoint.best_epoch])
 
 
 def test_a_plain_object_callback_can_stop_training():

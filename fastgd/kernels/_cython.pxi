@@ -362,15 +362,16 @@ cdef void _clip(floating* g, Py_ssize_t n, double clip_value, double clip_norm) 
     """Element-wise clip to ``clip_value``, then global-norm clip to ``clip_norm`` (0: off)."""
     cdef Py_ssize_t p
     cdef floating bound = <floating>clip_value, scale
-    cdef double squares = 0
+    cdef double squares = 0, ratio
     if clip_value > 0:
         for p in range(n):
             g[p] = min(max(g[p], -bound), bound)
     if clip_norm > 0:
         for p in range(n):
             squares += <double>g[p] * g[p]
-        if clip_norm / (sqrt(squares) + 1e-6) < 1:
-            scale = <floating>(clip_norm / (sqrt(squares) + 1e-6))
+        ratio = clip_norm / (sqrt(squares) + 1e-6)
+        if ratio < 1:
+            scale = <floating>ratio
             for p in range(n):
                 g[p] *= scale
 
