@@ -12,10 +12,10 @@ from .lr_finder import LRFinderResult, lr_find
 from .functions import Trajectory, minimize
 from .layers import Dense, Identity, ReLU, Sigmoid, Softmax, Tanh
 from .gradcheck import check_gradients
-from .model import MLP
+from .network import MLP, load
 from .estimators import MLPClassifier, MLPRegressor
 from .errors import ModelFileError, TrainingDiverged
-from .persistence import load
+from .training import TrainingState
 from .optimizers import SGD, Adagrad, Adam, AdamW, BacktrackingLineSearch, Momentum, Optimizer, RMSprop
 
 __version__ = "0.1.0"
@@ -25,5 +25,5 @@ __all__ = [
     "SGD", "Momentum", "Adam", "AdamW", "RMSprop", "Adagrad", "BacktrackingLineSearch", "Optimizer", "schedules",
     "EarlyStopping", "ReduceLROnPlateau", "ModelCheckpoint", "Callback", "History",
     "lr_find", "LRFinderResult", "diagnose", "Diagnosis", "check_gradients", "minimize", "Trajectory",
-    "load", "ModelFileError", "TrainingDiverged", "backends", "__version__",
+    "load", "ModelFileError", "TrainingDiverged", "TrainingState", "backends", "__version__",
 ]

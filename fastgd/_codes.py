@@ -1,24 +1,53 @@
-"""Name -> integer code tables shared by the Python layer and every backend.
+"""The tables every layer derives from: activations, losses and optimizers by name and code.
 
-Kernels only ever see the integer codes; the names are for people.
+Kernels only ever see the integer codes; the names are for people. The
+compiled backends keep their own copies of the codes (a Numba cache or a
+built extension cannot see a change here), and a test checks that every
+backend agrees with these tables.
 """
 
-IDENTITY, RELU, SIGMOID, TANH, SOFTMAX = 0, 1, 2, 3, 4
-ACTIVATIONS = {"identity": IDENTITY, "relu": RELU, "sigmoid": SIGMOID, "tanh": TANH, "softmax": SOFTMAX}
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+ACTIVATIONS = {"identity": 0, "relu": 1, "sigmoid": 2, "tanh": 3, "softmax": 4}
 HIDDEN_ACTIVATIONS = ("relu", "sigmoid", "tanh", "identity")
 OUTPUT_ACTIVATIONS = ("softmax", "sigmoid", "identity")
 
-CROSS_ENTROPY, BINARY_CROSS_ENTROPY, MSE = 0, 1, 2
-LOSSES = {"cross_entropy": CROSS_ENTROPY, "binary_cross_entropy": BINARY_CROSS_ENTROPY, "mse": MSE}
+LOSSES = {"cross_entropy": 0, "binary_cross_entropy": 1, "mse": 2}
 DEFAULT_LOSS = {"softmax": "cross_entropy", "sigmoid": "binary_cross_entropy", "identity": "mse"}
 # The output activations each loss may follow.
-LOSS_OUTPUTS = {
-    "cross_entropy": ("softmax",),
-    "binary_cross_entropy": ("sigmoid",),
-    "mse": ("identity", "sigmoid"),
+LOSS_OUTPUTS = {"cross_entropy": ("softmax",), "binary_cross_entropy": ("sigmoid",), "mse": ("identity", "sigmoid")}
+# A model classifies when its loss is one of these; with squared error it regresses, whatever its output.
+CLASSIFYING_LOSSES = ("cross_entropy", "binary_cross_entropy")
+
+
+@dataclass(frozen=True)
+class OptimizerRule:
+    """An update rule as the kernels know it: its ``code``, the names of its
+    hyper-parameters besides the learning rate (each a field of the step
+    configuration), and ``slots(hyper)``: how many state arrays shaped like
+    ``params`` it keeps, given its hyper-parameters by name."""
+
+    code: int
+    hyper: tuple[str, ...]
+    slots: Callable[[Mapping[str, float]], int]
+
+
+OPTIMIZERS = {
+    "sgd": OptimizerRule(0, ("momentum", "dampening", "nesterov", "weight_decay"),
+                         lambda h: 1 if h["momentum"] else 0),  # momentum buffer
+    "momentum": OptimizerRule(1, ("beta",), lambda h: 1),  # velocity
+    "adam": OptimizerRule(2, ("beta1", "beta2", "eps", "weight_decay", "amsgrad", "decoupled"),
+                          lambda h: 3 if h["amsgrad"] else 2),  # first and second moments, their running maximum
+    # squares, then the gradient average (centered), then the momentum buffer (momentum)
+    "rmsprop": OptimizerRule(3, ("alpha", "eps", "momentum", "centered"),
+                             lambda h: 3 if h["momentum"] else (2 if h["centered"] else 1)),
+    "adagrad": OptimizerRule(4, ("eps",), lambda h: 1),  # sum of squares
+    "line_search": OptimizerRule(5, ("rho", "c", "min_step", "fallback_step"), lambda h: 1),  # the trial point
 }
 
-SGD, MOMENTUM, ADAM, RMSPROP, ADAGRAD, LINE_SEARCH = 0, 1, 2, 3, 4, 5
+# Every hyper-parameter name, in the order of the step configuration's fields.
+HYPER = tuple(dict.fromkeys(name for rule in OPTIMIZERS.values() for name in rule.hyper))
 
-# Columns of the layout table: one row per dense layer.
-N_IN, N_OUT, ACTIVATION, W_OFFSET, B_OFFSET = 0, 1, 2, 3, 4
+# What a training epoch reports besides its loss.
+OK, NOT_FINITE, BAD_ROW = 0, 1, 2

@@ -2,15 +2,19 @@
 
 ``params`` is one flat C-contiguous array holding, layer after layer, ``W``
 (row-major, shape ``(n_in, n_out)``) followed by ``b`` (shape ``(n_out,)``).
+The layout has one int64 row per layer: ``n_in, n_out, activation code, W
+offset, b offset``.
 """
 
 import numpy as np
 
-from ._codes import ACTIVATIONS, B_OFFSET, N_OUT
+from ._codes import ACTIVATIONS
+
+N_IN, N_OUT, ACTIVATION, W_OFFSET, B_OFFSET = range(5)
 
 
 def make_layout(sizes, activations):
-    """Layout table, int64 of shape ``(n_layers, 5)``: n_in, n_out, activation code, W offset, b offset."""
+    """Layout table, int64 of shape ``(n_layers, 5)``, for widths ``sizes`` and one activation name per layer."""
     layout = np.zeros((len(sizes) - 1, 5), dtype=np.int64)
     offset = 0
     for i, (n_in, n_out, name) in enumerate(zip(sizes[:-1], sizes[1:], activations)):

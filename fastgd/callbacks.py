@@ -106,7 +106,7 @@ class EarlyStopping(_Monitor):
 class ReduceLROnPlateau(_Monitor):
     """Multiply the learning rate by ``factor`` when ``monitor`` has not improved for
     ``patience`` epochs, then wait ``cooldown`` epochs; never below ``min_lr``. Works with
-    any optimizer and schedule (it scales the optimizer's ``lr_scale``)."""
+    any optimizer and schedule (it lowers the model's ``training.lr_scale``)."""
 
     def __init__(self, monitor: str = "val_loss", factor: float = 0.1, patience: int = 10,
                  min_delta: float = 1e-4, cooldown: int = 0, min_lr: float = 0.0, mode: str = "auto"):
@@ -128,10 +128,10 @@ class ReduceLROnPlateau(_Monitor):
             return
         self.wait += 1
         if self.wait >= self.patience and not self.cooling:
-            optimizer = self.model.optimizer
-            rate = float(optimizer.learning_rates(self.model._step, 1)[0])
+            training = self.model.training
+            rate = float(training.learning_rates(1)[0])
             if rate > self.min_lr:
-                optimizer.lr_scale *= max(rate * self.factor, self.min_lr) / rate
+                training.lr_scale *= max(rate * self.factor, self.min_lr) / rate
             self.wait, self.cooling = 0, self.cooldown
 
 

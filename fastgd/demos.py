@@ -13,7 +13,7 @@ from sklearn.datasets import make_moons
 from . import plots
 from .datasets import textbook as textbook_data
 from .functions import minimize
-from .model import MLP
+from .network import MLP
 from .optimizers import SGD, BacktrackingLineSearch
 
 

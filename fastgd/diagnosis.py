@@ -48,12 +48,12 @@ def diagnose(history, window: int = 5, plateau: float = 1e-3, overfit: float = 0
     train = np.asarray(logs[key], dtype=np.float64)
     val = np.asarray(logs["val_loss"], dtype=np.float64) if "val_loss" in logs else None
     last = len(train) - 1
-    best = int(np.nanargmin(val if val is not None and np.isfinite(val).any() else train))
-
-    if not np.all(np.isfinite(train)) or (val is not None and not np.all(np.isfinite(val))) \
-            or train[-1] > diverge * train.min():
+    finite = np.isfinite(train)
+    if not finite.all() or (val is not None and not np.isfinite(val).all()) or train[-1] > diverge * train.min():
+        best_train = int(np.argmin(np.where(finite, train, np.inf))) if finite.any() else 0
         return Diagnosis("diverging", "the loss is growing: lower the learning rate (try fastgd.lr_find) or "
-                                      "clip gradients (clip_norm)", int(np.argmin(train)))
+                                      "clip gradients (clip_norm)", best_train)
+    best = int(np.argmin(val if val is not None else train))
     if val is not None and val[-1] > val[best] * (1 + overfit) and last - best > window and train[-1] < train[best]:
         return Diagnosis("overfitting", f"validation loss is lowest at epoch {best + 1} and rising while training "
                                         f"loss falls: stop early (fastgd.EarlyStopping(patience={window})), add l2 "

@@ -17,9 +17,10 @@ same L2 step as the others).
 ``solver`` may also be a fastgd optimizer (``fastgd.RMSprop(...)``, ...),
 used as given on the kernels' objective (no conversion).
 
-Training runs one epoch per kernel call, so that scikit-learn's stopping
-rules (``tol``, ``n_iter_no_change``, ``early_stopping``) and its
-``"invscaling"`` and ``"adaptive"`` learning rates apply between epochs.
+A fit checks and encodes its data once, then runs every epoch in one call of
+fastgd's training loop; scikit-learn's stopping rules (``tol``,
+``n_iter_no_change``, ``early_stopping``) and its ``"invscaling"`` and
+``"adaptive"`` learning rates apply between epochs, as a callback.
 """
 
 import warnings
@@ -27,7 +28,7 @@ import warnings
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.metrics import accuracy_score, r2_score
+from sklearn.metrics import r2_score
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state, column_or_1d
 from sklearn.utils.multiclass import check_classification_targets, type_of_target, unique_labels
@@ -35,8 +36,9 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._layout import glorot_uniform
 from ._validation import check_int, check_nonnegative, check_positive, check_real
-from .model import MLP
-from .optimizers import SGD, Adam, Optimizer
+from .network import MLP
+from .optimizers import SGD, Adam, Optimizer, check_optimizer
+from .training import FitOptions, outputs, train
 
 # scikit-learn's activation names and ours.
 ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
@@ -118,7 +120,7 @@ class _BaseMLP(BaseEstimator):
 
     def _optimizer(self, scale):
         if isinstance(self.solver, Optimizer):  # used as given, on the kernels' own objective
-            return type(self.solver)(**self.solver.get_params())
+            return check_optimizer(self.solver, "solver")
         if self.solver == "sgd":
             return SGD(lr=self.learning_rate_init * scale, momentum=self.momentum,
                        nesterov=bool(self.nesterovs_momentum and self.momentum > 0))
@@ -129,9 +131,9 @@ class _BaseMLP(BaseEstimator):
         self.model_ = MLP(sizes, hidden=ACTIVATIONS[self.activation], output=output, backend=self.backend,
                           dtype=self.dtype, random_state=check_random_state(self.random_state))
         # scikit-learn's initial weights: with an integer seed, exactly the ones it would draw.
-        glorot_uniform(self.model_.layout, self.model_.params, check_random_state(self.random_state),
+        glorot_uniform(self.model_.kernels.layout, self.model_.params, check_random_state(self.random_state),
                        2.0 if self.activation == "logistic" else 6.0)
-        self.model_._set_optimizer(self._optimizer(self._scale(n_outputs)))
+        self.model_.training.reset(self._optimizer(self._scale(n_outputs)))
         self.n_iter_, self.t_ = 0, 0
         self.loss_curve_ = []
         self.best_loss_ = np.inf
@@ -141,49 +143,31 @@ class _BaseMLP(BaseEstimator):
         self._best_params = None
 
     def _fit(self, X, targets, incremental):
-        """Train ``self.model_`` on ``X`` and encoded ``targets`` for ``max_iter`` epochs (one
-        with ``incremental``), with scikit-learn's stopping and learning-rate rules."""
+        """Train ``self.model_`` on ``X`` and ``targets`` (class indices, indicator rows or values) for
+        ``max_iter`` epochs (one with ``incremental``), with scikit-learn's stopping and learning-rate rules."""
         net = self.model_
         n = len(X)
         batch_size = min(200, n) if self.batch_size == "auto" else min(self.batch_size, n)
         if self.batch_size != "auto" and self.batch_size > n and not incremental:
             warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is going to be clipped",
                           UserWarning, stacklevel=3)
-        scale = self._scale(net.sizes[-1])
         early_stopping = self.early_stopping and not incremental
+        validation = None
         if early_stopping:
             stratify = targets if isinstance(self, ClassifierMixin) and targets.ndim == 1 else None
             X, X_val, targets, y_val = train_test_split(X, targets, random_state=self.random_state,
                                                         test_size=self.validation_fraction, stratify=stratify)
             n = len(X)
             batch_size = min(batch_size, n)
-        l2 = self.alpha / (batch_size * scale)
-        for _ in range(1 if incremental else self.max_iter):
-            # A loss that stops being finite raises fastgd.TrainingDiverged, the weights kept as they were.
-            history = net.fit(X, targets, epochs=1, batch_size=batch_size, l2=l2, shuffle=self.shuffle,
-                              train_metrics=False)
-            self.n_iter_ += 1
-            self.t_ += n
-            loss = history.history["loss"][0] * self._loss_scale(net.sizes[-1])
-            self.loss_curve_.append(loss)
-            if self.verbose:
-                print(f"Iteration {self.n_iter_}, loss = {loss:.8f}")
-            if early_stopping:
-                self.validation_scores_.append(self._validation_score(X_val, y_val))
-            if self.solver == "sgd" and self.learning_rate == "invscaling":
-                rate = self.learning_rate_init / (self.t_ + 1) ** self.power_t
-                net.optimizer.lr_scale = rate / self.learning_rate_init
-            if incremental:
-                self._update_no_improvement_count(early_stopping)
-                break
-            if self._update_no_improvement_count(early_stopping) > self.n_iter_no_change:
-                if self.solver == "sgd" and self.learning_rate == "adaptive" and \
-                        net.optimizer.lr_scale * self.learning_rate_init > 1e-6:
-                    net.optimizer.lr_scale /= 5
-                    self._no_improvement_count = 0
-                    continue
-                break
-        else:
+            validation = np.ascontiguousarray(X_val, dtype=net.dtype), y_val
+        X, Y, net.classes_ = net.encode(X, targets, np.arange(net.task.n_classes) if net.task.classifies else None)
+        epochs = _Epochs(self, validation, incremental, n)
+        options = FitOptions(epochs=1 if incremental else self.max_iter, batch_size=batch_size,
+                             l2=self.alpha / (batch_size * self._scale(net.sizes[-1])), shuffle=bool(self.shuffle),
+                             train_metrics=False, callbacks=[epochs])
+        # A loss that stops being finite raises fastgd.TrainingDiverged, the weights kept as they were.
+        train(net, X, Y, options)
+        if not incremental and not epochs.converged:
             warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and the "
                           "optimization hasn't converged yet.", ConvergenceWarning, stacklevel=3)
         if early_stopping and self._best_params is not None:
@@ -245,9 +229,11 @@ class _BaseMLP(BaseEstimator):
     def _outputs(self, X):
         check_is_fitted(self, "model_")
         X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32), order="C")
-        X = np.ascontiguousarray(X, dtype=self.model_.dtype)
-        outputs, _ = self.model_._outputs(X)
-        return outputs
+        return self._network_outputs(np.ascontiguousarray(X, dtype=self.model_.dtype))
+
+    def _network_outputs(self, X):
+        """The network's outputs ``(n, n_out)`` for checked rows ``X``."""
+        return outputs(self.model_.kernels, self.model_.params, X)[0]
 
 
 class MLPClassifier(ClassifierMixin, _BaseMLP):
@@ -317,11 +303,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return self._fit(X, targets, incremental=True)
 
     def _validation_score(self, X, targets):
-        return accuracy_score(targets, self._predict_indices(self._network_outputs(X)))
-
-    def _network_outputs(self, X):
-        outputs, _ = self.model_._outputs(X)
-        return outputs
+        return float(np.mean(np.all(np.reshape(self._predict_indices(self._network_outputs(X)) == targets,
+                                               (len(X), -1)), axis=1)))
 
     def _predict_indices(self, outputs):
         if self._multilabel:
@@ -387,8 +370,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         return self._fit(X, Y, incremental=True)
 
     def _validation_score(self, X, Y):
-        outputs, _ = self.model_._outputs(X)
-        return r2_score(Y, outputs)
+        return r2_score(Y, self._network_outputs(X))
 
     def predict(self, X):
         """Predictions (n,) for a 1-D target, (n, k) otherwise."""
@@ -400,3 +382,36 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         tags.target_tags.multi_output = True
         return tags
 
+
+
+class _Epochs:
+    """scikit-learn's bookkeeping after each epoch (``n_iter_``, ``t_``, ``loss_curve_``,
+    validation scores), its learning-rate rules and its stopping rule, as a callback of
+    fastgd's training loop; ``converged`` says whether the stopping rule ended the fit."""
+
+    def __init__(self, estimator, validation, incremental, n):
+        self.estimator, self.validation, self.incremental, self.n = estimator, validation, incremental, n
+        self.converged = False
+
+    def on_epoch_end(self, epoch, logs):
+        est, training = self.estimator, self.model.training
+        est.n_iter_ += 1
+        est.t_ += self.n
+        loss = logs["loss"] * est._loss_scale(self.model.sizes[-1])
+        est.loss_curve_.append(loss)
+        if est.verbose:
+            print(f"Iteration {est.n_iter_}, loss = {loss:.8f}")
+        if self.validation is not None:
+            est.validation_scores_.append(est._validation_score(*self.validation))
+        if est.solver == "sgd" and est.learning_rate == "invscaling":
+            training.lr_scale = 1 / (est.t_ + 1) ** est.power_t
+        count = est._update_no_improvement_count(self.validation is not None)
+        if self.incremental or count <= est.n_iter_no_change:
+            return
+        if est.solver == "sgd" and est.learning_rate == "adaptive" and \
+                training.lr_scale * est.learning_rate_init > 1e-6:
+            training.lr_scale /= 5
+            est._no_improvement_count = 0
+        else:
+            self.converged = True
+            self.model.stop_training = True

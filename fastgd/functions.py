@@ -5,10 +5,9 @@ from typing import Callable
 
 import numpy as np
 
-from ._codes import LINE_SEARCH
 from ._validation import check_int
-from .kernels import _numpy
-from .optimizers import Optimizer
+from .kernels import _numpy, step_config
+from .optimizers import check_optimizer
 
 
 @dataclass
@@ -23,7 +22,7 @@ class Trajectory:
 
 
 def minimize(fun: Callable[[np.ndarray], float], grad: Callable[[np.ndarray], np.ndarray], x0,
-             optimizer: Optimizer, steps: int = 100) -> Trajectory:
+             optimizer, steps: int = 100) -> Trajectory:
     """Run ``optimizer`` for ``steps`` steps on ``fun`` (a vector -> number) from ``x0``.
 
     ``grad(x)`` returns the gradient of ``fun`` at ``x``, shaped like ``x``. Every
@@ -34,11 +33,10 @@ def minimize(fun: Callable[[np.ndarray], float], grad: Callable[[np.ndarray], np
     x = np.array(x0, dtype=np.float64).ravel()
     if x.size == 0 or not np.all(np.isfinite(x)):
         raise ValueError(f"x0: expected a non-empty vector of finite numbers, got {x0!r}")
-    if not isinstance(optimizer, Optimizer):
-        raise TypeError(f"optimizer: expected a fastgd optimizer such as fastgd.SGD(lr=0.1), got {optimizer!r}")
+    check_optimizer(optimizer)
     steps = check_int(steps, "steps", minimum=0)
     state = np.zeros((optimizer.n_slots, x.size))
-    hyper, lrs = optimizer.hyper(), optimizer.learning_rates(0, steps)
+    config, lrs = step_config("mse", optimizer.rule, optimizer.hyper()), optimizer.learning_rates(0, steps)
     points, values = np.empty((steps + 1, x.size)), np.empty(steps + 1)
     points[0], values[0] = x, fun(x.copy())
     with np.errstate(over="ignore", invalid="ignore"):
@@ -46,9 +44,9 @@ def minimize(fun: Callable[[np.ndarray], float], grad: Callable[[np.ndarray], np
             g = np.array(grad(x.copy()), dtype=np.float64).reshape(-1)
             if g.shape != x.shape:
                 raise ValueError(f"grad: returned {g.size} values for a point of {x.size}")
-            if optimizer.code == LINE_SEARCH:
-                lrs[t] = _numpy.line_search(x, g, values[t], fun, state[0], hyper, lrs[t])
+            if optimizer.rule == "line_search":
+                lrs[t] = _numpy.line_search(x, g, values[t], fun, state[0], config, lrs[t])
             else:
-                _numpy.update(x, g, state, optimizer.code, hyper, lrs[t], t)
+                _numpy.update(x, g, state, config, lrs[t], t)
             points[t + 1], values[t + 1] = x, fun(x.copy())
     return Trajectory(points, values, lrs)

@@ -1,46 +1,59 @@
 """Numerical gradient check of a model's analytic gradients (any backend)."""
 
+import warnings
+
 import numpy as np
 
 from ._codes import LOSSES
 from ._layout import weight_views
-from ._validation import check_X
+from ._validation import check_nonnegative, check_positive
+from .kernels import step_config
 
 
-def check_gradients(net, X, y, eps: float = 1e-6, l2: float = 0.0) -> dict:
-    """Compare ``backward``'s gradients with central differences of the loss.
+def check_gradients(net, X, y, eps: float | None = None, l2: float = 0.0) -> dict:
+    """Compare the kernels' gradients with central differences of the loss.
 
     For each parameter array (``"W0"``, ``"b0"``, ...) returns
     ``max |numeric - analytic| / max(max |numeric|, max |analytic|)``: the
-    worst error relative to the size of that array's gradient. Costs two
-    loss evaluations per parameter; the weights are left unchanged.
+    worst error relative to the size of that array's gradient. ``eps`` is the
+    difference step; by default ``eps_machine ** (1/3)`` of the model dtype
+    (about 6e-6 for float64, 5e-3 for float32, whose loss is accurate to only
+    ~1e-7, so expect errors near 1e-3 there). Costs two loss evaluations per
+    parameter; the weights are left unchanged.
     """
-    X = check_X(X, net.dtype, n_features=net.sizes[0])
-    Y, _ = net._encode(y, "y", len(X), net.classes_)
-    kernels, layout, params = net._kernels, net.layout, net.params
-    ws = kernels.workspace(layout, net.dtype, len(X))
-    code = LOSSES[net.loss]
+    X, Y, _ = net.encode(X, y)
+    if eps is None:
+        eps = float(np.finfo(net.dtype).eps ** (1 / 3))
+    eps, l2 = check_positive(eps, "eps"), check_nonnegative(l2, "l2")
+    if net.dtype == np.float32 and eps < 1e-3:
+        warnings.warn(f"eps: a float32 model's loss is accurate to about 1e-7, so differences over eps={eps:g} "
+                      "are mostly rounding; leave eps=None (5e-3) or check a float64 copy of the model",
+                      UserWarning, stacklevel=2)
+    kernels, params = net.kernels, net.params
+    ws = kernels.workspace(len(X))
+    loss_code = LOSSES[net.loss]
 
     def loss():
-        value, _ = kernels.evaluate(layout, params, X, Y, code, ws)
-        return value + kernels.l2_penalty(layout, params, l2)
+        value, _ = kernels.evaluate(params, X, Y, loss_code, ws)
+        return value + kernels.l2_penalty(params, l2)
 
     analytic = np.zeros_like(params)
-    kernels.backward(layout, params, X, Y, code, l2, ws, analytic)
     numeric = np.empty_like(params)
-    saved = params.copy()
-    try:
-        for i in range(len(params)):
-            params[i] = saved[i] + eps
-            plus = loss()
-            params[i] = saved[i] - eps
-            minus = loss()
-            params[i] = saved[i]
-            numeric[i] = (plus - minus) / (2 * eps)
-    finally:
-        params[...] = saved
+    with net.training.exclusive():
+        kernels.backward(params, X, Y, step_config(net.loss, l2=l2), ws, analytic)
+        saved = params.copy()
+        try:
+            for i in range(len(params)):
+                params[i] = saved[i] + eps
+                plus = loss()
+                params[i] = saved[i] - eps
+                minus = loss()
+                params[i] = saved[i]
+                numeric[i] = (plus - minus) / (2 * eps)
+        finally:
+            params[...] = saved
     errors = {}
-    for i, (n, a) in enumerate(zip(weight_views(layout, numeric), weight_views(layout, analytic))):
+    for i, (n, a) in enumerate(zip(weight_views(kernels.layout, numeric), weight_views(kernels.layout, analytic))):
         scale = max(np.abs(n).max(), np.abs(a).max(), np.finfo(float).tiny)
         errors[f"{'Wb'[i % 2]}{i // 2}"] = float(np.abs(n - a).max() / scale)
     return errors

@@ -94,3 +94,12 @@ def _compile_layers(layers):
         _choice(name, HIDDEN_ACTIVATIONS, "sizes (hidden activation)")
     _choice(activations[-1], OUTPUT_ACTIVATIONS, "sizes (output activation)")
     return sizes, activations
+
+
+def layers_of(sizes, activations):
+    """The layer objects of widths ``sizes`` with one activation name per layer."""
+    names = {cls.name: cls for cls in Activation.__subclasses__()}
+    layers = []
+    for n_in, n_out, activation in zip(sizes, sizes[1:], activations):
+        layers += [Dense(n_in, n_out), names[activation]()]
+    return layers

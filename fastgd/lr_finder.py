@@ -4,9 +4,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._codes import LINE_SEARCH, LOSSES
 from ._threads import blas_threads_for
-from ._validation import check_int, check_positive, check_real, check_X
+from ._validation import check_int, check_positive, check_real
+from .kernels import step_config
 
 
 @dataclass
@@ -32,8 +32,7 @@ def lr_find(net, X, y, start: float = 1e-7, end: float = 10.0, steps: int = 100,
     loss's minimum. The model's weights,
     optimizer, optimizer state and shuffling generator are restored afterwards.
     """
-    X = check_X(X, net.dtype, n_features=net.sizes[0])
-    Y, _ = net._encode(y, "y", len(X), net.classes_)
+    X, Y, _ = net.encode(X, y)
     start, end = check_positive(start, "start"), check_positive(end, "end")
     if end <= start:
         raise ValueError(f"end: must exceed start ({start!r}), got {end!r}")
@@ -41,35 +40,36 @@ def lr_find(net, X, y, start: float = 1e-7, end: float = 10.0, steps: int = 100,
     batch_size = min(check_int(batch_size, "batch_size"), len(X))
     smoothing = check_real(smoothing, "smoothing", 0.0, 1.0, high_open=True)
     diverge = check_real(diverge, "diverge", 1.0, low_open=True)
-    optimizer = net.optimizer
-    if optimizer.code == LINE_SEARCH:
+    optimizer, training, kernels = net.optimizer, net.training, net.kernels
+    if optimizer.rule == "line_search":
         raise ValueError("net: its optimizer is a line search, which picks its own steps; set another first")
 
     rates = np.geomspace(start, end, steps)
-    saved = net.params.copy(), net._rng.get_state()
-    state, grads = np.zeros_like(net._state), np.zeros_like(net.params)
-    kernels, layout, loss = net._kernels, net.layout, LOSSES[net.loss]
-    ws = kernels.workspace(layout, net.dtype, batch_size)
-    hyper = optimizer.hyper()
-    order = np.concatenate([net._rng.permutation(len(X)) for _ in range(-(-steps * batch_size // len(X)))])
+    params = net.params
+    saved = params.copy(), training.rng.get_state()
+    state, grads = np.zeros_like(training.state), np.zeros_like(params)
+    ws = kernels.workspace(batch_size)
+    config = step_config(net.loss, optimizer.rule, optimizer.hyper())
+    order = np.concatenate([training.rng.permutation(len(X)) for _ in range(-(-steps * batch_size // len(X)))])
+    in_order = np.arange(batch_size)
     raw, smoothed, average = [], [], 0.0
-    try:
-        with blas_threads_for(layout, batch_size):
-            for i in range(steps):
-                rows = order[i * batch_size : (i + 1) * batch_size]
-                value, taken = kernels.train_epoch(
-                    layout, net.params, grads, state, X[rows], Y[rows], np.arange(batch_size), batch_size, loss, 0.0,
-                    optimizer.code, hyper, rates[i : i + 1].copy(), i, 0.0, 0.0, ws)
-                if not taken:
-                    break
-                average = smoothing * average + (1 - smoothing) * value
-                raw.append(value)
-                smoothed.append(average / (1 - smoothing ** (i + 1)))
-                if smoothed[-1] > diverge * min(smoothed):
-                    break
-    finally:
-        net.params[...] = saved[0]
-        net._rng.set_state(saved[1])
+    with training.exclusive():
+        try:
+            with blas_threads_for(kernels.layout, batch_size):
+                for i in range(steps):
+                    rows = order[i * batch_size : (i + 1) * batch_size]
+                    value, taken, _ = kernels.train_epoch(params, grads, state, X[rows], Y[rows], in_order,
+                                                          batch_size, config, rates[i : i + 1].copy(), i, ws)
+                    if not taken:
+                        break
+                    average = smoothing * average + (1 - smoothing) * value
+                    raw.append(value)
+                    smoothed.append(average / (1 - smoothing ** (i + 1)))
+                    if smoothed[-1] > diverge * min(smoothed):
+                        break
+        finally:
+            params[...] = saved[0]
+            training.rng.set_state(saved[1])
     if len(smoothed) < 3:
         raise RuntimeError(f"lr_find: the loss diverged within {len(smoothed)} steps; lower start")
     losses, tried = np.array(smoothed), rates[: len(smoothed)]

@@ -1,26 +1,30 @@
-"""Optimizer specs: hyper-parameters, checked once, plus the flat state they need.
+"""Optimizer specs: immutable hyper-parameters, checked once, and nothing else.
 
-An optimizer here holds no arrays of its own: the model allocates its state
-(``n_slots`` arrays shaped like ``params``, zeros at the start) and every
-backend applies the update rule named by ``code`` inside its kernels, with
-``hyper()`` giving the other hyper-parameters in the kernels' order. The
-learning rate of each step comes from ``learning_rates``: a number, a
+Each spec names its update rule in the table ``fastgd._codes.OPTIMIZERS``,
+which says what hyper-parameters the rule reads (by name) and how many state
+arrays it keeps; every backend applies the rule inside its kernels, and the
+model keeps the state (``MLP.training``). The learning rate of each step
+comes from :meth:`Optimizer.learning_rates`: a number, a
 :mod:`fastgd.schedules` schedule or any callable ``step -> lr``.
+
+Adding an optimizer: an entry in the table, a spec here, and its update rule
+in each backend.
 """
 
-import inspect
-from typing import Callable
+import dataclasses
+from dataclasses import dataclass
+from typing import Callable, ClassVar
 
 import numpy as np
 
-from . import _codes
+from ._codes import OPTIMIZERS
 from ._validation import check_bool, check_nonnegative, check_positive, check_real
 from .schedules import Constant, Schedule
 
 LearningRate = float | Schedule | Callable[[int], float]
 
 
-def _as_schedule(lr, name="lr"):
+def _as_schedule(lr, name):
     if isinstance(lr, Schedule) or (callable(lr) and not isinstance(lr, type)):
         return lr
     return Constant(check_positive(lr, name))
@@ -31,20 +35,34 @@ def _fraction(value, name):
     return check_real(value, name, 0.0, 1.0, high_open=True)
 
 
+@dataclass(frozen=True)
 class Optimizer:
-    """Base of the optimizer specs: ``code``, ``n_slots``, ``hyper()`` and ``learning_rates()``."""
+    """Base of the optimizer specs: an immutable value naming its update ``rule`` in the table.
 
-    code: int
-    n_slots = 0
+    ``hyper()`` gives the rule's hyper-parameters by name, ``n_slots`` the
+    number of state arrays it keeps, ``learning_rates(step, n)`` the rates of
+    ``n`` steps. A new spec with other values: ``dataclasses.replace(spec, lr=0.1)``.
+    """
 
-    def __init__(self, lr: LearningRate, name: str = "lr"):
-        setattr(self, name, lr)
-        self._schedule = _as_schedule(lr, name)
-        self.lr_scale = 1.0  # multiplies every rate; ReduceLROnPlateau lowers it
+    rule: ClassVar[str]
+    learning_rate: ClassVar[str] = "lr"  # the field that holds the learning rate or its schedule
 
-    def hyper(self) -> np.ndarray:
-        """Hyper-parameters other than the learning rate, float64, in the kernels' order."""
-        return np.zeros(0)
+    def __post_init__(self):
+        object.__setattr__(self, "_schedule", _as_schedule(getattr(self, self.learning_rate), self.learning_rate))
+
+    def _set(self, **values):
+        """Store checked (normalised) field values; the spec is frozen afterwards."""
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
+
+    def hyper(self) -> dict:
+        """The rule's hyper-parameters by name, as floats (flags 0 or 1)."""
+        return {name: float(getattr(self, name)) for name in OPTIMIZERS[self.rule].hyper}
+
+    @property
+    def n_slots(self) -> int:
+        """Number of state arrays shaped like ``params`` the rule keeps."""
+        return OPTIMIZERS[self.rule].slots(self.hyper())
 
     def learning_rates(self, step: int, n_steps: int) -> np.ndarray:
         """Learning rate of each of the ``n_steps`` steps from ``step`` on, float64."""
@@ -53,20 +71,20 @@ class Optimizer:
             rates = np.asarray(self._schedule(steps), dtype=np.float64)
         else:
             rates = np.array([self._schedule(int(s)) for s in steps], dtype=np.float64)
-        rates *= self.lr_scale
         if rates.shape != (n_steps,) or not np.all(np.isfinite(rates)) or np.any(rates < 0):
-            raise ValueError(f"lr: the schedule must give one finite rate >= 0 per step; for steps {step}.."
-                             f"{step + n_steps - 1} it gave {rates[:5]!r}...")
+            raise ValueError(f"{self.learning_rate}: the schedule must give one finite rate >= 0 per step; for "
+                             f"steps {step}..{step + n_steps - 1} it gave {rates[:5]!r}...")
         return rates
 
     def get_params(self, deep: bool = True) -> dict:
         """The constructor's arguments, by name (scikit-learn's ``clone`` reads them)."""
-        return {name: getattr(self, name) for name in list(inspect.signature(type(self).__init__).parameters)[1:]}
+        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
 
     def __repr__(self):
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.get_params().items())})"
 
 
+@dataclass(frozen=True, repr=False)
 class SGD(Optimizer):
     """Stochastic gradient descent, as ``torch.optim.SGD``::
 
@@ -76,25 +94,25 @@ class SGD(Optimizer):
         w = w - lr * g
     """
 
-    code = _codes.SGD
+    lr: LearningRate = 0.01
+    momentum: float = 0.0
+    dampening: float = 0.0
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    rule: ClassVar[str] = "sgd"
 
-    def __init__(self, lr: LearningRate = 0.01, momentum: float = 0.0, dampening: float = 0.0,
-                 nesterov: bool = False, weight_decay: float = 0.0):
-        super().__init__(lr)
-        self.momentum = check_nonnegative(momentum, "momentum")
-        self.dampening = check_real(dampening, "dampening", 0.0, 1.0)
-        self.weight_decay = check_nonnegative(weight_decay, "weight_decay")
-        nesterov = check_bool(nesterov, "nesterov")
-        if nesterov and (self.momentum == 0 or self.dampening != 0):
+    def __post_init__(self):
+        super().__post_init__()
+        self._set(momentum=check_nonnegative(self.momentum, "momentum"),
+                  dampening=check_real(self.dampening, "dampening", 0.0, 1.0),
+                  weight_decay=check_nonnegative(self.weight_decay, "weight_decay"),
+                  nesterov=check_bool(self.nesterov, "nesterov"))
+        if self.nesterov and (self.momentum == 0 or self.dampening != 0):
             raise ValueError("nesterov: needs momentum > 0 and dampening = 0 "
-                             f"(got momentum={momentum!r}, dampening={dampening!r})")
-        self.nesterov = nesterov
-        self.n_slots = 1 if self.momentum else 0
-
-    def hyper(self):
-        return np.array([self.momentum, self.dampening, self.nesterov, self.weight_decay])
+                             f"(got momentum={self.momentum!r}, dampening={self.dampening!r})")
 
 
+@dataclass(frozen=True, repr=False)
 class Momentum(Optimizer):
     """Gradient descent with momentum as an exponential moving average::
 
@@ -102,17 +120,16 @@ class Momentum(Optimizer):
         w = w - lr * v
     """
 
-    code = _codes.MOMENTUM
-    n_slots = 1
+    lr: LearningRate = 0.01
+    beta: float = 0.9
+    rule: ClassVar[str] = "momentum"
 
-    def __init__(self, lr: LearningRate = 0.01, beta: float = 0.9):
-        super().__init__(lr)
-        self.beta = _fraction(beta, "beta")
-
-    def hyper(self):
-        return np.array([self.beta])
+    def __post_init__(self):
+        super().__post_init__()
+        self._set(beta=_fraction(self.beta, "beta"))
 
 
+@dataclass(frozen=True, repr=False)
 class Adam(Optimizer):
     """Adam, as ``torch.optim.Adam`` (step ``t`` counts from 1)::
 
@@ -123,34 +140,33 @@ class Adam(Optimizer):
         w = w - lr / (1 - beta1**t) * m / (sqrt(v or v_max) / sqrt(1 - beta2**t) + eps)
     """
 
-    code = _codes.ADAM
-    decoupled = False
+    lr: LearningRate = 1e-3
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    amsgrad: bool = False
+    rule: ClassVar[str] = "adam"
+    decoupled: ClassVar[bool] = False
 
-    def __init__(self, lr: LearningRate = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
-                 weight_decay: float = 0.0, amsgrad: bool = False):
-        super().__init__(lr)
-        self.beta1 = _fraction(beta1, "beta1")
-        self.beta2 = _fraction(beta2, "beta2")
-        self.eps = check_nonnegative(eps, "eps")
-        self.weight_decay = check_nonnegative(weight_decay, "weight_decay")
-        self.amsgrad = check_bool(amsgrad, "amsgrad")
-        self.n_slots = 3 if self.amsgrad else 2
-
-    def hyper(self):
-        return np.array([self.beta1, self.beta2, self.eps, self.weight_decay, self.amsgrad, self.decoupled])
+    def __post_init__(self):
+        super().__post_init__()
+        self._set(beta1=_fraction(self.beta1, "beta1"), beta2=_fraction(self.beta2, "beta2"),
+                  eps=check_nonnegative(self.eps, "eps"), weight_decay=check_nonnegative(self.weight_decay,
+                                                                                        "weight_decay"),
+                  amsgrad=check_bool(self.amsgrad, "amsgrad"))
 
 
+@dataclass(frozen=True, repr=False)
 class AdamW(Adam):
     """Adam with decoupled weight decay, as ``torch.optim.AdamW``: ``w = w * (1 - lr *
     weight_decay)`` first, then Adam's step without decay in the gradient."""
 
-    decoupled = True
-
-    def __init__(self, lr: LearningRate = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
-                 weight_decay: float = 1e-2, amsgrad: bool = False):
-        super().__init__(lr, beta1, beta2, eps, weight_decay, amsgrad)
+    weight_decay: float = 1e-2
+    decoupled: ClassVar[bool] = True
 
 
+@dataclass(frozen=True, repr=False)
 class RMSprop(Optimizer):
     """RMSprop, as ``torch.optim.RMSprop``::
 
@@ -160,36 +176,34 @@ class RMSprop(Optimizer):
         b = momentum * b + g / d;  w = w - lr * b     (with momentum; else w = w - lr * g / d)
     """
 
-    code = _codes.RMSPROP
+    lr: LearningRate = 1e-2
+    alpha: float = 0.99
+    eps: float = 1e-8
+    momentum: float = 0.0
+    centered: bool = False
+    rule: ClassVar[str] = "rmsprop"
 
-    def __init__(self, lr: LearningRate = 1e-2, alpha: float = 0.99, eps: float = 1e-8, momentum: float = 0.0,
-                 centered: bool = False):
-        super().__init__(lr)
-        self.alpha = _fraction(alpha, "alpha")
-        self.eps = check_nonnegative(eps, "eps")
-        self.momentum = check_nonnegative(momentum, "momentum")
-        self.centered = check_bool(centered, "centered")
-        # Slots: squares, then gradient average (centered), then momentum buffer.
-        self.n_slots = 3 if self.momentum else (2 if self.centered else 1)
-
-    def hyper(self):
-        return np.array([self.alpha, self.eps, self.momentum, self.centered])
+    def __post_init__(self):
+        super().__post_init__()
+        self._set(alpha=_fraction(self.alpha, "alpha"), eps=check_nonnegative(self.eps, "eps"),
+                  momentum=check_nonnegative(self.momentum, "momentum"),
+                  centered=check_bool(self.centered, "centered"))
 
 
+@dataclass(frozen=True, repr=False)
 class Adagrad(Optimizer):
     """Adagrad, as ``torch.optim.Adagrad``: ``s = s + g**2``, ``w = w - lr * g / (sqrt(s) + eps)``."""
 
-    code = _codes.ADAGRAD
-    n_slots = 1
+    lr: LearningRate = 1e-2
+    eps: float = 1e-10
+    rule: ClassVar[str] = "adagrad"
 
-    def __init__(self, lr: LearningRate = 1e-2, eps: float = 1e-10):
-        super().__init__(lr)
-        self.eps = check_nonnegative(eps, "eps")
-
-    def hyper(self):
-        return np.array([self.eps])
+    def __post_init__(self):
+        super().__post_init__()
+        self._set(eps=check_nonnegative(self.eps, "eps"))
 
 
+@dataclass(frozen=True, repr=False)
 class BacktrackingLineSearch(Optimizer):
     """Gradient descent with an Armijo backtracking line search on each batch.
 
@@ -199,16 +213,31 @@ class BacktrackingLineSearch(Optimizer):
     history (``step_size``: each epoch's mean). ``alpha0`` may be a schedule too.
     """
 
-    code = _codes.LINE_SEARCH
-    n_slots = 1  # the trial point
+    alpha0: LearningRate = 1.0
+    rho: float = 0.5
+    c: float = 1e-4
+    min_step: float = 1e-10
+    fallback_step: float = 1e-6
+    rule: ClassVar[str] = "line_search"
+    learning_rate: ClassVar[str] = "alpha0"
 
-    def __init__(self, alpha0: LearningRate = 1.0, rho: float = 0.5, c: float = 1e-4, min_step: float = 1e-10,
-                 fallback_step: float = 1e-6):
-        super().__init__(alpha0, "alpha0")
-        self.rho = check_real(rho, "rho", 0.0, 1.0, low_open=True, high_open=True)
-        self.c = check_real(c, "c", 0.0, 1.0, low_open=True, high_open=True)
-        self.min_step = check_positive(min_step, "min_step")
-        self.fallback_step = check_nonnegative(fallback_step, "fallback_step")
+    def __post_init__(self):
+        super().__post_init__()
+        self._set(rho=check_real(self.rho, "rho", 0.0, 1.0, low_open=True, high_open=True),
+                  c=check_real(self.c, "c", 0.0, 1.0, low_open=True, high_open=True),
+                  min_step=check_positive(self.min_step, "min_step"),
+                  fallback_step=check_nonnegative(self.fallback_step, "fallback_step"))
 
-    def hyper(self):
-        return np.array([self.rho, self.c, self.min_step, self.fallback_step])
+
+SPECS = {cls.__name__: cls for cls in (SGD, Momentum, Adam, AdamW, RMSprop, Adagrad, BacktrackingLineSearch)}
+
+
+def check_optimizer(optimizer, name="optimizer") -> Optimizer:
+    """``optimizer`` once it is one of fastgd's own specs (a subclass is refused: its update
+    rule would have to be compiled into every backend)."""
+    if type(optimizer) not in SPECS.values():
+        why = (f"; {type(optimizer).__name__} subclasses one, and a new update rule would have to be compiled "
+               "into every backend" if isinstance(optimizer, Optimizer) else "")
+        raise TypeError(f"{name}: expected a fastgd optimizer ({', '.join(SPECS)}), such as fastgd.SGD(lr=0.01); "
+                        f"got {optimizer!r}{why}")
+    return optimizer

@@ -1,11 +1,13 @@
 """Saving and loading models: one ``.npz`` of plain arrays and a JSON header, data only.
 
 The header (the ``header`` member, UTF-8 JSON bytes) names the architecture,
-dtype, backend, loss, L2, optimizer with its hyper-parameters and step count,
-the shuffling generator's position, and the shape and dtype of every other
-member. Loading reads with ``allow_pickle=False`` and checks everything
-against the header and the header against itself before a model is built;
-any fault raises :class:`ModelFileError`.
+dtype, backend, loss, L2, optimizer with its hyper-parameters, learning-rate
+scale and step count, the shuffling generator's position, and the shape and
+dtype of every other member. Loading reads with ``allow_pickle=False`` and
+checks everything against the header and the header against itself before
+anything is built; any fault raises :class:`ModelFileError`. This module
+reads and writes the parts of a model (:class:`SavedModel`); the network
+builds itself from them (``fastgd.load``).
 """
 
 import json
@@ -13,54 +15,73 @@ import numbers
 import os
 import tempfile
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 
-from ._codes import ACTIVATIONS, LOSSES
+from ._codes import ACTIVATIONS, CLASSIFYING_LOSSES, LOSS_OUTPUTS, LOSSES
 from ._layout import make_layout, n_params
 from .errors import ModelFileError
-from .kernels import PREFERENCE, resolve_saved
-from .layers import Activation, Dense
-from .optimizers import SGD, Adagrad, Adam, AdamW, BacktrackingLineSearch, Momentum, RMSprop
+from .kernels import PREFERENCE
+from .kernels.contract import MAX_STEP
+from .optimizers import SPECS
 from .schedules import Constant, CosineAnnealing, ExponentialDecay, InverseScaling, Schedule, StepDecay
+from .training import TrainingState
 
 FORMAT, VERSION = "fastgd.MLP", 1
-OPTIMIZERS = {cls.__name__: cls for cls in (SGD, Momentum, Adam, AdamW, RMSprop, Adagrad, BacktrackingLineSearch)}
 SCHEDULES = {cls.__name__: cls for cls in (Constant, StepDecay, ExponentialDecay, InverseScaling, CosineAnnealing)}
-ACTIVATION_LAYERS = {cls.name: cls for cls in Activation.__subclasses__()}
 MAX_HEADER_BYTES = 1 << 20
 LABEL_KINDS = "biufU"  # class labels: numbers or strings, never objects
 
 
+@dataclass
+class SavedModel:
+    """The parts of a saved model, checked: architecture, weights, training state and class labels."""
+
+    sizes: list
+    activations: list
+    loss: str
+    dtype: str
+    backend: str
+    params: np.ndarray
+    training: TrainingState
+    classes: np.ndarray | None
+
+
 # ---------------------------------------------------------------- saving
-def _optimizer_config(optimizer, step):
-    """``{"name", "params"}`` of an optimizer; a callable learning rate becomes its current rate."""
+def _optimizer_config(training):
+    """``{"name", "params", "lr_scale"}`` of the training state's optimizer; a callable learning
+    rate becomes its current rate."""
+    optimizer = training.optimizer
     params = optimizer.get_params()
     for key, value in params.items():
         if isinstance(value, Schedule):
             params[key] = {"schedule": type(value).__name__, "params": value.get_params()}
         elif callable(value):
-            rate = float(optimizer.learning_rates(step, 1)[0])
+            rate = float(optimizer.learning_rates(training.step, 1)[0])
             warnings.warn(f"{key}: a Python callable cannot be saved as data; the file keeps its current rate "
                           f"{rate!r} as a constant (use a fastgd.schedules schedule to save the schedule)",
-                          UserWarning, stacklevel=3)
+                          UserWarning, stacklevel=4)
             params[key] = rate
-    return {"name": type(optimizer).__name__, "params": params, "lr_scale": optimizer.lr_scale}
+    return {"name": type(optimizer).__name__, "params": params, "lr_scale": training.lr_scale}
 
 
-def save(net, path) -> None:
-    """Write ``net`` to ``path`` atomically: a temporary file in the same folder, then a rename."""
-    arrays = {"params": net.params, "state": net._state}
-    _, keys, pos, has_gauss, cached_gaussian = net._rng.get_state(legacy=True)
+def save(path, model) -> None:
+    """Write ``model`` (its public parts: ``sizes``, ``activations``, ``loss``, ``dtype``,
+    ``backend_``, ``params``, ``training``, ``classes_``) to ``path`` atomically: a temporary
+    file in the same folder, then a rename."""
+    training = model.training
+    arrays = {"params": model.params, "state": training.state}
+    _, keys, pos, has_gauss, cached_gaussian = training.rng.get_state(legacy=True)
     arrays["rng_keys"] = keys
-    if net.classes_ is not None:
-        classes = np.asarray(net.classes_)
+    if model.classes_ is not None:
+        classes = np.asarray(model.classes_)
         arrays["classes"] = classes if classes.dtype.kind in LABEL_KINDS else classes.astype(str)
     header = {
         "format": FORMAT, "version": VERSION,
-        "sizes": net.sizes, "activations": net.activations, "loss": net.loss, "dtype": net.dtype.name,
-        "backend": net.backend_, "l2": net.l2, "step": net._step,
-        "optimizer": _optimizer_config(net.optimizer, net._step),
+        "sizes": model.sizes, "activations": model.activations, "loss": model.loss, "dtype": model.dtype.name,
+        "backend": model.backend_, "l2": training.l2, "step": training.step,
+        "optimizer": _optimizer_config(training),
         "rng": {"pos": int(pos), "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)},
         "arrays": {name: {"shape": list(a.shape), "dtype": a.dtype.str} for name, a in arrays.items()},
     }
@@ -115,10 +136,12 @@ def _read_header(npz):
              and all(isinstance(a, str) and a in ACTIVATIONS for a in activations),
              "activations: expected one known activation name per layer")
     _require(header["loss"] in LOSSES, f"loss: unknown loss {header['loss']!r}")
+    _require(activations[-1] in LOSS_OUTPUTS[header["loss"]],
+             f"loss: {header['loss']!r} cannot follow a {activations[-1]} output")
     _require(header["dtype"] in ("float32", "float64"), f"dtype: expected float32 or float64, got {header['dtype']!r}")
     _require(header["backend"] in PREFERENCE, f"backend: unknown backend {header['backend']!r}")
     _require(_is_real(header["l2"]) and header["l2"] >= 0, "l2: expected a finite number >= 0")
-    _require(_is_int(header["step"]), "step: expected an integer >= 0")
+    _require(_is_int(header["step"]) and header["step"] < MAX_STEP, f"step: expected an integer in [0, {MAX_STEP})")
     rng = header["rng"]
     _require(isinstance(rng, dict) and set(rng) == {"pos", "has_gauss", "cached_gaussian"}
              and _is_int(rng["pos"]) and rng["pos"] <= 624 and rng["has_gauss"] in (0, 1)
@@ -129,7 +152,7 @@ def _read_header(npz):
 def _optimizer(config):
     """The optimizer a header's config describes; any fault is a ModelFileError."""
     _require(isinstance(config, dict) and set(config) == {"name", "params", "lr_scale"}
-             and config["name"] in OPTIMIZERS and isinstance(config["params"], dict)
+             and config["name"] in SPECS and isinstance(config["params"], dict)
              and _is_real(config["lr_scale"]) and config["lr_scale"] > 0,
              "optimizer: not a known optimizer's configuration")
     params = dict(config["params"])
@@ -144,11 +167,9 @@ def _optimizer(config):
         else:
             _require(value is None or isinstance(value, (bool, int, float)), f"optimizer: {key} is not a number")
     try:
-        optimizer = OPTIMIZERS[config["name"]](**params)
+        return SPECS[config["name"]](**params)
     except (TypeError, ValueError) as error:
         raise ModelFileError(f"optimizer: {error}") from None
-    optimizer.lr_scale = float(config["lr_scale"])
-    return optimizer
 
 
 def _expected_arrays(header, optimizer):
@@ -167,7 +188,7 @@ def _expected_arrays(header, optimizer):
             label_dtype = np.dtype(spec["dtype"])
         except TypeError:
             raise ModelFileError("classes: not a dtype") from None
-        _require(label_dtype.kind in LABEL_KINDS and header["activations"][-1] != "identity",
+        _require(label_dtype.kind in LABEL_KINDS and header["loss"] in CLASSIFYING_LOSSES,
                  "classes: labels must be numbers or strings, and only a classifier has them")
         expected["classes"] = ((n_classes,), label_dtype)
     for name, (shape, dtype) in expected.items():
@@ -195,11 +216,8 @@ def _read_arrays(npz, expected):
     return arrays
 
 
-def load(path):
-    """The model saved at ``path`` (see :meth:`fastgd.MLP.save`), on the backend it was saved
-    with, or, when that one is not available here, the fastest available (with a warning)."""
-    from .model import MLP
-
+def load(path) -> SavedModel:
+    """The checked parts of the model saved at ``path`` (``fastgd.load`` builds the model)."""
     path = os.fspath(path)
     try:
         npz = np.load(path, allow_pickle=False)
@@ -212,17 +230,10 @@ def load(path):
         raise
     except Exception as error:  # whatever a damaged archive makes zipfile or NumPy raise
         raise ModelFileError(f"cannot read {path!r}: {type(error).__name__}: {error}") from None
-
-    backend, _ = resolve_saved(header["backend"])
-    layers = []
-    for n_in, n_out, activation in zip(header["sizes"], header["sizes"][1:], header["activations"]):
-        layers += [Dense(n_in, n_out), ACTIVATION_LAYERS[activation]()]
-    try:
-        net = MLP(layers, loss=header["loss"], backend=backend, dtype=header["dtype"])
-    except (TypeError, ValueError) as error:
-        raise ModelFileError(f"architecture: {error}") from None
-    net.params[...] = arrays["params"]
-    net._restore_training_state(optimizer, arrays["state"], header["step"], header["l2"], arrays.get("classes"))
-    net._rng.set_state(("MT19937", arrays["rng_keys"], header["rng"]["pos"], header["rng"]["has_gauss"],
-                        header["rng"]["cached_gaussian"]))
-    return net
+    rng = np.random.RandomState()
+    rng.set_state(("MT19937", arrays["rng_keys"], header["rng"]["pos"], header["rng"]["has_gauss"],
+                   header["rng"]["cached_gaussian"]))
+    training = TrainingState(optimizer, len(arrays["params"]), header["dtype"], rng, state=arrays["state"],
+                             step=header["step"], lr_scale=header["optimizer"]["lr_scale"], l2=header["l2"])
+    return SavedModel(header["sizes"], header["activations"], header["loss"], header["dtype"], header["backend"],
+                      arrays["params"], training, arrays.get("classes"))

@@ -1,4 +1,5 @@
 import importlib.util
+import os
 
 import numpy as np
 import pytest
@@ -6,7 +7,11 @@ import pytest
 import fastgd
 from fastgd.datasets import textbook
 
-BACKENDS = fastgd.backends()
+# The backends this run must test: every one unless FASTGD_EXPECT_BACKENDS names fewer
+# (e.g. "numpy,numba" on a machine without a C compiler). One that cannot be loaded
+# fails the run at once instead of silently dropping its tests.
+EXPECTED = [name for name in os.environ.get("FASTGD_EXPECT_BACKENDS", "numpy,numba,cython").split(",") if name]
+BACKENDS = [name for name in fastgd.kernels.PREFERENCE if name in EXPECTED]
 COMPILED = [b for b in BACKENDS if b != "numpy"]
 # The builds of the Cython extension present (baseline, and AVX2 + FMA on x86-64).
 CYTHON_BUILDS = [name for name in ("_cython", "_cython_avx2")
@@ -16,6 +21,15 @@ OUTPUT_LOSSES = [("softmax", "cross_entropy"), ("sigmoid", "binary_cross_entropy
                  ("sigmoid", "mse"), ("identity", "mse")]
 HIDDEN = ["relu", "sigmoid", "tanh", "identity"]
 COMBINATIONS = [(h, o, l) for h in HIDDEN for o, l in OUTPUT_LOSSES]
+
+
+def pytest_sessionstart(session):
+    unknown = set(EXPECTED) - set(fastgd.kernels.PREFERENCE)
+    missing = {name: reason for name, reason in fastgd.backends(reasons=True).items()
+               if name in EXPECTED and reason is not None}
+    if unknown or missing:
+        raise pytest.UsageError(f"expected backends that cannot be used here: {sorted(unknown) or ''} {missing} "
+                                "(set FASTGD_EXPECT_BACKENDS to the ones this machine should have)")
 
 
 @pytest.fixture(scope="session")

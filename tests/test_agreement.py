@@ -12,11 +12,9 @@ import pytest
 
 import fastgd
 import fastgd.kernels
-from conftest import COMBINATIONS, COMPILED, CYTHON_BUILDS, make_problem
-from fastgd._codes import LOSSES, SGD
-from fastgd.kernels import cython_build, resolve
-
-pytestmark = pytest.mark.skipif(not COMPILED, reason="no compiled backend is available")
+from conftest import BACKENDS, COMBINATIONS, COMPILED, CYTHON_BUILDS, EXPECTED, make_problem
+from fastgd._codes import LOSSES
+from fastgd.kernels import cython_build, resolve, step_config
 
 KERNEL_RTOL = {"float64": 1e-10, "float32": 1e-5}
 TRAINING_RTOL = {"float64": 1e-10, "float32": 1e-4}
@@ -53,20 +51,20 @@ def pair(backend, hidden, output, loss, dtype, sizes=(5, 9, 7, 3), seed=0):
 def test_kernels_match_reference(backend, dtype, rows, hidden, output, loss):
     X, y = make_problem(output, n=rows, seed=rows)
     reference, compiled = pair(backend, hidden, output, loss, dtype)
-    Y, _ = reference._encode(y, "y", rows, None)
-    X = X.astype(dtype)
+    X, Y, _ = reference.encode(X, y)
+    config = step_config(loss, l2=0.01)
     results = []
     for net in (reference, compiled):
-        k, layout = net._kernels, net.layout
-        ws = k.workspace(layout, net.dtype, rows)
+        kernels = net.kernels
+        ws = kernels.workspace(rows)
         params = net.params.copy()
         grads = np.zeros_like(params)
-        out = k.forward(layout, params, X, ws).copy()
-        value, _ = k.evaluate(layout, params, X, Y, LOSSES[loss], ws)
-        batch_loss = k.backward(layout, params, X, Y, LOSSES[loss], 0.01, ws, grads)
-        penalty = k.l2_penalty(layout, params, 0.01)
+        out = kernels.forward(params, X, ws).copy()
+        value, _ = kernels.evaluate(params, X, Y, LOSSES[loss], ws)
+        batch_loss = kernels.backward(params, X, Y, config, ws, grads)
+        penalty = kernels.l2_penalty(params, 0.01)
         gradient = grads.copy()  # update() may spend grads
-        k.update(params, grads, np.zeros((0, len(params)), net.dtype), SGD, fastgd.SGD().hyper(), 0.1, 0)
+        kernels.update(params, grads, np.zeros((0, len(params)), net.dtype), config, 0.1, 0)
         results.append((out, value, batch_loss, penalty, gradient, params))
     rtol = KERNEL_RTOL[dtype]
     for expected, got in zip(*results):
@@ -99,30 +97,37 @@ def test_textbook_network_large_batches_match_reference(backend, textbook_data):
     assert_close(nets[1].params, nets[0].params, 1e-10)
 
 
-@pytest.mark.parametrize("backend", COMPILED)
-def test_readonly_and_strided_inputs(backend):
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("kind", ["read-only", "strided rows", "strided columns", "fortran"])
+def test_unusual_inputs_train_like_contiguous_ones(backend, kind):
     X, y = make_problem("softmax", n=40)
-    X_readonly = X.copy()
-    X_readonly.flags.writeable = False
+    if kind == "read-only":
+        other = X.copy()
+        other.flags.writeable = False
+    elif kind == "strided rows":
+        other = np.repeat(X, 3, axis=0)[::3]
+    elif kind == "strided columns":
+        other = np.repeat(X, 2, axis=1)[:, ::2]
+    else:
+        other = np.asfortranarray(X)
+    assert other.flags.c_contiguous == (kind == "read-only")
     a, b = (fastgd.MLP([5, 6, 3], backend=backend, random_state=0) for _ in range(2))
-    for net, data in ((a, X), (b, X_readonly)):
+    for net, data in ((a, X), (b, other)):
         for batch_size in (None, 1, 20):
             net.fit(data, y, epochs=1, batch_size=batch_size)
     np.testing.assert_array_equal(a.params, b.params)
+    np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(other))
 
 
-def test_resolve_auto_prefers_compiled():
-    name, _ = resolve("auto")
-    assert name == (COMPILED[0] if COMPILED else "numpy")
-
-
-@pytest.mark.skipif("cython" not in COMPILED, reason="the Cython extension is not built")
-def test_cython_codes_match_the_python_tables():
-    from fastgd import _codes
-
-    for build in CYTHON_BUILDS:
-        codes = importlib.import_module(f"fastgd.kernels.{build}").CODES
-        assert codes == {name: getattr(_codes, name) for name in codes}
+def test_auto_prefers_cython_then_numba_then_numpy(monkeypatch):
+    if set(EXPECTED) == set(fastgd.kernels.PREFERENCE):
+        assert resolve("auto")[0] == "cython"
+    monkeypatch.setitem(fastgd.kernels._loaded, "cython", "ImportError: not built")
+    assert resolve("auto")[0] == ("numba" if "numba" in EXPECTED else "numpy")
+    monkeypatch.setitem(fastgd.kernels._loaded, "numba", "ImportError: not installed")
+    assert resolve("auto")[0] == "numpy" and fastgd.MLP([2, 2]).backend_ == "numpy"
+    with pytest.raises(ValueError, match=r"backend: 'cython' is not available here \(ImportError: not built\)"):
+        resolve("cython")
 
 
 @pytest.mark.skipif(len(COMPILED) < 2, reason="needs two compiled backends")

@@ -11,6 +11,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import GridSearchCV
 
 import fastgd
+from conftest import BACKENDS
 
 
 def worker_backend():
@@ -43,7 +44,7 @@ def test_grid_search_on_a_local_cluster(client):
     assert search.best_score_ > 0.8
 
 
-def test_workers_use_the_backend_auto_picks_here(client):
+def test_workers_use_the_ahead_of_time_build(client):
     # "auto" takes the ahead-of-time Cython build where it is installed: no JIT warm-up and
     # no Numba cache for the worker processes to share.
-    assert set(client.run(worker_backend).values()) == {fastgd.backends()[0]}
+    assert set(client.run(worker_backend).values()) == {BACKENDS[0]}

@@ -44,7 +44,7 @@ def test_bad_fit_arguments_raise_before_weights_change(net, change, error, messa
     with pytest.raises(error, match=message):
         net.fit(arguments.pop("X"), arguments.pop("y"), **arguments)
     np.testing.assert_array_equal(net.params, before)
-    assert net.classes_ is None and net.l2 == 0.0
+    assert net.classes_ is None and net.training.l2 == 0.0
 
 
 def test_a_second_fit_with_bad_labels_changes_nothing(net):
@@ -53,7 +53,7 @@ def test_a_second_fit_with_bad_labels_changes_nothing(net):
     with pytest.raises(ValueError, match="y: unknown label"):
         net.fit(X, y + 5, optimizer=fastgd.SGD(lr=1.0), l2=0.1)
     np.testing.assert_array_equal(net.params, before)
-    assert net.optimizer is optimizer and net.l2 == 0.0
+    assert net.optimizer is optimizer and net.training.l2 == 0.0
 
 
 def test_unknown_label_at_evaluate(net):

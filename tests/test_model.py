@@ -88,7 +88,7 @@ def test_l2_term_is_part_of_every_reported_loss():
     history = net.fit(X, y, epochs=1, l2=0.5, optimizer=fastgd.SGD(lr=1e-9), shuffle=False).history
     weights = net.get_weights()
     penalty = 0.25 * sum(np.sum(W**2) for W in weights[::2])
-    net.l2 = 0.0
+    net.training.l2 = 0.0
     data_loss, _ = net.evaluate(X, y)
     assert history["train_loss"][0] == pytest.approx(data_loss + penalty, rel=1e-12)
     assert history["loss"][0] == pytest.approx(data_loss + penalty, rel=1e-6)  # before the tiny step
@@ -100,13 +100,13 @@ def test_dtype_end_to_end(backend, dtype, monkeypatch):
     X, y = make_problem("softmax", n=30)
     net = fastgd.MLP([5, 4, 3], backend=backend, dtype=dtype, random_state=0)
     seen = []
-    train_epoch = net._kernels.train_epoch
+    train_epoch = net.kernels.train_epoch
 
-    def spy(layout, params, grads, state, X, Y, *rest):
+    def spy(params, grads, state, X, Y, *rest):
         seen.extend(a.dtype for a in (params, grads, state, X, Y))
-        return train_epoch(layout, params, grads, state, X, Y, *rest)
+        return train_epoch(params, grads, state, X, Y, *rest)
 
-    monkeypatch.setattr(net._kernels, "train_epoch", spy)
+    monkeypatch.setattr(net.kernels, "train_epoch", spy)
     small_fit(net, X, y)  # float64 input, converted once at the door
     assert set(seen) == {np.dtype(dtype)}
     assert net.params.dtype == dtype and net.predict_proba(X).dtype == dtype
@@ -178,12 +178,40 @@ def test_regression_with_mse():
     assert wide.predict(X).shape == (80, 2)
 
 
-def test_sigmoid_with_mse_classifies():
-    X, _ = make_problem("softmax", n=60)
-    y = (X[:, 1] > 0).astype(int)
-    net = fastgd.MLP([5, 8, 1], output="sigmoid", loss="mse", random_state=0)
-    small_fit(net, X, y, epochs=60, optimizer=fastgd.SGD(lr=0.5))
-    assert net.evaluate(X, y)[1] > 0.9
+def test_sigmoid_with_mse_regresses_values_in_0_1():
+    rng = np.random.RandomState(0)
+    X = rng.uniform(-1, 1, (60, 2))
+    y = 1 / (1 + np.exp(-(X @ np.array([1.5, -2.0]) + 0.3)))  # 60 distinct values in (0, 1)
+    net = fastgd.MLP([2, 1], output="sigmoid", loss="mse", random_state=0)
+    assert not net.is_classifier and net.task.kind == "values"
+    history = net.fit(X, y, epochs=300, batch_size=10, optimizer=fastgd.SGD(lr=2.0)).history
+    assert "train_accuracy" not in history and history["train_loss"][-1] < 1e-4
+    assert net.predict(X).shape == (60,) and np.all((net.predict(X) > 0) & (net.predict(X) < 1))
+    with pytest.raises(TypeError, match="predict_proba: only a classifier"):
+        net.predict_proba(X)
+
+
+def one_neuron_epoch(x, y, w, b, lr):
+    """The course's table, written out: batch-of-one SGD on sigmoid(w x + b) with squared error."""
+    for xi, yi in zip(x, y):
+        a = 1 / (1 + np.exp(-(w * xi + b)))
+        d = 2 * (a - yi) * a * (1 - a)  # d/dz (a - y)**2
+        w, b = w - lr * d * xi, b - lr * d
+    return w, b
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_one_sigmoid_neuron_by_squared_error_takes_the_hand_computed_steps(backend):
+    x = np.array([0.5, 1.0, 1.5, 2.0, 2.5])
+    y = np.array([0.1, 0.2, 0.3, 0.4, 0.5])  # values in [0, 1]: regression, not five classes
+    net = fastgd.MLP([1, 1], output="sigmoid", loss="mse", backend=backend)
+    net.set_weights([np.array([[2.0]]), np.array([1.0])])
+    w, b = 2.0, 1.0
+    for _ in range(3):
+        net.fit(x[:, None], y, epochs=1, batch_size=1, shuffle=False, optimizer=fastgd.SGD(lr=0.9))
+        w, b = one_neuron_epoch(x, y, w, b, 0.9)
+        np.testing.assert_allclose(net.params, [w, b], rtol=1e-12)
+    assert (w, b) != (2.0, 1.0)
 
 
 def test_callback_can_stop_training():
@@ -216,18 +244,18 @@ def test_divergence_stops_and_keeps_the_last_finite_weights():
     assert 0 < len(history.epoch) < 50 and history is net.history_
     assert np.all(np.isfinite(history.history["loss"]))
     np.testing.assert_array_equal(net.params, snapshots.params[-1])
-    steps = net._step
+    steps = net.training.step
     with pytest.warns(RuntimeWarning, match="diverged"):
         again = net.fit(X * 10, y, epochs=50, batch_size=1, on_divergence="warn")
-    assert len(again.epoch) < 50 and net._step == steps + 40 * len(again.epoch)  # only finite epochs count
+    assert len(again.epoch) < 50 and net.training.step == steps + 40 * len(again.epoch)  # only finite epochs count
 
 
-def test_backends_lists_the_reference_and_reasons():
-    assert "numpy" in fastgd.backends()
+def test_backends_lists_what_this_machine_has_fastest_first():
+    assert fastgd.backends() == BACKENDS  # the run's expected backends, in preference order
     reasons = fastgd.backends(reasons=True)
-    assert reasons["numpy"] is None
-    assert all(reason is None or isinstance(reason, str) for reason in reasons.values())
-    assert fastgd.MLP([2, 2], backend="auto").backend_ == fastgd.backends()[0]
+    assert [name for name, reason in reasons.items() if reason is None] == BACKENDS
+    assert all(isinstance(reason, str) and reason for name, reason in reasons.items() if name not in BACKENDS)
+    assert fastgd.MLP([2, 2], backend="auto").backend_ == BACKENDS[0]
 
 
 def test_predict_and_evaluate_handle_many_rows_in_chunks():
@@ -239,8 +267,7 @@ def test_predict_and_evaluate_handle_many_rows_in_chunks():
     reference = fastgd.MLP([4, 5, 3], backend="numpy")
     reference.set_weights(net.get_weights())
     reference.classes_ = net.classes_
-    ws = reference._kernels.workspace(reference.layout, reference.dtype, len(X))
-    whole = reference._kernels.forward(reference.layout, reference.params, X, ws)
+    whole = reference.kernels.forward(reference.params, X, reference.kernels.workspace(len(X)))
     np.testing.assert_allclose(net.predict_proba(X), whole, rtol=1e-12)
     with warnings.catch_warnings():
         warnings.simplefilter("error")

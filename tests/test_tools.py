@@ -15,8 +15,9 @@ from fastgd.__main__ import main
 matplotlib.use("Agg")
 
 
-def stub_model(optimizer=None):
-    return types.SimpleNamespace(params=np.zeros(3), stop_training=False, optimizer=optimizer, _step=0)
+def stub_model(optimizer=fastgd.SGD()):
+    training = fastgd.TrainingState(optimizer, 3, np.float64, np.random.RandomState(0))
+    return types.SimpleNamespace(params=np.zeros(3), stop_training=False, training=training)
 
 
 class Record:
@@ -88,7 +89,7 @@ def test_reduce_lr_on_plateau_lowers_the_rate_down_to_its_floor():
     rates = []
     for epoch, value in enumerate([1.0, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5]):
         callback.on_epoch_end(epoch, {"loss": value})
-        rates.append(model.optimizer.learning_rates(0, 1)[0])
+        rates.append(model.training.learning_rates(1)[0])
     np.testing.assert_allclose(rates, [0.1, 0.1, 0.05, 0.03, 0.03, 0.03, 0.03, 0.03])
 
 
@@ -97,10 +98,15 @@ def test_reduce_lr_on_plateau_reaches_the_compiled_loop():
     net = fastgd.MLP([5, 4, 3], random_state=0)
     optimizer = fastgd.SGD(lr=0.1)
     net.fit(X, y, epochs=1, optimizer=optimizer)
-    optimizer.lr_scale = 0.0  # as if reduced to nothing: the next epoch must not move the weights
+    net.training.lr_scale = 0.0  # as if reduced to nothing: the next epoch must not move the weights
     before = net.params.copy()
     net.fit(X, y, epochs=1)
     np.testing.assert_array_equal(net.params, before)
+    # The scale is the model's, not the optimizer's: another model given the same spec starts at full rate.
+    other = fastgd.MLP([5, 4, 3], random_state=0)
+    start = other.params.copy()
+    other.fit(X, y, epochs=1, optimizer=optimizer)
+    assert other.training.lr_scale == 1.0 and not np.array_equal(other.params, start)
 
 
 def test_model_checkpoint_keeps_the_best_model(tmp_path):
@@ -144,13 +150,15 @@ def test_lr_find_leaves_the_model_as_it_was(textbook_data):
     X, _, y, _ = textbook_data
     net = fastgd.MLP([10, 64, 32, 3], random_state=42)
     net.fit(X, y, epochs=1, batch_size=64, optimizer=fastgd.SGD(lr=0.05, momentum=0.9))
-    params, state, rng, optimizer = net.params.copy(), net._state.copy(), net._rng.get_state()[1].copy(), net.optimizer
+    training = net.training
+    params, state, rng, optimizer = net.params.copy(), training.state.copy(), training.rng.get_state()[1].copy(), \
+        net.optimizer
     result = fastgd.lr_find(net, X, y)
     assert len(result.lrs) > 10
     np.testing.assert_array_equal(net.params, params)
-    np.testing.assert_array_equal(net._state, state)
-    np.testing.assert_array_equal(net._rng.get_state()[1], rng)
-    assert net.optimizer is optimizer and optimizer.lr_scale == 1.0
+    np.testing.assert_array_equal(training.state, state)
+    np.testing.assert_array_equal(training.rng.get_state()[1], rng)
+    assert net.optimizer is optimizer and training.lr_scale == 1.0 and training.step == 1500 // 64 + 1
 
 
 def test_lr_find_suggests_a_rate_where_the_loss_falls(textbook_data):
@@ -211,9 +219,15 @@ def test_diagnose_names_each_state(logs, state):
 
 def test_diagnose_reads_a_real_history():
     history = fastgd.MLP([5, 4, 3], random_state=0).fit(*make_problem("softmax"), epochs=8, optimizer=fastgd.SGD(0.1))
-    assert fastgd.diagnose(history).state in fastgd.diagnosis.STATES
+    assert history.history["train_loss"][-1] < 0.95 * history.history["train_loss"][-6]
+    assert fastgd.diagnose(history).state == "improving"
     with pytest.raises(ValueError, match="^history:"):
         fastgd.diagnose({"loss": [1.0]})
+
+
+def test_diagnose_calls_an_all_nan_history_diverging():
+    diagnosis = fastgd.diagnose({"loss": [np.nan, np.nan, np.nan], "val_loss": [np.nan] * 3})
+    assert diagnosis.state == "diverging" and diagnosis.best_epoch == 0
 
 
 # ---------------------------------------------------------------- plots

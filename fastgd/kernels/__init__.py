@@ -1,13 +1,15 @@
-"""Backend registry: each backend is one kernel module with the same functions.
-
-Kernel modules provide ``workspace``, ``forward``, ``evaluate``, ``l2_penalty``,
-``backward``, ``update`` and ``train_epoch`` over flat buffers (see
-``_numpy.py``, the reference, for their contracts).
+"""Backend registry: each backend is one kernel module with the functions of
+:class:`contract.Backend`; :func:`kernels` gives the checked entry into one of them.
 """
 
 import importlib
 import importlib.util
 import warnings
+
+from .contract import STEP, Kernels, step_config
+
+__all__ = ["PREFERENCE", "STEP", "Kernels", "backends", "cython_build", "kernels", "resolve", "resolve_saved",
+           "step_config"]
 
 # Preference order of ``backend="auto"``: compiled ahead of time (no warm-up),
 # then JIT-compiled, then the reference.
@@ -56,7 +58,7 @@ def resolve(name):
     """``(name, kernel module)`` for a backend name or ``"auto"``."""
     if name == "auto":
         name = backends()[0]
-    if name not in _MODULES:
+    if not isinstance(name, str) or name not in _MODULES:
         choices = ", ".join(repr(n) for n in ("auto",) + PREFERENCE)
         raise ValueError(f"backend: unknown backend {name!r}; choose one of {choices}")
     module = _load(name)
@@ -65,11 +67,16 @@ def resolve(name):
     return name, module
 
 
+def kernels(backend, layout, dtype) -> Kernels:
+    """The checked entry into backend ``backend``'s kernels (a name or ``"auto"``) for ``layout`` and ``dtype``."""
+    return Kernels(*resolve(backend), layout, dtype)
+
+
 def resolve_saved(name):
-    """``resolve(name)`` for a model saved or pickled with backend ``name``; where that
-    backend is not available here, the fastest one that is, with a warning."""
+    """The backend to use for a model saved or pickled with backend ``name``: that one,
+    or where it is not available here, the fastest one that is, with a warning."""
     if name not in backends():
         warnings.warn(f"backend: the model was saved with {name!r}, which is not available here; "
                       f"using {backends()[0]!r}", UserWarning, stacklevel=3)
-        name = "auto"
-    return resolve(name)
+        return "auto"
+    return name

@@ -3,12 +3,13 @@
 #
 # Cython backend: the kernels compiled ahead of time, with a whole epoch in one call.
 #
-# Same contracts and numerics as the reference (``_numpy.py``) and the Numba
-# backend, over the same flat buffers (``_workspace.Workspace``). Matrix
-# products go through BLAS (``scipy.linalg.cython_blas``); bias + activation,
-# softmax + log-sum-exp, loss + output delta, and gradient + L2 + SGD step are
-# each one pass. One source for float32 and float64 (the fused type
-# ``floating``); every loop runs without the GIL. Losses accumulate in float64.
+# The functions and arguments of fastgd.kernels.contract.Backend, with the
+# numerics of the reference (``_numpy.py``) and the Numba backend, over the
+# same flat buffers (``_workspace.Workspace``). Matrix products go through
+# BLAS (``scipy.linalg.cython_blas``); bias + activation, softmax +
+# log-sum-exp, loss + output delta, and gradient + L2 + SGD step are each one
+# pass. One source for float32 and float64 (the fused type ``floating``);
+# every loop runs without the GIL. Losses accumulate in float64.
 
 import numpy as np
 
@@ -43,12 +44,47 @@ cdef enum Optimizer:
     ADAGRAD = 4
     LINE_SEARCH = 5
 
+cdef enum Status:
+    OK = 0
+    NOT_FINITE = 1
+    BAD_ROW = 2
+
 cdef enum:
     SMALL_BATCH = 16  # rows: a batch of at most this many goes backward by loops over the rows of W
 
-CODES = {"IDENTITY": IDENTITY, "RELU": RELU, "SIGMOID": SIGMOID, "TANH": TANH, "SOFTMAX": SOFTMAX,
-         "CROSS_ENTROPY": CROSS_ENTROPY, "BINARY_CROSS_ENTROPY": BINARY_CROSS_ENTROPY, "MSE": MSE, "SGD": SGD,
-         "MOMENTUM": MOMENTUM, "ADAM": ADAM, "RMSPROP": RMSPROP, "ADAGRAD": ADAGRAD, "LINE_SEARCH": LINE_SEARCH}
+# The step configuration, field for field the record fastgd.kernels.STEP (NumPy checks the
+# types and offsets when the record is passed in; a test checks the names).
+cdef packed struct Step:
+    int64_t loss
+    int64_t optimizer
+    double l2
+    double clip_value
+    double clip_norm
+    double momentum
+    double dampening
+    double nesterov
+    double weight_decay
+    double beta
+    double beta1
+    double beta2
+    double eps
+    double amsgrad
+    double decoupled
+    double alpha
+    double centered
+    double rho
+    double c
+    double min_step
+    double fallback_step
+
+STEP_FIELDS = ("loss", "optimizer", "l2", "clip_value", "clip_norm", "momentum", "dampening", "nesterov",
+               "weight_decay", "beta", "beta1", "beta2", "eps", "amsgrad", "decoupled", "alpha", "centered", "rho",
+               "c", "min_step", "fallback_step")
+CODES = {"activations": {"identity": IDENTITY, "relu": RELU, "sigmoid": SIGMOID, "tanh": TANH, "softmax": SOFTMAX},
+         "losses": {"cross_entropy": CROSS_ENTROPY, "binary_cross_entropy": BINARY_CROSS_ENTROPY, "mse": MSE},
+         "optimizers": {"sgd": SGD, "momentum": MOMENTUM, "adam": ADAM, "rmsprop": RMSPROP, "adagrad": ADAGRAD,
+                        "line_search": LINE_SEARCH},
+         "status": {"OK": OK, "NOT_FINITE": NOT_FINITE, "BAD_ROW": BAD_ROW}}
 
 
 # ---------------------------------------------------------------- BLAS on row-major matrices
@@ -355,89 +391,92 @@ cdef double _step(const int64_t[:, ::1] layout, floating* params, floating* grad
         squares = _backward_rows(layout, params, grads, m, acts, offsets, deltas, l2, lr, fused, row)
     else:
         squares = _backward(layout, params, grads, X, m, acts, offsets, deltas, l2, lr, fused)
-    return value + 0.5 * l2 * squares
+    return value + 0.5 * l2 * squares if l2 != 0 else value
 
 
-cdef void _clip(floating* g, Py_ssize_t n, double clip_value, double clip_norm) noexcept nogil:
+cdef void _clip(floating* g, Py_ssize_t n, const Step* c) noexcept nogil:
     """Element-wise clip to ``clip_value``, then global-norm clip to ``clip_norm`` (0: off)."""
     cdef Py_ssize_t p
-    cdef floating bound = <floating>clip_value, scale
+    cdef floating bound = <floating>c.clip_value, scale
     cdef double squares = 0, ratio
-    if clip_value > 0:
+    if c.clip_value > 0:
         for p in range(n):
             g[p] = min(max(g[p], -bound), bound)
-    if clip_norm > 0:
+    if c.clip_norm > 0:
         for p in range(n):
             squares += <double>g[p] * g[p]
-        ratio = clip_norm / (sqrt(squares) + 1e-6)
+        ratio = c.clip_norm / (sqrt(squares) + 1e-6)
         if ratio < 1:
             scale = <floating>ratio
             for p in range(n):
                 g[p] *= scale
 
 
-cdef void _update(floating* params, const floating* grads, floating* state, Py_ssize_t n, int optimizer,
-                  const double* hyper, double lr, Py_ssize_t step) noexcept nogil:
+cdef void _update(floating* params, const floating* grads, floating* state, Py_ssize_t n, const Step* c,
+                  double lr, Py_ssize_t step) noexcept nogil:
     """One optimizer step in place (rules in ``fastgd.optimizers``); ``state`` holds the
     optimizer's slots one after another, ``n`` values each; ``step`` counts from 0."""
     cdef Py_ssize_t p
-    cdef floating rate = <floating>lr, g, b, w, v_hat, denominator
-    cdef floating h0 = <floating>hyper[0], h1, h2, h3, decay, coupled, step_size, inverse_root
+    cdef floating rate = <floating>lr, g, b, w, v_hat, denominator, decay, coupled, step_size, inverse_root
+    cdef floating momentum, dampening, weight_decay, beta, beta1, beta2, eps, alpha
     cdef floating* s0 = state
     cdef floating* s1 = state + n
     cdef floating* s2 = state + 2 * n
     cdef bint flag
-    if optimizer == SGD:  # momentum, dampening, nesterov, weight_decay
-        h1, flag, h3 = <floating>hyper[1], hyper[2] != 0, <floating>hyper[3]
-        if h0 == 0:
+    if c.optimizer == SGD:
+        momentum, dampening, weight_decay = <floating>c.momentum, <floating>c.dampening, <floating>c.weight_decay
+        flag = c.nesterov != 0
+        if momentum == 0:
             for p in range(n):
-                params[p] -= rate * (grads[p] + h3 * params[p])
+                params[p] -= rate * (grads[p] + weight_decay * params[p])
         else:
             for p in range(n):
-                g = grads[p] + h3 * params[p]
-                b = g if step == 0 else h0 * s0[p] + (1 - h1) * g
+                g = grads[p] + weight_decay * params[p]
+                b = g if step == 0 else momentum * s0[p] + (1 - dampening) * g
                 s0[p] = b
-                params[p] -= rate * (g + h0 * b if flag else b)
-    elif optimizer == MOMENTUM:  # beta
+                params[p] -= rate * (g + momentum * b if flag else b)
+    elif c.optimizer == MOMENTUM:
+        beta = <floating>c.beta
         for p in range(n):
-            s0[p] = h0 * s0[p] + (1 - h0) * grads[p]
+            s0[p] = beta * s0[p] + (1 - beta) * grads[p]
             params[p] -= rate * s0[p]
-    elif optimizer == ADAM:  # beta1, beta2, eps, weight_decay, amsgrad, decoupled
-        h1, h2, flag = <floating>hyper[1], <floating>hyper[2], hyper[4] != 0
-        step_size = <floating>(lr / (1 - hyper[0] ** (step + 1)))
-        inverse_root = <floating>(1 / sqrt(1 - hyper[1] ** (step + 1)))  # a product in the loop, not a division
-        decay = <floating>(1 - lr * hyper[3]) if hyper[5] != 0 else 1
-        coupled = 0 if hyper[5] != 0 else <floating>hyper[3]
+    elif c.optimizer == ADAM:
+        beta1, beta2, eps, flag = <floating>c.beta1, <floating>c.beta2, <floating>c.eps, c.amsgrad != 0
+        step_size = <floating>(lr / (1 - c.beta1 ** (step + 1)))
+        inverse_root = <floating>(1 / sqrt(1 - c.beta2 ** (step + 1)))  # a product in the loop, not a division
+        decay = <floating>(1 - lr * c.weight_decay) if c.decoupled != 0 else 1
+        coupled = 0 if c.decoupled != 0 else <floating>c.weight_decay
         for p in range(n):
             w = params[p]
             g = grads[p] + coupled * w
-            s0[p] = h0 * s0[p] + (1 - h0) * g
-            s1[p] = h1 * s1[p] + (1 - h1) * g * g
+            s0[p] = beta1 * s0[p] + (1 - beta1) * g
+            s1[p] = beta2 * s1[p] + (1 - beta2) * g * g
             v_hat = s1[p]
             if flag:
                 s2[p] = max(s2[p], v_hat)
                 v_hat = s2[p]
-            params[p] = w * decay - step_size * s0[p] / (<floating>sqrt(v_hat) * inverse_root + h2)
-    elif optimizer == RMSPROP:  # alpha, eps, momentum, centered
-        h1, h2, flag = <floating>hyper[1], <floating>hyper[2], hyper[3] != 0
+            params[p] = w * decay - step_size * s0[p] / (<floating>sqrt(v_hat) * inverse_root + eps)
+    elif c.optimizer == RMSPROP:
+        alpha, eps, momentum, flag = <floating>c.alpha, <floating>c.eps, <floating>c.momentum, c.centered != 0
         for p in range(n):
             g = grads[p]
-            s0[p] = h0 * s0[p] + (1 - h0) * g * g
+            s0[p] = alpha * s0[p] + (1 - alpha) * g * g
             if flag:
-                s1[p] = h0 * s1[p] + (1 - h0) * g
-                denominator = <floating>sqrt(s0[p] - s1[p] * s1[p]) + h1
+                s1[p] = alpha * s1[p] + (1 - alpha) * g
+                denominator = <floating>sqrt(s0[p] - s1[p] * s1[p]) + eps
             else:
-                denominator = <floating>sqrt(s0[p]) + h1
-            if h2 != 0:
-                s2[p] = h2 * s2[p] + g / denominator
+                denominator = <floating>sqrt(s0[p]) + eps
+            if momentum != 0:
+                s2[p] = momentum * s2[p] + g / denominator
                 params[p] -= rate * s2[p]
             else:
                 params[p] -= rate * g / denominator
-    elif optimizer == ADAGRAD:  # eps
+    elif c.optimizer == ADAGRAD:
+        eps = <floating>c.eps
         for p in range(n):
             g = grads[p]
             s0[p] += g * g
-            params[p] -= rate * g / (<floating>sqrt(s0[p]) + h0)
+            params[p] -= rate * g / (<floating>sqrt(s0[p]) + eps)
 
 
 cdef double _sum_of_squares(const int64_t[:, ::1] layout, const floating* params) noexcept nogil:
@@ -451,114 +490,98 @@ cdef double _sum_of_squares(const int64_t[:, ::1] layout, const floating* params
 
 
 cdef double _line_search(const int64_t[:, ::1] layout, floating* params, const floating* grads, floating* trial,
-                         floating* X, floating* Y, int m, double value, int loss, double l2, const double* hyper,
-                         double alpha, floating* acts, const int64_t[::1] offsets, floating* z, double* lse,
-                         floating* deltas) noexcept nogil:
+                         floating* X, floating* Y, int m, double value, const Step* c, double alpha, floating* acts,
+                         const int64_t[::1] offsets, floating* z, double* lse, floating* deltas) noexcept nogil:
     """Armijo backtracking from ``alpha`` (``fastgd.BacktrackingLineSearch``); ``params``
     moves to the accepted point. Returns the accepted step."""
     cdef Py_ssize_t p, n = layout[layout.shape[0] - 1, 4] + layout[layout.shape[0] - 1, 1]
-    cdef double rho = hyper[0], c = hyper[1], min_step = hyper[2], step = alpha, slope = 0, trial_value
+    cdef double step = alpha, slope = 0, trial_value
     cdef floating rate
     for p in range(n):
         slope += <double>grads[p] * grads[p]
-    while step >= min_step:
+    while step >= c.min_step:
         rate = <floating>step
         for p in range(n):
             trial[p] = params[p] - rate * grads[p]
         _forward(layout, trial, X, m, acts, offsets, z, lse)
-        trial_value = _loss(layout, Y, m, acts, offsets, z, lse, deltas, loss)
-        if l2 != 0:
-            trial_value += 0.5 * l2 * _sum_of_squares(layout, trial)
-        if trial_value <= value - c * step * slope:
+        trial_value = _loss(layout, Y, m, acts, offsets, z, lse, deltas, c.loss)
+        if c.l2 != 0:
+            trial_value += 0.5 * c.l2 * _sum_of_squares(layout, trial)
+        if trial_value <= value - c.c * step * slope:
             for p in range(n):
                 params[p] = trial[p]
             return step
-        step *= rho
-    rate = <floating>hyper[3]
+        step *= c.rho
+    rate = <floating>c.fallback_step
     for p in range(n):
         params[p] -= rate * grads[p]
-    return hyper[3]
+    return c.fallback_step
 
 
 cdef double _train_step(const int64_t[:, ::1] layout, floating* params, floating* grads, floating* state,
-                        floating* X, floating* Y, int m, int loss, double l2, int optimizer, const double* hyper,
-                        double* lr, Py_ssize_t step, double clip_value, double clip_norm, bint fused,
+                        floating* X, floating* Y, int m, const Step* c, double* lr, Py_ssize_t step, bint fused,
                         floating* acts, const int64_t[::1] offsets, floating* z, double* lse, floating* deltas,
                         floating* row) noexcept nogil:
     """One step of an epoch on the batch ``(X, Y)`` with learning rate ``*lr`` (a line search
     writes back the step it took); returns the batch loss (not finite: no step taken)."""
     cdef Py_ssize_t n = layout[layout.shape[0] - 1, 4] + layout[layout.shape[0] - 1, 1]
-    cdef double value = _step(layout, params, grads, X, Y, m, loss, <floating>l2, <floating>lr[0], fused, acts,
+    cdef double value = _step(layout, params, grads, X, Y, m, c.loss, <floating>c.l2, <floating>lr[0], fused, acts,
                               offsets, z, lse, deltas, row)
     if fused or not isfinite(value):
         return value
-    _clip(grads, n, clip_value, clip_norm)
-    if optimizer == LINE_SEARCH:
-        lr[0] = _line_search(layout, params, grads, state, X, Y, m, value, loss, l2, hyper, lr[0], acts, offsets,
-                             z, lse, deltas)
+    _clip(grads, n, c)
+    if c.optimizer == LINE_SEARCH:
+        lr[0] = _line_search(layout, params, grads, state, X, Y, m, value, c, lr[0], acts, offsets, z, lse, deltas)
     else:
-        _update(params, grads, state, n, optimizer, hyper, lr[0], step)
+        _update(params, grads, state, n, c, lr[0], step)
     return value
 
 
-# ---------------------------------------------------------------- public kernels
-def workspace(layout, dtype, rows, batch_rows=0):
+# ---------------------------------------------------------------- the backend's functions (fastgd.kernels.contract)
+def workspace(layout, dtype, rows, batch_rows):
     return Workspace(layout, dtype, rows, batch_rows, input_rows=min(rows, SMALL_BATCH))
 
 
-def forward(const int64_t[:, ::1] layout, floating[::1] params, const floating[:, ::1] X, ws):
-    """Output activations (m, n_out), a view into ``ws``."""
+def forward(const int64_t[:, ::1] layout, const floating[::1] params, const floating[:, ::1] X, ws):
     cdef floating[::1] acts = ws.acts, z = ws.z
     cdef double[::1] lse = ws.lse
     cdef const int64_t[::1] offsets = ws.offsets
     cdef int m = X.shape[0]
     with nogil:
-        _forward(layout, &params[0], <floating*>&X[0, 0], m, &acts[0], offsets, &z[0], &lse[0])
-    return _outputs(layout, ws, m)
+        _forward(layout, <floating*>&params[0], <floating*>&X[0, 0], m, &acts[0], offsets, &z[0], &lse[0])
 
 
-def _outputs(layout, ws, m):
-    """The output block of ``ws.acts`` as an (m, n_out) array."""
-    last = layout.shape[0] - 1
-    start, n = ws.offsets[last + 1], layout[last, 1]
-    return ws.acts[start : start + m * n].reshape(m, n)
-
-
-def evaluate(const int64_t[:, ::1] layout, floating[::1] params, const floating[:, ::1] X,
+def evaluate(const int64_t[:, ::1] layout, const floating[::1] params, const floating[:, ::1] X,
              const floating[:, ::1] Y, int loss, ws):
-    """``(mean data loss without the L2 term, output activations (m, n_out))``."""
     cdef floating[::1] acts = ws.acts, z = ws.z, deltas = ws.deltas
     cdef double[::1] lse = ws.lse
     cdef const int64_t[::1] offsets = ws.offsets
     cdef int m = X.shape[0]
     cdef double value
     with nogil:
-        _forward(layout, &params[0], <floating*>&X[0, 0], m, &acts[0], offsets, &z[0], &lse[0])
+        _forward(layout, <floating*>&params[0], <floating*>&X[0, 0], m, &acts[0], offsets, &z[0], &lse[0])
         value = _loss(layout, <floating*>&Y[0, 0], m, &acts[0], offsets, &z[0], &lse[0], &deltas[0], loss)
-    return value, _outputs(layout, ws, m)
+    return value
 
 
-def l2_penalty(const int64_t[:, ::1] layout, floating[::1] params, double l2):
-    """``l2 / 2 * sum(W**2)`` over every weight matrix (biases excluded)."""
+def l2_penalty(const int64_t[:, ::1] layout, const floating[::1] params, double l2):
     cdef double squares
-    if l2 == 0:
-        return 0.0
     with nogil:
         squares = _sum_of_squares(layout, &params[0])
     return 0.5 * l2 * squares
 
 
-def backward(const int64_t[:, ::1] layout, floating[::1] params, const floating[:, ::1] X,
-             const floating[:, ::1] Y, int loss, double l2, ws, floating[::1] grads):
-    """Forward and backward pass: fills ``grads`` (L2 included), returns the batch loss."""
+def backward(const int64_t[:, ::1] layout, const floating[::1] params, const floating[:, ::1] X,
+             const floating[:, ::1] Y, const Step[::1] config, ws, floating[::1] grads):
     cdef floating[::1] acts = ws.acts, z = ws.z, deltas = ws.deltas, row = ws.row
     cdef double[::1] lse = ws.lse
     cdef const int64_t[::1] offsets = ws.offsets
     cdef int m = X.shape[0]
     cdef double value
+    cdef Step c = config[0]
     with nogil:
-        value = _step(layout, &params[0], &grads[0], <floating*>&X[0, 0], <floating*>&Y[0, 0], m, loss,
-                      <floating>l2, 0, False, &acts[0], offsets, &z[0], &lse[0], &deltas[0], &row[0])
+        value = _step(layout, <floating*>&params[0], &grads[0], <floating*>&X[0, 0], <floating*>&Y[0, 0], m,
+                      c.loss, <floating>c.l2, 0, False, &acts[0], offsets, &z[0], &lse[0], &deltas[0], &row[0])
     return value
 
 
@@ -567,57 +590,64 @@ cdef floating* _slots(floating[:, ::1] state) noexcept:
     return &state[0, 0] if state.shape[0] > 0 else NULL
 
 
-def clip(floating[::1] grads, double clip_value, double clip_norm):
-    """Clip ``grads`` in place, as the reference's ``clip``."""
+def clip(floating[::1] grads, const Step[::1] config):
+    cdef Step c = config[0]
     with nogil:
-        _clip(&grads[0], grads.shape[0], clip_value, clip_norm)
+        _clip(&grads[0], grads.shape[0], &c)
 
 
-def update(floating[::1] params, floating[::1] grads, floating[:, ::1] state, int optimizer,
-           const double[::1] hyper, double lr, Py_ssize_t step):
-    """One optimizer step on ``params`` in place; ``step`` counts from 0."""
-    cdef const double* h = &hyper[0] if hyper.shape[0] > 0 else NULL
+def update(floating[::1] params, floating[::1] grads, floating[:, ::1] state, const Step[::1] config, double lr,
+           Py_ssize_t step):
     cdef floating* slots = _slots(state)
+    cdef Step c = config[0]
     with nogil:
-        _update(&params[0], &grads[0], slots, params.shape[0], optimizer, h, lr, step)
+        _update(&params[0], &grads[0], slots, params.shape[0], &c, lr, step)
 
 
 def train_epoch(const int64_t[:, ::1] layout, floating[::1] params, floating[::1] grads, floating[:, ::1] state,
                 const floating[:, ::1] X, const floating[:, ::1] Y, const int64_t[::1] order, int batch_size,
-                int loss, double l2, int optimizer, const double[::1] hyper, double[::1] lrs, Py_ssize_t step,
-                double clip_value, double clip_norm, ws):
-    """One epoch in compiled code, same contract as the reference's ``train_epoch``."""
+                const Step[::1] config, double[::1] lrs, Py_ssize_t step, ws):
     cdef floating[::1] acts = ws.acts, z = ws.z, deltas = ws.deltas, row = ws.row
     cdef floating[:, ::1] xb = ws.x, yb = ws.y
     cdef double[::1] lse = ws.lse
     cdef const int64_t[::1] offsets = ws.offsets
-    cdef Py_ssize_t n = X.shape[0], n_in = X.shape[1], n_out = Y.shape[1], i, r, j
+    cdef Py_ssize_t n = X.shape[0], n_in = X.shape[1], n_out = Y.shape[1], i, r, j, source
     cdef Py_ssize_t n_batches = (n + batch_size - 1) // batch_size, start, m
-    cdef const double* h = &hyper[0] if hyper.shape[0] > 0 else NULL
     cdef floating* slots = _slots(state)
+    cdef Step c = config[0]
     # Plain SGD without clipping takes its step inside the backward pass.
-    cdef bint fused = optimizer == SGD and h[0] == 0 and h[3] == 0 and clip_value == 0 and clip_norm == 0
+    cdef bint fused = (c.optimizer == SGD and c.momentum == 0 and c.weight_decay == 0 and c.clip_value == 0
+                       and c.clip_norm == 0)
     cdef double value = 0, total = 0
+    cdef int status = OK
     with nogil:
         for i in range(n_batches):
             if n_batches == 1:
                 value = _train_step(layout, &params[0], &grads[0], slots, <floating*>&X[0, 0], <floating*>&Y[0, 0],
-                                    n, loss, l2, optimizer, h, &lrs[i], step + i, clip_value, clip_norm, fused,
-                                    &acts[0], offsets, &z[0], &lse[0], &deltas[0], &row[0])
+                                    n, &c, &lrs[i], step + i, fused, &acts[0], offsets, &z[0], &lse[0], &deltas[0],
+                                    &row[0])
             else:
                 start = i * batch_size
                 m = min(batch_size, n - start)
                 for r in range(m):
+                    source = order[start + r]
+                    if source < 0 or source >= n:
+                        status = BAD_ROW
+                        break
                     for j in range(n_in):
-                        xb[r, j] = X[order[start + r], j]
+                        xb[r, j] = X[source, j]
                     for j in range(n_out):
-                        yb[r, j] = Y[order[start + r], j]
-                value = _train_step(layout, &params[0], &grads[0], slots, &xb[0, 0], &yb[0, 0], m, loss, l2,
-                                    optimizer, h, &lrs[i], step + i, clip_value, clip_norm, fused,
-                                    &acts[0], offsets, &z[0], &lse[0], &deltas[0], &row[0])
+                        yb[r, j] = Y[source, j]
+                if status != OK:
+                    break
+                value = _train_step(layout, &params[0], &grads[0], slots, &xb[0, 0], &yb[0, 0], m, &c, &lrs[i],
+                                    step + i, fused, &acts[0], offsets, &z[0], &lse[0], &deltas[0], &row[0])
             if not isfinite(value):
+                status = NOT_FINITE
                 break
             total += value
-    if not isfinite(value):
-        return value, i
-    return total / n_batches, n_batches
+    if status == BAD_ROW:
+        return float("nan"), i, status
+    if status == NOT_FINITE:
+        return value, i, status
+    return total / n_batches, n_batches, OK

@@ -13,42 +13,25 @@ dtype, and scalars are cast to the array dtype (``dtype.type``) so float32
 loops stay float32. Losses accumulate in float64.
 """
 
-import os
-import tempfile
-
 import numpy as np
-from numba import config, njit
-from numba.misc.appdirs import AppDirs
+from numba import njit
 
-from .._codes import (
-    ADAGRAD, ADAM, BINARY_CROSS_ENTROPY, CROSS_ENTROPY, LINE_SEARCH, MOMENTUM, MSE, RELU, RMSPROP, SGD, SIGMOID,
-    SOFTMAX, TANH,
-)
+from ._numba_cache import use_private_fallback
 from ._workspace import Workspace
 
+# The codes of fastgd._codes, kept here so that cached machine code follows this file
+# alone (a test checks that they agree with the tables).
+IDENTITY, RELU, SIGMOID, TANH, SOFTMAX = 0, 1, 2, 3, 4
+CROSS_ENTROPY, BINARY_CROSS_ENTROPY, MSE = 0, 1, 2
+SGD, MOMENTUM, ADAM, RMSPROP, ADAGRAD, LINE_SEARCH = 0, 1, 2, 3, 4, 5
+OK, NOT_FINITE, BAD_ROW = 0, 1, 2
+CODES = {"activations": {"identity": IDENTITY, "relu": RELU, "sigmoid": SIGMOID, "tanh": TANH, "softmax": SOFTMAX},
+         "losses": {"cross_entropy": CROSS_ENTROPY, "binary_cross_entropy": BINARY_CROSS_ENTROPY, "mse": MSE},
+         "optimizers": {"sgd": SGD, "momentum": MOMENTUM, "adam": ADAM, "rmsprop": RMSPROP, "adagrad": ADAGRAD,
+                        "line_search": LINE_SEARCH},
+         "status": {"OK": OK, "NOT_FINITE": NOT_FINITE, "BAD_ROW": BAD_ROW}}
 
-def _writable(path):
-    try:
-        os.makedirs(path, exist_ok=True)
-        tempfile.TemporaryFile(dir=path).close()
-        return True
-    except OSError:
-        return False
-
-
-def _ensure_cache_dir():
-    """Numba caches compiled kernels beside this file, else in the user's cache
-    directory; where neither can be written (a read-only install and home), use
-    a per-user temporary directory rather than compile in every process."""
-    if config.CACHE_DIR:
-        return
-    here = os.path.join(os.path.dirname(__file__), "__pycache__")
-    if _writable(here) or _writable(AppDirs(appname="numba", appauthor=False).user_cache_dir):
-        return
-    config.CACHE_DIR = os.path.join(tempfile.gettempdir(), f"fastgd-numba-cache-{os.getuid()}")
-
-
-_ensure_cache_dir()
+use_private_fallback(__file__)
 
 # Contraction (FMA) and reassociation (vectorised reductions) only: no
 # "nnan"/"ninf", so that a diverging loss is still seen as NaN or infinity.
@@ -61,7 +44,7 @@ _inline = njit(inline="always", **_OPTIONS)
 SMALL_BATCH = 16  # rows: above, the backward pass goes through BLAS
 
 
-def workspace(layout, dtype, rows, batch_rows=0):
+def workspace(layout, dtype, rows, batch_rows):
     return Workspace(layout, dtype, rows, batch_rows, input_rows=min(rows, SMALL_BATCH))
 
 
@@ -347,7 +330,7 @@ def _backward_rows(layout, params, grads, m, acts, offsets, deltas, l2, lr, fuse
 # ---------------------------------------------------------------- through BLAS
 @_jit
 def _forward_blas(layout, params, X, acts, offsets, z, lse):
-    """Forward pass of the rows of ``X`` through ``np.dot``; returns the outputs (m, n_out)."""
+    """Forward pass of the rows of ``X`` through ``np.dot``; outputs in the last block of ``acts``."""
     m, last = X.shape[0], layout.shape[0] - 1
     one = params.dtype.type(1)
     for l in range(last + 1):
@@ -363,7 +346,6 @@ def _forward_blas(layout, params, X, acts, offsets, z, lse):
                 lse[i] = _output_row(Z[i], bias, _row(acts, offsets[l + 1], n_out, i), activation, one)
             else:
                 _activate_row(Z[i], bias, activation, one)
-    return _matrix(acts, offsets[last + 1], m, layout[last, 1])
 
 
 @_jit
@@ -411,34 +393,37 @@ def _step(layout, params, grads, X, Y, loss, l2, lr, fused, acts, offsets, z, ls
         squares = _backward_rows(layout, params, grads, m, acts, offsets, deltas, l2, lr, fused, row)
     else:
         squares = _backward_blas(layout, params, grads, X, acts, offsets, deltas, l2, lr, fused)
-    return value + 0.5 * l2 * squares
+    return value + 0.5 * l2 * squares if l2 != 0 else value
 
 
 @_jit
-def _clip(grads, clip_value, clip_norm):
+def _clip(grads, config):
     """Element-wise clip to ``clip_value``, then global-norm clip to ``clip_norm`` (0: off)."""
     dtype = grads.dtype.type
-    if clip_value > 0:
-        bound = dtype(clip_value)
+    c = config[0]
+    if c.clip_value > 0:
+        bound = dtype(c.clip_value)
         for p in range(grads.shape[0]):
             grads[p] = min(max(grads[p], -bound), bound)
-    if clip_norm > 0:
+    if c.clip_norm > 0:
         squares = 0.0
         for p in range(grads.shape[0]):
             squares += np.float64(grads[p]) * grads[p]
-        scale = clip_norm / (np.sqrt(squares) + 1e-6)
+        scale = c.clip_norm / (np.sqrt(squares) + 1e-6)
         if scale < 1:
             grads *= dtype(scale)
 
 
 @_jit
-def _update(params, grads, state, optimizer, hyper, lr, step):
+def _update(params, grads, state, config, lr, step):
     """One optimizer step in place (rules in ``fastgd.optimizers``); ``step`` counts from 0."""
     dtype = params.dtype.type
     one = dtype(1)
     rate = dtype(lr)
-    if optimizer == SGD:
-        momentum, dampening, nesterov, weight_decay = dtype(hyper[0]), dtype(hyper[1]), hyper[2] != 0, dtype(hyper[3])
+    c = config[0]
+    if c.optimizer == SGD:
+        momentum, dampening, weight_decay = dtype(c.momentum), dtype(c.dampening), dtype(c.weight_decay)
+        nesterov = c.nesterov != 0
         if momentum == 0:
             for p in range(params.shape[0]):
                 params[p] -= rate * (grads[p] + weight_decay * params[p])
@@ -449,20 +434,20 @@ def _update(params, grads, state, optimizer, hyper, lr, step):
                 b = g if step == 0 else momentum * buffer[p] + (one - dampening) * g
                 buffer[p] = b
                 params[p] -= rate * (g + momentum * b if nesterov else b)
-    elif optimizer == MOMENTUM:
-        beta = dtype(hyper[0])
+    elif c.optimizer == MOMENTUM:
+        beta = dtype(c.beta)
         velocity = state[0]
         for p in range(params.shape[0]):
             velocity[p] = beta * velocity[p] + (one - beta) * grads[p]
             params[p] -= rate * velocity[p]
-    elif optimizer == ADAM:
-        beta1, beta2, eps, weight_decay = dtype(hyper[0]), dtype(hyper[1]), dtype(hyper[2]), dtype(hyper[3])
-        amsgrad, decoupled = hyper[4] != 0, hyper[5] != 0
+    elif c.optimizer == ADAM:
+        beta1, beta2, eps = dtype(c.beta1), dtype(c.beta2), dtype(c.eps)
+        amsgrad, decoupled = c.amsgrad != 0, c.decoupled != 0
         t = step + 1
-        step_size = dtype(lr / (1 - hyper[0] ** t))
-        inverse_root = dtype(1 / np.sqrt(1 - hyper[1] ** t))  # a product in the loop, not a second division
-        decay = dtype(1 - lr * hyper[3]) if decoupled else one
-        coupled = weight_decay if not decoupled else one - one
+        step_size = dtype(lr / (1 - c.beta1**t))
+        inverse_root = dtype(1 / np.sqrt(1 - c.beta2**t))  # a product in the loop, not a second division
+        decay = dtype(1 - lr * c.weight_decay) if decoupled else one
+        coupled = dtype(c.weight_decay) if not decoupled else one - one
         m, v = state[0], state[1]
         for p in range(params.shape[0]):
             w = params[p]
@@ -473,8 +458,8 @@ def _update(params, grads, state, optimizer, hyper, lr, step):
             if amsgrad:
                 v_hat = state[2, p] = max(state[2, p], v_hat)
             params[p] = w * decay - step_size * m[p] / (np.sqrt(v_hat) * inverse_root + eps)
-    elif optimizer == RMSPROP:
-        alpha, eps, momentum, centered = dtype(hyper[0]), dtype(hyper[1]), dtype(hyper[2]), hyper[3] != 0
+    elif c.optimizer == RMSPROP:
+        alpha, eps, momentum, centered = dtype(c.alpha), dtype(c.eps), dtype(c.momentum), c.centered != 0
         squares = state[0]
         for p in range(params.shape[0]):
             g = grads[p]
@@ -489,8 +474,8 @@ def _update(params, grads, state, optimizer, hyper, lr, step):
                 params[p] -= rate * state[2, p]
             else:
                 params[p] -= rate * g / denominator
-    elif optimizer == ADAGRAD:
-        eps = dtype(hyper[0])
+    elif c.optimizer == ADAGRAD:
+        eps = dtype(c.eps)
         squares = state[0]
         for p in range(params.shape[0]):
             g = grads[p]
@@ -499,75 +484,82 @@ def _update(params, grads, state, optimizer, hyper, lr, step):
 
 
 @_jit
-def _line_search(layout, params, grads, trial, X, Y, value, loss, l2, hyper, alpha, acts, offsets, z, lse, deltas):
+def _line_search(layout, params, grads, trial, X, Y, value, config, alpha, acts, offsets, z, lse, deltas):
     """Armijo backtracking from ``alpha`` (``fastgd.BacktrackingLineSearch``); ``params``
     moves to the accepted point. Returns the accepted step."""
-    rho, c, min_step, fallback_step = hyper[0], hyper[1], hyper[2], hyper[3]
+    c = config[0]
     slope = 0.0
     for p in range(grads.shape[0]):
         slope += np.float64(grads[p]) * grads[p]
     step = alpha
-    while step >= min_step:
+    while step >= c.min_step:
         rate = params.dtype.type(step)
         for p in range(params.shape[0]):
             trial[p] = params[p] - rate * grads[p]
         _forward_blas(layout, trial, X, acts, offsets, z, lse)
-        trial_value = _loss(layout, Y, X.shape[0], acts, offsets, z, lse, deltas, loss)
-        if trial_value + _l2_penalty(layout, trial, l2) <= value - c * step * slope:
+        trial_value = _loss(layout, Y, X.shape[0], acts, offsets, z, lse, deltas, c.loss)
+        if c.l2 != 0:
+            trial_value += _l2_penalty(layout, trial, c.l2)
+        if trial_value <= value - c.c * step * slope:
             params[:] = trial
             return step
-        step *= rho
-    params -= params.dtype.type(fallback_step) * grads
-    return fallback_step
+        step *= c.rho
+    params -= params.dtype.type(c.fallback_step) * grads
+    return c.fallback_step
 
 
 @_jit
-def _train_step(layout, params, grads, state, X, Y, loss, l2, optimizer, hyper, lrs, i, step, clip_value, clip_norm,
-                fused, acts, offsets, z, lse, deltas, row):
+def _train_step(layout, params, grads, state, X, Y, config, lrs, i, step, fused, acts, offsets, z, lse, deltas, row):
     """Step ``i`` of an epoch on the batch ``(X, Y)``; returns the batch loss (not finite: no step taken)."""
     dtype = params.dtype.type
-    value = _step(layout, params, grads, X, Y, loss, dtype(l2), dtype(lrs[i]), fused, acts, offsets, z, lse, deltas, row)
+    c = config[0]
+    value = _step(layout, params, grads, X, Y, c.loss, dtype(c.l2), dtype(lrs[i]), fused, acts, offsets, z, lse,
+                  deltas, row)
     if fused or not np.isfinite(value):
         return value
-    _clip(grads, clip_value, clip_norm)
-    if optimizer == LINE_SEARCH:
-        lrs[i] = _line_search(layout, params, grads, state[0], X, Y, value, loss, l2, hyper, lrs[i],
-                              acts, offsets, z, lse, deltas)
+    _clip(grads, config)
+    if c.optimizer == LINE_SEARCH:
+        lrs[i] = _line_search(layout, params, grads, state[0], X, Y, value, config, lrs[i], acts, offsets, z, lse,
+                              deltas)
     else:
-        _update(params, grads, state, optimizer, hyper, lrs[i], step + i)
+        _update(params, grads, state, config, lrs[i], step + i)
     return value
 
 
 @_jit
-def _train_epoch(layout, params, grads, state, X, Y, order, batch_size, loss, l2, optimizer, hyper, lrs, step,
-                 clip_value, clip_norm, acts, offsets, z, lse, deltas, xb, yb, row):
+def _train_epoch(layout, params, grads, state, X, Y, order, batch_size, config, lrs, step, acts, offsets, z, lse,
+                 deltas, xb, yb, row):
     n = X.shape[0]
     n_batches = (n + batch_size - 1) // batch_size
+    c = config[0]
     # Plain SGD without clipping takes its step inside the backward pass.
-    fused = optimizer == SGD and hyper[0] == 0 and hyper[3] == 0 and clip_value == 0 and clip_norm == 0
+    fused = c.optimizer == SGD and c.momentum == 0 and c.weight_decay == 0 and c.clip_value == 0 and c.clip_norm == 0
     total = 0.0
     for i in range(n_batches):
         if n_batches == 1:
-            value = _train_step(layout, params, grads, state, X, Y, loss, l2, optimizer, hyper, lrs, i, step,
-                                clip_value, clip_norm, fused, acts, offsets, z, lse, deltas, row)
+            value = _train_step(layout, params, grads, state, X, Y, config, lrs, i, step, fused, acts, offsets, z,
+                                lse, deltas, row)
         else:
             start = i * batch_size
             m = min(batch_size, n - start)
             for r in range(m):
-                xb[r] = X[order[start + r]]
-                yb[r] = Y[order[start + r]]
-            value = _train_step(layout, params, grads, state, xb[:m], yb[:m], loss, l2, optimizer, hyper, lrs, i,
-                                step, clip_value, clip_norm, fused, acts, offsets, z, lse, deltas, row)
+                source = order[start + r]
+                if source < 0 or source >= n:
+                    return np.nan, i, BAD_ROW
+                xb[r] = X[source]
+                yb[r] = Y[source]
+            value = _train_step(layout, params, grads, state, xb[:m], yb[:m], config, lrs, i, step, fused, acts,
+                                offsets, z, lse, deltas, row)
         if not np.isfinite(value):
-            return value, i
+            return value, i, NOT_FINITE
         total += value
-    return total / n_batches, n_batches
+    return total / n_batches, n_batches, OK
 
 
 @_jit
 def _evaluate(layout, params, X, Y, loss, acts, offsets, z, lse, deltas):
-    out = _forward_blas(layout, params, X, acts, offsets, z, lse)
-    return _loss(layout, Y, X.shape[0], acts, offsets, z, lse, deltas, loss), out
+    _forward_blas(layout, params, X, acts, offsets, z, lse)
+    return _loss(layout, Y, X.shape[0], acts, offsets, z, lse, deltas, loss)
 
 
 @_jit
@@ -579,42 +571,34 @@ def _l2_penalty(layout, params, l2):
     return 0.5 * l2 * squares
 
 
-# ---------------------------------------------------------------- public kernels
+# ---------------------------------------------------------------- the backend's functions (fastgd.kernels.contract)
 def forward(layout, params, X, ws):
-    """Output activations (m, n_out), a view into ``ws``."""
-    return _forward_blas(layout, params, X, ws.acts, ws.offsets, ws.z, ws.lse)
+    _forward_blas(layout, params, X, ws.acts, ws.offsets, ws.z, ws.lse)
 
 
 def evaluate(layout, params, X, Y, loss, ws):
-    """``(mean data loss without the L2 term, output activations (m, n_out))``."""
     return _evaluate(layout, params, X, Y, loss, ws.acts, ws.offsets, ws.z, ws.lse, ws.deltas)
 
 
 def l2_penalty(layout, params, l2):
-    """``l2 / 2 * sum(W**2)`` over every weight matrix (biases excluded)."""
-    return _l2_penalty(layout, params, float(l2)) if l2 else 0.0
+    return _l2_penalty(layout, params, l2)
 
 
-def backward(layout, params, X, Y, loss, l2, ws, grads):
-    """Forward and backward pass: fills ``grads`` (L2 included), returns the batch loss."""
+def backward(layout, params, X, Y, config, ws, grads):
     dtype = params.dtype.type
-    return _step(layout, params, grads, X, Y, loss, dtype(l2), dtype(0), False,
+    c = config[0]
+    return _step(layout, params, grads, X, Y, int(c["loss"]), dtype(c["l2"]), dtype(0), False,
                  ws.acts, ws.offsets, ws.z, ws.lse, ws.deltas, ws.row)
 
 
-def clip(grads, clip_value, clip_norm):
-    """Clip ``grads`` in place, as the reference's ``clip``."""
-    _clip(grads, float(clip_value), float(clip_norm))
+def clip(grads, config):
+    _clip(grads, config)
 
 
-def update(params, grads, state, optimizer, hyper, lr, step):
-    """One optimizer step on ``params`` in place; ``step`` counts from 0."""
-    _update(params, grads, state, optimizer, hyper, float(lr), step)
+def update(params, grads, state, config, lr, step):
+    _update(params, grads, state, config, lr, step)
 
 
-def train_epoch(layout, params, grads, state, X, Y, order, batch_size, loss, l2,
-                optimizer, hyper, lrs, step, clip_value, clip_norm, ws):
-    """One epoch in compiled code, same contract as the reference's ``train_epoch``."""
-    return _train_epoch(layout, params, grads, state, X, Y, order, batch_size, loss, float(l2), optimizer,
-                        hyper, lrs, step, float(clip_value), float(clip_norm),
+def train_epoch(layout, params, grads, state, X, Y, order, batch_size, config, lrs, step, ws):
+    return _train_epoch(layout, params, grads, state, X, Y, order, batch_size, config, lrs, step,
                         ws.acts, ws.offsets, ws.z, ws.lse, ws.deltas, ws.x, ws.y, ws.row)

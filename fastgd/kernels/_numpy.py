@@ -2,82 +2,99 @@
 
 Every compiled backend is checked and benchmarked against this one, so it is
 meant to be read: forward, backward, update, and an epoch as a Python loop
-over them. Buffers are allocated once per fit in a :class:`Workspace`.
-
-Shapes: ``X`` (m, n_in) and ``Y`` (m, n_out) in the model dtype;
-``params``, ``grads`` (P,); optimizer ``state`` (n_slots, P); ``layout`` as
-in :mod:`fastgd._layout`.
+over them. Buffers are allocated once per fit in a :class:`Workspace`; the
+functions and their arguments are those of :class:`fastgd.kernels.contract.Backend`.
+Losses and other reductions accumulate in float64, whatever the model dtype:
+this backend is the oracle.
 """
 
 import numpy as np
 from scipy.special import expit
 
-from .._codes import (
-    ACTIVATION, ADAGRAD, ADAM, BINARY_CROSS_ENTROPY, CROSS_ENTROPY, IDENTITY, LINE_SEARCH, MOMENTUM, MSE, N_IN, N_OUT,
-    RELU, RMSPROP, SGD, SIGMOID, SOFTMAX, TANH,
-)
-from .._layout import weight_views
+from .._codes import ACTIVATIONS, BAD_ROW, LOSSES, NOT_FINITE, OK, OPTIMIZERS
+from .._layout import ACTIVATION, N_IN, N_OUT, weight_views
+
+IDENTITY, RELU, SIGMOID, TANH, SOFTMAX = (ACTIVATIONS[name] for name in ("identity", "relu", "sigmoid", "tanh",
+                                                                         "softmax"))
+CROSS_ENTROPY, BINARY_CROSS_ENTROPY, MSE = (LOSSES[name] for name in ("cross_entropy", "binary_cross_entropy", "mse"))
+SGD, MOMENTUM, ADAM, RMSPROP, ADAGRAD, LINE_SEARCH = (OPTIMIZERS[name].code for name in (
+    "sgd", "momentum", "adam", "rmsprop", "adagrad", "line_search"))
 
 
 class Workspace:
-    """Activations, deltas and scratch for up to ``rows`` rows per call.
-
-    ``batch_rows`` > 0 adds buffers that a mini-batch is gathered into.
-    """
+    """Activations, deltas and scratch for up to ``rows`` rows per call, plus
+    ``batch_rows`` rows that a mini-batch is gathered into. Read-only once made."""
 
     def __init__(self, layout, dtype, rows, batch_rows=0):
-        self.layout = layout
-        self.activations = [int(code) for code in layout[:, ACTIVATION]]
-        self._views = {}
         widths = [int(n) for n in layout[:, N_OUT]]
-        self.a = [np.empty((rows, n), dtype) for n in widths]  # a[l] = f(z[l])
-        self.delta = [np.empty((rows, n), dtype) for n in widths]  # dL/dz[l]
-        self.derivative = [np.empty((rows, n), dtype) for n in widths]  # f'(z[l])
-        self.z = np.empty((rows, widths[-1]), dtype)  # output pre-activation
-        self.row = np.empty((rows, 1), dtype)  # softmax: log-sum-exp of each row of z
-        self.x = np.empty((batch_rows, int(layout[0, N_IN])), dtype)
-        self.y = np.empty((batch_rows, widths[-1]), dtype)
-        self.scratch = np.empty(int((layout[:, N_IN] * layout[:, N_OUT]).max()), dtype)  # one W's worth
+        fields = dict(
+            layout=layout, dtype=np.dtype(dtype), rows=rows, batch_rows=batch_rows,
+            activations=[int(code) for code in layout[:, ACTIVATION]],
+            a=[np.empty((rows, n), dtype) for n in widths],  # a[l] = f(z[l])
+            delta=[np.empty((rows, n), dtype) for n in widths],  # dL/dz[l]
+            derivative=[np.empty((rows, n), dtype) for n in widths],  # f'(z[l])
+            z=np.empty((rows, widths[-1]), dtype),  # output pre-activation
+            lse=np.empty(rows),  # softmax: log-sum-exp of each row of z, float64
+            x=np.empty((batch_rows, int(layout[0, N_IN])), dtype),
+            y=np.empty((batch_rows, widths[-1]), dtype),
+            scratch=np.empty(int((layout[:, N_IN] * layout[:, N_OUT]).max()), dtype),  # one W's worth
+            views={},
+        )
+        for name, value in fields.items():
+            object.__setattr__(self, name, value)
 
-    def views(self, buffer):
+    def __setattr__(self, name, value):
+        raise AttributeError("a workspace is read-only")
+
+    def outputs(self, m):
+        return self.a[-1][:m]
+
+    def weights(self, buffer):
         """``(Ws, bs)``: per-layer views into ``buffer`` (``params`` or ``grads``), made once per buffer."""
-        cached = self._views.get(id(buffer))
+        cached = self.views.get(id(buffer))
         if cached is None or cached[0] is not buffer:
             views = weight_views(self.layout, buffer)
-            cached = self._views[id(buffer)] = (buffer, views[::2], views[1::2])
+            cached = self.views[id(buffer)] = (buffer, views[::2], views[1::2])
         return cached[1:]
 
 
-def workspace(layout, dtype, rows, batch_rows=0):
+def workspace(layout, dtype, rows, batch_rows):
     return Workspace(layout, dtype, rows, batch_rows)
 
 
-# Activations write f(z) into ``out`` (which may be ``z``); ``row`` is (m, 1) scratch.
-def _identity(z, out, row):
+def _hyper(config):
+    """The step configuration as a dict of Python numbers by name (Python numbers keep float32
+    arithmetic in float32). The functions below that take ``h`` take this dict."""
+    return dict(zip(config.dtype.names, config.tolist()[0]))
+
+
+# Activations write f(z) into ``out`` (which may be ``z``).
+def _identity(z, out, lse):
     if out is not z:
         np.copyto(out, z)
 
 
-def _relu(z, out, row):
+def _relu(z, out, lse):
     np.maximum(z, 0, out=out)
 
 
-def _sigmoid(z, out, row):
+def _sigmoid(z, out, lse):
     expit(z, out=out)
 
 
-def _tanh(z, out, row):
+def _tanh(z, out, lse):
     np.tanh(z, out=out)
 
 
-def _softmax(z, out, row):
-    """Row-wise softmax; leaves ``row = log(sum(exp(z)))``, which the cross-entropy loss uses."""
-    z.max(axis=1, keepdims=True, out=row)
-    np.subtract(z, row, out=out)
+def _softmax(z, out, lse):
+    """Row-wise softmax; leaves ``lse = log(sum(exp(z)))`` of each row (float64), which the
+    cross-entropy loss uses."""
+    top = z.max(axis=1, keepdims=True)
+    np.subtract(z, top, out=out)
     np.exp(out, out=out)
     total = out.sum(axis=1, keepdims=True)
     out /= total
-    row += np.log(total)
+    np.add(top[:, 0], np.log(total[:, 0], dtype=np.float64), out=lse)
 
 
 ACTIVATE = {IDENTITY: _identity, RELU: _relu, SIGMOID: _sigmoid, TANH: _tanh, SOFTMAX: _softmax}
@@ -109,9 +126,9 @@ DERIVATIVE = {
 
 
 def forward(layout, params, X, ws):
-    """Output activations ``f(X @ W0 + b0 ...)``: (m, n_out), a view into ``ws``."""
+    """Output activations ``f(X @ W0 + b0 ...)`` into ``ws.outputs(m)``."""
     m = X.shape[0]
-    Ws, bs = ws.views(params)
+    Ws, bs = ws.weights(params)
     last = len(Ws) - 1
     a = X
     for l, (W, b, activation) in enumerate(zip(Ws, bs, ws.activations)):
@@ -119,46 +136,52 @@ def forward(layout, params, X, ws):
         np.dot(a, W, out=z)
         z += b
         a = ws.a[l][:m]
-        ACTIVATE[activation](z, a, ws.row[:m])
-    return a
+        ACTIVATE[activation](z, a, ws.lse[:m])
 
 
 def _sum_of_squares(Ws):
-    return sum(float(np.vdot(W, W)) for W in Ws)
+    """``sum(W**2)`` over the matrices ``Ws``, float64."""
+    return sum(float(np.vdot(W, W.astype(np.float64))) for W in Ws)
 
 
 def l2_penalty(layout, params, l2):
     """``l2 / 2 * sum(W**2)`` over every weight matrix (biases excluded)."""
-    return 0.5 * l2 * _sum_of_squares(weight_views(layout, params)[::2]) if l2 else 0.0
+    return 0.5 * l2 * _sum_of_squares(weight_views(layout, params)[::2])
 
 
 def _data_loss(loss, z, a, Y, lse):
-    """Mean loss of a batch from the output pre-activations ``z``, activations ``a`` and,
-    for a softmax output, each row's log-sum-exp ``lse`` (rows of ``Y`` sum to 1)."""
-    if loss == CROSS_ENTROPY:  # -mean_i sum_j y log softmax(z) = mean_i (lse_i - y_i . z_i)
-        return (float(lse.sum(dtype=np.float64)) - float(np.vdot(Y, z))) / len(Y)
-    if loss == BINARY_CROSS_ENTROPY:  # -mean(y log sigmoid(z) + (1 - y) log(1 - sigmoid(z)))
-        return (float(np.logaddexp(0, z).sum(dtype=np.float64)) - float(np.vdot(Y, z))) / Y.size
-    error = a - Y  # MSE: mean((a - y)**2)
-    return float(np.vdot(error, error)) / Y.size
+    """Mean loss of a batch, in float64, from the output pre-activations ``z``, activations
+    ``a`` and, for a softmax output, each row's log-sum-exp ``lse``."""
+    z, a, Y = (v.astype(np.float64, copy=False) for v in (z, a, Y))
+    with np.errstate(over="ignore", invalid="ignore"):  # a diverging loss is reported, not warned about
+        if loss == CROSS_ENTROPY:  # -sum_j y log softmax(z) = lse * sum_j y - y . z, per row
+            return float((lse * Y.sum(axis=1) - np.einsum("ij,ij->i", Y, z)).sum()) / len(Y)
+        if loss == BINARY_CROSS_ENTROPY:  # -mean(y log sigmoid(z) + (1 - y) log(1 - sigmoid(z)))
+            return float((np.logaddexp(0, z) - Y * z).sum()) / Y.size
+        return float(np.square(a - Y).sum()) / Y.size  # MSE: mean((a - y)**2)
 
 
 def evaluate(layout, params, X, Y, loss, ws):
-    """``(mean data loss without the L2 term, output activations (m, n_out))`` on ``(X, Y)``."""
+    """Mean data loss (no L2 term) on ``(X, Y)``; outputs in ``ws.outputs(m)``."""
     m = X.shape[0]
-    a = forward(layout, params, X, ws)
-    return _data_loss(loss, ws.z[:m], a, Y, ws.row[:m]), a
+    forward(layout, params, X, ws)
+    return _data_loss(loss, ws.z[:m], ws.outputs(m), Y, ws.lse[:m])
 
 
-def backward(layout, params, X, Y, loss, l2, ws, grads):
+def backward(layout, params, X, Y, config, ws, grads):
     """Forward and backward pass: fills ``grads`` (L2 included), returns the batch loss."""
+    return _backward(layout, params, X, Y, _hyper(config), ws, grads)
+
+
+def _backward(layout, params, X, Y, h, ws, grads):
+    loss, l2 = h["loss"], h["l2"]
     m = X.shape[0]
-    Ws, _ = ws.views(params)
-    dWs, dbs = ws.views(grads)
-    a_out = forward(layout, params, X, ws)
-    value = _data_loss(loss, ws.z[:m], a_out, Y, ws.row[:m])
+    Ws, _ = ws.weights(params)
+    dWs, dbs = ws.weights(grads)
+    value = evaluate(layout, params, X, Y, loss, ws)
     if l2:
         value += 0.5 * l2 * _sum_of_squares(Ws)
+    a_out = ws.outputs(m)
 
     # Output delta dL/dz: (a - y) scaled by the loss's mean, times f'(z) unless fused.
     delta = ws.delta[-1][:m]
@@ -188,49 +211,56 @@ def backward(layout, params, X, Y, loss, l2, ws, grads):
     return value
 
 
-def clip(grads, clip_value, clip_norm):
+def clip(grads, config):
     """Clip ``grads`` in place: each element to ``[-clip_value, clip_value]``, then the
     whole vector to L2 norm ``clip_norm`` as ``torch.nn.utils.clip_grad_norm_`` does
     (scaled by ``clip_norm / (norm + 1e-6)`` when that is below 1). 0 turns either off."""
-    if clip_value:
-        np.clip(grads, -clip_value, clip_value, out=grads)
-    if clip_norm:
-        scale = clip_norm / (np.sqrt(float(np.vdot(grads, grads))) + 1e-6)
+    _clip(grads, _hyper(config))
+
+
+def _clip(grads, h):
+    if h["clip_value"]:
+        np.clip(grads, -h["clip_value"], h["clip_value"], out=grads)
+    if h["clip_norm"]:
+        scale = h["clip_norm"] / (np.sqrt(float(np.vdot(grads, grads.astype(np.float64)))) + 1e-6)
         if scale < 1:
             grads *= scale
 
 
-def update(params, grads, state, optimizer, hyper, lr, step):
+def update(params, grads, state, config, lr, step):
     """One optimizer step on ``params`` in place, ``step`` counting from 0 (the update
     rules are in :mod:`fastgd.optimizers`). The gradients are spent: ``grads`` is
     overwritten."""
-    g = grads
+    _update(params, grads, state, _hyper(config), lr, step)
+
+
+def _update(params, grads, state, h, lr, step):
+    optimizer, g = h["optimizer"], grads
     if optimizer == SGD:
-        momentum, dampening, nesterov, weight_decay = hyper
-        if weight_decay:
-            g += weight_decay * params
+        momentum = h["momentum"]
+        if h["weight_decay"]:
+            g += h["weight_decay"] * params
         if momentum:
             buffer = state[0]
             if step == 0:
                 buffer[...] = g
             else:
                 buffer *= momentum
-                buffer += (1 - dampening) * g
-            if nesterov:
+                buffer += (1 - h["dampening"]) * g
+            if h["nesterov"]:
                 g += momentum * buffer
             else:
                 g[...] = buffer
         params -= lr * g
     elif optimizer == MOMENTUM:
-        (beta,) = hyper
-        velocity = state[0]
+        beta, velocity = h["beta"], state[0]
         velocity *= beta
         velocity += (1 - beta) * g
         params -= lr * velocity
     elif optimizer == ADAM:
-        beta1, beta2, eps, weight_decay, amsgrad, decoupled = hyper
+        beta1, beta2, weight_decay = h["beta1"], h["beta2"], h["weight_decay"]
         t = step + 1
-        if weight_decay and decoupled:
+        if weight_decay and h["decoupled"]:
             params *= 1 - lr * weight_decay
         elif weight_decay:
             g += weight_decay * params
@@ -239,23 +269,22 @@ def update(params, grads, state, optimizer, hyper, lr, step):
         m += (1 - beta1) * g
         v *= beta2
         v += (1 - beta2) * g * g
-        if amsgrad:
+        if h["amsgrad"]:
             np.maximum(state[2], v, out=state[2])
             v = state[2]
-        denominator = np.sqrt(v) / np.sqrt(1 - beta2**t) + eps
+        denominator = np.sqrt(v) / np.sqrt(1 - beta2**t) + h["eps"]
         params -= lr / (1 - beta1**t) * m / denominator
     elif optimizer == RMSPROP:
-        alpha, eps, momentum, centered = hyper
-        squares = state[0]
+        alpha, momentum, squares = h["alpha"], h["momentum"], state[0]
         squares *= alpha
         squares += (1 - alpha) * g * g
-        if centered:
+        if h["centered"]:
             average = state[1]
             average *= alpha
             average += (1 - alpha) * g
-            denominator = np.sqrt(squares - average * average) + eps
+            denominator = np.sqrt(squares - average * average) + h["eps"]
         else:
-            denominator = np.sqrt(squares) + eps
+            denominator = np.sqrt(squares) + h["eps"]
         if momentum:
             buffer = state[2]
             buffer *= momentum
@@ -264,54 +293,47 @@ def update(params, grads, state, optimizer, hyper, lr, step):
         else:
             params -= lr * g / denominator
     elif optimizer == ADAGRAD:
-        (eps,) = hyper
         squares = state[0]
         squares += g * g
-        params -= lr * g / (np.sqrt(squares) + eps)
+        params -= lr * g / (np.sqrt(squares) + h["eps"])
     else:
-        raise ValueError(f"optimizer: no update rule for code {optimizer}")
+        raise ValueError(f"config: no update rule for optimizer code {optimizer}")
 
 
-def line_search(params, grads, value, trial_loss, trial, hyper, alpha):
+def line_search(params, grads, value, trial_loss, trial, config, alpha):
     """Armijo backtracking step from ``alpha`` (see :class:`fastgd.BacktrackingLineSearch`):
     ``params`` moves to the accepted point; returns the accepted step.
 
     ``value`` is the loss at ``params``, ``trial_loss(point)`` the loss at another,
     ``trial`` a buffer like ``params``.
     """
-    rho, c, min_step, fallback_step = hyper
-    slope = float(np.vdot(grads, grads))
+    return _line_search(params, grads, value, trial_loss, trial, _hyper(config), alpha)
+
+
+def _line_search(params, grads, value, trial_loss, trial, h, alpha):
+    slope = float(np.vdot(grads, grads.astype(np.float64)))
     step = alpha
-    while step >= min_step:
+    while step >= h["min_step"]:
         np.subtract(params, step * grads, out=trial)
-        if trial_loss(trial) <= value - c * step * slope:
+        if trial_loss(trial) <= value - h["c"] * step * slope:
             break
-        step *= rho
+        step *= h["rho"]
     else:
-        step = fallback_step
+        step = h["fallback_step"]
         np.subtract(params, step * grads, out=trial)
     params[...] = trial
     return step
 
 
-def train_epoch(layout, params, grads, state, X, Y, order, batch_size, loss, l2,
-                optimizer, hyper, lrs, step, clip_value, clip_norm, ws):
-    """One epoch of gradient descent over the rows of ``X`` in ``order``.
-
-    Batch ``i`` takes ``order[i*batch_size:(i+1)*batch_size]`` (the last may be
-    short; one batch of every row takes ``X`` as it is) and learning rate
-    ``lrs[i]`` (float64; a line search starts from it and writes back the step it
-    took). Gradients are clipped (see :func:`clip`) before each update. Returns
-    ``(mean batch loss, steps taken)``; the epoch stops early, before updating,
-    at the first batch whose loss is not finite.
-    """
+def train_epoch(layout, params, grads, state, X, Y, order, batch_size, config, lrs, step, ws):
+    """One epoch of gradient descent over the rows of ``X`` in ``order``: ``(mean batch loss,
+    steps taken, status)`` (the contract: :meth:`fastgd.kernels.contract.Backend.train_epoch`)."""
     with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported, not warned about
-        return _train_epoch(layout, params, grads, state, X, Y, order, batch_size, loss, l2,
-                            optimizer, hyper, lrs, step, clip_value, clip_norm, ws)
+        return _train_epoch(layout, params, grads, state, X, Y, order, batch_size, config, lrs, step, ws)
 
 
-def _train_epoch(layout, params, grads, state, X, Y, order, batch_size, loss, l2, optimizer, hyper, lrs, step,
-                 clip_value, clip_norm, ws):
+def _train_epoch(layout, params, grads, state, X, Y, order, batch_size, config, lrs, step, ws):
+    h = _hyper(config)
     n = X.shape[0]
     n_batches = -(-n // batch_size)
     total = 0.0
@@ -320,18 +342,20 @@ def _train_epoch(layout, params, grads, state, X, Y, order, batch_size, loss, l2
             xb, yb = X, Y
         else:
             rows = order[i * batch_size : (i + 1) * batch_size]
+            if rows.min() < 0 or rows.max() >= n:
+                return np.nan, i, BAD_ROW
             xb = np.take(X, rows, axis=0, out=ws.x[: len(rows)])
             yb = np.take(Y, rows, axis=0, out=ws.y[: len(rows)])
-        value = backward(layout, params, xb, yb, loss, l2, ws, grads)
+        value = _backward(layout, params, xb, yb, h, ws, grads)
         if not np.isfinite(value):
-            return value, i
-        clip(grads, clip_value, clip_norm)
-        if optimizer == LINE_SEARCH:
+            return value, i, NOT_FINITE
+        _clip(grads, h)
+        if h["optimizer"] == LINE_SEARCH:
             def trial_loss(point):
-                return evaluate(layout, point, xb, yb, loss, ws)[0] + l2_penalty(layout, point, l2)
+                return evaluate(layout, point, xb, yb, h["loss"], ws) + l2_penalty(layout, point, h["l2"])
 
-            lrs[i] = line_search(params, grads, value, trial_loss, state[0], hyper, lrs[i])
+            lrs[i] = _line_search(params, grads, value, trial_loss, state[0], h, lrs[i])
         else:
-            update(params, grads, state, optimizer, hyper, lrs[i], step + i)
+            _update(params, grads, state, h, lrs[i], step + i)
         total += value
-    return total / n_batches, n_batches
+    return total / n_batches, n_batches, OK

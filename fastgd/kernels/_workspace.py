@@ -2,28 +2,42 @@
 
 import numpy as np
 
-from .._codes import N_IN, N_OUT
+from .._layout import N_IN, N_OUT
 
 
 class Workspace:
-    """Flat buffers for up to ``rows`` rows.
+    """Flat buffers for up to ``rows`` rows per call; read-only once made.
 
     ``acts`` and ``deltas`` hold blocks of rows: block 0 the input (room for
     ``input_rows`` rows, for kernels that read the input from there), block ``l + 1``
     layer ``l``'s output, each row-major ``(m, width)`` from ``offsets[block]``.
     ``z`` holds the output logits, ``lse`` their log-sum-exp per row; ``x``,
-    ``y`` take a gathered mini-batch of up to ``batch_rows`` rows.
+    ``y`` take a gathered mini-batch of up to ``batch_rows`` rows; ``row`` is
+    scratch as wide as the widest layer.
     """
 
-    def __init__(self, layout, dtype, rows, batch_rows=0, input_rows=0):
+    def __init__(self, layout, dtype, rows, batch_rows, input_rows):
         widths = np.concatenate([layout[:1, N_IN], layout[:, N_OUT]])
         capacity = np.full(len(widths), rows)
         capacity[0] = input_rows
-        self.offsets = np.concatenate([[0], np.cumsum(capacity * widths)]).astype(np.int64)
-        self.acts = np.empty(int(self.offsets[-1]), dtype)
-        self.deltas = np.empty_like(self.acts)
-        self.z = np.empty(rows * int(widths[-1]), dtype)
-        self.lse = np.empty(rows)  # log-sum-exp of each row of z (softmax outputs)
-        self.x = np.empty((batch_rows, int(widths[0])), dtype)
-        self.y = np.empty((batch_rows, int(widths[-1])), dtype)
-        self.row = np.empty(int(widths.max()), dtype)
+        offsets = np.concatenate([[0], np.cumsum(capacity * widths)]).astype(np.int64)
+        offsets.flags.writeable = False
+        acts = np.empty(int(offsets[-1]), dtype)
+        fields = dict(
+            layout=layout, dtype=np.dtype(dtype), rows=rows, batch_rows=batch_rows, offsets=offsets, acts=acts,
+            deltas=np.empty_like(acts), z=np.empty(rows * int(widths[-1]), dtype),
+            lse=np.empty(rows),  # log-sum-exp of each row of z (softmax outputs), float64
+            x=np.empty((batch_rows, int(widths[0])), dtype), y=np.empty((batch_rows, int(widths[-1])), dtype),
+            row=np.empty(int(widths.max()), dtype),
+        )
+        for name, value in fields.items():
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name, value):
+        raise AttributeError("a workspace is read-only")
+
+    def outputs(self, m):
+        """The output activations of the last pass over ``m`` rows, ``(m, n_out)``: a view."""
+        n = int(self.layout[-1, N_OUT])
+        start = int(self.offsets[-2])
+        return self.acts[start : start + m * n].reshape(m, n)

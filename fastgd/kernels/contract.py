@@ -1,0 +1,329 @@
+"""The kernel contract: what every backend provides, and the one checked door into it.
+
+A backend is a module (``_numpy.py``, the reference; ``_numba.py``;
+``_cython.pxi``) with the functions of :class:`Backend` over flat buffers:
+
+- ``layout``: int64 ``(n_layers, 5)``, rows ``n_in, n_out, activation, W offset, b offset``
+  (:mod:`fastgd._layout`); ``P`` is the number of parameters it places.
+- ``params``, ``grads``: ``(P,)`` in the model dtype (float32 or float64);
+  ``state``: ``(slots, P)``, the optimizer's state arrays.
+- ``X``: ``(m, n_in)``, ``Y``: ``(m, n_out)`` target rows, both in the model dtype.
+- ``config``: one record of dtype :data:`STEP` (shape ``(1,)``): the loss and
+  optimizer codes, ``l2``, ``clip_value``, ``clip_norm`` (0: off) and every
+  optimizer hyper-parameter by name (:func:`step_config` makes one).
+- ``ws``: the backend's workspace, made by its ``workspace`` function.
+
+Every array is C-contiguous and aligned, with the dtype and shape above.
+:class:`Kernels` checks all of that, and the codes, the optimizer state
+against the optimizer's slots, the workspace against the rows, and the
+learning rates against the batches, in O(1) per call before any kernel
+runs; behind it the kernels trust their inputs, and nothing else in fastgd
+calls them. Kernels never raise: a training epoch returns a status.
+"""
+
+import math
+from typing import Protocol
+
+import numpy as np
+
+from .._codes import ACTIVATIONS, BAD_ROW, HYPER, LOSS_OUTPUTS, LOSSES, NOT_FINITE, OK, OPTIMIZERS
+from .._layout import ACTIVATION, B_OFFSET, N_IN, N_OUT
+
+STEP = np.dtype([("loss", np.int64), ("optimizer", np.int64), ("l2", np.float64), ("clip_value", np.float64),
+                 ("clip_norm", np.float64)] + [(name, np.float64) for name in HYPER])
+STATUS = {OK: "ok", NOT_FINITE: "loss not finite", BAD_ROW: "row index out of range"}
+MAX_STEP = 2**62
+
+_LOSS_NAMES = {code: name for name, code in LOSSES.items()}
+_ACTIVATION_NAMES = {code: name for name, code in ACTIVATIONS.items()}
+_RULES = {rule.code: (name, rule) for name, rule in OPTIMIZERS.items()}
+
+
+class Backend(Protocol):
+    """The functions a backend module provides (none of them checks its arguments)."""
+
+    def workspace(self, layout, dtype, rows: int, batch_rows: int):
+        """Scratch for up to ``rows`` rows per call, plus room to gather ``batch_rows`` rows of
+        ``X`` and ``Y`` (0: none); an object with ``layout``, ``dtype``, ``rows``, ``batch_rows``
+        and ``outputs(m)``, the ``(m, n_out)`` output activations of the last pass."""
+
+    def forward(self, layout, params, X, ws) -> None:
+        """Forward pass of the rows of ``X``; outputs in ``ws.outputs(m)``."""
+
+    def evaluate(self, layout, params, X, Y, loss: int, ws) -> float:
+        """Forward pass and mean data loss of ``(X, Y)`` (no L2 term), accumulated in float64."""
+
+    def l2_penalty(self, layout, params, l2: float) -> float:
+        """``l2 / 2 * sum(W**2)`` over every weight matrix (biases excluded), float64."""
+
+    def backward(self, layout, params, X, Y, config, ws, grads) -> float:
+        """Forward and backward pass: ``grads`` filled (L2 term included); returns the batch loss."""
+
+    def clip(self, grads, config) -> None:
+        """Clip ``grads`` in place: each element to ``[-clip_value, clip_value]``, then the whole
+        vector to L2 norm ``clip_norm`` (scaled by ``clip_norm / (norm + 1e-6)`` when below 1)."""
+
+    def update(self, params, grads, state, config, lr: float, step: int) -> None:
+        """One optimizer step on ``params`` in place (rules in :mod:`fastgd.optimizers`);
+        ``step`` counts from 0. ``grads`` is spent (may be overwritten)."""
+
+    def train_epoch(self, layout, params, grads, state, X, Y, order, batch_size: int, config, lrs, step: int,
+                    ws) -> tuple[float, int, int]:
+        """One epoch of every batch's forward, backward, clipping and update, in one call.
+
+        Batch ``i`` is the rows ``order[i*batch_size:(i+1)*batch_size]`` (int64; the last may be
+        short; a single batch takes ``X`` as it is) with learning rate ``lrs[i]`` (float64, one per
+        batch; a line search starts from it and writes back the step it took), optimizer step
+        ``step + i``. Returns ``(mean batch loss, steps taken, status)``: the epoch stops before
+        the update of a batch whose loss is not finite (``NOT_FINITE``) or that names a row
+        outside ``X`` (``BAD_ROW``).
+        """
+
+
+def step_config(loss: str, optimizer: str = "sgd", hyper=None, l2: float = 0.0, clip_value: float = 0.0,
+                clip_norm: float = 0.0) -> np.ndarray:
+    """The step configuration, a ``(1,)`` array of dtype :data:`STEP`: ``loss`` and ``optimizer``
+    by name (``fastgd._codes``), ``hyper`` a mapping of the optimizer's hyper-parameters by name
+    (None: all 0, which is plain SGD)."""
+    if loss not in LOSSES:
+        raise ValueError(f"loss: unknown loss {loss!r}; choose one of {', '.join(map(repr, LOSSES))}")
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer: unknown update rule {optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+    rule = OPTIMIZERS[optimizer]
+    config = np.zeros(1, STEP)
+    config["loss"], config["optimizer"] = LOSSES[loss], rule.code
+    config["l2"], config["clip_value"], config["clip_norm"] = l2, clip_value, clip_norm
+    hyper = dict.fromkeys(rule.hyper, 0.0) if hyper is None else hyper
+    missing = [name for name in rule.hyper if name not in hyper]
+    if missing:
+        raise ValueError(f"hyper: {optimizer!r} needs {', '.join(missing)}")
+    for name in rule.hyper:
+        config[name] = hyper[name]
+    return config
+
+
+def check_layout(layout) -> np.ndarray:
+    """A private, read-only copy of ``layout`` once every row is checked to describe one
+    contiguous ``params`` buffer: positive widths chained layer to layer, known activation
+    codes (softmax last only), and each ``W`` then ``b`` right after the layer before."""
+    try:
+        table = np.array(layout, dtype=np.int64, copy=True, order="C")
+    except (TypeError, ValueError, OverflowError) as error:
+        raise TypeError(f"layout: expected an integer table of shape (n_layers, 5) ({error})") from None
+    if table.ndim != 2 or table.shape[1] != 5 or len(table) == 0:
+        raise ValueError(f"layout: expected shape (n_layers, 5) with n_layers >= 1, got {table.shape}")
+    offset = 0
+    for l, (n_in, n_out, activation, w, b) in enumerate(table.tolist()):
+        if not (0 < n_in < 2**31 and 0 < n_out < 2**31):
+            raise ValueError(f"layout: layer {l} has widths {n_in} x {n_out}; each must be in [1, 2**31)")
+        if l > 0 and n_in != table[l - 1, N_OUT]:
+            raise ValueError(f"layout: layer {l} takes {n_in} inputs but layer {l - 1} gives {table[l - 1, N_OUT]}")
+        if activation not in _ACTIVATION_NAMES or (activation == ACTIVATIONS["softmax"] and l < len(table) - 1):
+            raise ValueError(f"layout: layer {l} has activation code {activation}, not a known "
+                             f"{'output' if l == len(table) - 1 else 'hidden'} activation")
+        if w != offset or b != offset + n_in * n_out:
+            raise ValueError(f"layout: layer {l} places W at {w} and b at {b}; expected {offset} and "
+                             f"{offset + n_in * n_out}")
+        offset = b + n_out
+        if offset >= 2**62:
+            raise ValueError("layout: more parameters than an int64 offset can place")
+    table.flags.writeable = False
+    return table
+
+
+def _describe(value):
+    if not isinstance(value, np.ndarray):
+        return type(value).__name__
+    flags = value.flags
+    traits = [t for t, ok in (("non-contiguous", flags.c_contiguous), ("misaligned", flags.aligned),
+                              ("read-only", flags.writeable)) if not ok]
+    return " ".join(traits + [f"{value.dtype} array of shape {value.shape}"])
+
+
+def _check_array(value, name, dtype, shape, writable=False):
+    """``value`` is an aligned C-contiguous ndarray of ``dtype`` and ``shape`` (None: any length
+    >= 1 on that axis), writable if ``writable``."""
+    if not isinstance(value, np.ndarray):
+        raise TypeError(f"{name}: expected a NumPy array, got {type(value).__name__}")
+    flags = value.flags
+    if (value.dtype != dtype or len(value.shape) != len(shape) or not flags.c_contiguous or not flags.aligned
+            or (writable and not flags.writeable)
+            or any(want != got if want is not None else got < 1 for want, got in zip(shape, value.shape))):
+        wanted = ", ".join("m" if s is None else str(s) for s in shape)
+        raise ValueError(f"{name}: expected an aligned C-contiguous{' writable' if writable else ''} {dtype} array "
+                         f"of shape ({wanted}{',' if len(shape) == 1 else ''}), got a {_describe(value)}")
+    return value
+
+
+def _check_int(value, name, low, high):
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or not low <= value < high:
+        raise ValueError(f"{name}: expected an integer in [{low}, {high}), got {value!r}")
+    return int(value)
+
+
+def _check_real(value, name):
+    if not isinstance(value, (int, float, np.integer, np.floating)) or isinstance(value, bool) \
+            or not math.isfinite(value):
+        raise ValueError(f"{name}: expected a finite number, got {value!r}")
+    return float(value)
+
+
+def _run(kernel, *args):
+    """``kernel(*args)``. A Ctrl-C that reaches Python while compiled code returns its result
+    surfaces as a ``SystemError`` caused by the ``KeyboardInterrupt``: raise the interrupt itself."""
+    try:
+        return kernel(*args)
+    except SystemError as error:
+        if isinstance(error.__cause__ or error.__context__, KeyboardInterrupt):
+            raise KeyboardInterrupt from None
+        raise
+
+
+class Kernels:
+    """The checked entry into one backend's kernels, for one layout and dtype.
+
+    Holds a private read-only copy of ``layout``; every method checks its
+    arguments (types, dtypes, shapes, contiguity, alignment, codes, capacity)
+    against it before the backend runs, and raises ``TypeError`` or
+    ``ValueError`` naming the argument.
+    """
+
+    def __init__(self, name: str, backend: Backend, layout, dtype):
+        self.name, self.backend = name, backend
+        self.layout = check_layout(layout)
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.float32, np.float64):
+            raise ValueError(f"dtype: must be float32 or float64, got {self.dtype}")
+        last = self.layout[-1]
+        self.n_params = int(last[B_OFFSET] + last[N_OUT])
+        self.n_in, self.n_out = int(self.layout[0, N_IN]), int(last[N_OUT])
+        self.output = _ACTIVATION_NAMES[int(last[ACTIVATION])]
+
+    def __repr__(self):
+        return f"Kernels({self.name!r}, {self.n_in} -> {self.n_out}, {self.n_params} params, {self.dtype})"
+
+    # ---------------------------------------------------------------- checks
+    def _params(self, params, name="params", writable=False):
+        return _check_array(params, name, self.dtype, (self.n_params,), writable)
+
+    def _rows(self, X, Y=None):
+        _check_array(X, "X", self.dtype, (None, self.n_in))
+        if Y is not None:
+            _check_array(Y, "Y", self.dtype, (X.shape[0], self.n_out))
+        return X.shape[0]
+
+    def _workspace(self, ws, rows, batch_rows=0):
+        if type(ws) is not getattr(self.backend, "Workspace", None) or ws.layout is not self.layout \
+                or ws.dtype != self.dtype:
+            raise TypeError(f"ws: expected a workspace made by this object's workspace(), got {type(ws).__name__}")
+        if ws.rows < rows or ws.batch_rows < batch_rows:
+            raise ValueError(f"ws: made for {ws.rows} rows and {ws.batch_rows} gathered rows; this call needs "
+                             f"{rows} and {batch_rows}")
+        return ws
+
+    def _loss(self, loss):
+        if not isinstance(loss, (int, np.integer)) or int(loss) not in _LOSS_NAMES:
+            raise ValueError(f"loss: expected a loss code {sorted(_LOSS_NAMES)}, got {loss!r}")
+        name = _LOSS_NAMES[int(loss)]
+        if self.output not in LOSS_OUTPUTS[name]:
+            raise ValueError(f"loss: {name!r} cannot follow this layout's {self.output} output")
+        return int(loss)
+
+    def _config(self, config):
+        """``(config, slots)``: the checked step configuration and the optimizer's number of state arrays."""
+        if not isinstance(config, np.ndarray) or config.dtype != STEP or config.shape != (1,):
+            raise TypeError(f"config: expected a (1,) array of dtype fastgd.kernels.STEP (step_config() makes "
+                            f"one), got {_describe(config)}")
+        if not config.flags.writeable or not config.flags.aligned:
+            config = config.copy()
+        record = config[0]
+        self._loss(record["loss"])
+        code = int(record["optimizer"])
+        if code not in _RULES:
+            raise ValueError(f"config: unknown optimizer code {code}; known: {sorted(_RULES)}")
+        optimizer, rule = _RULES[code]
+        for name in ("l2", "clip_value", "clip_norm", *rule.hyper):
+            value = float(record[name])
+            if not math.isfinite(value) or (name in ("l2", "clip_value", "clip_norm") and value < 0):
+                raise ValueError(f"config: {name} must be finite{' and >= 0' if name[0] in 'lc' else ''}, "
+                                 f"got {value!r}")
+        if optimizer == "line_search" and not (0 < record["rho"] < 1 and record["min_step"] > 0):
+            raise ValueError("config: a line search needs 0 < rho < 1 and min_step > 0")
+        return config, rule.slots(record)
+
+    def _state(self, state, slots):
+        return _check_array(state, "state", self.dtype, (slots, self.n_params), writable=True)
+
+    # ---------------------------------------------------------------- the kernels
+    def workspace(self, rows: int, batch_rows: int = 0):
+        """A workspace for up to ``rows`` rows per call and ``batch_rows`` gathered rows."""
+        rows = _check_int(rows, "rows", 1, 2**31)
+        batch_rows = _check_int(batch_rows, "batch_rows", 0, 2**31)
+        return self.backend.workspace(self.layout, self.dtype, rows, batch_rows)
+
+    def forward(self, params, X, ws) -> np.ndarray:
+        """Output activations ``(m, n_out)`` of the rows of ``X``: a view into ``ws``, valid until its next use."""
+        self._params(params)
+        m = self._rows(X)
+        self._workspace(ws, m)
+        _run(self.backend.forward, self.layout, params, X, ws)
+        return ws.outputs(m)
+
+    def evaluate(self, params, X, Y, loss: int, ws) -> tuple[float, np.ndarray]:
+        """``(mean data loss without the L2 term, output activations (m, n_out))`` on ``(X, Y)``."""
+        self._params(params)
+        m = self._rows(X, Y)
+        self._workspace(ws, m)
+        loss = self._loss(loss)
+        return _run(self.backend.evaluate, self.layout, params, X, Y, loss, ws), ws.outputs(m)
+
+    def l2_penalty(self, params, l2: float) -> float:
+        """``l2 / 2 * sum(W**2)`` over every weight matrix (biases excluded)."""
+        self._params(params)
+        l2 = _check_real(l2, "l2")
+        return _run(self.backend.l2_penalty, self.layout, params, l2) if l2 else 0.0
+
+    def backward(self, params, X, Y, config, ws, grads) -> float:
+        """Forward and backward pass on ``(X, Y)``: fills ``grads`` (L2 included); returns the batch loss."""
+        self._params(params)
+        self._params(grads, "grads", writable=True)
+        m = self._rows(X, Y)
+        self._workspace(ws, m)
+        config, _ = self._config(config)
+        return _run(self.backend.backward, self.layout, params, X, Y, config, ws, grads)
+
+    def clip(self, grads, config) -> None:
+        """Clip ``grads`` in place as ``config`` says (see :meth:`Backend.clip`)."""
+        self._params(grads, "grads", writable=True)
+        config, _ = self._config(config)
+        _run(self.backend.clip, grads, config)
+
+    def update(self, params, grads, state, config, lr: float, step: int) -> None:
+        """One optimizer step on ``params`` in place; ``step`` counts from 0."""
+        self._params(params, writable=True)
+        self._params(grads, "grads", writable=True)
+        config, slots = self._config(config)
+        self._state(state, slots)
+        if config["optimizer"][0] == OPTIMIZERS["line_search"].code:
+            raise ValueError("config: a line search steps inside train_epoch, which evaluates its trial points")
+        _run(self.backend.update, params, grads, state, config, _check_real(lr, "lr"),
+             _check_int(step, "step", 0, MAX_STEP))
+
+    def train_epoch(self, params, grads, state, X, Y, order, batch_size: int, config, lrs, step: int, ws):
+        """One epoch over the rows of ``X`` in ``order``: ``(mean batch loss, steps taken, status)``
+        (see :meth:`Backend.train_epoch`)."""
+        self._params(params, writable=True)
+        self._params(grads, "grads", writable=True)
+        n = self._rows(X, Y)
+        batch_size = _check_int(batch_size, "batch_size", 1, 2**31)
+        batches = -(-n // batch_size)
+        config, slots = self._config(config)
+        self._state(state, slots)
+        _check_array(order, "order", np.int64, (n,))
+        _check_array(lrs, "lrs", np.float64, (batches,), writable=True)
+        if not np.isfinite(lrs).all():
+            raise ValueError("lrs: every learning rate must be finite")
+        step = _check_int(step, "step", 0, MAX_STEP - batches)
+        self._workspace(ws, *((n, 0) if batches == 1 else (batch_size, batch_size)))
+        return _run(self.backend.train_epoch, self.layout, params, grads, state, X, Y, order, batch_size, config,
+                    lrs, step, ws)

@@ -1,0 +1,277 @@
+"""The network: architecture, weights, forward pass and predictions, and ``fit`` at its door."""
+
+from typing import Sequence
+
+import numpy as np
+from sklearn.utils import check_random_state
+
+from . import persistence
+from ._codes import DEFAULT_LOSS, LOSS_OUTPUTS, LOSSES
+from ._layout import he_normal, make_layout, weight_views
+from ._validation import check_dtype, check_X
+from .callbacks import Callback, History
+from .errors import ModelFileError
+from .kernels import kernels, resolve_saved
+from .layers import architecture, layers_of
+from .optimizers import SGD, Optimizer, check_optimizer
+from .targets import Task
+from .training import FitOptions, TrainingState, evaluate, outputs, train
+
+
+class MLP:
+    """Multilayer perceptron trained by batch, mini-batch or stochastic gradient descent.
+
+    Parameters
+    ----------
+    sizes : list of int, or list of layers
+        Widths ``[n_in, h1, ..., n_out]``, or layer objects
+        ``[Dense(n_in, h1), ReLU(), ..., Dense(h, n_out), Softmax()]``.
+    hidden : {"relu", "sigmoid", "tanh", "identity"}
+        Activation after every hidden layer (when ``sizes`` are widths).
+    output : {"softmax", "sigmoid", "identity"}
+        Activation of the output layer (when ``sizes`` are widths).
+    loss : {"cross_entropy", "binary_cross_entropy", "mse"} or None
+        None picks the output's natural loss: softmax -> cross_entropy,
+        sigmoid -> binary_cross_entropy, identity -> mse. ``mse`` may also
+        follow a sigmoid output. Cross-entropy and binary cross-entropy
+        classify; squared error regresses.
+    backend : {"auto", "numpy", "numba", "cython"}
+        Kernel set; "auto" takes the fastest available (``backend_`` says which).
+    dtype : {"float64", "float32"}
+        Dtype of the weights and of every computation.
+    random_state : int, numpy.random.RandomState or None
+        Seeds He-normal initialisation and, on the same generator, each
+        epoch's shuffling order.
+
+    Attributes
+    ----------
+    params : ndarray of shape (n_params,)
+        Every weight and bias in one flat buffer (layout in ``layout``); it can
+        be written into, not replaced.
+    layout : ndarray of int64, shape (n_layers, 5)
+        ``n_in, n_out, activation code, W offset, b offset`` per layer (a read-only copy).
+    kernels : fastgd.kernels.Kernels
+        The checked entry into the backend's kernels for this network.
+    training : TrainingState
+        Optimizer, its state and step count, learning-rate scale, shuffling
+        generator and the last fit's L2: what the next ``fit`` continues from.
+    classes_ : ndarray or None
+        Class labels (classifiers, after the first fit).
+    """
+
+    def __init__(self, sizes: Sequence, hidden: str = "relu", output: str = "softmax",
+                 loss: str | None = None, backend: str = "auto", dtype="float64", random_state=None):
+        sizes, activations = architecture(sizes, hidden, output)
+        output = activations[-1]
+        loss = DEFAULT_LOSS[output] if loss is None else loss
+        if loss not in LOSSES:
+            raise ValueError(f"loss: unknown loss {loss!r}; choose one of {', '.join(map(repr, LOSSES))}")
+        if output not in LOSS_OUTPUTS[loss]:
+            raise ValueError(f"loss: {loss!r} needs a {' or '.join(LOSS_OUTPUTS[loss])} output, got {output!r}")
+        if output == "softmax" and sizes[-1] < 2:
+            raise ValueError("sizes: a softmax output needs at least 2 units")
+        dtype = check_dtype(dtype)
+        self.sizes, self.activations, self.loss, self.dtype = sizes, activations, loss, dtype
+        self._kernels = kernels(backend, make_layout(sizes, activations), dtype)
+        self._params = np.empty(self._kernels.n_params, dtype=dtype)
+        rng = check_random_state(random_state)
+        he_normal(self._kernels.layout, self._params, rng)
+        self.training = TrainingState(SGD(lr=0.01), len(self._params), dtype, rng)
+        self.task = Task.of(loss, output, sizes[-1], dtype)
+        self.classes_ = None
+        self.stop_training = False
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def backend_(self) -> str:
+        return self._kernels.name
+
+    @property
+    def kernels(self):
+        return self._kernels
+
+    @property
+    def params(self) -> np.ndarray:
+        return self._params
+
+    @property
+    def layout(self) -> np.ndarray:
+        return self._kernels.layout.copy()
+
+    @property
+    def training(self) -> TrainingState:
+        return self._training
+
+    @training.setter
+    def training(self, value: TrainingState):
+        if not isinstance(value, TrainingState) or value.state.shape[1:] != self._params.shape \
+                or value.state.dtype != self.dtype:
+            raise TypeError(f"training: expected a TrainingState for {len(self._params)} {self.dtype} parameters")
+        self._training = value
+
+    @property
+    def optimizer(self) -> Optimizer:
+        """The optimizer the next ``fit(optimizer=None)`` continues with."""
+        return self._training.optimizer
+
+    @property
+    def is_classifier(self) -> bool:
+        return self.task.classifies
+
+    @property
+    def weights(self) -> list:
+        """``[W0, b0, W1, b1, ...]`` as views into ``params`` (writes go through)."""
+        return weight_views(self._kernels.layout, self._params)
+
+    def get_weights(self) -> list:
+        """Copies ``[W0, b0, W1, b1, ...]``; ``W`` of shape (n_in, n_out), ``b`` of shape (n_out,)."""
+        return [w.copy() for w in self.weights]
+
+    def set_weights(self, weights: Sequence[np.ndarray]) -> None:
+        """Copy ``[W0, b0, ...]`` into the model, after checking every shape, dtype and value."""
+        views = self.weights
+        if len(weights) != len(views):
+            raise ValueError(f"weights: expected {len(views)} arrays [W0, b0, ...], got {len(weights)}")
+        checked = []
+        for i, (new, view) in enumerate(zip(weights, views)):
+            new = np.asarray(new)
+            name = f"weights[{i}]"
+            if new.dtype.kind not in "fiu":
+                raise TypeError(f"{name}: expected a real numeric array, got dtype {new.dtype}")
+            if new.shape != view.shape:
+                raise ValueError(f"{name}: expected shape {view.shape}, got {new.shape}")
+            if not np.all(np.isfinite(new)):
+                raise ValueError(f"{name}: contains NaN or infinity")
+            checked.append(new)
+        for new, view in zip(checked, views):
+            view[...] = new
+
+    # ------------------------------------------------------------------ files and pickles
+    def __getstate__(self):
+        """Arrays and names only: the kernel entry is made again when unpickled."""
+        state = self.__dict__.copy()
+        state["_kernels"] = self._kernels.name
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._params = np.array(self._params)  # writable, even from a memmap
+        layout = make_layout(self.sizes, self.activations)
+        self._kernels = kernels(resolve_saved(state["_kernels"]), layout, self.dtype)
+
+    def save(self, path) -> None:
+        """Write the model to ``path`` (an ``.npz`` of plain arrays and a JSON header), atomically.
+
+        The file holds the weights, the optimizer with its state and step count,
+        the learning-rate scale, the shuffling generator's position, L2 and class
+        labels: ``fastgd.load`` gives a model that predicts bit-identically and
+        resumes training as if never saved.
+        """
+        persistence.save(path, self)
+
+    # ------------------------------------------------------------------ predictions
+    def _check_fitted_classes(self):
+        if self.task.classifies and self.classes_ is None:
+            raise RuntimeError("this classifier has not been fitted yet: call fit(X, y) first")
+
+    def _outputs(self, X):
+        X = check_X(X, self.dtype, n_features=self.sizes[0])
+        return outputs(self._kernels, self._params, X)[0]
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Class probabilities, ``(n, n_classes)``: a binary sigmoid output gives ``[1 - p, p]``."""
+        if not self.task.classifies:
+            raise TypeError("predict_proba: only a classifier (cross-entropy or binary cross-entropy loss) gives "
+                            "probabilities; use predict")
+        return self.task.probabilities(self._outputs(X))
+
+    def predict(self, X) -> np.ndarray:
+        """Class labels ``(n,)`` (indicator rows ``(n, k)`` for a multi-label sigmoid output),
+        or regression values ``(n,)`` for one output unit, ``(n, k)`` for more."""
+        self._check_fitted_classes()
+        return self.task.predict(self._outputs(X), self.classes_)
+
+    def evaluate(self, X, y):
+        """``(loss, accuracy)`` for a classifier, ``loss`` for regression.
+
+        The loss is the mean data loss plus the L2 term of the last fit's ``l2``.
+        """
+        X = check_X(X, self.dtype, n_features=self.sizes[0])
+        self._check_fitted_classes()
+        Y, _ = self.task.encode(y, "y", len(X), self.classes_)
+        loss, accuracy = evaluate(self, X, Y)
+        return (loss, accuracy) if self.task.classifies else loss
+
+    def encode(self, X, y, classes=None, names=("X", "y")):
+        """``(X, Y, classes)``: ``X`` checked, C-contiguous in the model dtype, and targets ``y``
+        as the rows ``(n, n_out)`` the kernels train on, for ``classes`` (default: the model's;
+        on a first fit, the labels found in ``y``). Errors name the arguments ``names``."""
+        X = check_X(X, self.dtype, names[0], self.sizes[0])
+        Y, classes = self.task.encode(y, names[1], len(X), self.classes_ if classes is None else classes)
+        return X, Y, classes
+
+    # ------------------------------------------------------------------ training
+    def fit(self, X, y, *, epochs: int = 1, batch_size: int | None = None, optimizer: Optimizer | None = None,
+            l2: float = 0.0, clip_value: float | None = None, clip_norm: float | None = None,
+            shuffle: bool = True, validation_data=None, train_metrics: bool = True,
+            callbacks: Sequence[Callback] = (), verbose: int = 0, on_divergence: str = "raise") -> History:
+        """Train by gradient descent; continues from the current weights.
+
+        ``batch_size=None`` is full-batch gradient descent, ``1`` stochastic,
+        anything else mini-batch (the last batch may be short). Returns a
+        :class:`History`: per epoch ``loss`` (mean batch loss while training),
+        ``train_loss``/``train_accuracy`` (whole training set after the epoch,
+        unless ``train_metrics=False``), ``val_loss``/``val_accuracy`` and
+        ``epoch_time`` (seconds of training, metrics excluded), and for a line
+        search ``step_size`` (the epoch's mean accepted step). Losses include
+        the L2 term ``l2 / 2 * sum(W**2)``.
+
+        ``optimizer=None`` continues with the current optimizer and its state
+        (the first fit's default is ``SGD(lr=0.01)``); a new optimizer starts
+        from fresh state. Each step's gradient is clipped element-wise to
+        ``[-clip_value, clip_value]``, then to global L2 norm ``clip_norm`` (as
+        ``torch.nn.utils.clip_grad_norm_``), before the update.
+
+        When the loss stops being finite, the fit stops, the model goes back to
+        the weights and optimizer state of its last finite epoch, and
+        ``TrainingDiverged`` is raised with the history (``on_divergence="warn"``:
+        a warning, and the history is returned). An interruption (Ctrl-C) during
+        an epoch puts back the weights of the epoch before and re-raises; the
+        history so far is in ``history_`` either way.
+        """
+        # Everything is checked before anything about the model changes.
+        X, Y, classes = self.encode(X, y)
+        options = FitOptions(epochs=epochs, batch_size=batch_size, l2=l2, clip_value=clip_value, clip_norm=clip_norm,
+                             shuffle=shuffle, train_metrics=train_metrics, callbacks=callbacks, verbose=verbose,
+                             on_divergence=on_divergence)
+        if optimizer is not None:
+            check_optimizer(optimizer)
+        validation = None
+        if validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise ValueError("validation_data: expected a pair (X_val, y_val)")
+            X_val, Y_val, _ = self.encode(*validation_data, classes, ("validation_data[0]", "validation_data[1]"))
+            validation = X_val, Y_val
+        self.classes_ = classes
+        if optimizer is not None:
+            self._training.reset(optimizer)
+        return train(self, X, Y, options, validation)
+
+    def __repr__(self):
+        return (f"MLP({self.sizes}, activations={self.activations}, loss={self.loss!r}, "
+                f"backend={self.backend_!r}, dtype={self.dtype.name!r})")
+
+
+def load(path) -> MLP:
+    """The model saved at ``path`` (see :meth:`MLP.save`), on the backend it was saved
+    with, or, when that one is not available here, the fastest available (with a warning)."""
+    saved = persistence.load(path)
+    try:
+        net = MLP(layers_of(saved.sizes, saved.activations), loss=saved.loss, backend=resolve_saved(saved.backend),
+                  dtype=saved.dtype, random_state=0)  # its own generator: the saved weights replace these
+    except (TypeError, ValueError) as error:
+        raise ModelFileError(f"architecture: {error}") from None
+    net.params[...] = saved.params
+    net.training = saved.training
+    net.classes_ = saved.classes
+    return net

@@ -1,0 +1,294 @@
+"""The training loop (epochs, divergence, interruption, callbacks, history) and the training state.
+
+:func:`train` runs every epoch of a fit over arrays that are already
+checked: ``MLP.fit``, the scikit-learn estimators and the tools call it.
+Everything that changes while a model trains lives in its
+:class:`TrainingState`, which the model file saves.
+"""
+
+import threading
+import time
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._codes import LOSSES, NOT_FINITE, OK
+from ._threads import blas_threads_for
+from ._validation import check_bool, check_int, check_nonnegative, check_positive
+from .callbacks import EpochLog, History, ProgressBar
+from .errors import TrainingDiverged
+from .kernels import step_config
+from .kernels.contract import STATUS
+from .optimizers import Optimizer, check_optimizer
+
+# Rows per forward call when predicting or evaluating, so memory stays bounded.
+CHUNK_ROWS = 4096
+
+
+class TrainingState:
+    """Everything that changes while a model trains, saved with it.
+
+    Attributes
+    ----------
+    optimizer : Optimizer
+        The optimizer spec (immutable); :meth:`reset` starts another.
+    state : ndarray of shape (optimizer.n_slots, n_params)
+        The optimizer's state arrays, zeros at the start.
+    step : int
+        Optimizer steps taken (schedules and Adam's bias correction count them).
+    lr_scale : float
+        Multiplies every learning rate; ``ReduceLROnPlateau`` and scikit-learn's
+        adaptive rate lower it.
+    rng : numpy.random.RandomState
+        The shuffling generator.
+    l2 : float
+        L2 strength of the last fit (``evaluate`` reports the loss with it).
+    """
+
+    def __init__(self, optimizer: Optimizer, n_params: int, dtype, rng: np.random.RandomState, *, state=None,
+                 step: int = 0, lr_scale: float = 1.0, l2: float = 0.0):
+        self._optimizer = check_optimizer(optimizer)
+        shape = (optimizer.n_slots, n_params)
+        self._state = np.zeros(shape, dtype) if state is None else np.array(state, dtype=dtype, order="C")
+        if self._state.shape != shape:
+            raise ValueError(f"state: {type(optimizer).__name__} keeps {shape[0]} arrays of {n_params} values; "
+                             f"got shape {self._state.shape}")
+        self.step, self.lr_scale, self.rng, self.l2 = step, lr_scale, rng, l2
+        self._lock = threading.Lock()
+
+    @property
+    def optimizer(self) -> Optimizer:
+        return self._optimizer
+
+    @property
+    def state(self) -> np.ndarray:
+        return self._state
+
+    @property
+    def step(self) -> int:
+        return self._step
+
+    @step.setter
+    def step(self, value):
+        self._step = check_int(value, "step", minimum=0)
+
+    @property
+    def lr_scale(self) -> float:
+        return self._lr_scale
+
+    @lr_scale.setter
+    def lr_scale(self, value):
+        self._lr_scale = check_nonnegative(value, "lr_scale")
+
+    @property
+    def l2(self) -> float:
+        return self._l2
+
+    @l2.setter
+    def l2(self, value):
+        self._l2 = check_nonnegative(value, "l2")
+
+    def reset(self, optimizer: Optimizer) -> None:
+        """Start ``optimizer`` from fresh state: zeros, step 0, scale 1."""
+        self.__init__(optimizer, self._state.shape[1], self._state.dtype, self.rng, l2=self.l2)
+
+    def learning_rates(self, n_steps: int) -> np.ndarray:
+        """The learning rate of each of the next ``n_steps`` steps, float64."""
+        rates = self._optimizer.learning_rates(self._step, n_steps)
+        rates *= self._lr_scale
+        return rates
+
+    @contextmanager
+    def exclusive(self):
+        """Hold the model for one fit; a second fit at the same time is refused."""
+        if not self._lock.acquire(blocking=False):
+            raise RuntimeError("fit: this model is already being trained (by another thread); "
+                               "train a copy of it (copy.deepcopy) to train two at once")
+        try:
+            yield
+        finally:
+            self._lock.release()
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._state = np.array(self._state)  # writable, even from a memmap
+        self._lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    """The settings of one fit, checked when made (each error names the argument).
+
+    ``batch_size=None`` is full-batch gradient descent, ``1`` stochastic, anything
+    else mini-batch (the last batch may be short). Each step's gradient is clipped
+    element-wise to ``[-clip_value, clip_value]``, then to global L2 norm
+    ``clip_norm``. ``verbose``: 0 silent, 1 a progress bar, 2 a line per epoch.
+    """
+
+    epochs: int = 1
+    batch_size: int | None = None
+    l2: float = 0.0
+    clip_value: float | None = None
+    clip_norm: float | None = None
+    shuffle: bool = True
+    train_metrics: bool = True
+    callbacks: tuple = ()
+    verbose: int = 0
+    on_divergence: str = "raise"
+
+    def __post_init__(self):
+        check_int(self.epochs, "epochs")
+        if self.batch_size is not None:
+            check_int(self.batch_size, "batch_size")
+        object.__setattr__(self, "l2", check_nonnegative(self.l2, "l2"))
+        for name in ("clip_value", "clip_norm"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, check_positive(getattr(self, name), name))
+        check_bool(self.shuffle, "shuffle")
+        check_bool(self.train_metrics, "train_metrics")
+        try:
+            callbacks = tuple(self.callbacks)
+        except TypeError:
+            raise TypeError(f"callbacks: expected a list of callbacks, got {self.callbacks!r}") from None
+        for callback in callbacks:
+            if not callable(getattr(callback, "on_epoch_end", None)):
+                raise TypeError(f"callbacks: {callback!r} has no on_epoch_end(epoch, logs) method")
+        object.__setattr__(self, "callbacks", callbacks)
+        if self.verbose not in (0, 1, 2) or isinstance(self.verbose, bool):
+            raise ValueError(f"verbose: expected 0 (silent), 1 (a progress bar) or 2 (a line per epoch), "
+                             f"got {self.verbose!r}")
+        if self.on_divergence not in ("raise", "warn"):
+            raise ValueError(f"on_divergence: expected 'raise' or 'warn', got {self.on_divergence!r}")
+
+
+def outputs(kernels, params, X, Y=None, loss=None, ws=None):
+    """``(outputs (n, n_out), mean data loss)`` of the rows of ``X`` in chunks of ``CHUNK_ROWS``
+    rows; the loss (no L2 term) needs targets ``Y`` and a loss code, else it is None."""
+    n = len(X)
+    ws = ws or kernels.workspace(min(n, CHUNK_ROWS))
+    result = np.empty((n, kernels.n_out), dtype=kernels.dtype)
+    loss_sum = 0.0
+    for start in range(0, n, CHUNK_ROWS):
+        rows = slice(start, start + CHUNK_ROWS)
+        if Y is None:
+            result[rows] = kernels.forward(params, X[rows], ws)
+        else:
+            value, result[rows] = kernels.evaluate(params, X[rows], Y[rows], loss, ws)
+            loss_sum += value * len(result[rows])
+    return result, (loss_sum / n if Y is not None else None)
+
+
+def evaluate(net, X, Y, ws=None):
+    """``(loss, accuracy)`` of ``net`` on checked rows ``(X, Y)``: the mean data loss plus the L2 term
+    of ``net.training.l2``; accuracy is None for regression."""
+    result, data_loss = outputs(net.kernels, net.params, X, Y, LOSSES[net.loss], ws)
+    return data_loss + net.kernels.l2_penalty(net.params, net.training.l2), net.task.accuracy(result, Y)
+
+
+def train(net, X, Y, options: FitOptions, validation=None) -> History:
+    """Train ``net`` on checked rows ``(X, Y)`` (C-contiguous, the model dtype, ``Y`` encoded by
+    ``net.task``) for ``options.epochs`` epochs, continuing from its weights and training state.
+
+    ``validation``: checked rows ``(X_val, Y_val)`` or None. Returns the :class:`History`
+    (also in ``net.history_``): per epoch ``loss`` (mean batch loss while training),
+    ``train_loss``/``train_accuracy`` (whole training set after the epoch, unless
+    ``options.train_metrics`` is False), ``val_loss``/``val_accuracy``, ``epoch_time``
+    (seconds of training, metrics excluded) and, for a line search, ``step_size``.
+
+    When the loss stops being finite the model goes back to the weights and training state
+    of its last finite epoch and ``TrainingDiverged`` is raised with the history (or, with
+    ``on_divergence="warn"``, warned about). An interruption (Ctrl-C) during an epoch puts
+    back the weights of the epoch before and re-raises.
+    """
+    kernels, training, params = net.kernels, net.training, net.params
+    n = len(X)
+    batch_size = n if options.batch_size is None else min(options.batch_size, n)
+    n_batches = -(-n // batch_size)
+    with training.exclusive():
+        training.l2 = options.l2
+        optimizer = training.optimizer
+        config = step_config(net.loss, optimizer.rule, optimizer.hyper(), options.l2, options.clip_value or 0.0,
+                             options.clip_norm or 0.0)
+        ws = kernels.workspace(batch_size, batch_size if n_batches > 1 else 0)
+        needs_metrics = options.train_metrics or validation is not None
+        eval_ws = kernels.workspace(min(CHUNK_ROWS, max(n, len(validation[0]) if validation else 0))) \
+            if needs_metrics else None
+        grads = np.zeros_like(params)
+        in_order = np.arange(n)
+        net.history_ = history = History()
+        display = {0: [], 1: [ProgressBar(options.epochs)], 2: [EpochLog(options.epochs)]}[options.verbose]
+        callbacks = [history, *options.callbacks, *display]
+        net.stop_training = False
+        for callback in callbacks:
+            callback.model = net
+            _hook(callback, "on_train_begin")
+        diverged = None
+        try:
+            with blas_threads_for(kernels.layout, batch_size):
+                for epoch in range(options.epochs):
+                    order = training.rng.permutation(n) if options.shuffle else in_order
+                    lrs = training.learning_rates(n_batches)
+                    last = params.copy(), training.state.copy(), training.step
+                    start = time.perf_counter()
+                    try:  # an interruption anywhere in here leaves the weights of the epoch before
+                        mean_loss, steps, status = kernels.train_epoch(params, grads, training.state, X, Y, order,
+                                                                       batch_size, config, lrs, training.step, ws)
+                        training.step += steps
+                    except KeyboardInterrupt:
+                        _restore(params, training, last)
+                        raise
+                    elapsed = time.perf_counter() - start
+                    if status not in (OK, NOT_FINITE):
+                        _restore(params, training, last)
+                        raise RuntimeError(f"train_epoch: {STATUS.get(status, status)}")
+                    if status == NOT_FINITE or not np.isfinite(params).all():
+                        _restore(params, training, last)
+                        diverged = (f"training diverged in epoch {epoch + 1} (loss not finite); stopped and kept "
+                                    "the weights of the last finite epoch")
+                        break
+                    logs = {"loss": mean_loss}
+                    if optimizer.rule == "line_search":
+                        logs["step_size"] = float(lrs.mean())
+                    if options.train_metrics:
+                        logs["train_loss"], logs["train_accuracy"] = evaluate(net, X, Y, eval_ws)
+                        if not np.isfinite(logs["train_loss"]):  # the epoch's last steps overflowed
+                            _restore(params, training, last)
+                            diverged = (f"training diverged in epoch {epoch + 1} (loss not finite after it); "
+                                        "stopped and kept the weights of the last finite epoch")
+                            break
+                    if validation is not None:
+                        logs["val_loss"], logs["val_accuracy"] = evaluate(net, *validation, eval_ws)
+                    if not net.task.classifies:
+                        logs = {k: v for k, v in logs.items() if not k.endswith("accuracy")}
+                    logs["epoch_time"] = elapsed
+                    for callback in callbacks:
+                        callback.on_epoch_end(epoch, logs)
+                    if net.stop_training:
+                        break
+        finally:
+            for callback in callbacks:
+                _hook(callback, "on_train_end")
+    if diverged and options.on_divergence == "raise":
+        raise TrainingDiverged(diverged, history)
+    if diverged:
+        warnings.warn(diverged, RuntimeWarning, stacklevel=3)
+    return history
+
+
+def _restore(params, training, snapshot):
+    """Back to ``(params, optimizer state, step count)`` copied before an epoch."""
+    params[...], training.state[...], training.step = snapshot
+
+
+def _hook(callback, name):
+    """Call a callback's optional hook ``name`` if it has one."""
+    method = getattr(callback, name, None)
+    if callable(method):
+        method()
