@@ -160,13 +160,15 @@ class _BaseMLP(BaseEstimator):
             n = len(X)
             batch_size = min(batch_size, n)
             validation = np.ascontiguousarray(X_val, dtype=net.dtype), y_val
-        X, Y, net.classes_ = net.encode(X, targets, np.arange(net.task.n_classes) if net.task.classifies else None)
+        X, Y, classes = net.encode(X, targets, np.arange(net.task.n_classes) if net.task.classifies else None)
         epochs = _Epochs(self, validation, incremental, n)
         options = FitOptions(epochs=1 if incremental else self.max_iter, batch_size=batch_size,
                              l2=self.alpha / (batch_size * self._scale(net.sizes[-1])), shuffle=bool(self.shuffle),
                              train_metrics=False, callbacks=[epochs])
-        # A loss that stops being finite raises fastgd.TrainingDiverged, the weights kept as they were.
-        train(net, X, Y, options)
+        with net.training.exclusive():
+            net.classes_ = classes
+            # A loss that stops being finite raises fastgd.TrainingDiverged, the weights kept as they were.
+            train(net, X, Y, options)
         if not incremental and not epochs.converged:
             warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and the "
                           "optimization hasn't converged yet.", ConvergenceWarning, stacklevel=3)

@@ -252,10 +252,11 @@ class MLP:
                 raise ValueError("validation_data: expected a pair (X_val, y_val)")
             X_val, Y_val, _ = self.encode(*validation_data, classes, ("validation_data[0]", "validation_data[1]"))
             validation = X_val, Y_val
-        self.classes_ = classes
-        if optimizer is not None:
-            self._training.reset(optimizer)
-        return train(self, X, Y, options, validation)
+        with self._training.exclusive():
+            self.classes_ = classes
+            if optimizer is not None:
+                self._training.reset(optimizer)
+            return train(self, X, Y, options, validation)
 
     def __repr__(self):
         return (f"MLP({self.sizes}, activations={self.activations}, loss={self.loss!r}, "

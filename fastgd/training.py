@@ -56,7 +56,7 @@ class TrainingState:
             raise ValueError(f"state: {type(optimizer).__name__} keeps {shape[0]} arrays of {n_params} values; "
                              f"got shape {self._state.shape}")
         self.step, self.lr_scale, self.rng, self.l2 = step, lr_scale, rng, l2
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
 
     @property
     def optimizer(self) -> Optimizer:
@@ -92,7 +92,10 @@ class TrainingState:
 
     def reset(self, optimizer: Optimizer) -> None:
         """Start ``optimizer`` from fresh state: zeros, step 0, scale 1."""
-        self.__init__(optimizer, self._state.shape[1], self._state.dtype, self.rng, l2=self.l2)
+        with self.exclusive():
+            self._optimizer = check_optimizer(optimizer)
+            self._state = np.zeros((optimizer.n_slots, self._state.shape[1]), self._state.dtype)
+            self.step, self.lr_scale = 0, 1.0
 
     def learning_rates(self, n_steps: int) -> np.ndarray:
         """The learning rate of each of the next ``n_steps`` steps, float64."""
@@ -102,7 +105,8 @@ class TrainingState:
 
     @contextmanager
     def exclusive(self):
-        """Hold the model for one fit; a second fit at the same time is refused."""
+        """Hold the model for one fit (the thread holding it may enter again); a fit from
+        another thread at the same time is refused."""
         if not self._lock.acquire(blocking=False):
             raise RuntimeError("fit: this model is already being trained (by another thread); "
                                "train a copy of it (copy.deepcopy) to train two at once")
@@ -119,7 +123,7 @@ class TrainingState:
     def __setstate__(self, state):
         self.__dict__.update(state)
         self._state = np.array(self._state)  # writable, even from a memmap
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 import numpy as np
 
 from .._layout import N_IN, N_OUT
+from .contract import frozen
 
 
 class Workspace:
@@ -20,8 +21,7 @@ class Workspace:
         widths = np.concatenate([layout[:1, N_IN], layout[:, N_OUT]])
         capacity = np.full(len(widths), rows)
         capacity[0] = input_rows
-        offsets = np.concatenate([[0], np.cumsum(capacity * widths)]).astype(np.int64)
-        offsets.flags.writeable = False
+        offsets = frozen(np.concatenate([[0], np.cumsum(capacity * widths)]).astype(np.int64))
         acts = np.empty(int(offsets[-1]), dtype)
         fields = dict(
             layout=layout, dtype=np.dtype(dtype), rows=rows, batch_rows=batch_rows, offsets=offsets, acts=acts,

@@ -103,7 +103,7 @@ def step_config(loss: str, optimizer: str = "sgd", hyper=None, l2: float = 0.0, 
 
 
 def check_layout(layout) -> np.ndarray:
-    """A private, read-only copy of ``layout`` once every row is checked to describe one
+    """A private, immutable copy of ``layout`` once every row is checked to describe one
     contiguous ``params`` buffer: positive widths chained layer to layer, known activation
     codes (softmax last only), and each ``W`` then ``b`` right after the layer before."""
     try:
@@ -127,8 +127,12 @@ def check_layout(layout) -> np.ndarray:
         offset = b + n_out
         if offset >= 2**62:
             raise ValueError("layout: more parameters than an int64 offset can place")
-    table.flags.writeable = False
-    return table
+    return frozen(table)
+
+
+def frozen(array) -> np.ndarray:
+    """A copy of ``array`` over immutable memory: it cannot be made writable again."""
+    return np.frombuffer(array.tobytes(), dtype=array.dtype).reshape(array.shape)
 
 
 def _describe(value):
@@ -150,7 +154,8 @@ def _check_array(value, name, dtype, shape, writable=False):
             or (writable and not flags.writeable)
             or any(want != got if want is not None else got < 1 for want, got in zip(shape, value.shape))):
         wanted = ", ".join("m" if s is None else str(s) for s in shape)
-        raise ValueError(f"{name}: expected an aligned C-contiguous{' writable' if writable else ''} {dtype} array "
+        raise ValueError(f"{name}: expected an aligned C-contiguous{' writable' if writable else ''} "
+                         f"{np.dtype(dtype)} array "
                          f"of shape ({wanted}{',' if len(shape) == 1 else ''}), got a {_describe(value)}")
     return value
 
@@ -189,15 +194,17 @@ class Kernels:
     """
 
     def __init__(self, name: str, backend: Backend, layout, dtype):
-        self.name, self.backend = name, backend
-        self.layout = check_layout(layout)
-        self.dtype = np.dtype(dtype)
-        if self.dtype not in (np.float32, np.float64):
-            raise ValueError(f"dtype: must be float32 or float64, got {self.dtype}")
-        last = self.layout[-1]
-        self.n_params = int(last[B_OFFSET] + last[N_OUT])
-        self.n_in, self.n_out = int(self.layout[0, N_IN]), int(last[N_OUT])
-        self.output = _ACTIVATION_NAMES[int(last[ACTIVATION])]
+        layout, dtype = check_layout(layout), np.dtype(dtype)
+        if dtype not in (np.float32, np.float64):
+            raise ValueError(f"dtype: must be float32 or float64, got {dtype}")
+        last = layout[-1]
+        for attribute, value in dict(name=name, backend=backend, layout=layout, dtype=dtype,
+                                     n_params=int(last[B_OFFSET] + last[N_OUT]), n_in=int(layout[0, N_IN]),
+                                     n_out=int(last[N_OUT]), output=_ACTIVATION_NAMES[int(last[ACTIVATION])]).items():
+            object.__setattr__(self, attribute, value)
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"Kernels is read-only: {name} cannot be set")
 
     def __repr__(self):
         return f"Kernels({self.name!r}, {self.n_in} -> {self.n_out}, {self.n_params} params, {self.dtype})"
@@ -303,9 +310,9 @@ class Kernels:
         self._params(params, writable=True)
         self._params(grads, "grads", writable=True)
         config, slots = self._config(config)
-        self._state(state, slots)
         if config["optimizer"][0] == OPTIMIZERS["line_search"].code:
             raise ValueError("config: a line search steps inside train_epoch, which evaluates its trial points")
+        self._state(state, slots)
         _run(self.backend.update, params, grads, state, config, _check_real(lr, "lr"),
              _check_int(step, "step", 0, MAX_STEP))
 

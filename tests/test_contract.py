@@ -1,0 +1,307 @@
+"""The kernel contract: one table of codes that every backend agrees with, and a checked entry that
+refuses every argument the kernels could not trust, on every backend, before anything runs."""
+
+import importlib
+import threading
+
+import numpy as np
+import pytest
+
+import fastgd
+from conftest import BACKENDS, COMPILED, CYTHON_BUILDS
+from fastgd._codes import ACTIVATIONS, BAD_ROW, LOSSES, NOT_FINITE, OK, OPTIMIZERS
+from fastgd.kernels import STEP, Kernels, kernels, step_config
+from fastgd.kernels.contract import check_layout
+
+# ---------------------------------------------------------------- one table, every backend
+TABLES = {"activations": ACTIVATIONS, "losses": LOSSES,
+          "optimizers": {name: rule.code for name, rule in OPTIMIZERS.items()},
+          "status": {"OK": OK, "NOT_FINITE": NOT_FINITE, "BAD_ROW": BAD_ROW}}
+
+
+@pytest.mark.parametrize("module", [m for m in ["_numba", *CYTHON_BUILDS]
+                                    if m == "_numba" and "numba" in COMPILED or m.startswith("_cython")])
+def test_compiled_codes_agree_with_the_tables(module):
+    compiled = importlib.import_module(f"fastgd.kernels.{module}")
+    assert compiled.CODES == TABLES
+    if module.startswith("_cython"):
+        assert compiled.STEP_FIELDS == STEP.names
+
+
+def test_the_step_record_names_every_hyper_parameter_of_the_table():
+    assert STEP.names[:5] == ("loss", "optimizer", "l2", "clip_value", "clip_norm")
+    assert set(STEP.names[5:]) == {name for rule in OPTIMIZERS.values() for name in rule.hyper}
+    record = step_config("mse", "adam", fastgd.AdamW(lr=0.1).hyper(), l2=0.5)[0]
+    assert (record["loss"], record["optimizer"], record["l2"]) == (LOSSES["mse"], OPTIMIZERS["adam"].code, 0.5)
+    assert (record["beta2"], record["weight_decay"], record["decoupled"]) == (0.999, 0.01, 1.0)
+
+
+def test_every_spec_names_a_rule_of_the_table_and_its_slots():
+    for spec in fastgd.optimizers.SPECS.values():
+        assert spec.rule in OPTIMIZERS and set(spec().hyper()) == set(OPTIMIZERS[spec.rule].hyper)
+    assert [fastgd.SGD().n_slots, fastgd.SGD(momentum=0.9).n_slots, fastgd.Adam().n_slots,
+            fastgd.Adam(amsgrad=True).n_slots, fastgd.RMSprop(centered=True).n_slots,
+            fastgd.RMSprop(momentum=0.5).n_slots] == [0, 1, 2, 3, 2, 3]
+
+
+# ---------------------------------------------------------------- the checked entry
+class Call:
+    """Good arguments for every kernel of ``backend``'s entry ([3, 4, 2] softmax, 10 rows,
+    batches of 4); ``run(name, **changes)`` calls kernel ``name`` with some of them changed."""
+
+    def __init__(self, backend):
+        self.net = fastgd.MLP([3, 4, 2], backend=backend, random_state=0)
+        self.kernels = self.net.kernels
+        P = self.kernels.n_params
+        rng = np.random.RandomState(0)
+        X = rng.standard_normal((10, 3))
+        self.args = dict(params=self.net.params.copy(), grads=np.zeros(P), state=np.zeros((0, P)), X=X,
+                         Y=np.eye(2)[rng.randint(0, 2, 10)], order=np.arange(10), batch_size=4,
+                         config=step_config("cross_entropy"), lrs=np.full(3, 0.1), step=0,
+                         ws=self.kernels.workspace(4, 4), loss=LOSSES["cross_entropy"], l2=0.1, lr=0.1)
+
+    SIGNATURES = {
+        "forward": ("params", "X", "ws"), "evaluate": ("params", "X", "Y", "loss", "ws"),
+        "l2_penalty": ("params", "l2"), "backward": ("params", "X", "Y", "config", "ws", "grads"),
+        "clip": ("grads", "config"), "update": ("params", "grads", "state", "config", "lr", "step"),
+        "train_epoch": ("params", "grads", "state", "X", "Y", "order", "batch_size", "config", "lrs", "step", "ws"),
+    }
+
+    def run(self, name, **changes):
+        args = {**self.args, **changes}
+        if name in ("forward", "evaluate", "backward") and "ws" not in changes:
+            args["ws"] = self.kernels.workspace(max(1, len(args["X"])) if isinstance(args["X"], np.ndarray) else 1)
+        return getattr(self.kernels, name)(*(args[a] for a in self.SIGNATURES[name]))
+
+
+def misaligned(array):
+    raw = np.zeros(array.nbytes + 1, np.uint8)
+    view = np.frombuffer(raw.data, dtype=array.dtype, count=array.size, offset=1).reshape(array.shape)
+    assert not view.flags.aligned
+    return view
+
+
+def read_only(array):
+    array = array.copy()
+    array.flags.writeable = False
+    return array
+
+
+def config(**fields):
+    record = step_config("cross_entropy")
+    for name, value in fields.items():
+        record[name] = value
+    return record
+
+
+P = 4 * 3 + 4 + 2 * 4 + 2  # the parameters of [3, 4, 2]
+BAD = [  # (kernel, argument changes, error, message)
+    ("forward", dict(params=np.zeros(P - 1)), ValueError, r"params: .* of shape \(26,\), got .*\(25,\)"),
+    ("forward", dict(params=np.zeros(P, np.float32)), ValueError, "params: .*float64.*got a float32"),
+    ("forward", dict(params=np.zeros(2 * P)[::2]), ValueError, "params: .*got a non-contiguous"),
+    ("forward", dict(params=misaligned(np.zeros(P))), ValueError, "params: .*got a misaligned"),
+    ("forward", dict(params=list(range(P))), TypeError, "params: expected a NumPy array, got list"),
+    ("forward", dict(X=np.zeros((10, 4))), ValueError, r"X: .*shape \(m, 3\)"),
+    ("forward", dict(X=np.zeros((0, 3))), ValueError, r"X: .*shape \(m, 3\), got .*\(0, 3\)"),
+    ("forward", dict(X=np.zeros(3)), ValueError, "X: "),
+    ("forward", dict(X=np.zeros((10, 3), ">f8")), ValueError, "X: "),
+    ("forward", dict(ws=None), TypeError, "ws: expected a workspace made by this object"),
+    ("forward", dict(X=np.zeros((5, 3)), ws="small"), TypeError, "ws: "),
+    ("evaluate", dict(Y=np.zeros((9, 2))), ValueError, r"Y: .*shape \(10, 2\)"),
+    ("evaluate", dict(loss=7), ValueError, "loss: expected a loss code"),
+    ("evaluate", dict(loss=LOSSES["binary_cross_entropy"]), ValueError, "loss: 'binary_cross_entropy' cannot follow"),
+    ("l2_penalty", dict(l2=float("nan")), ValueError, "l2: expected a finite number"),
+    ("backward", dict(grads=read_only(np.zeros(P))), ValueError, "grads: .*writable.*got a read-only"),
+    ("backward", dict(config=np.zeros(1)), TypeError, "config: expected a .1,. array of dtype fastgd.kernels.STEP"),
+    ("backward", dict(config=np.zeros(2, STEP)), TypeError, "config: "),
+    ("backward", dict(config=config(loss=9)), ValueError, "loss: expected a loss code"),
+    ("backward", dict(config=config(loss=LOSSES["mse"])), ValueError, "loss: 'mse' cannot follow"),
+    ("clip", dict(config=config(clip_norm=-1.0)), ValueError, "config: clip_norm must be finite and >= 0"),
+    ("update", dict(config=config(optimizer=17)), ValueError, "config: unknown optimizer code 17"),
+    ("update", dict(config=config(momentum=np.inf)), ValueError, "config: momentum must be finite"),
+    ("update", dict(config=config(momentum=0.9)), ValueError, r"state: .*shape \(1, 26\), got .*\(0, 26\)"),
+    ("update", dict(config=config(optimizer=OPTIMIZERS["adam"].code)), ValueError, r"state: .*shape \(2, 26\)"),
+    ("update", dict(config=config(optimizer=OPTIMIZERS["line_search"].code, rho=0.5, min_step=1e-3)), ValueError,
+     "config: a line search steps inside train_epoch"),
+    ("update", dict(lr=float("inf")), ValueError, "lr: expected a finite number"),
+    ("update", dict(step=-1), ValueError, r"step: expected an integer in \[0, "),
+    ("update", dict(step=2**62), ValueError, "step: "),
+    ("train_epoch", dict(config=config(optimizer=OPTIMIZERS["line_search"].code, rho=1.0, min_step=1e-3),
+                         state=np.zeros((1, P))), ValueError, "config: a line search needs 0 < rho < 1"),
+    ("train_epoch", dict(order=np.arange(10, dtype=np.int32)), ValueError, "order: .*int64"),
+    ("train_epoch", dict(order=np.arange(9)), ValueError, r"order: .*shape \(10,\)"),
+    ("train_epoch", dict(batch_size=0), ValueError, r"batch_size: expected an integer in \[1, "),
+    ("train_epoch", dict(batch_size=2.5), ValueError, "batch_size: "),
+    ("train_epoch", dict(batch_size=True), ValueError, "batch_size: "),
+    ("train_epoch", dict(lrs=np.full(2, 0.1)), ValueError, r"lrs: .*shape \(3,\)"),
+    ("train_epoch", dict(lrs=np.full(3, np.nan)), ValueError, "lrs: every learning rate must be finite"),
+    ("train_epoch", dict(lrs=read_only(np.full(3, 0.1))), ValueError, "lrs: .*writable"),
+    ("train_epoch", dict(step="0"), ValueError, "step: "),
+    ("train_epoch", dict(batch_size=5, lrs=np.full(2, 0.1)), ValueError,
+     "ws: made for 4 rows and 4 gathered rows; this call needs 5 and 5"),
+    ("train_epoch", dict(batch_size=10, lrs=np.full(1, 0.1)), ValueError, "ws: made for 4 rows .* needs 10 and 0"),
+]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("kernel, changes, error, message", BAD, ids=[f"{k}-{'-'.join(c)}" for k, c, *_ in BAD])
+def test_the_entry_refuses_what_the_kernels_cannot_trust(backend, kernel, changes, error, message):
+    call = Call(backend)
+    params = call.args["params"].copy()
+    with pytest.raises(error, match=message):
+        call.run(kernel, **changes)
+    np.testing.assert_array_equal(call.args["params"], params)  # refused before anything ran
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_good_arguments_run_every_kernel(backend):
+    call = Call(backend)
+    assert call.run("forward").shape == (10, 2)
+    value, outputs = call.run("evaluate")
+    assert np.isfinite(value) and outputs.shape == (10, 2)
+    assert call.run("l2_penalty") > 0 and np.isfinite(call.run("backward"))
+    call.run("clip")
+    call.run("update")
+    assert call.run("train_epoch")[1:] == (3, OK)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_workspace_serves_only_the_entry_that_made_it(backend):
+    call = Call(backend)
+    # Another network's, even of the same sizes, backend and dtype; another dtype's; another backend's.
+    for name in BACKENDS:
+        for dtype in ("float64", "float32"):
+            ws = fastgd.MLP([3, 4, 2], backend=name, dtype=dtype).kernels.workspace(10)
+            with pytest.raises(TypeError, match="ws: expected a workspace made by this object"):
+                call.run("forward", ws=ws)
+    with pytest.raises(AttributeError, match="read-only"):
+        call.kernels.workspace(10).rows = 10**9
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("row", [10, -1, 2**40])
+def test_a_row_outside_X_stops_the_epoch_in_every_backend(backend, row):
+    call = Call(backend)
+    order = np.arange(10)
+    order[6] = row  # in the second batch of 4
+    loss, steps, status = call.run("train_epoch", order=order)
+    assert (steps, status) == (1, BAD_ROW) and np.isnan(loss)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_non_finite_loss_stops_the_epoch_before_its_update(backend):
+    call = Call(backend)
+    X = call.args["X"].copy()
+    X[5] = np.inf  # the second batch of 4
+    params = call.args["params"]
+    loss, steps, status = call.run("train_epoch", X=X)
+    assert steps == 1 and status == NOT_FINITE and not np.isfinite(loss) and np.isfinite(params).all()
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda t: t[1].__setitem__(0, 5), "layout: layer 1 takes 5 inputs but layer 0 gives 4"),
+    (lambda t: t[0].__setitem__(3, 1), "layout: layer 0 places W at 1"),
+    (lambda t: t[1].__setitem__(4, 99), "layout: layer 1 places W at 16 and b at 99"),
+    (lambda t: t[0].__setitem__(2, ACTIVATIONS["softmax"]), "layout: layer 0 has activation code 4"),
+    (lambda t: t[1].__setitem__(2, 11), "layout: layer 1 has activation code 11"),
+    (lambda t: t[0].__setitem__(1, 0), "layout: layer 0 has widths 3 x 0"),
+    (lambda t: t[0].__setitem__(0, -3), "layout: layer 0 has widths -3 x 4"),
+])
+def test_a_layout_that_does_not_place_one_buffer_is_refused(change, message):
+    table = fastgd.MLP([3, 4, 2]).layout
+    change(table)
+    with pytest.raises(ValueError, match=message):
+        kernels("numpy", table, "float64")
+    with pytest.raises(ValueError, match="layout: expected shape"):
+        check_layout(np.zeros((2, 4), np.int64))
+    with pytest.raises(TypeError, match="layout: expected an integer table"):
+        check_layout([["a"] * 5])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_network_cannot_be_given_inconsistent_buffers(backend):
+    net = fastgd.MLP([3, 4, 2], backend=backend, random_state=0)
+    X = np.random.RandomState(0).standard_normal((6, 3))
+    net.fit(X, [0, 1] * 3)
+    before = net.predict_proba(X)
+    edited = net.layout  # a copy: editing it changes nothing
+    edited[0, 0] = 99
+    np.testing.assert_array_equal(net.predict_proba(X), before)
+    with pytest.raises(ValueError, match="read-only"):
+        net.kernels.layout[0, 0] = 99
+    with pytest.raises(ValueError, match="WRITEABLE"):
+        net.kernels.layout.flags.writeable = True
+    with pytest.raises(AttributeError):
+        net.params = np.zeros(5)
+    with pytest.raises(AttributeError, match="Kernels is read-only"):
+        net.kernels.n_params = 10**6
+    with pytest.raises(TypeError, match="training: expected a TrainingState for 26 float64 parameters"):
+        net.training = fastgd.TrainingState(fastgd.SGD(), 25, np.float64, np.random.RandomState(0))
+    net.params.resize(10, refcheck=False)  # the one way to change the buffer's size in place
+    with pytest.raises(ValueError, match=r"params: .*shape \(26,\), got .*\(10,\)"):
+        net.predict_proba(X)
+
+
+def test_an_optimizer_that_is_not_in_the_table_is_refused():
+    class SlotlessAdam(fastgd.Adam):
+        n_slots = 0
+
+    net = fastgd.MLP([3, 4, 2], random_state=0)
+    X, y = np.zeros((4, 3)), [0, 1, 0, 1]
+    with pytest.raises(TypeError, match="optimizer: expected a fastgd optimizer .* SlotlessAdam subclasses one"):
+        net.fit(X, y, optimizer=SlotlessAdam())
+    with pytest.raises(TypeError, match="optimizer: expected a fastgd optimizer"):
+        net.fit(X, y, optimizer=object())
+    with pytest.raises(TypeError, match="solver: expected a fastgd optimizer"):
+        fastgd.MLPClassifier(solver=SlotlessAdam()).fit(X, y)
+    with pytest.raises(TypeError, match="optimizer: expected a fastgd optimizer"):
+        fastgd.minimize(np.sum, np.ones_like, [1.0], SlotlessAdam())
+
+
+def test_optimizer_specs_are_immutable_values():
+    optimizer = fastgd.Adam(lr=0.01)
+    with pytest.raises(AttributeError):
+        optimizer.lr = 1.0
+    assert optimizer == fastgd.Adam(lr=0.01) and optimizer != fastgd.Adam(lr=0.02)
+    assert not hasattr(optimizer, "lr_scale")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_second_fit_at_the_same_time_is_refused(backend):
+    net = fastgd.MLP([3, 4, 2], backend=backend, random_state=0)
+    X, y = np.random.RandomState(0).standard_normal((20, 3)), np.arange(20) % 2
+    inside, release = threading.Event(), threading.Event()
+
+    class Hold:
+        def on_epoch_end(self, epoch, logs):
+            inside.set()
+            release.wait(30)
+
+    first = threading.Thread(target=net.fit, args=(X, y), kwargs=dict(epochs=2, callbacks=[Hold()]))
+    first.start()
+    try:
+        assert inside.wait(30)
+        params = net.params.copy()
+        with pytest.raises(RuntimeError, match="fit: this model is already being trained"):
+            net.fit(X, y, optimizer=fastgd.Adam())
+        with pytest.raises(RuntimeError, match="already being trained"):
+            fastgd.lr_find(net, X, y, steps=5)
+        np.testing.assert_array_equal(net.params, params)
+        assert isinstance(net.optimizer, fastgd.SGD)
+    finally:
+        release.set()
+        first.join()
+    net.fit(X, y, optimizer=fastgd.Adam())  # free again once the first fit is done
+
+
+def test_a_ctrl_c_that_surfaces_as_a_system_error_is_raised_as_itself():
+    def returns_with_an_interrupt_pending(*args):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as interrupt:
+            raise SystemError("<built-in function> returned a result with an exception set") from interrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fastgd.kernels.contract._run(returns_with_an_interrupt_pending)
+    with pytest.raises(SystemError):
+        fastgd.kernels.contract._run(lambda: (_ for _ in ()).throw(SystemError("another fault")))
