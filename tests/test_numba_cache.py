@@ -1,4 +1,5 @@
-"""Numba kernels compile once: later processes load them from the cache, a read-only install included."""
+"""Numba kernels compile once: later processes load them from the cache, a read-only install included,
+and never from a folder another user could have written into."""
 
 import json
 import os
@@ -13,9 +14,10 @@ import fastgd
 
 pytestmark = pytest.mark.skipif("numba" not in fastgd.backends(), reason="numba is not installed")
 
-# Fits every kind of step (one batch, loops, BLAS) and reports the kernels' cache statistics.
+# Fits every kind of step (one batch, loops, BLAS), or with "predict" only predicts, and reports
+# the kernels' cache statistics.
 SCRIPT = """
-import json, time
+import json, sys, time
 start = time.perf_counter()
 import numpy as np
 import fastgd
@@ -25,20 +27,26 @@ X = np.random.RandomState(0).standard_normal((40, 5))
 y = np.arange(40) % 3
 net = fastgd.MLP([5, 8, 3], backend="numba", random_state=0)
 start = time.perf_counter()
-for batch_size in (None, 1, 8, 32):
-    net.fit(X, y, epochs=1, batch_size=batch_size)
+if sys.argv[1] == "predict":
+    net.kernels.forward(net.params, X, net.kernels.workspace(40))
+    dispatchers = [kernels._forward_blas]
+else:
+    for batch_size in (None, 1, 8, 32):
+        net.fit(X, y, epochs=1, batch_size=batch_size)
+    dispatchers = [kernels._train_epoch, kernels._evaluate]
 fitted = time.perf_counter() - start
-dispatchers = [kernels._train_epoch, kernels._evaluate]
+import numba
 print(json.dumps({
     "hits": sum(sum(d.stats.cache_hits.values()) for d in dispatchers),
     "misses": sum(sum(d.stats.cache_misses.values()) for d in dispatchers),
     "module": fastgd.__file__, "import_s": imported, "fit_s": fitted,
+    "cache": dispatchers[0]._cache._cache_path, "numba_cache_dir": numba.config.CACHE_DIR,
 }))
 """
 
 
-def run(env, cwd):
-    done = subprocess.run([sys.executable, "-c", SCRIPT], env=env, cwd=cwd, capture_output=True, text=True,
+def run(env, cwd, what="fit"):
+    done = subprocess.run([sys.executable, "-c", SCRIPT, what], env=env, cwd=cwd, capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -78,12 +86,41 @@ def read_only_copy(tmp_path):
         subprocess.run(["umount", str(mount)], check=True)
 
 
-def test_read_only_install_runs_and_caches(read_only_copy, tmp_path):
-    with pytest.raises(OSError):
-        (read_only_copy / "fastgd" / "probe").touch()
+def read_only_env(read_only_copy, tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CACHE_DIR", "XDG_CACHE_HOME")}
     env.update(PYTHONPATH=str(read_only_copy), HOME=str(read_only_copy), TMPDIR=str(tmp_path))
+    return env
+
+
+def test_read_only_install_runs_and_caches_in_a_private_folder(read_only_copy, tmp_path):
+    with pytest.raises(OSError):
+        (read_only_copy / "fastgd" / "probe").touch()
+    env = read_only_env(read_only_copy, tmp_path)
     first, second = run(env, tmp_path), run(env, tmp_path)
     assert first["module"].startswith(str(read_only_copy))
     assert first["misses"] > 0
     assert second["misses"] == 0 and second["hits"] > 0
+    folder = tmp_path / f"fastgd-numba-cache-{os.getuid()}"
+    assert second["cache"].startswith(str(folder)) and os.stat(folder).st_mode & 0o777 == 0o700
+    assert first["numba_cache_dir"] == ""  # Numba's own setting, for everyone else in the process, untouched
+
+
+@pytest.mark.parametrize("planted", ["open to others", "another owner", "a link"])
+def test_a_cache_folder_another_user_could_write_is_never_used(read_only_copy, tmp_path, planted):
+    folder = tmp_path / f"fastgd-numba-cache-{os.getuid()}"
+    if planted == "a link":
+        (tmp_path / "elsewhere").mkdir(mode=0o700)
+        folder.symlink_to(tmp_path / "elsewhere")
+    else:
+        folder.mkdir()
+        folder.chmod(0o777 if planted == "open to others" else 0o700)
+        if planted == "another owner":
+            if os.geteuid() != 0:
+                pytest.skip("only root can give a folder to another owner")
+            os.chown(folder, 12345, 12345)
+    before = sorted(p.name for p in folder.rglob("*"))
+    result = run(read_only_env(read_only_copy, tmp_path), tmp_path, "predict")
+    private = Path(result["cache"]).parent  # compiled into a fresh private folder, not the planted one
+    assert result["misses"] > 0 and private.parent == tmp_path and private.name != folder.name
+    assert private.stat().st_mode & 0o777 == 0o700
+    assert sorted(p.name for p in folder.rglob("*")) == before
