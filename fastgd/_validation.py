@@ -80,3 +80,13 @@ def check_dtype(dtype):
     if dtype not in (np.float32, np.float64):
         raise ValueError(f"dtype: must be 'float32' or 'float64', got {dtype.name!r}")
     return dtype
+
+
+def check_outputs(outputs, name="X"):
+    """The network's ``outputs`` (n, n_out) once every one is finite; else an error naming ``name``."""
+    finite = np.isfinite(outputs)
+    if not finite.all():
+        rows = np.flatnonzero(~finite.all(axis=1))
+        raise ValueError(f"{name}: the network's outputs are not finite for {len(rows)} row(s) (the first: row "
+                         f"{rows[0]}); the inputs are too large for its weights, or the weights are not finite")
+    return outputs

@@ -35,7 +35,7 @@ from sklearn.utils.multiclass import check_classification_targets, type_of_targe
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._layout import glorot_uniform
-from ._validation import check_int, check_nonnegative, check_positive, check_real
+from ._validation import check_int, check_nonnegative, check_outputs, check_positive, check_real
 from .network import MLP
 from .optimizers import SGD, Adam, Optimizer, check_optimizer
 from .training import FitOptions, outputs, train
@@ -231,7 +231,7 @@ class _BaseMLP(BaseEstimator):
     def _outputs(self, X):
         check_is_fitted(self, "model_")
         X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32), order="C")
-        return self._network_outputs(np.ascontiguousarray(X, dtype=self.model_.dtype))
+        return check_outputs(self._network_outputs(np.ascontiguousarray(X, dtype=self.model_.dtype)))
 
     def _network_outputs(self, X):
         """The network's outputs ``(n, n_out)`` for checked rows ``X``."""

@@ -52,6 +52,9 @@ def check_gradients(net, X, y, eps: float | None = None, l2: float = 0.0) -> dic
                 numeric[i] = (plus - minus) / (2 * eps)
         finally:
             params[...] = saved
+    if not (np.isfinite(numeric).all() and np.isfinite(analytic).all()):
+        raise ValueError("X: the loss or its gradient is not finite at these weights and rows; check finite "
+                         "rows the network does not overflow on")
     errors = {}
     for i, (n, a) in enumerate(zip(weight_views(kernels.layout, numeric), weight_views(kernels.layout, analytic))):
         scale = max(np.abs(n).max(), np.abs(a).max(), np.finfo(float).tiny)

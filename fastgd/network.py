@@ -8,7 +8,7 @@ from sklearn.utils import check_random_state
 from . import persistence
 from ._codes import DEFAULT_LOSS, LOSS_OUTPUTS, LOSSES
 from ._layout import he_normal, make_layout, weight_views
-from ._validation import check_dtype, check_X
+from ._validation import check_dtype, check_outputs, check_X
 from .callbacks import Callback, History
 from .errors import ModelFileError
 from .kernels import kernels, resolve_saved
@@ -176,7 +176,7 @@ class MLP:
 
     def _outputs(self, X):
         X = check_X(X, self.dtype, n_features=self.sizes[0])
-        return outputs(self._kernels, self._params, X)[0]
+        return check_outputs(outputs(self._kernels, self._params, X)[0])
 
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities, ``(n, n_classes)``: a binary sigmoid output gives ``[1 - p, p]``."""
@@ -200,6 +200,9 @@ class MLP:
         self._check_fitted_classes()
         Y, _ = self.task.encode(y, "y", len(X), self.classes_)
         loss, accuracy = evaluate(self, X, Y)
+        if not np.isfinite(loss):
+            raise ValueError("X: the loss is not finite on these rows; the inputs are too large for the network's "
+                             "weights, or the weights are not finite")
         return (loss, accuracy) if self.task.classifies else loss
 
     def encode(self, X, y, classes=None, names=("X", "y")):
