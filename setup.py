@@ -7,7 +7,9 @@ import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
-# FASTGD_BOUNDS_CHECK=1 builds the kernels with bounds and wraparound checks, for debugging.
+# FASTGD_BOUNDS_CHECK=1 builds the kernels for debugging: every block of a buffer a kernel
+# reads or writes is checked against the buffer's length (a fault stops the process and says
+# which), and so is every indexing of an array.
 BOUNDS_CHECK = os.environ.get("FASTGD_BOUNDS_CHECK", "0") == "1"
 # Reassociation (vectorised sums) and no errno from libm, as the Numba kernels
 # do; never -ffast-math: it assumes no NaN or infinity, and divergence must show.
@@ -21,7 +23,8 @@ if platform.machine().lower() in ("x86_64", "amd64"):
 
 ext_modules = cythonize(
     [Extension(f"fastgd.kernels.{name}", [f"fastgd/kernels/{name}.pyx"], include_dirs=[numpy.get_include()],
-               extra_compile_args=FLOAT_FLAGS + flags) for name, flags in BUILDS.items()],
+               extra_compile_args=FLOAT_FLAGS + flags, define_macros=[("FASTGD_BOUNDS_CHECK", str(int(BOUNDS_CHECK)))])
+     for name, flags in BUILDS.items()],
     compiler_directives={"language_level": 3, "boundscheck": BOUNDS_CHECK, "wraparound": BOUNDS_CHECK,
                          "cdivision": True, "initializedcheck": BOUNDS_CHECK},
 )

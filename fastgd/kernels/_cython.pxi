@@ -15,6 +15,8 @@ import numpy as np
 
 from libc.math cimport exp, fabs, isfinite, log, log1p, sqrt, tanh
 from libc.stdint cimport int64_t
+from libc.stdio cimport fprintf, stderr
+from libc.stdlib cimport abort
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
 from ._workspace import Workspace
@@ -22,6 +24,16 @@ from ._workspace import Workspace
 ctypedef fused floating:
     float
     double
+
+# FASTGD_BOUNDS_CHECK=1 at build time (setup.py) makes every block a kernel reads or writes
+# checked against its buffer's length (see _at); off, the checks compile to nothing.
+cdef extern from *:
+    """
+    #ifndef FASTGD_BOUNDS_CHECK
+    #define FASTGD_BOUNDS_CHECK 0
+    #endif
+    """
+    const bint BOUNDS_CHECK "FASTGD_BOUNDS_CHECK"
 
 # The codes of fastgd._codes (a test checks that they agree).
 cdef enum Activation:
@@ -85,6 +97,28 @@ CODES = {"activations": {"identity": IDENTITY, "relu": RELU, "sigmoid": SIGMOID,
          "optimizers": {"sgd": SGD, "momentum": MOMENTUM, "adam": ADAM, "rmsprop": RMSPROP, "adagrad": ADAGRAD,
                         "line_search": LINE_SEARCH},
          "status": {"OK": OK, "NOT_FINITE": NOT_FINITE, "BAD_ROW": BAD_ROW}}
+
+
+# ---------------------------------------------------------------- blocks of buffers
+cdef inline floating* _at(const floating[::1] buffer, Py_ssize_t offset, Py_ssize_t n,
+                          const char* what) noexcept nogil:
+    """The block of ``n`` values at ``offset`` of ``buffer``, as a pointer: every pointer the kernels
+    follow comes from here. The bounds-checked build stops the process, saying which block of which
+    buffer, when the block does not lie inside the buffer."""
+    if BOUNDS_CHECK and (offset < 0 or n < 0 or offset + n > buffer.shape[0]):
+        fprintf(stderr, b"fastgd bounds check: %s needs [%zd, %zd) of a buffer of %zd values\n", what, offset,
+                offset + n, buffer.shape[0])
+        abort()
+    return <floating*>&buffer[offset] if n > 0 else NULL
+
+
+cdef inline floating* _slot(floating[:, ::1] state, Py_ssize_t k, Py_ssize_t n) noexcept nogil:
+    """Row ``k`` of the optimizer state (``n`` values), checked as :func:`_at` checks."""
+    if BOUNDS_CHECK and (k >= state.shape[0] or n > state.shape[1]):
+        fprintf(stderr, b"fastgd bounds check: optimizer state slot %zd of %zd values; the state has %zd of %zd\n",
+                k, n, state.shape[0], state.shape[1])
+        abort()
+    return &state[k, 0]
 
 
 # ---------------------------------------------------------------- BLAS on row-major matrices
@@ -199,39 +233,47 @@ cdef inline double _loss_row(const floating* z, const floating* out, const float
 
 
 # ---------------------------------------------------------------- passes over a batch
-cdef void _forward(const int64_t[:, ::1] layout, floating* params, floating* X, int m, floating* acts,
-                   const int64_t[::1] offsets, floating* z, double* lse) noexcept nogil:
+cdef void _forward(const int64_t[:, ::1] layout, const floating[::1] params, const floating[::1] X, int m,
+                   floating[::1] acts, const int64_t[::1] offsets, floating[::1] z, double[::1] lse) noexcept nogil:
     """Forward pass of the ``m`` rows of ``X``; outputs in the last block of ``acts``."""
     cdef Py_ssize_t l, i, last = layout.shape[0] - 1
     cdef int n_in, n_out, activation
     cdef floating* A
     cdef floating* Z
+    cdef floating* out
     cdef floating* bias
+    cdef double* row_lse = _at(lse, 0, m, b"lse")
     for l in range(last + 1):
         n_in, n_out, activation = layout[l, 0], layout[l, 1], layout[l, 2]
-        bias = params + layout[l, 4]
-        A = X if l == 0 else acts + offsets[l]
-        Z = z if l == last else acts + offsets[l + 1]
-        _matmul(A, m, n_in, params + layout[l, 3], n_out, Z)
+        bias = _at(params, layout[l, 4], n_out, b"b")
+        A = _at(X, 0, m * n_in, b"X") if l == 0 else _at(acts, offsets[l], m * n_in, b"activations")
+        out = _at(acts, offsets[l + 1], m * n_out, b"activations")
+        Z = _at(z, 0, m * n_out, b"logits") if l == last else out
+        _matmul(A, m, n_in, _at(params, layout[l, 3], n_in * n_out, b"W"), n_out, Z)
         for i in range(m):
             if l == last:
-                lse[i] = _output_row(Z + i * n_out, bias, acts + offsets[l + 1] + i * n_out, n_out, activation)
+                row_lse[i] = _output_row(Z + i * n_out, bias, out + i * n_out, n_out, activation)
             else:
                 _activate_row(Z + i * n_out, bias, n_out, activation)
 
 
-cdef double _loss(const int64_t[:, ::1] layout, floating* Y, int m, floating* acts, const int64_t[::1] offsets,
-                  floating* z, double* lse, floating* deltas, int loss) noexcept nogil:
+cdef double _loss(const int64_t[:, ::1] layout, const floating[::1] Y, int m, floating[::1] acts,
+                  const int64_t[::1] offsets, floating[::1] z, double[::1] lse, floating[::1] deltas,
+                  int loss) noexcept nogil:
     """Mean data loss (float64) of the last forward pass; output deltas into ``deltas``."""
     cdef Py_ssize_t i, last = layout.shape[0] - 1
     cdef int k = layout[last, 1], activation = layout[last, 2]
     cdef double count = m if loss == CROSS_ENTROPY else m * k
     cdef floating scale = (2.0 if loss == MSE else 1.0) / count
     cdef double total = 0
-    cdef floating* out = acts + offsets[last + 1]
-    cdef floating* delta = deltas + offsets[last + 1]
+    cdef floating* out = _at(acts, offsets[last + 1], m * k, b"activations")
+    cdef floating* delta = _at(deltas, offsets[last + 1], m * k, b"deltas")
+    cdef floating* logits = _at(z, 0, m * k, b"logits")
+    cdef floating* targets = _at(Y, 0, m * k, b"Y")
+    cdef double* row_lse = _at(lse, 0, m, b"lse")
     for i in range(m):
-        total += _loss_row(z + i * k, out + i * k, Y + i * k, lse[i], k, activation, loss, scale, delta + i * k)
+        total += _loss_row(logits + i * k, out + i * k, targets + i * k, row_lse[i], k, activation, loss, scale,
+                           delta + i * k)
     return total / count
 
 
@@ -249,9 +291,9 @@ cdef inline void _bias_step(floating* b, floating* db, const floating* D, int m,
             b[j] -= lr * db[j]
 
 
-cdef double _backward(const int64_t[:, ::1] layout, floating* params, floating* grads, floating* X, int m,
-                      floating* acts, const int64_t[::1] offsets, floating* deltas, floating l2, floating lr,
-                      bint fused) noexcept nogil:
+cdef double _backward(const int64_t[:, ::1] layout, floating[::1] params, floating[::1] grads,
+                      const floating[::1] X, int m, floating[::1] acts, const int64_t[::1] offsets,
+                      floating[::1] deltas, floating l2, floating lr, bint fused) noexcept nogil:
     """Backward pass; ``grads = dL/dparams`` (L2 included), or with ``fused`` the SGD step
     taken at once. Returns ``sum(W**2)`` before the step (float64)."""
     cdef Py_ssize_t l, i, k, j, n_in, n_out
@@ -265,12 +307,12 @@ cdef double _backward(const int64_t[:, ::1] layout, floating* params, floating* 
     cdef double squares = 0
     for l in range(layout.shape[0] - 1, -1, -1):
         n_in, n_out = layout[l, 0], layout[l, 1]
-        W, dW = params + layout[l, 3], grads + layout[l, 3]
-        D = deltas + offsets[l + 1]
-        A_prev = X if l == 0 else acts + offsets[l]
+        W, dW = _at(params, layout[l, 3], n_in * n_out, b"W"), _at(grads, layout[l, 3], n_in * n_out, b"dW")
+        D = _at(deltas, offsets[l + 1], m * n_out, b"deltas")
+        A_prev = _at(X, 0, m * n_in, b"X") if l == 0 else _at(acts, offsets[l], m * n_in, b"activations")
         if l > 0:  # delta of the layer below, with W before the step
             below = layout[l - 1, 2]
-            D_prev = deltas + offsets[l]
+            D_prev = _at(deltas, offsets[l], m * n_in, b"deltas")
             _matmul_nt(D, m, n_out, W, n_in, D_prev)
             for i in range(m * n_in):
                 D_prev[i] *= _derivative(A_prev[i], below)
@@ -289,13 +331,14 @@ cdef double _backward(const int64_t[:, ::1] layout, floating* params, floating* 
                     row_squares += v * v
                     dW[j] += l2 * v
             squares += row_squares
-        _bias_step(params + layout[l, 4], grads + layout[l, 4], D, m, n_out, lr, fused)
+        _bias_step(_at(params, layout[l, 4], n_out, b"b"), _at(grads, layout[l, 4], n_out, b"db"), D, m, n_out, lr,
+                   fused)
     return squares
 
 
-cdef double _backward_rows(const int64_t[:, ::1] layout, floating* params, floating* grads, int m,
-                           floating* acts, const int64_t[::1] offsets, floating* deltas, floating l2, floating lr,
-                           bint fused, floating* g) noexcept nogil:
+cdef double _backward_rows(const int64_t[:, ::1] layout, floating[::1] params, floating[::1] grads, int m,
+                           floating[::1] acts, const int64_t[::1] offsets, floating[::1] deltas, floating l2,
+                           floating lr, bint fused, floating[::1] row) noexcept nogil:
     """Backward pass of ``m <= SMALL_BATCH`` rows (input in block 0 of ``acts``) by loops over
     the rows of ``W``; with ``fused`` (plain SGD) the step is taken row by row, with no
     gradient array. For one row, the delta below comes out of the same pass over ``W``.
@@ -303,19 +346,25 @@ cdef double _backward_rows(const int64_t[:, ::1] layout, floating* params, float
     cdef Py_ssize_t l, i, k, j, n_in, n_out
     cdef int below
     cdef floating* A
+    cdef floating* A_delta
     cdef floating* D
     cdef floating* d
+    cdef floating* W
+    cdef floating* dW
     cdef floating* wk
     cdef floating* dwk
+    cdef floating* g
     cdef floating a, v, back, row_squares
     cdef double squares = 0
     for l in range(layout.shape[0] - 1, -1, -1):
         n_in, n_out = layout[l, 0], layout[l, 1]
         below = layout[l - 1, 2] if l > 0 else -1  # activation of the layer below; -1: the input
-        A, D = acts + offsets[l], deltas + offsets[l + 1]
+        A, D = _at(acts, offsets[l], m * n_in, b"activations"), _at(deltas, offsets[l + 1], m * n_out, b"deltas")
+        A_delta = _at(deltas, offsets[l], m * n_in, b"deltas") if below >= 0 else NULL
+        W, dW = _at(params, layout[l, 3], n_in * n_out, b"W"), _at(grads, layout[l, 3], n_in * n_out, b"dW")
+        g = _at(row, 0, n_out, b"row")
         for k in range(n_in):
-            wk = params + layout[l, 3] + k * n_out
-            dwk = grads + layout[l, 3] + k * n_out
+            wk, dwk = W + k * n_out, dW + k * n_out
             row_squares = 0
             if m == 1 and below >= 0:
                 a = A[k]
@@ -332,7 +381,7 @@ cdef double _backward_rows(const int64_t[:, ::1] layout, floating* params, float
                         back += v * D[j]
                         row_squares += v * v
                         dwk[j] = a * D[j] + l2 * v
-                deltas[offsets[l] + k] = back * _derivative(a, below)
+                A_delta[k] = back * _derivative(a, below)
             elif m == 1:  # the first layer: no delta below
                 a = A[k]
                 if fused:
@@ -355,7 +404,7 @@ cdef double _backward_rows(const int64_t[:, ::1] layout, floating* params, float
                         back = 0
                         for j in range(n_out):
                             back += wk[j] * d[j]
-                        deltas[offsets[l] + i * n_in + k] = back * _derivative(a, below)
+                        A_delta[i * n_in + k] = back * _derivative(a, below)
                     for j in range(n_out):
                         g[j] += a * d[j]
                 if fused:
@@ -369,34 +418,39 @@ cdef double _backward_rows(const int64_t[:, ::1] layout, floating* params, float
                         row_squares += v * v
                         dwk[j] = g[j] + l2 * v
             squares += row_squares
-        _bias_step(params + layout[l, 4], grads + layout[l, 4], D, m, n_out, lr, fused)
+        _bias_step(_at(params, layout[l, 4], n_out, b"b"), _at(grads, layout[l, 4], n_out, b"db"), D, m, n_out, lr,
+                   fused)
     return squares
 
 
-cdef double _step(const int64_t[:, ::1] layout, floating* params, floating* grads, floating* X, floating* Y,
-                  int m, int loss, floating l2, floating lr, bint fused, floating* acts,
-                  const int64_t[::1] offsets, floating* z, double* lse, floating* deltas,
-                  floating* row) noexcept nogil:
+cdef double _step(const int64_t[:, ::1] layout, floating[::1] params, floating[::1] grads, const floating[::1] X,
+                  const floating[::1] Y, int m, int loss, floating l2, floating lr, bint fused, floating[::1] acts,
+                  const int64_t[::1] offsets, floating[::1] z, double[::1] lse, floating[::1] deltas,
+                  floating[::1] row) noexcept nogil:
     """Forward, loss and backward of one batch (with ``fused``, the SGD step too); returns
     the batch loss: data loss + L2 term of the weights before the step."""
-    cdef Py_ssize_t i
+    cdef Py_ssize_t i, n = m * layout[0, 0]
     cdef double value, squares
+    cdef floating* x
+    cdef floating* block
     _forward(layout, params, X, m, acts, offsets, z, lse)
     value = _loss(layout, Y, m, acts, offsets, z, lse, deltas, loss)
     if not isfinite(value):
         return value
     if m <= SMALL_BATCH:
-        for i in range(m * layout[0, 0]):  # the loops read the input from block 0
-            acts[i] = X[i]
+        x, block = _at(X, 0, n, b"X"), _at(acts, 0, n, b"input block")
+        for i in range(n):  # the loops read the input from block 0
+            block[i] = x[i]
         squares = _backward_rows(layout, params, grads, m, acts, offsets, deltas, l2, lr, fused, row)
     else:
         squares = _backward(layout, params, grads, X, m, acts, offsets, deltas, l2, lr, fused)
     return value + 0.5 * l2 * squares if l2 != 0 else value
 
 
-cdef void _clip(floating* g, Py_ssize_t n, const Step* c) noexcept nogil:
+cdef void _clip(floating[::1] grads, const Step* c) noexcept nogil:
     """Element-wise clip to ``clip_value``, then global-norm clip to ``clip_norm`` (0: off)."""
-    cdef Py_ssize_t p
+    cdef Py_ssize_t p, n = grads.shape[0]
+    cdef floating* g = _at(grads, 0, n, b"grads")
     cdef floating bound = <floating>c.clip_value, scale
     cdef double squares = 0, ratio
     if c.clip_value > 0:
@@ -412,16 +466,18 @@ cdef void _clip(floating* g, Py_ssize_t n, const Step* c) noexcept nogil:
                 g[p] *= scale
 
 
-cdef void _update(floating* params, const floating* grads, floating* state, Py_ssize_t n, const Step* c,
+cdef void _update(floating[::1] parameters, const floating[::1] gradients, floating[:, ::1] state, const Step* c,
                   double lr, Py_ssize_t step) noexcept nogil:
     """One optimizer step in place (rules in ``fastgd.optimizers``); ``state`` holds the
-    optimizer's slots one after another, ``n`` values each; ``step`` counts from 0."""
-    cdef Py_ssize_t p
+    optimizer's slots, a row of ``n`` values each; ``step`` counts from 0."""
+    cdef Py_ssize_t p, n = parameters.shape[0]
+    cdef floating* params = _at(parameters, 0, n, b"params")
+    cdef const floating* grads = _at(gradients, 0, n, b"grads")
     cdef floating rate = <floating>lr, g, b, w, v_hat, denominator, decay, coupled, step_size, inverse_root
     cdef floating momentum, dampening, weight_decay, beta, beta1, beta2, eps, alpha
-    cdef floating* s0 = state
-    cdef floating* s1 = state + n
-    cdef floating* s2 = state + 2 * n
+    cdef floating* s0
+    cdef floating* s1
+    cdef floating* s2
     cdef bint flag
     if c.optimizer == SGD:
         momentum, dampening, weight_decay = <floating>c.momentum, <floating>c.dampening, <floating>c.weight_decay
@@ -430,13 +486,14 @@ cdef void _update(floating* params, const floating* grads, floating* state, Py_s
             for p in range(n):
                 params[p] -= rate * (grads[p] + weight_decay * params[p])
         else:
+            s0 = _slot(state, 0, n)
             for p in range(n):
                 g = grads[p] + weight_decay * params[p]
                 b = g if step == 0 else momentum * s0[p] + (1 - dampening) * g
                 s0[p] = b
                 params[p] -= rate * (g + momentum * b if flag else b)
     elif c.optimizer == MOMENTUM:
-        beta = <floating>c.beta
+        beta, s0 = <floating>c.beta, _slot(state, 0, n)
         for p in range(n):
             s0[p] = beta * s0[p] + (1 - beta) * grads[p]
             params[p] -= rate * s0[p]
@@ -446,6 +503,8 @@ cdef void _update(floating* params, const floating* grads, floating* state, Py_s
         inverse_root = <floating>(1 / sqrt(1 - c.beta2 ** (step + 1)))  # a product in the loop, not a division
         decay = <floating>(1 - lr * c.weight_decay) if c.decoupled != 0 else 1
         coupled = 0 if c.decoupled != 0 else <floating>c.weight_decay
+        s0, s1 = _slot(state, 0, n), _slot(state, 1, n)
+        s2 = _slot(state, 2, n) if flag else NULL
         for p in range(n):
             w = params[p]
             g = grads[p] + coupled * w
@@ -458,6 +517,9 @@ cdef void _update(floating* params, const floating* grads, floating* state, Py_s
             params[p] = w * decay - step_size * s0[p] / (<floating>sqrt(v_hat) * inverse_root + eps)
     elif c.optimizer == RMSPROP:
         alpha, eps, momentum, flag = <floating>c.alpha, <floating>c.eps, <floating>c.momentum, c.centered != 0
+        s0 = _slot(state, 0, n)
+        s1 = _slot(state, 1, n) if flag else NULL
+        s2 = _slot(state, 2, n) if momentum != 0 else NULL
         for p in range(n):
             g = grads[p]
             s0[p] = alpha * s0[p] + (1 - alpha) * g * g
@@ -472,29 +534,36 @@ cdef void _update(floating* params, const floating* grads, floating* state, Py_s
             else:
                 params[p] -= rate * g / denominator
     elif c.optimizer == ADAGRAD:
-        eps = <floating>c.eps
+        eps, s0 = <floating>c.eps, _slot(state, 0, n)
         for p in range(n):
             g = grads[p]
             s0[p] += g * g
             params[p] -= rate * g / (<floating>sqrt(s0[p]) + eps)
 
 
-cdef double _sum_of_squares(const int64_t[:, ::1] layout, const floating* params) noexcept nogil:
+cdef double _sum_of_squares(const int64_t[:, ::1] layout, const floating[::1] params) noexcept nogil:
     """``sum(W**2)`` over every weight matrix (float64)."""
     cdef double squares = 0
-    cdef Py_ssize_t l, p
+    cdef Py_ssize_t l, p, size
+    cdef const floating* W
     for l in range(layout.shape[0]):
-        for p in range(layout[l, 3], layout[l, 4]):
-            squares += <double>params[p] * params[p]
+        size = layout[l, 0] * layout[l, 1]
+        W = _at(params, layout[l, 3], size, b"W")
+        for p in range(size):
+            squares += <double>W[p] * W[p]
     return squares
 
 
-cdef double _line_search(const int64_t[:, ::1] layout, floating* params, const floating* grads, floating* trial,
-                         floating* X, floating* Y, int m, double value, const Step* c, double alpha, floating* acts,
-                         const int64_t[::1] offsets, floating* z, double* lse, floating* deltas) noexcept nogil:
-    """Armijo backtracking from ``alpha`` (``fastgd.BacktrackingLineSearch``); ``params``
-    moves to the accepted point. Returns the accepted step."""
-    cdef Py_ssize_t p, n = layout[layout.shape[0] - 1, 4] + layout[layout.shape[0] - 1, 1]
+cdef double _line_search(const int64_t[:, ::1] layout, floating[::1] parameters, const floating[::1] gradients,
+                         floating[::1] point, const floating[::1] X, const floating[::1] Y, int m, double value,
+                         const Step* c, double alpha, floating[::1] acts, const int64_t[::1] offsets,
+                         floating[::1] z, double[::1] lse, floating[::1] deltas) noexcept nogil:
+    """Armijo backtracking from ``alpha`` (``fastgd.BacktrackingLineSearch``); ``parameters``
+    move to the accepted point (tried in ``point``). Returns the accepted step."""
+    cdef Py_ssize_t p, n = parameters.shape[0]
+    cdef floating* params = _at(parameters, 0, n, b"params")
+    cdef const floating* grads = _at(gradients, 0, n, b"grads")
+    cdef floating* trial = _at(point, 0, n, b"trial point")
     cdef double step = alpha, slope = 0, trial_value
     cdef floating rate
     for p in range(n):
@@ -503,10 +572,10 @@ cdef double _line_search(const int64_t[:, ::1] layout, floating* params, const f
         rate = <floating>step
         for p in range(n):
             trial[p] = params[p] - rate * grads[p]
-        _forward(layout, trial, X, m, acts, offsets, z, lse)
+        _forward(layout, point, X, m, acts, offsets, z, lse)
         trial_value = _loss(layout, Y, m, acts, offsets, z, lse, deltas, c.loss)
         if c.l2 != 0:
-            trial_value += 0.5 * c.l2 * _sum_of_squares(layout, trial)
+            trial_value += 0.5 * c.l2 * _sum_of_squares(layout, point)
         if trial_value <= value - c.c * step * slope:
             for p in range(n):
                 params[p] = trial[p]
@@ -518,22 +587,21 @@ cdef double _line_search(const int64_t[:, ::1] layout, floating* params, const f
     return c.fallback_step
 
 
-cdef double _train_step(const int64_t[:, ::1] layout, floating* params, floating* grads, floating* state,
-                        floating* X, floating* Y, int m, const Step* c, double* lr, Py_ssize_t step, bint fused,
-                        floating* acts, const int64_t[::1] offsets, floating* z, double* lse, floating* deltas,
-                        floating* row) noexcept nogil:
+cdef double _train_step(const int64_t[:, ::1] layout, floating[::1] params, floating[::1] grads,
+                        floating[:, ::1] state, const floating[::1] X, const floating[::1] Y, int m, const Step* c,
+                        double* lr, Py_ssize_t step, bint fused, floating[::1] acts, const int64_t[::1] offsets,
+                        floating[::1] z, double[::1] lse, floating[::1] deltas, floating[::1] row) noexcept nogil:
     """One step of an epoch on the batch ``(X, Y)`` with learning rate ``*lr`` (a line search
     writes back the step it took); returns the batch loss (not finite: no step taken)."""
-    cdef Py_ssize_t n = layout[layout.shape[0] - 1, 4] + layout[layout.shape[0] - 1, 1]
     cdef double value = _step(layout, params, grads, X, Y, m, c.loss, <floating>c.l2, <floating>lr[0], fused, acts,
                               offsets, z, lse, deltas, row)
     if fused or not isfinite(value):
         return value
-    _clip(grads, n, c)
+    _clip(grads, c)
     if c.optimizer == LINE_SEARCH:
-        lr[0] = _line_search(layout, params, grads, state, X, Y, m, value, c, lr[0], acts, offsets, z, lse, deltas)
+        lr[0] = _line_search(layout, params, grads, state[0], X, Y, m, value, c, lr[0], acts, offsets, z, lse, deltas)
     else:
-        _update(params, grads, state, n, c, lr[0], step)
+        _update(params, grads, state, c, lr[0], step)
     return value
 
 
@@ -542,106 +610,106 @@ def workspace(layout, dtype, rows, batch_rows):
     return Workspace(layout, dtype, rows, batch_rows, input_rows=min(rows, SMALL_BATCH))
 
 
-def forward(const int64_t[:, ::1] layout, const floating[::1] params, const floating[:, ::1] X, ws):
+def forward(const int64_t[:, ::1] layout, const floating[::1] params, X, ws):
+    cdef const floating[::1] x = X.reshape(-1)
     cdef floating[::1] acts = ws.acts, z = ws.z
     cdef double[::1] lse = ws.lse
     cdef const int64_t[::1] offsets = ws.offsets
     cdef int m = X.shape[0]
     with nogil:
-        _forward(layout, <floating*>&params[0], <floating*>&X[0, 0], m, &acts[0], offsets, &z[0], &lse[0])
+        _forward(layout, params, x, m, acts, offsets, z, lse)
 
 
-def evaluate(const int64_t[:, ::1] layout, const floating[::1] params, const floating[:, ::1] X,
-             const floating[:, ::1] Y, int loss, ws):
+def evaluate(const int64_t[:, ::1] layout, const floating[::1] params, X, Y, int loss, ws):
+    cdef const floating[::1] x = X.reshape(-1), y = Y.reshape(-1)
     cdef floating[::1] acts = ws.acts, z = ws.z, deltas = ws.deltas
     cdef double[::1] lse = ws.lse
     cdef const int64_t[::1] offsets = ws.offsets
     cdef int m = X.shape[0]
     cdef double value
     with nogil:
-        _forward(layout, <floating*>&params[0], <floating*>&X[0, 0], m, &acts[0], offsets, &z[0], &lse[0])
-        value = _loss(layout, <floating*>&Y[0, 0], m, &acts[0], offsets, &z[0], &lse[0], &deltas[0], loss)
+        _forward(layout, params, x, m, acts, offsets, z, lse)
+        value = _loss(layout, y, m, acts, offsets, z, lse, deltas, loss)
     return value
 
 
 def l2_penalty(const int64_t[:, ::1] layout, const floating[::1] params, double l2):
     cdef double squares
     with nogil:
-        squares = _sum_of_squares(layout, &params[0])
+        squares = _sum_of_squares(layout, params)
     return 0.5 * l2 * squares
 
 
-def backward(const int64_t[:, ::1] layout, const floating[::1] params, const floating[:, ::1] X,
-             const floating[:, ::1] Y, const Step[::1] config, ws, floating[::1] grads):
+def backward(const int64_t[:, ::1] layout, const floating[::1] params, X, Y, const Step[::1] config, ws,
+             floating[::1] grads):
+    cdef const floating[::1] x = X.reshape(-1), y = Y.reshape(-1)
     cdef floating[::1] acts = ws.acts, z = ws.z, deltas = ws.deltas, row = ws.row
     cdef double[::1] lse = ws.lse
     cdef const int64_t[::1] offsets = ws.offsets
     cdef int m = X.shape[0]
     cdef double value
     cdef Step c = config[0]
+    # Without a step (lr 0, not fused) the kernels leave params as they are: read-only is fine.
+    cdef floating[::1] weights = <floating[:params.shape[0]]> <floating*> &params[0]
     with nogil:
-        value = _step(layout, <floating*>&params[0], &grads[0], <floating*>&X[0, 0], <floating*>&Y[0, 0], m,
-                      c.loss, <floating>c.l2, 0, False, &acts[0], offsets, &z[0], &lse[0], &deltas[0], &row[0])
+        value = _step(layout, weights, grads, x, y, m, c.loss, <floating>c.l2, 0, False, acts, offsets, z, lse,
+                      deltas, row)
     return value
-
-
-cdef floating* _slots(floating[:, ::1] state) noexcept:
-    """The optimizer state's first slot (the others follow it), or NULL when it has none."""
-    return &state[0, 0] if state.shape[0] > 0 else NULL
 
 
 def clip(floating[::1] grads, const Step[::1] config):
     cdef Step c = config[0]
     with nogil:
-        _clip(&grads[0], grads.shape[0], &c)
+        _clip(grads, &c)
 
 
 def update(floating[::1] params, floating[::1] grads, floating[:, ::1] state, const Step[::1] config, double lr,
            Py_ssize_t step):
-    cdef floating* slots = _slots(state)
     cdef Step c = config[0]
     with nogil:
-        _update(&params[0], &grads[0], slots, params.shape[0], &c, lr, step)
+        _update(params, grads, state, &c, lr, step)
 
 
 def train_epoch(const int64_t[:, ::1] layout, floating[::1] params, floating[::1] grads, floating[:, ::1] state,
-                const floating[:, ::1] X, const floating[:, ::1] Y, const int64_t[::1] order, int batch_size,
-                const Step[::1] config, double[::1] lrs, Py_ssize_t step, ws):
+                X, Y, const int64_t[::1] order, int batch_size, const Step[::1] config, double[::1] lrs,
+                Py_ssize_t step, ws):
+    cdef const floating[::1] x = X.reshape(-1), y = Y.reshape(-1)
     cdef floating[::1] acts = ws.acts, z = ws.z, deltas = ws.deltas, row = ws.row
-    cdef floating[:, ::1] xb = ws.x, yb = ws.y
+    cdef floating[::1] xb = ws.x.reshape(-1), yb = ws.y.reshape(-1)
     cdef double[::1] lse = ws.lse
     cdef const int64_t[::1] offsets = ws.offsets
     cdef Py_ssize_t n = X.shape[0], n_in = X.shape[1], n_out = Y.shape[1], i, r, j, source
     cdef Py_ssize_t n_batches = (n + batch_size - 1) // batch_size, start, m
-    cdef floating* slots = _slots(state)
     cdef Step c = config[0]
     # Plain SGD without clipping takes its step inside the backward pass.
     cdef bint fused = (c.optimizer == SGD and c.momentum == 0 and c.weight_decay == 0 and c.clip_value == 0
                        and c.clip_norm == 0)
     cdef double value = 0, total = 0
     cdef int status = OK
+    cdef floating* gathered_x
+    cdef floating* gathered_y
     with nogil:
         for i in range(n_batches):
             if n_batches == 1:
-                value = _train_step(layout, &params[0], &grads[0], slots, <floating*>&X[0, 0], <floating*>&Y[0, 0],
-                                    n, &c, &lrs[i], step + i, fused, &acts[0], offsets, &z[0], &lse[0], &deltas[0],
-                                    &row[0])
+                value = _train_step(layout, params, grads, state, x, y, n, &c, &lrs[i], step + i, fused, acts,
+                                    offsets, z, lse, deltas, row)
             else:
                 start = i * batch_size
                 m = min(batch_size, n - start)
+                gathered_x, gathered_y = _at(xb, 0, m * n_in, b"gathered X"), _at(yb, 0, m * n_out, b"gathered Y")
                 for r in range(m):
                     source = order[start + r]
                     if source < 0 or source >= n:
                         status = BAD_ROW
                         break
                     for j in range(n_in):
-                        xb[r, j] = X[source, j]
+                        gathered_x[r * n_in + j] = x[source * n_in + j]
                     for j in range(n_out):
-                        yb[r, j] = Y[source, j]
+                        gathered_y[r * n_out + j] = y[source * n_out + j]
                 if status != OK:
                     break
-                value = _train_step(layout, &params[0], &grads[0], slots, &xb[0, 0], &yb[0, 0], m, &c, &lrs[i],
-                                    step + i, fused, &acts[0], offsets, &z[0], &lse[0], &deltas[0], &row[0])
+                value = _train_step(layout, params, grads, state, xb, yb, m, &c, &lrs[i], step + i, fused, acts,
+                                    offsets, z, lse, deltas, row)
             if not isfinite(value):
                 status = NOT_FINITE
                 break
