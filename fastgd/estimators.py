@@ -160,7 +160,8 @@ class _BaseMLP(BaseEstimator):
             n = len(X)
             batch_size = min(batch_size, n)
             validation = np.ascontiguousarray(X_val, dtype=net.dtype), y_val
-        X, Y, classes = net.encode(X, targets, np.arange(net.task.n_classes) if net.task.classifies else None)
+        # X is checked already (validate_data); the targets become the rows the kernels train on.
+        Y, classes = net.task.encode(targets, "y", n, np.arange(net.task.n_classes) if net.task.classifies else None)
         epochs = _Epochs(self, validation, incremental, n)
         options = FitOptions(epochs=1 if incremental else self.max_iter, batch_size=batch_size,
                              l2=self.alpha / (batch_size * self._scale(net.sizes[-1])), shuffle=bool(self.shuffle),
@@ -168,7 +169,7 @@ class _BaseMLP(BaseEstimator):
         with net.training.exclusive():
             net.classes_ = classes
             # A loss that stops being finite raises fastgd.TrainingDiverged, the weights kept as they were.
-            train(net, X, Y, options)
+            train(net, np.ascontiguousarray(X, dtype=net.dtype), Y, options)
         if not incremental and not epochs.converged:
             warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and the "
                           "optimization hasn't converged yet.", ConvergenceWarning, stacklevel=3)
@@ -249,28 +250,24 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     def _scale(self, n_outputs):
         return float(n_outputs) if self._multilabel else 1.0
 
-    def _encode(self, y, reset):
-        """Targets for the network: class indices (n,) or an indicator matrix (n, k)."""
-        if reset:
-            self._multilabel = type_of_target(y) == "multilabel-indicator"
-        if self._multilabel:
-            return np.asarray(y, dtype=np.float64)
-        return np.searchsorted(self.classes_, y)
-
     def _prepare(self, X, y, reset, classes=None):
+        """``(X, targets)``: checked ``X`` and the targets for the network, class indices (n,) or an
+        indicator matrix (n, k)."""
         X, y = self._validate(X, y, reset)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         check_classification_targets(y)
+        multilabel = type_of_target(y) == "multilabel-indicator"
         if reset:
+            self._multilabel = multilabel
             self.classes_ = unique_labels(y) if classes is None else unique_labels(classes)
-            if type_of_target(y) != "multilabel-indicator" and len(self.classes_) < 2:
+            if not multilabel and len(self.classes_) < 2:
                 raise ValueError(f"y: needs samples of at least 2 classes; got one class: {self.classes_[0]!r}")
-        elif type_of_target(y) != "multilabel-indicator":
+        elif not multilabel:
             unseen = np.setdiff1d(unique_labels(y), self.classes_)
             if len(unseen):
                 raise ValueError(f"y: labels {unseen.tolist()} are not among the classes {self.classes_.tolist()}")
-        return X, self._encode(y, reset)
+        return X, np.asarray(y, dtype=np.float64) if self._multilabel else np.searchsorted(self.classes_, y)
 
     def _build_for(self, hidden, X):
         """The network for ``classes_``: one sigmoid unit (binary), softmax (multi-class) or a

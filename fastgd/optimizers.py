@@ -66,6 +66,8 @@ class Optimizer:
 
     def learning_rates(self, step: int, n_steps: int) -> np.ndarray:
         """Learning rate of each of the ``n_steps`` steps from ``step`` on, float64."""
+        if type(self._schedule) is Constant:  # checked when made
+            return np.full(n_steps, self._schedule.lr)
         steps = np.arange(step, step + n_steps)
         if isinstance(self._schedule, Schedule):
             rates = np.asarray(self._schedule(steps), dtype=np.float64)

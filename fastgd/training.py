@@ -100,7 +100,8 @@ class TrainingState:
     def learning_rates(self, n_steps: int) -> np.ndarray:
         """The learning rate of each of the next ``n_steps`` steps, float64."""
         rates = self._optimizer.learning_rates(self._step, n_steps)
-        rates *= self._lr_scale
+        if self._lr_scale != 1:
+            rates *= self._lr_scale
         return rates
 
     @contextmanager
@@ -226,6 +227,7 @@ def train(net, X, Y, options: FitOptions, validation=None) -> History:
             if needs_metrics else None
         grads = np.zeros_like(params)
         in_order = np.arange(n)
+        last = np.empty_like(params), np.empty_like(training.state)  # the weights and state an epoch started from
         net.history_ = history = History()
         display = {0: [], 1: [ProgressBar(options.epochs)], 2: [EpochLog(options.epochs)]}[options.verbose]
         callbacks = [history, *options.callbacks, *display]
@@ -239,21 +241,23 @@ def train(net, X, Y, options: FitOptions, validation=None) -> History:
                 for epoch in range(options.epochs):
                     order = training.rng.permutation(n) if options.shuffle else in_order
                     lrs = training.learning_rates(n_batches)
-                    last = params.copy(), training.state.copy(), training.step
+                    np.copyto(last[0], params)
+                    np.copyto(last[1], training.state)
+                    first_step = training.step
                     start = time.perf_counter()
                     try:  # an interruption anywhere in here leaves the weights of the epoch before
                         mean_loss, steps, status = kernels.train_epoch(params, grads, training.state, X, Y, order,
-                                                                       batch_size, config, lrs, training.step, ws)
-                        training.step += steps
+                                                                       batch_size, config, lrs, first_step, ws)
+                        training.step = first_step + steps
                     except KeyboardInterrupt:
-                        _restore(params, training, last)
+                        _restore(params, training, last, first_step)
                         raise
                     elapsed = time.perf_counter() - start
                     if status not in (OK, NOT_FINITE):
-                        _restore(params, training, last)
+                        _restore(params, training, last, first_step)
                         raise RuntimeError(f"train_epoch: {STATUS.get(status, status)}")
                     if status == NOT_FINITE or not np.isfinite(params).all():
-                        _restore(params, training, last)
+                        _restore(params, training, last, first_step)
                         diverged = (f"training diverged in epoch {epoch + 1} (loss not finite); stopped and kept "
                                     "the weights of the last finite epoch")
                         break
@@ -263,7 +267,7 @@ def train(net, X, Y, options: FitOptions, validation=None) -> History:
                     if options.train_metrics:
                         logs["train_loss"], logs["train_accuracy"] = evaluate(net, X, Y, eval_ws)
                         if not np.isfinite(logs["train_loss"]):  # the epoch's last steps overflowed
-                            _restore(params, training, last)
+                            _restore(params, training, last, first_step)
                             diverged = (f"training diverged in epoch {epoch + 1} (loss not finite after it); "
                                         "stopped and kept the weights of the last finite epoch")
                             break
@@ -286,9 +290,10 @@ def train(net, X, Y, options: FitOptions, validation=None) -> History:
     return history
 
 
-def _restore(params, training, snapshot):
-    """Back to ``(params, optimizer state, step count)`` copied before an epoch."""
-    params[...], training.state[...], training.step = snapshot
+def _restore(params, training, last, step):
+    """Back to the weights and optimizer state ``last`` copied before an epoch, and its first ``step``."""
+    params[...], training.state[...] = last
+    training.step = step
 
 
 def _hook(callback, name):

@@ -140,3 +140,36 @@ def test_compiled_backends_agree_with_each_other(dtype, batch_size):
         net.fit(X, y, epochs=5, batch_size=batch_size, optimizer=fastgd.SGD(lr=0.05), l2=1e-3, train_metrics=False)
     for net in nets[1:]:
         assert_close(net.params, nets[0].params, TRAINING_RTOL[dtype])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_confident_float32_cross_entropy_is_never_negative(backend):
+    # 60,000 rows the network gets right by a wide margin: the exact loss is about 1e-13.
+    rng = np.random.RandomState(0)
+    labels = rng.randint(0, 10, 60_000)
+    X = (np.eye(10)[labels] * 40 + rng.standard_normal((60_000, 10))).astype(np.float32)
+    net = fastgd.MLP([10, 10], output="softmax", backend=backend, dtype="float32")
+    net.set_weights([np.eye(10), np.zeros(10)])
+    net.fit(X[:10], labels[:10], optimizer=fastgd.SGD(lr=1e-30))  # learns the labels, moves nothing
+    loss, accuracy = net.evaluate(X, labels)
+    exact = fastgd.MLP([10, 10], output="softmax", backend="numpy", dtype="float64")
+    exact.set_weights([np.eye(10), np.zeros(10)])
+    exact.classes_ = net.classes_
+    assert accuracy == 1.0 and 0 <= loss < 1e-10 and exact.evaluate(X.astype(np.float64), labels)[0] < 1e-10
+
+
+@pytest.mark.parametrize("backend", COMPILED)
+def test_weights_whose_squares_overflow_train_on_without_l2(backend):
+    # A dead ReLU unit's weights of 1e200 never move, and their squares overflow float64; without
+    # L2 the loss does not involve them, so every backend trains on, as the reference does.
+    X, y = make_problem("softmax", n=30)
+    X = np.abs(X)
+    nets = pair(backend, "relu", "softmax", "cross_entropy", "float64", sizes=(5, 4, 3))
+    for net in nets:
+        W0, b0, W1, b1 = net.get_weights()
+        W0[:, 0] = -1e200  # unit 0 is never active on X >= 0
+        net.set_weights([W0, b0, W1, b1])
+    histories = [net.fit(X, y, epochs=3, batch_size=batch, optimizer=fastgd.SGD(lr=0.1), train_metrics=False)
+                 for net in nets for batch in (None, 1, 8)]
+    assert all(len(h.epoch) == 3 and np.isfinite(h.history["loss"]).all() for h in histories)
+    assert_close(nets[1].params, nets[0].params, 1e-10)

@@ -10,7 +10,7 @@ import pytest
 import fastgd
 from conftest import BACKENDS, COMPILED, CYTHON_BUILDS
 from fastgd._codes import ACTIVATIONS, BAD_ROW, LOSSES, NOT_FINITE, OK, OPTIMIZERS
-from fastgd.kernels import STEP, Kernels, kernels, step_config
+from fastgd.kernels import STEP, kernels, step_config
 from fastgd.kernels.contract import check_layout
 
 # ---------------------------------------------------------------- one table, every backend
@@ -101,7 +101,7 @@ BAD = [  # (kernel, argument changes, error, message)
     ("forward", dict(params=np.zeros(2 * P)[::2]), ValueError, "params: .*got a non-contiguous"),
     ("forward", dict(params=misaligned(np.zeros(P))), ValueError, "params: .*got a misaligned"),
     ("forward", dict(params=list(range(P))), TypeError, "params: expected a NumPy array, got list"),
-    ("forward", dict(X=np.zeros((10, 4))), ValueError, r"X: .*shape \(m, 3\)"),
+    ("forward", dict(X=np.zeros((10, 4))), ValueError, r"X: .*shape \(10, 3\), got .*\(10, 4\)"),
     ("forward", dict(X=np.zeros((0, 3))), ValueError, r"X: .*shape \(m, 3\), got .*\(0, 3\)"),
     ("forward", dict(X=np.zeros(3)), ValueError, "X: "),
     ("forward", dict(X=np.zeros((10, 3), ">f8")), ValueError, "X: "),

@@ -1,5 +1,7 @@
 """Analytic gradients of every activation/loss combination against central differences."""
 
+import warnings
+
 import pytest
 
 import fastgd
@@ -40,3 +42,25 @@ def test_gradient_check_sees_a_wrong_gradient(monkeypatch):
     errors = fastgd.check_gradients(net, X, y)
     assert errors["W0"] > 1e-4
     assert errors["b1"] < 1e-6
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("hidden, output, loss", COMBINATIONS)
+def test_float32_gradients_match_at_a_float32_step(backend, hidden, output, loss):
+    X, y = make_problem(output, n_out=3)
+    net = fastgd.MLP([5, 7, 6, 3], hidden=hidden, output=output, loss=loss, backend=backend, dtype="float32",
+                     random_state=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the default step for float32 raises no warning
+        errors = fastgd.check_gradients(net, X, y, l2=0.01)
+    assert max(errors.values()) < 1e-2, errors
+
+
+def test_a_float32_step_too_small_to_measure_is_warned_about_and_zero_is_refused():
+    net = fastgd.MLP([5, 4, 3], dtype="float32", random_state=0)
+    X, y = make_problem("softmax")
+    with pytest.warns(UserWarning, match="eps: a float32 model's loss is accurate to about 1e-7"):
+        fastgd.check_gradients(net, X, y, eps=1e-6)
+    for eps in (0.0, -1e-3, float("nan")):
+        with pytest.raises(ValueError, match="^eps: expected a finite number > 0"):
+            fastgd.check_gradients(net, X, y, eps=eps)

@@ -21,6 +21,7 @@ runs; behind it the kernels trust their inputs, and nothing else in fastgd
 calls them. Kernels never raise: a training epoch returns a status.
 """
 
+import functools
 import math
 from typing import Protocol
 
@@ -145,18 +146,16 @@ def _describe(value):
 
 
 def _check_array(value, name, dtype, shape, writable=False):
-    """``value`` is an aligned C-contiguous ndarray of ``dtype`` and ``shape`` (None: any length
-    >= 1 on that axis), writable if ``writable``."""
-    if not isinstance(value, np.ndarray):
+    """``value`` is an aligned C-contiguous ndarray of ``dtype`` and ``shape``, writable if ``writable``."""
+    if type(value) is not np.ndarray and not isinstance(value, np.ndarray):
         raise TypeError(f"{name}: expected a NumPy array, got {type(value).__name__}")
     flags = value.flags
-    if (value.dtype != dtype or len(value.shape) != len(shape) or not flags.c_contiguous or not flags.aligned
-            or (writable and not flags.writeable)
-            or any(want != got if want is not None else got < 1 for want, got in zip(shape, value.shape))):
+    if value.shape != shape or value.dtype != dtype or not (flags.c_contiguous and flags.aligned) \
+            or (writable and not flags.writeable):
         wanted = ", ".join("m" if s is None else str(s) for s in shape)
         raise ValueError(f"{name}: expected an aligned C-contiguous{' writable' if writable else ''} "
-                         f"{np.dtype(dtype)} array "
-                         f"of shape ({wanted}{',' if len(shape) == 1 else ''}), got a {_describe(value)}")
+                         f"{np.dtype(dtype)} array of shape ({wanted}{',' if len(shape) == 1 else ''}), "
+                         f"got a {_describe(value)}")
     return value
 
 
@@ -171,6 +170,30 @@ def _check_real(value, name):
             or not math.isfinite(value):
         raise ValueError(f"{name}: expected a finite number, got {value!r}")
     return float(value)
+
+
+@functools.lru_cache(maxsize=256)
+def _config_slots(output, raw):
+    """The number of state arrays of the step configuration ``raw`` (its bytes), once it is
+    checked against a layout whose last activation is ``output``; each configuration once."""
+    record = np.frombuffer(raw, STEP)[0]
+    loss = int(record["loss"])
+    if loss not in _LOSS_NAMES:
+        raise ValueError(f"loss: expected a loss code {sorted(_LOSS_NAMES)}, got {loss!r}")
+    if output not in LOSS_OUTPUTS[_LOSS_NAMES[loss]]:
+        raise ValueError(f"loss: {_LOSS_NAMES[loss]!r} cannot follow this layout's {output} output")
+    code = int(record["optimizer"])
+    if code not in _RULES:
+        raise ValueError(f"config: unknown optimizer code {code}; known: {sorted(_RULES)}")
+    optimizer, rule = _RULES[code]
+    for name in ("l2", "clip_value", "clip_norm", *rule.hyper):
+        value = float(record[name])
+        if not math.isfinite(value) or (name in ("l2", "clip_value", "clip_norm") and value < 0):
+            raise ValueError(f"config: {name} must be finite{' and >= 0' if name[0] in 'lc' else ''}, "
+                             f"got {value!r}")
+    if optimizer == "line_search" and not (0 < record["rho"] < 1 and record["min_step"] > 0):
+        raise ValueError("config: a line search needs 0 < rho < 1 and min_step > 0")
+    return rule.slots(record)
 
 
 def _run(kernel, *args):
@@ -214,10 +237,12 @@ class Kernels:
         return _check_array(params, name, self.dtype, (self.n_params,), writable)
 
     def _rows(self, X, Y=None):
-        _check_array(X, "X", self.dtype, (None, self.n_in))
+        """The number of rows of ``X`` (and ``Y``), at least 1 and below 2**31."""
+        m = X.shape[0] if isinstance(X, np.ndarray) and X.ndim == 2 and 0 < X.shape[0] < 2**31 else None
+        _check_array(X, "X", self.dtype, (m, self.n_in))
         if Y is not None:
-            _check_array(Y, "Y", self.dtype, (X.shape[0], self.n_out))
-        return X.shape[0]
+            _check_array(Y, "Y", self.dtype, (m, self.n_out))
+        return m
 
     def _workspace(self, ws, rows, batch_rows=0):
         if type(ws) is not getattr(self.backend, "Workspace", None) or ws.layout is not self.layout \
@@ -229,7 +254,7 @@ class Kernels:
         return ws
 
     def _loss(self, loss):
-        if not isinstance(loss, (int, np.integer)) or int(loss) not in _LOSS_NAMES:
+        if not isinstance(loss, (int, np.integer)) or isinstance(loss, bool) or int(loss) not in _LOSS_NAMES:
             raise ValueError(f"loss: expected a loss code {sorted(_LOSS_NAMES)}, got {loss!r}")
         name = _LOSS_NAMES[int(loss)]
         if self.output not in LOSS_OUTPUTS[name]:
@@ -243,20 +268,7 @@ class Kernels:
                             f"one), got {_describe(config)}")
         if not config.flags.writeable or not config.flags.aligned:
             config = config.copy()
-        record = config[0]
-        self._loss(record["loss"])
-        code = int(record["optimizer"])
-        if code not in _RULES:
-            raise ValueError(f"config: unknown optimizer code {code}; known: {sorted(_RULES)}")
-        optimizer, rule = _RULES[code]
-        for name in ("l2", "clip_value", "clip_norm", *rule.hyper):
-            value = float(record[name])
-            if not math.isfinite(value) or (name in ("l2", "clip_value", "clip_norm") and value < 0):
-                raise ValueError(f"config: {name} must be finite{' and >= 0' if name[0] in 'lc' else ''}, "
-                                 f"got {value!r}")
-        if optimizer == "line_search" and not (0 < record["rho"] < 1 and record["min_step"] > 0):
-            raise ValueError("config: a line search needs 0 < rho < 1 and min_step > 0")
-        return config, rule.slots(record)
+        return config, _config_slots(self.output, config.tobytes())
 
     def _state(self, state, slots):
         return _check_array(state, "state", self.dtype, (slots, self.n_params), writable=True)
