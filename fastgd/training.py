@@ -236,33 +236,34 @@ def train(net, X, Y, options: FitOptions, validation=None) -> History:
             callback.model = net
             _hook(callback, "on_train_begin")
         diverged = None
+        train_epoch, state, line_search = kernels.train_epoch, training.state, optimizer.rule == "line_search"
+        classifies = net.task.classifies
         try:
             with blas_threads_for(kernels.layout, batch_size):
                 for epoch in range(options.epochs):
                     order = training.rng.permutation(n) if options.shuffle else in_order
                     lrs = training.learning_rates(n_batches)
                     np.copyto(last[0], params)
-                    np.copyto(last[1], training.state)
+                    np.copyto(last[1], state)
                     first_step = training.step
                     start = time.perf_counter()
                     try:  # an interruption anywhere in here leaves the weights of the epoch before
-                        mean_loss, steps, status = kernels.train_epoch(params, grads, training.state, X, Y, order,
-                                                                       batch_size, config, lrs, first_step, ws)
+                        mean_loss, steps, status = train_epoch(params, grads, state, X, Y, order, batch_size, config,
+                                                               lrs, first_step, ws)
                         training.step = first_step + steps
                     except KeyboardInterrupt:
                         _restore(params, training, last, first_step)
                         raise
                     elapsed = time.perf_counter() - start
-                    if status not in (OK, NOT_FINITE):
+                    if status != OK:
                         _restore(params, training, last, first_step)
-                        raise RuntimeError(f"train_epoch: {STATUS.get(status, status)}")
-                    if status == NOT_FINITE or not np.isfinite(params).all():
-                        _restore(params, training, last, first_step)
-                        diverged = (f"training diverged in epoch {epoch + 1} (loss not finite); stopped and kept "
-                                    "the weights of the last finite epoch")
+                        if status != NOT_FINITE:
+                            raise RuntimeError(f"train_epoch: {STATUS.get(status, status)}")
+                        diverged = (f"training diverged in epoch {epoch + 1} (its loss or weights stopped being "
+                                    "finite); stopped and kept the weights of the last finite epoch")
                         break
                     logs = {"loss": mean_loss}
-                    if optimizer.rule == "line_search":
+                    if line_search:
                         logs["step_size"] = float(lrs.mean())
                     if options.train_metrics:
                         logs["train_loss"], logs["train_accuracy"] = evaluate(net, X, Y, eval_ws)
@@ -273,8 +274,9 @@ def train(net, X, Y, options: FitOptions, validation=None) -> History:
                             break
                     if validation is not None:
                         logs["val_loss"], logs["val_accuracy"] = evaluate(net, *validation, eval_ws)
-                    if not net.task.classifies:
-                        logs = {k: v for k, v in logs.items() if not k.endswith("accuracy")}
+                    if not classifies:
+                        logs.pop("train_accuracy", None)
+                        logs.pop("val_accuracy", None)
                     logs["epoch_time"] = elapsed
                     for callback in callbacks:
                         callback.on_epoch_end(epoch, logs)

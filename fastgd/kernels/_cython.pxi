@@ -605,6 +605,16 @@ cdef double _train_step(const int64_t[:, ::1] layout, floating[::1] params, floa
     return value
 
 
+cdef bint _finite(const floating[::1] values) noexcept nogil:
+    """Whether every value is finite (x - x is 0, or NaN for infinity and NaN)."""
+    cdef Py_ssize_t p, n = values.shape[0]
+    cdef const floating* v = _at(values, 0, n, b"values")
+    cdef floating total = 0
+    for p in range(n):
+        total += v[p] - v[p]
+    return total == 0
+
+
 # ---------------------------------------------------------------- the backend's functions (fastgd.kernels.contract)
 def workspace(layout, dtype, rows, batch_rows):
     return Workspace(layout, dtype, rows, batch_rows, input_rows=min(rows, SMALL_BATCH))
@@ -679,7 +689,7 @@ def train_epoch(const int64_t[:, ::1] layout, floating[::1] params, floating[::1
     cdef double[::1] lse = ws.lse
     cdef const int64_t[::1] offsets = ws.offsets
     cdef Py_ssize_t n = X.shape[0], n_in = X.shape[1], n_out = Y.shape[1], i, r, j, source
-    cdef Py_ssize_t n_batches = (n + batch_size - 1) // batch_size, start, m
+    cdef Py_ssize_t n_batches = (n + batch_size - 1) // batch_size, start, m, steps = 0
     cdef Step c = config[0]
     # Plain SGD without clipping takes its step inside the backward pass.
     cdef bint fused = (c.optimizer == SGD and c.momentum == 0 and c.weight_decay == 0 and c.clip_value == 0
@@ -714,8 +724,11 @@ def train_epoch(const int64_t[:, ::1] layout, floating[::1] params, floating[::1
                 status = NOT_FINITE
                 break
             total += value
+            steps += 1
+        if status == OK and not _finite(params):
+            status = NOT_FINITE
     if status == BAD_ROW:
-        return float("nan"), i, status
-    if status == NOT_FINITE:
-        return value, i, status
-    return total / n_batches, n_batches, OK
+        return float("nan"), steps, status
+    if steps < n_batches:  # stopped at a batch whose loss is not finite
+        return value, steps, status
+    return total / n_batches, n_batches, status

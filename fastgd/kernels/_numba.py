@@ -553,7 +553,16 @@ def _train_epoch(layout, params, grads, state, X, Y, order, batch_size, config, 
         if not np.isfinite(value):
             return value, i, NOT_FINITE
         total += value
-    return total / n_batches, n_batches, OK
+    return total / n_batches, n_batches, OK if _finite(params) else NOT_FINITE
+
+
+@_jit
+def _finite(values):
+    """Whether every value is finite (x - x is 0, or NaN for infinity and NaN)."""
+    total = values.dtype.type(0)
+    for p in range(values.shape[0]):
+        total += values[p] - values[p]
+    return total == 0
 
 
 @_jit

@@ -77,7 +77,8 @@ class Backend(Protocol):
         batch; a line search starts from it and writes back the step it took), optimizer step
         ``step + i``. Returns ``(mean batch loss, steps taken, status)``: the epoch stops before
         the update of a batch whose loss is not finite (``NOT_FINITE``) or that names a row
-        outside ``X`` (``BAD_ROW``).
+        outside ``X`` (``BAD_ROW``); after its last step, weights that are not finite are
+        ``NOT_FINITE`` too.
         """
 
 
