@@ -256,11 +256,17 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         X, y = self._validate(X, y, reset)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
-        check_classification_targets(y)
-        multilabel = type_of_target(y) == "multilabel-indicator"
+        kind = type_of_target(y, input_name="y")
+        if kind not in ("binary", "multiclass", "multilabel-indicator"):
+            check_classification_targets(y)  # scikit-learn's error for a target that is not classes
+            raise ValueError(f"y: {kind} targets are not supported; expected class labels or an indicator matrix")
+        multilabel = kind == "multilabel-indicator"
         if reset:
             self._multilabel = multilabel
-            self.classes_ = unique_labels(y) if classes is None else unique_labels(classes)
+            if classes is not None:
+                self.classes_ = unique_labels(classes)
+            else:  # unique_labels(y) as it would say, without typing y again where its dtype says enough
+                self.classes_ = np.unique(y) if y.dtype.kind in "biuU" and not multilabel else unique_labels(y)
             if not multilabel and len(self.classes_) < 2:
                 raise ValueError(f"y: needs samples of at least 2 classes; got one class: {self.classes_[0]!r}")
         elif not multilabel:
@@ -390,13 +396,14 @@ class _Epochs:
 
     def __init__(self, estimator, validation, incremental, n):
         self.estimator, self.validation, self.incremental, self.n = estimator, validation, incremental, n
+        self.loss_scale = estimator._loss_scale(estimator.model_.sizes[-1])
         self.converged = False
 
     def on_epoch_end(self, epoch, logs):
         est, training = self.estimator, self.model.training
         est.n_iter_ += 1
         est.t_ += self.n
-        loss = logs["loss"] * est._loss_scale(self.model.sizes[-1])
+        loss = logs["loss"] * self.loss_scale
         est.loss_curve_.append(loss)
         if est.verbose:
             print(f"Iteration {est.n_iter_}, loss = {loss:.8f}")

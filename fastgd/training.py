@@ -83,6 +83,16 @@ class TrainingState:
         self._lr_scale = check_nonnegative(value, "lr_scale")
 
     @property
+    def rng(self) -> np.random.RandomState:
+        return self._rng
+
+    @rng.setter
+    def rng(self, value):
+        if type(value) is not np.random.RandomState:
+            raise TypeError(f"rng: expected a numpy.random.RandomState, got {value!r}")
+        self._rng = value
+
+    @property
     def l2(self) -> float:
         return self._l2
 

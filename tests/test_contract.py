@@ -134,7 +134,9 @@ BAD = [  # (kernel, argument changes, error, message)
     ("train_epoch", dict(batch_size=2.5), ValueError, "batch_size: "),
     ("train_epoch", dict(batch_size=True), ValueError, "batch_size: "),
     ("train_epoch", dict(lrs=np.full(2, 0.1)), ValueError, r"lrs: .*shape \(3,\)"),
-    ("train_epoch", dict(lrs=np.full(3, np.nan)), ValueError, "lrs: every learning rate must be finite"),
+    ("train_epoch", dict(lrs=np.full(3, np.inf), state=np.zeros((1, P)), config=config(
+        optimizer=OPTIMIZERS["line_search"].code, rho=0.5, min_step=1e-3)), ValueError,
+     "lrs: a line search needs finite learning rates"),
     ("train_epoch", dict(lrs=read_only(np.full(3, 0.1))), ValueError, "lrs: .*writable"),
     ("train_epoch", dict(step="0"), ValueError, "step: "),
     ("train_epoch", dict(batch_size=5, lrs=np.full(2, 0.1)), ValueError,

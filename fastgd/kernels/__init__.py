@@ -55,9 +55,10 @@ def backends(reasons=False):
 
 
 def resolve(name):
-    """``(name, kernel module)`` for a backend name or ``"auto"``."""
+    """``(name, kernel module)`` for a backend name or ``"auto"`` (the first in ``PREFERENCE``
+    that loads; the ones after it are not even imported)."""
     if name == "auto":
-        name = backends()[0]
+        name = next(name for name in PREFERENCE if not isinstance(_load(name), str))
     if not isinstance(name, str) or name not in _MODULES:
         choices = ", ".join(repr(n) for n in ("auto",) + PREFERENCE)
         raise ValueError(f"backend: unknown backend {name!r}; choose one of {choices}")

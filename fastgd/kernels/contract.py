@@ -174,9 +174,9 @@ def _check_real(value, name):
 
 
 @functools.lru_cache(maxsize=256)
-def _config_slots(output, raw):
-    """The number of state arrays of the step configuration ``raw`` (its bytes), once it is
-    checked against a layout whose last activation is ``output``; each configuration once."""
+def _config_rule(output, raw):
+    """``(number of state arrays, optimizer name)`` of the step configuration ``raw`` (its bytes),
+    once it is checked against a layout whose last activation is ``output``; each configuration once."""
     record = np.frombuffer(raw, STEP)[0]
     loss = int(record["loss"])
     if loss not in _LOSS_NAMES:
@@ -194,7 +194,7 @@ def _config_slots(output, raw):
                              f"got {value!r}")
     if optimizer == "line_search" and not (0 < record["rho"] < 1 and record["min_step"] > 0):
         raise ValueError("config: a line search needs 0 < rho < 1 and min_step > 0")
-    return rule.slots(record)
+    return rule.slots(record), optimizer
 
 
 def _run(kernel, *args):
@@ -263,13 +263,14 @@ class Kernels:
         return int(loss)
 
     def _config(self, config):
-        """``(config, slots)``: the checked step configuration and the optimizer's number of state arrays."""
+        """``(config, slots, optimizer)``: the checked step configuration, its optimizer's number of
+        state arrays and name."""
         if not isinstance(config, np.ndarray) or config.dtype != STEP or config.shape != (1,):
             raise TypeError(f"config: expected a (1,) array of dtype fastgd.kernels.STEP (step_config() makes "
                             f"one), got {_describe(config)}")
         if not config.flags.writeable or not config.flags.aligned:
             config = config.copy()
-        return config, _config_slots(self.output, config.tobytes())
+        return (config, *_config_rule(self.output, config.tobytes()))
 
     def _state(self, state, slots):
         return _check_array(state, "state", self.dtype, (slots, self.n_params), writable=True)
@@ -309,21 +310,21 @@ class Kernels:
         self._params(grads, "grads", writable=True)
         m = self._rows(X, Y)
         self._workspace(ws, m)
-        config, _ = self._config(config)
+        config, _, _ = self._config(config)
         return _run(self.backend.backward, self.layout, params, X, Y, config, ws, grads)
 
     def clip(self, grads, config) -> None:
         """Clip ``grads`` in place as ``config`` says (see :meth:`Backend.clip`)."""
         self._params(grads, "grads", writable=True)
-        config, _ = self._config(config)
+        config, _, _ = self._config(config)
         _run(self.backend.clip, grads, config)
 
     def update(self, params, grads, state, config, lr: float, step: int) -> None:
         """One optimizer step on ``params`` in place; ``step`` counts from 0."""
         self._params(params, writable=True)
         self._params(grads, "grads", writable=True)
-        config, slots = self._config(config)
-        if config["optimizer"][0] == OPTIMIZERS["line_search"].code:
+        config, slots, optimizer = self._config(config)
+        if optimizer == "line_search":
             raise ValueError("config: a line search steps inside train_epoch, which evaluates its trial points")
         self._state(state, slots)
         _run(self.backend.update, params, grads, state, config, _check_real(lr, "lr"),
@@ -337,12 +338,12 @@ class Kernels:
         n = self._rows(X, Y)
         batch_size = _check_int(batch_size, "batch_size", 1, 2**31)
         batches = -(-n // batch_size)
-        config, slots = self._config(config)
+        config, slots, optimizer = self._config(config)
         self._state(state, slots)
         _check_array(order, "order", np.int64, (n,))
         _check_array(lrs, "lrs", np.float64, (batches,), writable=True)
-        if not np.isfinite(lrs).all():
-            raise ValueError("lrs: every learning rate must be finite")
+        if optimizer == "line_search" and not np.isfinite(lrs).all():
+            raise ValueError("lrs: a line search needs finite learning rates")  # it would search forever
         step = _check_int(step, "step", 0, MAX_STEP - batches)
         self._workspace(ws, *((n, 0) if batches == 1 else (batch_size, batch_size)))
         return _run(self.backend.train_epoch, self.layout, params, grads, state, X, Y, order, batch_size, config,
