@@ -76,8 +76,9 @@ def kernels(backend, layout, dtype) -> Kernels:
 def resolve_saved(name):
     """The backend to use for a model saved or pickled with backend ``name``: that one,
     or where it is not available here, the fastest one that is, with a warning."""
-    if name not in backends():
+    if name not in PREFERENCE or isinstance(_load(name), str):
+        fallback = resolve("auto")[0]
         warnings.warn(f"backend: the model was saved with {name!r}, which is not available here; "
-                      f"using {backends()[0]!r}", UserWarning, stacklevel=3)
-        return "auto"
+                      f"using {fallback!r}", UserWarning, stacklevel=3)
+        return fallback
     return name
