@@ -32,7 +32,7 @@ from .._layout import ACTIVATION, B_OFFSET, N_IN, N_OUT
 
 STEP = np.dtype([("loss", np.int64), ("optimizer", np.int64), ("l2", np.float64), ("clip_value", np.float64),
                  ("clip_norm", np.float64)] + [(name, np.float64) for name in HYPER])
-STATUS = {OK: "ok", NOT_FINITE: "loss not finite", BAD_ROW: "row index out of range"}
+STATUS = {OK: "ok", NOT_FINITE: "loss or weights not finite", BAD_ROW: "row index out of range"}
 MAX_STEP = 2**62
 
 _LOSS_NAMES = {code: name for name, code in LOSSES.items()}
@@ -173,16 +173,22 @@ def _check_real(value, name):
     return float(value)
 
 
+def _check_loss(loss, output):
+    """The loss code ``loss`` once it is a known one that may follow an ``output`` activation."""
+    if not isinstance(loss, (int, np.integer)) or isinstance(loss, bool) or int(loss) not in _LOSS_NAMES:
+        raise ValueError(f"loss: expected a loss code {sorted(_LOSS_NAMES)}, got {loss!r}")
+    name = _LOSS_NAMES[int(loss)]
+    if output not in LOSS_OUTPUTS[name]:
+        raise ValueError(f"loss: {name!r} cannot follow this layout's {output} output")
+    return int(loss)
+
+
 @functools.lru_cache(maxsize=256)
 def _config_rule(output, raw):
     """``(number of state arrays, optimizer name)`` of the step configuration ``raw`` (its bytes),
     once it is checked against a layout whose last activation is ``output``; each configuration once."""
     record = np.frombuffer(raw, STEP)[0]
-    loss = int(record["loss"])
-    if loss not in _LOSS_NAMES:
-        raise ValueError(f"loss: expected a loss code {sorted(_LOSS_NAMES)}, got {loss!r}")
-    if output not in LOSS_OUTPUTS[_LOSS_NAMES[loss]]:
-        raise ValueError(f"loss: {_LOSS_NAMES[loss]!r} cannot follow this layout's {output} output")
+    _check_loss(int(record["loss"]), output)
     code = int(record["optimizer"])
     if code not in _RULES:
         raise ValueError(f"config: unknown optimizer code {code}; known: {sorted(_RULES)}")
@@ -254,14 +260,6 @@ class Kernels:
                              f"{rows} and {batch_rows}")
         return ws
 
-    def _loss(self, loss):
-        if not isinstance(loss, (int, np.integer)) or isinstance(loss, bool) or int(loss) not in _LOSS_NAMES:
-            raise ValueError(f"loss: expected a loss code {sorted(_LOSS_NAMES)}, got {loss!r}")
-        name = _LOSS_NAMES[int(loss)]
-        if self.output not in LOSS_OUTPUTS[name]:
-            raise ValueError(f"loss: {name!r} cannot follow this layout's {self.output} output")
-        return int(loss)
-
     def _config(self, config):
         """``(config, slots, optimizer)``: the checked step configuration, its optimizer's number of
         state arrays and name."""
@@ -295,7 +293,7 @@ class Kernels:
         self._params(params)
         m = self._rows(X, Y)
         self._workspace(ws, m)
-        loss = self._loss(loss)
+        loss = _check_loss(loss, self.output)
         return _run(self.backend.evaluate, self.layout, params, X, Y, loss, ws), ws.outputs(m)
 
     def l2_penalty(self, params, l2: float) -> float:
