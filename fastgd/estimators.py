@@ -325,10 +325,10 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     def predict_proba(self, X):
         """Class probabilities (n, n_classes) in the order of ``classes_``."""
-        outputs = self._outputs(X)
-        if outputs.shape[1] == 1 and not self._multilabel:
-            return np.hstack([1 - outputs, outputs])
-        return outputs
+        proba = self._outputs(X)
+        if proba.shape[1] == 1 and not self._multilabel:
+            return np.hstack([1 - proba, proba])
+        return proba
 
     def predict_log_proba(self, X):
         return np.log(self.predict_proba(X))
@@ -379,8 +379,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     def predict(self, X):
         """Predictions (n,) for a 1-D target, (n, k) otherwise."""
-        outputs = self._outputs(X)
-        return outputs[:, 0] if self._y_1d else outputs
+        values = self._outputs(X)
+        return values[:, 0] if self._y_1d else values
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -74,7 +74,8 @@ class Task:
                 classes = np.arange(n_classes, dtype=y.dtype)
             elif len(found) != n_classes:
                 raise ValueError(f"{name}: {len(found)} distinct labels {found[:10].tolist()} but the output layer "
-                                 f"has {k} unit(s) for {n_classes} classes; use labels 0..{n_classes - 1} or one-hot rows")
+                                 f"has {k} unit(s) for {n_classes} classes; use labels 0..{n_classes - 1} or "
+                                 "one-hot rows")
             else:
                 classes = found
         index = np.searchsorted(classes, y)

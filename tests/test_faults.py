@@ -121,4 +121,5 @@ def test_ctrl_c_anywhere_in_a_fit_is_a_keyboard_interrupt(backend):
     assert done.returncode == 0, done.stderr
     seen = json.loads(done.stdout.splitlines()[-1])
     assert seen.pop("KeyboardInterrupt", 0) > 50 and seen.pop("ok", 0) > 10, seen
-    assert not seen  # before, Numba's metrics pass turned some into "SystemError: ... returned a result with an exception set"
+    # Before, Numba's metrics pass turned some into "SystemError: ... returned a result with an exception set".
+    assert not seen

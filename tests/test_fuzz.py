@@ -19,7 +19,8 @@ def test_nothing_hostile_crashes_the_process(backend):
     done = subprocess.run([sys.executable, str(script), backend, str(EXAMPLES)], capture_output=True, text=True,
                           timeout=900)
     tail = "\n".join(done.stderr.splitlines()[-40:])
-    assert done.returncode == 0, f"the child {'died from signal ' + str(-done.returncode) if done.returncode < 0 else 'failed'}:\n{tail}"
+    ended = f"died from signal {-done.returncode}" if done.returncode < 0 else "failed"
+    assert done.returncode == 0, f"the child {ended}:\n{tail}"
     last = done.stderr.splitlines()[-1]
     assert last.startswith("done:"), tail
     refused, returned = (int(word) for word in last.split() if word.isdigit())
