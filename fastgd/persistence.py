@@ -153,7 +153,7 @@ def _optimizer(config):
     """The optimizer a header's config describes; any fault is a ModelFileError."""
     _require(isinstance(config, dict) and set(config) == {"name", "params", "lr_scale"}
              and config["name"] in SPECS and isinstance(config["params"], dict)
-             and _is_real(config["lr_scale"]) and config["lr_scale"] > 0,
+             and _is_real(config["lr_scale"]) and config["lr_scale"] >= 0,
              "optimizer: not a known optimizer's configuration")
     params = dict(config["params"])
     for key, value in params.items():

@@ -212,3 +212,13 @@ def test_mutated_files_load_or_raise_model_file_error(tmp_path, saved, mutation)
         return
     # Loaded: then it is a whole model, finite, with a consistent layout.
     assert np.all(np.isfinite(loaded.params)) and len(loaded.params) == len(trained()[0].params)
+
+
+def test_a_model_whose_learning_rate_scale_is_zero_saves_and_loads(tmp_path):
+    net, X, y = trained()
+    net.training.lr_scale = 0.0  # as a training state allows: the next epochs leave the weights alone
+    net.save(tmp_path / "m.npz")
+    loaded = fastgd.load(tmp_path / "m.npz")
+    assert loaded.training.lr_scale == 0.0
+    loaded.fit(X, y, epochs=1, batch_size=16, l2=1e-3)
+    np.testing.assert_array_equal(loaded.params, net.params)
