@@ -29,11 +29,14 @@ class Callback:
 
 
 class History(Callback):
-    """Per-epoch metrics of one ``fit``: ``history[name]`` is a list with one entry per epoch."""
+    """Per-epoch metrics of one ``fit``: ``history[name]`` is a list with one entry per epoch.
 
-    def __init__(self):
+    ``keys``: the names the fit will log, present (empty) before the first epoch ends.
+    """
+
+    def __init__(self, keys=()):
         self.epoch = []
-        self.history = {}
+        self.history = {key: [] for key in keys}
 
     def on_epoch_end(self, epoch, logs):
         self.epoch.append(epoch)

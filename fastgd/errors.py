@@ -6,8 +6,9 @@ class ModelFileError(ValueError):
 
 
 class TrainingDiverged(RuntimeError):
-    """The training loss stopped being finite. The model keeps the weights (and optimizer
-    state) of its last epoch whose loss was finite; ``history`` holds the epochs before."""
+    """The training loss, the weights or the optimizer state stopped being finite. The model
+    keeps the weights and optimizer state of its last finite epoch; ``history`` holds the
+    epochs before."""
 
     def __init__(self, message, history):
         super().__init__(message)

@@ -36,6 +36,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._layout import glorot_uniform
 from ._validation import check_int, check_nonnegative, check_outputs, check_positive, check_real
+from .errors import TrainingDiverged
 from .network import MLP
 from .optimizers import SGD, Adam, Optimizer, check_optimizer
 from .training import FitOptions, outputs, train
@@ -168,8 +169,12 @@ class _BaseMLP(BaseEstimator):
                              train_metrics=False, callbacks=[epochs])
         with net.training.exclusive():
             net.classes_ = classes
-            # A loss that stops being finite raises fastgd.TrainingDiverged, the weights kept as they were.
-            train(net, np.ascontiguousarray(X, dtype=net.dtype), Y, options)
+            try:
+                train(net, np.ascontiguousarray(X, dtype=net.dtype), Y, options)
+            except TrainingDiverged as error:  # numbered as n_iter_ counts, across partial_fit and warm starts
+                raise TrainingDiverged(f"training diverged in iteration {self.n_iter_ + 1} (its loss, weights or "
+                                       f"optimizer state stopped being finite); stopped and kept the weights of "
+                                       f"iteration {self.n_iter_}", error.history) from None
         if not incremental and not epochs.converged:
             warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and the "
                           "optimization hasn't converged yet.", ConvergenceWarning, stacklevel=3)

@@ -41,7 +41,10 @@ class MLP:
         Dtype of the weights and of every computation.
     random_state : int, numpy.random.RandomState or None
         Seeds He-normal initialisation and, on the same generator, each
-        epoch's shuffling order.
+        epoch's shuffling order. The model owns its generator: an int seeds a
+        new one, None seeds one from NumPy's global generator (so
+        ``np.random.seed`` makes it reproducible); a ``RandomState`` given is
+        used as it is.
 
     Attributes
     ----------
@@ -62,23 +65,21 @@ class MLP:
     def __init__(self, sizes: Sequence, hidden: str = "relu", output: str = "softmax",
                  loss: str | None = None, backend: str = "auto", dtype="float64", random_state=None):
         sizes, activations = architecture(sizes, hidden, output)
-        output = activations[-1]
-        loss = DEFAULT_LOSS[output] if loss is None else loss
-        if loss not in LOSSES:
-            raise ValueError(f"loss: unknown loss {loss!r}; choose one of {', '.join(map(repr, LOSSES))}")
-        if output not in LOSS_OUTPUTS[loss]:
-            raise ValueError(f"loss: {loss!r} needs a {' or '.join(LOSS_OUTPUTS[loss])} output, got {output!r}")
-        if output == "softmax" and sizes[-1] < 2:
-            raise ValueError("sizes: a softmax output needs at least 2 units")
+        loss = _check_loss(loss, activations[-1], sizes[-1])
         dtype = check_dtype(dtype)
-        self.sizes, self.activations, self.loss, self.dtype = sizes, activations, loss, dtype
-        self._kernels = kernels(backend, make_layout(sizes, activations), dtype)
-        self._params = np.empty(self._kernels.n_params, dtype=dtype)
-        rng = check_random_state(random_state)
-        he_normal(self._kernels.layout, self._params, rng)
-        self.training = TrainingState(SGD(lr=0.01), len(self._params), dtype, rng)
-        self.task = Task.of(loss, output, sizes[-1], dtype)
-        self.classes_ = None
+        entry = kernels(backend, make_layout(sizes, activations), dtype)
+        params = np.empty(entry.n_params, dtype=dtype)
+        rng = _own_generator(random_state)
+        he_normal(entry.layout, params, rng)
+        self._assemble(sizes, activations, loss, entry, params, TrainingState(SGD(lr=0.01), len(params), dtype, rng))
+
+    def _assemble(self, sizes, activations, loss, entry, params, training, classes=None):
+        """Take checked parts as they are: the kernel entry, weights, training state and labels."""
+        self.sizes, self.activations, self.loss, self.dtype = sizes, activations, loss, entry.dtype
+        self._kernels, self._params = entry, params
+        self.training = training
+        self.task = Task.of(loss, activations[-1], sizes[-1], entry.dtype)
+        self.classes_ = classes
         self.stop_training = False
 
     # ------------------------------------------------------------------ properties
@@ -266,16 +267,41 @@ class MLP:
                 f"backend={self.backend_!r}, dtype={self.dtype.name!r})")
 
 
+def _check_loss(loss, output, n_out):
+    """The loss (None: the output's natural loss), checked against the output layer."""
+    loss = DEFAULT_LOSS[output] if loss is None else loss
+    if loss not in LOSSES:
+        raise ValueError(f"loss: unknown loss {loss!r}; choose one of {', '.join(map(repr, LOSSES))}")
+    if output not in LOSS_OUTPUTS[loss]:
+        raise ValueError(f"loss: {loss!r} needs a {' or '.join(LOSS_OUTPUTS[loss])} output, got {output!r}")
+    if output == "softmax" and n_out < 2:
+        raise ValueError("sizes: a softmax output needs at least 2 units")
+    return loss
+
+
+def _own_generator(random_state):
+    """The model's shuffling generator: a new one seeded by an int (None: seeded from NumPy's global
+    generator, so ``np.random.seed`` makes it reproducible), or the ``RandomState`` given."""
+    if isinstance(random_state, np.random.RandomState):
+        return random_state
+    if random_state is None:
+        random_state = np.random.randint(2**32, dtype=np.uint64)
+    return check_random_state(random_state)
+
+
 def load(path) -> MLP:
     """The model saved at ``path`` (see :meth:`MLP.save`), on the backend it was saved
-    with, or, when that one is not available here, the fastest available (with a warning)."""
+    with, or, when that one is not available here, the fastest available (with a warning).
+
+    The model owns the generator restored from the file; NumPy's global state is untouched.
+    """
     saved = persistence.load(path)
     try:
-        net = MLP(layers_of(saved.sizes, saved.activations), loss=saved.loss, backend=resolve_saved(saved.backend),
-                  dtype=saved.dtype, random_state=0)  # its own generator: the saved weights replace these
+        architecture(layers_of(saved.sizes, saved.activations), hidden=None, output=None)
+        loss = _check_loss(saved.loss, saved.activations[-1], saved.sizes[-1])
     except (TypeError, ValueError) as error:
         raise ModelFileError(f"architecture: {error}") from None
-    net.params[...] = saved.params
-    net.training = saved.training
-    net.classes_ = saved.classes
+    net = MLP.__new__(MLP)
+    entry = kernels(resolve_saved(saved.backend), make_layout(saved.sizes, saved.activations), saved.dtype)
+    net._assemble(saved.sizes, saved.activations, loss, entry, saved.params, saved.training, saved.classes)
     return net

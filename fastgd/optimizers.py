@@ -48,7 +48,10 @@ class Optimizer:
     learning_rate: ClassVar[str] = "lr"  # the field that holds the learning rate or its schedule
 
     def __post_init__(self):
-        object.__setattr__(self, "_schedule", _as_schedule(getattr(self, self.learning_rate), self.learning_rate))
+        schedule = _as_schedule(getattr(self, self.learning_rate), self.learning_rate)
+        object.__setattr__(self, "_schedule", schedule)
+        if type(schedule) is Constant:  # a plain float, whatever number type it was given as
+            self._set(**{self.learning_rate: schedule.lr})
 
     def _set(self, **values):
         """Store checked (normalised) field values; the spec is frozen afterwards."""

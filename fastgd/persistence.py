@@ -1,20 +1,29 @@
 """Saving and loading models: one ``.npz`` of plain arrays and a JSON header, data only.
 
-The header (the ``header`` member, UTF-8 JSON bytes) names the architecture,
+The header (the ``header.npy`` member, UTF-8 JSON bytes) names the architecture,
 dtype, backend, loss, L2, optimizer with its hyper-parameters, learning-rate
 scale and step count, the shuffling generator's position, and the shape and
-dtype of every other member. Loading reads with ``allow_pickle=False`` and
-checks everything against the header and the header against itself before
-anything is built; any fault raises :class:`ModelFileError`. This module
+dtype of every other member. Loading reads exactly the members it expects, by
+name, each checked against the header before a byte of it is decompressed
+(so a file can only make the loader allocate the model it declares, and no
+more than its own bytes can hold), and checks the header against itself
+before anything is built; any fault raises :class:`ModelFileError`. Saving
+refuses what loading would refuse, so every file written loads. This module
 reads and writes the parts of a model (:class:`SavedModel`); the network
 builds itself from them (``fastgd.load``).
 """
 
+import contextlib
+import errno
 import json
+import math
 import numbers
 import os
-import tempfile
+import re
+import secrets
+import stat
 import warnings
+import zipfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,12 +35,16 @@ from .kernels import PREFERENCE
 from .kernels.contract import MAX_STEP
 from .optimizers import SPECS
 from .schedules import Constant, CosineAnnealing, ExponentialDecay, InverseScaling, Schedule, StepDecay
+from .targets import typed_labels
 from .training import TrainingState
 
-FORMAT, VERSION = "fastgd.MLP", 1
+FORMAT, VERSION = "fastgd.MLP", 2  # version 1 files (no "object_labels") load too
 SCHEDULES = {cls.__name__: cls for cls in (Constant, StepDecay, ExponentialDecay, InverseScaling, CosineAnnealing)}
 MAX_HEADER_BYTES = 1 << 20
-LABEL_KINDS = "biufU"  # class labels: numbers or strings, never objects
+NPY_HEADER_BYTES = 4096  # room for a member's .npy preamble beyond its data
+DEFLATE_RATIO = 1032  # the most deflate expands its input; stored members expand not at all
+CHUNK_BYTES = 1 << 24
+TEMPORARY = re.compile(r"\.fastgd-(\d+)-[0-9a-f]+\.tmp")
 
 
 @dataclass
@@ -46,6 +59,27 @@ class SavedModel:
     params: np.ndarray
     training: TrainingState
     classes: np.ndarray | None
+
+
+# ---------------------------------------------------------------- what both sides check
+def _not_finite(name, array):
+    """Why ``array`` (float) cannot be saved, or None: min and max see NaN and infinity without a
+    temporary array as large as it."""
+    if array.size and not (np.isfinite(array.min()) and np.isfinite(array.max())):
+        return f"{name}: contains NaN or infinity"
+    return None
+
+
+def _unsound(arrays, classes_name):
+    """Why ``arrays`` cannot be a model's (weights or state not finite, class labels that are not
+    sorted and unique), or None; the labels are called ``classes_name``."""
+    problem = _not_finite("params", arrays["params"]) or _not_finite("state", arrays["state"])
+    classes = arrays.get("classes")
+    if problem or classes is None:
+        return problem
+    if classes.ndim != 1 or not np.all(classes[1:] > classes[:-1]):
+        return f"{classes_name}: labels must be sorted and unique"
+    return _not_finite(classes_name, classes) if classes.dtype.kind == "f" else None
 
 
 # ---------------------------------------------------------------- saving
@@ -66,17 +100,53 @@ def _optimizer_config(training):
     return {"name": type(optimizer).__name__, "params": params, "lr_scale": training.lr_scale}
 
 
-def save(path, model) -> None:
-    """Write ``model`` (its public parts: ``sizes``, ``activations``, ``loss``, ``dtype``,
-    ``backend_``, ``params``, ``training``, ``classes_``) to ``path`` atomically: a temporary
-    file in the same folder, then a rename."""
+def _saved_arrays(model):
+    """``(arrays, object_labels)``: every member but the header, checked as ``load`` checks them."""
     training = model.training
-    arrays = {"params": model.params, "state": training.state}
-    _, keys, pos, has_gauss, cached_gaussian = training.rng.get_state(legacy=True)
-    arrays["rng_keys"] = keys
+    arrays = {"params": model.params, "state": training.state, "rng_keys": training.rng.get_state(legacy=True)[1]}
+    object_labels = False
     if model.classes_ is not None:
         classes = np.asarray(model.classes_)
-        arrays["classes"] = classes if classes.dtype.kind in LABEL_KINDS else classes.astype(str)
+        object_labels = classes.dtype.kind == "O"
+        arrays["classes"] = typed_labels(classes, "classes_")
+    problem = _unsound(arrays, "classes_")
+    if problem:
+        raise ValueError(f"{problem}; a model file holds finite weights and state, and sorted, unique labels")
+    return arrays, object_labels
+
+
+def _sweep(folder):
+    """Remove this user's temporary files in ``folder`` left by saves whose process is gone."""
+    with contextlib.suppress(OSError), os.scandir(folder) as entries:
+        for entry in entries:
+            match = TEMPORARY.fullmatch(entry.name)
+            if not match or entry.stat(follow_symlinks=False).st_uid != os.getuid():
+                continue
+            try:
+                os.kill(int(match[1]), 0)
+            except ProcessLookupError:
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+            except (OSError, OverflowError):  # alive under another user, or not a process id
+                pass
+
+
+def save(path, model) -> None:
+    """Write ``model`` (its public parts: ``sizes``, ``activations``, ``loss``, ``dtype``,
+    ``backend_``, ``params``, ``training``, ``classes_``) to ``path`` atomically.
+
+    The file goes to a temporary file beside the target (mode from the umask), then
+    replaces it; a symbolic link is followed and its target replaced. Temporary files of
+    saves killed before they finished are removed on the next save to the same folder.
+    """
+    given = os.fspath(path)
+    path = os.path.realpath(given)
+    if os.path.exists(path) and not stat.S_ISREG(os.stat(path).st_mode):
+        raise (IsADirectoryError if os.path.isdir(path) else FileExistsError)(
+            errno.EEXIST, "cannot save a model over something that is not a regular file", given)
+    arrays, object_labels = _saved_arrays(model)
+    training = model.training
+    _, _, pos, has_gauss, cached_gaussian = training.rng.get_state(legacy=True)
     header = {
         "format": FORMAT, "version": VERSION,
         "sizes": model.sizes, "activations": model.activations, "loss": model.loss, "dtype": model.dtype.name,
@@ -84,18 +154,26 @@ def save(path, model) -> None:
         "optimizer": _optimizer_config(training),
         "rng": {"pos": int(pos), "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)},
         "arrays": {name: {"shape": list(a.shape), "dtype": a.dtype.str} for name, a in arrays.items()},
+        "object_labels": object_labels,
     }
     arrays["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
-    path = os.fspath(path)
-    fd, temporary = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".fastgd-", suffix=".tmp")
+    folder = os.path.dirname(path)
+    _sweep(folder)
+    temporary = os.path.join(folder, f".fastgd-{os.getpid()}-{secrets.token_hex(8)}.tmp")
+    try:
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies
+    except OSError as error:
+        raise type(error)(error.errno, error.strerror, given) from None
     try:
         with os.fdopen(fd, "wb") as file:
             np.savez(file, **arrays)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         os.unlink(temporary)
+        if isinstance(error, OSError) and error.filename == temporary:
+            raise type(error)(error.errno, error.strerror, given) from None
         raise
 
 
@@ -113,21 +191,62 @@ def _is_real(value):
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and np.isfinite(value)
 
 
-def _read_header(npz):
-    _require("header" in npz.files, "no header: not a fastgd model file")
-    info = npz.zip.getinfo("header.npy")
-    _require(info.file_size <= MAX_HEADER_BYTES, "header: too large")
-    raw = npz["header"]
-    _require(raw.dtype == np.uint8 and raw.ndim == 1, "header: not a byte string")
+def _check_members(archive, size):
+    """Every member of ``archive`` (a file of ``size`` bytes) named once, stored or deflated, and
+    within the file, declaring no more data than its compressed bytes can expand to."""
+    names = archive.namelist()
+    _require(len(names) == len(set(names)), "members: a name appears twice")
+    for info in archive.infolist():
+        _require(info.compress_type in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED),
+                 f"{info.filename}: unsupported compression")
+        _require(info.header_offset + info.compress_size <= size, f"{info.filename}: runs past the end of the file")
+        ratio = 1 if info.compress_type == zipfile.ZIP_STORED else DEFLATE_RATIO
+        _require(info.file_size <= ratio * info.compress_size + NPY_HEADER_BYTES,
+                 f"{info.filename}: declares more data than its compressed bytes can hold")
+
+
+def _read_member(archive, name, dtype, shape=None, max_items=None, out=None):
+    """The array in member ``name.npy`` (read into ``out`` if given): its .npy preamble must declare
+    ``dtype`` and ``shape`` (or, when ``shape`` is None, one dimension of at most ``max_items``), and
+    its size in the archive must match, before anything is allocated or decompressed."""
+    info = archive.getinfo(f"{name}.npy")
+    with archive.open(info) as member:
+        version = np.lib.format.read_magic(member)
+        _require(version in ((1, 0), (2, 0)), f"{name}: unsupported .npy version {version}")
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+            np.lib.format.read_array_header_2_0
+        found_shape, fortran, found_dtype = read_header(member, max_header_size=NPY_HEADER_BYTES)
+        if shape is None:
+            _require(len(found_shape) == 1 and found_shape[0] <= max_items, f"{name}: larger than allowed")
+            shape = found_shape
+        _require(found_shape == tuple(shape) and found_dtype == dtype and not (fortran and len(shape) > 1),
+                 f"{name}: the file holds shape {list(found_shape)} dtype {found_dtype.str}, "
+                 f"the header declares {list(shape)} {dtype.str}")
+        nbytes = math.prod(shape) * dtype.itemsize
+        _require(nbytes <= info.file_size <= nbytes + NPY_HEADER_BYTES,
+                 f"{name}: the archive's size of it, {info.file_size} bytes, does not fit {nbytes} bytes of data")
+        array = np.empty(shape, dtype=dtype) if out is None else out
+        view = memoryview(array.reshape(-1).view(np.uint8))
+        for start in range(0, nbytes, CHUNK_BYTES):
+            chunk = member.read(min(CHUNK_BYTES, nbytes - start))
+            _require(len(chunk) == min(CHUNK_BYTES, nbytes - start), f"{name}: truncated")
+            view[start : start + len(chunk)] = chunk
+        _require(member.read(1) == b"", f"{name}: larger than declared")  # and the checksum is verified
+    return array
+
+
+def _read_header(archive):
+    _require("header.npy" in archive.NameToInfo, "no header: not a fastgd model file")
+    raw = _read_member(archive, "header", np.dtype(np.uint8), max_items=MAX_HEADER_BYTES)
     try:
         header = json.loads(raw.tobytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ModelFileError(f"header: not JSON ({error})") from None
     _require(isinstance(header, dict) and header.get("format") == FORMAT, "header: not a fastgd model file")
-    _require(header.get("version") == VERSION, f"header: unsupported format version {header.get('version')!r} "
-                                               f"(this fastgd reads version {VERSION})")
+    _require(header.get("version") in (1, VERSION), f"header: unsupported format version {header.get('version')!r} "
+                                                    f"(this fastgd reads versions 1 to {VERSION})")
     expected = {"format", "version", "sizes", "activations", "loss", "dtype", "backend", "l2", "step", "optimizer",
-                "rng", "arrays"}
+                "rng", "arrays", *(["object_labels"] if header["version"] >= 2 else [])}
     _require(set(header) == expected, f"header: expected the fields {sorted(expected)}, got {sorted(header)}")
     sizes, activations = header["sizes"], header["activations"]
     _require(isinstance(sizes, list) and len(sizes) >= 2 and all(_is_int(s, 1) and s < 2**31 for s in sizes),
@@ -146,6 +265,8 @@ def _read_header(npz):
     _require(isinstance(rng, dict) and set(rng) == {"pos", "has_gauss", "cached_gaussian"}
              and _is_int(rng["pos"]) and rng["pos"] <= 624 and rng["has_gauss"] in (0, 1)
              and _is_real(rng["cached_gaussian"]), "rng: not a generator state")
+    header.setdefault("object_labels", False)
+    _require(isinstance(header["object_labels"], bool), "object_labels: expected true or false")
     return header
 
 
@@ -182,15 +303,13 @@ def _expected_arrays(header, optimizer):
     _require(isinstance(declared, dict) and all(isinstance(d, dict) and set(d) == {"shape", "dtype"}
                                                 for d in declared.values()), "arrays: malformed")
     if "classes" in declared:
-        spec = declared["classes"]
-        n_classes = max(header["sizes"][-1], 2)
+        _require(header["loss"] in CLASSIFYING_LOSSES, "classes: only a classifier has class labels")
         try:
-            label_dtype = np.dtype(spec["dtype"])
-        except TypeError:
-            raise ModelFileError("classes: not a dtype") from None
-        _require(label_dtype.kind in LABEL_KINDS and header["loss"] in CLASSIFYING_LOSSES,
-                 "classes: labels must be numbers or strings, and only a classifier has them")
-        expected["classes"] = ((n_classes,), label_dtype)
+            label_dtype = np.dtype(declared["classes"]["dtype"])
+            typed_labels(np.empty(0, label_dtype), "classes")
+        except (TypeError, ValueError) as error:
+            raise ModelFileError(f"classes: not a dtype of labels ({error})") from None
+        expected["classes"] = ((max(header["sizes"][-1], 2),), label_dtype)
     for name, (shape, dtype) in expected.items():
         _require(name in declared and declared[name] == {"shape": list(shape), "dtype": dtype.str},
                  f"{name}: the header declares {declared.get(name)}, the model needs shape {list(shape)} "
@@ -199,41 +318,57 @@ def _expected_arrays(header, optimizer):
     return expected
 
 
-def _read_arrays(npz, expected):
-    _require(set(npz.files) == set(expected) | {"header"}, f"members: expected {sorted(expected)} and a header, "
-                                                           f"found {sorted(npz.files)}")
-    arrays = {}
-    for name, (shape, dtype) in expected.items():
-        # Never read more than the declared array (plus its .npy header) from a hostile file.
-        info = npz.zip.getinfo(f"{name}.npy")
-        _require(info.file_size <= int(np.prod(shape)) * dtype.itemsize + 4096, f"{name}: larger than declared")
-        array = npz[name]
-        _require(array.shape == shape and array.dtype == dtype,
-                 f"{name}: the file holds shape {list(array.shape)} dtype {array.dtype.str}, "
-                 f"the header declares {list(shape)} {dtype.str}")
-        _require(array.dtype.kind != "f" or np.all(np.isfinite(array)), f"{name}: contains NaN or infinity")
-        arrays[name] = array
+def _read_arrays(archive, expected, out):
+    """The members ``expected`` names, read into the arrays ``out`` has for some of them."""
+    names = archive.namelist()
+    wanted = sorted(f"{name}.npy" for name in [*expected, "header"])
+    _require(sorted(names) == wanted, f"members: expected exactly {wanted}, found {sorted(names)}")
+    arrays = {name: _read_member(archive, name, dtype, shape, out=out.get(name))
+              for name, (shape, dtype) in expected.items()}
+    problem = _unsound(arrays, "classes")
+    _require(problem is None, problem)
     return arrays
+
+
+@contextlib.contextmanager
+def _regular_file(path):
+    """``path`` opened for reading, if it is a regular file (a FIFO or device is refused, not waited on)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as error:
+        raise ModelFileError(f"cannot read {path!r}: {error.strerror}") from None
+    with os.fdopen(fd, "rb") as file:
+        _require(stat.S_ISREG(os.fstat(fd).st_mode), f"{path!r} is not a regular file")
+        yield file
 
 
 def load(path) -> SavedModel:
     """The checked parts of the model saved at ``path`` (``fastgd.load`` builds the model)."""
     path = os.fspath(path)
-    try:
-        npz = np.load(path, allow_pickle=False)
-        _require(isinstance(npz, np.lib.npyio.NpzFile), "not an .npz archive")
-        with npz:
-            header = _read_header(npz)
-            optimizer = _optimizer(header["optimizer"])
-            arrays = _read_arrays(npz, _expected_arrays(header, optimizer))
-    except ModelFileError:
-        raise
-    except Exception as error:  # whatever a damaged archive makes zipfile or NumPy raise
-        raise ModelFileError(f"cannot read {path!r}: {type(error).__name__}: {error}") from None
-    rng = np.random.RandomState()
+    with _regular_file(path) as file:
+        try:
+            with zipfile.ZipFile(file) as archive:
+                _check_members(archive, os.fstat(file.fileno()).st_size)
+                header = _read_header(archive)
+                optimizer = _optimizer(header["optimizer"])
+                expected = _expected_arrays(header, optimizer)
+                rng = np.random.RandomState(0)  # the model's own generator, set to the saved position below
+                training = TrainingState(optimizer, expected["params"][0][0], header["dtype"], rng,
+                                         step=header["step"], lr_scale=header["optimizer"]["lr_scale"],
+                                         l2=header["l2"])
+                arrays = _read_arrays(archive, expected, out={"state": training.state})
+        except zipfile.BadZipFile as error:
+            raise ModelFileError(f"{path!r} is not a fastgd model file ({error})") from None
+        except ModelFileError as error:
+            raise ModelFileError(f"{path!r}: {error}") from None
+        except MemoryError:  # the machine's limit, not the file's fault
+            raise
+        except Exception as error:  # whatever else a damaged archive makes zipfile or NumPy raise
+            raise ModelFileError(f"cannot read {path!r}: {type(error).__name__}: {error}") from None
     rng.set_state(("MT19937", arrays["rng_keys"], header["rng"]["pos"], header["rng"]["has_gauss"],
                    header["rng"]["cached_gaussian"]))
-    training = TrainingState(optimizer, len(arrays["params"]), header["dtype"], rng, state=arrays["state"],
-                             step=header["step"], lr_scale=header["optimizer"]["lr_scale"], l2=header["l2"])
+    classes = arrays.get("classes")
+    if header["object_labels"] and classes is not None:
+        classes = classes.astype(object)
     return SavedModel(header["sizes"], header["activations"], header["loss"], header["dtype"], header["backend"],
-                      arrays["params"], training, arrays.get("classes"))
+                      arrays["params"], training, classes)

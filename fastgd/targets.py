@@ -13,6 +13,32 @@ import numpy as np
 from ._codes import CLASSIFYING_LOSSES
 from ._validation import check_targets
 
+LABEL_KINDS = "biufUS"  # class labels are numbers, strings or bytes: data a model file holds without pickle
+MAX_LABEL_CHARS = 1024
+
+
+def typed_labels(classes, name):
+    """Class labels as a typed array (numbers, strings or bytes) holding the same values.
+
+    Object labels must all be strings, or all numbers of one type (they become an array of
+    that type); anything else raises ``TypeError`` naming ``name``, as do labels longer than
+    ``MAX_LABEL_CHARS`` characters (``ValueError``).
+    """
+    classes = np.asarray(classes)
+    if classes.dtype.kind == "O":
+        values = [v.item() if isinstance(v, np.generic) else v for v in classes.tolist()]
+        typed = np.array(values)
+        if typed.dtype.kind not in LABEL_KINDS or [type(v) for v in typed.tolist()] != [type(v) for v in values]:
+            kinds = ", ".join(sorted({type(v).__name__ for v in values}))
+            raise TypeError(f"{name}: labels must all be strings or all numbers of one type; got {kinds}")
+        classes = typed
+    if classes.dtype.kind not in LABEL_KINDS:
+        raise TypeError(f"{name}: labels must be numbers or strings, got dtype {classes.dtype}")
+    width = classes.dtype.itemsize // (4 if classes.dtype.kind == "U" else 1)
+    if classes.dtype.kind in "US" and width > MAX_LABEL_CHARS:
+        raise ValueError(f"{name}: labels longer than {MAX_LABEL_CHARS} characters are not supported")
+    return classes
+
 
 @dataclass(frozen=True)
 class Task:
@@ -70,6 +96,7 @@ class Task:
                 found = np.unique(y)
             except TypeError as error:
                 raise TypeError(f"{name}: labels cannot be sorted ({error})") from None
+            typed_labels(found, name)  # labels a model file can hold
             if y.dtype.kind in "iu" and found[0] >= 0 and found[-1] < n_classes:
                 classes = np.arange(n_classes, dtype=y.dtype)
             elif len(found) != n_classes:

@@ -238,11 +238,12 @@ def train(net, X, Y, options: FitOptions, validation=None) -> History:
         grads = np.zeros_like(params)
         in_order = np.arange(n)
         last = np.empty_like(params), np.empty_like(training.state)  # the weights and state an epoch started from
-        net.history_ = history = History()
+        net.history_ = history = History(_logged(options, validation, line_search=optimizer.rule == "line_search",
+                                                 classifies=net.task.classifies))
         display = {0: [], 1: [ProgressBar(options.epochs)], 2: [EpochLog(options.epochs)]}[options.verbose]
-        callbacks = [history, *options.callbacks, *display]
+        callbacks = [*options.callbacks, *display]
         net.stop_training = False
-        for callback in callbacks:
+        for callback in [history, *callbacks]:
             callback.model = net
             _hook(callback, "on_train_begin")
         diverged = None
@@ -257,49 +258,61 @@ def train(net, X, Y, options: FitOptions, validation=None) -> History:
                     np.copyto(last[1], state)
                     first_step = training.step
                     start = time.perf_counter()
-                    try:  # an interruption anywhere in here leaves the weights of the epoch before
+                    # An interruption before the history records the epoch leaves the weights of the epoch before.
+                    try:
                         mean_loss, steps, status = train_epoch(params, grads, state, X, Y, order, batch_size, config,
                                                                lrs, first_step, ws)
                         training.step = first_step + steps
+                        elapsed = time.perf_counter() - start
+                        if status != OK:
+                            _restore(params, training, last, first_step)
+                            if status != NOT_FINITE:
+                                raise RuntimeError(f"train_epoch: {STATUS.get(status, status)}")
+                            diverged = (f"training diverged in epoch {epoch + 1} (its loss, weights or optimizer "
+                                        "state stopped being finite); stopped and kept the weights of the last "
+                                        "finite epoch")
+                            break
+                        logs = {"loss": mean_loss}
+                        if line_search:
+                            logs["step_size"] = float(lrs.mean())
+                        if options.train_metrics:
+                            logs["train_loss"], logs["train_accuracy"] = evaluate(net, X, Y, eval_ws)
+                            if not np.isfinite(logs["train_loss"]):  # the epoch's last steps overflowed
+                                _restore(params, training, last, first_step)
+                                diverged = (f"training diverged in epoch {epoch + 1} (loss not finite after it); "
+                                            "stopped and kept the weights of the last finite epoch")
+                                break
+                        if validation is not None:
+                            logs["val_loss"], logs["val_accuracy"] = evaluate(net, *validation, eval_ws)
+                        if not classifies:
+                            logs.pop("train_accuracy", None)
+                            logs.pop("val_accuracy", None)
+                        logs["epoch_time"] = elapsed
+                        history.on_epoch_end(epoch, logs)
                     except KeyboardInterrupt:
                         _restore(params, training, last, first_step)
                         raise
-                    elapsed = time.perf_counter() - start
-                    if status != OK:
-                        _restore(params, training, last, first_step)
-                        if status != NOT_FINITE:
-                            raise RuntimeError(f"train_epoch: {STATUS.get(status, status)}")
-                        diverged = (f"training diverged in epoch {epoch + 1} (its loss or weights stopped being "
-                                    "finite); stopped and kept the weights of the last finite epoch")
-                        break
-                    logs = {"loss": mean_loss}
-                    if line_search:
-                        logs["step_size"] = float(lrs.mean())
-                    if options.train_metrics:
-                        logs["train_loss"], logs["train_accuracy"] = evaluate(net, X, Y, eval_ws)
-                        if not np.isfinite(logs["train_loss"]):  # the epoch's last steps overflowed
-                            _restore(params, training, last, first_step)
-                            diverged = (f"training diverged in epoch {epoch + 1} (loss not finite after it); "
-                                        "stopped and kept the weights of the last finite epoch")
-                            break
-                    if validation is not None:
-                        logs["val_loss"], logs["val_accuracy"] = evaluate(net, *validation, eval_ws)
-                    if not classifies:
-                        logs.pop("train_accuracy", None)
-                        logs.pop("val_accuracy", None)
-                    logs["epoch_time"] = elapsed
                     for callback in callbacks:
                         callback.on_epoch_end(epoch, logs)
                     if net.stop_training:
                         break
         finally:
-            for callback in callbacks:
+            for callback in [history, *callbacks]:
                 _hook(callback, "on_train_end")
     if diverged and options.on_divergence == "raise":
         raise TrainingDiverged(diverged, history)
     if diverged:
         warnings.warn(diverged, RuntimeWarning, stacklevel=3)
     return history
+
+
+def _logged(options, validation, line_search, classifies):
+    """The names a fit logs each epoch, in order."""
+    names = ["loss", *(["step_size"] if line_search else [])]
+    for prefix, measured in (("train", options.train_metrics), ("val", validation is not None)):
+        if measured:
+            names += [f"{prefix}_loss", *([f"{prefix}_accuracy"] if classifies else [])]
+    return [*names, "epoch_time"]
 
 
 def _restore(params, training, last, step):

@@ -13,6 +13,8 @@ dtype, and scalars are cast to the array dtype (``dtype.type``) so float32
 loops stay float32. Losses accumulate in float64.
 """
 
+import math
+
 import numpy as np
 from numba import njit
 
@@ -553,16 +555,16 @@ def _train_epoch(layout, params, grads, state, X, Y, order, batch_size, config, 
         if not np.isfinite(value):
             return value, i, NOT_FINITE
         total += value
-    return total / n_batches, n_batches, OK if _finite(params) else NOT_FINITE
+    return total / n_batches, n_batches, OK if _finite(params) and _finite(state.ravel()) else NOT_FINITE
 
 
-@_jit
+@njit(cache=True, nogil=True)  # no fast-math: reassociation folds x - x to 0, infinity or not
 def _finite(values):
-    """Whether every value is finite (x - x is 0, or NaN for infinity and NaN)."""
-    total = values.dtype.type(0)
+    """Whether every value is finite."""
     for p in range(values.shape[0]):
-        total += values[p] - values[p]
-    return total == 0
+        if not math.isfinite(values[p]):
+            return False
+    return True
 
 
 @_jit

@@ -358,4 +358,4 @@ def _train_epoch(layout, params, grads, state, X, Y, order, batch_size, config, 
         else:
             _update(params, grads, state, h, lrs[i], step + i)
         total += value
-    return total / n_batches, n_batches, OK if np.isfinite(params).all() else NOT_FINITE
+    return total / n_batches, n_batches, OK if np.isfinite(params).all() and np.isfinite(state).all() else NOT_FINITE

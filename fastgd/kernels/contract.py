@@ -32,7 +32,7 @@ from .._layout import ACTIVATION, B_OFFSET, N_IN, N_OUT
 
 STEP = np.dtype([("loss", np.int64), ("optimizer", np.int64), ("l2", np.float64), ("clip_value", np.float64),
                  ("clip_norm", np.float64)] + [(name, np.float64) for name in HYPER])
-STATUS = {OK: "ok", NOT_FINITE: "loss or weights not finite", BAD_ROW: "row index out of range"}
+STATUS = {OK: "ok", NOT_FINITE: "loss, weights or optimizer state not finite", BAD_ROW: "row index out of range"}
 MAX_STEP = 2**62
 
 _LOSS_NAMES = {code: name for name, code in LOSSES.items()}
@@ -77,8 +77,8 @@ class Backend(Protocol):
         batch; a line search starts from it and writes back the step it took), optimizer step
         ``step + i``. Returns ``(mean batch loss, steps taken, status)``: the epoch stops before
         the update of a batch whose loss is not finite (``NOT_FINITE``) or that names a row
-        outside ``X`` (``BAD_ROW``); after its last step, weights that are not finite are
-        ``NOT_FINITE`` too.
+        outside ``X`` (``BAD_ROW``); after its last step, weights or optimizer state that are not
+        finite are ``NOT_FINITE`` too.
         """
 
 
