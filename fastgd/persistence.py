@@ -120,7 +120,7 @@ def _sweep(folder):
     with contextlib.suppress(OSError), os.scandir(folder) as entries:
         for entry in entries:
             match = TEMPORARY.fullmatch(entry.name)
-            if not match or entry.stat(follow_symlinks=False).st_uid != os.getuid():
+            if not match or entry.stat(follow_symlinks=False).st_uid != getattr(os, "getuid", int)():
                 continue
             try:
                 os.kill(int(match[1]), 0)
@@ -142,8 +142,8 @@ def save(path, model) -> None:
     given = os.fspath(path)
     path = os.path.realpath(given)
     if os.path.exists(path) and not stat.S_ISREG(os.stat(path).st_mode):
-        raise (IsADirectoryError if os.path.isdir(path) else FileExistsError)(
-            errno.EEXIST, "cannot save a model over something that is not a regular file", given)
+        error = (IsADirectoryError, errno.EISDIR) if os.path.isdir(path) else (FileExistsError, errno.EEXIST)
+        raise error[0](error[1], "cannot save a model over something that is not a regular file", given)
     arrays, object_labels = _saved_arrays(model)
     training = model.training
     _, _, pos, has_gauss, cached_gaussian = training.rng.get_state(legacy=True)

@@ -238,8 +238,9 @@ def train(net, X, Y, options: FitOptions, validation=None) -> History:
         grads = np.zeros_like(params)
         in_order = np.arange(n)
         last = np.empty_like(params), np.empty_like(training.state)  # the weights and state an epoch started from
-        net.history_ = history = History(_logged(options, validation, line_search=optimizer.rule == "line_search",
-                                                 classifies=net.task.classifies))
+        train_epoch, state, line_search = kernels.train_epoch, training.state, optimizer.rule == "line_search"
+        classifies = net.task.classifies
+        net.history_ = history = History(_logged(options, validation, line_search, classifies))
         display = {0: [], 1: [ProgressBar(options.epochs)], 2: [EpochLog(options.epochs)]}[options.verbose]
         callbacks = [*options.callbacks, *display]
         net.stop_training = False
@@ -247,8 +248,6 @@ def train(net, X, Y, options: FitOptions, validation=None) -> History:
             callback.model = net
             _hook(callback, "on_train_begin")
         diverged = None
-        train_epoch, state, line_search = kernels.train_epoch, training.state, optimizer.rule == "line_search"
-        classifies = net.task.classifies
         try:
             with blas_threads_for(kernels.layout, batch_size):
                 for epoch in range(options.epochs):

@@ -8,8 +8,8 @@ models (under 2 MB on disk) must load within the margin beyond the model's own b
 """
 
 import resource
-import warnings
 import sys
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fastgd
-from archives import header_npy, npy, preamble, read, write, zeros
+from archives import header_npy, preamble, read, write, zeros
 
 warnings.simplefilter("ignore")  # zipfile warns of the duplicate names written on purpose
 FOLDER, EXAMPLES = Path(sys.argv[1]), int(sys.argv[2])
