@@ -239,8 +239,9 @@ def test_saving_through_a_symlink_replaces_its_target(saved, tmp_path):
 
 
 @pytest.mark.parametrize("fault", [OSError("disk full"), KeyboardInterrupt()])
-def test_a_save_that_fails_in_python_leaves_no_temporary_file(saved, monkeypatch, fault):
-    path, net, _ = saved
+def test_a_save_that_fails_leaves_the_old_file_whole_and_no_temporary_file(saved, monkeypatch, fault):
+    path, net, X = saved
+    before = path.read_bytes()
 
     def fail(file, **arrays):
         file.write(b"PK\x03\x04 half an archive")
@@ -248,8 +249,11 @@ def test_a_save_that_fails_in_python_leaves_no_temporary_file(saved, monkeypatch
 
     monkeypatch.setattr(fastgd.persistence.np, "savez", fail)
     with pytest.raises(type(fault)):
-        net.save(path)
+        fitted(optimizer=fastgd.SGD(lr=0.5))[0].save(path)
     assert os.listdir(path.parent) == ["m.npz"]
+    assert path.read_bytes() == before
+    monkeypatch.undo()
+    np.testing.assert_array_equal(fastgd.load(path).predict_proba(X), net.predict_proba(X))
 
 
 KILLED_SAVE = """
