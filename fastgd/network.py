@@ -239,9 +239,9 @@ class MLP:
         When the loss stops being finite, the fit stops, the model goes back to
         the weights and optimizer state of its last finite epoch, and
         ``TrainingDiverged`` is raised with the history (``on_divergence="warn"``:
-        a warning, and the history is returned). An interruption (Ctrl-C) during
-        an epoch puts back the weights of the epoch before and re-raises; the
-        history so far is in ``history_`` either way.
+        a warning, and the history is returned). An interruption (Ctrl-C) or
+        error during an epoch or its metrics puts back the weights of the epoch
+        before and re-raises; ``history_`` holds the epochs the model has taken.
         """
         # Everything is checked before anything about the model changes.
         X, Y, classes = self.encode(X, y)

@@ -219,8 +219,8 @@ def train(net, X, Y, options: FitOptions, validation=None) -> History:
 
     When the loss stops being finite the model goes back to the weights and training state
     of its last finite epoch and ``TrainingDiverged`` is raised with the history (or, with
-    ``on_divergence="warn"``, warned about). An interruption (Ctrl-C) during an epoch puts
-    back the weights of the epoch before and re-raises.
+    ``on_divergence="warn"``, warned about). An interruption (Ctrl-C) or error during an epoch
+    or its metrics puts back the weights of the epoch before and re-raises.
     """
     kernels, training, params = net.kernels, net.training, net.params
     n = len(X)
@@ -257,7 +257,7 @@ def train(net, X, Y, options: FitOptions, validation=None) -> History:
                     np.copyto(last[1], state)
                     first_step = training.step
                     start = time.perf_counter()
-                    # An interruption before the history records the epoch leaves the weights of the epoch before.
+                    # A fault before the history records the epoch leaves the weights of the epoch before.
                     try:
                         mean_loss, steps, status = train_epoch(params, grads, state, X, Y, order, batch_size, config,
                                                                lrs, first_step, ws)
@@ -288,7 +288,7 @@ def train(net, X, Y, options: FitOptions, validation=None) -> History:
                             logs.pop("val_accuracy", None)
                         logs["epoch_time"] = elapsed
                         history.on_epoch_end(epoch, logs)
-                    except KeyboardInterrupt:
+                    except BaseException:  # Ctrl-C, or an error in the metrics
                         _restore(params, training, last, first_step)
                         raise
                     for callback in callbacks:

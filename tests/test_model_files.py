@@ -318,8 +318,9 @@ def test_errors_name_the_path_given_and_never_suggest_pickle(tmp_path):
 
 
 # ---------------------------------------------------------------- the history after faults
+@pytest.mark.parametrize("fault", [KeyboardInterrupt, MemoryError])
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_ctrl_c_in_the_metrics_leaves_model_and_history_at_the_same_epoch(backend, monkeypatch):
+def test_a_fault_in_the_metrics_leaves_model_and_history_at_the_same_epoch(backend, fault, monkeypatch):
     X, y = make_problem("softmax", n=40, seed=3)
     reference = fastgd.MLP([5, 6, 3], backend=backend, random_state=0)
     reference.fit(X, y, epochs=1, batch_size=8)
@@ -330,11 +331,11 @@ def test_ctrl_c_in_the_metrics_leaves_model_and_history_at_the_same_epoch(backen
     def interrupted(*args, **kwargs):
         calls.append(1)
         if len(calls) == 2:  # the metrics of the second epoch
-            raise KeyboardInterrupt
+            raise fault
         return evaluate(*args, **kwargs)
 
     monkeypatch.setattr(fastgd.training, "evaluate", interrupted)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(fault):
         net.fit(X, y, epochs=3, batch_size=8)
     assert net.history_.epoch == [0]
     assert net.training.step == reference.training.step
