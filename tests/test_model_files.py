@@ -153,8 +153,11 @@ def test_load_leaves_numpy_global_generator_alone(saved):
     assert after[2] == before[1]
 
 
-def test_two_loaded_copies_resume_identically_whatever_else_runs(saved, tmp_path):
-    path, net, X = saved
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_two_loaded_copies_resume_identically_whatever_else_runs(tmp_path, backend):
+    net, X = fitted(backend)
+    path = tmp_path / "m.npz"
+    net.save(path)
     y = net.predict(X)
     first = fastgd.load(path)
     np.random.rand(1000)  # the user's own random numbers in between
@@ -162,9 +165,10 @@ def test_two_loaded_copies_resume_identically_whatever_else_runs(saved, tmp_path
     other.save(tmp_path / "other.npz")
     fastgd.load(tmp_path / "other.npz").fit(X, y, epochs=2, batch_size=4)
     second = fastgd.load(path)
-    for model in (first, second):
+    for model in (first, second, net):
         model.fit(X, y, epochs=3, batch_size=4)
-    np.testing.assert_array_equal(first.params, second.params)
+    np.testing.assert_array_equal(first.params, net.params)
+    np.testing.assert_array_equal(second.params, net.params)
 
 
 def test_a_model_without_a_seed_owns_a_generator_that_numpy_seed_reproduces():
