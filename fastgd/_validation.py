@@ -40,6 +40,8 @@ def check_targets(y, name, n_rows):
 
 
 def check_int(value, name, minimum=1):
+    if type(value) is int and value >= minimum:  # the common case, without the abstract-class check
+        return value
     if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < minimum:
         raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
     return int(value)

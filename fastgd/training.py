@@ -236,7 +236,7 @@ def train(net, X, Y, options: FitOptions, validation=None) -> History:
         eval_ws = kernels.workspace(min(CHUNK_ROWS, max(n, len(validation[0]) if validation else 0))) \
             if needs_metrics else None
         grads = np.zeros_like(params)
-        in_order = np.arange(n)
+        in_order, order = np.arange(n), np.arange(n)
         last = np.empty_like(params), np.empty_like(training.state)  # the weights and state an epoch started from
         train_epoch, state, line_search = kernels.train_epoch, training.state, optimizer.rule == "line_search"
         classifies = net.task.classifies
@@ -251,7 +251,9 @@ def train(net, X, Y, options: FitOptions, validation=None) -> History:
         try:
             with blas_threads_for(kernels.layout, batch_size):
                 for epoch in range(options.epochs):
-                    order = training.rng.permutation(n) if options.shuffle else in_order
+                    if options.shuffle:  # as rng.permutation(n) draws it, without a new array each epoch
+                        np.copyto(order, in_order)
+                        training.rng.shuffle(order)
                     lrs = training.learning_rates(n_batches)
                     np.copyto(last[0], params)
                     np.copyto(last[1], state)

@@ -1,7 +1,7 @@
 """Property-based: random architectures, batch sizes, dtypes and activations."""
 
 import numpy as np
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import fastgd
@@ -40,8 +40,14 @@ def test_backends_agree_and_outputs_are_sane(problem):
     for backend in ["numpy", *COMPILED]:
         net = fastgd.MLP(problem["sizes"], hidden=problem["hidden"], output=problem["output"], loss=problem["loss"],
                          backend=backend, dtype=problem["dtype"], random_state=problem["seed"])
-        history = net.fit(problem["X"], problem["y"], epochs=2, batch_size=problem["batch_size"],
-                          optimizer=fastgd.SGD(lr=1e-3, momentum=0.5), l2=1e-3)
+        try:
+            history = net.fit(problem["X"], problem["y"], epochs=2, batch_size=problem["batch_size"],
+                              optimizer=fastgd.SGD(lr=1e-3, momentum=0.5), l2=1e-3)
+        except fastgd.TrainingDiverged:
+            # Deep, narrow identity networks on large inputs can truly diverge at this rate; such a
+            # problem is no test of agreement (divergence has its own tests). The reference runs first.
+            assume(backend != "numpy")
+            raise
         assert np.all(np.isfinite(history.history["loss"])) and np.all(np.isfinite(history.history["train_loss"]))
         nets[backend] = net
     reference = nets.pop("numpy")
