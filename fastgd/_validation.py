@@ -7,12 +7,16 @@ from sklearn.utils import check_array
 
 
 def _named(name, error):
-    message = str(error)
+    """scikit-learn's message, said once about ``name``: "Input X contains NaN." -> "X: contains NaN."."""
+    message = str(error).removeprefix(f"Input {name} ")
     return message if message.startswith(f"{name}:") else f"{name}: {message}"
 
 
 def check_X(X, dtype, name="X", n_features=None):
     """``X`` as a C-contiguous 2-D array of ``dtype`` with finite values (no copy when it already is)."""
+    if np.ndim(X) == 1:
+        raise ValueError(f"{name}: expected a 2-D array (n_samples, n_features), got a 1-D array of {len(X)} "
+                         f"values; use {name}.reshape(-1, 1) for one feature or {name}.reshape(1, -1) for one sample")
     try:
         X = check_array(X, dtype=dtype, order="C", ensure_all_finite=True, input_name=name,
                         ensure_min_samples=1, ensure_min_features=1)

@@ -15,7 +15,7 @@ from .kernels import kernels, resolve_saved
 from .layers import architecture, layers_of
 from .optimizers import SGD, Optimizer, check_optimizer
 from .targets import Task
-from .training import FitOptions, TrainingState, evaluate, outputs, train
+from .training import FitOptions, TrainingState, check_monitors, evaluate, logged_names, outputs, train
 
 
 class MLP:
@@ -256,6 +256,9 @@ class MLP:
                 raise ValueError("validation_data: expected a pair (X_val, y_val)")
             X_val, Y_val, _ = self.encode(*validation_data, classes, ("validation_data[0]", "validation_data[1]"))
             validation = X_val, Y_val
+        rule = (optimizer or self._training.optimizer).rule
+        check_monitors(options.callbacks, logged_names(options, validation is not None, rule == "line_search",
+                                                       self.task.classifies))
         with self._training.exclusive():
             self.classes_ = classes
             if optimizer is not None:
@@ -275,7 +278,8 @@ def _check_loss(loss, output, n_out):
     if output not in LOSS_OUTPUTS[loss]:
         raise ValueError(f"loss: {loss!r} needs a {' or '.join(LOSS_OUTPUTS[loss])} output, got {output!r}")
     if output == "softmax" and n_out < 2:
-        raise ValueError("sizes: a softmax output needs at least 2 units")
+        raise ValueError("sizes: a softmax output needs at least 2 units; for one output unit choose "
+                         "output='identity' (regression) or output='sigmoid' (two classes)")
     return loss
 
 

@@ -81,6 +81,9 @@ class Task:
                 raise ValueError(f"{name}: expected {k} target column(s), one per output unit, got {Y.shape[1]}")
             return np.ascontiguousarray(Y, dtype=self.dtype), None
         if y.ndim == 2:
+            if y.shape[1] == 1 and k > 1:
+                raise ValueError(f"{name}: a column of shape {y.shape}; pass class labels as a 1-D array "
+                                 f"({name}.ravel()) or one-hot rows of {k} columns (one per output unit)")
             if y.shape[1] != k:
                 raise ValueError(f"{name}: one-hot rows must have {k} columns (one per output unit), got {y.shape[1]}")
             if y.dtype.kind not in "biuf" or np.any(y < 0) or np.any(y > 1):

@@ -240,7 +240,7 @@ def train(net, X, Y, options: FitOptions, validation=None) -> History:
         last = np.empty_like(params), np.empty_like(training.state)  # the weights and state an epoch started from
         train_epoch, state, line_search = kernels.train_epoch, training.state, optimizer.rule == "line_search"
         classifies = net.task.classifies
-        net.history_ = history = History(_logged(options, validation, line_search, classifies))
+        net.history_ = history = History(logged_names(options, validation is not None, line_search, classifies))
         display = {0: [], 1: [ProgressBar(options.epochs)], 2: [EpochLog(options.epochs)]}[options.verbose]
         callbacks = [*options.callbacks, *display]
         net.stop_training = False
@@ -307,13 +307,23 @@ def train(net, X, Y, options: FitOptions, validation=None) -> History:
     return history
 
 
-def _logged(options, validation, line_search, classifies):
-    """The names a fit logs each epoch, in order."""
+def logged_names(options, validation: bool, line_search: bool, classifies: bool) -> list:
+    """The names a fit logs each epoch, in order (``validation``: whether it has validation data)."""
     names = ["loss", *(["step_size"] if line_search else [])]
-    for prefix, measured in (("train", options.train_metrics), ("val", validation is not None)):
+    for prefix, measured in (("train", options.train_metrics), ("val", validation)):
         if measured:
             names += [f"{prefix}_loss", *([f"{prefix}_accuracy"] if classifies else [])]
     return [*names, "epoch_time"]
+
+
+def check_monitors(callbacks, names):
+    """Every callback that watches a metric (its ``monitor``) watches one of the ``names`` the fit logs."""
+    for callback in callbacks:
+        monitor = getattr(callback, "monitor", None)
+        if isinstance(monitor, str) and monitor not in names:
+            hint = {"val": "; pass validation_data=(X_val, y_val)", "train": "; leave train_metrics=True"}
+            raise ValueError(f"callbacks: {type(callback).__name__} monitors {monitor!r}, which this fit does not log "
+                             f"(it logs {', '.join(names)}){hint.get(monitor.split('_')[0], '')}")
 
 
 def _restore(params, training, last, step):

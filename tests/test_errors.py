@@ -15,16 +15,17 @@ def net():
 
 
 BAD_FIT = [
-    ({"X": X[:, 0]}, ValueError, "X: .*2D"),
+    ({"X": X[:, 0]}, ValueError, r"^X: expected a 2-D array .* 1-D array of 20 values; use X.reshape\(-1, 1\)"),
     ({"X": X[:0], "y": y[:0]}, ValueError, "X: .*0 sample"),
     ({"X": np.full((20, 4), "a")}, ValueError, "X: .*convert"),
-    ({"X": np.where(X > 1, np.nan, X)}, ValueError, "X: .*NaN"),
+    ({"X": np.where(X > 1, np.nan, X)}, ValueError, "^X: contains NaN"),
     ({"X": np.where(X > 1, np.inf, X)}, ValueError, "X: .*infinity"),
     ({"X": X[:, :3]}, ValueError, "X: expected 4 features"),
     ({"y": np.where(y == 1, np.nan, y)}, ValueError, "y: contains NaN"),
     ({"y": y[:19]}, ValueError, "y: has 19 rows but X has 20"),
     ({"y": np.arange(20) % 4 + 10}, ValueError, "y: 4 distinct labels .* 3 unit"),
     ({"y": np.eye(4)[y]}, ValueError, "y: one-hot rows must have 3 columns"),
+    ({"y": y.reshape(-1, 1)}, ValueError, r"y: a column of shape \(20, 1\); pass class labels as a 1-D array \(y.ravel"),
     ({"epochs": 0}, ValueError, "epochs: expected an integer >= 1"),
     ({"epochs": 2.5}, ValueError, "epochs"),
     ({"batch_size": 0}, ValueError, "batch_size: expected an integer >= 1"),
@@ -34,6 +35,10 @@ BAD_FIT = [
     ({"validation_data": (X, y[:5])}, ValueError, r"validation_data\[1\]: has 5 rows"),
     ({"validation_data": (X, y + 7)}, ValueError, r"validation_data\[1\]: unknown label"),
     ({"callbacks": [object()]}, TypeError, "callbacks: .* on_epoch_end"),
+    ({"callbacks": [fastgd.EarlyStopping()]}, ValueError,
+     r"callbacks: EarlyStopping monitors 'val_loss', which this fit does not log .*; pass validation_data="),
+    ({"callbacks": [fastgd.ReduceLROnPlateau(monitor="train_loss")], "train_metrics": False}, ValueError,
+     "callbacks: ReduceLROnPlateau monitors 'train_loss'.*; leave train_metrics=True"),
 ]
 
 
@@ -111,3 +116,8 @@ def test_set_weights_checks_everything_first(net, weights, error, message):
     with pytest.raises(error, match=message):
         net.set_weights(weights(new))
     np.testing.assert_array_equal(net.params, before)
+
+
+def test_one_softmax_unit_suggests_what_to_use_instead():
+    with pytest.raises(ValueError, match="softmax output needs at least 2 units; .*output='identity' .*output='sigmoid'"):
+        fastgd.MLP([10, 16, 1])
