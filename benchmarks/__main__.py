@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import fastgd
+from fastgd._text import summary
 from benchmarks import accuracy, throughput
 from benchmarks.peers import PEERS
 from benchmarks.workloads import WORKLOADS
@@ -48,7 +49,7 @@ def chart(results, tta, path):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=summary(__doc__))
     parser.add_argument("--quick", action="store_true", help="3 rounds on a tenth of the data")
     parser.add_argument("--rounds", type=int, help="rounds per cell (default 5, quick 3)")
     parser.add_argument("--scale", type=float, help="fraction of each workload's rows (default 1, quick 0.1)")

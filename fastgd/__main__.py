@@ -3,10 +3,11 @@
 import argparse
 
 from . import demos
+from ._text import summary, wrapped
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m fastgd", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m fastgd", description=summary(__doc__))
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="run a demonstration (no name: list them)")
     demo.add_argument("name", nargs="?", choices=list(demos.DEMOS))
@@ -15,7 +16,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.name is None:
         for name, function in demos.DEMOS.items():
-            print(f"{name:>10}  {function.__doc__.splitlines()[0]}")
+            print(wrapped(summary(function.__doc__), indent=12, first=f"{name}  "))
         return
     demos.run(args.name, args.out, args.quick)
 

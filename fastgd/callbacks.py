@@ -155,16 +155,21 @@ class ModelCheckpoint(_Monitor):
 
 
 class ProgressBar(Callback):
-    """``verbose=1``: a tqdm bar over the epochs, the latest metrics in its postfix."""
+    """``verbose=1``: a tqdm bar over the epochs with the latest metrics, within 80 columns."""
+
+    SHORT = {"train_loss": "loss", "train_accuracy": "acc", "val_loss": "val_loss", "val_accuracy": "val_acc"}
 
     def __init__(self, epochs):
         self.epochs = epochs
 
     def on_train_begin(self):
-        self.bar = tqdm(total=self.epochs, unit="epoch", leave=True)
+        self.bar = tqdm(total=self.epochs, bar_format="{n_fmt}/{total_fmt} |{bar}| {elapsed}{postfix}", leave=True)
 
     def on_epoch_end(self, epoch, logs):
-        self.bar.set_postfix({k: f"{v:.4f}" for k, v in logs.items() if k != "epoch_time"}, refresh=False)
+        shown = {} if "train_loss" in logs else {"loss": logs["loss"]}  # the whole set's loss when measured
+        shown.update({short: logs[key] for key, short in self.SHORT.items() if key in logs})
+        text = " ".join(f"{name} {value:{'.3f' if 'acc' in name else '.4g'}}" for name, value in shown.items())
+        self.bar.set_postfix_str(text, refresh=False)
         self.bar.update(1)
 
     def on_train_end(self):

@@ -37,3 +37,12 @@ def test_quick_run_writes_finite_positive_ratios(benchmarks_main, tmp_path, monk
     assert report["machine"]["cores"] >= 1 and "blas" in report["machine"]
     assert (tmp_path / "results.png").stat().st_size > 10_000
     assert "| W3 | stochastic |" in (tmp_path / "results.md").read_text()
+
+
+def test_help_describes_the_run_in_whole_plain_sentences(benchmarks_main, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    with pytest.raises(SystemExit):
+        benchmarks_main(["--help"])
+    description = capsys.readouterr().out.split("\n\n")[1]
+    assert description.startswith("python -m benchmarks: throughput") and description.endswith("charts.")
+    assert "``" not in description

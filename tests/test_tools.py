@@ -1,5 +1,6 @@
 """Training tools: callbacks, progress, learning-rate finder, diagnosis, plots and demos."""
 
+import re
 import sys
 import types
 
@@ -132,9 +133,10 @@ def test_progress_display(capsys):
     net.fit(X, y, epochs=3, verbose=2)
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 3 and lines[0].startswith("Epoch 1/3 | loss ") and "train_accuracy" in lines[2]
-    net.fit(X, y, epochs=3, verbose=1)
-    bar = capsys.readouterr().err
-    assert "3/3" in bar and "loss=" in bar
+    net.fit(X, y, epochs=300, verbose=1, validation_data=(X, y))
+    last = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
+    assert last.startswith("300/300 |") and len(last) <= 80, last
+    assert re.search(r", loss \d\.\d+ acc \d\.\d{3} val_loss \d\.\d+ val_acc \d\.\d{3}$", last), last
     with pytest.raises(ValueError, match="^verbose:"):
         net.fit(X, y, verbose=3)
 
@@ -277,7 +279,11 @@ def test_every_demo_runs(tmp_path, capsys, name, figures):
         assert all(f"\n{size:>6} |" in out for size in (1, 8, 32, 128, "full"))
 
 
-def test_demo_without_a_name_lists_them(capsys):
+def test_demo_without_a_name_lists_them_in_whole_plain_sentences(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
     main(["demo"])
     out = capsys.readouterr().out
-    assert all(name in out for name in demos.DEMOS)
+    entries = re.split(r"\n(?=\s*[\w-]+  )", out.strip())
+    assert [entry.split()[0] for entry in entries] == list(demos.DEMOS)
+    assert all(entry.endswith(".") for entry in entries) and "``" not in out
+    assert max(map(len, out.splitlines())) <= 80
