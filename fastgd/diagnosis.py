@@ -55,9 +55,9 @@ def diagnose(history, window: int = 5, plateau: float = 1e-3, overfit: float = 0
                                       "clip gradients (clip_norm)", best_train)
     best = int(np.argmin(val if val is not None else train))
     if val is not None and val[-1] > val[best] * (1 + overfit) and last - best > window and train[-1] < train[best]:
-        return Diagnosis("overfitting", f"validation loss is lowest after {best + 1} epochs (best_epoch={best}) and "
-                                        f"rising while training loss falls: stop early (fastgd.EarlyStopping(patience={window})), add l2 "
-                                        "or data", best)
+        return Diagnosis("overfitting", f"validation loss is lowest after {best + 1} epochs (best_epoch={best}) "
+                                        "and rising while training loss falls: stop early "
+                                        f"(fastgd.EarlyStopping(patience={window})), add l2 or data", best)
     start = train[max(0, last - window)]
     if (start - train[-1]) / max(abs(start), np.finfo(float).tiny) >= plateau:
         return Diagnosis("improving", "the loss is still falling: train longer", best)
