@@ -243,10 +243,11 @@ def _read_header(archive):
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ModelFileError(f"header: not JSON ({error})") from None
     _require(isinstance(header, dict) and header.get("format") == FORMAT, "header: not a fastgd model file")
-    _require(header.get("version") in (1, VERSION), f"header: unsupported format version {header.get('version')!r} "
-                                                    f"(this fastgd reads versions 1 to {VERSION})")
+    version = header.get("version")
+    _require(_is_int(version) and version in (1, VERSION),
+             f"header: unsupported format version {version!r} (this fastgd reads versions 1 to {VERSION})")
     expected = {"format", "version", "sizes", "activations", "loss", "dtype", "backend", "l2", "step", "optimizer",
-                "rng", "arrays", *(["object_labels"] if header["version"] >= 2 else [])}
+                "rng", "arrays", *(["object_labels"] if version >= 2 else [])}
     _require(set(header) == expected, f"header: expected the fields {sorted(expected)}, got {sorted(header)}")
     sizes, activations = header["sizes"], header["activations"]
     _require(isinstance(sizes, list) and len(sizes) >= 2 and all(_is_int(s, 1) and s < 2**31 for s in sizes),

@@ -115,6 +115,7 @@ def edited(tmp_path, saved, edit):
 
 @pytest.mark.parametrize("edit, reason", [
     (lambda h, a: h.update(version=3), "unsupported format version 3"),
+    (lambda h, a: h.update(version=True), "unsupported format version True"),
     (lambda h, a: h.update(format="something else"), "not a fastgd model"),
     (lambda h, a: h.update(sizes=[5, 9, 3]), "params: the header declares"),
     (lambda h, a: h.update(activations=["relu", "gelu"]), "activations:"),

@@ -2,6 +2,7 @@
 
 import re
 import sys
+import time
 import types
 
 import matplotlib
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 
 import fastgd
-from conftest import make_problem
+from conftest import BACKENDS, make_problem
 from fastgd import demos, plots
 from fastgd.__main__ import main
 
@@ -287,3 +288,26 @@ def test_demo_without_a_name_lists_them_in_whole_plain_sentences(capsys, monkeyp
     assert [entry.split()[0] for entry in entries] == list(demos.DEMOS)
     assert all(entry.endswith(".") for entry in entries) and "``" not in out
     assert max(map(len, out.splitlines())) <= 80
+
+
+# ---------------------------------------------------------------- compiling ahead, and saying so
+def test_a_slow_first_call_says_it_is_compiling_and_a_fast_one_says_nothing(capsys, monkeypatch):
+    numba_kernels = pytest.importorskip("fastgd.kernels._numba")
+    monkeypatch.setattr(numba_kernels, "NOTICE_AFTER", 0.05)
+    monkeypatch.setattr(numba_kernels, "_noticed", set())
+    slow = numba_kernels._announced(0)(lambda a: time.sleep(0.5))
+    slow(np.zeros(1, np.float32))
+    assert "compiling the Numba kernels for float32" in capsys.readouterr().err
+    slow(np.zeros(1, np.float32))  # compiled now: no timer, no word
+    fast = numba_kernels._announced(0)(lambda a: None)
+    fast(np.zeros(1))
+    time.sleep(0.2)
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_warmup_runs_every_kernel_of_a_backend_for_both_dtypes(backend, capsys):
+    main(["warmup", "--backend", backend])
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in lines] == [f"{backend} float64", f"{backend} float32"]
+    assert all(re.fullmatch(r".*: ready in \d+\.\d s", line) for line in lines)

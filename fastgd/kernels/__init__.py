@@ -4,12 +4,17 @@
 
 import importlib
 import importlib.util
+import time
 import warnings
 
+import numpy as np
+
+from .._codes import LOSSES, OPTIMIZERS
+from .._layout import make_layout
 from .contract import STEP, Kernels, step_config
 
 __all__ = ["PREFERENCE", "STEP", "Kernels", "backends", "cython_build", "kernels", "resolve", "resolve_saved",
-           "step_config"]
+           "step_config", "warmup"]
 
 # Preference order of ``backend="auto"``: compiled ahead of time (no warm-up),
 # then JIT-compiled, then the reference.
@@ -82,3 +87,32 @@ def resolve_saved(name):
                       f"using {fallback!r}", UserWarning, stacklevel=3)
         return fallback
     return name
+
+
+def warmup(backend: str = "numba", dtypes=("float64", "float32")) -> dict:
+    """Call every kernel of ``backend`` for each dtype, on small and large batches, so that a
+    JIT-compiled backend compiles (or loads its cache) now instead of in a first fit.
+    Returns the seconds each dtype took."""
+    layout = make_layout([3, 4, 2], ["relu", "softmax"])
+    hyper = dict(beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, amsgrad=1.0, decoupled=0.0)
+    config = step_config("cross_entropy", "adam", hyper, l2=1e-4, clip_value=1.0, clip_norm=1.0)
+    seconds = {}
+    for dtype in dtypes:
+        start = time.perf_counter()
+        entry = kernels(backend, layout, dtype)
+        rng = np.random.RandomState(0)
+        params = rng.standard_normal(entry.n_params).astype(dtype)
+        grads, state = np.zeros_like(params), np.zeros((OPTIMIZERS["adam"].slots(hyper), entry.n_params), dtype)
+        X, Y = rng.standard_normal((40, 3)).astype(dtype), np.eye(2, dtype=dtype)[np.arange(40) % 2]
+        for rows in (4, 40):  # below and above the row count where the backward pass turns to BLAS
+            ws = entry.workspace(rows, rows)
+            entry.forward(params, X[:rows], ws)
+            entry.evaluate(params, X[:rows], Y[:rows], LOSSES["cross_entropy"], ws)
+            entry.backward(params, X[:rows], Y[:rows], config, ws, grads)
+            entry.train_epoch(params, grads, state, X, Y, np.arange(40), rows, config, np.full(40 // rows, 1e-3), 1,
+                              ws)
+        entry.l2_penalty(params, 1e-4)
+        entry.clip(grads, config)
+        entry.update(params, grads, state, config, 1e-3, 1)
+        seconds[np.dtype(dtype).name] = time.perf_counter() - start
+    return seconds

@@ -13,7 +13,10 @@ dtype, and scalars are cast to the array dtype (``dtype.type``) so float32
 loops stay float32. Losses accumulate in float64.
 """
 
+import functools
 import math
+import sys
+import threading
 
 import numpy as np
 from numba import njit
@@ -583,18 +586,56 @@ def _l2_penalty(layout, params, l2):
 
 
 # ---------------------------------------------------------------- the backend's functions (fastgd.kernels.contract)
+NOTICE_AFTER = 2.0  # seconds a first call may take before the user is told it is compiling
+_noticed = set()
+
+
+def _notice(dtype):
+    if dtype not in _noticed:
+        _noticed.add(dtype)
+        print(f"fastgd: compiling the Numba kernels for {dtype} (up to half a minute, once per machine: later "
+              "runs load them from the cache)", file=sys.stderr, flush=True)
+
+
+def _announced(position):
+    """Tell stderr when the first call of a function for a dtype (that of argument ``position``)
+    takes longer than ``NOTICE_AFTER`` seconds: Numba is compiling it."""
+    def decorate(function):
+        seen = set()
+
+        @functools.wraps(function)
+        def run(*args):
+            dtype = args[position].dtype
+            if dtype in seen:
+                return function(*args)
+            timer = threading.Timer(NOTICE_AFTER, _notice, (dtype,))
+            timer.daemon = True
+            timer.start()
+            try:
+                return function(*args)
+            finally:
+                timer.cancel()
+                seen.add(dtype)
+        return run
+    return decorate
+
+
+@_announced(1)
 def forward(layout, params, X, ws):
     _forward_blas(layout, params, X, ws.acts, ws.offsets, ws.z, ws.lse)
 
 
+@_announced(1)
 def evaluate(layout, params, X, Y, loss, ws):
     return _evaluate(layout, params, X, Y, loss, ws.acts, ws.offsets, ws.z, ws.lse, ws.deltas)
 
 
+@_announced(1)
 def l2_penalty(layout, params, l2):
     return _l2_penalty(layout, params, l2)
 
 
+@_announced(1)
 def backward(layout, params, X, Y, config, ws, grads):
     dtype = params.dtype.type
     c = config[0]
@@ -602,14 +643,17 @@ def backward(layout, params, X, Y, config, ws, grads):
                  ws.acts, ws.offsets, ws.z, ws.lse, ws.deltas, ws.row)
 
 
+@_announced(0)
 def clip(grads, config):
     _clip(grads, config)
 
 
+@_announced(0)
 def update(params, grads, state, config, lr, step):
     _update(params, grads, state, config, lr, step)
 
 
+@_announced(1)
 def train_epoch(layout, params, grads, state, X, Y, order, batch_size, config, lrs, step, ws):
     return _train_epoch(layout, params, grads, state, X, Y, order, batch_size, config, lrs, step,
                         ws.acts, ws.offsets, ws.z, ws.lse, ws.deltas, ws.x, ws.y, ws.row)
