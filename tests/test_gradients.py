@@ -2,6 +2,7 @@
 
 import warnings
 
+import numpy as np
 import pytest
 
 import fastgd
@@ -64,3 +65,27 @@ def test_a_float32_step_too_small_to_measure_is_warned_about_and_zero_is_refused
     for eps in (0.0, -1e-3, float("nan")):
         with pytest.raises(ValueError, match="^eps: expected a finite number > 0"):
             fastgd.check_gradients(net, X, y, eps=eps)
+
+
+def test_large_inputs_are_sampled_rows_and_parameters(monkeypatch):
+    X, y = make_problem("softmax", n=600, n_in=30, n_out=3, seed=2)
+    net = fastgd.MLP([30, 40, 3], random_state=0)  # 1,363 parameters
+    rows = np.sort(np.random.RandomState(0).choice(600, 256, replace=False))
+    assert fastgd.check_gradients(net, X, y, max_params=None) == \
+        fastgd.check_gradients(net, X[rows], y[rows], max_rows=None, max_params=None)
+    checked = []
+    monkeypatch.setattr(fastgd.gradcheck, "tqdm", lambda indices, **options: checked.append(indices) or indices)
+    errors = fastgd.check_gradients(net, X, y)
+    sizes = [30 * 40, 40, 40 * 3, 3]
+    assert 1000 - len(sizes) <= len(checked[0]) <= 1000 + len(sizes)
+    assert max(errors.values()) < 1e-6 and list(errors) == ["W0", "b0", "W1", "b1"]
+
+
+def test_many_parameters_show_progress_and_bad_limits_are_named(capsys):
+    X, y = make_problem("softmax", n=20, n_in=60, n_out=3)
+    net = fastgd.MLP([60, 40, 3], random_state=0)  # 2,563 parameters
+    fastgd.check_gradients(net, X, y, max_params=None)
+    assert "check_gradients" in capsys.readouterr().err
+    for name in ("max_rows", "max_params"):
+        with pytest.raises(ValueError, match=f"^{name}: expected an integer >= 1"):
+            fastgd.check_gradients(net, X, y, **{name: 0})
