@@ -111,5 +111,10 @@ def run(name: str, out="fastgd-demo", quick: bool = False):
         raise ValueError(f"name: unknown demo {name!r}; choose one of {', '.join(DEMOS)}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    before = {path: path.stat().st_mtime_ns for path in out.glob("*.png")}
     DEMOS[name](out, quick)
-    print(f"figures in {out.resolve()}")
+    written = sorted(path.name for path in out.glob("*.png") if before.get(path) != path.stat().st_mtime_ns)
+    if written:
+        print(f"figures in {out.resolve()}: {', '.join(written)}")
+    else:
+        print("no figures written: they need matplotlib (pip install matplotlib)")

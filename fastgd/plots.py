@@ -1,4 +1,4 @@
-"""Plots of training, with matplotlib (``pip install fastgd[plot]``).
+"""Plots of training, with matplotlib (``pip install matplotlib``).
 
 Each function returns a :class:`matplotlib.figure.Figure` and, given
 ``path``, also saves it as a PNG. Figures are made without pyplot, so they
@@ -15,7 +15,7 @@ def _figure(ncols=1):
     try:
         from matplotlib.figure import Figure
     except ImportError:
-        raise ImportError("fastgd's plots need matplotlib: pip install fastgd[plot]") from None
+        raise ImportError("fastgd's plots need matplotlib: pip install matplotlib") from None
     figure = Figure(figsize=(5.5 * ncols, 4), layout="constrained")
     return figure, figure.subplots(1, ncols, squeeze=False)[0]
 

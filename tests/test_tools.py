@@ -311,3 +311,17 @@ def test_warmup_runs_every_kernel_of_a_backend_for_both_dtypes(backend, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert [line.split(":")[0] for line in lines] == [f"{backend} float64", f"{backend} float32"]
     assert all(re.fullmatch(r".*: ready in \d+\.\d s", line) for line in lines)
+
+
+def test_a_demo_without_matplotlib_says_no_figures_were_written(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # as if matplotlib were not installed
+    main(["demo", "xor", "--quick", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "(figure skipped: fastgd's plots need matplotlib: pip install matplotlib)" in out
+    assert out.rstrip().endswith("no figures written: they need matplotlib (pip install matplotlib)")
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_demo_names_the_figures_it_wrote(tmp_path, capsys):
+    main(["demo", "xor", "--quick", "--out", str(tmp_path)])
+    assert capsys.readouterr().out.rstrip().endswith(f"figures in {tmp_path.resolve()}: xor_boundary.png")
