@@ -48,7 +48,7 @@ def xor(out: Path, quick: bool = False):
     logs = net.fit(X, y, epochs=500 if quick else 2000, optimizer=SGD(lr=0.5, momentum=0.9)).history
     print(f"XOR: accuracy {logs['train_accuracy'][-1]:.0%} after {len(logs['loss'])} epochs, "
           f"loss {logs['train_loss'][-1]:.4f}; predictions {net.predict(X).tolist()}")
-    _draw(plots.plot_decision_boundary, net, X, y, out / "xor_boundary.png")
+    _draw(plots.plot_decision_boundary, net, X, y, out / "xor_boundary.png", 200, "XOR, a 2-8-1 tanh network")
 
 
 def moons(out: Path, quick: bool = False):
@@ -62,8 +62,9 @@ def moons(out: Path, quick: bool = False):
         logs = runs[name].history
         steps = f", mean step {np.mean(logs['step_size']):.3g}" if "step_size" in logs else ""
         print(f"{name}: accuracy {logs['train_accuracy'][-1]:.3f}, loss {logs['train_loss'][-1]:.4f}{steps}")
-        _draw(plots.plot_decision_boundary, net, X, y, out / f"moons_{name.split()[0]}_boundary.png")
-    _draw(plots.plot_runs, runs, "train_loss", out / "moons_loss.png")
+        _draw(plots.plot_decision_boundary, net, X, y, out / f"moons_{name.split()[0]}_boundary.png", 200,
+              f"two moons, full batch, {name}")
+    _draw(plots.plot_runs, runs, "train_loss", out / "moons_loss.png", "two moons: fixed step against line search")
 
 
 def momentum(out: Path, quick: bool = False):
@@ -81,12 +82,14 @@ def momentum(out: Path, quick: bool = False):
         ("Nesterov 0.9", SGD(lr=0.005, momentum=0.9, nesterov=True))]}
     for name, run in runs.items():
         print(f"{name:>13}: f after {steps} steps {run.values[-1]:.3e}")
-    _draw(plots.plot_trajectories, bowl, runs, out / "momentum_trajectories.png")
+    _draw(plots.plot_trajectories, bowl, runs, out / "momentum_trajectories.png", None, 200, (0.0, 0.0),
+          f"{steps} steps on x² + 100 y²")
 
 
 def batch_size(out: Path, quick: bool = False):
-    """Batch sizes 1, 8, 32, 128 and full batch on the textbook data: loss curves, seconds per
-    epoch and final validation accuracy, each with SGD(0.05) for the same epochs."""
+    """Batch sizes 1, 8, 32, 128 and full batch on the textbook data, each with SGD(0.05) for the
+    same epochs: validation loss curves in the figure, time per epoch and final validation
+    accuracy printed."""
     X_train, X_test, y_train, y_test = textbook_data()
     epochs = 5 if quick else 40
     runs = {}
@@ -99,7 +102,8 @@ def batch_size(out: Path, quick: bool = False):
         logs = history.history
         print(f"{size or 'full':>6} | {np.median(logs['epoch_time']) * 1e3:9.2f} | {logs['val_accuracy'][-1]:7.3f} "
               f"| {logs['train_loss'][-1]:7.4f}   ({time.perf_counter() - start:.1f} s in all)")
-    _draw(plots.plot_runs, {f"batch {k}": v for k, v in runs.items()}, "val_loss", out / "batch_size_val_loss.png")
+    _draw(plots.plot_runs, {f"batch {k}": v for k, v in runs.items()}, "val_loss", out / "batch_size_val_loss.png",
+          f"validation loss by batch size, SGD(0.05), {epochs} epochs")
 
 
 DEMOS = {"textbook": textbook, "xor": xor, "moons": moons, "momentum": momentum, "batch-size": batch_size}

@@ -26,6 +26,12 @@ def _finish(figure, path):
     return figure
 
 
+# What each logged metric is, for axes and legends.
+LABELS = {"loss": "mean batch loss", "train_loss": "training loss", "val_loss": "validation loss",
+          "train_accuracy": "training accuracy", "val_accuracy": "validation accuracy", "step_size": "step size",
+          "epoch_time": "seconds per epoch"}
+
+
 def _logs(history):
     return history.history if isinstance(history, History) else dict(history)
 
@@ -40,25 +46,28 @@ def plot_history(history, path=None):
     for ax, (title, keys) in zip(axes, panels):
         for key in keys:
             if key in logs:
-                ax.plot(np.arange(1, len(logs[key]) + 1), logs[key], label=key)
-        ax.set(xlabel="epoch", ylabel=title, title=title)
+                ax.plot(np.arange(1, len(logs[key]) + 1), logs[key], label=LABELS.get(key, key))
+        ax.set(xlabel="epoch", ylabel=title, title=f"{title}: training and validation")
         ax.legend()
     return _finish(figure, path)
 
 
-def plot_runs(histories: dict, key: str = "loss", path=None):
-    """One logged metric of several runs (``{name: History}``) side by side."""
+def plot_runs(histories: dict, key: str = "loss", path=None, title: str | None = None):
+    """One logged metric of several runs (``{name: History}``) side by side; every line is drawn
+    (later ones dashed) so that none hides another."""
     figure, (ax,) = _figure()
-    for name, history in histories.items():
+    for i, (name, history) in enumerate(histories.items()):
         values = _logs(history)[key]
-        ax.plot(np.arange(1, len(values) + 1), values, label=str(name))
-    ax.set(xlabel="epoch", ylabel=key, title=key)
+        ax.plot(np.arange(1, len(values) + 1), values, label=str(name), linestyle=["-", "--", ":", "-."][i % 4])
+    label = LABELS.get(key, key)
+    ax.set(xlabel="epoch", ylabel=label, title=title or f"{label} of {len(histories)} runs")
     ax.legend()
     return _finish(figure, path)
 
 
-def plot_decision_boundary(net, X, y, path=None, resolution: int = 200):
-    """The regions a classifier of 2 features assigns to each class, with the data on top."""
+def plot_decision_boundary(net, X, y, path=None, resolution: int = 200, title: str = "decision boundary"):
+    """The regions a classifier of 2 features assigns to each class, with the data on top; the title
+    ends with the accuracy on ``(X, y)``."""
     X = check_X(X, net.dtype, n_features=2)
     if not net.is_classifier:
         raise TypeError("net: a decision boundary needs a classifier")
@@ -70,9 +79,10 @@ def plot_decision_boundary(net, X, y, path=None, resolution: int = 200):
     codes = np.searchsorted(net.classes_, labels).reshape(u.shape)
     figure, (ax,) = _figure()
     ax.contourf(u, v, codes, levels=np.arange(len(net.classes_) + 1) - 0.5, alpha=0.3, cmap="coolwarm")
-    ax.scatter(X[:, 0], X[:, 1], c=np.searchsorted(net.classes_, np.asarray(y)), s=12, cmap="coolwarm",
-               edgecolors="k", linewidths=0.3)
-    ax.set(xlabel="x1", ylabel="x2", title="decision boundary")
+    ax.scatter(X[:, 0], X[:, 1], c=np.searchsorted(net.classes_, np.asarray(y)), s=min(80, max(12, 3000 / len(X))),
+               cmap="coolwarm", edgecolors="k", linewidths=0.3)
+    accuracy = np.mean(net.predict(X) == np.asarray(y))
+    ax.set(xlabel="x1", ylabel="x2", title=f"{title} (accuracy {accuracy:.1%})")
     return _finish(figure, path)
 
 
@@ -86,9 +96,11 @@ def plot_lr_find(result, path=None):
     return _finish(figure, path)
 
 
-def plot_trajectories(fun, trajectories: dict, path=None, bounds=None, resolution: int = 200):
+def plot_trajectories(fun, trajectories: dict, path=None, bounds=None, resolution: int = 200, minimum=None,
+                      title: str = "optimizer trajectories"):
     """Optimizer paths (``{name: Trajectory}`` from :func:`fastgd.minimize`) on the contours of a
-    function of 2 variables; ``bounds = (x_min, x_max, y_min, y_max)``, else around the paths."""
+    function of 2 variables, from their start (a black dot) to ``minimum`` (a star) when given;
+    ``bounds = (x_min, x_max, y_min, y_max)``, else around the paths."""
     points = np.vstack([t.points for t in trajectories.values()])
     if points.shape[1] != 2:
         raise ValueError("trajectories: contours need points of 2 coordinates")
@@ -101,8 +113,13 @@ def plot_trajectories(fun, trajectories: dict, path=None, bounds=None, resolutio
     figure, (ax,) = _figure()
     ax.contour(u, v, values, levels=np.geomspace(max(values.min(), 1e-6), values.max(), 15), colors="0.6",
                linewidths=0.6)
-    for name, trajectory in trajectories.items():
-        ax.plot(trajectory.points[:, 0], trajectory.points[:, 1], marker=".", markersize=3, label=str(name))
-    ax.set(xlim=bounds[:2], ylim=bounds[2:], xlabel="x", ylabel="y", title="optimizer trajectories")
-    ax.legend()
+    for i, (name, trajectory) in enumerate(trajectories.items()):
+        ax.plot(trajectory.points[:, 0], trajectory.points[:, 1], marker=".", markersize=3, label=str(name),
+                linestyle=["-", "--", ":", "-."][i % 4], linewidth=2.2 - 0.4 * (i % 4), alpha=0.85)
+    start = next(iter(trajectories.values())).points[0]
+    ax.plot(*start, "ko", markersize=7, label="start")
+    if minimum is not None:
+        ax.plot(*minimum, "*", color="gold", markeredgecolor="k", markersize=14, label="minimum")
+    ax.set(xlim=bounds[:2], ylim=bounds[2:], xlabel="x", ylabel="y", title=title)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the paths, never over them
     return _finish(figure, path)

@@ -4,6 +4,7 @@ import re
 import sys
 import time
 import types
+from pathlib import Path
 
 import matplotlib
 import numpy as np
@@ -258,26 +259,60 @@ def test_every_plot_renders_a_png(tmp_path):
 
 def test_plots_name_the_missing_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
-    with pytest.raises(ImportError, match=r"pip install fastgd\[plot\]"):
+    with pytest.raises(ImportError, match="fastgd's plots need matplotlib: pip install matplotlib"):
         plots.plot_runs({}, "loss")
 
 
 # ---------------------------------------------------------------- demos
-@pytest.mark.parametrize("name, figures", [
-    ("textbook", ["textbook_curves.png"]),
-    ("xor", ["xor_boundary.png"]),
-    ("moons", ["moons_loss.png", "moons_fixed_boundary.png", "moons_line_boundary.png"]),
-    ("momentum", ["momentum_trajectories.png"]),
-    ("batch-size", ["batch_size_val_loss.png"]),
-])
-def test_every_demo_runs(tmp_path, capsys, name, figures):
-    main(["demo", name, "--quick", "--out", str(tmp_path)])
+def drawn(monkeypatch):
+    """The figures the plots draw while it runs, by file name: each as ``[(title, xlabel, ylabel,
+    [(line label, number of points)...], [legend texts])]`` per axes."""
+    figures = {}
+
+    def recording(plot):
+        def draw(*args, **kwargs):
+            figure = plot(*args, **kwargs)
+            path = next(a for a in (*args, *kwargs.values()) if isinstance(a, Path))
+            figures[path.name] = [(ax.get_title(), ax.get_xlabel(), ax.get_ylabel(),
+                                   [(line.get_label(), len(line.get_xdata())) for line in ax.get_lines()],
+                                   [text.get_text() for text in ax.get_legend().get_texts()] if ax.get_legend() else [])
+                                  for ax in figure.axes]
+            return figure
+        return draw
+
+    for name in ("plot_history", "plot_runs", "plot_decision_boundary", "plot_trajectories"):
+        monkeypatch.setattr(plots, name, recording(getattr(plots, name)))
+    return figures
+
+
+def test_every_demo_figure_says_what_it_shows(tmp_path, capsys, monkeypatch):
+    figures = drawn(monkeypatch)
+    for name in demos.DEMOS:
+        main(["demo", name, "--quick", "--out", str(tmp_path)])
     out = capsys.readouterr().out
-    assert all(png_ok(tmp_path / f) for f in figures)
-    if name == "xor":
-        assert "accuracy 100%" in out
-    if name == "batch-size":
-        assert all(f"\n{size:>6} |" in out for size in (1, 8, 32, 128, "full"))
+    assert all(png_ok(tmp_path / name) for name in figures) and len(figures) == 7
+    assert "accuracy 100%" in out and all(f"\n{size:>6} |" in out for size in (1, 8, 32, 128, "full"))
+    for name, axes in figures.items():
+        for title, xlabel, ylabel, lines, legend in axes:
+            assert title and xlabel and ylabel and "_" not in title + ylabel, (name, title, ylabel)
+            named = [label for label, _ in lines if not label.startswith("_")]
+            assert legend == named or not named, (name, legend, named)  # every drawn series in the legend
+    (loss, accuracy), = [figures["textbook_curves.png"]]
+    assert loss[:3] == ("loss: training and validation", "epoch", "loss")
+    assert loss[4] == ["training loss", "validation loss"] and accuracy[4] == ["training accuracy",
+                                                                             "validation accuracy"]
+    for run in ("fixed", "line"):
+        assert re.fullmatch(rf"two moons, full batch, {run}.* \(accuracy \d+\.\d%\)",
+                            figures[f"moons_{run}_boundary.png"][0][0])
+    assert figures["xor_boundary.png"][0][0] == "XOR, a 2-8-1 tanh network (accuracy 100.0%)"
+    assert figures["moons_loss.png"][0][4] == ["fixed step 0.1", "line search"]
+    momentum, = figures["momentum_trajectories.png"]
+    assert momentum[0] == "40 steps on x² + 100 y²"
+    assert momentum[4] == ["SGD", "momentum 0.9", "Nesterov 0.9", "start", "minimum"]
+    assert [n for label, n in momentum[3] if label.startswith(("SGD", "momentum", "Nesterov"))] == [41, 41, 41]
+    batches, = figures["batch_size_val_loss.png"]
+    assert batches[2] == "validation loss" and batches[4] == [f"batch {s}" for s in (1, 8, 32, 128, "full")]
+    assert {n for _, n in batches[3]} == {5}  # every run drawn over its 5 epochs
 
 
 def test_demo_without_a_name_lists_them_in_whole_plain_sentences(capsys, monkeypatch):
