@@ -13,7 +13,7 @@ def time_to_accuracy(backends, target=0.94, max_epochs=200, max_seconds=20.0, th
     """Per backend x batch size, on the textbook data with its network and SGD(0.05): the
     training seconds (evaluation excluded) until validation accuracy reaches ``target``
     (None when it has not after ``max_epochs`` epochs or ``max_seconds`` of training), and
-    the validation loss after each epoch against the seconds so far."""
+    after each epoch ``(seconds so far, validation loss, validation accuracy)``."""
     X, X_val, y, y_val = textbook()
     results = []
     for backend in tqdm(backends, desc="time to accuracy", disable=not progress):
@@ -27,7 +27,7 @@ def time_to_accuracy(backends, target=0.94, max_epochs=200, max_seconds=20.0, th
                                       optimizer=optimizer if epoch == 0 else None)
                     seconds += history.history["epoch_time"][0]
                     loss, accuracy = net.evaluate(X_val, y_val)
-                    curve.append((seconds, loss))
+                    curve.append((seconds, loss, accuracy))
                     if accuracy >= target:
                         reached = seconds
                         break

@@ -36,7 +36,28 @@ def test_quick_run_writes_finite_positive_ratios(benchmarks_main, tmp_path, monk
     assert {r["backend"] for r in report["time_to_accuracy"]} == set(fastgd.backends())
     assert report["machine"]["cores"] >= 1 and "blas" in report["machine"]
     assert (tmp_path / "results.png").stat().st_size > 10_000
-    assert "| W3 | stochastic |" in (tmp_path / "results.md").read_text()
+    text = (tmp_path / "results.md").read_text()
+    assert "| W3 | stochastic |" in text and "each run stops after 30 epochs or 5 s of training" in text
+    assert text.startswith(f"Machine: {report['machine']['cpu']}, ") and "numpy " in text.splitlines()[0]
+
+
+def test_the_chart_says_what_it_compares(benchmarks_main, tmp_path):
+    from benchmarks.__main__ import chart
+
+    cells = [("W1", "batch"), ("W1", "stochastic")]
+    results = [{"workload": w, "mode": m, "system": s, "threads": 1, "ratio_to_reference": r}
+               for w, m in cells for s, r in (("numpy", 1.0), ("cython", 3.0), ("scikit-learn", 0.5))]
+    tta = [{"backend": fastgd.backends()[0], "batch_size": size, "target": 0.94,
+            "curve": [(0.01 * (i + 1), 1.0 / (i + 1), 0.5 + 0.1 * i) for i in range(5)]} for size in (1, 32, "full")]
+    throughput, accuracy = chart(results, tta, tmp_path / "chart.png").axes
+    assert throughput.get_title() == "training throughput against the NumPy reference (1 BLAS thread)"
+    assert [t.get_text() for t in throughput.get_legend().get_texts()] == ["numpy", "cython", "scikit-learn"]
+    assert accuracy.get_title() == f"time to accuracy, textbook data ({fastgd.backends()[0]})"
+    assert accuracy.get_ylabel() == "validation accuracy"
+    assert [t.get_text() for t in accuracy.get_legend().get_texts()] == ["batch 1", "batch 32", "batch full",
+                                                                         "target 0.94"]
+    assert all(len(line.get_xdata()) == 5 for line in accuracy.get_lines()[:3])
+    assert not [t.get_text() for t in accuracy.xaxis.get_minorticklabels() if t.get_text()]  # no crowded labels
 
 
 def test_help_describes_the_run_in_whole_plain_sentences(benchmarks_main, capsys, monkeypatch):
