@@ -113,6 +113,7 @@ def measure(workloads, backends, peers, rounds, thread_counts, scale=1.0, progre
         X, y = X[:rows], y[:rows]
         batch_size = MODES[mode]
         runners, warmup = {}, {}
+        bar.set_postfix_str(f"{workload.name} {mode}: warm-up (compiling where needed; not timed)")
         for t in thread_counts:
             for backend in backends:
                 runners[backend, t] = FastgdRunner(backend, workload, X, y, batch_size, t)
@@ -126,6 +127,7 @@ def measure(workloads, backends, peers, rounds, thread_counts, scale=1.0, progre
                     runners[peer, t] = processes[peer, t]
         times = {key: [] for key in runners}
         gemm = {t: [] for t in thread_counts}
+        bar.set_postfix_str(f"{workload.name} {mode}: timing {', '.join(dict.fromkeys(k[0] for k in runners))}")
         for _ in range(rounds):
             for t in thread_counts:
                 with threadpool_limits(t):
