@@ -13,12 +13,20 @@ from .functions import Trajectory, minimize
 from .layers import Dense, Identity, ReLU, Sigmoid, Softmax, Tanh
 from .gradcheck import check_gradients
 from .network import MLP, load
-from .estimators import MLPClassifier, MLPRegressor
 from .errors import ModelFileError, TrainingDiverged
 from .training import TrainingState
 from .optimizers import SGD, Adagrad, Adam, AdamW, BacktrackingLineSearch, Momentum, Optimizer, RMSprop
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    """The scikit-learn estimators, imported (with scikit-learn) when first asked for."""
+    if name in ("MLPClassifier", "MLPRegressor"):
+        from . import estimators
+
+        return getattr(estimators, name)
+    raise AttributeError(f"module 'fastgd' has no attribute {name!r}")
 
 __all__ = [
     "MLP", "MLPClassifier", "MLPRegressor", "Dense", "Identity", "ReLU", "Sigmoid", "Tanh", "Softmax",

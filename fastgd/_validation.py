@@ -3,7 +3,6 @@
 import numbers
 
 import numpy as np
-from sklearn.utils import check_array
 
 
 def _named(name, error):
@@ -17,6 +16,8 @@ def check_X(X, dtype, name="X", n_features=None):
     if np.ndim(X) == 1:
         raise ValueError(f"{name}: expected a 2-D array (n_samples, n_features), got a 1-D array of {len(X)} "
                          f"values; use {name}.reshape(-1, 1) for one feature or {name}.reshape(1, -1) for one sample")
+    from sklearn.utils import check_array  # here: importing scikit-learn takes a second, not every use needs it
+
     try:
         X = check_array(X, dtype=dtype, order="C", ensure_all_finite=True, input_name=name,
                         ensure_min_samples=1, ensure_min_features=1)

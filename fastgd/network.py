@@ -1,9 +1,9 @@
 """The network: architecture, weights, forward pass and predictions, and ``fit`` at its door."""
 
+import numbers
 from typing import Sequence
 
 import numpy as np
-from sklearn.utils import check_random_state
 
 from . import persistence
 from ._codes import DEFAULT_LOSS, LOSS_OUTPUTS, LOSSES
@@ -290,7 +290,9 @@ def _own_generator(random_state):
         return random_state
     if random_state is None:
         random_state = np.random.randint(2**32, dtype=np.uint64)
-    return check_random_state(random_state)
+    if not isinstance(random_state, numbers.Integral) or isinstance(random_state, bool):
+        raise ValueError(f"random_state: expected an int, a numpy.random.RandomState or None, got {random_state!r}")
+    return np.random.RandomState(random_state)
 
 
 def load(path) -> MLP:

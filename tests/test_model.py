@@ -1,5 +1,7 @@
 """The model API: building, training modes, labels, dtypes, weights, callbacks."""
 
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -274,3 +276,16 @@ def test_predict_and_evaluate_handle_many_rows_in_chunks():
         warnings.simplefilter("error")
         loss, accuracy = net.evaluate(X, y)
     assert np.isfinite(loss) and 0 <= accuracy <= 1
+
+
+def test_import_leaves_scikit_learn_until_the_estimators_are_used():
+    code = ("import sys, fastgd; assert 'sklearn' not in sys.modules; from fastgd import *; "
+            "assert MLPClassifier.__module__ == 'fastgd.estimators' and 'sklearn' in sys.modules")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("seed", ["0", 1.5, True, object()])
+def test_a_random_state_that_is_not_one_is_named(seed):
+    with pytest.raises(ValueError, match="^random_state: expected an int, a numpy.random.RandomState or None"):
+        fastgd.MLP([3, 2], random_state=seed)
