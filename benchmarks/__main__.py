@@ -1,9 +1,11 @@
 """``python -m benchmarks``: throughput of every backend and peer against the NumPy reference,
 and time to accuracy, in one run; a table, a JSON of every raw number and PNG charts.
 
-``--quick`` measures 3 rounds on a tenth of the data: about a minute (two with
-PyTorch and JAX installed); the full run, under ten. Threads: one for every
-system by default (``--threads all`` for every core).
+``--quick`` measures 3 rounds on a tenth of the data, with a shorter pause before
+each timed epoch: under a minute once compiled (more with PyTorch and JAX
+installed); the full run, under ten. Warm-up (compilation) is never timed, and its
+seconds are printed at the end. Threads: one for every system by default
+(``--threads all`` for every core).
 """
 
 import argparse
@@ -67,7 +69,7 @@ def header(machine, rounds, scale, threads):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=summary(__doc__))
-    parser.add_argument("--quick", action="store_true", help="3 rounds on a tenth of the data")
+    parser.add_argument("--quick", action="store_true", help="3 rounds on a tenth of the data, short pauses")
     parser.add_argument("--rounds", type=int, help="rounds per cell (default 5, quick 3)")
     parser.add_argument("--scale", type=float, help="fraction of each workload's rows (default 1, quick 0.1)")
     parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
@@ -86,7 +88,8 @@ def main(argv=None):
 
     start = time.perf_counter()
     workloads = [WORKLOADS[w] for w in args.workloads]
-    results, skipped = throughput.measure(workloads, backends, args.peers, rounds, [threads], scale)
+    results, skipped = throughput.measure(workloads, backends, args.peers, rounds, [threads], scale,
+                                          cool_down=0.05 if args.quick else throughput.COOL_DOWN)
     max_epochs, max_seconds = (30, 5.0) if args.quick else (200, 20.0)
     tta = [] if args.no_accuracy else accuracy.time_to_accuracy(
         backends, max_epochs=max_epochs, max_seconds=max_seconds, threads=threads)
@@ -107,7 +110,11 @@ def main(argv=None):
         chart(results, tta, out / "results.png")
     except ImportError:
         print("(no chart: matplotlib is not installed; pip install matplotlib)")
-    print(f"\nwritten to {out.resolve()} in {time.perf_counter() - start:.0f} s")
+    warmups = {}
+    for r in results:
+        warmups[r["system"]] = warmups.get(r["system"], 0.0) + r["warmup_s"]
+    print(f"\nwritten to {out.resolve()} in {time.perf_counter() - start:.0f} s, of which warm-up (compilation "
+          "included; in no figure): " + ", ".join(f"{system} {seconds:.1f} s" for system, seconds in warmups.items()))
     return results
 
 

@@ -100,9 +100,10 @@ class PeerProcess:
             self.process.wait(timeout=60)
 
 
-def measure(workloads, backends, peers, rounds, thread_counts, scale=1.0, progress=True):
+def measure(workloads, backends, peers, rounds, thread_counts, scale=1.0, progress=True, cool_down=COOL_DOWN):
     """``(results, skipped)``: one result per workload x mode x system x thread count,
-    and the peers that could not run, with the reason."""
+    and the peers that could not run, with the reason. ``cool_down`` seconds pass before
+    each timed epoch."""
     results, skipped = [], {}
     processes = {(peer, t): PeerProcess(peer, t) for peer in peers for t in thread_counts}
     cells = [(w, m) for w in workloads for m in MODES]
@@ -134,7 +135,7 @@ def measure(workloads, backends, peers, rounds, thread_counts, scale=1.0, progre
                     gemm[t].append(gemm_rate(workload.dtype, repeats=1))
                 for key, runner in runners.items():
                     if key[1] == t:
-                        time.sleep(COOL_DOWN)
+                        time.sleep(cool_down)
                         times[key].append(runner.epoch())
                 bar.update(1)
         for t in thread_counts:

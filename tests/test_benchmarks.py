@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ def benchmarks_main(monkeypatch):
     return main
 
 
-def test_quick_run_writes_finite_positive_ratios(benchmarks_main, tmp_path, monkeypatch):
+def test_quick_run_writes_finite_positive_ratios(benchmarks_main, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
     benchmarks_main(["--quick", "--scale", "0.01", "--rounds", "1", "--peers", "scikit-learn", "--out", str(tmp_path)])
     report = json.loads((tmp_path / "results.json").read_text())
@@ -39,6 +40,8 @@ def test_quick_run_writes_finite_positive_ratios(benchmarks_main, tmp_path, monk
     text = (tmp_path / "results.md").read_text()
     assert "| W3 | stochastic |" in text and "each run stops after 30 epochs or 5 s of training" in text
     assert text.startswith(f"Machine: {report['machine']['cpu']}, ") and "numpy " in text.splitlines()[0]
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert re.search(r"in \d+ s, of which warm-up \(compilation included; in no figure\): numpy \d+\.\d s, ", last)
 
 
 def test_the_chart_says_what_it_compares(benchmarks_main, tmp_path):
