@@ -67,6 +67,14 @@ def _matrix(buffer, offset, m, n):
     return buffer[offset : offset + m * n].reshape((m, n))
 
 
+@_inline
+def _copy(target, source):
+    """``target[:] = source`` for 1-D arrays of one length, as a loop: Numba's slice
+    assignment compiles its shape-mismatch message (seconds of string code per process)."""
+    for j in range(target.shape[0]):
+        target[j] = source[j]
+
+
 # ---------------------------------------------------------------- element-wise
 # Row-level helpers test the activation once, outside their loop: a test inside
 # the loop kept it from vectorising.
@@ -117,7 +125,7 @@ def _times_derivative_row(d, a, activation, one):
 @_inline
 def _add_rows(total, block, m, n):
     """``total = sum of the m rows`` of a row-major block of width ``n``."""
-    total[:] = block[:n]
+    _copy(total, block[:n])
     for i in range(1, m):
         row = block[i * n : (i + 1) * n]
         for j in range(n):
@@ -131,7 +139,9 @@ def _output_row(z, b, out, activation, one):
     for j in range(z.shape[0]):
         z[j] += b[j]
     if activation == SOFTMAX:
-        top = z.max()
+        top = z[0]
+        for j in range(1, z.shape[0]):
+            top = max(top, z[j])
         total = one - one
         for j in range(z.shape[0]):
             out[j] = np.exp(z[j] - top)
@@ -143,7 +153,7 @@ def _output_row(z, b, out, activation, one):
         for j in range(z.shape[0]):
             out[j] = one / (one + np.exp(-z[j]))
     else:
-        out[:] = z
+        _copy(out, z)
     return 0.0
 
 
@@ -192,7 +202,7 @@ def _loss(layout, Y, m, acts, offsets, z, lse, deltas, loss):
 def _bias_step(b, db, D, m, lr, fused):
     """``db = sum of the m rows of D`` (row-major, width ``len(b)``); ``fused``: ``b -= lr db``."""
     n = b.shape[0]
-    db[:] = D[:n]
+    _copy(db, D[:n])
     for i in range(1, m):
         for j in range(n):
             db[j] += D[i * n + j]
@@ -389,7 +399,8 @@ def _step(layout, params, grads, X, Y, loss, l2, lr, fused, acts, offsets, z, ls
     Returns the batch loss: data loss + L2 term of the weights before the step."""
     m = X.shape[0]
     if m <= SMALL_BATCH:  # the backward loops read the input from the input block
-        _matrix(acts, 0, m, X.shape[1])[:] = X
+        for i in range(m):
+            _copy(_row(acts, 0, X.shape[1], i), X[i])
     _forward_blas(layout, params, X, acts, offsets, z, lse)
     value = _loss(layout, Y, m, acts, offsets, z, lse, deltas, loss)
     if not np.isfinite(value):
@@ -506,7 +517,7 @@ def _line_search(layout, params, grads, trial, X, Y, value, config, alpha, acts,
         if c.l2 != 0:
             trial_value += _l2_penalty(layout, trial, c.l2)
         if trial_value <= value - c.c * step * slope:
-            params[:] = trial
+            _copy(params, trial)
             return step
         step *= c.rho
     params -= params.dtype.type(c.fallback_step) * grads
@@ -551,8 +562,8 @@ def _train_epoch(layout, params, grads, state, X, Y, order, batch_size, config, 
                 source = order[start + r]
                 if source < 0 or source >= n:
                     return np.nan, i, BAD_ROW
-                xb[r] = X[source]
-                yb[r] = Y[source]
+                _copy(xb[r], X[source])
+                _copy(yb[r], Y[source])
             value = _train_step(layout, params, grads, state, xb[:m], yb[:m], config, lrs, i, step, fused, acts,
                                 offsets, z, lse, deltas, row)
         if not np.isfinite(value):
@@ -593,8 +604,8 @@ _noticed = set()
 def _notice(dtype):
     if dtype not in _noticed:
         _noticed.add(dtype)
-        print(f"fastgd: compiling the Numba kernels for {dtype} (up to half a minute, once per machine: later "
-              "runs load them from the cache)", file=sys.stderr, flush=True)
+        print(f"fastgd: compiling the Numba kernels for {dtype} (about 15 s on 2 cores, once per machine: "
+              "later runs load them from the cache)", file=sys.stderr, flush=True)
 
 
 def _announced(position):
