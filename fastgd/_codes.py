@@ -34,10 +34,10 @@ class OptimizerRule:
 
 
 OPTIMIZERS = {
-    "sgd": OptimizerRule(0, ("momentum", "dampening", "nesterov", "weight_decay"),
+    "sgd": OptimizerRule(0, ("momentum", "dampening", "nesterov", "weight_decay", "sutskever"),
                          lambda h: 1 if h["momentum"] else 0),  # momentum buffer
     "momentum": OptimizerRule(1, ("beta",), lambda h: 1),  # velocity
-    "adam": OptimizerRule(2, ("beta1", "beta2", "eps", "weight_decay", "amsgrad", "decoupled"),
+    "adam": OptimizerRule(2, ("beta1", "beta2", "eps", "weight_decay", "amsgrad", "decoupled", "eps_hat"),
                           lambda h: 3 if h["amsgrad"] else 2),  # first and second moments, their running maximum
     # squares, then the gradient average (centered), then the momentum buffer (momentum)
     "rmsprop": OptimizerRule(3, ("alpha", "eps", "momentum", "centered"),

@@ -13,3 +13,8 @@ class TrainingDiverged(RuntimeError):
     def __init__(self, message, history):
         super().__init__(message)
         self.history = history
+
+
+class NonFiniteWeights(TrainingDiverged, ValueError):
+    """A scikit-learn estimator's fit diverged: scikit-learn's ``ValueError``, and fastgd's
+    ``TrainingDiverged`` (the model keeps the weights of its last finite iteration)."""

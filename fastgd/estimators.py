@@ -1,18 +1,22 @@
 """scikit-learn estimators: ``MLPClassifier`` and ``MLPRegressor`` on fastgd's kernels.
 
 The parameters scikit-learn's own MLP estimators have mean what they mean
-there, and their defaults are the same, so swapping the import gives
-comparable results. Where scikit-learn's gradient differs from the kernels'
-by a constant factor ``s`` (``s = n_outputs / 2`` for squared error, which
-scikit-learn halves and sums over outputs; ``s = n_outputs`` for multi-label
-log-loss, which it sums over outputs), the wrapper converts: ``l2 = alpha /
-(batch_size * s)``, SGD's rate times ``s``, Adam's ``eps`` over ``s`` — which
-makes every update scikit-learn's. Reported losses are scaled as
-scikit-learn reports them (squared error: halved mean; multi-label: summed
-over outputs); for multi-output regression its L2 term is then reported
-with the data term's factor, ``1/2``, where scikit-learn's carries ``s``.
-``alpha`` is divided by the nominal batch size (a short last batch gets the
-same L2 step as the others).
+there, their defaults are the same, and so are the steps: with the same data
+and ``random_state`` (an int or a ``RandomState``) a float64 fit draws the
+same initial weights, validation split and shuffled batches from one
+generator, takes scikit-learn's SGD (Sutskever's momentum, its learning-rate
+schedules) and Adam (epsilon-hat) steps with a fresh optimizer each ``fit``,
+and keeps its ``n_iter_``, ``t_``, ``loss_curve_``, ``best_loss_`` and
+validation scores, to rounding (``tests/test_sklearn_steps.py``).
+
+Where scikit-learn's gradient differs from the kernels' by a constant factor
+``s`` (``s = n_outputs / 2`` for squared error, which scikit-learn halves and
+sums over outputs; ``s = n_outputs`` for multi-label log-loss, which it sums
+over outputs), the wrapper converts: L2 ``alpha / s`` per row of each batch,
+SGD's rate times ``s``, Adam's ``eps`` over ``s``. Reported losses are scaled
+as scikit-learn reports them (squared error: halved mean; multi-label: summed
+over outputs); for multi-output regression its L2 term is then reported with
+the data term's factor, ``1/2``, where scikit-learn's carries ``s``.
 
 ``solver`` may also be a fastgd optimizer (``fastgd.RMSprop(...)``, ...),
 used as given on the kernels' objective (no conversion).
@@ -20,9 +24,13 @@ used as given on the kernels' objective (no conversion).
 A fit checks and encodes its data once, then runs every epoch in one call of
 fastgd's training loop; scikit-learn's stopping rules (``tol``,
 ``n_iter_no_change``, ``early_stopping``) and its ``"invscaling"`` and
-``"adaptive"`` learning rates apply between epochs, as a callback.
+``"adaptive"`` learning rates apply between epochs, as a callback. A fit
+that diverges raises scikit-learn's ``ValueError`` (also a
+``fastgd.TrainingDiverged``) and keeps the weights of its last finite
+iteration; with ``early_stopping`` it scores the rest NaN and keeps the best.
 """
 
+import math
 import warnings
 
 import numpy as np
@@ -32,11 +40,12 @@ from sklearn.metrics import r2_score
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state, column_or_1d
 from sklearn.utils.multiclass import check_classification_targets, type_of_target, unique_labels
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.validation import _num_samples, check_is_fitted, validate_data
 
 from ._layout import glorot_uniform
 from ._validation import check_int, check_nonnegative, check_outputs, check_positive, check_real
-from .errors import TrainingDiverged
+from .errors import NonFiniteWeights, TrainingDiverged
 from .network import MLP
 from .optimizers import SGD, Adam, Optimizer, check_optimizer
 from .training import FitOptions, outputs, train
@@ -45,6 +54,11 @@ from .training import FitOptions, outputs, train
 ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
 SOLVERS = ("sgd", "adam")
 LEARNING_RATES = ("constant", "invscaling", "adaptive")
+
+
+def _stochastic(estimator):
+    """Whether ``partial_fit`` is there: scikit-learn's ``lbfgs`` has none."""
+    return estimator.solver != "lbfgs"
 
 
 def _check(condition, message):
@@ -107,8 +121,19 @@ class _BaseMLP(BaseEstimator):
         _check(not self.early_stopping or self.validation_fraction > 0,
                "validation_fraction: must be > 0 with early_stopping")
         check_int(self.max_iter, "max_iter")
-        check_int(self.n_iter_no_change, "n_iter_no_change")
+        if self.n_iter_no_change != np.inf:
+            check_int(self.n_iter_no_change, "n_iter_no_change")
         return [int(s) for s in sizes]
+
+    def _check_split(self, n):
+        """With ``early_stopping``, that a validation split of ``n`` rows has the 2 rows it needs."""
+        if self.early_stopping and math.ceil(self.validation_fraction * n) < 2:
+            raise ValueError("The validation set is too small. Increase 'validation_fraction' or the size of your "
+                             f"dataset (validation_fraction={self.validation_fraction} of {n} rows).")
+
+    def _check_incremental(self):
+        if self.early_stopping:
+            raise ValueError("partial_fit does not support early_stopping=True")
 
     # ---------------------------------------------------------------- the network
     def _scale(self, n_outputs):
@@ -119,67 +144,78 @@ class _BaseMLP(BaseEstimator):
         """The factor from the kernels' data loss to the one scikit-learn reports."""
         return self._scale(n_outputs)
 
-    def _optimizer(self, scale):
+    def _start_optimizer(self):
+        """A fresh optimizer, as scikit-learn starts one each ``fit`` (and at the first ``partial_fit``):
+        its steps exactly (Sutskever's momentum, Adam's epsilon-hat). SGD's learning rate is the
+        training state's ``lr_scale``, which scikit-learn's schedules set."""
+        training, scale = self.model_.training, self._scale(self.model_.sizes[-1])
         if isinstance(self.solver, Optimizer):  # used as given, on the kernels' own objective
-            return check_optimizer(self.solver, "solver")
-        if self.solver == "sgd":
-            return SGD(lr=self.learning_rate_init * scale, momentum=self.momentum,
-                       nesterov=bool(self.nesterovs_momentum and self.momentum > 0))
-        return Adam(lr=self.learning_rate_init, beta1=self.beta_1, beta2=self.beta_2, eps=self.epsilon / scale)
+            training.reset(check_optimizer(self.solver, "solver"))
+        elif self.solver == "sgd":
+            training.reset(SGD(lr=scale, momentum=self.momentum, sutskever=True,
+                               nesterov=bool(self.nesterovs_momentum and self.momentum > 0)))
+            training.lr_scale = self.learning_rate_init
+        else:
+            training.reset(Adam(lr=self.learning_rate_init, beta1=self.beta_1, beta2=self.beta_2,
+                                eps=self.epsilon / scale, eps_hat=True))
 
-    def _build(self, hidden, n_features, n_outputs, output):
+    def _build(self, hidden, n_features, n_outputs, output, rng):
+        """A new network with scikit-learn's initial weights, drawn from ``rng`` as it draws them."""
         sizes = [n_features, *hidden, n_outputs]
         self.model_ = MLP(sizes, hidden=ACTIVATIONS[self.activation], output=output, backend=self.backend,
-                          dtype=self.dtype, random_state=check_random_state(self.random_state))
-        # scikit-learn's initial weights: with an integer seed, exactly the ones it would draw.
-        glorot_uniform(self.model_.kernels.layout, self.model_.params, check_random_state(self.random_state),
+                          dtype=self.dtype, random_state=0)
+        glorot_uniform(self.model_.kernels.layout, self.model_.params, rng,
                        2.0 if self.activation == "logistic" else 6.0)
-        self.model_.training.reset(self._optimizer(self._scale(n_outputs)))
         self.n_iter_, self.t_ = 0, 0
         self.loss_curve_ = []
-        self.best_loss_ = np.inf
         self._no_improvement_count = 0
+        self.best_loss_ = None if self.early_stopping else np.inf
         self.validation_scores_ = [] if self.early_stopping else None
         self.best_validation_score_ = -np.inf if self.early_stopping else None
-        self._best_params = None
+        self._best_params = self.model_.params.copy()
+        self._optimizer_started = False
 
-    def _fit(self, X, targets, incremental):
+    def _fit(self, X, targets, rng, incremental):
         """Train ``self.model_`` on ``X`` and ``targets`` (class indices, indicator rows or values) for
-        ``max_iter`` epochs (one with ``incremental``), with scikit-learn's stopping and learning-rate rules."""
+        ``max_iter`` epochs (one with ``incremental``) as scikit-learn does: its validation split and
+        shuffling drawn from ``rng``, its stopping and learning-rate rules."""
         net = self.model_
+        if not incremental or not self._optimizer_started:
+            self._start_optimizer()
+            self._optimizer_started = True
         n = len(X)
-        batch_size = min(200, n) if self.batch_size == "auto" else min(self.batch_size, n)
-        if self.batch_size != "auto" and self.batch_size > n and not incremental:
-            warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is going to be clipped",
-                          UserWarning, stacklevel=3)
-        early_stopping = self.early_stopping and not incremental
         validation = None
-        if early_stopping:
-            stratify = targets if isinstance(self, ClassifierMixin) and targets.ndim == 1 else None
-            X, X_val, targets, y_val = train_test_split(X, targets, random_state=self.random_state,
+        if self.early_stopping:
+            binary = isinstance(self, ClassifierMixin) and not self._multilabel and len(self.classes_) == 2
+            stratify = (targets == 1)[:, None] if binary else None  # scikit-learn stratifies its binarized y
+            X, X_val, targets, y_val = train_test_split(X, targets, random_state=rng,
                                                         test_size=self.validation_fraction, stratify=stratify)
             n = len(X)
-            batch_size = min(batch_size, n)
             validation = np.ascontiguousarray(X_val, dtype=net.dtype), y_val
+        batch_size = min(200, n) if self.batch_size == "auto" else min(self.batch_size, n)
+        if self.batch_size != "auto" and self.batch_size > n:
+            warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is going to be clipped",
+                          UserWarning, stacklevel=3)
         # X is checked already (validate_data); the targets become the rows the kernels train on.
         Y, classes = net.task.encode(targets, "y", n, np.arange(net.task.n_classes) if net.task.classifies else None)
         epochs = _Epochs(self, validation, incremental, n)
         options = FitOptions(epochs=1 if incremental else self.max_iter, batch_size=batch_size,
-                             l2=self.alpha / (batch_size * self._scale(net.sizes[-1])), shuffle=bool(self.shuffle),
-                             train_metrics=False, callbacks=[epochs])
+                             l2=self.alpha / self._scale(net.sizes[-1]), l2_per_row=True,
+                             shuffle=bool(self.shuffle), reshuffle=True, train_metrics=False, callbacks=[epochs])
+        self.n_iter_ = 0
         with net.training.exclusive():
             net.classes_ = classes
+            net.training.rng = rng
             try:
                 train(net, np.ascontiguousarray(X, dtype=net.dtype), Y, options)
-            except TrainingDiverged as error:  # numbered as n_iter_ counts, across partial_fit and warm starts
-                raise TrainingDiverged(f"training diverged in iteration {self.n_iter_ + 1} (its loss, weights or "
-                                       f"optimizer state stopped being finite); stopped and kept the weights of "
-                                       f"iteration {self.n_iter_}", error.history) from None
+            except TrainingDiverged as error:
+                epochs.diverged(error)
         if not incremental and not epochs.converged:
             warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and the "
                           "optimization hasn't converged yet.", ConvergenceWarning, stacklevel=3)
-        if early_stopping and self._best_params is not None:
+        if self.early_stopping:  # the best weights; trained on in place by a warm start, as scikit-learn's
             net.params[...] = self._best_params
+            self._best_params = net.params
         return self
 
     def _update_no_improvement_count(self, early_stopping):
@@ -255,10 +291,11 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     def _scale(self, n_outputs):
         return float(n_outputs) if self._multilabel else 1.0
 
-    def _prepare(self, X, y, reset, classes=None):
+    def _prepare(self, X, y, first, incremental, classes=None):
         """``(X, targets)``: checked ``X`` and the targets for the network, class indices (n,) or an
-        indicator matrix (n, k)."""
-        X, y = self._validate(X, y, reset)
+        indicator matrix (n, k). ``classes_`` is set on a ``first`` fit (from ``classes``, the first
+        ``partial_fit``'s, where given), else checked as scikit-learn checks it."""
+        X, y = self._validate(X, y, first)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         kind = type_of_target(y, input_name="y")
@@ -266,53 +303,68 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             check_classification_targets(y)  # scikit-learn's error for a target that is not classes
             raise ValueError(f"y: {kind} targets are not supported; expected class labels or an indicator matrix")
         multilabel = kind == "multilabel-indicator"
-        if reset:
+        if first:
             self._multilabel = multilabel
-            if classes is not None:
+            if classes is not None and not multilabel:
                 self.classes_ = unique_labels(classes)
             else:  # unique_labels(y) as it would say, without typing y again where its dtype says enough
                 self.classes_ = np.unique(y) if y.dtype.kind in "biuU" and not multilabel else unique_labels(y)
             if not multilabel and len(self.classes_) < 2:
                 raise ValueError(f"y: needs samples of at least 2 classes; got one class: {self.classes_[0]!r}")
-        elif not multilabel:
-            unseen = np.setdiff1d(unique_labels(y), self.classes_)
-            if len(unseen):
-                raise ValueError(f"y: labels {unseen.tolist()} are not among the classes {self.classes_.tolist()}")
-        return X, np.asarray(y, dtype=np.float64) if self._multilabel else np.searchsorted(self.classes_, y)
+        if not multilabel and (not first or classes is not None):
+            labels = unique_labels(y)
+            if self.warm_start and set(labels) != set(self.classes_):
+                raise ValueError("warm_start can only be used where `y` has the same classes as in the previous "
+                                 f"call to fit. Previously got {self.classes_}, `y` has {labels}")
+            if not self.warm_start and len(np.setdiff1d(labels, self.classes_, assume_unique=True)):
+                raise ValueError(f"`y` has classes not in `self.classes_`. `self.classes_` has {self.classes_}. "
+                                 f"'y' has {labels}.")
+        if self._multilabel:
+            return X, np.asarray(y, dtype=np.float64)
+        return X, np.searchsorted(self.classes_, y)
 
-    def _build_for(self, hidden, X):
+    def _build_for(self, hidden, X, rng):
         """The network for ``classes_``: one sigmoid unit (binary), softmax (multi-class) or a
         sigmoid unit per label (multi-label)."""
         if self._multilabel:
-            self._build(hidden, X.shape[1], len(self.classes_), "sigmoid")
+            self._build(hidden, X.shape[1], len(self.classes_), "sigmoid", rng)
         elif len(self.classes_) == 2:
-            self._build(hidden, X.shape[1], 1, "sigmoid")
+            self._build(hidden, X.shape[1], 1, "sigmoid", rng)
         else:
-            self._build(hidden, X.shape[1], len(self.classes_), "softmax")
+            self._build(hidden, X.shape[1], len(self.classes_), "softmax", rng)
 
     def fit(self, X, y):
         """Train from scratch (or, with ``warm_start``, from the last fit) for up to ``max_iter`` epochs."""
         hidden = self._check_params()
-        fresh = not (self.warm_start and hasattr(self, "model_"))
-        X, targets = self._prepare(X, y, reset=fresh)
-        if fresh:
-            self._build_for(hidden, X)
-        return self._fit(X, targets, incremental=False)
+        first = not (self.warm_start and hasattr(self, "model_"))
+        self._check_split(_num_samples(X))
+        X, targets = self._prepare(X, y, first, incremental=False)
+        rng = check_random_state(self.random_state)
+        if first:
+            self._build_for(hidden, X, rng)
+        return self._fit(X, targets, rng, incremental=False)
 
+    @available_if(_stochastic)
     def partial_fit(self, X, y, classes=None):
         """One epoch over ``(X, y)``; the first call needs ``classes`` (every label there will be)."""
+        self._check_incremental()
         first = not hasattr(self, "model_")
         if first:
             hidden = self._check_params()
             if classes is None:
-                raise ValueError("classes: the first call to partial_fit needs every class label")
-            X, targets = self._prepare(X, y, reset=True, classes=classes)
-            self._build_for(hidden, X)
-        else:
-            X, targets = self._prepare(X, y, reset=False)
-        return self._fit(X, targets, incremental=True)
+                raise ValueError("classes must be passed on the first call to partial_fit.")
+        elif classes is not None and not np.array_equal(self.classes_, unique_labels(classes)):
+            raise ValueError(f"`classes={classes!r}` is not the same as on last call to partial_fit, was: "
+                             f"{self.classes_!r}")
+        X, targets = self._prepare(X, y, first, incremental=True, classes=classes)
+        rng = check_random_state(self.random_state)
+        if first:
+            self._build_for(hidden, X, rng)
+        return self._fit(X, targets, rng, incremental=True)
 
     def _validation_score(self, X, targets):
+        if X is None:  # the weights are not finite
+            return np.nan
         return float(np.mean(np.all(np.reshape(self._predict_indices(self._network_outputs(X)) == targets,
                                                (len(X), -1)), axis=1)))
 
@@ -354,33 +406,39 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     def _loss_scale(self, n_outputs):
         return 0.5
 
-    def _prepare(self, X, y, reset):
-        X, y = self._validate(X, y, reset)
+    def _prepare(self, X, y, first):
+        X, y = self._validate(X, y, first)
         y = np.asarray(y, dtype=np.float64)
-        if reset:
+        if first:
             self._y_1d = y.ndim == 1
         return X, y.reshape(len(y), -1)
 
     def fit(self, X, y):
         """Train from scratch (or, with ``warm_start``, from the last fit) for up to ``max_iter`` epochs."""
         hidden = self._check_params()
-        fresh = not (self.warm_start and hasattr(self, "model_"))
-        X, Y = self._prepare(X, y, reset=fresh)
-        if fresh:
-            self._build(hidden, X.shape[1], Y.shape[1], "identity")
-        return self._fit(X, Y, incremental=False)
+        first = not (self.warm_start and hasattr(self, "model_"))
+        self._check_split(_num_samples(X))
+        X, Y = self._prepare(X, y, first)
+        rng = check_random_state(self.random_state)
+        if first:
+            self._build(hidden, X.shape[1], Y.shape[1], "identity", rng)
+        return self._fit(X, Y, rng, incremental=False)
 
+    @available_if(_stochastic)
     def partial_fit(self, X, y):
         """One epoch over ``(X, y)``."""
+        self._check_incremental()
         first = not hasattr(self, "model_")
         hidden = self._check_params() if first else None
-        X, Y = self._prepare(X, y, reset=first)
+        X, Y = self._prepare(X, y, first)
+        rng = check_random_state(self.random_state)
         if first:
-            self._build(hidden, X.shape[1], Y.shape[1], "identity")
-        return self._fit(X, Y, incremental=True)
+            self._build(hidden, X.shape[1], Y.shape[1], "identity", rng)
+        return self._fit(X, Y, rng, incremental=True)
 
     def _validation_score(self, X, Y):
-        return r2_score(Y, self._network_outputs(X))
+        outputs = self._network_outputs(X) if X is not None else None
+        return float(r2_score(Y, outputs)) if outputs is not None and np.isfinite(outputs).all() else np.nan
 
     def predict(self, X):
         """Predictions (n,) for a 1-D target, (n, k) otherwise."""
@@ -395,7 +453,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
 
 class _Epochs:
-    """scikit-learn's bookkeeping after each epoch (``n_iter_``, ``t_``, ``loss_curve_``,
+    """scikit-learn's bookkeeping after each epoch (``n_iter_``, ``t_``, ``loss_``, ``loss_curve_``,
     validation scores), its learning-rate rules and its stopping rule, as a callback of
     fastgd's training loop; ``converged`` says whether the stopping rule ended the fit."""
 
@@ -405,24 +463,42 @@ class _Epochs:
         self.converged = False
 
     def on_epoch_end(self, epoch, logs):
+        self._record(logs["loss"] * self.loss_scale)
         est, training = self.estimator, self.model.training
+        sgd = est.solver == "sgd"
+        if sgd and est.learning_rate == "invscaling":
+            training.lr_scale = est.learning_rate_init / (est.t_ + 1) ** est.power_t
+        if est._no_improvement_count > est.n_iter_no_change:
+            if sgd and est.learning_rate == "adaptive" and training.lr_scale > 1e-6:
+                training.lr_scale /= 5
+                est._no_improvement_count = 0
+            else:
+                self.converged = True
+                self.model.stop_training = True
+
+    def _record(self, loss):
+        """One iteration's numbers, and the no-improvement count, as scikit-learn keeps them."""
+        est = self.estimator
         est.n_iter_ += 1
         est.t_ += self.n
-        loss = logs["loss"] * self.loss_scale
+        est.loss_ = loss
         est.loss_curve_.append(loss)
         if est.verbose:
             print(f"Iteration {est.n_iter_}, loss = {loss:.8f}")
         if self.validation is not None:
             est.validation_scores_.append(est._validation_score(*self.validation))
-        if est.solver == "sgd" and est.learning_rate == "invscaling":
-            training.lr_scale = 1 / (est.t_ + 1) ** est.power_t
-        count = est._update_no_improvement_count(self.validation is not None)
-        if self.incremental or count <= est.n_iter_no_change:
-            return
-        if est.solver == "sgd" and est.learning_rate == "adaptive" and \
-                training.lr_scale * est.learning_rate_init > 1e-6:
-            training.lr_scale /= 5
-            est._no_improvement_count = 0
-        else:
-            self.converged = True
-            self.model.stop_training = True
+            if est.verbose:
+                print(f"Validation score: {est.validation_scores_[-1]:f}")
+        est._update_no_improvement_count(self.validation is not None)
+
+    def diverged(self, error):
+        """After ``TrainingDiverged``: scikit-learn's ``ValueError``; with early stopping, as scikit-learn
+        trains on, NaN for every later iteration (the best weights are then put back)."""
+        est = self.estimator
+        if self.validation is None:
+            raise NonFiniteWeights("Solver produced non-finite parameter weights. The input data may contain large "
+                                   f"values and need to be preprocessed. (Iteration {est.n_iter_ + 1} diverged; the "
+                                   f"model keeps the weights of iteration {est.n_iter_}.)", error.history) from None
+        self.validation = (None, None)
+        while est.n_iter_ < (1 if self.incremental else est.max_iter):
+            self._record(np.nan)

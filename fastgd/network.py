@@ -223,7 +223,7 @@ class MLP:
 
         ``batch_size=None`` is full-batch gradient descent, ``1`` stochastic,
         anything else mini-batch (the last batch may be short). Returns a
-        :class:`History`: per epoch ``loss`` (mean batch loss while training),
+        :class:`History`: per epoch ``loss`` (the batches' losses while training, averaged over rows),
         ``train_loss``/``train_accuracy`` (whole training set after the epoch,
         unless ``train_metrics=False``), ``val_loss``/``val_accuracy`` and
         ``epoch_time`` (seconds of training, metrics excluded), and for a line

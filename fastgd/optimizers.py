@@ -97,6 +97,12 @@ class SGD(Optimizer):
         b = g at the first step, else momentum * b + (1 - dampening) * g   (with momentum)
         g = g + momentum * b if nesterov else b                           (with momentum)
         w = w - lr * g
+
+    With ``sutskever=True`` the buffer holds steps instead, as in Sutskever et al. (2013)
+    and scikit-learn (the same steps at a constant rate; not when the rate changes)::
+
+        v = momentum * v - lr * g                                         (v = 0 at the start)
+        w = w + (momentum * v - lr * g if nesterov else v)
     """
 
     lr: LearningRate = 0.01
@@ -104,6 +110,7 @@ class SGD(Optimizer):
     dampening: float = 0.0
     nesterov: bool = False
     weight_decay: float = 0.0
+    sutskever: bool = False
     rule: ClassVar[str] = "sgd"
 
     def __post_init__(self):
@@ -111,7 +118,9 @@ class SGD(Optimizer):
         self._set(momentum=check_nonnegative(self.momentum, "momentum"),
                   dampening=check_real(self.dampening, "dampening", 0.0, 1.0),
                   weight_decay=check_nonnegative(self.weight_decay, "weight_decay"),
-                  nesterov=check_bool(self.nesterov, "nesterov"))
+                  nesterov=check_bool(self.nesterov, "nesterov"), sutskever=check_bool(self.sutskever, "sutskever"))
+        if self.sutskever and self.dampening != 0:
+            raise ValueError(f"sutskever: the step-holding buffer has no dampening (got dampening={self.dampening!r})")
         if self.nesterov and (self.momentum == 0 or self.dampening != 0):
             raise ValueError("nesterov: needs momentum > 0 and dampening = 0 "
                              f"(got momentum={self.momentum!r}, dampening={self.dampening!r})")
@@ -143,6 +152,10 @@ class Adam(Optimizer):
         v = beta2 * v + (1 - beta2) * g**2
         v_max = max(v_max, v)                                         (amsgrad)
         w = w - lr / (1 - beta1**t) * m / (sqrt(v or v_max) / sqrt(1 - beta2**t) + eps)
+
+    With ``eps_hat=True``, ``eps`` is the paper's epsilon-hat, added before the bias
+    correction as Keras and scikit-learn do: ``w = w - lr * sqrt(1 - beta2**t) / (1 -
+    beta1**t) * m / (sqrt(v or v_max) + eps)``.
     """
 
     lr: LearningRate = 1e-3
@@ -151,6 +164,7 @@ class Adam(Optimizer):
     eps: float = 1e-8
     weight_decay: float = 0.0
     amsgrad: bool = False
+    eps_hat: bool = False
     rule: ClassVar[str] = "adam"
     decoupled: ClassVar[bool] = False
 
@@ -159,7 +173,7 @@ class Adam(Optimizer):
         self._set(beta1=_fraction(self.beta1, "beta1"), beta2=_fraction(self.beta2, "beta2"),
                   eps=check_nonnegative(self.eps, "eps"), weight_decay=check_nonnegative(self.weight_decay,
                                                                                         "weight_decay"),
-                  amsgrad=check_bool(self.amsgrad, "amsgrad"))
+                  amsgrad=check_bool(self.amsgrad, "amsgrad"), eps_hat=check_bool(self.eps_hat, "eps_hat"))
 
 
 @dataclass(frozen=True, repr=False)

@@ -27,7 +27,7 @@ def _finish(figure, path):
 
 
 # What each logged metric is, for axes and legends.
-LABELS = {"loss": "mean batch loss", "train_loss": "training loss", "val_loss": "validation loss",
+LABELS = {"loss": "loss while training", "train_loss": "training loss", "val_loss": "validation loss",
           "train_accuracy": "training accuracy", "val_accuracy": "validation accuracy", "step_size": "step size",
           "epoch_time": "seconds per epoch"}
 

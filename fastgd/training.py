@@ -142,7 +142,10 @@ class FitOptions:
     """The settings of one fit, checked when made (each error names the argument).
 
     ``batch_size=None`` is full-batch gradient descent, ``1`` stochastic, anything
-    else mini-batch (the last batch may be short). Each step's gradient is clipped
+    else mini-batch (the last batch may be short); with ``shuffle`` each epoch takes
+    the rows in a new random order, with ``reshuffle`` the order of the epoch before
+    permuted (scikit-learn's estimators' stream). ``l2_per_row``: a batch of ``m``
+    rows gets L2 coefficient ``l2 / m``. Each step's gradient is clipped
     element-wise to ``[-clip_value, clip_value]``, then to global L2 norm
     ``clip_norm``. ``verbose``: 0 silent, 1 a progress bar, 2 a line per epoch.
     """
@@ -157,6 +160,8 @@ class FitOptions:
     callbacks: tuple = ()
     verbose: int = 0
     on_divergence: str = "raise"
+    reshuffle: bool = False
+    l2_per_row: bool = False
 
     def __post_init__(self):
         check_int(self.epochs, "epochs")
@@ -167,6 +172,8 @@ class FitOptions:
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, check_positive(getattr(self, name), name))
         check_bool(self.shuffle, "shuffle")
+        check_bool(self.reshuffle, "reshuffle")
+        check_bool(self.l2_per_row, "l2_per_row")
         check_bool(self.train_metrics, "train_metrics")
         try:
             callbacks = tuple(self.callbacks)
@@ -212,7 +219,7 @@ def train(net, X, Y, options: FitOptions, validation=None) -> History:
     ``net.task``) for ``options.epochs`` epochs, continuing from its weights and training state.
 
     ``validation``: checked rows ``(X_val, Y_val)`` or None. Returns the :class:`History`
-    (also in ``net.history_``): per epoch ``loss`` (mean batch loss while training),
+    (also in ``net.history_``): per epoch ``loss`` (the batches' losses while training, averaged over rows),
     ``train_loss``/``train_accuracy`` (whole training set after the epoch, unless
     ``options.train_metrics`` is False), ``val_loss``/``val_accuracy``, ``epoch_time``
     (seconds of training, metrics excluded) and, for a line search, ``step_size``.
@@ -230,13 +237,14 @@ def train(net, X, Y, options: FitOptions, validation=None) -> History:
         training.l2 = options.l2
         optimizer = training.optimizer
         config = step_config(net.loss, optimizer.rule, optimizer.hyper(), options.l2, options.clip_value or 0.0,
-                             options.clip_norm or 0.0)
+                             options.clip_norm or 0.0, options.l2_per_row)
         ws = kernels.workspace(batch_size, batch_size if n_batches > 1 else 0)
         needs_metrics = options.train_metrics or validation is not None
         eval_ws = kernels.workspace(min(CHUNK_ROWS, max(n, len(validation[0]) if validation else 0))) \
             if needs_metrics else None
         grads = np.zeros_like(params)
-        in_order, order = np.arange(n), np.arange(n)
+        rows = np.arange(n)
+        order, drawn, shuffled = rows.copy(), np.empty_like(rows), np.empty_like(rows)
         last = np.empty_like(params), np.empty_like(training.state)  # the weights and state an epoch started from
         train_epoch, state, line_search = kernels.train_epoch, training.state, optimizer.rule == "line_search"
         classifies = net.task.classifies
@@ -251,9 +259,14 @@ def train(net, X, Y, options: FitOptions, validation=None) -> History:
         try:
             with blas_threads_for(kernels.layout, batch_size):
                 for epoch in range(options.epochs):
-                    if options.shuffle:  # as rng.permutation(n) draws it, without a new array each epoch
-                        np.copyto(order, in_order)
-                        training.rng.shuffle(order)
+                    if options.shuffle:  # rng.permutation(n) without a new array, or order[it] (reshuffle)
+                        np.copyto(drawn, rows)
+                        training.rng.shuffle(drawn)
+                        if options.reshuffle:
+                            np.take(order, drawn, out=shuffled)
+                            order, shuffled = shuffled, order
+                        else:
+                            order, drawn = drawn, order
                     lrs = training.learning_rates(n_batches)
                     np.copyto(last[0], params)
                     np.copyto(last[1], state)

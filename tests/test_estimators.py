@@ -116,16 +116,38 @@ def test_partial_fit_streams_chunks(Estimator):
             kwargs = {"classes": np.unique(y)} if first and Estimator is MLPClassifier else {}
             estimator.partial_fit(X[chunk], y[chunk], **kwargs)
             first = False
-    assert estimator.n_iter_ == 80 and len(estimator.loss_curve_) == 80
+    # scikit-learn's counts: n_iter_ per call, t_ and loss_curve_ over all of them
+    assert estimator.n_iter_ == 1 and len(estimator.loss_curve_) == 80 and estimator.t_ == 8000
     assert estimator.score(X[800:], y[800:]) > 0.7  # chance: 1/3 (classes), 0 (R²)
 
 
-def test_partial_fit_needs_the_classes_first():
-    with pytest.raises(ValueError, match="^classes:"):
+def test_partial_fit_needs_the_classes_first_and_keeps_them():
+    with pytest.raises(ValueError, match="^classes must be passed on the first call"):
         MLPClassifier().partial_fit(np.zeros((4, 2)), [0, 1, 0, 1])
+    with pytest.raises(ValueError, match="`y` has classes not in `self.classes_`"):
+        MLPClassifier().partial_fit(np.zeros((4, 2)), [0, 5, 0, 1], classes=[0, 1])
     clf = MLPClassifier().partial_fit(np.zeros((4, 2)), [0, 1, 0, 1], classes=[0, 1, 2])
-    with pytest.raises(ValueError, match="not among the classes"):
+    with pytest.raises(ValueError, match="`y` has classes not in `self.classes_`"):
         clf.partial_fit(np.zeros((2, 2)), [3, 0])
+    with pytest.raises(ValueError, match=r"`classes=\[1, 2\]` is not the same as on last call"):
+        clf.partial_fit(np.zeros((2, 2)), [1, 2], classes=[1, 2])
+    with pytest.raises(ValueError, match="partial_fit does not support early_stopping=True"):
+        MLPClassifier(early_stopping=True).partial_fit(np.zeros((4, 2)), [0, 1, 0, 1], classes=[0, 1])
+    assert not hasattr(MLPClassifier(solver="lbfgs"), "partial_fit")
+
+
+def test_a_warm_start_needs_the_same_classes():
+    X, y = make_classification(60, 5, n_classes=3, n_informative=3, random_state=0)
+    clf = MLPClassifier(hidden_layer_sizes=(4,), max_iter=2, warm_start=True).fit(X, y)
+    with pytest.raises(ValueError, match=r"warm_start can only be used where `y` has the same classes"):
+        clf.fit(X[y < 2], y[y < 2])
+
+
+def test_a_validation_split_too_small_is_refused_before_training():
+    est = MLPRegressor(early_stopping=True)
+    with pytest.raises(ValueError, match="The validation set is too small"):
+        est.fit(np.zeros((10, 2)), np.arange(10.0))
+    assert not hasattr(est, "model_")
 
 
 def test_early_stopping_keeps_the_best_validation_weights():

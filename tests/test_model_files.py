@@ -355,12 +355,14 @@ def test_a_first_epoch_that_diverges_leaves_a_history_with_its_keys():
                                                                "val_accuracy", "epoch_time")}
 
 
-def test_an_estimator_names_the_iteration_n_iter_counts():
+def test_a_diverging_estimator_raises_scikit_learns_error_and_keeps_its_weights():
     X, y = make_problem("identity", n=40, n_out=1, seed=3)
     est = fastgd.MLPRegressor(hidden_layer_sizes=(4,), solver="sgd", random_state=0)
-    for _ in range(2):
-        est.partial_fit(X, y.ravel())
+    est.partial_fit(X, y.ravel())
     est.model_.params[0] = 1e300
-    with pytest.raises(fastgd.TrainingDiverged, match="iteration 3 .* weights of iteration 2"):
+    before = est.model_.params.copy()
+    with pytest.raises(ValueError, match=r"^Solver produced non-finite parameter weights\. .* \(Iteration 1 diverged; "
+                                         "the model keeps the weights of iteration 0") as raised:
         est.partial_fit(X, y.ravel())
-    assert est.n_iter_ == 2
+    assert isinstance(raised.value, fastgd.TrainingDiverged)
+    np.testing.assert_array_equal(est.model_.params, before)

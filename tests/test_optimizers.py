@@ -19,12 +19,16 @@ def assert_close(got, expected, rtol):
 
 
 # ---------------------------------------------------------------- the equations, as documented
-def sgd(lr, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0):
+def sgd(lr, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0, sutskever=False):
     buffer = None
+    velocity = 0.0
 
     def step(w, g, t):
-        nonlocal buffer
+        nonlocal buffer, velocity
         g = g + weight_decay * w
+        if momentum and sutskever:
+            velocity = momentum * velocity - lr * g
+            return w + (momentum * velocity - lr * g if nesterov else velocity)
         if momentum:
             buffer = g.copy() if buffer is None else momentum * buffer + (1 - dampening) * g
             g = g + momentum * buffer if nesterov else buffer
@@ -42,7 +46,8 @@ def momentum_ema(lr, beta=0.9):
     return step
 
 
-def adam(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, amsgrad=False, decoupled=False):
+def adam(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, amsgrad=False, decoupled=False,
+         eps_hat=False):
     m = v = v_max = 0.0
 
     def step(w, g, t):
@@ -55,6 +60,8 @@ def adam(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, amsgrad=Fa
         m = beta1 * m + (1 - beta1) * g
         v = beta2 * v + (1 - beta2) * g**2
         v_max = np.maximum(v_max, v)
+        if eps_hat:
+            return w - lr * np.sqrt(1 - beta2**t) / (1 - beta1**t) * m / (np.sqrt(v_max if amsgrad else v) + eps)
         v_hat = (v_max if amsgrad else v) / (1 - beta2**t)
         return w - lr * (m / (1 - beta1**t)) / (np.sqrt(v_hat) + eps)
     return step
@@ -97,11 +104,15 @@ SETTINGS = [
     ("SGD", dict(lr=0.1, momentum=0.9)),
     ("SGD", dict(lr=0.05, momentum=0.8, dampening=0.3, weight_decay=0.01)),
     ("SGD", dict(lr=0.05, momentum=0.9, nesterov=True)),
+    ("SGD", dict(lr=0.05, momentum=0.9, sutskever=True, weight_decay=0.01)),
+    ("SGD", dict(lr=0.05, momentum=0.9, nesterov=True, sutskever=True)),
     ("Momentum", dict(lr=0.2)),
     ("Momentum", dict(lr=0.3, beta=0.5)),
     ("Adam", dict(lr=0.01)),
     ("Adam", dict(lr=0.01, amsgrad=True)),
     ("Adam", dict(lr=0.02, beta1=0.8, beta2=0.99, eps=1e-6, weight_decay=0.01)),
+    ("Adam", dict(lr=0.01, eps=1e-3, eps_hat=True)),
+    ("Adam", dict(lr=0.01, eps=1e-3, eps_hat=True, amsgrad=True)),
     ("AdamW", dict(lr=0.01)),
     ("AdamW", dict(lr=0.01, weight_decay=0.1, amsgrad=True)),
     ("RMSprop", dict(lr=0.01)),

@@ -94,7 +94,7 @@ def warmup(backend: str = "numba", dtypes=("float64", "float32")) -> dict:
     JIT-compiled backend compiles (or loads its cache) now instead of in a first fit.
     Returns the seconds each dtype took."""
     layout = make_layout([3, 4, 2], ["relu", "softmax"])
-    hyper = dict(beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, amsgrad=1.0, decoupled=0.0)
+    hyper = dict(beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, amsgrad=1.0, decoupled=0.0, eps_hat=0.0)
     config = step_config("cross_entropy", "adam", hyper, l2=1e-4, clip_value=1.0, clip_norm=1.0)
     seconds = {}
     for dtype in dtypes:

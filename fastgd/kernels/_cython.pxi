@@ -70,18 +70,21 @@ cdef packed struct Step:
     int64_t loss
     int64_t optimizer
     double l2
+    double l2_per_row
     double clip_value
     double clip_norm
     double momentum
     double dampening
     double nesterov
     double weight_decay
+    double sutskever
     double beta
     double beta1
     double beta2
     double eps
     double amsgrad
     double decoupled
+    double eps_hat
     double alpha
     double centered
     double rho
@@ -89,9 +92,9 @@ cdef packed struct Step:
     double min_step
     double fallback_step
 
-STEP_FIELDS = ("loss", "optimizer", "l2", "clip_value", "clip_norm", "momentum", "dampening", "nesterov",
-               "weight_decay", "beta", "beta1", "beta2", "eps", "amsgrad", "decoupled", "alpha", "centered", "rho",
-               "c", "min_step", "fallback_step")
+STEP_FIELDS = ("loss", "optimizer", "l2", "l2_per_row", "clip_value", "clip_norm", "momentum", "dampening",
+               "nesterov", "weight_decay", "sutskever", "beta", "beta1", "beta2", "eps", "amsgrad", "decoupled",
+               "eps_hat", "alpha", "centered", "rho", "c", "min_step", "fallback_step")
 CODES = {"activations": {"identity": IDENTITY, "relu": RELU, "sigmoid": SIGMOID, "tanh": TANH, "softmax": SOFTMAX},
          "losses": {"cross_entropy": CROSS_ENTROPY, "binary_cross_entropy": BINARY_CROSS_ENTROPY, "mse": MSE},
          "optimizers": {"sgd": SGD, "momentum": MOMENTUM, "adam": ADAM, "rmsprop": RMSPROP, "adagrad": ADAGRAD,
@@ -485,6 +488,13 @@ cdef void _update(floating[::1] parameters, const floating[::1] gradients, float
         if momentum == 0:
             for p in range(n):
                 params[p] -= rate * (grads[p] + weight_decay * params[p])
+        elif c.sutskever != 0:  # the buffer holds steps: v = momentum v - lr g
+            s0 = _slot(state, 0, n)
+            for p in range(n):
+                g = grads[p] + weight_decay * params[p]
+                b = momentum * s0[p] - rate * g
+                s0[p] = b
+                params[p] += momentum * b - rate * g if flag else b
         else:
             s0 = _slot(state, 0, n)
             for p in range(n):
@@ -503,6 +513,9 @@ cdef void _update(floating[::1] parameters, const floating[::1] gradients, float
         inverse_root = <floating>(1 / sqrt(1 - c.beta2 ** (step + 1)))  # a product in the loop, not a division
         decay = <floating>(1 - lr * c.weight_decay) if c.decoupled != 0 else 1
         coupled = 0 if c.decoupled != 0 else <floating>c.weight_decay
+        if c.eps_hat != 0:  # eps added to sqrt(v) before the bias correction, which goes into the rate
+            step_size = <floating>(lr * sqrt(1 - c.beta2 ** (step + 1)) / (1 - c.beta1 ** (step + 1)))
+            inverse_root = 1
         s0, s1 = _slot(state, 0, n), _slot(state, 1, n)
         s2 = _slot(state, 2, n) if flag else NULL
         for p in range(n):
@@ -556,7 +569,7 @@ cdef double _sum_of_squares(const int64_t[:, ::1] layout, const floating[::1] pa
 
 cdef double _line_search(const int64_t[:, ::1] layout, floating[::1] parameters, const floating[::1] gradients,
                          floating[::1] point, const floating[::1] X, const floating[::1] Y, int m, double value,
-                         const Step* c, double alpha, floating[::1] acts, const int64_t[::1] offsets,
+                         const Step* c, double l2, double alpha, floating[::1] acts, const int64_t[::1] offsets,
                          floating[::1] z, double[::1] lse, floating[::1] deltas) noexcept nogil:
     """Armijo backtracking from ``alpha`` (``fastgd.BacktrackingLineSearch``); ``parameters``
     move to the accepted point (tried in ``point``). Returns the accepted step."""
@@ -574,8 +587,8 @@ cdef double _line_search(const int64_t[:, ::1] layout, floating[::1] parameters,
             trial[p] = params[p] - rate * grads[p]
         _forward(layout, point, X, m, acts, offsets, z, lse)
         trial_value = _loss(layout, Y, m, acts, offsets, z, lse, deltas, c.loss)
-        if c.l2 != 0:
-            trial_value += 0.5 * c.l2 * _sum_of_squares(layout, point)
+        if l2 != 0:
+            trial_value += 0.5 * l2 * _sum_of_squares(layout, point)
         if trial_value <= value - c.c * step * slope:
             for p in range(n):
                 params[p] = trial[p]
@@ -587,19 +600,26 @@ cdef double _line_search(const int64_t[:, ::1] layout, floating[::1] parameters,
     return c.fallback_step
 
 
+cdef inline double _batch_l2(const Step* c, Py_ssize_t m) noexcept nogil:
+    """The L2 coefficient of a batch of ``m`` rows: ``l2``, or ``l2 / m`` with ``l2_per_row``."""
+    return c.l2 / m if c.l2_per_row != 0 else c.l2
+
+
 cdef double _train_step(const int64_t[:, ::1] layout, floating[::1] params, floating[::1] grads,
                         floating[:, ::1] state, const floating[::1] X, const floating[::1] Y, int m, const Step* c,
                         double* lr, Py_ssize_t step, bint fused, floating[::1] acts, const int64_t[::1] offsets,
                         floating[::1] z, double[::1] lse, floating[::1] deltas, floating[::1] row) noexcept nogil:
     """One step of an epoch on the batch ``(X, Y)`` with learning rate ``*lr`` (a line search
     writes back the step it took); returns the batch loss (not finite: no step taken)."""
-    cdef double value = _step(layout, params, grads, X, Y, m, c.loss, <floating>c.l2, <floating>lr[0], fused, acts,
+    cdef double l2 = _batch_l2(c, m)
+    cdef double value = _step(layout, params, grads, X, Y, m, c.loss, <floating>l2, <floating>lr[0], fused, acts,
                               offsets, z, lse, deltas, row)
     if fused or not isfinite(value):
         return value
     _clip(grads, c)
     if c.optimizer == LINE_SEARCH:
-        lr[0] = _line_search(layout, params, grads, state[0], X, Y, m, value, c, lr[0], acts, offsets, z, lse, deltas)
+        lr[0] = _line_search(layout, params, grads, state[0], X, Y, m, value, c, l2, lr[0], acts, offsets, z, lse,
+                             deltas)
     else:
         _update(params, grads, state, c, lr[0], step)
     return value
@@ -662,8 +682,8 @@ def backward(const int64_t[:, ::1] layout, const floating[::1] params, X, Y, con
     # Without a step (lr 0, not fused) the kernels leave params as they are: read-only is fine.
     cdef floating[::1] weights = <floating[:params.shape[0]]> <floating*> &params[0]
     with nogil:
-        value = _step(layout, weights, grads, x, y, m, c.loss, <floating>c.l2, 0, False, acts, offsets, z, lse,
-                      deltas, row)
+        value = _step(layout, weights, grads, x, y, m, c.loss, <floating>_batch_l2(&c, m), 0, False, acts, offsets, z,
+                      lse, deltas, row)
     return value
 
 
@@ -723,7 +743,7 @@ def train_epoch(const int64_t[:, ::1] layout, floating[::1] params, floating[::1
             if not isfinite(value):
                 status = NOT_FINITE
                 break
-            total += value
+            total += value * (n if n_batches == 1 else m)
             steps += 1
         if status == OK and not _finite(params):
             status = NOT_FINITE
@@ -734,4 +754,4 @@ def train_epoch(const int64_t[:, ::1] layout, floating[::1] params, floating[::1
         return float("nan"), steps, status
     if steps < n_batches:  # stopped at a batch whose loss is not finite
         return value, steps, status
-    return total / n_batches, n_batches, status
+    return total / n, n_batches, status

@@ -443,6 +443,13 @@ def _update(params, grads, state, config, lr, step):
         if momentum == 0:
             for p in range(params.shape[0]):
                 params[p] -= rate * (grads[p] + weight_decay * params[p])
+        elif c.sutskever != 0:  # the buffer holds steps: v = momentum v - lr g
+            velocity = state[0]
+            for p in range(params.shape[0]):
+                g = grads[p] + weight_decay * params[p]
+                v = momentum * velocity[p] - rate * g
+                velocity[p] = v
+                params[p] += momentum * v - rate * g if nesterov else v
         else:
             buffer = state[0]
             for p in range(params.shape[0]):
@@ -464,6 +471,9 @@ def _update(params, grads, state, config, lr, step):
         inverse_root = dtype(1 / np.sqrt(1 - c.beta2**t))  # a product in the loop, not a second division
         decay = dtype(1 - lr * c.weight_decay) if decoupled else one
         coupled = dtype(c.weight_decay) if not decoupled else one - one
+        if c.eps_hat != 0:  # eps added to sqrt(v) before the bias correction, which goes into the rate
+            step_size = dtype(lr * np.sqrt(1 - c.beta2**t) / (1 - c.beta1**t))
+            inverse_root = one
         m, v = state[0], state[1]
         for p in range(params.shape[0]):
             w = params[p]
@@ -500,7 +510,7 @@ def _update(params, grads, state, config, lr, step):
 
 
 @_jit
-def _line_search(layout, params, grads, trial, X, Y, value, config, alpha, acts, offsets, z, lse, deltas):
+def _line_search(layout, params, grads, trial, X, Y, value, config, l2, alpha, acts, offsets, z, lse, deltas):
     """Armijo backtracking from ``alpha`` (``fastgd.BacktrackingLineSearch``); ``params``
     moves to the accepted point. Returns the accepted step."""
     c = config[0]
@@ -514,8 +524,8 @@ def _line_search(layout, params, grads, trial, X, Y, value, config, alpha, acts,
             trial[p] = params[p] - rate * grads[p]
         _forward_blas(layout, trial, X, acts, offsets, z, lse)
         trial_value = _loss(layout, Y, X.shape[0], acts, offsets, z, lse, deltas, c.loss)
-        if c.l2 != 0:
-            trial_value += _l2_penalty(layout, trial, c.l2)
+        if l2 != 0:
+            trial_value += _l2_penalty(layout, trial, l2)
         if trial_value <= value - c.c * step * slope:
             _copy(params, trial)
             return step
@@ -524,19 +534,27 @@ def _line_search(layout, params, grads, trial, X, Y, value, config, alpha, acts,
     return c.fallback_step
 
 
+@_inline
+def _batch_l2(config, m):
+    """The L2 coefficient of a batch of ``m`` rows: ``l2``, or ``l2 / m`` with ``l2_per_row``."""
+    c = config[0]
+    return c.l2 / m if c.l2_per_row != 0 else c.l2
+
+
 @_jit
 def _train_step(layout, params, grads, state, X, Y, config, lrs, i, step, fused, acts, offsets, z, lse, deltas, row):
     """Step ``i`` of an epoch on the batch ``(X, Y)``; returns the batch loss (not finite: no step taken)."""
     dtype = params.dtype.type
     c = config[0]
-    value = _step(layout, params, grads, X, Y, c.loss, dtype(c.l2), dtype(lrs[i]), fused, acts, offsets, z, lse,
+    l2 = _batch_l2(config, X.shape[0])
+    value = _step(layout, params, grads, X, Y, c.loss, dtype(l2), dtype(lrs[i]), fused, acts, offsets, z, lse,
                   deltas, row)
     if fused or not np.isfinite(value):
         return value
     _clip(grads, config)
     if c.optimizer == LINE_SEARCH:
-        lrs[i] = _line_search(layout, params, grads, state[0], X, Y, value, config, lrs[i], acts, offsets, z, lse,
-                              deltas)
+        lrs[i] = _line_search(layout, params, grads, state[0], X, Y, value, config, l2, lrs[i], acts, offsets, z,
+                              lse, deltas)
     else:
         _update(params, grads, state, config, lrs[i], step + i)
     return value
@@ -552,6 +570,7 @@ def _train_epoch(layout, params, grads, state, X, Y, order, batch_size, config, 
     fused = c.optimizer == SGD and c.momentum == 0 and c.weight_decay == 0 and c.clip_value == 0 and c.clip_norm == 0
     total = 0.0
     for i in range(n_batches):
+        m = n
         if n_batches == 1:
             value = _train_step(layout, params, grads, state, X, Y, config, lrs, i, step, fused, acts, offsets, z,
                                 lse, deltas, row)
@@ -568,8 +587,8 @@ def _train_epoch(layout, params, grads, state, X, Y, order, batch_size, config, 
                                 offsets, z, lse, deltas, row)
         if not np.isfinite(value):
             return value, i, NOT_FINITE
-        total += value
-    return total / n_batches, n_batches, OK if _finite(params) and _finite(state.ravel()) else NOT_FINITE
+        total += value * m
+    return total / n, n_batches, OK if _finite(params) and _finite(state.ravel()) else NOT_FINITE
 
 
 @njit(cache=True, nogil=True)  # no fast-math: reassociation folds x - x to 0, infinity or not
@@ -650,7 +669,7 @@ def l2_penalty(layout, params, l2):
 def backward(layout, params, X, Y, config, ws, grads):
     dtype = params.dtype.type
     c = config[0]
-    return _step(layout, params, grads, X, Y, int(c["loss"]), dtype(c["l2"]), dtype(0), False,
+    return _step(layout, params, grads, X, Y, int(c["loss"]), dtype(_batch_l2(config, len(X))), dtype(0), False,
                  ws.acts, ws.offsets, ws.z, ws.lse, ws.deltas, ws.row)
 
 

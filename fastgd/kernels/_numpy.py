@@ -173,9 +173,14 @@ def backward(layout, params, X, Y, config, ws, grads):
     return _backward(layout, params, X, Y, _hyper(config), ws, grads)
 
 
+def _batch_l2(h, m):
+    """The L2 coefficient of a batch of ``m`` rows: ``l2``, or ``l2 / m`` with ``l2_per_row``."""
+    return h["l2"] / m if h["l2_per_row"] else h["l2"]
+
+
 def _backward(layout, params, X, Y, h, ws, grads):
-    loss, l2 = h["loss"], h["l2"]
     m = X.shape[0]
+    loss, l2 = h["loss"], _batch_l2(h, m)
     Ws, _ = ws.weights(params)
     dWs, dbs = ws.weights(grads)
     value = evaluate(layout, params, X, Y, loss, ws)
@@ -240,6 +245,15 @@ def _update(params, grads, state, h, lr, step):
         momentum = h["momentum"]
         if h["weight_decay"]:
             g += h["weight_decay"] * params
+        if momentum and h["sutskever"]:  # the buffer holds steps: v = momentum v - lr g
+            velocity = state[0]
+            velocity *= momentum
+            velocity -= lr * g
+            if h["nesterov"]:
+                params += momentum * velocity - lr * g
+            else:
+                params += velocity
+            return
         if momentum:
             buffer = state[0]
             if step == 0:
@@ -272,8 +286,10 @@ def _update(params, grads, state, h, lr, step):
         if h["amsgrad"]:
             np.maximum(state[2], v, out=state[2])
             v = state[2]
-        denominator = np.sqrt(v) / np.sqrt(1 - beta2**t) + h["eps"]
-        params -= lr / (1 - beta1**t) * m / denominator
+        if h["eps_hat"]:  # eps added to sqrt(v) before the bias correction, which goes into the rate
+            params -= lr * np.sqrt(1 - beta2**t) / (1 - beta1**t) * m / (np.sqrt(v) + h["eps"])
+        else:
+            params -= lr / (1 - beta1**t) * m / (np.sqrt(v) / np.sqrt(1 - beta2**t) + h["eps"])
     elif optimizer == RMSPROP:
         alpha, momentum, squares = h["alpha"], h["momentum"], state[0]
         squares *= alpha
@@ -326,7 +342,7 @@ def _line_search(params, grads, value, trial_loss, trial, h, alpha):
 
 
 def train_epoch(layout, params, grads, state, X, Y, order, batch_size, config, lrs, step, ws):
-    """One epoch of gradient descent over the rows of ``X`` in ``order``: ``(mean batch loss,
+    """One epoch of gradient descent over the rows of ``X`` in ``order``: ``(mean loss per row over the batches,
     steps taken, status)`` (the contract: :meth:`fastgd.kernels.contract.Backend.train_epoch`)."""
     with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported, not warned about
         return _train_epoch(layout, params, grads, state, X, Y, order, batch_size, config, lrs, step, ws)
@@ -352,10 +368,10 @@ def _train_epoch(layout, params, grads, state, X, Y, order, batch_size, config, 
         _clip(grads, h)
         if h["optimizer"] == LINE_SEARCH:
             def trial_loss(point):
-                return evaluate(layout, point, xb, yb, h["loss"], ws) + l2_penalty(layout, point, h["l2"])
+                return evaluate(layout, point, xb, yb, h["loss"], ws) + l2_penalty(layout, point, _batch_l2(h, len(xb)))
 
             lrs[i] = _line_search(params, grads, value, trial_loss, state[0], h, lrs[i])
         else:
             _update(params, grads, state, h, lrs[i], step + i)
-        total += value
-    return total / n_batches, n_batches, OK if np.isfinite(params).all() and np.isfinite(state).all() else NOT_FINITE
+        total += value * len(xb)
+    return total / n, n_batches, OK if np.isfinite(params).all() and np.isfinite(state).all() else NOT_FINITE

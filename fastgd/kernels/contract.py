@@ -9,7 +9,7 @@ A backend is a module (``_numpy.py``, the reference; ``_numba.py``;
   ``state``: ``(slots, P)``, the optimizer's state arrays.
 - ``X``: ``(m, n_in)``, ``Y``: ``(m, n_out)`` target rows, both in the model dtype.
 - ``config``: one record of dtype :data:`STEP` (shape ``(1,)``): the loss and
-  optimizer codes, ``l2``, ``clip_value``, ``clip_norm`` (0: off) and every
+  optimizer codes, ``l2`` (``l2_per_row``: over the batch's rows), ``clip_value``, ``clip_norm`` (0: off) and every
   optimizer hyper-parameter by name (:func:`step_config` makes one).
 - ``ws``: the backend's workspace, made by its ``workspace`` function.
 
@@ -30,8 +30,8 @@ import numpy as np
 from .._codes import ACTIVATIONS, BAD_ROW, HYPER, LOSS_OUTPUTS, LOSSES, NOT_FINITE, OK, OPTIMIZERS
 from .._layout import ACTIVATION, B_OFFSET, N_IN, N_OUT
 
-STEP = np.dtype([("loss", np.int64), ("optimizer", np.int64), ("l2", np.float64), ("clip_value", np.float64),
-                 ("clip_norm", np.float64)] + [(name, np.float64) for name in HYPER])
+STEP = np.dtype([("loss", np.int64), ("optimizer", np.int64), ("l2", np.float64), ("l2_per_row", np.float64),
+                 ("clip_value", np.float64), ("clip_norm", np.float64)] + [(name, np.float64) for name in HYPER])
 STATUS = {OK: "ok", NOT_FINITE: "loss, weights or optimizer state not finite", BAD_ROW: "row index out of range"}
 MAX_STEP = 2**62
 
@@ -75,7 +75,7 @@ class Backend(Protocol):
         Batch ``i`` is the rows ``order[i*batch_size:(i+1)*batch_size]`` (int64; the last may be
         short; a single batch takes ``X`` as it is) with learning rate ``lrs[i]`` (float64, one per
         batch; a line search starts from it and writes back the step it took), optimizer step
-        ``step + i``. Returns ``(mean batch loss, steps taken, status)``: the epoch stops before
+        ``step + i``. Returns ``(the batches' losses averaged over rows, steps taken, status)``: the epoch stops before
         the update of a batch whose loss is not finite (``NOT_FINITE``) or that names a row
         outside ``X`` (``BAD_ROW``); after its last step, weights or optimizer state that are not
         finite are ``NOT_FINITE`` too.
@@ -83,10 +83,11 @@ class Backend(Protocol):
 
 
 def step_config(loss: str, optimizer: str = "sgd", hyper=None, l2: float = 0.0, clip_value: float = 0.0,
-                clip_norm: float = 0.0) -> np.ndarray:
+                clip_norm: float = 0.0, l2_per_row: bool = False) -> np.ndarray:
     """The step configuration, a ``(1,)`` array of dtype :data:`STEP`: ``loss`` and ``optimizer``
     by name (``fastgd._codes``), ``hyper`` a mapping of the optimizer's hyper-parameters by name
-    (None: all 0, which is plain SGD)."""
+    (None: all 0, which is plain SGD). With ``l2_per_row`` a batch of ``m`` rows gets the L2
+    coefficient ``l2 / m`` (scikit-learn's ``alpha``, a penalty on the batch's summed loss)."""
     if loss not in LOSSES:
         raise ValueError(f"loss: unknown loss {loss!r}; choose one of {', '.join(map(repr, LOSSES))}")
     if optimizer not in OPTIMIZERS:
@@ -95,6 +96,7 @@ def step_config(loss: str, optimizer: str = "sgd", hyper=None, l2: float = 0.0, 
     config = np.zeros(1, STEP)
     config["loss"], config["optimizer"] = LOSSES[loss], rule.code
     config["l2"], config["clip_value"], config["clip_norm"] = l2, clip_value, clip_norm
+    config["l2_per_row"] = bool(l2_per_row)
     hyper = dict.fromkeys(rule.hyper, 0.0) if hyper is None else hyper
     missing = [name for name in rule.hyper if name not in hyper]
     if missing:
@@ -193,7 +195,7 @@ def _config_rule(output, raw):
     if code not in _RULES:
         raise ValueError(f"config: unknown optimizer code {code}; known: {sorted(_RULES)}")
     optimizer, rule = _RULES[code]
-    for name in ("l2", "clip_value", "clip_norm", *rule.hyper):
+    for name in ("l2", "l2_per_row", "clip_value", "clip_norm", *rule.hyper):
         value = float(record[name])
         if not math.isfinite(value) or (name in ("l2", "clip_value", "clip_norm") and value < 0):
             raise ValueError(f"config: {name} must be finite{' and >= 0' if name[0] in 'lc' else ''}, "
@@ -329,7 +331,7 @@ class Kernels:
              _check_int(step, "step", 0, MAX_STEP))
 
     def train_epoch(self, params, grads, state, X, Y, order, batch_size: int, config, lrs, step: int, ws):
-        """One epoch over the rows of ``X`` in ``order``: ``(mean batch loss, steps taken, status)``
+        """One epoch over the rows of ``X`` in ``order``: ``(mean loss per row over the batches, steps taken, status)``
         (see :meth:`Backend.train_epoch`)."""
         self._params(params, writable=True)
         self._params(grads, "grads", writable=True)

@@ -1,0 +1,89 @@
+"""fastgd's estimators take scikit-learn's steps: same data, same random_state, float64, and
+their weights, loss curves and iteration counts agree with scikit-learn's to 1e-10."""
+
+import warnings
+
+import numpy as np
+import pytest
+import sklearn.neural_network as sk
+from sklearn.datasets import load_digits, make_regression
+from sklearn.exceptions import ConvergenceWarning
+
+import fastgd
+from conftest import BACKENDS
+
+X_DIGITS, Y_DIGITS = load_digits(n_class=3, return_X_y=True)
+X_DIGITS, Y_DIGITS = X_DIGITS[:200] / 16, Y_DIGITS[:200]
+X_REG, Y_REG = make_regression(200, 10, noise=10.0, random_state=7)
+Y_REG = Y_REG / Y_REG.std()
+
+SOLVERS = [("adam", {})] + [
+    ("sgd", dict(learning_rate=schedule, momentum=momentum, nesterovs_momentum=nesterov))
+    for schedule in ("constant", "invscaling", "adaptive")
+    for momentum, nesterov in ((0.0, False), (0.9, False), (0.9, True))]
+SOLVER_IDS = ["adam"] + [f"sgd-{kw['learning_rate']}-momentum{kw['momentum']}"
+                         + ("-nesterov" * kw["nesterovs_momentum"]) for _, kw in SOLVERS[1:]]
+MODES = ("fit", "early_stopping", "warm_start", "partial_fit")
+
+
+def train(Estimator, backend, mode, X, y, **params):
+    """The estimator after the fits of ``mode``; ``backend=None`` is scikit-learn's own."""
+    if backend is not None:
+        Estimator, params = getattr(fastgd, Estimator.__name__), {**params, "backend": backend}
+    est = Estimator(early_stopping=mode == "early_stopping", warm_start=mode == "warm_start", **params)
+    extra = {"classes": np.unique(y)} if Estimator.__name__ == "MLPClassifier" else {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        warnings.filterwarnings("ignore", "Got `batch_size`", UserWarning)  # 200 rows, 180 after the split
+        if mode == "partial_fit":
+            for _ in range(12):
+                est.partial_fit(X, y, **extra)
+        else:
+            est.fit(X, y)
+            if mode == "warm_start":
+                est.set_params(max_iter=8).fit(X, y)
+    return est
+
+
+def assert_same_steps(mine, theirs):
+    for got, expected in zip(mine.coefs_ + mine.intercepts_, theirs.coefs_ + theirs.intercepts_, strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-10 * np.abs(expected).max())
+    np.testing.assert_allclose(mine.loss_curve_, theirs.loss_curve_, rtol=1e-10)
+    assert (mine.n_iter_, mine.t_) == (theirs.n_iter_, theirs.t_)
+    assert mine.best_loss_ == pytest.approx(theirs.best_loss_, rel=1e-10) if theirs.best_loss_ is not None \
+        else mine.best_loss_ is None
+    if theirs.validation_scores_ is not None:
+        np.testing.assert_allclose(mine.validation_scores_, theirs.validation_scores_, rtol=1e-10)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("batch_size", [200, 32], ids=["full", "batch32"])
+@pytest.mark.parametrize("solver, kwargs", SOLVERS, ids=SOLVER_IDS)
+def test_the_classifier_takes_scikit_learns_steps(solver, kwargs, batch_size, mode, backend):
+    params = dict(hidden_layer_sizes=(8,), solver=solver, batch_size=batch_size, max_iter=15, random_state=0,
+                  learning_rate_init=0.05, tol=1e-3, n_iter_no_change=3, **kwargs)
+    theirs = train(sk.MLPClassifier, None, mode, X_DIGITS, Y_DIGITS, **params)
+    assert_same_steps(train(sk.MLPClassifier, backend, mode, X_DIGITS, Y_DIGITS, **params), theirs)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("solver, kwargs", SOLVERS[:3], ids=SOLVER_IDS[:3])
+def test_the_regressor_takes_scikit_learns_steps(solver, kwargs, mode, backend):
+    params = dict(hidden_layer_sizes=(8, 4), activation="tanh", solver=solver, batch_size=32, max_iter=15,
+                  learning_rate_init=0.01, alpha=1e-3, random_state=np.random.RandomState(3), **kwargs)
+    theirs = train(sk.MLPRegressor, None, mode, X_REG, Y_REG, **params)
+    params["random_state"] = np.random.RandomState(3)
+    assert_same_steps(train(sk.MLPRegressor, backend, mode, X_REG, Y_REG, **params), theirs)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_binary_classifier_splits_its_validation_rows_as_scikit_learn(backend):
+    y = (Y_DIGITS == 1).astype(int)
+    params = dict(hidden_layer_sizes=(6,), max_iter=10, random_state=1, early_stopping=True, validation_fraction=0.2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        theirs = sk.MLPClassifier(**params).fit(X_DIGITS, y)
+        mine = fastgd.MLPClassifier(backend=backend, **params).fit(X_DIGITS, y)
+    assert_same_steps(mine, theirs)
