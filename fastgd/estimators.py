@@ -363,8 +363,6 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return self._fit(X, targets, rng, incremental=True)
 
     def _validation_score(self, X, targets):
-        if X is None:  # the weights are not finite
-            return np.nan
         return float(np.mean(np.all(np.reshape(self._predict_indices(self._network_outputs(X)) == targets,
                                                (len(X), -1)), axis=1)))
 
@@ -437,8 +435,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         return self._fit(X, Y, rng, incremental=True)
 
     def _validation_score(self, X, Y):
-        outputs = self._network_outputs(X) if X is not None else None
-        return float(r2_score(Y, outputs)) if outputs is not None and np.isfinite(outputs).all() else np.nan
+        outputs = self._network_outputs(X)
+        return float(r2_score(Y, outputs)) if np.isfinite(outputs).all() else np.nan
 
     def predict(self, X):
         """Predictions (n,) for a 1-D target, (n, k) otherwise."""
@@ -476,8 +474,9 @@ class _Epochs:
                 self.converged = True
                 self.model.stop_training = True
 
-    def _record(self, loss):
-        """One iteration's numbers, and the no-improvement count, as scikit-learn keeps them."""
+    def _record(self, loss, score=None):
+        """One iteration's numbers, and the no-improvement count, as scikit-learn keeps them
+        (``score``: the validation score, when it is not to be measured)."""
         est = self.estimator
         est.n_iter_ += 1
         est.t_ += self.n
@@ -486,7 +485,7 @@ class _Epochs:
         if est.verbose:
             print(f"Iteration {est.n_iter_}, loss = {loss:.8f}")
         if self.validation is not None:
-            est.validation_scores_.append(est._validation_score(*self.validation))
+            est.validation_scores_.append(est._validation_score(*self.validation) if score is None else score)
             if est.verbose:
                 print(f"Validation score: {est.validation_scores_[-1]:f}")
         est._update_no_improvement_count(self.validation is not None)
@@ -499,6 +498,5 @@ class _Epochs:
             raise NonFiniteWeights("Solver produced non-finite parameter weights. The input data may contain large "
                                    f"values and need to be preprocessed. (Iteration {est.n_iter_ + 1} diverged; the "
                                    f"model keeps the weights of iteration {est.n_iter_}.)", error.history) from None
-        self.validation = (None, None)
         while est.n_iter_ < (1 if self.incremental else est.max_iter):
-            self._record(np.nan)
+            self._record(np.nan, np.nan)

@@ -721,6 +721,7 @@ def train_epoch(const int64_t[:, ::1] layout, floating[::1] params, floating[::1
     with nogil:
         for i in range(n_batches):
             if n_batches == 1:
+                m = n
                 value = _train_step(layout, params, grads, state, x, y, n, &c, &lrs[i], step + i, fused, acts,
                                     offsets, z, lse, deltas, row)
             else:
@@ -743,7 +744,7 @@ def train_epoch(const int64_t[:, ::1] layout, floating[::1] params, floating[::1
             if not isfinite(value):
                 status = NOT_FINITE
                 break
-            total += value * (n if n_batches == 1 else m)
+            total += value * m
             steps += 1
         if status == OK and not _finite(params):
             status = NOT_FINITE
