@@ -18,6 +18,12 @@ as scikit-learn reports them (squared error: halved mean; multi-label: summed
 over outputs); for multi-output regression its L2 term is then reported with
 the data term's factor, ``1/2``, where scikit-learn's carries ``s``.
 
+``solver="lbfgs"`` is scikit-learn's too: SciPy's L-BFGS-B over the flat
+parameter buffer (visited in scikit-learn's order: every weight matrix, then
+every bias), each evaluation one full-batch forward and backward pass of the
+kernels, with scikit-learn's objective and ``max_iter``, ``max_fun`` and
+``tol``.
+
 ``solver`` may also be a fastgd optimizer (``fastgd.RMSprop(...)``, ...),
 used as given on the kernels' objective (no conversion).
 
@@ -34,25 +40,30 @@ import math
 import warnings
 
 import numpy as np
+import scipy.optimize
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import r2_score
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state, column_or_1d
+from sklearn.utils.fixes import _get_additional_lbfgs_options_dict
 from sklearn.utils.multiclass import check_classification_targets, type_of_target, unique_labels
 from sklearn.utils.metaestimators import available_if
-from sklearn.utils.validation import _num_samples, check_is_fitted, validate_data
+from sklearn.utils.optimize import _check_optimize_result
+from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ._layout import glorot_uniform
+from ._layout import B_OFFSET, N_IN, N_OUT, W_OFFSET, glorot_uniform
+from ._threads import blas_threads_for
 from ._validation import check_int, check_nonnegative, check_outputs, check_positive, check_real
 from .errors import NonFiniteWeights, TrainingDiverged
 from .network import MLP
 from .optimizers import SGD, Adam, Optimizer, check_optimizer
+from .kernels import step_config
 from .training import FitOptions, outputs, train
 
 # scikit-learn's activation names and ours.
 ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
-SOLVERS = ("sgd", "adam")
+SOLVERS = ("sgd", "adam", "lbfgs")
 LEARNING_RATES = ("constant", "invscaling", "adaptive")
 
 
@@ -73,7 +84,7 @@ class _BaseMLP(BaseEstimator):
                  batch_size="auto", learning_rate="constant", learning_rate_init=0.001, power_t=0.5, max_iter=200,
                  shuffle=True, random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1, beta_1=0.9, beta_2=0.999,
-                 epsilon=1e-8, n_iter_no_change=10, backend="auto", dtype="float64"):
+                 epsilon=1e-8, n_iter_no_change=10, max_fun=15000, backend="auto", dtype=None):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -96,6 +107,7 @@ class _BaseMLP(BaseEstimator):
         self.beta_2 = beta_2
         self.epsilon = epsilon
         self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
         self.backend = backend
         self.dtype = dtype
 
@@ -121,15 +133,29 @@ class _BaseMLP(BaseEstimator):
         _check(not self.early_stopping or self.validation_fraction > 0,
                "validation_fraction: must be > 0 with early_stopping")
         check_int(self.max_iter, "max_iter")
+        check_int(self.max_fun, "max_fun")
+        _check(self.dtype is None or self.dtype in ("float32", "float64", np.float32, np.float64),
+               f"dtype: expected None (the dtype of X), 'float32' or 'float64', got {self.dtype!r}")
         if self.n_iter_no_change != np.inf:
             check_int(self.n_iter_no_change, "n_iter_no_change")
         return [int(s) for s in sizes]
 
-    def _check_split(self, n):
-        """With ``early_stopping``, that a validation split of ``n`` rows has the 2 rows it needs."""
-        if self.early_stopping and math.ceil(self.validation_fraction * n) < 2:
+    def _check_split(self, targets):
+        """With ``early_stopping`` (of a stochastic solver), that the validation split of ``targets``
+        can be made as scikit-learn makes it (its stratification's errors first) and has the 2 rows it
+        needs; before anything is built or drawn."""
+        if not (self.early_stopping and _stochastic(self)):
+            return
+        n, stratify = len(targets), self._stratify(targets)
+        if stratify is not None:
+            train_test_split(np.arange(n), test_size=self.validation_fraction, stratify=stratify, random_state=0)
+        if math.ceil(self.validation_fraction * n) < 2:
             raise ValueError("The validation set is too small. Increase 'validation_fraction' or the size of your "
                              f"dataset (validation_fraction={self.validation_fraction} of {n} rows).")
+
+    def _stratify(self, targets):
+        """What scikit-learn stratifies the validation split of ``targets`` on (None: nothing)."""
+        return None
 
     def _check_incremental(self):
         if self.early_stopping:
@@ -159,20 +185,22 @@ class _BaseMLP(BaseEstimator):
             training.reset(Adam(lr=self.learning_rate_init, beta1=self.beta_1, beta2=self.beta_2,
                                 eps=self.epsilon / scale, eps_hat=True))
 
-    def _build(self, hidden, n_features, n_outputs, output, rng):
-        """A new network with scikit-learn's initial weights, drawn from ``rng`` as it draws them."""
-        sizes = [n_features, *hidden, n_outputs]
+    def _build(self, hidden, X, n_outputs, output, rng):
+        """A new network for rows like ``X`` (its dtype) with scikit-learn's initial weights, drawn
+        from ``rng`` as it draws them."""
+        sizes = [X.shape[1], *hidden, n_outputs]
         self.model_ = MLP(sizes, hidden=ACTIVATIONS[self.activation], output=output, backend=self.backend,
-                          dtype=self.dtype, random_state=0)
+                          dtype=X.dtype, random_state=0)
         glorot_uniform(self.model_.kernels.layout, self.model_.params, rng,
                        2.0 if self.activation == "logistic" else 6.0)
         self.n_iter_, self.t_ = 0, 0
-        self.loss_curve_ = []
-        self._no_improvement_count = 0
-        self.best_loss_ = None if self.early_stopping else np.inf
-        self.validation_scores_ = [] if self.early_stopping else None
-        self.best_validation_score_ = -np.inf if self.early_stopping else None
-        self._best_params = self.model_.params.copy()
+        if _stochastic(self):
+            self.loss_curve_ = []
+            self._no_improvement_count = 0
+            self.best_loss_ = None if self.early_stopping else np.inf
+            self.validation_scores_ = [] if self.early_stopping else None
+            self.best_validation_score_ = -np.inf if self.early_stopping else None
+            self._best_params = self.model_.params.copy()
         self._optimizer_started = False
 
     def _fit(self, X, targets, rng, incremental):
@@ -180,16 +208,17 @@ class _BaseMLP(BaseEstimator):
         ``max_iter`` epochs (one with ``incremental``) as scikit-learn does: its validation split and
         shuffling drawn from ``rng``, its stopping and learning-rate rules."""
         net = self.model_
+        if not _stochastic(self):
+            return self._fit_lbfgs(X, targets)
         if not incremental or not self._optimizer_started:
             self._start_optimizer()
             self._optimizer_started = True
         n = len(X)
         validation = None
         if self.early_stopping:
-            binary = isinstance(self, ClassifierMixin) and not self._multilabel and len(self.classes_) == 2
-            stratify = (targets == 1)[:, None] if binary else None  # scikit-learn stratifies its binarized y
             X, X_val, targets, y_val = train_test_split(X, targets, random_state=rng,
-                                                        test_size=self.validation_fraction, stratify=stratify)
+                                                        test_size=self.validation_fraction,
+                                                        stratify=self._stratify(targets))
             n = len(X)
             validation = np.ascontiguousarray(X_val, dtype=net.dtype), y_val
         batch_size = min(200, n) if self.batch_size == "auto" else min(self.batch_size, n)
@@ -218,6 +247,39 @@ class _BaseMLP(BaseEstimator):
             self._best_params = net.params
         return self
 
+    def _fit_lbfgs(self, X, targets):
+        """Train ``self.model_`` as scikit-learn's ``lbfgs`` solver does: SciPy's L-BFGS-B on the
+        full-batch objective, the kernels' loss and gradient in scikit-learn's scale (module docstring)."""
+        net = self.model_
+        kernels, params, n = net.kernels, net.params, len(X)
+        Y, _ = net.task.encode(targets, "y", n, np.arange(net.task.n_classes) if net.task.classifies else None)
+        scale, loss_scale = self._scale(net.sizes[-1]), self._loss_scale(net.sizes[-1])
+        config = step_config(net.loss, l2=self.alpha / scale, l2_per_row=True)
+        ws, grads = kernels.workspace(n), np.empty_like(params)
+        order = _sklearn_order(kernels.layout)
+
+        def loss_and_gradient(x):
+            params[order] = x
+            loss = kernels.backward(params, X, Y, config, ws, grads)
+            penalty = kernels.l2_penalty(params, self.alpha / (scale * n))  # in ``loss``, weighed as the data
+            return loss_scale * (loss - penalty) + scale * penalty, scale * grads[order]
+
+        start = params.copy()
+        options = {"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol,
+                   **_get_additional_lbfgs_options_dict("iprint", 1 if self.verbose else -1)}
+        with net.training.exclusive(), blas_threads_for(kernels.layout, n):
+            result = scipy.optimize.minimize(loss_and_gradient, params[order].astype(np.float64),
+                                             method="L-BFGS-B", jac=True, options=options)
+        self.n_iter_ = _check_optimize_result("lbfgs", result, self.max_iter)
+        self.loss_ = float(result.fun)
+        params[order] = result.x
+        if not np.isfinite(params).all():
+            params[...] = start
+            raise NonFiniteWeights("Solver produced non-finite parameter weights. The input data may contain large "
+                                   "values and need to be preprocessed. (The model keeps the weights it started "
+                                   "from.)", None)
+        return self
+
     def _update_no_improvement_count(self, early_stopping):
         if early_stopping:
             score = self.validation_scores_[-1]
@@ -238,9 +300,11 @@ class _BaseMLP(BaseEstimator):
         return self._no_improvement_count
 
     def _validate(self, X, y, reset):
+        """Checked ``X`` in the model's dtype (on a ``reset``: ``dtype``, or ``X``'s where it is float32
+        or float64 and ``dtype`` is None, else float64, as scikit-learn) and ``y``."""
         X, y = validate_data(self, X, y, reset=reset, dtype=(np.float64, np.float32), multi_output=True,
                              order="C")
-        return np.ascontiguousarray(X, dtype=self.dtype), y
+        return np.ascontiguousarray(X, dtype=(self.dtype or X.dtype) if reset else self.model_.dtype), y
 
     # ---------------------------------------------------------------- scikit-learn's attributes
     @property
@@ -309,8 +373,6 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                 self.classes_ = unique_labels(classes)
             else:  # unique_labels(y) as it would say, without typing y again where its dtype says enough
                 self.classes_ = np.unique(y) if y.dtype.kind in "biuU" and not multilabel else unique_labels(y)
-            if not multilabel and len(self.classes_) < 2:
-                raise ValueError(f"y: needs samples of at least 2 classes; got one class: {self.classes_[0]!r}")
         if not multilabel and (not first or classes is not None):
             labels = unique_labels(y)
             if self.warm_start and set(labels) != set(self.classes_):
@@ -324,21 +386,21 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return X, np.searchsorted(self.classes_, y)
 
     def _build_for(self, hidden, X, rng):
-        """The network for ``classes_``: one sigmoid unit (binary), softmax (multi-class) or a
-        sigmoid unit per label (multi-label)."""
+        """The network for ``classes_``: one sigmoid unit (binary, or scikit-learn's one class),
+        softmax (multi-class) or a sigmoid unit per label (multi-label)."""
         if self._multilabel:
-            self._build(hidden, X.shape[1], len(self.classes_), "sigmoid", rng)
-        elif len(self.classes_) == 2:
-            self._build(hidden, X.shape[1], 1, "sigmoid", rng)
+            self._build(hidden, X, len(self.classes_), "sigmoid", rng)
+        elif len(self.classes_) <= 2:
+            self._build(hidden, X, 1, "sigmoid", rng)
         else:
-            self._build(hidden, X.shape[1], len(self.classes_), "softmax", rng)
+            self._build(hidden, X, len(self.classes_), "softmax", rng)
 
     def fit(self, X, y):
         """Train from scratch (or, with ``warm_start``, from the last fit) for up to ``max_iter`` epochs."""
         hidden = self._check_params()
         first = not (self.warm_start and hasattr(self, "model_"))
-        self._check_split(_num_samples(X))
         X, targets = self._prepare(X, y, first, incremental=False)
+        self._check_split(targets)
         rng = check_random_state(self.random_state)
         if first:
             self._build_for(hidden, X, rng)
@@ -366,9 +428,14 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return float(np.mean(np.all(np.reshape(self._predict_indices(self._network_outputs(X)) == targets,
                                                (len(X), -1)), axis=1)))
 
+    def _stratify(self, targets):
+        return (targets == 1)[:, None] if not self._multilabel and len(self.classes_) <= 2 else None
+
     def _predict_indices(self, outputs):
         if self._multilabel:
             return (outputs > 0.5).astype(int)
+        if len(self.classes_) == 1:  # scikit-learn's one class is predicted whatever the output
+            return np.zeros(len(outputs), dtype=int)
         if outputs.shape[1] == 1:
             return (outputs[:, 0] > 0.5).astype(int)
         return outputs.argmax(axis=1)
@@ -415,11 +482,11 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         """Train from scratch (or, with ``warm_start``, from the last fit) for up to ``max_iter`` epochs."""
         hidden = self._check_params()
         first = not (self.warm_start and hasattr(self, "model_"))
-        self._check_split(_num_samples(X))
         X, Y = self._prepare(X, y, first)
+        self._check_split(Y)
         rng = check_random_state(self.random_state)
         if first:
-            self._build(hidden, X.shape[1], Y.shape[1], "identity", rng)
+            self._build(hidden, X, Y.shape[1], "identity", rng)
         return self._fit(X, Y, rng, incremental=False)
 
     @available_if(_stochastic)
@@ -431,7 +498,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         X, Y = self._prepare(X, y, first)
         rng = check_random_state(self.random_state)
         if first:
-            self._build(hidden, X.shape[1], Y.shape[1], "identity", rng)
+            self._build(hidden, X, Y.shape[1], "identity", rng)
         return self._fit(X, Y, rng, incremental=True)
 
     def _validation_score(self, X, Y):
@@ -448,6 +515,14 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         tags.target_tags.multi_output = True
         return tags
 
+
+
+def _sklearn_order(layout):
+    """Indices into ``params`` in scikit-learn's packing of its parameters: every ``W`` (row-major),
+    then every ``b``."""
+    weights = [np.arange(w, w + n_in * n_out) for n_in, n_out, w in layout[:, [N_IN, N_OUT, W_OFFSET]]]
+    biases = [np.arange(b, b + n_out) for n_out, b in layout[:, [N_OUT, B_OFFSET]]]
+    return np.concatenate(weights + biases)
 
 
 class _Epochs:

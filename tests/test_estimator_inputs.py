@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 from sklearn.exceptions import NotFittedError
+from sklearn.neural_network import MLPClassifier as SkMLPClassifier
 
 import fastgd
 from fastgd import MLPClassifier, MLPRegressor
@@ -33,13 +34,21 @@ def test_bad_X_at_fit(bad_X, error, match):
 
 @pytest.mark.parametrize("bad_y, error, match", [
     (Y_LABELS[:-1], ValueError, "inconsistent numbers of samples"),
-    (np.zeros(60), ValueError, "at least 2 classes"),
     (X[:, 0], ValueError, "Unknown label type"),
     (np.where(Y_LABELS > 0, np.nan, 0.0), ValueError, "NaN"),
 ])
 def test_bad_y_at_fit(bad_y, error, match):
     with pytest.raises(error, match=match):
         MLPClassifier(max_iter=5).fit(X, bad_y)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_one_class_is_learned_and_predicted_as_scikit_learn_does():
+    y = np.full(len(X), "only")
+    clf = MLPClassifier(hidden_layer_sizes=(4,), max_iter=5).fit(X, y)
+    theirs = SkMLPClassifier(hidden_layer_sizes=(4,), max_iter=5).fit(X, y)
+    assert list(clf.classes_) == list(theirs.classes_) == ["only"]
+    assert (clf.predict(X) == "only").all() and clf.predict_proba(X).shape == theirs.predict_proba(X).shape == (60, 2)
 
 
 def test_string_and_object_labels_come_back_as_given():

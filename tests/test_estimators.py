@@ -160,11 +160,11 @@ def test_early_stopping_keeps_the_best_validation_weights():
 
 @pytest.mark.parametrize("params, name", [
     (dict(hidden_layer_sizes=(0,)), "hidden_layer_sizes"), (dict(activation="gelu"), "activation"),
-    (dict(solver="lbfgs"), "solver"), (dict(alpha=-1.0), "alpha"), (dict(batch_size=0), "batch_size"),
+    (dict(solver="newton"), "solver"), (dict(alpha=-1.0), "alpha"), (dict(batch_size=0), "batch_size"),
     (dict(learning_rate="cyclic"), "learning_rate"), (dict(learning_rate_init=0.0), "learning_rate_init"),
     (dict(max_iter=0), "max_iter"), (dict(momentum=1.5), "momentum"), (dict(beta_1=1.0), "beta_1"),
     (dict(validation_fraction=1.0), "validation_fraction"), (dict(n_iter_no_change=0), "n_iter_no_change"),
-    (dict(dtype="int8"), "dtype"), (dict(backend="gpu"), "backend"),
+    (dict(dtype="int8"), "dtype"), (dict(max_fun=0), "max_fun"), (dict(backend="gpu"), "backend"),
 ])
 def test_bad_parameters_are_named_at_fit(params, name):
     with pytest.raises(ValueError, match=f"^{name}:"):

@@ -220,6 +220,21 @@ def test_mini_batches_match_reference(backend, dtype, rtol, batch_size, name, kw
     assert_close(histories[1]["loss"], histories[0]["loss"], rtol)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("optimizer, slot, expected", [
+    (fastgd.Adam(beta1=0.9, beta2=0.999), 0, 0.1), (fastgd.Adam(beta1=0.9, beta2=0.999), 1, 0.001),
+    (fastgd.RMSprop(alpha=0.99), 0, 0.01), (fastgd.Momentum(lr=0.1, beta=0.99), 0, 0.01),
+], ids=["adam-m", "adam-v", "rmsprop", "momentum"])
+def test_float32_moments_take_each_coefficient_rounded_once(backend, optimizer, slot, expected):
+    """From zero state and a unit gradient, one step stores ``1 - beta`` rounded to float32 once,
+    as the reference does; ``1 - float32(0.999)`` would be 4.7e-5 off and bias Adam's every step."""
+    net = fastgd.MLP([2, 2], output="softmax", backend=backend, dtype="float32", random_state=0)
+    state = np.zeros((optimizer.n_slots, net.kernels.n_params), np.float32)
+    config = step_config("cross_entropy", optimizer.rule, optimizer.hyper())
+    net.kernels.update(net.params.copy(), np.ones_like(net.params), state, config, 1e-3, 0)
+    np.testing.assert_array_equal(state[slot], np.float32(expected))
+
+
 # ---------------------------------------------------------------- line search
 def armijo(problem, alpha0=1.0, rho=0.5, c=1e-4, min_step=1e-10, fallback_step=1e-6):
     taken = []

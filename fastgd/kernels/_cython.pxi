@@ -477,13 +477,14 @@ cdef void _update(floating[::1] parameters, const floating[::1] gradients, float
     cdef floating* params = _at(parameters, 0, n, b"params")
     cdef const floating* grads = _at(gradients, 0, n, b"grads")
     cdef floating rate = <floating>lr, g, b, w, v_hat, denominator, decay, coupled, step_size, inverse_root
-    cdef floating momentum, dampening, weight_decay, beta, beta1, beta2, eps, alpha
+    cdef floating momentum, undamped, weight_decay, beta, beta1, beta2, rest1, rest2, eps, alpha
     cdef floating* s0
     cdef floating* s1
     cdef floating* s2
     cdef bint flag
     if c.optimizer == SGD:
-        momentum, dampening, weight_decay = <floating>c.momentum, <floating>c.dampening, <floating>c.weight_decay
+        # Each complement 1 - x is taken in double and rounded once: 1 - float(0.999) is 5e-5 off.
+        momentum, undamped, weight_decay = <floating>c.momentum, <floating>(1 - c.dampening), <floating>c.weight_decay
         flag = c.nesterov != 0
         if momentum == 0:
             for p in range(n):
@@ -499,16 +500,17 @@ cdef void _update(floating[::1] parameters, const floating[::1] gradients, float
             s0 = _slot(state, 0, n)
             for p in range(n):
                 g = grads[p] + weight_decay * params[p]
-                b = g if step == 0 else momentum * s0[p] + (1 - dampening) * g
+                b = g if step == 0 else momentum * s0[p] + undamped * g
                 s0[p] = b
                 params[p] -= rate * (g + momentum * b if flag else b)
     elif c.optimizer == MOMENTUM:
-        beta, s0 = <floating>c.beta, _slot(state, 0, n)
+        beta, rest1, s0 = <floating>c.beta, <floating>(1 - c.beta), _slot(state, 0, n)
         for p in range(n):
-            s0[p] = beta * s0[p] + (1 - beta) * grads[p]
+            s0[p] = beta * s0[p] + rest1 * grads[p]
             params[p] -= rate * s0[p]
     elif c.optimizer == ADAM:
         beta1, beta2, eps, flag = <floating>c.beta1, <floating>c.beta2, <floating>c.eps, c.amsgrad != 0
+        rest1, rest2 = <floating>(1 - c.beta1), <floating>(1 - c.beta2)
         step_size = <floating>(lr / (1 - c.beta1 ** (step + 1)))
         inverse_root = <floating>(1 / sqrt(1 - c.beta2 ** (step + 1)))  # a product in the loop, not a division
         decay = <floating>(1 - lr * c.weight_decay) if c.decoupled != 0 else 1
@@ -521,8 +523,8 @@ cdef void _update(floating[::1] parameters, const floating[::1] gradients, float
         for p in range(n):
             w = params[p]
             g = grads[p] + coupled * w
-            s0[p] = beta1 * s0[p] + (1 - beta1) * g
-            s1[p] = beta2 * s1[p] + (1 - beta2) * g * g
+            s0[p] = beta1 * s0[p] + rest1 * g
+            s1[p] = beta2 * s1[p] + rest2 * g * g
             v_hat = s1[p]
             if flag:
                 s2[p] = max(s2[p], v_hat)
@@ -530,14 +532,15 @@ cdef void _update(floating[::1] parameters, const floating[::1] gradients, float
             params[p] = w * decay - step_size * s0[p] / (<floating>sqrt(v_hat) * inverse_root + eps)
     elif c.optimizer == RMSPROP:
         alpha, eps, momentum, flag = <floating>c.alpha, <floating>c.eps, <floating>c.momentum, c.centered != 0
+        rest1 = <floating>(1 - c.alpha)
         s0 = _slot(state, 0, n)
         s1 = _slot(state, 1, n) if flag else NULL
         s2 = _slot(state, 2, n) if momentum != 0 else NULL
         for p in range(n):
             g = grads[p]
-            s0[p] = alpha * s0[p] + (1 - alpha) * g * g
+            s0[p] = alpha * s0[p] + rest1 * g * g
             if flag:
-                s1[p] = alpha * s1[p] + (1 - alpha) * g
+                s1[p] = alpha * s1[p] + rest1 * g
                 denominator = <floating>sqrt(s0[p] - s1[p] * s1[p]) + eps
             else:
                 denominator = <floating>sqrt(s0[p]) + eps

@@ -438,7 +438,8 @@ def _update(params, grads, state, config, lr, step):
     rate = dtype(lr)
     c = config[0]
     if c.optimizer == SGD:
-        momentum, dampening, weight_decay = dtype(c.momentum), dtype(c.dampening), dtype(c.weight_decay)
+        # Each complement 1 - x is taken in float64 and rounded once: 1 - float32(0.999) is 5e-5 off.
+        momentum, undamped, weight_decay = dtype(c.momentum), dtype(1 - c.dampening), dtype(c.weight_decay)
         nesterov = c.nesterov != 0
         if momentum == 0:
             for p in range(params.shape[0]):
@@ -454,17 +455,18 @@ def _update(params, grads, state, config, lr, step):
             buffer = state[0]
             for p in range(params.shape[0]):
                 g = grads[p] + weight_decay * params[p]
-                b = g if step == 0 else momentum * buffer[p] + (one - dampening) * g
+                b = g if step == 0 else momentum * buffer[p] + undamped * g
                 buffer[p] = b
                 params[p] -= rate * (g + momentum * b if nesterov else b)
     elif c.optimizer == MOMENTUM:
-        beta = dtype(c.beta)
+        beta, rest = dtype(c.beta), dtype(1 - c.beta)
         velocity = state[0]
         for p in range(params.shape[0]):
-            velocity[p] = beta * velocity[p] + (one - beta) * grads[p]
+            velocity[p] = beta * velocity[p] + rest * grads[p]
             params[p] -= rate * velocity[p]
     elif c.optimizer == ADAM:
-        beta1, beta2, eps = dtype(c.beta1), dtype(c.beta2), dtype(c.eps)
+        beta1, beta2, rest1, rest2, eps = dtype(c.beta1), dtype(c.beta2), dtype(1 - c.beta1), dtype(1 - c.beta2), \
+            dtype(c.eps)
         amsgrad, decoupled = c.amsgrad != 0, c.decoupled != 0
         t = step + 1
         step_size = dtype(lr / (1 - c.beta1**t))
@@ -478,20 +480,21 @@ def _update(params, grads, state, config, lr, step):
         for p in range(params.shape[0]):
             w = params[p]
             g = grads[p] + coupled * w
-            m[p] = beta1 * m[p] + (one - beta1) * g
-            v[p] = beta2 * v[p] + (one - beta2) * g * g
+            m[p] = beta1 * m[p] + rest1 * g
+            v[p] = beta2 * v[p] + rest2 * g * g
             v_hat = v[p]
             if amsgrad:
                 v_hat = state[2, p] = max(state[2, p], v_hat)
             params[p] = w * decay - step_size * m[p] / (np.sqrt(v_hat) * inverse_root + eps)
     elif c.optimizer == RMSPROP:
-        alpha, eps, momentum, centered = dtype(c.alpha), dtype(c.eps), dtype(c.momentum), c.centered != 0
+        alpha, rest, eps, momentum = dtype(c.alpha), dtype(1 - c.alpha), dtype(c.eps), dtype(c.momentum)
+        centered = c.centered != 0
         squares = state[0]
         for p in range(params.shape[0]):
             g = grads[p]
-            squares[p] = alpha * squares[p] + (one - alpha) * g * g
+            squares[p] = alpha * squares[p] + rest * g * g
             if centered:
-                state[1, p] = alpha * state[1, p] + (one - alpha) * g
+                state[1, p] = alpha * state[1, p] + rest * g
                 denominator = np.sqrt(squares[p] - state[1, p] * state[1, p]) + eps
             else:
                 denominator = np.sqrt(squares[p]) + eps
