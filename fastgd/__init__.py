@@ -10,7 +10,7 @@ from .callbacks import Callback, EarlyStopping, History, ModelCheckpoint, Reduce
 from .diagnosis import Diagnosis, diagnose
 from .lr_finder import LRFinderResult, lr_find
 from .functions import Trajectory, minimize
-from .layers import Dense, Identity, ReLU, Sigmoid, Softmax, Tanh
+from .layers import Dense, Exp, Identity, ReLU, Sigmoid, Softmax, Tanh
 from .gradcheck import check_gradients
 from .network import MLP, load
 from .errors import ModelFileError, TrainingDiverged
@@ -29,7 +29,7 @@ def __getattr__(name):
     raise AttributeError(f"module 'fastgd' has no attribute {name!r}")
 
 __all__ = [
-    "MLP", "MLPClassifier", "MLPRegressor", "Dense", "Identity", "ReLU", "Sigmoid", "Tanh", "Softmax",
+    "MLP", "MLPClassifier", "MLPRegressor", "Dense", "Identity", "ReLU", "Sigmoid", "Tanh", "Softmax", "Exp",
     "SGD", "Momentum", "Adam", "AdamW", "RMSprop", "Adagrad", "BacktrackingLineSearch", "Optimizer", "schedules",
     "EarlyStopping", "ReduceLROnPlateau", "ModelCheckpoint", "Callback", "History",
     "lr_find", "LRFinderResult", "diagnose", "Diagnosis", "check_gradients", "minimize", "Trajectory",

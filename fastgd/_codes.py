@@ -9,14 +9,15 @@ backend agrees with these tables.
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
-ACTIVATIONS = {"identity": 0, "relu": 1, "sigmoid": 2, "tanh": 3, "softmax": 4}
+ACTIVATIONS = {"identity": 0, "relu": 1, "sigmoid": 2, "tanh": 3, "softmax": 4, "exp": 5}
 HIDDEN_ACTIVATIONS = ("relu", "sigmoid", "tanh", "identity")
-OUTPUT_ACTIVATIONS = ("softmax", "sigmoid", "identity")
+OUTPUT_ACTIVATIONS = ("softmax", "sigmoid", "identity", "exp")
 
-LOSSES = {"cross_entropy": 0, "binary_cross_entropy": 1, "mse": 2}
-DEFAULT_LOSS = {"softmax": "cross_entropy", "sigmoid": "binary_cross_entropy", "identity": "mse"}
+LOSSES = {"cross_entropy": 0, "binary_cross_entropy": 1, "mse": 2, "poisson": 3}
+DEFAULT_LOSS = {"softmax": "cross_entropy", "sigmoid": "binary_cross_entropy", "identity": "mse", "exp": "poisson"}
 # The output activations each loss may follow.
-LOSS_OUTPUTS = {"cross_entropy": ("softmax",), "binary_cross_entropy": ("sigmoid",), "mse": ("identity", "sigmoid")}
+LOSS_OUTPUTS = {"cross_entropy": ("softmax",), "binary_cross_entropy": ("sigmoid",), "mse": ("identity", "sigmoid"),
+                "poisson": ("exp",)}
 # A model classifies when its loss is one of these; with squared error it regresses, whatever its output.
 CLASSIFYING_LOSSES = ("cross_entropy", "binary_cross_entropy")
 

@@ -11,12 +11,13 @@ validation scores, to rounding (``tests/test_sklearn_steps.py``).
 
 Where scikit-learn's gradient differs from the kernels' by a constant factor
 ``s`` (``s = n_outputs / 2`` for squared error, which scikit-learn halves and
-sums over outputs; ``s = n_outputs`` for multi-label log-loss, which it sums
-over outputs), the wrapper converts: L2 ``alpha / s`` per row of each batch,
-SGD's rate times ``s``, Adam's ``eps`` over ``s``. Reported losses are scaled
-as scikit-learn reports them (squared error: halved mean; multi-label: summed
-over outputs); for multi-output regression its L2 term is then reported with
-the data term's factor, ``1/2``, where scikit-learn's carries ``s``.
+sums over outputs; ``s = n_outputs`` for multi-label log-loss and the Poisson
+loss, which it sums over outputs), the wrapper converts: L2 ``alpha / s`` per
+row of each batch, SGD's rate times ``s``, Adam's ``eps`` over ``s``. Reported
+losses are scaled as scikit-learn reports them (squared error: halved mean;
+multi-label and Poisson: summed over outputs); for multi-output squared error
+its L2 term is then reported with the data term's factor, ``1/2``, where
+scikit-learn's carries ``s``.
 
 ``solver="lbfgs"`` is scikit-learn's too: SciPy's L-BFGS-B over the flat
 parameter buffer (visited in scikit-learn's order: every weight matrix, then
@@ -65,6 +66,8 @@ from .training import FitOptions, outputs, train
 ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
 SOLVERS = ("sgd", "adam", "lbfgs")
 LEARNING_RATES = ("constant", "invscaling", "adaptive")
+# The regressor's losses, by scikit-learn's name: the output activation each takes.
+LOSSES = {"squared_error": "identity", "poisson": "exp"}
 
 
 def _stochastic(estimator):
@@ -463,13 +466,33 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
 class MLPRegressor(RegressorMixin, _BaseMLP):
     """Multilayer perceptron regressor with scikit-learn's interface (see the module docstring):
-    identity outputs, squared error (halved, as scikit-learn's)."""
+    ``loss="squared_error"``, identity outputs and squared error (halved, as scikit-learn's), or
+    ``loss="poisson"``, exp outputs and half the Poisson deviance (targets >= 0)."""
+
+    def __init__(self, loss="squared_error", hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
+                 alpha=0.0001, batch_size="auto", learning_rate="constant", learning_rate_init=0.001, power_t=0.5,
+                 max_iter=200, shuffle=True, random_state=None, tol=1e-4, verbose=False, warm_start=False,
+                 momentum=0.9, nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1, beta_1=0.9,
+                 beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000, backend="auto", dtype=None):
+        super().__init__(hidden_layer_sizes, activation, solver=solver, alpha=alpha, batch_size=batch_size,
+                         learning_rate=learning_rate, learning_rate_init=learning_rate_init, power_t=power_t,
+                         max_iter=max_iter, shuffle=shuffle, random_state=random_state, tol=tol, verbose=verbose,
+                         warm_start=warm_start, momentum=momentum, nesterovs_momentum=nesterovs_momentum,
+                         early_stopping=early_stopping, validation_fraction=validation_fraction, beta_1=beta_1,
+                         beta_2=beta_2, epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun,
+                         backend=backend, dtype=dtype)
+        self.loss = loss
+
+    def _check_params(self):
+        _check(self.loss in LOSSES, f"loss: expected one of {list(LOSSES)}, got {self.loss!r}")
+        return super()._check_params()
 
     def _scale(self, n_outputs):
-        return n_outputs / 2
+        # scikit-learn's Poisson loss is summed over outputs, its squared error halved and summed.
+        return float(n_outputs) if self.loss == "poisson" else n_outputs / 2
 
     def _loss_scale(self, n_outputs):
-        return 0.5
+        return float(n_outputs) if self.loss == "poisson" else 0.5
 
     def _prepare(self, X, y, first):
         X, y = self._validate(X, y, first)
@@ -486,7 +509,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         self._check_split(Y)
         rng = check_random_state(self.random_state)
         if first:
-            self._build(hidden, X, Y.shape[1], "identity", rng)
+            self._build(hidden, X, Y.shape[1], LOSSES[self.loss], rng)
         return self._fit(X, Y, rng, incremental=False)
 
     @available_if(_stochastic)
@@ -498,7 +521,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         X, Y = self._prepare(X, y, first)
         rng = check_random_state(self.random_state)
         if first:
-            self._build(hidden, X, Y.shape[1], "identity", rng)
+            self._build(hidden, X, Y.shape[1], LOSSES[self.loss], rng)
         return self._fit(X, Y, rng, incremental=True)
 
     def _validation_score(self, X, Y):

@@ -44,6 +44,12 @@ class Softmax(Activation):
     name = "softmax"
 
 
+class Exp(Activation):
+    """``exp(z)``: the output of a Poisson regression (non-negative counts or rates)."""
+
+    name = "exp"
+
+
 def _choice(value, choices, name):
     if value not in choices:
         raise ValueError(f"{name}: unknown activation {value!r}; choose one of {', '.join(map(repr, choices))}")

@@ -28,13 +28,14 @@ class MLP:
         ``[Dense(n_in, h1), ReLU(), ..., Dense(h, n_out), Softmax()]``.
     hidden : {"relu", "sigmoid", "tanh", "identity"}
         Activation after every hidden layer (when ``sizes`` are widths).
-    output : {"softmax", "sigmoid", "identity"}
+    output : {"softmax", "sigmoid", "identity", "exp"}
         Activation of the output layer (when ``sizes`` are widths).
-    loss : {"cross_entropy", "binary_cross_entropy", "mse"} or None
+    loss : {"cross_entropy", "binary_cross_entropy", "mse", "poisson"} or None
         None picks the output's natural loss: softmax -> cross_entropy,
-        sigmoid -> binary_cross_entropy, identity -> mse. ``mse`` may also
+        sigmoid -> binary_cross_entropy, identity -> mse, exp -> poisson
+        (half the Poisson deviance, for targets >= 0). ``mse`` may also
         follow a sigmoid output. Cross-entropy and binary cross-entropy
-        classify; squared error regresses.
+        classify; squared error and Poisson regress.
     backend : {"auto", "numpy", "numba", "cython"}
         Kernel set; "auto" takes the fastest available (``backend_`` says which).
     dtype : {"float64", "float32"}
@@ -276,7 +277,8 @@ def _check_loss(loss, output, n_out):
     if loss not in LOSSES:
         raise ValueError(f"loss: unknown loss {loss!r}; choose one of {', '.join(map(repr, LOSSES))}")
     if output not in LOSS_OUTPUTS[loss]:
-        raise ValueError(f"loss: {loss!r} needs a {' or '.join(LOSS_OUTPUTS[loss])} output, got {output!r}")
+        raise ValueError(f"loss: {loss!r} needs output={' or '.join(map(repr, LOSS_OUTPUTS[loss]))}, "
+                         f"got output={output!r}")
     if output == "softmax" and n_out < 2:
         raise ValueError("sizes: a softmax output needs at least 2 units; for one output unit choose "
                          "output='identity' (regression) or output='sigmoid' (two classes)")

@@ -49,6 +49,7 @@ class Task:
     kind: str
     n_out: int
     dtype: np.dtype
+    nonnegative: bool = False  # values: a Poisson regression's counts or rates
 
     @classmethod
     def of(cls, loss, output, n_out, dtype):
@@ -58,7 +59,7 @@ class Task:
             kind = "classes"
         else:
             kind = "binary" if n_out == 1 else "labels"
-        return cls(kind, n_out, np.dtype(dtype))
+        return cls(kind, n_out, np.dtype(dtype), loss == "poisson")
 
     @property
     def classifies(self) -> bool:
@@ -79,6 +80,8 @@ class Task:
             Y = y.reshape(n_rows, -1)
             if Y.shape[1] != k:
                 raise ValueError(f"{name}: expected {k} target column(s), one per output unit, got {Y.shape[1]}")
+            if self.nonnegative and np.any(Y < 0):
+                raise ValueError(f"{name}: Poisson regression needs targets >= 0; got {float(Y.min()):g}")
             return np.ascontiguousarray(Y, dtype=self.dtype), None
         if y.ndim == 2:
             if y.shape[1] == 1 and k > 1:

@@ -205,6 +205,7 @@ def test_a_non_finite_loss_stops_the_epoch_before_its_update(backend):
     (lambda t: t[0].__setitem__(3, 1), "layout: layer 0 places W at 1"),
     (lambda t: t[1].__setitem__(4, 99), "layout: layer 1 places W at 16 and b at 99"),
     (lambda t: t[0].__setitem__(2, ACTIVATIONS["softmax"]), "layout: layer 0 has activation code 4"),
+    (lambda t: t[0].__setitem__(2, ACTIVATIONS["exp"]), "layout: layer 0 has activation code 5, not a known hidden"),
     (lambda t: t[1].__setitem__(2, 11), "layout: layer 1 has activation code 11"),
     (lambda t: t[0].__setitem__(1, 0), "layout: layer 0 has widths 3 x 0"),
     (lambda t: t[0].__setitem__(0, -3), "layout: layer 0 has widths -3 x 4"),

@@ -52,6 +52,14 @@ def test_bad_fit_arguments_raise_before_weights_change(net, change, error, messa
     assert net.classes_ is None and net.training.l2 == 0.0
 
 
+def test_poisson_targets_must_not_be_negative():
+    net = fastgd.MLP([4, 5, 3], output="exp", random_state=0)
+    before = net.params.copy()
+    with pytest.raises(ValueError, match="^y: Poisson regression needs targets >= 0; got -2"):
+        net.fit(X, -np.eye(3)[y] * 2)
+    np.testing.assert_array_equal(net.params, before)
+
+
 def test_a_second_fit_with_bad_labels_changes_nothing(net):
     net.fit(X, y, epochs=2)
     before, optimizer = net.params.copy(), net.optimizer
@@ -85,8 +93,10 @@ def test_predict_checks_features_and_fitting(net):
     ({"hidden": "gelu"}, ValueError, "hidden: unknown activation 'gelu'; choose one of 'relu', 'sigmoid', 'tanh'"),
     ({"output": "relu"}, ValueError, "output: unknown activation 'relu'; choose one of 'softmax', 'sigmoid'"),
     ({"loss": "hinge"}, ValueError, "loss: unknown loss 'hinge'; choose one of 'cross_entropy', "
-                                    "'binary_cross_entropy', 'mse'"),
-    ({"loss": "cross_entropy", "output": "sigmoid"}, ValueError, "loss: 'cross_entropy' needs a softmax output"),
+                                    "'binary_cross_entropy', 'mse', 'poisson'"),
+    ({"loss": "poisson"}, ValueError, "loss: 'poisson' needs output='exp', got output='softmax'"),
+    ({"loss": "cross_entropy", "output": "sigmoid"}, ValueError,
+     "loss: 'cross_entropy' needs output='softmax', got output='sigmoid'"),
     ({"backend": "torch"}, ValueError, "backend: unknown backend 'torch'; choose one of 'auto', "),
     ({"sizes": [fastgd.ReLU(), fastgd.Dense(2, 2)]}, ValueError, "sizes: layer 0 .* must follow a Dense"),
     ({"sizes": [fastgd.Dense(2, 3), fastgd.Dense(4, 2)]}, ValueError, "sizes: layer 1 .* takes 4 inputs"),

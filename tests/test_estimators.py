@@ -69,13 +69,16 @@ def test_sgd_steps_are_scikit_learns(backend, task):
     np.testing.assert_allclose(ours.predict(X), theirs.predict(X), rtol=1e-10, atol=1e-12)
 
 
-def test_defaults_are_scikit_learns():
-    ours, theirs = MLPClassifier().get_params(), sk.MLPClassifier().get_params()
-    shared = set(ours) & set(theirs)
-    assert shared >= {"hidden_layer_sizes", "activation", "solver", "alpha", "batch_size", "learning_rate_init",
-                      "max_iter", "early_stopping", "random_state", "tol", "n_iter_no_change", "momentum"}
-    assert {k: ours[k] for k in shared if k != "solver"} == {k: theirs[k] for k in shared if k != "solver"}
-    assert ours["solver"] == theirs["solver"] == "adam"
+@pytest.mark.parametrize("name", ["MLPClassifier", "MLPRegressor"])
+def test_parameters_and_defaults_are_scikit_learns(name):
+    ours, theirs = getattr(fastgd, name)().get_params(), getattr(sk, name)().get_params()
+    assert set(ours) == set(theirs) | {"backend", "dtype"}
+    assert {k: ours[k] for k in theirs} == theirs
+
+
+def test_an_unknown_regression_loss_is_named():
+    with pytest.raises(ValueError, match="^loss: expected one of"):
+        MLPRegressor(loss="huber").fit(np.eye(3), [0.0, 1.0, 2.0])
 
 
 def test_results_are_comparable_to_scikit_learns():

@@ -26,6 +26,8 @@ def problems(draw):
         y = rng.randint(0, 2, n)
     elif output == "sigmoid":
         y = (rng.rand(n, n_out) > 0.5).astype(float)
+    elif output == "exp":
+        y = rng.poisson(2.0, (n, n_out)).astype(float)
     else:
         y = rng.standard_normal((n, n_out))
     return dict(sizes=sizes, hidden=draw(st.sampled_from(HIDDEN)), output=output, loss=loss,
@@ -56,14 +58,17 @@ def test_backends_agree_and_outputs_are_sane(problem):
         np.testing.assert_allclose(net.params, reference.params, rtol=RTOL[problem["dtype"]],
                                    atol=RTOL[problem["dtype"]] * scale)
     n = len(problem["X"])
-    if problem["loss"] != "mse":  # log-sum-exp and log(1 + exp) keep huge logits finite
+    if problem["loss"] in ("cross_entropy", "binary_cross_entropy"):  # log-sum-exp and log(1 + exp) keep huge
+        # logits finite (an exp output's loss does grow without bound)
         assert np.isfinite(reference.evaluate(problem["X"] * 1e3, problem["y"])[0])
     prediction = reference.predict(problem["X"])
-    if problem["loss"] == "mse":  # regression, whatever the output
+    if problem["loss"] in ("mse", "poisson"):  # regression, whatever the output
         assert prediction.dtype == reference.dtype
         assert prediction.shape == ((n,) if problem["sizes"][-1] == 1 else (n, problem["sizes"][-1]))
         if problem["output"] == "sigmoid":
             assert np.all((prediction >= 0) & (prediction <= 1))
+        if problem["output"] == "exp":
+            assert np.all(prediction >= 0)
         return
     proba = reference.predict_proba(problem["X"])
     assert proba.dtype == reference.dtype and np.all((proba >= 0) & (proba <= 1))

@@ -16,6 +16,7 @@ X_DIGITS, Y_DIGITS = load_digits(n_class=3, return_X_y=True)
 X_DIGITS, Y_DIGITS = X_DIGITS[:200] / 16, Y_DIGITS[:200]
 X_REG, Y_REG = make_regression(200, 10, noise=10.0, random_state=7)
 Y_REG = Y_REG / Y_REG.std()
+Y_COUNTS = np.random.RandomState(5).poisson(np.exp(np.column_stack([Y_REG, -Y_REG]) / 2))  # two outputs
 
 SOLVERS = [("adam", {})] + [
     ("sgd", dict(learning_rate=schedule, momentum=momentum, nesterovs_momentum=nesterov))
@@ -31,6 +32,7 @@ LBFGS_PROBLEMS = {  # estimator, X, y, parameters
     "multilabel": ("MLPClassifier", X_LABELS, Y_LABELS, dict(activation="logistic")),
     "regression": ("MLPRegressor", X_REG, Y_REG, dict(alpha=1e-3)),
     "multi-output": ("MLPRegressor", X_REG, np.column_stack([Y_REG, Y_REG**2 / 4]), dict(activation="tanh")),
+    "poisson": ("MLPRegressor", X_REG, Y_COUNTS, dict(loss="poisson")),
 }
 
 
@@ -78,12 +80,14 @@ def test_the_classifier_takes_scikit_learns_steps(solver, kwargs, batch_size, mo
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("solver, kwargs", SOLVERS[:3], ids=SOLVER_IDS[:3])
-def test_the_regressor_takes_scikit_learns_steps(solver, kwargs, mode, backend):
-    params = dict(hidden_layer_sizes=(8, 4), activation="tanh", solver=solver, batch_size=32, max_iter=15,
-                  learning_rate_init=0.01, alpha=1e-3, random_state=np.random.RandomState(3), **kwargs)
-    theirs = train(sk.MLPRegressor, None, mode, X_REG, Y_REG, **params)
+@pytest.mark.parametrize("loss", ["squared_error", "poisson"])
+def test_the_regressor_takes_scikit_learns_steps(loss, solver, kwargs, mode, backend):
+    params = dict(loss=loss, hidden_layer_sizes=(8, 4), activation="tanh", solver=solver, batch_size=32,
+                  max_iter=15, learning_rate_init=0.01, alpha=1e-3, random_state=np.random.RandomState(3), **kwargs)
+    y = Y_REG if loss == "squared_error" else Y_COUNTS
+    theirs = train(sk.MLPRegressor, None, mode, X_REG, y, **params)
     params["random_state"] = np.random.RandomState(3)
-    assert_same_steps(train(sk.MLPRegressor, backend, mode, X_REG, Y_REG, **params), theirs)
+    assert_same_steps(train(sk.MLPRegressor, backend, mode, X_REG, y, **params), theirs)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -28,7 +28,6 @@ PRIVATE = {
 MISSING = {
     "test_sparse_matrices": "sparse X (CSR/CSC)",
     "test_mlp_sample_weight_with_early_stopping": "sample_weight",
-    "test_mlp_vs_poisson_glm_equivalent": "MLPRegressor(loss='poisson')",
 }
 
 

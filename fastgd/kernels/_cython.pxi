@@ -42,11 +42,13 @@ cdef enum Activation:
     SIGMOID = 2
     TANH = 3
     SOFTMAX = 4
+    EXP = 5
 
 cdef enum Loss:
     CROSS_ENTROPY = 0
     BINARY_CROSS_ENTROPY = 1
     MSE = 2
+    POISSON = 3
 
 cdef enum Optimizer:
     SGD = 0
@@ -95,8 +97,10 @@ cdef packed struct Step:
 STEP_FIELDS = ("loss", "optimizer", "l2", "l2_per_row", "clip_value", "clip_norm", "momentum", "dampening",
                "nesterov", "weight_decay", "sutskever", "beta", "beta1", "beta2", "eps", "amsgrad", "decoupled",
                "eps_hat", "alpha", "centered", "rho", "c", "min_step", "fallback_step")
-CODES = {"activations": {"identity": IDENTITY, "relu": RELU, "sigmoid": SIGMOID, "tanh": TANH, "softmax": SOFTMAX},
-         "losses": {"cross_entropy": CROSS_ENTROPY, "binary_cross_entropy": BINARY_CROSS_ENTROPY, "mse": MSE},
+CODES = {"activations": {"identity": IDENTITY, "relu": RELU, "sigmoid": SIGMOID, "tanh": TANH, "softmax": SOFTMAX,
+                         "exp": EXP},
+         "losses": {"cross_entropy": CROSS_ENTROPY, "binary_cross_entropy": BINARY_CROSS_ENTROPY, "mse": MSE,
+                    "poisson": POISSON},
          "optimizers": {"sgd": SGD, "momentum": MOMENTUM, "adam": ADAM, "rmsprop": RMSPROP, "adagrad": ADAGRAD,
                         "line_search": LINE_SEARCH},
          "status": {"OK": OK, "NOT_FINITE": NOT_FINITE, "BAD_ROW": BAD_ROW}}
@@ -202,6 +206,9 @@ cdef inline double _output_row(floating* z, const floating* b, floating* out, Py
     if activation == SIGMOID:
         for j in range(n):
             out[j] = 1 / (1 + exp(-z[j]))
+    elif activation == EXP:
+        for j in range(n):
+            out[j] = exp(z[j])
     else:
         for j in range(n):
             out[j] = z[j]
@@ -223,6 +230,10 @@ cdef inline double _loss_row(const floating* z, const floating* out, const float
         for j in range(n):
             v = z[j]
             total += (v if v > 0 else 0) + log1p(exp(-fabs(v))) - y[j] * v
+    elif loss == POISSON:  # y log y - y z - y + exp(z)
+        for j in range(n):
+            v, e = z[j], y[j]
+            total += (e * log(e) if e > 0 else 0) - e * v - e + exp(v)
     else:
         for j in range(n):
             e = <double>out[j] - y[j]

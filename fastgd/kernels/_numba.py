@@ -26,12 +26,14 @@ from ._workspace import Workspace
 
 # The codes of fastgd._codes, kept here so that cached machine code follows this file
 # alone (a test checks that they agree with the tables).
-IDENTITY, RELU, SIGMOID, TANH, SOFTMAX = 0, 1, 2, 3, 4
-CROSS_ENTROPY, BINARY_CROSS_ENTROPY, MSE = 0, 1, 2
+IDENTITY, RELU, SIGMOID, TANH, SOFTMAX, EXP = 0, 1, 2, 3, 4, 5
+CROSS_ENTROPY, BINARY_CROSS_ENTROPY, MSE, POISSON = 0, 1, 2, 3
 SGD, MOMENTUM, ADAM, RMSPROP, ADAGRAD, LINE_SEARCH = 0, 1, 2, 3, 4, 5
 OK, NOT_FINITE, BAD_ROW = 0, 1, 2
-CODES = {"activations": {"identity": IDENTITY, "relu": RELU, "sigmoid": SIGMOID, "tanh": TANH, "softmax": SOFTMAX},
-         "losses": {"cross_entropy": CROSS_ENTROPY, "binary_cross_entropy": BINARY_CROSS_ENTROPY, "mse": MSE},
+CODES = {"activations": {"identity": IDENTITY, "relu": RELU, "sigmoid": SIGMOID, "tanh": TANH, "softmax": SOFTMAX,
+                         "exp": EXP},
+         "losses": {"cross_entropy": CROSS_ENTROPY, "binary_cross_entropy": BINARY_CROSS_ENTROPY, "mse": MSE,
+                    "poisson": POISSON},
          "optimizers": {"sgd": SGD, "momentum": MOMENTUM, "adam": ADAM, "rmsprop": RMSPROP, "adagrad": ADAGRAD,
                         "line_search": LINE_SEARCH},
          "status": {"OK": OK, "NOT_FINITE": NOT_FINITE, "BAD_ROW": BAD_ROW}}
@@ -134,8 +136,8 @@ def _add_rows(total, block, m, n):
 
 @_inline
 def _output_row(z, b, out, activation, one):
-    """Output layer of one row: logits ``z += b``, ``out = softmax(z)``, ``sigmoid(z)``
-    or ``z``. Returns log-sum-exp(z) for softmax (what cross-entropy needs), else 0."""
+    """Output layer of one row: logits ``z += b``, ``out = softmax(z)``, ``sigmoid(z)``,
+    ``exp(z)`` or ``z``. Returns log-sum-exp(z) for softmax (what cross-entropy needs), else 0."""
     for j in range(z.shape[0]):
         z[j] += b[j]
     if activation == SOFTMAX:
@@ -152,6 +154,9 @@ def _output_row(z, b, out, activation, one):
     elif activation == SIGMOID:
         for j in range(z.shape[0]):
             out[j] = one / (one + np.exp(-z[j]))
+    elif activation == EXP:
+        for j in range(z.shape[0]):
+            out[j] = np.exp(z[j])
     else:
         _copy(out, z)
     return 0.0
@@ -171,6 +176,10 @@ def _loss_row(z, out, y, lse, activation, loss, scale, delta, one):
         for j in range(z.shape[0]):
             v = np.float64(z[j])
             total += max(v, 0.0) + np.log1p(np.exp(-abs(v))) - y[j] * v
+    elif loss == POISSON:  # y log y - y z - y + exp(z)
+        for j in range(z.shape[0]):
+            v, t = np.float64(z[j]), np.float64(y[j])
+            total += (t * np.log(t) if t > 0 else 0.0) - t * v - t + np.exp(v)
     else:
         for j in range(z.shape[0]):
             e = np.float64(out[j]) - y[j]

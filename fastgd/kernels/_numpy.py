@@ -9,14 +9,15 @@ this backend is the oracle.
 """
 
 import numpy as np
-from scipy.special import expit
+from scipy.special import expit, xlogy
 
 from .._codes import ACTIVATIONS, BAD_ROW, LOSSES, NOT_FINITE, OK, OPTIMIZERS
 from .._layout import ACTIVATION, N_IN, N_OUT, weight_views
 
-IDENTITY, RELU, SIGMOID, TANH, SOFTMAX = (ACTIVATIONS[name] for name in ("identity", "relu", "sigmoid", "tanh",
-                                                                         "softmax"))
-CROSS_ENTROPY, BINARY_CROSS_ENTROPY, MSE = (LOSSES[name] for name in ("cross_entropy", "binary_cross_entropy", "mse"))
+IDENTITY, RELU, SIGMOID, TANH, SOFTMAX, EXP = (ACTIVATIONS[name] for name in ("identity", "relu", "sigmoid", "tanh",
+                                                                              "softmax", "exp"))
+CROSS_ENTROPY, BINARY_CROSS_ENTROPY, MSE, POISSON = (LOSSES[name] for name in ("cross_entropy", "binary_cross_entropy",
+                                                                               "mse", "poisson"))
 SGD, MOMENTUM, ADAM, RMSPROP, ADAGRAD, LINE_SEARCH = (OPTIMIZERS[name].code for name in (
     "sgd", "momentum", "adam", "rmsprop", "adagrad", "line_search"))
 
@@ -97,7 +98,12 @@ def _softmax(z, out, lse):
     np.add(top[:, 0], np.log(total[:, 0], dtype=np.float64), out=lse)
 
 
-ACTIVATE = {IDENTITY: _identity, RELU: _relu, SIGMOID: _sigmoid, TANH: _tanh, SOFTMAX: _softmax}
+def _exp(z, out, lse):
+    with np.errstate(over="ignore"):  # an overflowing output is a diverging fit, reported as such
+        np.exp(z, out=out)
+
+
+ACTIVATE = {IDENTITY: _identity, RELU: _relu, SIGMOID: _sigmoid, TANH: _tanh, SOFTMAX: _softmax, EXP: _exp}
 
 
 # Derivatives f'(z), written into ``out`` from the activation a = f(z).
@@ -158,6 +164,8 @@ def _data_loss(loss, z, a, Y, lse):
             return float((lse * Y.sum(axis=1) - np.einsum("ij,ij->i", Y, z)).sum()) / len(Y)
         if loss == BINARY_CROSS_ENTROPY:  # -mean(y log sigmoid(z) + (1 - y) log(1 - sigmoid(z)))
             return float((np.logaddexp(0, z) - Y * z).sum()) / Y.size
+        if loss == POISSON:  # half the Poisson deviance of y against exp(z): mean(y log y - y z - y + exp(z))
+            return float((xlogy(Y, Y) - Y * z - Y + np.exp(z)).sum()) / Y.size
         return float(np.square(a - Y).sum()) / Y.size  # MSE: mean((a - y)**2)
 
 

@@ -27,7 +27,7 @@ from typing import Protocol
 
 import numpy as np
 
-from .._codes import ACTIVATIONS, BAD_ROW, HYPER, LOSS_OUTPUTS, LOSSES, NOT_FINITE, OK, OPTIMIZERS
+from .._codes import ACTIVATIONS, BAD_ROW, HIDDEN_ACTIVATIONS, HYPER, LOSS_OUTPUTS, LOSSES, NOT_FINITE, OK, OPTIMIZERS
 from .._layout import ACTIVATION, B_OFFSET, N_IN, N_OUT
 
 STEP = np.dtype([("loss", np.int64), ("optimizer", np.int64), ("l2", np.float64), ("l2_per_row", np.float64),
@@ -109,7 +109,7 @@ def step_config(loss: str, optimizer: str = "sgd", hyper=None, l2: float = 0.0, 
 def check_layout(layout) -> np.ndarray:
     """A private, immutable copy of ``layout`` once every row is checked to describe one
     contiguous ``params`` buffer: positive widths chained layer to layer, known activation
-    codes (softmax last only), and each ``W`` then ``b`` right after the layer before."""
+    codes (softmax and exp last only), and each ``W`` then ``b`` right after the layer before."""
     try:
         table = np.array(layout, dtype=np.int64, copy=True, order="C")
     except (TypeError, ValueError, OverflowError) as error:
@@ -122,7 +122,8 @@ def check_layout(layout) -> np.ndarray:
             raise ValueError(f"layout: layer {l} has widths {n_in} x {n_out}; each must be in [1, 2**31)")
         if l > 0 and n_in != table[l - 1, N_OUT]:
             raise ValueError(f"layout: layer {l} takes {n_in} inputs but layer {l - 1} gives {table[l - 1, N_OUT]}")
-        if activation not in _ACTIVATION_NAMES or (activation == ACTIVATIONS["softmax"] and l < len(table) - 1):
+        if activation not in _ACTIVATION_NAMES or (_ACTIVATION_NAMES[activation] not in HIDDEN_ACTIVATIONS
+                                                   and l < len(table) - 1):
             raise ValueError(f"layout: layer {l} has activation code {activation}, not a known "
                              f"{'output' if l == len(table) - 1 else 'hidden'} activation")
         if w != offset or b != offset + n_in * n_out:
