@@ -44,6 +44,19 @@ def check_targets(y, name, n_rows):
     return y
 
 
+def check_sample_weight(weights, name, n_rows):
+    """Per-row weights as a C-contiguous float64 array of ``n_rows`` finite values >= 0, not all 0."""
+    try:
+        weights = np.ascontiguousarray(weights, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"{name}: expected one number per row ({error})") from None
+    if weights.shape != (n_rows,):
+        raise ValueError(f"{name}: expected shape ({n_rows},), one weight per row, got {weights.shape}")
+    if not np.isfinite(weights).all() or (weights < 0).any() or not weights.any():
+        raise ValueError(f"{name}: weights must be finite and >= 0, and not all 0")
+    return weights
+
+
 def check_int(value, name, minimum=1):
     if type(value) is int and value >= minimum:  # the common case, without the abstract-class check
         return value

@@ -51,7 +51,7 @@ from sklearn.utils.fixes import _get_additional_lbfgs_options_dict
 from sklearn.utils.multiclass import check_classification_targets, type_of_target, unique_labels
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.optimize import _check_optimize_result
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from ._layout import B_OFFSET, N_IN, N_OUT, W_OFFSET, glorot_uniform
 from ._threads import blas_threads_for
@@ -206,24 +206,27 @@ class _BaseMLP(BaseEstimator):
             self._best_params = self.model_.params.copy()
         self._optimizer_started = False
 
-    def _fit(self, X, targets, rng, incremental):
-        """Train ``self.model_`` on ``X`` and ``targets`` (class indices, indicator rows or values) for
-        ``max_iter`` epochs (one with ``incremental``) as scikit-learn does: its validation split and
-        shuffling drawn from ``rng``, its stopping and learning-rate rules."""
+    def _fit(self, X, targets, rng, incremental, sample_weight):
+        """Train ``self.model_`` on ``X`` and ``targets`` (class indices, indicator rows or values), rows
+        weighted by ``sample_weight`` (checked; None: 1 each), for ``max_iter`` epochs (one with
+        ``incremental``) as scikit-learn does: its validation split and shuffling drawn from ``rng``,
+        its stopping and learning-rate rules."""
         net = self.model_
         if not _stochastic(self):
-            return self._fit_lbfgs(X, targets)
+            return self._fit_lbfgs(X, targets, sample_weight)
         if not incremental or not self._optimizer_started:
             self._start_optimizer()
             self._optimizer_started = True
         n = len(X)
         validation = None
         if self.early_stopping:
-            X, X_val, targets, y_val = train_test_split(X, targets, random_state=rng,
-                                                        test_size=self.validation_fraction,
-                                                        stratify=self._stratify(targets))
+            arrays = (X, targets) if sample_weight is None else (X, targets, sample_weight)
+            split = train_test_split(*arrays, random_state=rng, test_size=self.validation_fraction,
+                                     stratify=self._stratify(targets))
+            X, X_val, targets, y_val = split[:4]
+            sample_weight, weight_val = split[4:] if sample_weight is not None else (None, None)
             n = len(X)
-            validation = np.ascontiguousarray(X_val, dtype=net.dtype), y_val
+            validation = np.ascontiguousarray(X_val, dtype=net.dtype), y_val, weight_val
         batch_size = min(200, n) if self.batch_size == "auto" else min(self.batch_size, n)
         if self.batch_size != "auto" and self.batch_size > n:
             warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is going to be clipped",
@@ -239,7 +242,7 @@ class _BaseMLP(BaseEstimator):
             net.classes_ = classes
             net.training.rng = rng
             try:
-                train(net, np.ascontiguousarray(X, dtype=net.dtype), Y, options)
+                train(net, np.ascontiguousarray(X, dtype=net.dtype), Y, options, weights=sample_weight)
             except TrainingDiverged as error:
                 epochs.diverged(error)
         if not incremental and not epochs.converged:
@@ -250,27 +253,28 @@ class _BaseMLP(BaseEstimator):
             self._best_params = net.params
         return self
 
-    def _fit_lbfgs(self, X, targets):
+    def _fit_lbfgs(self, X, targets, sample_weight):
         """Train ``self.model_`` as scikit-learn's ``lbfgs`` solver does: SciPy's L-BFGS-B on the
         full-batch objective, the kernels' loss and gradient in scikit-learn's scale (module docstring)."""
         net = self.model_
-        kernels, params, n = net.kernels, net.params, len(X)
-        Y, _ = net.task.encode(targets, "y", n, np.arange(net.task.n_classes) if net.task.classifies else None)
+        kernels, params = net.kernels, net.params
+        rows = len(X) if sample_weight is None else float(sample_weight.sum())
+        Y, _ = net.task.encode(targets, "y", len(X), np.arange(net.task.n_classes) if net.task.classifies else None)
         scale, loss_scale = self._scale(net.sizes[-1]), self._loss_scale(net.sizes[-1])
         config = step_config(net.loss, l2=self.alpha / scale, l2_per_row=True)
-        ws, grads = kernels.workspace(n), np.empty_like(params)
+        ws, grads = kernels.workspace(len(X)), np.empty_like(params)
         order = _sklearn_order(kernels.layout)
 
         def loss_and_gradient(x):
             params[order] = x
-            loss = kernels.backward(params, X, Y, config, ws, grads)
-            penalty = kernels.l2_penalty(params, self.alpha / (scale * n))  # in ``loss``, weighed as the data
+            loss = kernels.backward(params, X, Y, config, ws, grads, sample_weight)
+            penalty = kernels.l2_penalty(params, self.alpha / (scale * rows))  # in ``loss``, weighed as the data
             return loss_scale * (loss - penalty) + scale * penalty, scale * grads[order]
 
         start = params.copy()
         options = {"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol,
                    **_get_additional_lbfgs_options_dict("iprint", 1 if self.verbose else -1)}
-        with net.training.exclusive(), blas_threads_for(kernels.layout, n):
+        with net.training.exclusive(), blas_threads_for(kernels.layout, len(X)):
             result = scipy.optimize.minimize(loss_and_gradient, params[order].astype(np.float64),
                                              method="L-BFGS-B", jac=True, options=options)
         self.n_iter_ = _check_optimize_result("lbfgs", result, self.max_iter)
@@ -398,19 +402,21 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         else:
             self._build(hidden, X, len(self.classes_), "softmax", rng)
 
-    def fit(self, X, y):
-        """Train from scratch (or, with ``warm_start``, from the last fit) for up to ``max_iter`` epochs."""
+    def fit(self, X, y, sample_weight=None):
+        """Train from scratch (or, with ``warm_start``, from the last fit) for up to ``max_iter`` epochs;
+        ``sample_weight`` (n,) weighs each row's loss, as scikit-learn's."""
         hidden = self._check_params()
         first = not (self.warm_start and hasattr(self, "model_"))
         X, targets = self._prepare(X, y, first, incremental=False)
+        sample_weight = _weights(sample_weight, X)
         self._check_split(targets)
         rng = check_random_state(self.random_state)
         if first:
             self._build_for(hidden, X, rng)
-        return self._fit(X, targets, rng, incremental=False)
+        return self._fit(X, targets, rng, incremental=False, sample_weight=sample_weight)
 
     @available_if(_stochastic)
-    def partial_fit(self, X, y, classes=None):
+    def partial_fit(self, X, y, sample_weight=None, classes=None):
         """One epoch over ``(X, y)``; the first call needs ``classes`` (every label there will be)."""
         self._check_incremental()
         first = not hasattr(self, "model_")
@@ -422,14 +428,15 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             raise ValueError(f"`classes={classes!r}` is not the same as on last call to partial_fit, was: "
                              f"{self.classes_!r}")
         X, targets = self._prepare(X, y, first, incremental=True, classes=classes)
+        sample_weight = _weights(sample_weight, X)
         rng = check_random_state(self.random_state)
         if first:
             self._build_for(hidden, X, rng)
-        return self._fit(X, targets, rng, incremental=True)
+        return self._fit(X, targets, rng, incremental=True, sample_weight=sample_weight)
 
-    def _validation_score(self, X, targets):
-        return float(np.mean(np.all(np.reshape(self._predict_indices(self._network_outputs(X)) == targets,
-                                               (len(X), -1)), axis=1)))
+    def _validation_score(self, X, targets, weights):
+        hits = np.all(np.reshape(self._predict_indices(self._network_outputs(X)) == targets, (len(X), -1)), axis=1)
+        return float(np.average(hits, weights=weights))
 
     def _stratify(self, targets):
         return (targets == 1)[:, None] if not self._multilabel and len(self.classes_) <= 2 else None
@@ -501,32 +508,35 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
             self._y_1d = y.ndim == 1
         return X, y.reshape(len(y), -1)
 
-    def fit(self, X, y):
-        """Train from scratch (or, with ``warm_start``, from the last fit) for up to ``max_iter`` epochs."""
+    def fit(self, X, y, sample_weight=None):
+        """Train from scratch (or, with ``warm_start``, from the last fit) for up to ``max_iter`` epochs;
+        ``sample_weight`` (n,) weighs each row's loss, as scikit-learn's."""
         hidden = self._check_params()
         first = not (self.warm_start and hasattr(self, "model_"))
         X, Y = self._prepare(X, y, first)
+        sample_weight = _weights(sample_weight, X)
         self._check_split(Y)
         rng = check_random_state(self.random_state)
         if first:
             self._build(hidden, X, Y.shape[1], LOSSES[self.loss], rng)
-        return self._fit(X, Y, rng, incremental=False)
+        return self._fit(X, Y, rng, incremental=False, sample_weight=sample_weight)
 
     @available_if(_stochastic)
-    def partial_fit(self, X, y):
+    def partial_fit(self, X, y, sample_weight=None):
         """One epoch over ``(X, y)``."""
         self._check_incremental()
         first = not hasattr(self, "model_")
         hidden = self._check_params() if first else None
         X, Y = self._prepare(X, y, first)
+        sample_weight = _weights(sample_weight, X)
         rng = check_random_state(self.random_state)
         if first:
             self._build(hidden, X, Y.shape[1], LOSSES[self.loss], rng)
-        return self._fit(X, Y, rng, incremental=True)
+        return self._fit(X, Y, rng, incremental=True, sample_weight=sample_weight)
 
-    def _validation_score(self, X, Y):
+    def _validation_score(self, X, Y, weights):
         outputs = self._network_outputs(X)
-        return float(r2_score(Y, outputs)) if np.isfinite(outputs).all() else np.nan
+        return float(r2_score(Y, outputs, sample_weight=weights)) if np.isfinite(outputs).all() else np.nan
 
     def predict(self, X):
         """Predictions (n,) for a 1-D target, (n, k) otherwise."""
@@ -538,6 +548,13 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         tags.target_tags.multi_output = True
         return tags
 
+
+
+def _weights(sample_weight, X):
+    """scikit-learn's checked ``sample_weight`` as the float64 array the kernels take (None stays None)."""
+    if sample_weight is None:
+        return None
+    return np.ascontiguousarray(_check_sample_weight(sample_weight, X), dtype=np.float64)
 
 
 def _sklearn_order(layout):

@@ -8,7 +8,7 @@ import numpy as np
 from . import persistence
 from ._codes import DEFAULT_LOSS, LOSS_OUTPUTS, LOSSES
 from ._layout import he_normal, make_layout, weight_views
-from ._validation import check_dtype, check_outputs, check_X
+from ._validation import check_dtype, check_outputs, check_sample_weight, check_X
 from .callbacks import Callback, History
 from .errors import ModelFileError
 from .kernels import kernels, resolve_saved
@@ -219,7 +219,8 @@ class MLP:
     def fit(self, X, y, *, epochs: int = 1, batch_size: int | None = None, optimizer: Optimizer | None = None,
             l2: float = 0.0, clip_value: float | None = None, clip_norm: float | None = None,
             shuffle: bool = True, validation_data=None, train_metrics: bool = True,
-            callbacks: Sequence[Callback] = (), verbose: int = 0, on_divergence: str = "raise") -> History:
+            callbacks: Sequence[Callback] = (), verbose: int = 0, on_divergence: str = "raise",
+            sample_weight=None) -> History:
         """Train by gradient descent; continues from the current weights.
 
         ``batch_size=None`` is full-batch gradient descent, ``1`` stochastic,
@@ -230,6 +231,13 @@ class MLP:
         ``epoch_time`` (seconds of training, metrics excluded), and for a line
         search ``step_size`` (the epoch's mean accepted step). Losses include
         the L2 term ``l2 / 2 * sum(W**2)``.
+
+        ``sample_weight``: one weight ``>= 0`` per row of ``X`` (not all 0); each
+        batch's loss and gradient are then weighted means over its rows, taken
+        over its total weight, as scikit-learn takes them (``train_loss`` too):
+        a row weighs against the other rows of its batch, so with
+        ``batch_size=1`` weights change nothing. A batch whose rows all weigh 0
+        has no mean: its loss is NaN, and the fit stops as diverged.
 
         ``optimizer=None`` continues with the current optimizer and its state
         (the first fit's default is ``SGD(lr=0.01)``); a new optimizer starts
@@ -246,6 +254,7 @@ class MLP:
         """
         # Everything is checked before anything about the model changes.
         X, Y, classes = self.encode(X, y)
+        weights = None if sample_weight is None else check_sample_weight(sample_weight, "sample_weight", len(X))
         options = FitOptions(epochs=epochs, batch_size=batch_size, l2=l2, clip_value=clip_value, clip_norm=clip_norm,
                              shuffle=shuffle, train_metrics=train_metrics, callbacks=callbacks, verbose=verbose,
                              on_divergence=on_divergence)
@@ -264,7 +273,7 @@ class MLP:
             self.classes_ = classes
             if optimizer is not None:
                 self._training.reset(optimizer)
-            return train(self, X, Y, options, validation)
+            return train(self, X, Y, options, validation, weights)
 
     def __repr__(self):
         return (f"MLP({self.sizes}, activations={self.activations}, loss={self.loss!r}, "

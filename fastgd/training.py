@@ -190,9 +190,10 @@ class FitOptions:
             raise ValueError(f"on_divergence: expected 'raise' or 'warn', got {self.on_divergence!r}")
 
 
-def outputs(kernels, params, X, Y=None, loss=None, ws=None):
+def outputs(kernels, params, X, Y=None, loss=None, ws=None, weights=None):
     """``(outputs (n, n_out), mean data loss)`` of the rows of ``X`` in chunks of ``CHUNK_ROWS``
-    rows; the loss (no L2 term) needs targets ``Y`` and a loss code, else it is None."""
+    rows; the loss (no L2 term; rows weighted by ``weights``, None: 1 each) needs targets ``Y``
+    and a loss code, else it is None."""
     n = len(X)
     ws = ws or kernels.workspace(min(n, CHUNK_ROWS))
     result = np.empty((n, kernels.n_out), dtype=kernels.dtype)
@@ -201,22 +202,26 @@ def outputs(kernels, params, X, Y=None, loss=None, ws=None):
         rows = slice(start, start + CHUNK_ROWS)
         if Y is None:
             result[rows] = kernels.forward(params, X[rows], ws)
-        else:
-            value, result[rows] = kernels.evaluate(params, X[rows], Y[rows], loss, ws)
-            loss_sum += value * len(result[rows])
-    return result, (loss_sum / n if Y is not None else None)
+            continue
+        chunk = None if weights is None else weights[rows]
+        count = len(result[rows]) if chunk is None else float(chunk.sum())
+        value, result[rows] = kernels.evaluate(params, X[rows], Y[rows], loss, ws, chunk)
+        if count:  # rows that all weigh 0 count for nothing
+            loss_sum += value * count
+    return result, (loss_sum / (n if weights is None else float(weights.sum())) if Y is not None else None)
 
 
-def evaluate(net, X, Y, ws=None):
-    """``(loss, accuracy)`` of ``net`` on checked rows ``(X, Y)``: the mean data loss plus the L2 term
-    of ``net.training.l2``; accuracy is None for regression."""
-    result, data_loss = outputs(net.kernels, net.params, X, Y, LOSSES[net.loss], ws)
+def evaluate(net, X, Y, ws=None, weights=None):
+    """``(loss, accuracy)`` of ``net`` on checked rows ``(X, Y)`` (weighted by ``weights``, None: 1 each):
+    the mean data loss plus the L2 term of ``net.training.l2``; accuracy is None for regression."""
+    result, data_loss = outputs(net.kernels, net.params, X, Y, LOSSES[net.loss], ws, weights)
     return data_loss + net.kernels.l2_penalty(net.params, net.training.l2), net.task.accuracy(result, Y)
 
 
-def train(net, X, Y, options: FitOptions, validation=None) -> History:
+def train(net, X, Y, options: FitOptions, validation=None, weights=None) -> History:
     """Train ``net`` on checked rows ``(X, Y)`` (C-contiguous, the model dtype, ``Y`` encoded by
     ``net.task``) for ``options.epochs`` epochs, continuing from its weights and training state.
+    ``weights``: checked float64 weights of the rows (None: 1 each), for the training loss.
 
     ``validation``: checked rows ``(X_val, Y_val)`` or None. Returns the :class:`History`
     (also in ``net.history_``): per epoch ``loss`` (the batches' losses while training, averaged over rows),
@@ -275,7 +280,7 @@ def train(net, X, Y, options: FitOptions, validation=None) -> History:
                     # A fault before the history records the epoch leaves the weights of the epoch before.
                     try:
                         mean_loss, steps, status = train_epoch(params, grads, state, X, Y, order, batch_size, config,
-                                                               lrs, first_step, ws)
+                                                               lrs, first_step, ws, weights)
                         training.step = first_step + steps
                         elapsed = time.perf_counter() - start
                         if status != OK:
@@ -290,7 +295,7 @@ def train(net, X, Y, options: FitOptions, validation=None) -> History:
                         if line_search:
                             logs["step_size"] = float(lrs.mean())
                         if options.train_metrics:
-                            logs["train_loss"], logs["train_accuracy"] = evaluate(net, X, Y, eval_ws)
+                            logs["train_loss"], logs["train_accuracy"] = evaluate(net, X, Y, eval_ws, weights)
                             if not np.isfinite(logs["train_loss"]):  # the epoch's last steps overflowed
                                 _restore(params, training, last, first_step)
                                 diverged = (f"training diverged in epoch {epoch + 1} (loss not finite after it); "

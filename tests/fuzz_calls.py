@@ -92,13 +92,15 @@ P = KERNELS.n_params
 RNG = np.random.RandomState(0)
 GOOD = dict(params=NET.params, grads=np.zeros(P), state=np.zeros((0, P)), X=RNG.standard_normal((10, 3)),
             Y=np.eye(2)[RNG.randint(0, 2, 10)], order=np.arange(10), batch_size=4, config=step_config("cross_entropy"),
-            lrs=np.full(3, 0.1), step=0, loss=LOSSES["cross_entropy"], l2=0.1, lr=0.1, rows=10, batch_rows=4)
+            lrs=np.full(3, 0.1), step=0, loss=LOSSES["cross_entropy"], l2=0.1, lr=0.1, rows=10, batch_rows=4,
+            weights=RNG.uniform(0, 2, 10))
 SIGNATURES = {
     "workspace": ("rows", "batch_rows"), "forward": ("params", "X", "ws"),
-    "evaluate": ("params", "X", "Y", "loss", "ws"), "l2_penalty": ("params", "l2"),
-    "backward": ("params", "X", "Y", "config", "ws", "grads"), "clip": ("grads", "config"),
+    "evaluate": ("params", "X", "Y", "loss", "ws", "weights"), "l2_penalty": ("params", "l2"),
+    "backward": ("params", "X", "Y", "config", "ws", "grads", "weights"), "clip": ("grads", "config"),
     "update": ("params", "grads", "state", "config", "lr", "step"),
-    "train_epoch": ("params", "grads", "state", "X", "Y", "order", "batch_size", "config", "lrs", "step", "ws"),
+    "train_epoch": ("params", "grads", "state", "X", "Y", "order", "batch_size", "config", "lrs", "step", "ws",
+                    "weights"),
 }
 WORKSPACES = st.sampled_from(["good", "small", "other", "junk"])
 
@@ -218,7 +220,8 @@ def test_public_api(data):
                        callbacks=data.draw(st.one_of(st.just(()), st.just([fastgd.EarlyStopping(patience=1)]),
                                                      st.just([object()]), JUNK)),
                        verbose=data.draw(st.one_of(st.just(0), st.integers(-1, 3), JUNK)),
-                       on_divergence=data.draw(st.sampled_from(["raise", "warn", "ignore", None])))
+                       on_divergence=data.draw(st.sampled_from(["raise", "warn", "ignore", None])),
+                       sample_weight=data.draw(st.one_of(st.none(), hostile(rng.uniform(0, 2, 12)))))
         print(f"fit options {options}", file=sys.stderr, flush=True)
         run(f"fit({type(Xh).__name__}, {type(yh).__name__})", lambda: net.fit(Xh, yh, **options),
             lambda history: (finite(history.history["loss"]), finite(net.params)))

@@ -173,3 +173,50 @@ def test_weights_whose_squares_overflow_train_on_without_l2(backend):
                  for net in nets for batch in (None, 1, 8)]
     assert all(len(h.epoch) == 3 and np.isfinite(h.history["loss"]).all() for h in histories)
     assert_close(nets[1].params, nets[0].params, 1e-10)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("rows", [3, 16, 17, 40])
+@pytest.mark.parametrize("hidden, output, loss", COMBINATIONS)
+def test_integer_weights_count_as_repeated_rows(backend, rows, hidden, output, loss):
+    """A row of weight ``w`` is the row ``w`` times over: the weighted loss and gradient of a batch
+    (means over its total weight, L2 per row of that weight) equal those of the repeated rows."""
+    X, y = make_problem(output, n=rows, seed=rows)
+    net = fastgd.MLP([5, 9, 7, 3], hidden=hidden, output=output, loss=loss, backend=backend, random_state=0)
+    X, Y, _ = net.encode(X, y)
+    weights = np.random.RandomState(rows).randint(0, 4, rows).astype(np.float64)
+    weights[0] = 2
+    repeated = np.repeat(np.arange(rows), weights.astype(int))
+    config = step_config(loss, l2=0.01, l2_per_row=True)
+    kernels = net.kernels
+    ws = kernels.workspace(len(repeated))
+    results = []
+    for rows_X, rows_Y, w in ((X, Y, weights), (X[repeated], Y[repeated], None)):
+        grads = np.zeros_like(net.params)
+        value, _ = kernels.evaluate(net.params, rows_X, rows_Y, LOSSES[loss], ws, w)
+        results.append((value, kernels.backward(net.params, rows_X, rows_Y, config, ws, grads, w), grads))
+    for got, expected in zip(*results):
+        assert_close(got, expected, 1e-12)
+
+
+@pytest.mark.parametrize("backend", TARGETS, indirect=True)
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("batch_size", [None, 1, 8, 32], ids=["batch", "stochastic", "mini8", "mini32"])
+@pytest.mark.parametrize("optimizer", [
+    fastgd.SGD(lr=0.05), fastgd.Adam(lr=0.01),
+    fastgd.BacktrackingLineSearch(alpha0=0.2),  # a full step is chaotic here: rounding flips accept/reject
+], ids=["sgd", "adam", "line-search"])
+def test_weighted_epochs_match_reference(backend, dtype, batch_size, optimizer):
+    X, y = make_problem("softmax", n=70, seed=3)
+    weights = np.random.RandomState(4).uniform(0.1, 3.0, 70)
+    nets = pair(backend, "tanh", "softmax", "cross_entropy", dtype, seed=5)
+    histories = [net.fit(X, y, epochs=5, batch_size=batch_size, optimizer=optimizer, l2=1e-3, sample_weight=weights)
+                 for net in nets]
+    rtol = TRAINING_RTOL[dtype]
+    assert_close(nets[1].params, nets[0].params, rtol)
+    for key in ("loss", "train_loss"):
+        assert_close(histories[1].history[key], histories[0].history[key], rtol)
+    unweighted = pair(backend, "tanh", "softmax", "cross_entropy", dtype, seed=5)[0]
+    unweighted.fit(X, y, epochs=5, batch_size=batch_size, optimizer=optimizer, l2=1e-3)
+    # The weights weigh rows against the others of their batch: a batch of one row is that row.
+    assert np.allclose(unweighted.params, nets[0].params, rtol=1e-3) == (batch_size == 1)

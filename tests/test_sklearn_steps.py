@@ -36,12 +36,13 @@ LBFGS_PROBLEMS = {  # estimator, X, y, parameters
 }
 
 
-def train(Estimator, backend, mode, X, y, **params):
+def train(Estimator, backend, mode, X, y, sample_weight=None, **params):
     """The estimator after the fits of ``mode``; ``backend=None`` is scikit-learn's own."""
     if backend is not None:
         Estimator, params = getattr(fastgd, Estimator.__name__), {**params, "backend": backend}
     est = Estimator(early_stopping=mode == "early_stopping", warm_start=mode == "warm_start", **params)
     extra = {"classes": np.unique(y)} if Estimator.__name__ == "MLPClassifier" else {}
+    extra["sample_weight"] = sample_weight
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         warnings.filterwarnings("ignore", "Got `batch_size`", UserWarning)  # 200 rows, 180 after the split
@@ -49,9 +50,9 @@ def train(Estimator, backend, mode, X, y, **params):
             for _ in range(12):
                 est.partial_fit(X, y, **extra)
         else:
-            est.fit(X, y)
+            est.fit(X, y, sample_weight=sample_weight)
             if mode == "warm_start":
-                est.set_params(max_iter=8).fit(X, y)
+                est.set_params(max_iter=8).fit(X, y, sample_weight=sample_weight)
     return est
 
 
@@ -126,3 +127,24 @@ def test_lbfgs_takes_scikit_learns_steps(problem, mode, backend):
     assert mine.n_iter_ == theirs.n_iter_ and mine.t_ == theirs.t_ == 0
     assert mine.loss_ == pytest.approx(theirs.loss_, rel=1e-6)
     assert not hasattr(mine, "loss_curve_") and not hasattr(theirs, "loss_curve_")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("solver, mode", [(solver, mode) for solver in ("adam", "sgd", "lbfgs") for mode in MODES
+                                          if (solver, mode) != ("lbfgs", "partial_fit")])  # lbfgs has none
+@pytest.mark.parametrize("name", ["MLPClassifier", "MLPRegressor"])
+def test_sample_weights_take_scikit_learns_steps(name, solver, mode, backend):
+    X, y = (X_DIGITS, Y_DIGITS) if name == "MLPClassifier" else (X_REG, Y_REG)
+    weights = np.random.RandomState(1).uniform(0, 3, len(X))
+    params = dict(hidden_layer_sizes=(8,), solver=solver, batch_size=32, max_iter=15, random_state=0,
+                  learning_rate_init=0.01, alpha=1e-3)
+    theirs = train(getattr(sk, name), None, mode, X, y, weights, **params)
+    mine = train(getattr(sk, name), backend, mode, X, y, weights, **params)
+    if solver == "lbfgs":
+        for got, expected in zip(mine.coefs_ + mine.intercepts_, theirs.coefs_ + theirs.intercepts_, strict=True):
+            np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6 * np.abs(expected).max())
+        assert mine.n_iter_ == theirs.n_iter_ and mine.loss_ == pytest.approx(theirs.loss_, rel=1e-6)
+    else:
+        assert_same_steps(mine, theirs)
+    unweighted = train(getattr(sk, name), backend, mode, X, y, **params)
+    assert not np.allclose(unweighted.coefs_[0], mine.coefs_[0], rtol=1e-3)

@@ -27,7 +27,6 @@ PRIVATE = {
 # fails the run until it leaves this list). Keys: a test's name, or its name and parameters.
 MISSING = {
     "test_sparse_matrices": "sparse X (CSR/CSC)",
-    "test_mlp_sample_weight_with_early_stopping": "sample_weight",
 }
 
 

@@ -119,6 +119,28 @@ cdef inline floating* _at(const floating[::1] buffer, Py_ssize_t offset, Py_ssiz
     return <floating*>&buffer[offset] if n > 0 else NULL
 
 
+cdef inline const double* _weights(const double[::1] weights, Py_ssize_t m) noexcept nogil:
+    """The weights of ``m`` rows, as a pointer checked as :func:`_at` checks; NULL where none are
+    given (``weights`` empty): every row weighs 1."""
+    if weights.shape[0] == 0:
+        return NULL
+    if BOUNDS_CHECK and m > weights.shape[0]:
+        fprintf(stderr, b"fastgd bounds check: weights of %zd rows; the buffer has %zd\n", m, weights.shape[0])
+        abort()
+    return &weights[0]
+
+
+cdef inline double _rows(const double* w, Py_ssize_t m) noexcept nogil:
+    """What ``m`` rows weighing ``w`` (NULL: 1 each) count as: their total weight."""
+    cdef Py_ssize_t i
+    cdef double total = 0
+    if w == NULL:
+        return m
+    for i in range(m):
+        total += w[i]
+    return total
+
+
 cdef inline floating* _slot(floating[:, ::1] state, Py_ssize_t k, Py_ssize_t n) noexcept nogil:
     """Row ``k`` of the optimizer state (``n`` values), checked as :func:`_at` checks."""
     if BOUNDS_CHECK and (k >= state.shape[0] or n > state.shape[1]):
@@ -271,14 +293,16 @@ cdef void _forward(const int64_t[:, ::1] layout, const floating[::1] params, con
                 _activate_row(Z + i * n_out, bias, n_out, activation)
 
 
-cdef double _loss(const int64_t[:, ::1] layout, const floating[::1] Y, int m, floating[::1] acts,
+cdef double _loss(const int64_t[:, ::1] layout, const floating[::1] Y, const double* w, int m, floating[::1] acts,
                   const int64_t[::1] offsets, floating[::1] z, double[::1] lse, floating[::1] deltas,
                   int loss) noexcept nogil:
-    """Mean data loss (float64) of the last forward pass; output deltas into ``deltas``."""
+    """Mean data loss (float64) of the last forward pass, rows weighted by ``w`` (NULL: 1 each) and the
+    mean taken over their total weight; output deltas into ``deltas``."""
     cdef Py_ssize_t i, last = layout.shape[0] - 1
     cdef int k = layout[last, 1], activation = layout[last, 2]
-    cdef double count = m if loss == CROSS_ENTROPY else m * k
-    cdef floating scale = (2.0 if loss == MSE else 1.0) / count
+    cdef double count = _rows(w, m) * (1 if loss == CROSS_ENTROPY else k)
+    cdef double base = (2.0 if loss == MSE else 1.0) / count, value
+    cdef floating scale = <floating>base
     cdef double total = 0
     cdef floating* out = _at(acts, offsets[last + 1], m * k, b"activations")
     cdef floating* delta = _at(deltas, offsets[last + 1], m * k, b"deltas")
@@ -286,8 +310,11 @@ cdef double _loss(const int64_t[:, ::1] layout, const floating[::1] Y, int m, fl
     cdef floating* targets = _at(Y, 0, m * k, b"Y")
     cdef double* row_lse = _at(lse, 0, m, b"lse")
     for i in range(m):
-        total += _loss_row(logits + i * k, out + i * k, targets + i * k, row_lse[i], k, activation, loss, scale,
-                           delta + i * k)
+        if w != NULL:
+            scale = <floating>(base * w[i])
+        value = _loss_row(logits + i * k, out + i * k, targets + i * k, row_lse[i], k, activation, loss, scale,
+                          delta + i * k)
+        total += value * w[i] if w != NULL else value
     return total / count
 
 
@@ -438,8 +465,8 @@ cdef double _backward_rows(const int64_t[:, ::1] layout, floating[::1] params, f
 
 
 cdef double _step(const int64_t[:, ::1] layout, floating[::1] params, floating[::1] grads, const floating[::1] X,
-                  const floating[::1] Y, int m, int loss, floating l2, floating lr, bint fused, floating[::1] acts,
-                  const int64_t[::1] offsets, floating[::1] z, double[::1] lse, floating[::1] deltas,
+                  const floating[::1] Y, const double* w, int m, int loss, floating l2, floating lr, bint fused,
+                  floating[::1] acts, const int64_t[::1] offsets, floating[::1] z, double[::1] lse, floating[::1] deltas,
                   floating[::1] row) noexcept nogil:
     """Forward, loss and backward of one batch (with ``fused``, the SGD step too); returns
     the batch loss: data loss + L2 term of the weights before the step."""
@@ -448,7 +475,7 @@ cdef double _step(const int64_t[:, ::1] layout, floating[::1] params, floating[:
     cdef floating* x
     cdef floating* block
     _forward(layout, params, X, m, acts, offsets, z, lse)
-    value = _loss(layout, Y, m, acts, offsets, z, lse, deltas, loss)
+    value = _loss(layout, Y, w, m, acts, offsets, z, lse, deltas, loss)
     if not isfinite(value):
         return value
     if m <= SMALL_BATCH:
@@ -582,7 +609,8 @@ cdef double _sum_of_squares(const int64_t[:, ::1] layout, const floating[::1] pa
 
 
 cdef double _line_search(const int64_t[:, ::1] layout, floating[::1] parameters, const floating[::1] gradients,
-                         floating[::1] point, const floating[::1] X, const floating[::1] Y, int m, double value,
+                         floating[::1] point, const floating[::1] X, const floating[::1] Y, const double* w, int m,
+                         double value,
                          const Step* c, double l2, double alpha, floating[::1] acts, const int64_t[::1] offsets,
                          floating[::1] z, double[::1] lse, floating[::1] deltas) noexcept nogil:
     """Armijo backtracking from ``alpha`` (``fastgd.BacktrackingLineSearch``); ``parameters``
@@ -600,7 +628,7 @@ cdef double _line_search(const int64_t[:, ::1] layout, floating[::1] parameters,
         for p in range(n):
             trial[p] = params[p] - rate * grads[p]
         _forward(layout, point, X, m, acts, offsets, z, lse)
-        trial_value = _loss(layout, Y, m, acts, offsets, z, lse, deltas, c.loss)
+        trial_value = _loss(layout, Y, w, m, acts, offsets, z, lse, deltas, c.loss)
         if l2 != 0:
             trial_value += 0.5 * l2 * _sum_of_squares(layout, point)
         if trial_value <= value - c.c * step * slope:
@@ -614,26 +642,27 @@ cdef double _line_search(const int64_t[:, ::1] layout, floating[::1] parameters,
     return c.fallback_step
 
 
-cdef inline double _batch_l2(const Step* c, Py_ssize_t m) noexcept nogil:
-    """The L2 coefficient of a batch of ``m`` rows: ``l2``, or ``l2 / m`` with ``l2_per_row``."""
-    return c.l2 / m if c.l2_per_row != 0 else c.l2
+cdef inline double _batch_l2(const Step* c, double rows) noexcept nogil:
+    """The L2 coefficient of a batch of ``rows`` (its total weight): ``l2``, or ``l2 / rows`` with ``l2_per_row``."""
+    return c.l2 / rows if c.l2_per_row != 0 else c.l2
 
 
 cdef double _train_step(const int64_t[:, ::1] layout, floating[::1] params, floating[::1] grads,
-                        floating[:, ::1] state, const floating[::1] X, const floating[::1] Y, int m, const Step* c,
+                        floating[:, ::1] state, const floating[::1] X, const floating[::1] Y, const double* w, int m,
+                        const Step* c,
                         double* lr, Py_ssize_t step, bint fused, floating[::1] acts, const int64_t[::1] offsets,
                         floating[::1] z, double[::1] lse, floating[::1] deltas, floating[::1] row) noexcept nogil:
     """One step of an epoch on the batch ``(X, Y)`` with learning rate ``*lr`` (a line search
     writes back the step it took); returns the batch loss (not finite: no step taken)."""
-    cdef double l2 = _batch_l2(c, m)
-    cdef double value = _step(layout, params, grads, X, Y, m, c.loss, <floating>l2, <floating>lr[0], fused, acts,
+    cdef double l2 = _batch_l2(c, _rows(w, m))
+    cdef double value = _step(layout, params, grads, X, Y, w, m, c.loss, <floating>l2, <floating>lr[0], fused, acts,
                               offsets, z, lse, deltas, row)
     if fused or not isfinite(value):
         return value
     _clip(grads, c)
     if c.optimizer == LINE_SEARCH:
-        lr[0] = _line_search(layout, params, grads, state[0], X, Y, m, value, c, l2, lr[0], acts, offsets, z, lse,
-                             deltas)
+        lr[0] = _line_search(layout, params, grads, state[0], X, Y, w, m, value, c, l2, lr[0], acts, offsets, z,
+                             lse, deltas)
     else:
         _update(params, grads, state, c, lr[0], step)
     return value
@@ -664,7 +693,8 @@ def forward(const int64_t[:, ::1] layout, const floating[::1] params, X, ws):
         _forward(layout, params, x, m, acts, offsets, z, lse)
 
 
-def evaluate(const int64_t[:, ::1] layout, const floating[::1] params, X, Y, int loss, ws):
+def evaluate(const int64_t[:, ::1] layout, const floating[::1] params, X, Y, const double[::1] weights, int loss,
+             ws):
     cdef const floating[::1] x = X.reshape(-1), y = Y.reshape(-1)
     cdef floating[::1] acts = ws.acts, z = ws.z, deltas = ws.deltas
     cdef double[::1] lse = ws.lse
@@ -673,7 +703,7 @@ def evaluate(const int64_t[:, ::1] layout, const floating[::1] params, X, Y, int
     cdef double value
     with nogil:
         _forward(layout, params, x, m, acts, offsets, z, lse)
-        value = _loss(layout, y, m, acts, offsets, z, lse, deltas, loss)
+        value = _loss(layout, y, _weights(weights, m), m, acts, offsets, z, lse, deltas, loss)
     return value
 
 
@@ -684,8 +714,8 @@ def l2_penalty(const int64_t[:, ::1] layout, const floating[::1] params, double 
     return 0.5 * l2 * squares
 
 
-def backward(const int64_t[:, ::1] layout, const floating[::1] params, X, Y, const Step[::1] config, ws,
-             floating[::1] grads):
+def backward(const int64_t[:, ::1] layout, const floating[::1] params, X, Y, const double[::1] weights,
+             const Step[::1] config, ws, floating[::1] grads):
     cdef const floating[::1] x = X.reshape(-1), y = Y.reshape(-1)
     cdef floating[::1] acts = ws.acts, z = ws.z, deltas = ws.deltas, row = ws.row
     cdef double[::1] lse = ws.lse
@@ -694,10 +724,11 @@ def backward(const int64_t[:, ::1] layout, const floating[::1] params, X, Y, con
     cdef double value
     cdef Step c = config[0]
     # Without a step (lr 0, not fused) the kernels leave params as they are: read-only is fine.
-    cdef floating[::1] weights = <floating[:params.shape[0]]> <floating*> &params[0]
+    cdef floating[::1] writable = <floating[:params.shape[0]]> <floating*> &params[0]
+    cdef const double* w = _weights(weights, m)
     with nogil:
-        value = _step(layout, weights, grads, x, y, m, c.loss, <floating>_batch_l2(&c, m), 0, False, acts, offsets, z,
-                      lse, deltas, row)
+        value = _step(layout, writable, grads, x, y, w, m, c.loss, <floating>_batch_l2(&c, _rows(w, m)), 0, False,
+                      acts, offsets, z, lse, deltas, row)
     return value
 
 
@@ -715,12 +746,12 @@ def update(floating[::1] params, floating[::1] grads, floating[:, ::1] state, co
 
 
 def train_epoch(const int64_t[:, ::1] layout, floating[::1] params, floating[::1] grads, floating[:, ::1] state,
-                X, Y, const int64_t[::1] order, int batch_size, const Step[::1] config, double[::1] lrs,
-                Py_ssize_t step, ws):
+                X, Y, const double[::1] weights, const int64_t[::1] order, int batch_size, const Step[::1] config,
+                double[::1] lrs, Py_ssize_t step, ws):
     cdef const floating[::1] x = X.reshape(-1), y = Y.reshape(-1)
     cdef floating[::1] acts = ws.acts, z = ws.z, deltas = ws.deltas, row = ws.row
     cdef floating[::1] xb = ws.x.reshape(-1), yb = ws.y.reshape(-1)
-    cdef double[::1] lse = ws.lse
+    cdef double[::1] lse = ws.lse, wb = ws.w
     cdef const int64_t[::1] offsets = ws.offsets
     cdef Py_ssize_t n = X.shape[0], n_in = X.shape[1], n_out = Y.shape[1], i, r, j, source
     cdef Py_ssize_t n_batches = (n + batch_size - 1) // batch_size, start, m, steps = 0
@@ -732,16 +763,20 @@ def train_epoch(const int64_t[:, ::1] layout, floating[::1] params, floating[::1
     cdef int status = OK
     cdef floating* gathered_x
     cdef floating* gathered_y
+    cdef const double* w = _weights(weights, n)
+    cdef double* gathered_w = NULL
     with nogil:
         for i in range(n_batches):
             if n_batches == 1:
                 m = n
-                value = _train_step(layout, params, grads, state, x, y, n, &c, &lrs[i], step + i, fused, acts,
+                value = _train_step(layout, params, grads, state, x, y, w, n, &c, &lrs[i], step + i, fused, acts,
                                     offsets, z, lse, deltas, row)
             else:
                 start = i * batch_size
                 m = min(batch_size, n - start)
                 gathered_x, gathered_y = _at(xb, 0, m * n_in, b"gathered X"), _at(yb, 0, m * n_out, b"gathered Y")
+                if w != NULL:
+                    gathered_w = <double*>_weights(wb, m)
                 for r in range(m):
                     source = order[start + r]
                     if source < 0 or source >= n:
@@ -751,10 +786,12 @@ def train_epoch(const int64_t[:, ::1] layout, floating[::1] params, floating[::1
                         gathered_x[r * n_in + j] = x[source * n_in + j]
                     for j in range(n_out):
                         gathered_y[r * n_out + j] = y[source * n_out + j]
+                    if w != NULL:
+                        gathered_w[r] = w[source]
                 if status != OK:
                     break
-                value = _train_step(layout, params, grads, state, xb, yb, m, &c, &lrs[i], step + i, fused, acts,
-                                    offsets, z, lse, deltas, row)
+                value = _train_step(layout, params, grads, state, xb, yb, gathered_w, m, &c, &lrs[i], step + i, fused,
+                                    acts, offsets, z, lse, deltas, row)
             if not isfinite(value):
                 status = NOT_FINITE
                 break

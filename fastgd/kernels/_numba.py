@@ -192,18 +192,35 @@ def _loss_row(z, out, y, lse, activation, loss, scale, delta, one):
     return total
 
 
+@_inline
+def _rows(weights, m):
+    """What a batch of ``m`` rows with ``weights`` (empty: all 1) counts as: its total weight (float64)."""
+    if weights.shape[0] == 0:
+        return np.float64(m)
+    total = 0.0
+    for i in range(m):
+        total += weights[i]
+    return total
+
+
 @_jit
-def _loss(layout, Y, m, acts, offsets, z, lse, deltas, loss):
-    """Mean data loss (float64) of the ``m`` rows of the last forward pass; output deltas."""
+def _loss(layout, Y, weights, m, acts, offsets, z, lse, deltas, loss):
+    """Mean data loss (float64) of the ``m`` rows of the last forward pass, weighted by ``weights``
+    (empty: all 1) and taken over their total weight; output deltas."""
     last = layout.shape[0] - 1
     k, activation = layout[last, 1], layout[last, 2]
     one = z.dtype.type(1)
-    count = m if loss == CROSS_ENTROPY else m * k
-    scale = z.dtype.type((2.0 if loss == MSE else 1.0) / count)
+    count = _rows(weights, m) * (1 if loss == CROSS_ENTROPY else k)
+    base = (2.0 if loss == MSE else 1.0) / count
+    scale = z.dtype.type(base)
+    weighted = weights.shape[0] > 0
     total = 0.0
     for i in range(m):
-        total += _loss_row(_row(z, 0, k, i), _row(acts, offsets[last + 1], k, i), Y[i], lse[i], activation, loss,
-                           scale, _row(deltas, offsets[last + 1], k, i), one)
+        if weighted:
+            scale = z.dtype.type(base * weights[i])
+        value = _loss_row(_row(z, 0, k, i), _row(acts, offsets[last + 1], k, i), Y[i], lse[i], activation, loss,
+                          scale, _row(deltas, offsets[last + 1], k, i), one)
+        total += value * weights[i] if weighted else value
     return total / count
 
 
@@ -403,7 +420,7 @@ def _backward_blas(layout, params, grads, X, acts, offsets, deltas, l2, lr, fuse
 
 # ---------------------------------------------------------------- one step, one epoch
 @_jit
-def _step(layout, params, grads, X, Y, loss, l2, lr, fused, acts, offsets, z, lse, deltas, row):
+def _step(layout, params, grads, X, Y, weights, loss, l2, lr, fused, acts, offsets, z, lse, deltas, row):
     """Forward, loss and backward for the batch ``(X, Y)``; with ``fused`` the SGD step too.
     Returns the batch loss: data loss + L2 term of the weights before the step."""
     m = X.shape[0]
@@ -411,7 +428,7 @@ def _step(layout, params, grads, X, Y, loss, l2, lr, fused, acts, offsets, z, ls
         for i in range(m):
             _copy(_row(acts, 0, X.shape[1], i), X[i])
     _forward_blas(layout, params, X, acts, offsets, z, lse)
-    value = _loss(layout, Y, m, acts, offsets, z, lse, deltas, loss)
+    value = _loss(layout, Y, weights, m, acts, offsets, z, lse, deltas, loss)
     if not np.isfinite(value):
         return value
     if m <= SMALL_BATCH:
@@ -522,7 +539,8 @@ def _update(params, grads, state, config, lr, step):
 
 
 @_jit
-def _line_search(layout, params, grads, trial, X, Y, value, config, l2, alpha, acts, offsets, z, lse, deltas):
+def _line_search(layout, params, grads, trial, X, Y, weights, value, config, l2, alpha, acts, offsets, z, lse,
+                 deltas):
     """Armijo backtracking from ``alpha`` (``fastgd.BacktrackingLineSearch``); ``params``
     moves to the accepted point. Returns the accepted step."""
     c = config[0]
@@ -535,7 +553,7 @@ def _line_search(layout, params, grads, trial, X, Y, value, config, l2, alpha, a
         for p in range(params.shape[0]):
             trial[p] = params[p] - rate * grads[p]
         _forward_blas(layout, trial, X, acts, offsets, z, lse)
-        trial_value = _loss(layout, Y, X.shape[0], acts, offsets, z, lse, deltas, c.loss)
+        trial_value = _loss(layout, Y, weights, X.shape[0], acts, offsets, z, lse, deltas, c.loss)
         if l2 != 0:
             trial_value += _l2_penalty(layout, trial, l2)
         if trial_value <= value - c.c * step * slope:
@@ -547,34 +565,35 @@ def _line_search(layout, params, grads, trial, X, Y, value, config, l2, alpha, a
 
 
 @_inline
-def _batch_l2(config, m):
-    """The L2 coefficient of a batch of ``m`` rows: ``l2``, or ``l2 / m`` with ``l2_per_row``."""
+def _batch_l2(config, rows):
+    """The L2 coefficient of a batch of ``rows`` (its total weight): ``l2``, or ``l2 / rows`` with ``l2_per_row``."""
     c = config[0]
-    return c.l2 / m if c.l2_per_row != 0 else c.l2
+    return c.l2 / rows if c.l2_per_row != 0 else c.l2
 
 
 @_jit
-def _train_step(layout, params, grads, state, X, Y, config, lrs, i, step, fused, acts, offsets, z, lse, deltas, row):
+def _train_step(layout, params, grads, state, X, Y, weights, config, lrs, i, step, fused, acts, offsets, z, lse,
+                deltas, row):
     """Step ``i`` of an epoch on the batch ``(X, Y)``; returns the batch loss (not finite: no step taken)."""
     dtype = params.dtype.type
     c = config[0]
-    l2 = _batch_l2(config, X.shape[0])
-    value = _step(layout, params, grads, X, Y, c.loss, dtype(l2), dtype(lrs[i]), fused, acts, offsets, z, lse,
-                  deltas, row)
+    l2 = _batch_l2(config, _rows(weights, X.shape[0]))
+    value = _step(layout, params, grads, X, Y, weights, c.loss, dtype(l2), dtype(lrs[i]), fused, acts, offsets, z,
+                  lse, deltas, row)
     if fused or not np.isfinite(value):
         return value
     _clip(grads, config)
     if c.optimizer == LINE_SEARCH:
-        lrs[i] = _line_search(layout, params, grads, state[0], X, Y, value, config, l2, lrs[i], acts, offsets, z,
-                              lse, deltas)
+        lrs[i] = _line_search(layout, params, grads, state[0], X, Y, weights, value, config, l2, lrs[i], acts,
+                              offsets, z, lse, deltas)
     else:
         _update(params, grads, state, config, lrs[i], step + i)
     return value
 
 
 @_jit
-def _train_epoch(layout, params, grads, state, X, Y, order, batch_size, config, lrs, step, acts, offsets, z, lse,
-                 deltas, xb, yb, row):
+def _train_epoch(layout, params, grads, state, X, Y, weights, order, batch_size, config, lrs, step, acts, offsets, z,
+                 lse, deltas, xb, yb, wb, row):
     n = X.shape[0]
     n_batches = (n + batch_size - 1) // batch_size
     c = config[0]
@@ -584,8 +603,8 @@ def _train_epoch(layout, params, grads, state, X, Y, order, batch_size, config, 
     for i in range(n_batches):
         m = n
         if n_batches == 1:
-            value = _train_step(layout, params, grads, state, X, Y, config, lrs, i, step, fused, acts, offsets, z,
-                                lse, deltas, row)
+            value = _train_step(layout, params, grads, state, X, Y, weights, config, lrs, i, step, fused, acts,
+                                offsets, z, lse, deltas, row)
         else:
             start = i * batch_size
             m = min(batch_size, n - start)
@@ -595,8 +614,10 @@ def _train_epoch(layout, params, grads, state, X, Y, order, batch_size, config, 
                     return np.nan, i, BAD_ROW
                 _copy(xb[r], X[source])
                 _copy(yb[r], Y[source])
-            value = _train_step(layout, params, grads, state, xb[:m], yb[:m], config, lrs, i, step, fused, acts,
-                                offsets, z, lse, deltas, row)
+                if weights.shape[0] > 0:
+                    wb[r] = weights[source]
+            value = _train_step(layout, params, grads, state, xb[:m], yb[:m], wb[:m] if weights.shape[0] > 0
+                                else weights, config, lrs, i, step, fused, acts, offsets, z, lse, deltas, row)
         if not np.isfinite(value):
             return value, i, NOT_FINITE
         total += value * m
@@ -613,9 +634,9 @@ def _finite(values):
 
 
 @_jit
-def _evaluate(layout, params, X, Y, loss, acts, offsets, z, lse, deltas):
+def _evaluate(layout, params, X, Y, weights, loss, acts, offsets, z, lse, deltas):
     _forward_blas(layout, params, X, acts, offsets, z, lse)
-    return _loss(layout, Y, X.shape[0], acts, offsets, z, lse, deltas, loss)
+    return _loss(layout, Y, weights, X.shape[0], acts, offsets, z, lse, deltas, loss)
 
 
 @_jit
@@ -668,8 +689,8 @@ def forward(layout, params, X, ws):
 
 
 @_announced(1)
-def evaluate(layout, params, X, Y, loss, ws):
-    return _evaluate(layout, params, X, Y, loss, ws.acts, ws.offsets, ws.z, ws.lse, ws.deltas)
+def evaluate(layout, params, X, Y, weights, loss, ws):
+    return _evaluate(layout, params, X, Y, weights, loss, ws.acts, ws.offsets, ws.z, ws.lse, ws.deltas)
 
 
 @_announced(1)
@@ -678,11 +699,12 @@ def l2_penalty(layout, params, l2):
 
 
 @_announced(1)
-def backward(layout, params, X, Y, config, ws, grads):
+def backward(layout, params, X, Y, weights, config, ws, grads):
     dtype = params.dtype.type
     c = config[0]
-    return _step(layout, params, grads, X, Y, int(c["loss"]), dtype(_batch_l2(config, len(X))), dtype(0), False,
-                 ws.acts, ws.offsets, ws.z, ws.lse, ws.deltas, ws.row)
+    l2 = dtype(_batch_l2(config, _rows(weights, len(X))))
+    return _step(layout, params, grads, X, Y, weights, int(c["loss"]), l2, dtype(0), False, ws.acts, ws.offsets, ws.z,
+                 ws.lse, ws.deltas, ws.row)
 
 
 @_announced(0)
@@ -696,6 +718,6 @@ def update(params, grads, state, config, lr, step):
 
 
 @_announced(1)
-def train_epoch(layout, params, grads, state, X, Y, order, batch_size, config, lrs, step, ws):
-    return _train_epoch(layout, params, grads, state, X, Y, order, batch_size, config, lrs, step,
-                        ws.acts, ws.offsets, ws.z, ws.lse, ws.deltas, ws.x, ws.y, ws.row)
+def train_epoch(layout, params, grads, state, X, Y, weights, order, batch_size, config, lrs, step, ws):
+    return _train_epoch(layout, params, grads, state, X, Y, weights, order, batch_size, config, lrs, step,
+                        ws.acts, ws.offsets, ws.z, ws.lse, ws.deltas, ws.x, ws.y, ws.w, ws.row)

@@ -38,6 +38,7 @@ class Workspace:
             lse=np.empty(rows),  # softmax: log-sum-exp of each row of z, float64
             x=np.empty((batch_rows, int(layout[0, N_IN])), dtype),
             y=np.empty((batch_rows, widths[-1]), dtype),
+            w=np.empty(batch_rows),  # the gathered rows' weights, float64
             scratch=np.empty(int((layout[:, N_IN] * layout[:, N_OUT]).max()), dtype),  # one W's worth
             views={},
         )
@@ -155,51 +156,64 @@ def l2_penalty(layout, params, l2):
     return 0.5 * l2 * _sum_of_squares(weight_views(layout, params)[::2])
 
 
-def _data_loss(loss, z, a, Y, lse):
+def _rows(weights, m):
+    """What a batch of ``m`` rows with ``weights`` (empty: all 1) counts as: its total weight."""
+    return float(weights.sum()) if len(weights) else m
+
+
+def _data_loss(loss, z, a, Y, lse, weights):
     """Mean loss of a batch, in float64, from the output pre-activations ``z``, activations
-    ``a`` and, for a softmax output, each row's log-sum-exp ``lse``."""
+    ``a`` and, for a softmax output, each row's log-sum-exp ``lse``; rows weighted by
+    ``weights`` (empty: all 1), the mean taken over their total weight."""
     z, a, Y = (v.astype(np.float64, copy=False) for v in (z, a, Y))
     with np.errstate(over="ignore", invalid="ignore"):  # a diverging loss is reported, not warned about
         if loss == CROSS_ENTROPY:  # -sum_j y log softmax(z) = lse * sum_j y - y . z, per row
-            return float((lse * Y.sum(axis=1) - np.einsum("ij,ij->i", Y, z)).sum()) / len(Y)
-        if loss == BINARY_CROSS_ENTROPY:  # -mean(y log sigmoid(z) + (1 - y) log(1 - sigmoid(z)))
-            return float((np.logaddexp(0, z) - Y * z).sum()) / Y.size
-        if loss == POISSON:  # half the Poisson deviance of y against exp(z): mean(y log y - y z - y + exp(z))
-            return float((xlogy(Y, Y) - Y * z - Y + np.exp(z)).sum()) / Y.size
-        return float(np.square(a - Y).sum()) / Y.size  # MSE: mean((a - y)**2)
+            per_row, count = lse * Y.sum(axis=1) - np.einsum("ij,ij->i", Y, z), 1
+        elif loss == BINARY_CROSS_ENTROPY:  # -mean(y log sigmoid(z) + (1 - y) log(1 - sigmoid(z)))
+            per_row, count = (np.logaddexp(0, z) - Y * z).sum(axis=1), Y.shape[1]
+        elif loss == POISSON:  # half the Poisson deviance of y against exp(z): mean(y log y - y z - y + exp(z))
+            per_row, count = (xlogy(Y, Y) - Y * z - Y + np.exp(z)).sum(axis=1), Y.shape[1]
+        else:  # MSE: mean((a - y)**2)
+            per_row, count = np.square(a - Y).sum(axis=1), Y.shape[1]
+        total = float(per_row @ weights) if len(weights) else float(per_row.sum())
+        return total / (count * _rows(weights, len(Y)))
 
 
-def evaluate(layout, params, X, Y, loss, ws):
-    """Mean data loss (no L2 term) on ``(X, Y)``; outputs in ``ws.outputs(m)``."""
+def evaluate(layout, params, X, Y, weights, loss, ws):
+    """Mean data loss (no L2 term) on ``(X, Y)``, rows weighted by ``weights``; outputs in ``ws.outputs(m)``."""
     m = X.shape[0]
     forward(layout, params, X, ws)
-    return _data_loss(loss, ws.z[:m], ws.outputs(m), Y, ws.lse[:m])
+    return _data_loss(loss, ws.z[:m], ws.outputs(m), Y, ws.lse[:m], weights)
 
 
-def backward(layout, params, X, Y, config, ws, grads):
+def backward(layout, params, X, Y, weights, config, ws, grads):
     """Forward and backward pass: fills ``grads`` (L2 included), returns the batch loss."""
-    return _backward(layout, params, X, Y, _hyper(config), ws, grads)
+    return _backward(layout, params, X, Y, weights, _hyper(config), ws, grads)
 
 
-def _batch_l2(h, m):
-    """The L2 coefficient of a batch of ``m`` rows: ``l2``, or ``l2 / m`` with ``l2_per_row``."""
-    return h["l2"] / m if h["l2_per_row"] else h["l2"]
+def _batch_l2(h, rows):
+    """The L2 coefficient of a batch of ``rows`` (its total weight): ``l2``, or ``l2 / rows`` with
+    ``l2_per_row``."""
+    return h["l2"] / rows if h["l2_per_row"] else h["l2"]
 
 
-def _backward(layout, params, X, Y, h, ws, grads):
+def _backward(layout, params, X, Y, weights, h, ws, grads):
     m = X.shape[0]
-    loss, l2 = h["loss"], _batch_l2(h, m)
+    rows = _rows(weights, m)
+    loss, l2 = h["loss"], _batch_l2(h, rows)
     Ws, _ = ws.weights(params)
     dWs, dbs = ws.weights(grads)
-    value = evaluate(layout, params, X, Y, loss, ws)
+    value = evaluate(layout, params, X, Y, weights, loss, ws)
     if l2:
         value += 0.5 * l2 * _sum_of_squares(Ws)
     a_out = ws.outputs(m)
 
-    # Output delta dL/dz: (a - y) scaled by the loss's mean, times f'(z) unless fused.
+    # Output delta dL/dz: (a - y) scaled by the loss's mean (and each row's weight), times f'(z) unless fused.
     delta = ws.delta[-1][:m]
     np.subtract(a_out, Y, out=delta)
-    delta *= 1.0 / m if loss == CROSS_ENTROPY else (2.0 if loss == MSE else 1.0) / Y.size
+    delta *= 1.0 / rows if loss == CROSS_ENTROPY else (2.0 if loss == MSE else 1.0) / (rows * Y.shape[1])
+    if len(weights):
+        delta *= weights[:, None]
     output = ws.activations[-1]
     if loss == MSE and output != IDENTITY:
         derivative = ws.derivative[-1][:m]
@@ -349,34 +363,36 @@ def _line_search(params, grads, value, trial_loss, trial, h, alpha):
     return step
 
 
-def train_epoch(layout, params, grads, state, X, Y, order, batch_size, config, lrs, step, ws):
+def train_epoch(layout, params, grads, state, X, Y, weights, order, batch_size, config, lrs, step, ws):
     """One epoch of gradient descent over the rows of ``X`` in ``order``: ``(mean loss per row over the batches,
     steps taken, status)`` (the contract: :meth:`fastgd.kernels.contract.Backend.train_epoch`)."""
     with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported, not warned about
-        return _train_epoch(layout, params, grads, state, X, Y, order, batch_size, config, lrs, step, ws)
+        return _train_epoch(layout, params, grads, state, X, Y, weights, order, batch_size, config, lrs, step, ws)
 
 
-def _train_epoch(layout, params, grads, state, X, Y, order, batch_size, config, lrs, step, ws):
+def _train_epoch(layout, params, grads, state, X, Y, weights, order, batch_size, config, lrs, step, ws):
     h = _hyper(config)
     n = X.shape[0]
     n_batches = -(-n // batch_size)
     total = 0.0
     for i in range(n_batches):
         if n_batches == 1:
-            xb, yb = X, Y
+            xb, yb, wb = X, Y, weights
         else:
             rows = order[i * batch_size : (i + 1) * batch_size]
             if rows.min() < 0 or rows.max() >= n:
                 return np.nan, i, BAD_ROW
             xb = np.take(X, rows, axis=0, out=ws.x[: len(rows)])
             yb = np.take(Y, rows, axis=0, out=ws.y[: len(rows)])
-        value = _backward(layout, params, xb, yb, h, ws, grads)
+            wb = np.take(weights, rows, out=ws.w[: len(rows)]) if len(weights) else weights
+        value = _backward(layout, params, xb, yb, wb, h, ws, grads)
         if not np.isfinite(value):
             return value, i, NOT_FINITE
         _clip(grads, h)
         if h["optimizer"] == LINE_SEARCH:
             def trial_loss(point):
-                return evaluate(layout, point, xb, yb, h["loss"], ws) + l2_penalty(layout, point, _batch_l2(h, len(xb)))
+                return evaluate(layout, point, xb, yb, wb, h["loss"], ws) + l2_penalty(layout, point,
+                                                                                       _batch_l2(h, _rows(wb, len(xb))))
 
             lrs[i] = _line_search(params, grads, value, trial_loss, state[0], h, lrs[i])
         else:

@@ -13,7 +13,8 @@ class Workspace:
     ``input_rows`` rows, for kernels that read the input from there), block ``l + 1``
     layer ``l``'s output, each row-major ``(m, width)`` from ``offsets[block]``.
     ``z`` holds the output logits, ``lse`` their log-sum-exp per row; ``x``,
-    ``y`` take a gathered mini-batch of up to ``batch_rows`` rows; ``row`` is
+    ``y``, ``w`` take a gathered mini-batch of up to ``batch_rows`` rows (inputs,
+    targets, weights); ``row`` is
     scratch as wide as the widest layer.
     """
 
@@ -28,6 +29,7 @@ class Workspace:
             deltas=np.empty_like(acts), z=np.empty(rows * int(widths[-1]), dtype),
             lse=np.empty(rows),  # log-sum-exp of each row of z (softmax outputs), float64
             x=np.empty((batch_rows, int(widths[0])), dtype), y=np.empty((batch_rows, int(widths[-1])), dtype),
+            w=np.empty(batch_rows),  # the gathered rows' weights, float64
             row=np.empty(int(widths.max()), dtype),
         )
         for name, value in fields.items():

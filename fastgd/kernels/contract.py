@@ -7,7 +7,10 @@ A backend is a module (``_numpy.py``, the reference; ``_numba.py``;
   (:mod:`fastgd._layout`); ``P`` is the number of parameters it places.
 - ``params``, ``grads``: ``(P,)`` in the model dtype (float32 or float64);
   ``state``: ``(slots, P)``, the optimizer's state arrays.
-- ``X``: ``(m, n_in)``, ``Y``: ``(m, n_out)`` target rows, both in the model dtype.
+- ``X``: ``(m, n_in)``, ``Y``: ``(m, n_out)`` target rows, both in the model dtype;
+  ``weights``: float64 ``(m,)``, each row's weight, or ``(0,)``: every row weighs 1. A
+  weighted batch's loss and gradient are means over its total weight (``l2_per_row``:
+  the L2 coefficient over it too).
 - ``config``: one record of dtype :data:`STEP` (shape ``(1,)``): the loss and
   optimizer codes, ``l2`` (``l2_per_row``: over the batch's rows), ``clip_value``, ``clip_norm`` (0: off) and every
   optimizer hyper-parameter by name (:func:`step_config` makes one).
@@ -34,6 +37,7 @@ STEP = np.dtype([("loss", np.int64), ("optimizer", np.int64), ("l2", np.float64)
                  ("clip_value", np.float64), ("clip_norm", np.float64)] + [(name, np.float64) for name in HYPER])
 STATUS = {OK: "ok", NOT_FINITE: "loss, weights or optimizer state not finite", BAD_ROW: "row index out of range"}
 MAX_STEP = 2**62
+_NO_WEIGHTS = np.empty(0)  # every row weighs 1
 
 _LOSS_NAMES = {code: name for name, code in LOSSES.items()}
 _ACTIVATION_NAMES = {code: name for name, code in ACTIVATIONS.items()}
@@ -51,13 +55,13 @@ class Backend(Protocol):
     def forward(self, layout, params, X, ws) -> None:
         """Forward pass of the rows of ``X``; outputs in ``ws.outputs(m)``."""
 
-    def evaluate(self, layout, params, X, Y, loss: int, ws) -> float:
+    def evaluate(self, layout, params, X, Y, weights, loss: int, ws) -> float:
         """Forward pass and mean data loss of ``(X, Y)`` (no L2 term), accumulated in float64."""
 
     def l2_penalty(self, layout, params, l2: float) -> float:
         """``l2 / 2 * sum(W**2)`` over every weight matrix (biases excluded), float64."""
 
-    def backward(self, layout, params, X, Y, config, ws, grads) -> float:
+    def backward(self, layout, params, X, Y, weights, config, ws, grads) -> float:
         """Forward and backward pass: ``grads`` filled (L2 term included); returns the batch loss."""
 
     def clip(self, grads, config) -> None:
@@ -68,8 +72,8 @@ class Backend(Protocol):
         """One optimizer step on ``params`` in place (rules in :mod:`fastgd.optimizers`);
         ``step`` counts from 0. ``grads`` is spent (may be overwritten)."""
 
-    def train_epoch(self, layout, params, grads, state, X, Y, order, batch_size: int, config, lrs, step: int,
-                    ws) -> tuple[float, int, int]:
+    def train_epoch(self, layout, params, grads, state, X, Y, weights, order, batch_size: int, config, lrs,
+                    step: int, ws) -> tuple[float, int, int]:
         """One epoch of every batch's forward, backward, clipping and update, in one call.
 
         Batch ``i`` is the rows ``order[i*batch_size:(i+1)*batch_size]`` (int64; the last may be
@@ -254,6 +258,10 @@ class Kernels:
             _check_array(Y, "Y", self.dtype, (m, self.n_out))
         return m
 
+    @staticmethod
+    def _weights(weights, m):
+        return _NO_WEIGHTS if weights is None else _check_array(weights, "weights", np.float64, (m,))
+
     def _workspace(self, ws, rows, batch_rows=0):
         if type(ws) is not getattr(self.backend, "Workspace", None) or ws.layout is not self.layout \
                 or ws.dtype != self.dtype:
@@ -291,13 +299,15 @@ class Kernels:
         _run(self.backend.forward, self.layout, params, X, ws)
         return ws.outputs(m)
 
-    def evaluate(self, params, X, Y, loss: int, ws) -> tuple[float, np.ndarray]:
-        """``(mean data loss without the L2 term, output activations (m, n_out))`` on ``(X, Y)``."""
+    def evaluate(self, params, X, Y, loss: int, ws, weights=None) -> tuple[float, np.ndarray]:
+        """``(mean data loss without the L2 term, output activations (m, n_out))`` on ``(X, Y)``,
+        rows weighted by ``weights`` (float64 ``(m,)``; None: 1 each)."""
         self._params(params)
         m = self._rows(X, Y)
+        weights = self._weights(weights, m)
         self._workspace(ws, m)
         loss = _check_loss(loss, self.output)
-        return _run(self.backend.evaluate, self.layout, params, X, Y, loss, ws), ws.outputs(m)
+        return _run(self.backend.evaluate, self.layout, params, X, Y, weights, loss, ws), ws.outputs(m)
 
     def l2_penalty(self, params, l2: float) -> float:
         """``l2 / 2 * sum(W**2)`` over every weight matrix (biases excluded)."""
@@ -305,14 +315,16 @@ class Kernels:
         l2 = _check_real(l2, "l2")
         return _run(self.backend.l2_penalty, self.layout, params, l2) if l2 else 0.0
 
-    def backward(self, params, X, Y, config, ws, grads) -> float:
-        """Forward and backward pass on ``(X, Y)``: fills ``grads`` (L2 included); returns the batch loss."""
+    def backward(self, params, X, Y, config, ws, grads, weights=None) -> float:
+        """Forward and backward pass on ``(X, Y)``, rows weighted by ``weights`` (float64 ``(m,)``;
+        None: 1 each): fills ``grads`` (L2 included); returns the batch loss."""
         self._params(params)
         self._params(grads, "grads", writable=True)
         m = self._rows(X, Y)
+        weights = self._weights(weights, m)
         self._workspace(ws, m)
         config, _, _ = self._config(config)
-        return _run(self.backend.backward, self.layout, params, X, Y, config, ws, grads)
+        return _run(self.backend.backward, self.layout, params, X, Y, weights, config, ws, grads)
 
     def clip(self, grads, config) -> None:
         """Clip ``grads`` in place as ``config`` says (see :meth:`Backend.clip`)."""
@@ -331,12 +343,15 @@ class Kernels:
         _run(self.backend.update, params, grads, state, config, _check_real(lr, "lr"),
              _check_int(step, "step", 0, MAX_STEP))
 
-    def train_epoch(self, params, grads, state, X, Y, order, batch_size: int, config, lrs, step: int, ws):
-        """One epoch over the rows of ``X`` in ``order``: ``(mean loss per row over the batches, steps taken, status)``
-        (see :meth:`Backend.train_epoch`)."""
+    def train_epoch(self, params, grads, state, X, Y, order, batch_size: int, config, lrs, step: int, ws,
+                    weights=None):
+        """One epoch over the rows of ``X`` in ``order``, rows weighted by ``weights`` (float64 ``(n,)``;
+        None: 1 each): ``(mean loss per row over the batches, steps taken, status)`` (see
+        :meth:`Backend.train_epoch`)."""
         self._params(params, writable=True)
         self._params(grads, "grads", writable=True)
         n = self._rows(X, Y)
+        weights = self._weights(weights, n)
         batch_size = _check_int(batch_size, "batch_size", 1, 2**31)
         batches = -(-n // batch_size)
         config, slots, optimizer = self._config(config)
@@ -347,5 +362,5 @@ class Kernels:
             raise ValueError("lrs: a line search needs finite learning rates")  # it would search forever
         step = _check_int(step, "step", 0, MAX_STEP - batches)
         self._workspace(ws, *((n, 0) if batches == 1 else (batch_size, batch_size)))
-        return _run(self.backend.train_epoch, self.layout, params, grads, state, X, Y, order, batch_size, config,
-                    lrs, step, ws)
+        return _run(self.backend.train_epoch, self.layout, params, grads, state, X, Y, weights, order, batch_size,
+                    config, lrs, step, ws)
