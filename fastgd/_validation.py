@@ -11,8 +11,9 @@ def _named(name, error):
     return message if message.startswith(f"{name}:") else f"{name}: {message}"
 
 
-def check_X(X, dtype, name="X", n_features=None):
-    """``X`` as a C-contiguous 2-D array of ``dtype`` with finite values (no copy when it already is)."""
+def check_X(X, dtype, name="X", n_features=None, sparse=False):
+    """``X`` as a C-contiguous 2-D array of ``dtype`` with finite values (no copy when it already is);
+    with ``sparse``, a SciPy sparse matrix becomes the kernels' sparse rows (``fastgd.kernels.CSR``)."""
     if np.ndim(X) == 1:
         raise ValueError(f"{name}: expected a 2-D array (n_samples, n_features), got a 1-D array of {len(X)} "
                          f"values; use {name}.reshape(-1, 1) for one feature or {name}.reshape(1, -1) for one sample")
@@ -20,13 +21,17 @@ def check_X(X, dtype, name="X", n_features=None):
 
     try:
         X = check_array(X, dtype=dtype, order="C", ensure_all_finite=True, input_name=name,
-                        ensure_min_samples=1, ensure_min_features=1)
+                        ensure_min_samples=1, ensure_min_features=1, accept_sparse=["csr", "csc"] if sparse else False)
     except TypeError as error:
         raise TypeError(_named(name, error)) from None
     except ValueError as error:
         raise ValueError(_named(name, error)) from None
     if n_features is not None and X.shape[1] != n_features:
         raise ValueError(f"{name}: expected {n_features} features (columns), got {X.shape[1]}")
+    if not isinstance(X, np.ndarray):
+        from .kernels import CSR
+
+        X = CSR(X, dtype)
     return X
 
 

@@ -42,6 +42,7 @@ import warnings
 
 import numpy as np
 import scipy.optimize
+import scipy.sparse
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import r2_score
@@ -57,9 +58,9 @@ from ._layout import B_OFFSET, N_IN, N_OUT, W_OFFSET, glorot_uniform
 from ._threads import blas_threads_for
 from ._validation import check_int, check_nonnegative, check_outputs, check_positive, check_real
 from .errors import NonFiniteWeights, TrainingDiverged
+from .kernels import CSR, step_config
 from .network import MLP
 from .optimizers import SGD, Adam, Optimizer, check_optimizer
-from .kernels import step_config
 from .training import FitOptions, outputs, train
 
 # scikit-learn's activation names and ours.
@@ -217,7 +218,7 @@ class _BaseMLP(BaseEstimator):
         if not incremental or not self._optimizer_started:
             self._start_optimizer()
             self._optimizer_started = True
-        n = len(X)
+        n = X.shape[0]
         validation = None
         if self.early_stopping:
             arrays = (X, targets) if sample_weight is None else (X, targets, sample_weight)
@@ -225,8 +226,8 @@ class _BaseMLP(BaseEstimator):
                                      stratify=self._stratify(targets))
             X, X_val, targets, y_val = split[:4]
             sample_weight, weight_val = split[4:] if sample_weight is not None else (None, None)
-            n = len(X)
-            validation = np.ascontiguousarray(X_val, dtype=net.dtype), y_val, weight_val
+            n = X.shape[0]
+            validation = _kernel_rows(X_val, net.dtype), y_val, weight_val
         batch_size = min(200, n) if self.batch_size == "auto" else min(self.batch_size, n)
         if self.batch_size != "auto" and self.batch_size > n:
             warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is going to be clipped",
@@ -242,7 +243,7 @@ class _BaseMLP(BaseEstimator):
             net.classes_ = classes
             net.training.rng = rng
             try:
-                train(net, np.ascontiguousarray(X, dtype=net.dtype), Y, options, weights=sample_weight)
+                train(net, _kernel_rows(X, net.dtype), Y, options, weights=sample_weight)
             except TrainingDiverged as error:
                 epochs.diverged(error)
         if not incremental and not epochs.converged:
@@ -257,7 +258,7 @@ class _BaseMLP(BaseEstimator):
         """Train ``self.model_`` as scikit-learn's ``lbfgs`` solver does: SciPy's L-BFGS-B on the
         full-batch objective, the kernels' loss and gradient in scikit-learn's scale (module docstring)."""
         net = self.model_
-        kernels, params = net.kernels, net.params
+        kernels, params, X = net.kernels, net.params, _kernel_rows(X, net.dtype)
         rows = len(X) if sample_weight is None else float(sample_weight.sum())
         Y, _ = net.task.encode(targets, "y", len(X), np.arange(net.task.n_classes) if net.task.classifies else None)
         scale, loss_scale = self._scale(net.sizes[-1]), self._loss_scale(net.sizes[-1])
@@ -307,11 +308,13 @@ class _BaseMLP(BaseEstimator):
         return self._no_improvement_count
 
     def _validate(self, X, y, reset):
-        """Checked ``X`` in the model's dtype (on a ``reset``: ``dtype``, or ``X``'s where it is float32
-        or float64 and ``dtype`` is None, else float64, as scikit-learn) and ``y``."""
+        """Checked ``X`` (C-contiguous, or a SciPy sparse matrix) in the model's dtype (on a ``reset``:
+        ``dtype``, or ``X``'s where it is float32 or float64 and ``dtype`` is None, else float64, as
+        scikit-learn), and ``y``."""
         X, y = validate_data(self, X, y, reset=reset, dtype=(np.float64, np.float32), multi_output=True,
-                             order="C")
-        return np.ascontiguousarray(X, dtype=(self.dtype or X.dtype) if reset else self.model_.dtype), y
+                             order="C", accept_sparse=["csr", "csc"])
+        dtype = (self.dtype or X.dtype) if reset else self.model_.dtype
+        return (X.astype(dtype, copy=False) if scipy.sparse.issparse(X) else np.ascontiguousarray(X, dtype)), y
 
     # ---------------------------------------------------------------- scikit-learn's attributes
     @property
@@ -343,8 +346,9 @@ class _BaseMLP(BaseEstimator):
 
     def _outputs(self, X):
         check_is_fitted(self, "model_")
-        X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32), order="C")
-        return check_outputs(self._network_outputs(np.ascontiguousarray(X, dtype=self.model_.dtype)))
+        X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32), order="C",
+                          accept_sparse=["csr", "csc"])
+        return check_outputs(self._network_outputs(_kernel_rows(X, self.model_.dtype)))
 
     def _network_outputs(self, X):
         """The network's outputs ``(n, n_out)`` for checked rows ``X``."""
@@ -468,6 +472,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.classifier_tags.multi_label = True
+        tags.input_tags.sparse = True
         return tags
 
 
@@ -546,8 +551,15 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.target_tags.multi_output = True
+        tags.input_tags.sparse = True
         return tags
 
+
+
+def _kernel_rows(X, dtype):
+    """Checked rows ``X`` as the kernels take them: C-contiguous in ``dtype``, or, from a SciPy
+    sparse matrix, sparse rows (:class:`fastgd.kernels.CSR`, not densified)."""
+    return CSR(X, dtype) if scipy.sparse.issparse(X) else np.ascontiguousarray(X, dtype=dtype)
 
 
 def _weights(sample_weight, X):

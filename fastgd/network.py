@@ -177,7 +177,7 @@ class MLP:
             raise RuntimeError("this classifier has not been fitted yet: call fit(X, y) first")
 
     def _outputs(self, X):
-        X = check_X(X, self.dtype, n_features=self.sizes[0])
+        X = check_X(X, self.dtype, n_features=self.sizes[0], sparse=True)
         return check_outputs(outputs(self._kernels, self._params, X)[0])
 
     def predict_proba(self, X) -> np.ndarray:
@@ -198,7 +198,7 @@ class MLP:
 
         The loss is the mean data loss plus the L2 term of the last fit's ``l2``.
         """
-        X = check_X(X, self.dtype, n_features=self.sizes[0])
+        X = check_X(X, self.dtype, n_features=self.sizes[0], sparse=True)
         self._check_fitted_classes()
         Y, _ = self.task.encode(y, "y", len(X), self.classes_)
         loss, accuracy = evaluate(self, X, Y)
@@ -208,10 +208,11 @@ class MLP:
         return (loss, accuracy) if self.task.classifies else loss
 
     def encode(self, X, y, classes=None, names=("X", "y")):
-        """``(X, Y, classes)``: ``X`` checked, C-contiguous in the model dtype, and targets ``y``
+        """``(X, Y, classes)``: ``X`` checked, C-contiguous in the model dtype (sparse: the kernels'
+        sparse rows, ``fastgd.kernels.CSR``), and targets ``y``
         as the rows ``(n, n_out)`` the kernels train on, for ``classes`` (default: the model's;
         on a first fit, the labels found in ``y``). Errors name the arguments ``names``."""
-        X = check_X(X, self.dtype, names[0], self.sizes[0])
+        X = check_X(X, self.dtype, names[0], self.sizes[0], sparse=True)
         Y, classes = self.task.encode(y, names[1], len(X), self.classes_ if classes is None else classes)
         return X, Y, classes
 

@@ -11,12 +11,13 @@ import sys
 import warnings
 
 import numpy as np
+import scipy.sparse
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fastgd
 from fastgd._codes import LOSSES
-from fastgd.kernels import STEP, step_config
+from fastgd.kernels import CSR, STEP, step_config
 
 faulthandler.enable()
 BACKEND, EXAMPLES = sys.argv[1], int(sys.argv[2])
@@ -35,8 +36,12 @@ JUNK = st.sampled_from([None, "x", 3.5, -1, 2**70, float("nan"), float("inf"), T
 def hostile(draw, good):
     """``good`` (an array) as it is, or changed in dtype, shape, memory layout or values, or replaced."""
     change = draw(st.sampled_from(["none", "dtype", "shape", "strided", "fortran", "misaligned", "read-only",
-                                   "values", "list", "junk"]))
+                                   "values", "list", "junk", "sparse"]))
     a = np.array(good, copy=True)
+    if change == "sparse" and a.ndim == 2:  # as SciPy gives it, or as the kernels' sparse rows, any dtype
+        matrix = scipy.sparse.csr_array(np.where(a > 0.5, a, 0))
+        return draw(st.sampled_from([matrix, CSR(matrix, draw(st.sampled_from([np.float32, np.float64]))),
+                                     CSR(matrix[:, :1], np.float64), CSR(matrix[:0], np.float64)]))
     if change == "dtype":
         return a.astype(draw(st.sampled_from(DTYPES)))
     if change == "shape":
@@ -227,10 +232,11 @@ def test_public_api(data):
             lambda history: (finite(history.history["loss"]), finite(net.params)))
     elif target == "predict":
         net.fit(X, y_good, epochs=2)
+        rows = Xh.shape[0] if scipy.sparse.issparse(Xh) else None
         for method in ("predict", "predict_proba"):
             run(f"{method}({type(Xh).__name__})", lambda: getattr(net, method)(Xh),
                 lambda result: (finite(result) if result.dtype.kind == "f" else None,
-                                np.testing.assert_equal(len(result), len(Xh))))
+                                np.testing.assert_equal(len(result), rows or len(Xh))))
         run(f"evaluate({type(Xh).__name__}, {type(yh).__name__})", lambda: net.evaluate(Xh, yh), finite)
     elif target == "set_weights":
         weights = [data.draw(hostile(w)) for w in net.get_weights()]

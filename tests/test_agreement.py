@@ -9,12 +9,13 @@ import importlib
 
 import numpy as np
 import pytest
+import scipy.sparse
 
 import fastgd
 import fastgd.kernels
 from conftest import BACKENDS, COMBINATIONS, COMPILED, CYTHON_BUILDS, EXPECTED, make_problem
 from fastgd._codes import LOSSES
-from fastgd.kernels import cython_build, resolve, step_config
+from fastgd.kernels import CSR, cython_build, resolve, step_config
 
 KERNEL_RTOL = {"float64": 1e-10, "float32": 1e-5}
 TRAINING_RTOL = {"float64": 1e-10, "float32": 1e-4}
@@ -220,3 +221,42 @@ def test_weighted_epochs_match_reference(backend, dtype, batch_size, optimizer):
     unweighted.fit(X, y, epochs=5, batch_size=batch_size, optimizer=optimizer, l2=1e-3)
     # The weights weigh rows against the others of their batch: a batch of one row is that row.
     assert np.allclose(unweighted.params, nets[0].params, rtol=1e-3) == (batch_size == 1)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("rows", [1, 5, 16, 17, 40])
+@pytest.mark.parametrize("hidden, output, loss", COMBINATIONS)
+def test_sparse_rows_compute_what_dense_rows_compute(backend, dtype, rows, hidden, output, loss):
+    X, y = make_problem(output, n=rows, n_in=12, seed=rows)
+    X[np.random.RandomState(rows).rand(*X.shape) < 0.7] = 0  # 70% zeros; rows 0 may be empty
+    X[0] = 0
+    net = fastgd.MLP([12, 9, 7, 3], hidden=hidden, output=output, loss=loss, backend=backend, dtype=dtype,
+                     random_state=0)
+    X, Y, _ = net.encode(X, y)
+    sparse = CSR(scipy.sparse.csr_array(X), dtype)
+    config, ws = step_config(loss, l2=0.01), net.kernels.workspace(rows)
+    weights = np.random.RandomState(1).uniform(0.5, 2, rows)
+    results = []
+    for rows_X in (X, sparse):
+        grads = np.zeros_like(net.params)
+        out = net.kernels.forward(net.params, rows_X, ws).copy()
+        value, _ = net.kernels.evaluate(net.params, rows_X, Y, LOSSES[loss], ws, weights)
+        results.append((out, value, net.kernels.backward(net.params, rows_X, Y, config, ws, grads, weights), grads))
+    for got, expected in zip(*results):
+        assert_close(got, expected, KERNEL_RTOL[dtype])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("batch_size", [None, 1, 8, 32], ids=["batch", "stochastic", "mini8", "mini32"])
+@pytest.mark.parametrize("optimizer", [fastgd.SGD(lr=0.05), fastgd.Adam(lr=0.01)], ids=["sgd", "adam"])
+def test_sparse_epochs_take_the_dense_steps(backend, dtype, batch_size, optimizer):
+    X, y = make_problem("softmax", n=70, n_in=30, seed=3)
+    X[np.random.RandomState(3).rand(*X.shape) < 0.8] = 0
+    nets = [fastgd.MLP([30, 9, 3], hidden="relu", backend=backend, dtype=dtype, random_state=5) for _ in range(2)]
+    histories = [net.fit(rows, y, epochs=5, batch_size=batch_size, optimizer=optimizer, l2=1e-3).history
+                 for net, rows in zip(nets, (X, scipy.sparse.csr_matrix(X)))]
+    assert_close(nets[1].params, nets[0].params, TRAINING_RTOL[dtype])
+    assert_close(histories[1]["train_loss"], histories[0]["train_loss"], TRAINING_RTOL[dtype])
+    np.testing.assert_array_equal(nets[0].predict(X), nets[1].predict(scipy.sparse.csc_matrix(X)))

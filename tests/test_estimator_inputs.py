@@ -24,7 +24,6 @@ def fitted(**params):
     (np.where(X > 1.5, np.nan, X), ValueError, "NaN"),
     (np.where(X > 1.5, np.inf, X), ValueError, "infinity"),
     (X + 1j, ValueError, "Complex data not supported"),
-    (sp.csr_matrix(X), TypeError, "dense data is required"),
     (np.array([["a", "b", "c", "d"]] * 60, dtype=object), ValueError, "could not convert"),
 ])
 def test_bad_X_at_fit(bad_X, error, match):
@@ -40,6 +39,16 @@ def test_bad_X_at_fit(bad_X, error, match):
 def test_bad_y_at_fit(bad_y, error, match):
     with pytest.raises(error, match=match):
         MLPClassifier(max_iter=5).fit(X, bad_y)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("container", [sp.csr_matrix, sp.csc_matrix, sp.coo_array], ids=["csr", "csc", "coo"])
+def test_sparse_X_fits_and_predicts_as_dense_X(container):
+    dense = fitted()
+    sparse = MLPClassifier(hidden_layer_sizes=(8,), max_iter=20, random_state=0).fit(container(X), Y_LABELS)
+    for a, b in zip(sparse.coefs_, dense.coefs_):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    np.testing.assert_array_equal(sparse.predict(container(X)), dense.predict(X))
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")

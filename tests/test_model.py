@@ -6,6 +6,7 @@ import warnings
 
 import numpy as np
 import pytest
+import scipy.sparse
 
 import fastgd
 from fastgd.kernels import Kernels
@@ -289,3 +290,21 @@ def test_import_leaves_scikit_learn_until_the_estimators_are_used():
 def test_a_random_state_that_is_not_one_is_named(seed):
     with pytest.raises(ValueError, match="^random_state: expected an int, a numpy.random.RandomState or None"):
         fastgd.MLP([3, 2], random_state=seed)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_sparse_X_through_the_model_and_its_tools(backend):
+    X, y = make_problem("softmax", n=60, n_in=20, seed=1)
+    X[np.random.RandomState(1).rand(*X.shape) < 0.8] = 0
+    S = scipy.sparse.csr_matrix(X)
+    dense, sparse = (fastgd.MLP([20, 8, 3], backend=backend, random_state=0) for _ in range(2))
+    dense.fit(X, y, epochs=3, batch_size=16, optimizer=fastgd.Adam(lr=0.01))
+    sparse.fit(S, y, epochs=3, batch_size=16, optimizer=fastgd.Adam(lr=0.01))
+    np.testing.assert_allclose(sparse.params, dense.params, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(sparse.predict_proba(S.tocsc()), dense.predict_proba(X), rtol=1e-10)
+    assert sparse.evaluate(S, y) == pytest.approx(dense.evaluate(X, y), rel=1e-10)
+    errors = fastgd.check_gradients(sparse, S, y, max_rows=20)
+    assert max(errors.values()) < 1e-6
+    before = sparse.params.copy()
+    assert np.isfinite(fastgd.lr_find(sparse, S, y, steps=20).suggestion)
+    np.testing.assert_array_equal(sparse.params, before)

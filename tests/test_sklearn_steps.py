@@ -5,6 +5,7 @@ import warnings
 
 import numpy as np
 import pytest
+import scipy.sparse
 import sklearn.neural_network as sk
 from sklearn.datasets import load_digits, make_multilabel_classification, make_regression
 from sklearn.exceptions import ConvergenceWarning
@@ -148,3 +149,21 @@ def test_sample_weights_take_scikit_learns_steps(name, solver, mode, backend):
         assert_same_steps(mine, theirs)
     unweighted = train(getattr(sk, name), backend, mode, X, y, **params)
     assert not np.allclose(unweighted.coefs_[0], mine.coefs_[0], rtol=1e-3)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("solver", ["adam", "sgd", "lbfgs"])
+@pytest.mark.parametrize("container", [scipy.sparse.csr_matrix, scipy.sparse.csc_array], ids=["csr", "csc"])
+@pytest.mark.parametrize("name", ["MLPClassifier", "MLPRegressor"])
+def test_sparse_X_takes_scikit_learns_steps(name, container, solver, backend):
+    """Sparse X, read as sparse rows by the kernels (never densified), as scikit-learn reads it."""
+    X, y = (X_DIGITS, Y_DIGITS) if name == "MLPClassifier" else (X_REG * (np.abs(X_REG) > 1), Y_REG)
+    params = dict(hidden_layer_sizes=(8,), solver=solver, batch_size=32, max_iter=15, random_state=0,
+                  learning_rate_init=0.01, alpha=1e-3)
+    mode = "fit" if solver == "lbfgs" else "early_stopping"  # the split of sparse rows too
+    theirs = train(getattr(sk, name), None, mode, container(X), y, **params)
+    mine = train(getattr(sk, name), backend, mode, container(X), y, **params)
+    rtol = 1e-6 if solver == "lbfgs" else 1e-10
+    for got, expected in zip(mine.coefs_ + mine.intercepts_, theirs.coefs_ + theirs.intercepts_, strict=True):
+        np.testing.assert_allclose(got, expected, rtol=rtol, atol=rtol * np.abs(expected).max())
+    np.testing.assert_allclose(mine.predict(container(X)), theirs.predict(container(X)), rtol=rtol, atol=rtol)

@@ -23,11 +23,6 @@ PRIVATE = {
     "test_learning_rate_warmstart": "reads scikit-learn's private _optimizer",
     "test_adaptive_learning_rate": "reads scikit-learn's private _optimizer",
 }
-# What fastgd's estimators do not do yet: expected to fail (strict, so a test that starts to pass
-# fails the run until it leaves this list). Keys: a test's name, or its name and parameters.
-MISSING = {
-    "test_sparse_matrices": "sparse X (CSR/CSC)",
-}
 
 
 def with_backend(Estimator, backend):
@@ -70,11 +65,7 @@ def global_random_seed(request):
 
 
 @pytest.fixture(autouse=True)
-def _known_gaps(request):
+def _private(request):
     name = request.node.originalname.rsplit("__", 1)[0]
-    params = request.node.callspec.id if hasattr(request.node, "callspec") else None
     if name in PRIVATE:
         pytest.skip(f"scikit-learn internals: {PRIVATE[name]}")
-    reason = MISSING.get(name) or MISSING.get(f"{name}[{params}]")
-    if reason:
-        request.applymarker(pytest.mark.xfail(reason=f"not in fastgd yet: {reason}", strict=True))

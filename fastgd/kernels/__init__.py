@@ -11,9 +11,9 @@ import numpy as np
 
 from .._codes import LOSSES, OPTIMIZERS
 from .._layout import make_layout
-from .contract import STEP, Kernels, step_config
+from .contract import CSR, STEP, Kernels, step_config
 
-__all__ = ["PREFERENCE", "STEP", "Kernels", "backends", "cython_build", "kernels", "resolve", "resolve_saved",
+__all__ = ["CSR", "PREFERENCE", "STEP", "Kernels", "backends", "cython_build", "kernels", "resolve", "resolve_saved",
            "step_config", "warmup"]
 
 # Preference order of ``backend="auto"``: compiled ahead of time (no warm-up),

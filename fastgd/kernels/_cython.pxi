@@ -94,6 +94,15 @@ cdef packed struct Step:
     double min_step
     double fallback_step
 
+# Sparse rows (fastgd.kernels.CSR, checked when made): values (of the model dtype), column
+# indices, row pointers, and the rows of the matrix to take (NULL: row i is row i). A kernel's
+# input is dense rows X, or, where its ``sparse`` is not NULL, these.
+cdef struct Sparse:
+    const void* data
+    const int64_t* indices
+    const int64_t* indptr
+    const int64_t* rows
+
 STEP_FIELDS = ("loss", "optimizer", "l2", "l2_per_row", "clip_value", "clip_norm", "momentum", "dampening",
                "nesterov", "weight_decay", "sutskever", "beta", "beta1", "beta2", "eps", "amsgrad", "decoupled",
                "eps_hat", "alpha", "centered", "rho", "c", "min_step", "fallback_step")
@@ -174,6 +183,39 @@ cdef inline void _matmul_tn(floating* A, int m, int k, floating* D, int n, float
 cdef inline void _matmul_nt(floating* D, int m, int n, floating* W, int k, floating* R) noexcept nogil:
     """Row-major ``R (m, k) = D @ W.T`` for ``D (m, n)``, ``W (k, n)``."""
     _gemm(c'T', c'N', k, m, n, W, n, D, n, R, k)
+
+
+cdef inline void _sparse_product(const Sparse* X, int m, const floating* W, int n_out, floating* Z) noexcept nogil:
+    """Row-major ``Z (m, n_out) = X @ W`` for sparse rows ``X``."""
+    cdef const floating* data = <const floating*>X.data
+    cdef const floating* w
+    cdef Py_ssize_t i, j, p, r
+    cdef floating v
+    for i in range(m):
+        r = X.rows[i] if X.rows != NULL else i
+        for j in range(n_out):
+            Z[i * n_out + j] = 0
+        for p in range(X.indptr[r], X.indptr[r + 1]):
+            v, w = data[p], W + X.indices[p] * n_out
+            for j in range(n_out):
+                Z[i * n_out + j] += v * w[j]
+
+
+cdef inline void _sparse_gradient(const Sparse* X, int m, int n_in, const floating* D, int n_out,
+                                  floating* dW) noexcept nogil:
+    """Row-major ``dW (n_in, n_out) = X.T @ D`` for sparse rows ``X``."""
+    cdef const floating* data = <const floating*>X.data
+    cdef floating* g
+    cdef Py_ssize_t i, j, p, r
+    cdef floating v
+    for j in range(n_in * n_out):
+        dW[j] = 0
+    for i in range(m):
+        r = X.rows[i] if X.rows != NULL else i
+        for p in range(X.indptr[r], X.indptr[r + 1]):
+            v, g = data[p], dW + X.indices[p] * n_out
+            for j in range(n_out):
+                g[j] += v * D[i * n_out + j]
 
 
 # ---------------------------------------------------------------- element-wise, one row at a time
@@ -269,9 +311,10 @@ cdef inline double _loss_row(const floating* z, const floating* out, const float
 
 
 # ---------------------------------------------------------------- passes over a batch
-cdef void _forward(const int64_t[:, ::1] layout, const floating[::1] params, const floating[::1] X, int m,
-                   floating[::1] acts, const int64_t[::1] offsets, floating[::1] z, double[::1] lse) noexcept nogil:
-    """Forward pass of the ``m`` rows of ``X``; outputs in the last block of ``acts``."""
+cdef void _forward(const int64_t[:, ::1] layout, const floating[::1] params, const floating[::1] X,
+                   const Sparse* sparse, int m, floating[::1] acts, const int64_t[::1] offsets, floating[::1] z,
+                   double[::1] lse) noexcept nogil:
+    """Forward pass of the ``m`` rows of ``X`` (or ``sparse``); outputs in the last block of ``acts``."""
     cdef Py_ssize_t l, i, last = layout.shape[0] - 1
     cdef int n_in, n_out, activation
     cdef floating* A
@@ -282,10 +325,13 @@ cdef void _forward(const int64_t[:, ::1] layout, const floating[::1] params, con
     for l in range(last + 1):
         n_in, n_out, activation = layout[l, 0], layout[l, 1], layout[l, 2]
         bias = _at(params, layout[l, 4], n_out, b"b")
-        A = _at(X, 0, m * n_in, b"X") if l == 0 else _at(acts, offsets[l], m * n_in, b"activations")
         out = _at(acts, offsets[l + 1], m * n_out, b"activations")
         Z = _at(z, 0, m * n_out, b"logits") if l == last else out
-        _matmul(A, m, n_in, _at(params, layout[l, 3], n_in * n_out, b"W"), n_out, Z)
+        if l == 0 and sparse != NULL:
+            _sparse_product(sparse, m, _at(params, layout[l, 3], n_in * n_out, b"W"), n_out, Z)
+        else:
+            A = _at(X, 0, m * n_in, b"X") if l == 0 else _at(acts, offsets[l], m * n_in, b"activations")
+            _matmul(A, m, n_in, _at(params, layout[l, 3], n_in * n_out, b"W"), n_out, Z)
         for i in range(m):
             if l == last:
                 row_lse[i] = _output_row(Z + i * n_out, bias, out + i * n_out, n_out, activation)
@@ -333,8 +379,9 @@ cdef inline void _bias_step(floating* b, floating* db, const floating* D, int m,
 
 
 cdef double _backward(const int64_t[:, ::1] layout, floating[::1] params, floating[::1] grads,
-                      const floating[::1] X, int m, floating[::1] acts, const int64_t[::1] offsets,
-                      floating[::1] deltas, floating l2, floating lr, bint fused) noexcept nogil:
+                      const floating[::1] X, const Sparse* sparse, int m, floating[::1] acts,
+                      const int64_t[::1] offsets, floating[::1] deltas, floating l2, floating lr,
+                      bint fused) noexcept nogil:
     """Backward pass; ``grads = dL/dparams`` (L2 included), or with ``fused`` the SGD step
     taken at once. Returns ``sum(W**2)`` before the step (float64)."""
     cdef Py_ssize_t l, i, k, j, n_in, n_out
@@ -350,14 +397,18 @@ cdef double _backward(const int64_t[:, ::1] layout, floating[::1] params, floati
         n_in, n_out = layout[l, 0], layout[l, 1]
         W, dW = _at(params, layout[l, 3], n_in * n_out, b"W"), _at(grads, layout[l, 3], n_in * n_out, b"dW")
         D = _at(deltas, offsets[l + 1], m * n_out, b"deltas")
-        A_prev = _at(X, 0, m * n_in, b"X") if l == 0 else _at(acts, offsets[l], m * n_in, b"activations")
         if l > 0:  # delta of the layer below, with W before the step
+            A_prev = _at(acts, offsets[l], m * n_in, b"activations")
             below = layout[l - 1, 2]
             D_prev = _at(deltas, offsets[l], m * n_in, b"deltas")
             _matmul_nt(D, m, n_out, W, n_in, D_prev)
             for i in range(m * n_in):
                 D_prev[i] *= _derivative(A_prev[i], below)
-        _matmul_tn(A_prev, m, n_in, D, n_out, dW)
+            _matmul_tn(A_prev, m, n_in, D, n_out, dW)
+        elif sparse != NULL:
+            _sparse_gradient(sparse, m, n_in, D, n_out, dW)
+        else:
+            _matmul_tn(_at(X, 0, m * n_in, b"X"), m, n_in, D, n_out, dW)
         # Sums of squares per row of W in the array dtype, rows added up in float64.
         for k in range(n_in):
             row_squares = 0
@@ -465,26 +516,37 @@ cdef double _backward_rows(const int64_t[:, ::1] layout, floating[::1] params, f
 
 
 cdef double _step(const int64_t[:, ::1] layout, floating[::1] params, floating[::1] grads, const floating[::1] X,
-                  const floating[::1] Y, const double* w, int m, int loss, floating l2, floating lr, bint fused,
-                  floating[::1] acts, const int64_t[::1] offsets, floating[::1] z, double[::1] lse, floating[::1] deltas,
-                  floating[::1] row) noexcept nogil:
+                  const Sparse* sparse, const floating[::1] Y, const double* w, int m, int loss, floating l2,
+                  floating lr, bint fused, floating[::1] acts, const int64_t[::1] offsets, floating[::1] z,
+                  double[::1] lse, floating[::1] deltas, floating[::1] row) noexcept nogil:
     """Forward, loss and backward of one batch (with ``fused``, the SGD step too); returns
     the batch loss: data loss + L2 term of the weights before the step."""
-    cdef Py_ssize_t i, n = m * layout[0, 0]
+    cdef Py_ssize_t i, p, r, n_in = layout[0, 0], n = m * n_in
     cdef double value, squares
-    cdef floating* x
+    cdef const floating* x
+    cdef const floating* data
     cdef floating* block
-    _forward(layout, params, X, m, acts, offsets, z, lse)
+    _forward(layout, params, X, sparse, m, acts, offsets, z, lse)
     value = _loss(layout, Y, w, m, acts, offsets, z, lse, deltas, loss)
     if not isfinite(value):
         return value
-    if m <= SMALL_BATCH:
-        x, block = _at(X, 0, n, b"X"), _at(acts, 0, n, b"input block")
-        for i in range(n):  # the loops read the input from block 0
-            block[i] = x[i]
+    if m <= SMALL_BATCH:  # the loops read the input from block 0
+        block = _at(acts, 0, n, b"input block")
+        if sparse == NULL:
+            x = _at(X, 0, n, b"X")
+            for i in range(n):
+                block[i] = x[i]
+        else:
+            data = <const floating*>sparse.data
+            for i in range(n):
+                block[i] = 0
+            for i in range(m):
+                r = sparse.rows[i] if sparse.rows != NULL else i
+                for p in range(sparse.indptr[r], sparse.indptr[r + 1]):
+                    block[i * n_in + sparse.indices[p]] += data[p]
         squares = _backward_rows(layout, params, grads, m, acts, offsets, deltas, l2, lr, fused, row)
     else:
-        squares = _backward(layout, params, grads, X, m, acts, offsets, deltas, l2, lr, fused)
+        squares = _backward(layout, params, grads, X, sparse, m, acts, offsets, deltas, l2, lr, fused)
     return value + 0.5 * l2 * squares if l2 != 0 else value
 
 
@@ -609,9 +671,8 @@ cdef double _sum_of_squares(const int64_t[:, ::1] layout, const floating[::1] pa
 
 
 cdef double _line_search(const int64_t[:, ::1] layout, floating[::1] parameters, const floating[::1] gradients,
-                         floating[::1] point, const floating[::1] X, const floating[::1] Y, const double* w, int m,
-                         double value,
-                         const Step* c, double l2, double alpha, floating[::1] acts, const int64_t[::1] offsets,
+                         floating[::1] point, const floating[::1] X, const Sparse* sparse, const floating[::1] Y,
+                         const double* w, int m, double value, const Step* c, double l2, double alpha, floating[::1] acts, const int64_t[::1] offsets,
                          floating[::1] z, double[::1] lse, floating[::1] deltas) noexcept nogil:
     """Armijo backtracking from ``alpha`` (``fastgd.BacktrackingLineSearch``); ``parameters``
     move to the accepted point (tried in ``point``). Returns the accepted step."""
@@ -627,7 +688,7 @@ cdef double _line_search(const int64_t[:, ::1] layout, floating[::1] parameters,
         rate = <floating>step
         for p in range(n):
             trial[p] = params[p] - rate * grads[p]
-        _forward(layout, point, X, m, acts, offsets, z, lse)
+        _forward(layout, point, X, sparse, m, acts, offsets, z, lse)
         trial_value = _loss(layout, Y, w, m, acts, offsets, z, lse, deltas, c.loss)
         if l2 != 0:
             trial_value += 0.5 * l2 * _sum_of_squares(layout, point)
@@ -648,21 +709,20 @@ cdef inline double _batch_l2(const Step* c, double rows) noexcept nogil:
 
 
 cdef double _train_step(const int64_t[:, ::1] layout, floating[::1] params, floating[::1] grads,
-                        floating[:, ::1] state, const floating[::1] X, const floating[::1] Y, const double* w, int m,
-                        const Step* c,
-                        double* lr, Py_ssize_t step, bint fused, floating[::1] acts, const int64_t[::1] offsets,
+                        floating[:, ::1] state, const floating[::1] X, const Sparse* sparse, const floating[::1] Y,
+                        const double* w, int m, const Step* c, double* lr, Py_ssize_t step, bint fused, floating[::1] acts, const int64_t[::1] offsets,
                         floating[::1] z, double[::1] lse, floating[::1] deltas, floating[::1] row) noexcept nogil:
     """One step of an epoch on the batch ``(X, Y)`` with learning rate ``*lr`` (a line search
     writes back the step it took); returns the batch loss (not finite: no step taken)."""
     cdef double l2 = _batch_l2(c, _rows(w, m))
-    cdef double value = _step(layout, params, grads, X, Y, w, m, c.loss, <floating>l2, <floating>lr[0], fused, acts,
-                              offsets, z, lse, deltas, row)
+    cdef double value = _step(layout, params, grads, X, sparse, Y, w, m, c.loss, <floating>l2, <floating>lr[0], fused,
+                              acts, offsets, z, lse, deltas, row)
     if fused or not isfinite(value):
         return value
     _clip(grads, c)
     if c.optimizer == LINE_SEARCH:
-        lr[0] = _line_search(layout, params, grads, state[0], X, Y, w, m, value, c, l2, lr[0], acts, offsets, z,
-                             lse, deltas)
+        lr[0] = _line_search(layout, params, grads, state[0], X, sparse, Y, w, m, value, c, l2, lr[0], acts, offsets,
+                             z, lse, deltas)
     else:
         _update(params, grads, state, c, lr[0], step)
     return value
@@ -679,30 +739,53 @@ cdef bint _finite(const floating[::1] values) noexcept nogil:
 
 
 # ---------------------------------------------------------------- the backend's functions (fastgd.kernels.contract)
+cdef Sparse _sparse(X, const floating[::1] like):
+    """Sparse rows ``X`` (a ``fastgd.kernels.CSR`` of the dtype of ``like``) as the kernels take
+    them: pointers into its arrays, which outlive the call."""
+    cdef const floating[::1] data = X.data
+    cdef const int64_t[::1] indices = X.indices, indptr = X.indptr
+    cdef Sparse rows
+    rows.data = &data[0] if data.shape[0] > 0 else NULL
+    rows.indices = &indices[0] if indices.shape[0] > 0 else NULL
+    rows.indptr = &indptr[0]
+    rows.rows = NULL
+    return rows
+
+
 def workspace(layout, dtype, rows, batch_rows):
     return Workspace(layout, dtype, rows, batch_rows, input_rows=min(rows, SMALL_BATCH))
 
 
 def forward(const int64_t[:, ::1] layout, const floating[::1] params, X, ws):
-    cdef const floating[::1] x = X.reshape(-1)
+    cdef bint dense = isinstance(X, np.ndarray)
+    cdef const floating[::1] x = X.reshape(-1) if dense else params[:0]
+    cdef Sparse rows
+    cdef const Sparse* sparse = NULL if dense else &rows
     cdef floating[::1] acts = ws.acts, z = ws.z
     cdef double[::1] lse = ws.lse
     cdef const int64_t[::1] offsets = ws.offsets
     cdef int m = X.shape[0]
+    if not dense:
+        rows = _sparse(X, params)
     with nogil:
-        _forward(layout, params, x, m, acts, offsets, z, lse)
+        _forward(layout, params, x, sparse, m, acts, offsets, z, lse)
 
 
 def evaluate(const int64_t[:, ::1] layout, const floating[::1] params, X, Y, const double[::1] weights, int loss,
              ws):
-    cdef const floating[::1] x = X.reshape(-1), y = Y.reshape(-1)
+    cdef bint dense = isinstance(X, np.ndarray)
+    cdef const floating[::1] x = X.reshape(-1) if dense else params[:0], y = Y.reshape(-1)
+    cdef Sparse rows
+    cdef const Sparse* sparse = NULL if dense else &rows
     cdef floating[::1] acts = ws.acts, z = ws.z, deltas = ws.deltas
     cdef double[::1] lse = ws.lse
     cdef const int64_t[::1] offsets = ws.offsets
     cdef int m = X.shape[0]
     cdef double value
+    if not dense:
+        rows = _sparse(X, params)
     with nogil:
-        _forward(layout, params, x, m, acts, offsets, z, lse)
+        _forward(layout, params, x, sparse, m, acts, offsets, z, lse)
         value = _loss(layout, y, _weights(weights, m), m, acts, offsets, z, lse, deltas, loss)
     return value
 
@@ -716,7 +799,10 @@ def l2_penalty(const int64_t[:, ::1] layout, const floating[::1] params, double 
 
 def backward(const int64_t[:, ::1] layout, const floating[::1] params, X, Y, const double[::1] weights,
              const Step[::1] config, ws, floating[::1] grads):
-    cdef const floating[::1] x = X.reshape(-1), y = Y.reshape(-1)
+    cdef bint dense = isinstance(X, np.ndarray)
+    cdef const floating[::1] x = X.reshape(-1) if dense else params[:0], y = Y.reshape(-1)
+    cdef Sparse rows
+    cdef const Sparse* sparse = NULL if dense else &rows
     cdef floating[::1] acts = ws.acts, z = ws.z, deltas = ws.deltas, row = ws.row
     cdef double[::1] lse = ws.lse
     cdef const int64_t[::1] offsets = ws.offsets
@@ -726,9 +812,11 @@ def backward(const int64_t[:, ::1] layout, const floating[::1] params, X, Y, con
     # Without a step (lr 0, not fused) the kernels leave params as they are: read-only is fine.
     cdef floating[::1] writable = <floating[:params.shape[0]]> <floating*> &params[0]
     cdef const double* w = _weights(weights, m)
+    if not dense:
+        rows = _sparse(X, params)
     with nogil:
-        value = _step(layout, writable, grads, x, y, w, m, c.loss, <floating>_batch_l2(&c, _rows(w, m)), 0, False,
-                      acts, offsets, z, lse, deltas, row)
+        value = _step(layout, writable, grads, x, sparse, y, w, m, c.loss, <floating>_batch_l2(&c, _rows(w, m)), 0,
+                      False, acts, offsets, z, lse, deltas, row)
     return value
 
 
@@ -748,7 +836,10 @@ def update(floating[::1] params, floating[::1] grads, floating[:, ::1] state, co
 def train_epoch(const int64_t[:, ::1] layout, floating[::1] params, floating[::1] grads, floating[:, ::1] state,
                 X, Y, const double[::1] weights, const int64_t[::1] order, int batch_size, const Step[::1] config,
                 double[::1] lrs, Py_ssize_t step, ws):
-    cdef const floating[::1] x = X.reshape(-1), y = Y.reshape(-1)
+    cdef bint dense = isinstance(X, np.ndarray)
+    cdef const floating[::1] x = X.reshape(-1) if dense else params[:0], y = Y.reshape(-1)
+    cdef Sparse rows, batch
+    cdef const Sparse* sparse = NULL if dense else &rows
     cdef floating[::1] acts = ws.acts, z = ws.z, deltas = ws.deltas, row = ws.row
     cdef floating[::1] xb = ws.x.reshape(-1), yb = ws.y.reshape(-1)
     cdef double[::1] lse = ws.lse, wb = ws.w
@@ -765,12 +856,14 @@ def train_epoch(const int64_t[:, ::1] layout, floating[::1] params, floating[::1
     cdef floating* gathered_y
     cdef const double* w = _weights(weights, n)
     cdef double* gathered_w = NULL
+    if not dense:
+        rows = _sparse(X, params)
     with nogil:
         for i in range(n_batches):
             if n_batches == 1:
                 m = n
-                value = _train_step(layout, params, grads, state, x, y, w, n, &c, &lrs[i], step + i, fused, acts,
-                                    offsets, z, lse, deltas, row)
+                value = _train_step(layout, params, grads, state, x, sparse, y, w, n, &c, &lrs[i], step + i, fused,
+                                    acts, offsets, z, lse, deltas, row)
             else:
                 start = i * batch_size
                 m = min(batch_size, n - start)
@@ -782,16 +875,19 @@ def train_epoch(const int64_t[:, ::1] layout, floating[::1] params, floating[::1
                     if source < 0 or source >= n:
                         status = BAD_ROW
                         break
-                    for j in range(n_in):
-                        gathered_x[r * n_in + j] = x[source * n_in + j]
+                    if dense:
+                        for j in range(n_in):
+                            gathered_x[r * n_in + j] = x[source * n_in + j]
                     for j in range(n_out):
                         gathered_y[r * n_out + j] = y[source * n_out + j]
                     if w != NULL:
                         gathered_w[r] = w[source]
                 if status != OK:
                     break
-                value = _train_step(layout, params, grads, state, xb, yb, gathered_w, m, &c, &lrs[i], step + i, fused,
-                                    acts, offsets, z, lse, deltas, row)
+                batch = rows
+                batch.rows = &order[start]  # sparse rows are read where they are, in the batch's order
+                value = _train_step(layout, params, grads, state, xb, NULL if dense else &batch, yb, gathered_w, m,
+                                    &c, &lrs[i], step + i, fused, acts, offsets, z, lse, deltas, row)
             if not isfinite(value):
                 status = NOT_FINITE
                 break

@@ -19,7 +19,8 @@ import sys
 import threading
 
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.extending import overload
 
 from ._numba_cache import use_private_fallback
 from ._workspace import Workspace
@@ -49,6 +50,122 @@ _jit = njit(**_OPTIONS)
 _inline = njit(inline="always", **_OPTIONS)
 
 SMALL_BATCH = 16  # rows: above, the backward pass goes through BLAS
+ALL_ROWS = np.empty(0, np.int64)
+
+
+# ---------------------------------------------------------------- the input: dense rows or sparse rows
+# ``X`` is a 2-D array, or sparse rows: a tuple ``(data, indices, indptr, rows)`` of a CSR
+# matrix (checked when made, fastgd.kernels.CSR) and the rows of it to take (empty: every row,
+# in order). Numba compiles each kernel for each; the five functions below are all that tell
+# them apart.
+def _n_rows(X):
+    """Rows of ``X``."""
+
+
+def _input_product(X, W, Z):
+    """``Z = X @ W``."""
+
+
+def _input_gradient(X, D, dW):
+    """``dW = X.T @ D``."""
+
+
+def _input_block(X, block, n_in):
+    """The rows of ``X``, dense, into ``block`` (row-major, width ``n_in``)."""
+
+
+def _batch(X, order, start, m, xb):
+    """Rows ``order[start:start + m]`` of ``X`` (checked already): gathered into ``xb``, or taken
+    where they are."""
+
+
+@_inline
+def _sparse_row(X, i):
+    """``(first, last)``: row ``i`` of sparse rows ``X`` is stored at ``first:last``."""
+    data, indices, indptr, rows = X
+    r = rows[i] if rows.shape[0] > 0 else i
+    return indptr[r], indptr[r + 1]
+
+
+_overload = functools.partial(overload, inline="always", jit_options=dict(fastmath=_OPTIONS["fastmath"]))
+
+
+@_overload(_n_rows)
+def _n_rows_for(X):
+    if isinstance(X, types.Array):
+        return lambda X: X.shape[0]
+
+    def sparse(X):
+        if X[3].shape[0] > 0:
+            return X[3].shape[0]
+        return X[2].shape[0] - 1
+    return sparse
+
+
+@_overload(_input_product)
+def _input_product_for(X, W, Z):
+    if isinstance(X, types.Array):
+        return lambda X, W, Z: np.dot(X, W, Z)
+
+    def product(X, W, Z):
+        data, indices = X[0], X[1]
+        for i in range(Z.shape[0]):
+            z = Z[i]
+            z[:] = 0
+            first, last = _sparse_row(X, i)
+            for p in range(first, last):
+                v, w = data[p], W[indices[p]]
+                for j in range(z.shape[0]):
+                    z[j] += v * w[j]
+    return product
+
+
+@_overload(_input_gradient)
+def _input_gradient_for(X, D, dW):
+    if isinstance(X, types.Array):
+        return lambda X, D, dW: np.dot(X.T, D, dW)
+
+    def gradient(X, D, dW):
+        data, indices = X[0], X[1]
+        dW[:] = 0
+        for i in range(D.shape[0]):
+            d = D[i]
+            first, last = _sparse_row(X, i)
+            for p in range(first, last):
+                v, g = data[p], dW[indices[p]]
+                for j in range(d.shape[0]):
+                    g[j] += v * d[j]
+    return gradient
+
+
+@_overload(_input_block)
+def _input_block_for(X, block, n_in):
+    if isinstance(X, types.Array):
+        def dense(X, block, n_in):
+            for i in range(X.shape[0]):
+                _copy(block[i * n_in : (i + 1) * n_in], X[i])
+        return dense
+
+    def sparse(X, block, n_in):
+        data, indices = X[0], X[1]
+        m = _n_rows(X)
+        block[: m * n_in] = 0
+        for i in range(m):
+            first, last = _sparse_row(X, i)
+            for p in range(first, last):
+                block[i * n_in + indices[p]] += data[p]
+    return sparse
+
+
+@_overload(_batch)
+def _batch_for(X, order, start, m, xb):
+    if isinstance(X, types.Array):
+        def gathered(X, order, start, m, xb):
+            for r in range(m):
+                _copy(xb[r], X[order[start + r]])
+            return xb[:m]
+        return gathered
+    return lambda X, order, start, m, xb: (X[0], X[1], X[2], order[start : start + m])
 
 
 def workspace(layout, dtype, rows, batch_rows):
@@ -372,14 +489,14 @@ def _backward_rows(layout, params, grads, m, acts, offsets, deltas, l2, lr, fuse
 @_jit
 def _forward_blas(layout, params, X, acts, offsets, z, lse):
     """Forward pass of the rows of ``X`` through ``np.dot``; outputs in the last block of ``acts``."""
-    m, last = X.shape[0], layout.shape[0] - 1
+    m, last = _n_rows(X), layout.shape[0] - 1
     one = params.dtype.type(1)
     for l in range(last + 1):
         n_in, n_out, activation, w, b = layout[l, 0], layout[l, 1], layout[l, 2], layout[l, 3], layout[l, 4]
         W, bias = _matrix(params, w, n_in, n_out), params[b : b + n_out]
         Z = _matrix(z, 0, m, n_out) if l == last else _matrix(acts, offsets[l + 1], m, n_out)
         if l == 0:
-            np.dot(X, W, Z)
+            _input_product(X, W, Z)
         else:
             np.dot(_matrix(acts, offsets[l], m, n_in), W, Z)
         for i in range(m):
@@ -392,7 +509,7 @@ def _forward_blas(layout, params, X, acts, offsets, z, lse):
 @_jit
 def _backward_blas(layout, params, grads, X, acts, offsets, deltas, l2, lr, fused):
     """Backward pass through ``np.dot``; with ``fused`` the SGD step too. Returns ``sum(W**2)``."""
-    m = X.shape[0]
+    m = _n_rows(X)
     one = params.dtype.type(1)
     squares = 0.0
     for l in range(layout.shape[0] - 1, -1, -1):
@@ -407,7 +524,7 @@ def _backward_blas(layout, params, grads, X, acts, offsets, deltas, l2, lr, fuse
                 _times_derivative_row(D_prev[i], A_prev[i], below, one)
             np.dot(A_prev.T, D, dW)
         else:
-            np.dot(X.T, D, dW)
+            _input_gradient(X, D, dW)
         if fused:
             for k in range(n_in):
                 squares += _sgd_row(W[k], dW[k], l2, lr)
@@ -423,10 +540,9 @@ def _backward_blas(layout, params, grads, X, acts, offsets, deltas, l2, lr, fuse
 def _step(layout, params, grads, X, Y, weights, loss, l2, lr, fused, acts, offsets, z, lse, deltas, row):
     """Forward, loss and backward for the batch ``(X, Y)``; with ``fused`` the SGD step too.
     Returns the batch loss: data loss + L2 term of the weights before the step."""
-    m = X.shape[0]
+    m = _n_rows(X)
     if m <= SMALL_BATCH:  # the backward loops read the input from the input block
-        for i in range(m):
-            _copy(_row(acts, 0, X.shape[1], i), X[i])
+        _input_block(X, acts, layout[0, 0])
     _forward_blas(layout, params, X, acts, offsets, z, lse)
     value = _loss(layout, Y, weights, m, acts, offsets, z, lse, deltas, loss)
     if not np.isfinite(value):
@@ -553,7 +669,7 @@ def _line_search(layout, params, grads, trial, X, Y, weights, value, config, l2,
         for p in range(params.shape[0]):
             trial[p] = params[p] - rate * grads[p]
         _forward_blas(layout, trial, X, acts, offsets, z, lse)
-        trial_value = _loss(layout, Y, weights, X.shape[0], acts, offsets, z, lse, deltas, c.loss)
+        trial_value = _loss(layout, Y, weights, _n_rows(X), acts, offsets, z, lse, deltas, c.loss)
         if l2 != 0:
             trial_value += _l2_penalty(layout, trial, l2)
         if trial_value <= value - c.c * step * slope:
@@ -577,7 +693,7 @@ def _train_step(layout, params, grads, state, X, Y, weights, config, lrs, i, ste
     """Step ``i`` of an epoch on the batch ``(X, Y)``; returns the batch loss (not finite: no step taken)."""
     dtype = params.dtype.type
     c = config[0]
-    l2 = _batch_l2(config, _rows(weights, X.shape[0]))
+    l2 = _batch_l2(config, _rows(weights, _n_rows(X)))
     value = _step(layout, params, grads, X, Y, weights, c.loss, dtype(l2), dtype(lrs[i]), fused, acts, offsets, z,
                   lse, deltas, row)
     if fused or not np.isfinite(value):
@@ -594,7 +710,7 @@ def _train_step(layout, params, grads, state, X, Y, weights, config, lrs, i, ste
 @_jit
 def _train_epoch(layout, params, grads, state, X, Y, weights, order, batch_size, config, lrs, step, acts, offsets, z,
                  lse, deltas, xb, yb, wb, row):
-    n = X.shape[0]
+    n = _n_rows(X)
     n_batches = (n + batch_size - 1) // batch_size
     c = config[0]
     # Plain SGD without clipping takes its step inside the backward pass.
@@ -612,12 +728,12 @@ def _train_epoch(layout, params, grads, state, X, Y, weights, order, batch_size,
                 source = order[start + r]
                 if source < 0 or source >= n:
                     return np.nan, i, BAD_ROW
-                _copy(xb[r], X[source])
                 _copy(yb[r], Y[source])
                 if weights.shape[0] > 0:
                     wb[r] = weights[source]
-            value = _train_step(layout, params, grads, state, xb[:m], yb[:m], wb[:m] if weights.shape[0] > 0
-                                else weights, config, lrs, i, step, fused, acts, offsets, z, lse, deltas, row)
+            value = _train_step(layout, params, grads, state, _batch(X, order, start, m, xb), yb[:m],
+                                wb[:m] if weights.shape[0] > 0 else weights, config, lrs, i, step, fused, acts,
+                                offsets, z, lse, deltas, row)
         if not np.isfinite(value):
             return value, i, NOT_FINITE
         total += value * m
@@ -636,7 +752,7 @@ def _finite(values):
 @_jit
 def _evaluate(layout, params, X, Y, weights, loss, acts, offsets, z, lse, deltas):
     _forward_blas(layout, params, X, acts, offsets, z, lse)
-    return _loss(layout, Y, weights, X.shape[0], acts, offsets, z, lse, deltas, loss)
+    return _loss(layout, Y, weights, _n_rows(X), acts, offsets, z, lse, deltas, loss)
 
 
 @_jit
@@ -683,14 +799,19 @@ def _announced(position):
     return decorate
 
 
+def _input(X):
+    """``X`` as the kernels take it: a dense array, or sparse rows (``fastgd.kernels.CSR``) as a tuple."""
+    return X if isinstance(X, np.ndarray) else (X.data, X.indices, X.indptr, ALL_ROWS)
+
+
 @_announced(1)
 def forward(layout, params, X, ws):
-    _forward_blas(layout, params, X, ws.acts, ws.offsets, ws.z, ws.lse)
+    _forward_blas(layout, params, _input(X), ws.acts, ws.offsets, ws.z, ws.lse)
 
 
 @_announced(1)
 def evaluate(layout, params, X, Y, weights, loss, ws):
-    return _evaluate(layout, params, X, Y, weights, loss, ws.acts, ws.offsets, ws.z, ws.lse, ws.deltas)
+    return _evaluate(layout, params, _input(X), Y, weights, loss, ws.acts, ws.offsets, ws.z, ws.lse, ws.deltas)
 
 
 @_announced(1)
@@ -703,8 +824,8 @@ def backward(layout, params, X, Y, weights, config, ws, grads):
     dtype = params.dtype.type
     c = config[0]
     l2 = dtype(_batch_l2(config, _rows(weights, len(X))))
-    return _step(layout, params, grads, X, Y, weights, int(c["loss"]), l2, dtype(0), False, ws.acts, ws.offsets, ws.z,
-                 ws.lse, ws.deltas, ws.row)
+    return _step(layout, params, grads, _input(X), Y, weights, int(c["loss"]), l2, dtype(0), False, ws.acts,
+                 ws.offsets, ws.z, ws.lse, ws.deltas, ws.row)
 
 
 @_announced(0)
@@ -719,5 +840,5 @@ def update(params, grads, state, config, lr, step):
 
 @_announced(1)
 def train_epoch(layout, params, grads, state, X, Y, weights, order, batch_size, config, lrs, step, ws):
-    return _train_epoch(layout, params, grads, state, X, Y, weights, order, batch_size, config, lrs, step,
+    return _train_epoch(layout, params, grads, state, _input(X), Y, weights, order, batch_size, config, lrs, step,
                         ws.acts, ws.offsets, ws.z, ws.lse, ws.deltas, ws.x, ws.y, ws.w, ws.row)

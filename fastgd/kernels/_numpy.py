@@ -9,6 +9,7 @@ this backend is the oracle.
 """
 
 import numpy as np
+import scipy.sparse
 from scipy.special import expit, xlogy
 
 from .._codes import ACTIVATIONS, BAD_ROW, LOSSES, NOT_FINITE, OK, OPTIMIZERS
@@ -132,15 +133,26 @@ DERIVATIVE = {
 }
 
 
+def _matrix(X):
+    """``X`` as the reference computes with it: a dense array, or sparse rows (``fastgd.kernels.CSR``)
+    as a SciPy CSR array over the same buffers."""
+    if isinstance(X, np.ndarray) or scipy.sparse.issparse(X):
+        return X
+    return scipy.sparse.csr_array((X.data, X.indices, X.indptr), shape=X.shape)
+
+
 def forward(layout, params, X, ws):
     """Output activations ``f(X @ W0 + b0 ...)`` into ``ws.outputs(m)``."""
     m = X.shape[0]
     Ws, bs = ws.weights(params)
     last = len(Ws) - 1
-    a = X
+    a = _matrix(X)
     for l, (W, b, activation) in enumerate(zip(Ws, bs, ws.activations)):
         z = ws.z[:m] if l == last else ws.a[l][:m]
-        np.dot(a, W, out=z)
+        if isinstance(a, np.ndarray):
+            np.dot(a, W, out=z)
+        else:  # sparse rows
+            z[...] = a @ W
         z += b
         a = ws.a[l][:m]
         ACTIVATE[activation](z, a, ws.lse[:m])
@@ -199,6 +211,7 @@ def _batch_l2(h, rows):
 
 def _backward(layout, params, X, Y, weights, h, ws, grads):
     m = X.shape[0]
+    X = _matrix(X)
     rows = _rows(weights, m)
     loss, l2 = h["loss"], _batch_l2(h, rows)
     Ws, _ = ws.weights(params)
@@ -222,7 +235,10 @@ def _backward(layout, params, X, Y, weights, h, ws, grads):
 
     for l in range(len(Ws) - 1, -1, -1):
         a_prev = X if l == 0 else ws.a[l - 1][:m]
-        np.dot(a_prev.T, delta, out=dWs[l])
+        if isinstance(a_prev, np.ndarray):
+            np.dot(a_prev.T, delta, out=dWs[l])
+        else:  # sparse rows
+            dWs[l][...] = a_prev.T @ delta
         if l2:
             l2_W = ws.scratch[: Ws[l].size].reshape(Ws[l].shape)
             np.multiply(Ws[l], l2, out=l2_W)
@@ -373,6 +389,7 @@ def train_epoch(layout, params, grads, state, X, Y, weights, order, batch_size, 
 def _train_epoch(layout, params, grads, state, X, Y, weights, order, batch_size, config, lrs, step, ws):
     h = _hyper(config)
     n = X.shape[0]
+    X = _matrix(X)
     n_batches = -(-n // batch_size)
     total = 0.0
     for i in range(n_batches):
@@ -382,7 +399,7 @@ def _train_epoch(layout, params, grads, state, X, Y, weights, order, batch_size,
             rows = order[i * batch_size : (i + 1) * batch_size]
             if rows.min() < 0 or rows.max() >= n:
                 return np.nan, i, BAD_ROW
-            xb = np.take(X, rows, axis=0, out=ws.x[: len(rows)])
+            xb = np.take(X, rows, axis=0, out=ws.x[: len(rows)]) if isinstance(X, np.ndarray) else X[rows]
             yb = np.take(Y, rows, axis=0, out=ws.y[: len(rows)])
             wb = np.take(weights, rows, out=ws.w[: len(rows)]) if len(weights) else weights
         value = _backward(layout, params, xb, yb, wb, h, ws, grads)
@@ -392,10 +409,10 @@ def _train_epoch(layout, params, grads, state, X, Y, weights, order, batch_size,
         if h["optimizer"] == LINE_SEARCH:
             def trial_loss(point):
                 return evaluate(layout, point, xb, yb, wb, h["loss"], ws) + l2_penalty(layout, point,
-                                                                                       _batch_l2(h, _rows(wb, len(xb))))
+                                                                                       _batch_l2(h, _rows(wb, xb.shape[0])))
 
             lrs[i] = _line_search(params, grads, value, trial_loss, state[0], h, lrs[i])
         else:
             _update(params, grads, state, h, lrs[i], step + i)
-        total += value * len(xb)
+        total += value * xb.shape[0]
     return total / n, n_batches, OK if np.isfinite(params).all() and np.isfinite(state).all() else NOT_FINITE

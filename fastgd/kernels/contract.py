@@ -7,7 +7,8 @@ A backend is a module (``_numpy.py``, the reference; ``_numba.py``;
   (:mod:`fastgd._layout`); ``P`` is the number of parameters it places.
 - ``params``, ``grads``: ``(P,)`` in the model dtype (float32 or float64);
   ``state``: ``(slots, P)``, the optimizer's state arrays.
-- ``X``: ``(m, n_in)``, ``Y``: ``(m, n_out)`` target rows, both in the model dtype;
+- ``X``: ``(m, n_in)``, or sparse rows (:class:`CSR`); ``Y``: ``(m, n_out)`` target rows; both in
+  the model dtype;
   ``weights``: float64 ``(m,)``, each row's weight, or ``(0,)``: every row weighs 1. A
   weighted batch's loss and gradient are means over its total weight (``l2_per_row``:
   the L2 coefficient over it too).
@@ -144,6 +145,63 @@ def frozen(array) -> np.ndarray:
     return np.frombuffer(array.tobytes(), dtype=array.dtype).reshape(array.shape)
 
 
+class CSR:
+    """Sparse rows for the kernels, in compressed sparse row form: ``data`` (nnz,) in the model
+    dtype, ``indices`` (nnz,) and ``indptr`` (m + 1,) int64, the columns of row ``i`` being
+    ``indices[indptr[i]:indptr[i + 1]]``. Checked once, when made (every column index in range,
+    ``indptr`` non-decreasing from 0 to nnz), and immutable after: the kernels read it as it is.
+
+    ``CSR(matrix, dtype)`` takes any SciPy sparse matrix or array (CSC and others are converted);
+    ``csr[a:b]`` are rows ``a`` to ``b`` (no copy of the values), ``csr[rows]`` the rows of an
+    integer array (a copy).
+    """
+
+    __slots__ = ("data", "indices", "indptr", "shape")
+
+    def __init__(self, matrix, dtype):
+        import scipy.sparse
+
+        if not scipy.sparse.issparse(matrix):
+            raise TypeError(f"X: expected a SciPy sparse matrix, got {type(matrix).__name__}")
+        matrix = scipy.sparse.csr_array(matrix)
+        matrix.check_format(full_check=True)
+        self._set(frozen(np.asarray(matrix.data, dtype=dtype)), frozen(matrix.indices.astype(np.int64)),
+                  frozen(matrix.indptr.astype(np.int64)), matrix.shape)
+
+    def _set(self, data, indices, indptr, shape):
+        for name, value in zip(self.__slots__, (data, indices, indptr, (int(shape[0]), int(shape[1])))):
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name, value):
+        raise AttributeError("a CSR is read-only")
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    def __len__(self):
+        return self.shape[0]
+
+    def __getitem__(self, rows):
+        if not isinstance(rows, slice):
+            import scipy.sparse
+
+            matrix = scipy.sparse.csr_array((self.data, self.indices, self.indptr), shape=self.shape)
+            return CSR(matrix[np.asarray(rows, dtype=np.intp)], self.dtype)
+        start, stop, step = rows.indices(self.shape[0])
+        if step != 1:
+            raise TypeError("CSR: a slice of consecutive rows, or an integer array of rows")
+        stop = max(start, stop)
+        first, last = self.indptr[start], self.indptr[stop]
+        part = object.__new__(CSR)
+        part._set(self.data[first:last], self.indices[first:last], frozen(self.indptr[start : stop + 1] - first),
+                  (stop - start, self.shape[1]))
+        return part
+
+    def __repr__(self):
+        return f"CSR({self.shape[0]} x {self.shape[1]}, {len(self.data)} stored values, {self.dtype})"
+
+
 def _describe(value):
     if not isinstance(value, np.ndarray):
         return type(value).__name__
@@ -251,9 +309,14 @@ class Kernels:
         return _check_array(params, name, self.dtype, (self.n_params,), writable)
 
     def _rows(self, X, Y=None):
-        """The number of rows of ``X`` (and ``Y``), at least 1 and below 2**31."""
-        m = X.shape[0] if isinstance(X, np.ndarray) and X.ndim == 2 and 0 < X.shape[0] < 2**31 else None
-        _check_array(X, "X", self.dtype, (m, self.n_in))
+        """The number of rows of ``X`` (dense, or a :class:`CSR`) and ``Y``, at least 1 and below 2**31."""
+        if type(X) is CSR:
+            m = X.shape[0]
+            if X.dtype != self.dtype or X.shape[1] != self.n_in or not 0 < m < 2**31:
+                raise ValueError(f"X: expected sparse rows of {self.n_in} columns in {self.dtype}, got a {X!r}")
+        else:
+            m = X.shape[0] if isinstance(X, np.ndarray) and X.ndim == 2 and 0 < X.shape[0] < 2**31 else None
+            _check_array(X, "X", self.dtype, (m, self.n_in))
         if Y is not None:
             _check_array(Y, "Y", self.dtype, (m, self.n_out))
         return m
