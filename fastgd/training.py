@@ -243,7 +243,7 @@ def train(net, X, Y, options: FitOptions, validation=None, weights=None) -> Hist
         optimizer = training.optimizer
         config = step_config(net.loss, optimizer.rule, optimizer.hyper(), options.l2, options.clip_value or 0.0,
                              options.clip_norm or 0.0, options.l2_per_row)
-        ws = kernels.workspace(batch_size, batch_size if n_batches > 1 else 0)
+        ws = kernels.workspace(batch_size, batch_size if n_batches > 1 else 0, sparse=not isinstance(X, np.ndarray))
         needs_metrics = options.train_metrics or validation is not None
         eval_ws = kernels.workspace(min(CHUNK_ROWS, max(n, len(validation[0]) if validation else 0))) \
             if needs_metrics else None

@@ -6,11 +6,12 @@ import threading
 
 import numpy as np
 import pytest
+import scipy.sparse
 
 import fastgd
 from conftest import BACKENDS, COMPILED, CYTHON_BUILDS
 from fastgd._codes import ACTIVATIONS, BAD_ROW, LOSSES, NOT_FINITE, OK, OPTIMIZERS
-from fastgd.kernels import STEP, kernels, step_config
+from fastgd.kernels import CSR, STEP, kernels, step_config
 from fastgd.kernels.contract import check_layout
 
 # ---------------------------------------------------------------- one table, every backend
@@ -308,3 +309,18 @@ def test_a_ctrl_c_that_surfaces_as_a_system_error_is_raised_as_itself():
         fastgd.kernels.contract._run(returns_with_an_interrupt_pending)
     with pytest.raises(SystemError):
         fastgd.kernels.contract._run(lambda: (_ for _ in ()).throw(SystemError("another fault")))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_workspace_gathers_the_rows_it_was_made_for(backend):
+    kernels = fastgd.MLP([3, 4, 2], backend=backend, random_state=0).kernels
+    rng = np.random.RandomState(0)
+    dense, Y = rng.standard_normal((10, 3)), np.eye(2)[rng.randint(0, 2, 10)]
+    sparse = CSR(scipy.sparse.csr_array(np.where(dense > 0, dense, 0)), np.float64)
+    params, grads = rng.standard_normal(kernels.n_params), np.zeros(kernels.n_params)
+    for X, made_for in ((sparse, "dense"), (dense, "sparse")):
+        ws = kernels.workspace(4, 4, sparse=made_for == "sparse")
+        with pytest.raises(ValueError, match=f"ws: made for {made_for} rows to gather"):
+            kernels.train_epoch(params, grads, np.zeros((0, kernels.n_params)), X, Y, np.arange(10), 4,
+                                step_config("cross_entropy"), np.full(3, 0.1), 0, ws)
+    assert kernels.workspace(4, 4, sparse=True).x.size == 0  # sparse rows are read where they are

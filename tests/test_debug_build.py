@@ -1,5 +1,5 @@
 """The bounds-checked debug build (``FASTGD_BOUNDS_CHECK=1``) checks: it trains in every mode with
-every optimizer without a false alarm, and stops the process, saying where, when a kernel is
+every optimizer, on dense and on weighted sparse rows, without a false alarm, and stops the process, saying where, when a kernel is
 handed a workspace too small for its rows (which the checked entry would have refused)."""
 
 import os
@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 EXERCISE = """
 import numpy as np
+import scipy.sparse
 import fastgd
 import fastgd.kernels
 from fastgd.kernels import _cython
@@ -29,10 +30,13 @@ for dtype in ("float64", "float32"):
         for batch_size in (None, 1, 7, 20):
             net = fastgd.MLP([5, 9, 7, 3], backend="cython", dtype=dtype, random_state=0)
             net.fit(X, y, epochs=2, batch_size=batch_size, optimizer=optimizer, l2=1e-3, clip_norm=5.0)
+            weights = rng.uniform(0.5, 2, 40)
+            sparse = scipy.sparse.csr_matrix(np.where(X > 0.3, X, 0))  # sparse rows, weighted
+            net.fit(sparse, y, epochs=2, batch_size=batch_size, optimizer=optimizer, l2=1e-3, sample_weight=weights)
     fastgd.check_gradients(fastgd.MLP([5, 4, 3], backend="cython", dtype=dtype), X, y)
 print("clean")
 layout = net.kernels.layout
-ws = _cython.workspace(layout, np.dtype("float32"), 4, 0)  # room for 4 rows
+ws = _cython.workspace(layout, np.dtype("float32"), 4, 0, False)  # room for 4 rows
 _cython.forward(layout, net.params, X[:10].astype(np.float32), ws)  # 10 rows, past the checked entry
 print("not stopped")
 """

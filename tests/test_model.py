@@ -308,3 +308,21 @@ def test_sparse_X_through_the_model_and_its_tools(backend):
     before = sparse.params.copy()
     assert np.isfinite(fastgd.lr_find(sparse, S, y, steps=20).suggestion)
     np.testing.assert_array_equal(sparse.params, before)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_sparse_X_of_many_columns_is_never_densified(backend):
+    """100,000 columns, batches of 200: a dense batch would be 160 MB, the dense data 320 MB. The fit
+    allocates what its 1,000,000 weights need (8 MB per copy: gradients, the snapshot it can go back
+    to, the reference's scratch) and 16-row input blocks for the small-batch loops (12.8 MB each)."""
+    import tracemalloc
+
+    X = scipy.sparse.random(400, 100_000, density=1e-4, format="csr", random_state=0)
+    y = np.arange(400) % 2
+    net = fastgd.MLP([100_000, 10, 2], backend=backend, random_state=0)
+    net.fit(X[:50], y[:50], epochs=1, batch_size=20)  # compiled, and the optimizer state made
+    tracemalloc.start()
+    net.fit(X, y, epochs=1, batch_size=200, optimizer=fastgd.SGD(lr=0.1))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 100e6, peak

@@ -672,8 +672,9 @@ cdef double _sum_of_squares(const int64_t[:, ::1] layout, const floating[::1] pa
 
 cdef double _line_search(const int64_t[:, ::1] layout, floating[::1] parameters, const floating[::1] gradients,
                          floating[::1] point, const floating[::1] X, const Sparse* sparse, const floating[::1] Y,
-                         const double* w, int m, double value, const Step* c, double l2, double alpha, floating[::1] acts, const int64_t[::1] offsets,
-                         floating[::1] z, double[::1] lse, floating[::1] deltas) noexcept nogil:
+                         const double* w, int m, double value, const Step* c, double l2, double alpha,
+                         floating[::1] acts, const int64_t[::1] offsets, floating[::1] z, double[::1] lse,
+                         floating[::1] deltas) noexcept nogil:
     """Armijo backtracking from ``alpha`` (``fastgd.BacktrackingLineSearch``); ``parameters``
     move to the accepted point (tried in ``point``). Returns the accepted step."""
     cdef Py_ssize_t p, n = parameters.shape[0]
@@ -710,8 +711,9 @@ cdef inline double _batch_l2(const Step* c, double rows) noexcept nogil:
 
 cdef double _train_step(const int64_t[:, ::1] layout, floating[::1] params, floating[::1] grads,
                         floating[:, ::1] state, const floating[::1] X, const Sparse* sparse, const floating[::1] Y,
-                        const double* w, int m, const Step* c, double* lr, Py_ssize_t step, bint fused, floating[::1] acts, const int64_t[::1] offsets,
-                        floating[::1] z, double[::1] lse, floating[::1] deltas, floating[::1] row) noexcept nogil:
+                        const double* w, int m, const Step* c, double* lr, Py_ssize_t step, bint fused,
+                        floating[::1] acts, const int64_t[::1] offsets, floating[::1] z, double[::1] lse,
+                        floating[::1] deltas, floating[::1] row) noexcept nogil:
     """One step of an epoch on the batch ``(X, Y)`` with learning rate ``*lr`` (a line search
     writes back the step it took); returns the batch loss (not finite: no step taken)."""
     cdef double l2 = _batch_l2(c, _rows(w, m))
@@ -752,8 +754,8 @@ cdef Sparse _sparse(X, const floating[::1] like):
     return rows
 
 
-def workspace(layout, dtype, rows, batch_rows):
-    return Workspace(layout, dtype, rows, batch_rows, input_rows=min(rows, SMALL_BATCH))
+def workspace(layout, dtype, rows, batch_rows, sparse):
+    return Workspace(layout, dtype, rows, batch_rows, min(rows, SMALL_BATCH), sparse)
 
 
 def forward(const int64_t[:, ::1] layout, const floating[::1] params, X, ws):
@@ -867,7 +869,9 @@ def train_epoch(const int64_t[:, ::1] layout, floating[::1] params, floating[::1
             else:
                 start = i * batch_size
                 m = min(batch_size, n - start)
-                gathered_x, gathered_y = _at(xb, 0, m * n_in, b"gathered X"), _at(yb, 0, m * n_out, b"gathered Y")
+                gathered_y = _at(yb, 0, m * n_out, b"gathered Y")
+                if dense:
+                    gathered_x = _at(xb, 0, m * n_in, b"gathered X")
                 if w != NULL:
                     gathered_w = <double*>_weights(wb, m)
                 for r in range(m):

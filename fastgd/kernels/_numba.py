@@ -168,8 +168,8 @@ def _batch_for(X, order, start, m, xb):
     return lambda X, order, start, m, xb: (X[0], X[1], X[2], order[start : start + m])
 
 
-def workspace(layout, dtype, rows, batch_rows):
-    return Workspace(layout, dtype, rows, batch_rows, input_rows=min(rows, SMALL_BATCH))
+def workspace(layout, dtype, rows, batch_rows, sparse):
+    return Workspace(layout, dtype, rows, batch_rows, min(rows, SMALL_BATCH), sparse)
 
 
 # ---------------------------------------------------------------- views

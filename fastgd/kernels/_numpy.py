@@ -27,17 +27,17 @@ class Workspace:
     """Activations, deltas and scratch for up to ``rows`` rows per call, plus
     ``batch_rows`` rows that a mini-batch is gathered into. Read-only once made."""
 
-    def __init__(self, layout, dtype, rows, batch_rows=0):
+    def __init__(self, layout, dtype, rows, batch_rows=0, sparse=False):
         widths = [int(n) for n in layout[:, N_OUT]]
         fields = dict(
-            layout=layout, dtype=np.dtype(dtype), rows=rows, batch_rows=batch_rows,
+            layout=layout, dtype=np.dtype(dtype), rows=rows, batch_rows=batch_rows, sparse=sparse,
             activations=[int(code) for code in layout[:, ACTIVATION]],
             a=[np.empty((rows, n), dtype) for n in widths],  # a[l] = f(z[l])
             delta=[np.empty((rows, n), dtype) for n in widths],  # dL/dz[l]
             derivative=[np.empty((rows, n), dtype) for n in widths],  # f'(z[l])
             z=np.empty((rows, widths[-1]), dtype),  # output pre-activation
             lse=np.empty(rows),  # softmax: log-sum-exp of each row of z, float64
-            x=np.empty((batch_rows, int(layout[0, N_IN])), dtype),
+            x=np.empty((0 if sparse else batch_rows, int(layout[0, N_IN])), dtype),  # sparse rows: not gathered
             y=np.empty((batch_rows, widths[-1]), dtype),
             w=np.empty(batch_rows),  # the gathered rows' weights, float64
             scratch=np.empty(int((layout[:, N_IN] * layout[:, N_OUT]).max()), dtype),  # one W's worth
@@ -61,8 +61,8 @@ class Workspace:
         return cached[1:]
 
 
-def workspace(layout, dtype, rows, batch_rows):
-    return Workspace(layout, dtype, rows, batch_rows)
+def workspace(layout, dtype, rows, batch_rows, sparse):
+    return Workspace(layout, dtype, rows, batch_rows, sparse)
 
 
 def _hyper(config):
@@ -408,8 +408,8 @@ def _train_epoch(layout, params, grads, state, X, Y, weights, order, batch_size,
         _clip(grads, h)
         if h["optimizer"] == LINE_SEARCH:
             def trial_loss(point):
-                return evaluate(layout, point, xb, yb, wb, h["loss"], ws) + l2_penalty(layout, point,
-                                                                                       _batch_l2(h, _rows(wb, xb.shape[0])))
+                penalty = l2_penalty(layout, point, _batch_l2(h, _rows(wb, xb.shape[0])))
+                return evaluate(layout, point, xb, yb, wb, h["loss"], ws) + penalty
 
             lrs[i] = _line_search(params, grads, value, trial_loss, state[0], h, lrs[i])
         else:

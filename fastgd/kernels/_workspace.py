@@ -14,21 +14,23 @@ class Workspace:
     layer ``l``'s output, each row-major ``(m, width)`` from ``offsets[block]``.
     ``z`` holds the output logits, ``lse`` their log-sum-exp per row; ``x``,
     ``y``, ``w`` take a gathered mini-batch of up to ``batch_rows`` rows (inputs,
-    targets, weights); ``row`` is
+    targets, weights; with ``sparse``, no inputs: sparse rows are read in place); ``row`` is
     scratch as wide as the widest layer.
     """
 
-    def __init__(self, layout, dtype, rows, batch_rows, input_rows):
+    def __init__(self, layout, dtype, rows, batch_rows, input_rows, sparse):
         widths = np.concatenate([layout[:1, N_IN], layout[:, N_OUT]])
         capacity = np.full(len(widths), rows)
         capacity[0] = input_rows
         offsets = frozen(np.concatenate([[0], np.cumsum(capacity * widths)]).astype(np.int64))
         acts = np.empty(int(offsets[-1]), dtype)
         fields = dict(
-            layout=layout, dtype=np.dtype(dtype), rows=rows, batch_rows=batch_rows, offsets=offsets, acts=acts,
+            layout=layout, dtype=np.dtype(dtype), rows=rows, batch_rows=batch_rows, sparse=sparse, offsets=offsets,
+            acts=acts,
             deltas=np.empty_like(acts), z=np.empty(rows * int(widths[-1]), dtype),
             lse=np.empty(rows),  # log-sum-exp of each row of z (softmax outputs), float64
-            x=np.empty((batch_rows, int(widths[0])), dtype), y=np.empty((batch_rows, int(widths[-1])), dtype),
+            x=np.empty((0 if sparse else batch_rows, int(widths[0])), dtype),  # sparse rows: read in place
+            y=np.empty((batch_rows, int(widths[-1])), dtype),
             w=np.empty(batch_rows),  # the gathered rows' weights, float64
             row=np.empty(int(widths.max()), dtype),
         )

@@ -48,10 +48,11 @@ _RULES = {rule.code: (name, rule) for name, rule in OPTIMIZERS.items()}
 class Backend(Protocol):
     """The functions a backend module provides (none of them checks its arguments)."""
 
-    def workspace(self, layout, dtype, rows: int, batch_rows: int):
+    def workspace(self, layout, dtype, rows: int, batch_rows: int, sparse: bool):
         """Scratch for up to ``rows`` rows per call, plus room to gather ``batch_rows`` rows of
-        ``X`` and ``Y`` (0: none); an object with ``layout``, ``dtype``, ``rows``, ``batch_rows``
-        and ``outputs(m)``, the ``(m, n_out)`` output activations of the last pass."""
+        ``X`` (none with ``sparse``: sparse rows are read in place), ``Y`` and the weights (0:
+        none); an object with ``layout``, ``dtype``, ``rows``, ``batch_rows``, ``sparse`` and
+        ``outputs(m)``, the ``(m, n_out)`` output activations of the last pass."""
 
     def forward(self, layout, params, X, ws) -> None:
         """Forward pass of the rows of ``X``; outputs in ``ws.outputs(m)``."""
@@ -348,11 +349,14 @@ class Kernels:
         return _check_array(state, "state", self.dtype, (slots, self.n_params), writable=True)
 
     # ---------------------------------------------------------------- the kernels
-    def workspace(self, rows: int, batch_rows: int = 0):
-        """A workspace for up to ``rows`` rows per call and ``batch_rows`` gathered rows."""
+    def workspace(self, rows: int, batch_rows: int = 0, sparse: bool = False):
+        """A workspace for up to ``rows`` rows per call and ``batch_rows`` gathered rows (of sparse
+        ``X``, a :class:`CSR`, with ``sparse``)."""
         rows = _check_int(rows, "rows", 1, 2**31)
         batch_rows = _check_int(batch_rows, "batch_rows", 0, 2**31)
-        return self.backend.workspace(self.layout, self.dtype, rows, batch_rows)
+        if not isinstance(sparse, (bool, np.bool_)):
+            raise ValueError(f"sparse: expected True or False, got {sparse!r}")
+        return self.backend.workspace(self.layout, self.dtype, rows, batch_rows, bool(sparse))
 
     def forward(self, params, X, ws) -> np.ndarray:
         """Output activations ``(m, n_out)`` of the rows of ``X``: a view into ``ws``, valid until its next use."""
@@ -425,5 +429,8 @@ class Kernels:
             raise ValueError("lrs: a line search needs finite learning rates")  # it would search forever
         step = _check_int(step, "step", 0, MAX_STEP - batches)
         self._workspace(ws, *((n, 0) if batches == 1 else (batch_size, batch_size)))
+        if batches > 1 and ws.sparse != (type(X) is CSR):
+            raise ValueError(f"ws: made for {'sparse' if ws.sparse else 'dense'} rows to gather; X is "
+                             f"{'dense' if ws.sparse else 'sparse'} (workspace(..., sparse={not ws.sparse}) makes one)")
         return _run(self.backend.train_epoch, self.layout, params, grads, state, X, Y, weights, order, batch_size,
                     config, lrs, step, ws)
