@@ -3,11 +3,17 @@
 fastgd's backends are measured side by side in this process; each peer
 (scikit-learn, PyTorch, JAX) runs in a process of its own, driven one epoch
 at a time in the same rounds, so that two thread pools never compete in one
-process. Each round times one epoch of every system, after an untimed
-warm-up epoch whose time (JIT compilation included) is reported apart; a
-cell's figure is the median over rounds. FLOPs per sample are counted as
-``4 W + 2 (W - W1)`` and set against the best rate of a 2048 x 2048 matrix
-product measured in the same rounds, in the same dtype, with the same threads.
+process. Every system's epoch is timed over the same boundary: the wall time
+of a whole training epoch as a user runs it (for fastgd, ``fit(X, y,
+epochs=EPOCHS_PER_FIT)`` with metrics off, over ``EPOCHS_PER_FIT``: input
+checks, allocation, shuffling and learning rates included; for a peer, its own
+epoch loop with its shuffle). Each round times one epoch of every system,
+after a warm-up epoch, every system's first, whose time (JIT compilation
+included) is reported apart; a cell's figure is the median over rounds. FLOPs
+per sample are counted as ``4 W + 2 (W - W1)`` and set against the best rate
+of a 2048 x 2048 matrix product measured in the same rounds, in the same dtype,
+with the same threads, through SciPy's BLAS: the one fastgd's compiled kernels
+call.
 """
 
 import json
@@ -20,6 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import scipy.linalg.blas
 from threadpoolctl import threadpool_info, threadpool_limits
 from tqdm.auto import tqdm
 
@@ -30,16 +37,23 @@ from benchmarks.workloads import MODES
 # while after a call; without the rest they take the core the next system needs.
 COOL_DOWN = 0.25
 ROOT = Path(__file__).resolve().parents[1]
+EPOCHS_PER_FIT = 2  # epochs per timed fastgd fit: its per-call work is shared by that many epochs
 
 
 def gemm_rate(dtype, n=2048, repeats=2):
-    """FLOP/s of an ``n x n`` matrix product in ``dtype`` (best of ``repeats``)."""
+    """FLOP/s of an ``n x n`` matrix product in ``dtype`` (best of ``repeats``), through SciPy's
+    BLAS (``sgemm``/``dgemm``, on Fortran-ordered operands: no copies), as the kernels call it."""
     rng = np.random.default_rng(0)
-    a, b = (rng.standard_normal((n, n)).astype(dtype) for _ in range(2))
-    out = np.empty((n, n), dtype)
-    np.dot(a, b, out=out)
-    best = min(_timed(lambda: np.dot(a, b, out=out)) for _ in range(repeats))
+    a, b = (np.asfortranarray(rng.standard_normal((n, n)).astype(dtype)) for _ in range(2))
+    gemm = scipy.linalg.blas.sgemm if np.dtype(dtype) == np.float32 else scipy.linalg.blas.dgemm
+    out = gemm(1.0, a, b)
+    best = min(_timed(lambda: gemm(1.0, a, b, c=out, overwrite_c=True)) for _ in range(repeats))
     return 2 * n**3 / best
+
+
+def flop_rate(samples, flops_per_sample, seconds):
+    """FLOP/s of ``samples`` samples of ``flops_per_sample`` FLOPs each in ``seconds``."""
+    return samples * flops_per_sample / seconds
 
 
 def _timed(fn):
@@ -49,8 +63,9 @@ def _timed(fn):
 
 
 class FastgdRunner:
-    """One fastgd backend; ``epoch()`` returns the seconds of one epoch (the second of a
-    two-epoch fit, so that it runs on a workspace already in use, as every epoch but a fit's first)."""
+    """One fastgd backend as a user runs it: ``epoch()`` returns the wall time of
+    ``fit(X, y, epochs=EPOCHS_PER_FIT)`` (metrics off) over ``EPOCHS_PER_FIT``; ``warmup`` is
+    the wall time of its first epoch, a fit of one, compilation included."""
 
     def __init__(self, backend, workload, X, y, batch_size, threads):
         self.label = backend
@@ -59,13 +74,18 @@ class FastgdRunner:
         self.X, self.y, self.batch_size, self.threads = X, y, batch_size, threads
         self.optimizer = fastgd.SGD(lr=workload.lr)
         self.l2 = workload.l2
-        self.warmup = _timed(self.epoch)
+        self.warmup = self._fit(1)
+
+    def _fit(self, epochs):
+        """Seconds of one ``fit`` of ``epochs`` epochs, the BLAS thread limit set outside the clock."""
+        with threadpool_limits(self.threads):
+            start = time.perf_counter()
+            self.net.fit(self.X, self.y, epochs=epochs, batch_size=self.batch_size, optimizer=self.optimizer,
+                         l2=self.l2, train_metrics=False)
+            return time.perf_counter() - start
 
     def epoch(self):
-        with threadpool_limits(self.threads):
-            history = self.net.fit(self.X, self.y, epochs=2, batch_size=self.batch_size, optimizer=self.optimizer,
-                                   l2=self.l2, train_metrics=False)
-        return history.history["epoch_time"][1]
+        return self._fit(EPOCHS_PER_FIT) / EPOCHS_PER_FIT
 
 
 class PeerProcess:
@@ -144,8 +164,8 @@ def measure(workloads, backends, peers, rounds, thread_counts, scale=1.0, progre
             for (label, threads), epoch_times in times.items():
                 if threads != t:
                     continue
-                rate = rows / np.median(epoch_times)
-                gflops = rate * workload.flops_per_sample / 1e9
+                seconds = float(np.median(epoch_times))
+                rate, gflops = rows / seconds, flop_rate(rows, workload.flops_per_sample, seconds) / 1e9
                 results.append({
                     "workload": workload.name, "mode": mode, "system": label, "threads": t, "rows": rows,
                     "samples_per_s": rate, "ratio_to_reference": rate / reference, "gflops": gflops,

@@ -31,9 +31,13 @@ def test_quick_run_writes_finite_positive_ratios(benchmarks_main, tmp_path, monk
     for workload, mode in cells:
         rows = [r for r in report["throughput"] if (r["workload"], r["mode"]) == (workload, mode)]
         assert {r["system"] for r in rows} == systems
+    from benchmarks.workloads import WORKLOADS
+
     for r in report["throughput"]:
         for key in ("samples_per_s", "ratio_to_reference", "gflops", "gemm_fraction", "warmup_s"):
             assert math.isfinite(r[key]) and r[key] > 0, (r["system"], key, r[key])
+        assert r["gflops"] == pytest.approx(r["samples_per_s"] * WORKLOADS[r["workload"]].flops_per_sample / 1e9)
+        assert r["gemm_fraction"] == pytest.approx(r["gflops"] / r["gemm_gflops"])
     assert {r["backend"] for r in report["time_to_accuracy"]} == set(fastgd.backends())
     assert report["machine"]["cores"] >= 1 and "blas" in report["machine"]
     assert (tmp_path / "results.png").stat().st_size > 10_000
@@ -42,6 +46,18 @@ def test_quick_run_writes_finite_positive_ratios(benchmarks_main, tmp_path, monk
     assert text.startswith(f"Machine: {report['machine']['cpu']}, ") and "numpy " in text.splitlines()[0]
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert re.search(r"in \d+ s, of which warm-up \(compilation included; in no figure\): numpy \d+\.\d s, ", last)
+
+
+def test_flops_per_sample_count_every_product_of_a_step(benchmarks_main):
+    """[10, 64, 32, 3]: the forward products (2 W), the weight gradients (2 W) and the input
+    gradients of every layer but the first (2 (W - W1)), with W = 640 + 2048 + 96 weights."""
+    from benchmarks.throughput import flop_rate
+    from benchmarks.workloads import WORKLOADS
+
+    weights, first = 10 * 64 + 64 * 32 + 32 * 3, 10 * 64
+    assert WORKLOADS["W1"].flops_per_sample == 2 * weights + 2 * weights + 2 * (weights - first) == 15_424
+    assert WORKLOADS["W3"].flops_per_sample == 4 * (64 * 1024 + 1024) + 2 * 1024
+    assert flop_rate(1_000, 15_424, 0.5) == 30_848_000
 
 
 def test_the_chart_says_what_it_compares(benchmarks_main, tmp_path):
