@@ -3,7 +3,7 @@
 ``fastgd.MLPClassifier`` with scikit-learn's defaults (100 hidden units, Adam, batches of 200)
 for 200 epochs on the textbook data (1,500 rows, 10 features, 3 classes), per backend: the
 share of the fit inside the backend's epoch kernel, the share inside the checked entry
-around it (``fastgd.kernels.Kernels.train_epoch``), and the rest (scikit-learn's checks of
+around it (the run of epochs ``fastgd.kernels.Kernels.epochs`` checked once per fit), and the rest (scikit-learn's checks of
 X and y, building the network, and per epoch the shuffle and Python bookkeeping). One BLAS
 thread; the median of 7 fits after a warm-up.
 """
@@ -17,13 +17,14 @@ from threadpoolctl import threadpool_limits
 
 import fastgd
 from fastgd.datasets import textbook
-from fastgd.kernels import Kernels, resolve
+from fastgd.kernels import resolve
+from fastgd.kernels.contract import Epochs
 
 
 def shares(backend, X, y, fits=7):
     """``(kernel share, entry share, fit seconds)``, medians over ``fits`` fits."""
     module = resolve(backend)[1]
-    kernel, entry = module.train_epoch, Kernels.train_epoch
+    kernel, entry = module.train_epoch, Epochs.__call__
     spent = {"kernel": 0.0, "entry": 0.0}
 
     def timed(spent_on, function):
@@ -37,7 +38,7 @@ def shares(backend, X, y, fits=7):
 
     rows = []
     try:
-        module.train_epoch, Kernels.train_epoch = timed("kernel", kernel), timed("entry", entry)
+        module.train_epoch, Epochs.__call__ = timed("kernel", kernel), timed("entry", entry)
         fastgd.MLPClassifier(random_state=0, backend=backend, max_iter=5).fit(X, y)  # warm-up
         for _ in range(fits):
             spent.update(kernel=0.0, entry=0.0)
@@ -46,7 +47,7 @@ def shares(backend, X, y, fits=7):
             total = time.perf_counter() - start
             rows.append((spent["kernel"] / total, spent["entry"] / total, total))
     finally:
-        module.train_epoch, Kernels.train_epoch = kernel, entry
+        module.train_epoch, Epochs.__call__ = kernel, entry
     return np.median(np.array(rows), axis=0)
 
 

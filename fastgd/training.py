@@ -247,11 +247,11 @@ def train(net, X, Y, options: FitOptions, validation=None, weights=None) -> Hist
         needs_metrics = options.train_metrics or validation is not None
         eval_ws = kernels.workspace(min(CHUNK_ROWS, max(n, len(validation[0]) if validation else 0))) \
             if needs_metrics else None
-        grads = np.zeros_like(params)
-        rows = np.arange(n)
-        order, drawn, shuffled = rows.copy(), np.empty_like(rows), np.empty_like(rows)
-        last = np.empty_like(params), np.empty_like(training.state)  # the weights and state an epoch started from
-        train_epoch, state, line_search = kernels.train_epoch, training.state, optimizer.rule == "line_search"
+        grads, state, rows = np.zeros_like(params), training.state, np.arange(n)
+        order = rows.copy()
+        train_epoch = kernels.epochs(params, grads, state, X, Y, order, batch_size, config, ws, weights)
+        last = np.empty_like(params), np.empty_like(state)  # the weights and state an epoch started from
+        line_search = optimizer.rule == "line_search"
         classifies = net.task.classifies
         net.history_ = history = History(logged_names(options, validation is not None, line_search, classifies))
         display = {0: [], 1: [ProgressBar(options.epochs)], 2: [EpochLog(options.epochs)]}[options.verbose]
@@ -264,14 +264,10 @@ def train(net, X, Y, options: FitOptions, validation=None, weights=None) -> Hist
         try:
             with blas_threads_for(kernels.layout, batch_size):
                 for epoch in range(options.epochs):
-                    if options.shuffle:  # rng.permutation(n) without a new array, or order[it] (reshuffle)
-                        np.copyto(drawn, rows)
-                        training.rng.shuffle(drawn)
-                        if options.reshuffle:
-                            np.take(order, drawn, out=shuffled)
-                            order, shuffled = shuffled, order
-                        else:
-                            order, drawn = drawn, order
+                    if options.shuffle:  # rng.permutation(n) in place, or (reshuffle) order[rng.permutation(n)]
+                        if not options.reshuffle:
+                            np.copyto(order, rows)
+                        training.rng.shuffle(order)
                     lrs = training.learning_rates(n_batches)
                     np.copyto(last[0], params)
                     np.copyto(last[1], state)
@@ -279,8 +275,7 @@ def train(net, X, Y, options: FitOptions, validation=None, weights=None) -> Hist
                     start = time.perf_counter()
                     # A fault before the history records the epoch leaves the weights of the epoch before.
                     try:
-                        mean_loss, steps, status = train_epoch(params, grads, state, X, Y, order, batch_size, config,
-                                                               lrs, first_step, ws, weights)
+                        mean_loss, steps, status = train_epoch(lrs, first_step)
                         training.step = first_step + steps
                         elapsed = time.perf_counter() - start
                         if status != OK:

@@ -169,6 +169,24 @@ def test_good_arguments_run_every_kernel(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_a_run_of_epochs_is_checked_once_and_cannot_be_changed_after(backend):
+    call = Call(backend)
+    a = call.args
+    trained = a["params"].copy()
+    want = call.run("train_epoch", params=trained)
+    config, params = a["config"].copy(), a["params"].copy()
+    epochs = call.kernels.epochs(params, a["grads"], a["state"], a["X"], a["Y"], a["order"], 4, config, a["ws"])
+    config["optimizer"] = 99  # after the checks: an unknown rule, a buffer reshaped in place
+    params.shape = (1, len(params))
+    assert epochs(np.full(3, 0.1), 0) == want
+    np.testing.assert_array_equal(params.ravel(), trained)  # the same steps as train_epoch's
+    for lrs, step, message in [(np.full(2, 0.1), 0, r"lrs: .*shape \(3,\)"), (np.full(3, 0.1), -1, "step: "),
+                               (np.full(3, 0.1).astype(np.float32), 0, "lrs: .*float64")]:
+        with pytest.raises(ValueError, match=message):
+            epochs(lrs, step)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_a_workspace_serves_only_the_entry_that_made_it(backend):
     call = Call(backend)
     # Another network's, even of the same sizes, backend and dtype; another dtype's; another backend's.

@@ -23,18 +23,18 @@ def test_ctrl_c_mid_epoch_keeps_the_last_whole_epoch(backend, monkeypatch):
         def on_epoch_end(self, epoch, logs):
             seen.append((net.params.copy(), net.training.state.copy()))
 
-    train_epoch = Kernels.train_epoch
+    train_epoch = net.kernels.backend.train_epoch
     calls = []
 
-    def interrupted(self, params, grads, state, *rest):
+    def interrupted(layout, params, grads, state, *rest):
         calls.append(1)
         if len(calls) == 3:  # half-way through the third epoch: weights and momentum half-updated
             params[: len(params) // 2] += 1.0
             state[0, :10] = 7.0
             raise KeyboardInterrupt
-        return train_epoch(self, params, grads, state, *rest)
+        return train_epoch(layout, params, grads, state, *rest)
 
-    monkeypatch.setattr(Kernels, "train_epoch", interrupted)
+    monkeypatch.setattr(net.kernels.backend, "train_epoch", interrupted)
     with pytest.raises(KeyboardInterrupt):
         net.fit(X, y, epochs=10, batch_size=8, optimizer=fastgd.SGD(lr=0.1, momentum=0.9), callbacks=[Record()])
     assert len(net.history_.epoch) == 2 and net.training.step == 2 * 8  # 64 rows in batches of 8
@@ -66,13 +66,13 @@ def test_fit_does_not_copy_ready_data(dtype, monkeypatch):
     X = np.ascontiguousarray(X, dtype=dtype)
     net = fastgd.MLP([5, 4, 3], dtype=dtype, random_state=0)
     given = []
-    train_epoch = Kernels.train_epoch
+    epochs = Kernels.epochs
 
     def spy(self, params, grads, state, X_seen, *rest):
         given.append(X_seen)
-        return train_epoch(self, params, grads, state, X_seen, *rest)
+        return epochs(self, params, grads, state, X_seen, *rest)
 
-    monkeypatch.setattr(Kernels, "train_epoch", spy)
+    monkeypatch.setattr(Kernels, "epochs", spy)
     net.fit(X, y, epochs=2, batch_size=10)
     assert all(seen is X for seen in given)
     net.fit(X.astype(np.float16), y, epochs=1)  # another dtype: converted once, at the door

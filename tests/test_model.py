@@ -9,7 +9,6 @@ import pytest
 import scipy.sparse
 
 import fastgd
-from fastgd.kernels import Kernels
 from fastgd.schedules import ExponentialDecay
 from conftest import BACKENDS, make_problem
 
@@ -104,13 +103,13 @@ def test_dtype_end_to_end(backend, dtype, monkeypatch):
     X, y = make_problem("softmax", n=30)
     net = fastgd.MLP([5, 4, 3], backend=backend, dtype=dtype, random_state=0)
     seen = []
-    train_epoch = Kernels.train_epoch
+    train_epoch = net.kernels.backend.train_epoch
 
-    def spy(self, params, grads, state, X, Y, *rest):
+    def spy(layout, params, grads, state, X, Y, *rest):
         seen.extend(a.dtype for a in (params, grads, state, X, Y))
-        return train_epoch(self, params, grads, state, X, Y, *rest)
+        return train_epoch(layout, params, grads, state, X, Y, *rest)
 
-    monkeypatch.setattr(Kernels, "train_epoch", spy)
+    monkeypatch.setattr(net.kernels.backend, "train_epoch", spy)
     small_fit(net, X, y)  # float64 input, converted once at the door
     assert set(seen) == {np.dtype(dtype)}
     assert net.params.dtype == dtype and net.predict_proba(X).dtype == dtype

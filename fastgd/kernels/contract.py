@@ -415,6 +415,13 @@ class Kernels:
         """One epoch over the rows of ``X`` in ``order``, rows weighted by ``weights`` (float64 ``(n,)``;
         None: 1 each): ``(mean loss per row over the batches, steps taken, status)`` (see
         :meth:`Backend.train_epoch`)."""
+        return self.epochs(params, grads, state, X, Y, order, batch_size, config, ws, weights)(lrs, step)
+
+    def epochs(self, params, grads, state, X, Y, order, batch_size: int, config, ws, weights=None) -> "Epochs":
+        """The buffers of a run of epochs, checked once: ``epochs(lrs, step)`` is
+        ``train_epoch(params, ..., lrs, step, ws, weights)``, checking only ``lrs`` and ``step``.
+        Between calls, the contents of ``params``, ``grads``, ``state`` and ``order`` may change;
+        their shapes and dtypes are fixed (the run keeps views of its own)."""
         self._params(params, writable=True)
         self._params(grads, "grads", writable=True)
         n = self._rows(X, Y)
@@ -424,13 +431,30 @@ class Kernels:
         config, slots, optimizer = self._config(config)
         self._state(state, slots)
         _check_array(order, "order", np.int64, (n,))
-        _check_array(lrs, "lrs", np.float64, (batches,), writable=True)
-        if optimizer == "line_search" and not np.isfinite(lrs).all():
-            raise ValueError("lrs: a line search needs finite learning rates")  # it would search forever
-        step = _check_int(step, "step", 0, MAX_STEP - batches)
         self._workspace(ws, *((n, 0) if batches == 1 else (batch_size, batch_size)))
         if batches > 1 and ws.sparse != (type(X) is CSR):
             raise ValueError(f"ws: made for {'sparse' if ws.sparse else 'dense'} rows to gather; X is "
                              f"{'dense' if ws.sparse else 'sparse'} (workspace(..., sparse={not ws.sparse}) makes one)")
-        return _run(self.backend.train_epoch, self.layout, params, grads, state, X, Y, weights, order, batch_size,
-                    config, lrs, step, ws)
+        views = [a.view() if isinstance(a, np.ndarray) else a for a in (params, grads, state, X, Y, weights, order)]
+        return Epochs(self, views, batch_size, batches, config.copy(), optimizer == "line_search", ws)
+
+
+class Epochs:
+    """A run of epochs over buffers checked once (made by :meth:`Kernels.epochs`)."""
+
+    __slots__ = ("_kernels", "_arguments", "_batches", "_line_search")
+
+    def __init__(self, kernels, views, batch_size, batches, config, line_search, ws):
+        layout = kernels.layout
+        self._kernels, self._batches, self._line_search = kernels, batches, line_search
+        self._arguments = (layout, *views, batch_size, config), ws
+
+    def __call__(self, lrs, step: int) -> tuple[float, int, int]:
+        """One epoch with learning rates ``lrs`` (float64, one per batch) from optimizer step ``step``:
+        ``(mean loss per row over the batches, steps taken, status)``."""
+        _check_array(lrs, "lrs", np.float64, (self._batches,), writable=True)
+        if self._line_search and not np.isfinite(lrs).all():
+            raise ValueError("lrs: a line search needs finite learning rates")  # it would search forever
+        step = _check_int(step, "step", 0, MAX_STEP - self._batches)
+        arguments, ws = self._arguments
+        return _run(self._kernels.backend.train_epoch, *arguments, lrs, step, ws)
