@@ -47,7 +47,7 @@ def pair(backend, hidden, output, loss, dtype, sizes=(5, 9, 7, 3), seed=0):
 
 @pytest.mark.parametrize("backend", TARGETS, indirect=True)
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("rows", [1, 5, 16, 17, 40])
+@pytest.mark.parametrize("rows", [1, 5, 16, 17, 40, 600])  # 600: blocks of 256 + 256 + 88 rows
 @pytest.mark.parametrize("hidden, output, loss", COMBINATIONS)
 def test_kernels_match_reference(backend, dtype, rows, hidden, output, loss):
     X, y = make_problem(output, n=rows, seed=rows)
@@ -225,7 +225,7 @@ def test_weighted_epochs_match_reference(backend, dtype, batch_size, optimizer):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("rows", [1, 5, 16, 17, 40])
+@pytest.mark.parametrize("rows", [1, 5, 16, 17, 40, 600])
 @pytest.mark.parametrize("hidden, output, loss", COMBINATIONS)
 def test_sparse_rows_compute_what_dense_rows_compute(backend, dtype, rows, hidden, output, loss):
     X, y = make_problem(output, n=rows, n_in=12, seed=rows)
@@ -260,3 +260,35 @@ def test_sparse_epochs_take_the_dense_steps(backend, dtype, batch_size, optimize
     assert_close(nets[1].params, nets[0].params, TRAINING_RTOL[dtype])
     assert_close(histories[1]["train_loss"], histories[0]["train_loss"], TRAINING_RTOL[dtype])
     np.testing.assert_array_equal(nets[0].predict(X), nets[1].predict(scipy.sparse.csc_matrix(X)))
+
+
+@pytest.mark.parametrize("backend", TARGETS, indirect=True)
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("batch_size", [None, 300], ids=["batch", "mini300"])
+@pytest.mark.parametrize("optimizer", [fastgd.SGD(lr=0.05), fastgd.Adam(lr=0.01),
+                                       fastgd.BacktrackingLineSearch(alpha0=0.2)], ids=["sgd", "adam", "line-search"])
+@pytest.mark.parametrize("hidden, output, loss", COMBINATIONS)
+def test_epochs_of_batches_in_several_blocks_match_reference(backend, dtype, batch_size, optimizer, hidden, output,
+                                                             loss):
+    """Batches of 700 and 300 rows: the compiled backends go through each in blocks of rows,
+    the gradient summed block by block, one step after the last."""
+    X, y = make_problem(output, n=700, seed=7)
+    weights = np.random.RandomState(7).uniform(0.1, 3.0, 700)
+    nets = pair(backend, hidden, output, loss, dtype, seed=5)
+    histories = [net.fit(X, y, epochs=3, batch_size=batch_size, optimizer=optimizer, l2=1e-3, sample_weight=weights)
+                 for net in nets]
+    rtol = TRAINING_RTOL[dtype]
+    assert_close(nets[1].params, nets[0].params, rtol)
+    for key in ("loss", "train_loss"):
+        assert_close(histories[1].history[key], histories[0].history[key], rtol)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("batch_size", [None, 300], ids=["batch", "mini300"])
+def test_sparse_batches_in_several_blocks_take_the_dense_steps(backend, batch_size):
+    X, y = make_problem("softmax", n=700, n_in=30, seed=3)
+    X[np.random.RandomState(3).rand(*X.shape) < 0.8] = 0
+    nets = [fastgd.MLP([30, 9, 3], hidden="relu", backend=backend, random_state=5) for _ in range(2)]
+    for net, rows in zip(nets, (X, scipy.sparse.csr_matrix(X))):
+        net.fit(rows, y, epochs=3, batch_size=batch_size, optimizer=fastgd.Adam(lr=0.01), l2=1e-3)
+    assert_close(nets[1].params, nets[0].params, TRAINING_RTOL["float64"])

@@ -65,6 +65,7 @@ cdef enum Status:
 
 cdef enum:
     SMALL_BATCH = 16  # rows: a batch of at most this many goes backward by loops over the rows of W
+    BLOCK_ROWS = 256  # rows: a larger batch goes through BLAS in blocks of this many, which stay in cache
 
 # The step configuration, field for field the record fastgd.kernels.STEP (NumPy checks the
 # types and offsets when the record is passed in; a test checks the names).
@@ -161,38 +162,39 @@ cdef inline floating* _slot(floating[:, ::1] state, Py_ssize_t k, Py_ssize_t n) 
 
 # ---------------------------------------------------------------- BLAS on row-major matrices
 cdef inline void _gemm(char transa, char transb, int m, int n, int k, floating* a, int lda,
-                       floating* b, int ldb, floating* c, int ldc) noexcept nogil:
-    """Column-major ``c = op(a) @ op(b)``, ``c`` of shape (m, n)."""
-    cdef floating one = 1, zero = 0
+                       floating* b, int ldb, floating beta, floating* c, int ldc) noexcept nogil:
+    """Column-major ``c = op(a) @ op(b) + beta c``, ``c`` of shape (m, n)."""
+    cdef floating one = 1
     if floating is float:
-        sgemm(&transa, &transb, &m, &n, &k, &one, a, &lda, b, &ldb, &zero, c, &ldc)
+        sgemm(&transa, &transb, &m, &n, &k, &one, a, &lda, b, &ldb, &beta, c, &ldc)
     else:
-        dgemm(&transa, &transb, &m, &n, &k, &one, a, &lda, b, &ldb, &zero, c, &ldc)
+        dgemm(&transa, &transb, &m, &n, &k, &one, a, &lda, b, &ldb, &beta, c, &ldc)
 
 
 cdef inline void _matmul(floating* A, int m, int k, floating* B, int n, floating* C) noexcept nogil:
     """Row-major ``C (m, n) = A (m, k) @ B (k, n)``."""
-    _gemm(c'N', c'N', n, m, k, B, n, A, k, C, n)
+    _gemm(c'N', c'N', n, m, k, B, n, A, k, 0, C, n)
 
 
-cdef inline void _matmul_tn(floating* A, int m, int k, floating* D, int n, floating* C) noexcept nogil:
-    """Row-major ``C (k, n) = A.T @ D`` for ``A (m, k)``, ``D (m, n)``."""
-    _gemm(c'N', c'T', n, k, m, D, n, A, k, C, n)
+cdef inline void _matmul_tn(floating* A, int m, int k, floating* D, int n, floating beta, floating* C) noexcept nogil:
+    """Row-major ``C (k, n) = A.T @ D + beta C`` for ``A (m, k)``, ``D (m, n)``."""
+    _gemm(c'N', c'T', n, k, m, D, n, A, k, beta, C, n)
 
 
 cdef inline void _matmul_nt(floating* D, int m, int n, floating* W, int k, floating* R) noexcept nogil:
     """Row-major ``R (m, k) = D @ W.T`` for ``D (m, n)``, ``W (k, n)``."""
-    _gemm(c'T', c'N', k, m, n, W, n, D, n, R, k)
+    _gemm(c'T', c'N', k, m, n, W, n, D, n, 0, R, k)
 
 
-cdef inline void _sparse_product(const Sparse* X, int m, const floating* W, int n_out, floating* Z) noexcept nogil:
-    """Row-major ``Z (m, n_out) = X @ W`` for sparse rows ``X``."""
+cdef inline void _sparse_product(const Sparse* X, Py_ssize_t start, int m, const floating* W, int n_out,
+                                 floating* Z) noexcept nogil:
+    """Row-major ``Z (m, n_out) = X[start:start + m] @ W`` for sparse rows ``X``."""
     cdef const floating* data = <const floating*>X.data
     cdef const floating* w
     cdef Py_ssize_t i, j, p, r
     cdef floating v
     for i in range(m):
-        r = X.rows[i] if X.rows != NULL else i
+        r = X.rows[start + i] if X.rows != NULL else start + i
         for j in range(n_out):
             Z[i * n_out + j] = 0
         for p in range(X.indptr[r], X.indptr[r + 1]):
@@ -201,17 +203,18 @@ cdef inline void _sparse_product(const Sparse* X, int m, const floating* W, int 
                 Z[i * n_out + j] += v * w[j]
 
 
-cdef inline void _sparse_gradient(const Sparse* X, int m, int n_in, const floating* D, int n_out,
-                                  floating* dW) noexcept nogil:
-    """Row-major ``dW (n_in, n_out) = X.T @ D`` for sparse rows ``X``."""
+cdef inline void _sparse_gradient(const Sparse* X, Py_ssize_t start, int m, int n_in, const floating* D, int n_out,
+                                  bint accumulate, floating* dW) noexcept nogil:
+    """Row-major ``dW (n_in, n_out) = X[start:start + m].T @ D`` for sparse rows ``X`` (``accumulate``: ``+=``)."""
     cdef const floating* data = <const floating*>X.data
     cdef floating* g
     cdef Py_ssize_t i, j, p, r
     cdef floating v
-    for j in range(n_in * n_out):
-        dW[j] = 0
+    if not accumulate:
+        for j in range(n_in * n_out):
+            dW[j] = 0
     for i in range(m):
-        r = X.rows[i] if X.rows != NULL else i
+        r = X.rows[start + i] if X.rows != NULL else start + i
         for p in range(X.indptr[r], X.indptr[r + 1]):
             v, g = data[p], dW + X.indices[p] * n_out
             for j in range(n_out):
@@ -311,26 +314,28 @@ cdef inline double _loss_row(const floating* z, const floating* out, const float
 
 
 # ---------------------------------------------------------------- passes over a batch
-cdef void _forward(const int64_t[:, ::1] layout, const floating[::1] params, const floating[::1] X,
-                   const Sparse* sparse, int m, floating[::1] acts, const int64_t[::1] offsets, floating[::1] z,
-                   double[::1] lse) noexcept nogil:
-    """Forward pass of the ``m`` rows of ``X`` (or ``sparse``); outputs in the last block of ``acts``."""
-    cdef Py_ssize_t l, i, last = layout.shape[0] - 1
+cdef void _forward_block(const int64_t[:, ::1] layout, const floating[::1] params, const floating[::1] X,
+                         const Sparse* sparse, Py_ssize_t start, int m, floating[::1] acts, const int64_t[::1] offsets,
+                         floating[::1] z, double[::1] lse) noexcept nogil:
+    """Forward pass of the ``m`` rows from row ``start`` of ``X`` (or ``sparse``): hidden
+    activations from the start of their blocks, outputs, logits and log-sum-exp at row ``start``."""
+    cdef Py_ssize_t l, i, last = layout.shape[0] - 1, first
     cdef int n_in, n_out, activation
     cdef floating* A
     cdef floating* Z
     cdef floating* out
     cdef floating* bias
-    cdef double* row_lse = _at(lse, 0, m, b"lse")
+    cdef double* row_lse = _at(lse, start, m, b"lse")
     for l in range(last + 1):
         n_in, n_out, activation = layout[l, 0], layout[l, 1], layout[l, 2]
         bias = _at(params, layout[l, 4], n_out, b"b")
-        out = _at(acts, offsets[l + 1], m * n_out, b"activations")
-        Z = _at(z, 0, m * n_out, b"logits") if l == last else out
+        first = start * n_out if l == last else 0
+        out = _at(acts, offsets[l + 1] + first, m * n_out, b"activations")
+        Z = _at(z, first, m * n_out, b"logits") if l == last else out
         if l == 0 and sparse != NULL:
-            _sparse_product(sparse, m, _at(params, layout[l, 3], n_in * n_out, b"W"), n_out, Z)
+            _sparse_product(sparse, start, m, _at(params, layout[l, 3], n_in * n_out, b"W"), n_out, Z)
         else:
-            A = _at(X, 0, m * n_in, b"X") if l == 0 else _at(acts, offsets[l], m * n_in, b"activations")
+            A = _at(X, start * n_in, m * n_in, b"X") if l == 0 else _at(acts, offsets[l], m * n_in, b"activations")
             _matmul(A, m, n_in, _at(params, layout[l, 3], n_in * n_out, b"W"), n_out, Z)
         for i in range(m):
             if l == last:
@@ -339,64 +344,73 @@ cdef void _forward(const int64_t[:, ::1] layout, const floating[::1] params, con
                 _activate_row(Z + i * n_out, bias, n_out, activation)
 
 
+cdef void _forward(const int64_t[:, ::1] layout, const floating[::1] params, const floating[::1] X,
+                   const Sparse* sparse, int m, floating[::1] acts, const int64_t[::1] offsets, floating[::1] z,
+                   double[::1] lse) noexcept nogil:
+    """Forward pass of the ``m`` rows of ``X`` (or ``sparse``) in blocks of ``BLOCK_ROWS``;
+    outputs in the last block of ``acts``."""
+    cdef Py_ssize_t block
+    for block in range((m + BLOCK_ROWS - 1) // BLOCK_ROWS):
+        _forward_block(layout, params, X, sparse, block * BLOCK_ROWS, min(BLOCK_ROWS, m - block * BLOCK_ROWS), acts,
+                       offsets, z, lse)
+
+
+cdef inline double _loss_base(const int64_t[:, ::1] layout, const double* w, int m, int loss) noexcept nogil:
+    """What the loss of ``m`` rows weighted by ``w`` (NULL: 1 each) is divided by: their total weight, times
+    the outputs for losses that are means over every element."""
+    return _rows(w, m) * (1 if loss == CROSS_ENTROPY else layout[layout.shape[0] - 1, 1])
+
+
+cdef double _loss_rows(const int64_t[:, ::1] layout, const floating[::1] Y, const double* w, Py_ssize_t start, int m,
+                       double count, floating[::1] acts, const int64_t[::1] offsets, floating[::1] z, double[::1] lse,
+                       floating[::1] deltas, int loss) noexcept nogil:
+    """Weighted sum (float64) of the losses of rows ``start`` to ``start + m`` of the last forward pass,
+    over ``count`` (``_loss_base`` of the whole batch); their output deltas into ``deltas``."""
+    cdef Py_ssize_t i, last = layout.shape[0] - 1
+    cdef int k = layout[last, 1], activation = layout[last, 2]
+    cdef double base = (2.0 if loss == MSE else 1.0) / count, value
+    cdef floating scale = <floating>base
+    cdef double total = 0
+    cdef floating* out = _at(acts, offsets[last + 1] + start * k, m * k, b"activations")
+    cdef floating* delta = _at(deltas, offsets[last + 1] + start * k, m * k, b"deltas")
+    cdef floating* logits = _at(z, start * k, m * k, b"logits")
+    cdef floating* targets = _at(Y, start * k, m * k, b"Y")
+    cdef double* row_lse = _at(lse, start, m, b"lse")
+    for i in range(m):
+        if w != NULL:
+            scale = <floating>(base * w[start + i])
+        value = _loss_row(logits + i * k, out + i * k, targets + i * k, row_lse[i], k, activation, loss, scale,
+                          delta + i * k)
+        total += value * w[start + i] if w != NULL else value
+    return total / count
+
+
 cdef double _loss(const int64_t[:, ::1] layout, const floating[::1] Y, const double* w, int m, floating[::1] acts,
                   const int64_t[::1] offsets, floating[::1] z, double[::1] lse, floating[::1] deltas,
                   int loss) noexcept nogil:
     """Mean data loss (float64) of the last forward pass, rows weighted by ``w`` (NULL: 1 each) and the
     mean taken over their total weight; output deltas into ``deltas``."""
-    cdef Py_ssize_t i, last = layout.shape[0] - 1
-    cdef int k = layout[last, 1], activation = layout[last, 2]
-    cdef double count = _rows(w, m) * (1 if loss == CROSS_ENTROPY else k)
-    cdef double base = (2.0 if loss == MSE else 1.0) / count, value
-    cdef floating scale = <floating>base
-    cdef double total = 0
-    cdef floating* out = _at(acts, offsets[last + 1], m * k, b"activations")
-    cdef floating* delta = _at(deltas, offsets[last + 1], m * k, b"deltas")
-    cdef floating* logits = _at(z, 0, m * k, b"logits")
-    cdef floating* targets = _at(Y, 0, m * k, b"Y")
-    cdef double* row_lse = _at(lse, 0, m, b"lse")
-    for i in range(m):
-        if w != NULL:
-            scale = <floating>(base * w[i])
-        value = _loss_row(logits + i * k, out + i * k, targets + i * k, row_lse[i], k, activation, loss, scale,
-                          delta + i * k)
-        total += value * w[i] if w != NULL else value
-    return total / count
+    return _loss_rows(layout, Y, w, 0, m, _loss_base(layout, w, m, loss), acts, offsets, z, lse, deltas, loss)
 
 
-cdef inline void _bias_step(floating* b, floating* db, const floating* D, int m, Py_ssize_t n, floating lr,
-                            bint fused) noexcept nogil:
-    """``db = sum of the m rows of D``; ``fused``: ``b -= lr db``."""
-    cdef Py_ssize_t i, j
-    for j in range(n):
-        db[j] = D[j]
-    for i in range(1, m):
-        for j in range(n):
-            db[j] += D[i * n + j]
-    if fused:
-        for j in range(n):
-            b[j] -= lr * db[j]
-
-
-cdef double _backward(const int64_t[:, ::1] layout, floating[::1] params, floating[::1] grads,
-                      const floating[::1] X, const Sparse* sparse, int m, floating[::1] acts,
-                      const int64_t[::1] offsets, floating[::1] deltas, floating l2, floating lr,
-                      bint fused) noexcept nogil:
-    """Backward pass; ``grads = dL/dparams`` (L2 included), or with ``fused`` the SGD step
-    taken at once. Returns ``sum(W**2)`` before the step (float64)."""
-    cdef Py_ssize_t l, i, k, j, n_in, n_out
+cdef void _backward_block(const int64_t[:, ::1] layout, floating[::1] params, floating[::1] grads,
+                          const floating[::1] X, const Sparse* sparse, Py_ssize_t start, int m, floating[::1] acts,
+                          const int64_t[::1] offsets, floating[::1] deltas, bint accumulate) noexcept nogil:
+    """Backward pass of the block of ``m`` rows from row ``start`` that ``_forward_block`` left (output
+    deltas set): ``grads`` of the data loss, added to what they hold with ``accumulate``."""
+    cdef Py_ssize_t l, i, n_in, n_out, j, last = layout.shape[0] - 1
     cdef int below
     cdef floating* W
     cdef floating* dW
+    cdef floating* db
     cdef floating* D
     cdef floating* D_prev
     cdef floating* A_prev
-    cdef floating v, row_squares
-    cdef double squares = 0
-    for l in range(layout.shape[0] - 1, -1, -1):
+    cdef floating beta = 1 if accumulate else 0
+    for l in range(last, -1, -1):
         n_in, n_out = layout[l, 0], layout[l, 1]
         W, dW = _at(params, layout[l, 3], n_in * n_out, b"W"), _at(grads, layout[l, 3], n_in * n_out, b"dW")
-        D = _at(deltas, offsets[l + 1], m * n_out, b"deltas")
+        D = _at(deltas, offsets[l + 1] + (start * n_out if l == last else 0), m * n_out, b"deltas")
         if l > 0:  # delta of the layer below, with W before the step
             A_prev = _at(acts, offsets[l], m * n_in, b"activations")
             below = layout[l - 1, 2]
@@ -404,11 +418,34 @@ cdef double _backward(const int64_t[:, ::1] layout, floating[::1] params, floati
             _matmul_nt(D, m, n_out, W, n_in, D_prev)
             for i in range(m * n_in):
                 D_prev[i] *= _derivative(A_prev[i], below)
-            _matmul_tn(A_prev, m, n_in, D, n_out, dW)
+            _matmul_tn(A_prev, m, n_in, D, n_out, beta, dW)
         elif sparse != NULL:
-            _sparse_gradient(sparse, m, n_in, D, n_out, dW)
+            _sparse_gradient(sparse, start, m, n_in, D, n_out, accumulate, dW)
         else:
-            _matmul_tn(_at(X, 0, m * n_in, b"X"), m, n_in, D, n_out, dW)
+            _matmul_tn(_at(X, start * n_in, m * n_in, b"X"), m, n_in, D, n_out, beta, dW)
+        db = _at(grads, layout[l, 4], n_out, b"db")
+        if not accumulate:
+            for j in range(n_out):
+                db[j] = 0
+        for i in range(m):
+            for j in range(n_out):
+                db[j] += D[i * n_out + j]
+
+
+cdef double _finish(const int64_t[:, ::1] layout, floating[::1] params, floating[::1] grads, floating l2, floating lr,
+                    bint fused) noexcept nogil:
+    """After the backward passes: ``grads += l2 W``, or with ``fused`` the SGD step
+    ``params -= lr (grads + l2 W)``. Returns ``sum(W**2)`` before the step (float64)."""
+    cdef Py_ssize_t l, k, j, n_in, n_out
+    cdef floating* W
+    cdef floating* dW
+    cdef floating* b
+    cdef floating* db
+    cdef floating v, row_squares
+    cdef double squares = 0
+    for l in range(layout.shape[0]):
+        n_in, n_out = layout[l, 0], layout[l, 1]
+        W, dW = _at(params, layout[l, 3], n_in * n_out, b"W"), _at(grads, layout[l, 3], n_in * n_out, b"dW")
         # Sums of squares per row of W in the array dtype, rows added up in float64.
         for k in range(n_in):
             row_squares = 0
@@ -423,9 +460,25 @@ cdef double _backward(const int64_t[:, ::1] layout, floating[::1] params, floati
                     row_squares += v * v
                     dW[j] += l2 * v
             squares += row_squares
-        _bias_step(_at(params, layout[l, 4], n_out, b"b"), _at(grads, layout[l, 4], n_out, b"db"), D, m, n_out, lr,
-                   fused)
+        if fused:
+            b, db = _at(params, layout[l, 4], n_out, b"b"), _at(grads, layout[l, 4], n_out, b"db")
+            for j in range(n_out):
+                b[j] -= lr * db[j]
     return squares
+
+
+cdef inline void _bias_step(floating* b, floating* db, const floating* D, int m, Py_ssize_t n, floating lr,
+                            bint fused) noexcept nogil:
+    """``db = sum of the m rows of D``; ``fused``: ``b -= lr db``."""
+    cdef Py_ssize_t i, j
+    for j in range(n):
+        db[j] = D[j]
+    for i in range(1, m):
+        for j in range(n):
+            db[j] += D[i * n + j]
+    if fused:
+        for j in range(n):
+            b[j] -= lr * db[j]
 
 
 cdef double _backward_rows(const int64_t[:, ::1] layout, floating[::1] params, floating[::1] grads, int m,
@@ -525,28 +578,39 @@ cdef double _step(const int64_t[:, ::1] layout, floating[::1] params, floating[:
     cdef double value, squares
     cdef const floating* x
     cdef const floating* data
-    cdef floating* block
+    cdef floating* inputs
+    cdef double count
+    cdef Py_ssize_t block, start
+    if m > SMALL_BATCH:  # through BLAS, in blocks of rows; one step after the last
+        count, value = _loss_base(layout, w, m, loss), 0
+        for block in range((m + BLOCK_ROWS - 1) // BLOCK_ROWS):
+            start = block * BLOCK_ROWS
+            r = min(BLOCK_ROWS, m - start)
+            _forward_block(layout, params, X, sparse, start, r, acts, offsets, z, lse)
+            value += _loss_rows(layout, Y, w, start, r, count, acts, offsets, z, lse, deltas, loss)
+            if not isfinite(value):
+                return value
+            _backward_block(layout, params, grads, X, sparse, start, r, acts, offsets, deltas, start > 0)
+        squares = _finish(layout, params, grads, l2, lr, fused)
+        return value + 0.5 * l2 * squares if l2 != 0 else value
     _forward(layout, params, X, sparse, m, acts, offsets, z, lse)
     value = _loss(layout, Y, w, m, acts, offsets, z, lse, deltas, loss)
     if not isfinite(value):
         return value
-    if m <= SMALL_BATCH:  # the loops read the input from block 0
-        block = _at(acts, 0, n, b"input block")
-        if sparse == NULL:
-            x = _at(X, 0, n, b"X")
-            for i in range(n):
-                block[i] = x[i]
-        else:
-            data = <const floating*>sparse.data
-            for i in range(n):
-                block[i] = 0
-            for i in range(m):
-                r = sparse.rows[i] if sparse.rows != NULL else i
-                for p in range(sparse.indptr[r], sparse.indptr[r + 1]):
-                    block[i * n_in + sparse.indices[p]] += data[p]
-        squares = _backward_rows(layout, params, grads, m, acts, offsets, deltas, l2, lr, fused, row)
+    inputs = _at(acts, 0, n, b"input block")  # the loops read the input from block 0
+    if sparse == NULL:
+        x = _at(X, 0, n, b"X")
+        for i in range(n):
+            inputs[i] = x[i]
     else:
-        squares = _backward(layout, params, grads, X, sparse, m, acts, offsets, deltas, l2, lr, fused)
+        data = <const floating*>sparse.data
+        for i in range(n):
+            inputs[i] = 0
+        for i in range(m):
+            r = sparse.rows[i] if sparse.rows != NULL else i
+            for p in range(sparse.indptr[r], sparse.indptr[r + 1]):
+                inputs[i * n_in + sparse.indices[p]] += data[p]
+    squares = _backward_rows(layout, params, grads, m, acts, offsets, deltas, l2, lr, fused, row)
     return value + 0.5 * l2 * squares if l2 != 0 else value
 
 
@@ -755,7 +819,7 @@ cdef Sparse _sparse(X, const floating[::1] like):
 
 
 def workspace(layout, dtype, rows, batch_rows, sparse):
-    return Workspace(layout, dtype, rows, batch_rows, min(rows, SMALL_BATCH), sparse)
+    return Workspace(layout, dtype, rows, batch_rows, min(rows, SMALL_BATCH), min(rows, BLOCK_ROWS), sparse)
 
 
 def forward(const int64_t[:, ::1] layout, const floating[::1] params, X, ws):

@@ -21,6 +21,7 @@ import threading
 import numpy as np
 from numba import njit, types
 from numba.extending import overload
+from numba.np.linalg import _BLAS, ensure_blas
 
 from ._numba_cache import use_private_fallback
 from ._workspace import Workspace
@@ -50,24 +51,29 @@ _jit = njit(**_OPTIONS)
 _inline = njit(inline="always", **_OPTIONS)
 
 SMALL_BATCH = 16  # rows: above, the backward pass goes through BLAS
+BLOCK_ROWS = 256  # rows: a larger batch goes through BLAS in blocks of this many, which stay in cache
 ALL_ROWS = np.empty(0, np.int64)
 
 
 # ---------------------------------------------------------------- the input: dense rows or sparse rows
 # ``X`` is a 2-D array, or sparse rows: a tuple ``(data, indices, indptr, rows)`` of a CSR
 # matrix (checked when made, fastgd.kernels.CSR) and the rows of it to take (empty: every row,
-# in order). Numba compiles each kernel for each; the five functions below are all that tell
+# in order). Numba compiles each kernel for each; the six functions below are all that tell
 # them apart.
 def _n_rows(X):
     """Rows of ``X``."""
+
+
+def _rows_of(X, start, m):
+    """Rows ``start`` to ``start + m`` of ``X``, where they are."""
 
 
 def _input_product(X, W, Z):
     """``Z = X @ W``."""
 
 
-def _input_gradient(X, D, dW):
-    """``dW = X.T @ D``."""
+def _input_gradient(X, D, dW, accumulate):
+    """``dW = X.T @ D``, or with ``accumulate`` ``dW += X.T @ D``."""
 
 
 def _input_block(X, block, n_in):
@@ -102,6 +108,19 @@ def _n_rows_for(X):
     return sparse
 
 
+@_overload(_rows_of)
+def _rows_of_for(X, start, m):
+    if isinstance(X, types.Array):
+        return lambda X, start, m: X[start : start + m]
+
+    def sparse(X, start, m):
+        data, indices, indptr, rows = X
+        if rows.shape[0] > 0:
+            return data, indices, indptr, rows[start : start + m]
+        return data, indices, indptr[start : start + m + 1], rows  # every row in order: a part of indptr
+    return sparse
+
+
 @_overload(_input_product)
 def _input_product_for(X, W, Z):
     if isinstance(X, types.Array):
@@ -121,13 +140,14 @@ def _input_product_for(X, W, Z):
 
 
 @_overload(_input_gradient)
-def _input_gradient_for(X, D, dW):
+def _input_gradient_for(X, D, dW, accumulate):
     if isinstance(X, types.Array):
-        return lambda X, D, dW: np.dot(X.T, D, dW)
+        return lambda X, D, dW, accumulate: _matmul_tn(X, D, dW, accumulate)
 
-    def gradient(X, D, dW):
+    def gradient(X, D, dW, accumulate):
         data, indices = X[0], X[1]
-        dW[:] = 0
+        if not accumulate:
+            dW[:] = 0
         for i in range(D.shape[0]):
             d = D[i]
             first, last = _sparse_row(X, i)
@@ -168,8 +188,28 @@ def _batch_for(X, order, start, m, xb):
     return lambda X, order, start, m, xb: (X[0], X[1], X[2], order[start : start + m])
 
 
+def _matmul_tn(A, D, C, accumulate):
+    """Row-major ``C (k, n) = A.T @ D`` for ``A (m, k)``, ``D (m, n)``, or with ``accumulate``
+    ``C += A.T @ D`` (a BLAS gemm with beta 1; all three C-contiguous)."""
+
+
+@overload(_matmul_tn)  # a call: BLAS does the work
+def _matmul_tn_for(A, D, C, accumulate):
+    ensure_blas()
+    gemm, kind = _BLAS().numba_xxgemm(A.dtype), ord("s" if A.dtype == types.float32 else "d")
+
+    def product(A, D, C, accumulate):
+        m, k, n = A.shape[0], A.shape[1], D.shape[1]
+        one, beta = np.ones(1, C.dtype), np.zeros(1, C.dtype)
+        if accumulate:
+            beta[0] = 1
+        # Column-major, as BLAS sees the row-major arrays: C' (n, k) = D' (n, m) @ A' (k, m).T
+        gemm(kind, ord("N"), ord("T"), n, k, m, one.ctypes, D.ctypes, n, A.ctypes, k, beta.ctypes, C.ctypes, n)
+    return product
+
+
 def workspace(layout, dtype, rows, batch_rows, sparse):
-    return Workspace(layout, dtype, rows, batch_rows, min(rows, SMALL_BATCH), sparse)
+    return Workspace(layout, dtype, rows, batch_rows, min(rows, SMALL_BATCH), min(rows, BLOCK_ROWS), sparse)
 
 
 # ---------------------------------------------------------------- views
@@ -320,25 +360,39 @@ def _rows(weights, m):
     return total
 
 
+@_inline
+def _loss_base(layout, weights, m, loss):
+    """What the loss of ``m`` rows with ``weights`` (empty: all 1) is divided by: their total weight,
+    times the outputs for losses that are means over every element."""
+    return _rows(weights, m) * (1 if loss == CROSS_ENTROPY else layout[layout.shape[0] - 1, 1])
+
+
 @_jit
-def _loss(layout, Y, weights, m, acts, offsets, z, lse, deltas, loss):
-    """Mean data loss (float64) of the ``m`` rows of the last forward pass, weighted by ``weights``
-    (empty: all 1) and taken over their total weight; output deltas."""
+def _loss_rows(layout, Y, weights, start, m, count, acts, offsets, z, lse, deltas, loss):
+    """Weighted sum (float64) of the losses of rows ``start`` to ``start + m`` of the last forward
+    pass, over ``count`` (``_loss_base`` of the whole batch); their output deltas."""
     last = layout.shape[0] - 1
     k, activation = layout[last, 1], layout[last, 2]
     one = z.dtype.type(1)
-    count = _rows(weights, m) * (1 if loss == CROSS_ENTROPY else k)
     base = (2.0 if loss == MSE else 1.0) / count
     scale = z.dtype.type(base)
     weighted = weights.shape[0] > 0
     total = 0.0
-    for i in range(m):
+    for i in range(start, start + m):
         if weighted:
             scale = z.dtype.type(base * weights[i])
         value = _loss_row(_row(z, 0, k, i), _row(acts, offsets[last + 1], k, i), Y[i], lse[i], activation, loss,
                           scale, _row(deltas, offsets[last + 1], k, i), one)
         total += value * weights[i] if weighted else value
     return total / count
+
+
+@_jit
+def _loss(layout, Y, weights, m, acts, offsets, z, lse, deltas, loss):
+    """Mean data loss (float64) of the ``m`` rows of the last forward pass, weighted by ``weights``
+    (empty: all 1) and taken over their total weight; output deltas."""
+    return _loss_rows(layout, Y, weights, 0, m, _loss_base(layout, weights, m, loss), acts, offsets, z, lse, deltas,
+                      loss)
 
 
 @_inline
@@ -485,53 +539,81 @@ def _backward_rows(layout, params, grads, m, acts, offsets, deltas, l2, lr, fuse
     return squares
 
 
-# ---------------------------------------------------------------- through BLAS
+# ---------------------------------------------------------------- through BLAS, in blocks of rows
 @_jit
-def _forward_blas(layout, params, X, acts, offsets, z, lse):
-    """Forward pass of the rows of ``X`` through ``np.dot``; outputs in the last block of ``acts``."""
+def _forward_block(layout, params, X, start, acts, offsets, z, lse):
+    """Forward pass of the rows ``X`` (rows ``start`` on of the batch) through ``np.dot``: hidden
+    activations from the start of their blocks, outputs, logits and log-sum-exp at row ``start``."""
     m, last = _n_rows(X), layout.shape[0] - 1
     one = params.dtype.type(1)
     for l in range(last + 1):
         n_in, n_out, activation, w, b = layout[l, 0], layout[l, 1], layout[l, 2], layout[l, 3], layout[l, 4]
         W, bias = _matrix(params, w, n_in, n_out), params[b : b + n_out]
-        Z = _matrix(z, 0, m, n_out) if l == last else _matrix(acts, offsets[l + 1], m, n_out)
+        out = offsets[l + 1] + (start * n_out if l == last else 0)
+        Z = _matrix(z, start * n_out, m, n_out) if l == last else _matrix(acts, out, m, n_out)
         if l == 0:
             _input_product(X, W, Z)
         else:
             np.dot(_matrix(acts, offsets[l], m, n_in), W, Z)
         for i in range(m):
             if l == last:
-                lse[i] = _output_row(Z[i], bias, _row(acts, offsets[l + 1], n_out, i), activation, one)
+                lse[start + i] = _output_row(Z[i], bias, _row(acts, out, n_out, i), activation, one)
             else:
                 _activate_row(Z[i], bias, activation, one)
 
 
 @_jit
-def _backward_blas(layout, params, grads, X, acts, offsets, deltas, l2, lr, fused):
-    """Backward pass through ``np.dot``; with ``fused`` the SGD step too. Returns ``sum(W**2)``."""
+def _forward_blas(layout, params, X, acts, offsets, z, lse):
+    """Forward pass of the rows of ``X`` in blocks of ``BLOCK_ROWS``; outputs in the last block of ``acts``."""
     m = _n_rows(X)
+    for start in range(0, m, BLOCK_ROWS):
+        _forward_block(layout, params, _rows_of(X, start, min(BLOCK_ROWS, m - start)), start, acts, offsets, z, lse)
+
+
+@_jit
+def _backward_block(layout, params, grads, X, start, acts, offsets, deltas, accumulate):
+    """Backward pass of the block of rows ``X`` (rows ``start`` on) that ``_forward_block`` left
+    (output deltas set): ``grads`` of the data loss, added to what they hold with ``accumulate``."""
+    m, last = _n_rows(X), layout.shape[0] - 1
     one = params.dtype.type(1)
-    squares = 0.0
-    for l in range(layout.shape[0] - 1, -1, -1):
+    for l in range(last, -1, -1):
         n_in, n_out, w, b = layout[l, 0], layout[l, 1], layout[l, 3], layout[l, 4]
         W, dW = _matrix(params, w, n_in, n_out), _matrix(grads, w, n_in, n_out)
-        D = _matrix(deltas, offsets[l + 1], m, n_out)
+        D = _matrix(deltas, offsets[l + 1] + (start * n_out if l == last else 0), m, n_out)
         if l > 0:  # delta of the layer below, with W before the step
             below = layout[l - 1, 2]
             D_prev, A_prev = _matrix(deltas, offsets[l], m, n_in), _matrix(acts, offsets[l], m, n_in)
             np.dot(D, W.T, D_prev)
             for i in range(m):
                 _times_derivative_row(D_prev[i], A_prev[i], below, one)
-            np.dot(A_prev.T, D, dW)
+            _matmul_tn(A_prev, D, dW, accumulate)
         else:
-            _input_gradient(X, D, dW)
+            _input_gradient(X, D, dW, accumulate)
+        db = grads[b : b + n_out]
+        if not accumulate:
+            db[:] = 0
+        for i in range(m):
+            row = D[i]
+            for j in range(n_out):
+                db[j] += row[j]
+
+
+@_jit
+def _finish(layout, params, grads, l2, lr, fused):
+    """After the backward passes: ``grads += l2 W``, or with ``fused`` the SGD step
+    ``params -= lr (grads + l2 W)``. Returns ``sum(W**2)`` before the step (float64)."""
+    squares = 0.0
+    for l in range(layout.shape[0]):
+        n_in, n_out, w, b = layout[l, 0], layout[l, 1], layout[l, 3], layout[l, 4]
+        W, dW = _matrix(params, w, n_in, n_out), _matrix(grads, w, n_in, n_out)
         if fused:
             for k in range(n_in):
                 squares += _sgd_row(W[k], dW[k], l2, lr)
+            for j in range(n_out):
+                params[b + j] -= lr * grads[b + j]
         else:
             for k in range(n_in):
                 squares += _gradient_row(W[k], dW[k], dW[k], l2)
-        _bias_step(params[b : b + n_out], grads[b : b + n_out], deltas[offsets[l + 1] :], m, lr, fused)
     return squares
 
 
@@ -541,16 +623,23 @@ def _step(layout, params, grads, X, Y, weights, loss, l2, lr, fused, acts, offse
     """Forward, loss and backward for the batch ``(X, Y)``; with ``fused`` the SGD step too.
     Returns the batch loss: data loss + L2 term of the weights before the step."""
     m = _n_rows(X)
-    if m <= SMALL_BATCH:  # the backward loops read the input from the input block
-        _input_block(X, acts, layout[0, 0])
+    if m > SMALL_BATCH:  # through BLAS, in blocks of rows; one step after the last
+        count, value = _loss_base(layout, weights, m, loss), 0.0
+        for start in range(0, m, BLOCK_ROWS):
+            block = _rows_of(X, start, min(BLOCK_ROWS, m - start))
+            _forward_block(layout, params, block, start, acts, offsets, z, lse)
+            value += _loss_rows(layout, Y, weights, start, _n_rows(block), count, acts, offsets, z, lse, deltas, loss)
+            if not np.isfinite(value):
+                return value
+            _backward_block(layout, params, grads, block, start, acts, offsets, deltas, start > 0)
+        squares = _finish(layout, params, grads, l2, lr, fused)
+        return value + 0.5 * l2 * squares if l2 != 0 else value
+    _input_block(X, acts, layout[0, 0])  # the backward loops read the input from the input block
     _forward_blas(layout, params, X, acts, offsets, z, lse)
     value = _loss(layout, Y, weights, m, acts, offsets, z, lse, deltas, loss)
     if not np.isfinite(value):
         return value
-    if m <= SMALL_BATCH:
-        squares = _backward_rows(layout, params, grads, m, acts, offsets, deltas, l2, lr, fused, row)
-    else:
-        squares = _backward_blas(layout, params, grads, X, acts, offsets, deltas, l2, lr, fused)
+    squares = _backward_rows(layout, params, grads, m, acts, offsets, deltas, l2, lr, fused, row)
     return value + 0.5 * l2 * squares if l2 != 0 else value
 
 

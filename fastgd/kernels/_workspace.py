@@ -11,17 +11,19 @@ class Workspace:
 
     ``acts`` and ``deltas`` hold blocks of rows: block 0 the input (room for
     ``input_rows`` rows, for kernels that read the input from there), block ``l + 1``
-    layer ``l``'s output, each row-major ``(m, width)`` from ``offsets[block]``.
-    ``z`` holds the output logits, ``lse`` their log-sum-exp per row; ``x``,
+    layer ``l``'s output, each row-major ``(m, width)`` from ``offsets[block]``: room for
+    ``block_rows`` rows of each hidden layer (the kernels go through larger batches in
+    blocks of rows) and for every row of the output layer. ``z`` holds the output logits,
+    ``lse`` their log-sum-exp per row; ``x``,
     ``y``, ``w`` take a gathered mini-batch of up to ``batch_rows`` rows (inputs,
     targets, weights; with ``sparse``, no inputs: sparse rows are read in place); ``row`` is
     scratch as wide as the widest layer.
     """
 
-    def __init__(self, layout, dtype, rows, batch_rows, input_rows, sparse):
+    def __init__(self, layout, dtype, rows, batch_rows, input_rows, block_rows, sparse):
         widths = np.concatenate([layout[:1, N_IN], layout[:, N_OUT]])
-        capacity = np.full(len(widths), rows)
-        capacity[0] = input_rows
+        capacity = np.full(len(widths), block_rows)
+        capacity[0], capacity[-1] = input_rows, rows
         offsets = frozen(np.concatenate([[0], np.cumsum(capacity * widths)]).astype(np.int64))
         acts = np.empty(int(offsets[-1]), dtype)
         fields = dict(
