@@ -344,6 +344,41 @@ cdef void _forward_block(const int64_t[:, ::1] layout, const floating[::1] param
                 _activate_row(Z + i * n_out, bias, n_out, activation)
 
 
+cdef void _forward_row(const int64_t[:, ::1] layout, const floating[::1] params, floating[::1] acts,
+                       const int64_t[::1] offsets, floating[::1] z, double[::1] lse) noexcept nogil:
+    """Forward pass of one row, the input in block 0 of ``acts``, by loops over the rows of ``W``
+    (a BLAS call costs more than the product of one row)."""
+    cdef Py_ssize_t l, k, j, n_in, n_out, last = layout.shape[0] - 1
+    cdef const floating* A
+    cdef const floating* W
+    cdef floating* out
+    cdef floating* product
+    cdef floating a0, a1, a2, a3
+    for l in range(last + 1):
+        n_in, n_out = layout[l, 0], layout[l, 1]
+        A, W = _at(acts, offsets[l], n_in, b"activations"), _at(params, layout[l, 3], n_in * n_out, b"W")
+        out = _at(acts, offsets[l + 1], n_out, b"activations")
+        product = _at(z, 0, n_out, b"logits") if l == last else out
+        for j in range(n_out):
+            product[j] = 0
+        k = 0
+        while k + 4 <= n_in:  # four rows of W per pass over the product
+            a0, a1, a2, a3 = A[k], A[k + 1], A[k + 2], A[k + 3]
+            for j in range(n_out):
+                product[j] += (a0 * W[k * n_out + j] + a1 * W[(k + 1) * n_out + j] + a2 * W[(k + 2) * n_out + j]
+                               + a3 * W[(k + 3) * n_out + j])
+            k += 4
+        for k in range(k, n_in):
+            a0 = A[k]
+            for j in range(n_out):
+                product[j] += a0 * W[k * n_out + j]
+        if l == last:
+            _at(lse, 0, 1, b"lse")[0] = _output_row(product, _at(params, layout[l, 4], n_out, b"b"), out, n_out,
+                                                    layout[l, 2])
+        else:
+            _activate_row(product, _at(params, layout[l, 4], n_out, b"b"), n_out, layout[l, 2])
+
+
 cdef void _forward(const int64_t[:, ::1] layout, const floating[::1] params, const floating[::1] X,
                    const Sparse* sparse, int m, floating[::1] acts, const int64_t[::1] offsets, floating[::1] z,
                    double[::1] lse) noexcept nogil:
@@ -593,10 +628,6 @@ cdef double _step(const int64_t[:, ::1] layout, floating[::1] params, floating[:
             _backward_block(layout, params, grads, X, sparse, start, r, acts, offsets, deltas, start > 0)
         squares = _finish(layout, params, grads, l2, lr, fused)
         return value + 0.5 * l2 * squares if l2 != 0 else value
-    _forward(layout, params, X, sparse, m, acts, offsets, z, lse)
-    value = _loss(layout, Y, w, m, acts, offsets, z, lse, deltas, loss)
-    if not isfinite(value):
-        return value
     inputs = _at(acts, 0, n, b"input block")  # the loops read the input from block 0
     if sparse == NULL:
         x = _at(X, 0, n, b"X")
@@ -610,6 +641,13 @@ cdef double _step(const int64_t[:, ::1] layout, floating[::1] params, floating[:
             r = sparse.rows[i] if sparse.rows != NULL else i
             for p in range(sparse.indptr[r], sparse.indptr[r + 1]):
                 inputs[i * n_in + sparse.indices[p]] += data[p]
+    if m == 1:
+        _forward_row(layout, params, acts, offsets, z, lse)
+    else:
+        _forward(layout, params, X, sparse, m, acts, offsets, z, lse)
+    value = _loss(layout, Y, w, m, acts, offsets, z, lse, deltas, loss)
+    if not isfinite(value):
+        return value
     squares = _backward_rows(layout, params, grads, m, acts, offsets, deltas, l2, lr, fused, row)
     return value + 0.5 * l2 * squares if l2 != 0 else value
 

@@ -563,6 +563,33 @@ def _forward_block(layout, params, X, start, acts, offsets, z, lse):
 
 
 @_jit
+def _forward_row(layout, params, acts, offsets, z, lse):
+    """Forward pass of one row, the input in block 0 of ``acts``, by loops over the rows of ``W``
+    (a BLAS call costs more than the product of one row)."""
+    last = layout.shape[0] - 1
+    one = params.dtype.type(1)
+    for l in range(last + 1):
+        n_in, n_out, activation, w, b = layout[l, 0], layout[l, 1], layout[l, 2], layout[l, 3], layout[l, 4]
+        out = _row(acts, offsets[l + 1], n_out, 0)
+        product = z[:n_out] if l == last else out
+        product[:] = 0
+        a, W = acts[offsets[l] : offsets[l] + n_in], _matrix(params, w, n_in, n_out)
+        for q in range(n_in // 4):  # four rows of W per pass over the product
+            k = 4 * q
+            a0, a1, a2, a3 = a[k], a[k + 1], a[k + 2], a[k + 3]
+            for j in range(n_out):
+                product[j] += a0 * W[k, j] + a1 * W[k + 1, j] + a2 * W[k + 2, j] + a3 * W[k + 3, j]
+        for k in range(n_in - n_in % 4, n_in):
+            ak = a[k]
+            for j in range(n_out):
+                product[j] += ak * W[k, j]
+        if l == last:
+            lse[0] = _output_row(product, params[b : b + n_out], out, activation, one)
+        else:
+            _activate_row(product, params[b : b + n_out], activation, one)
+
+
+@_jit
 def _forward_blas(layout, params, X, acts, offsets, z, lse):
     """Forward pass of the rows of ``X`` in blocks of ``BLOCK_ROWS``; outputs in the last block of ``acts``."""
     m = _n_rows(X)
@@ -634,8 +661,11 @@ def _step(layout, params, grads, X, Y, weights, loss, l2, lr, fused, acts, offse
             _backward_block(layout, params, grads, block, start, acts, offsets, deltas, start > 0)
         squares = _finish(layout, params, grads, l2, lr, fused)
         return value + 0.5 * l2 * squares if l2 != 0 else value
-    _input_block(X, acts, layout[0, 0])  # the backward loops read the input from the input block
-    _forward_blas(layout, params, X, acts, offsets, z, lse)
+    _input_block(X, acts, layout[0, 0])  # the loops read the input from the input block
+    if m == 1:
+        _forward_row(layout, params, acts, offsets, z, lse)
+    else:
+        _forward_blas(layout, params, X, acts, offsets, z, lse)
     value = _loss(layout, Y, weights, m, acts, offsets, z, lse, deltas, loss)
     if not np.isfinite(value):
         return value
