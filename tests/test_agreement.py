@@ -89,6 +89,22 @@ def test_five_epochs_match_reference(backend, dtype, batch_size, hidden, output,
 
 
 @pytest.mark.parametrize("backend", TARGETS, indirect=True)
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("sizes", [(5, 3), (5, 9, 3), (8, 9, 7, 3)], ids=["one-layer", "two-layers", "three-layers"])
+def test_stochastic_epochs_of_every_depth_match_reference(backend, dtype, sizes):
+    # Plain SGD on one row per step defers each step's update of the first layer to the next
+    # row's forward pass and the last one to the end of the epoch (one layer: nothing deferred).
+    X, y = make_problem("softmax", n=30, n_in=sizes[0], seed=2)
+    weights = np.random.RandomState(1).uniform(0.5, 2.0, 30)
+    nets = pair(backend, "relu", "softmax", "cross_entropy", dtype, sizes=sizes, seed=4)
+    histories = [net.fit(X, y, epochs=3, batch_size=1, optimizer=fastgd.SGD(lr=0.05), l2=1e-2, sample_weight=weights,
+                         train_metrics=False).history for net in nets]
+    rtol = TRAINING_RTOL[dtype]
+    assert_close(nets[1].params, nets[0].params, rtol)
+    assert_close(histories[1]["loss"], histories[0]["loss"], rtol)
+
+
+@pytest.mark.parametrize("backend", TARGETS, indirect=True)
 def test_textbook_network_large_batches_match_reference(backend, textbook_data):
     X_train, _, y_train, _ = textbook_data
     nets = pair(backend, "relu", "softmax", "cross_entropy", "float64", sizes=(10, 64, 32, 3), seed=42)

@@ -199,24 +199,32 @@ def test_a_workspace_serves_only_the_entry_that_made_it(backend):
         call.kernels.workspace(10).rows = 10**9
 
 
+def batches_of(call, batch_size):
+    """The arguments of ``call``'s train_epoch that change with the batch size."""
+    return dict(batch_size=batch_size, lrs=np.full(-(-10 // batch_size), 0.1),
+                ws=call.kernels.workspace(batch_size, batch_size))
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("row", [10, -1, 2**40])
-def test_a_row_outside_X_stops_the_epoch_in_every_backend(backend, row):
+@pytest.mark.parametrize("batch_size", [4, 1])
+def test_a_row_outside_X_stops_the_epoch_in_every_backend(backend, row, batch_size):
     call = Call(backend)
     order = np.arange(10)
-    order[6] = row  # in the second batch of 4
-    loss, steps, status = call.run("train_epoch", order=order)
-    assert (steps, status) == (1, BAD_ROW) and np.isnan(loss)
+    order[6] = row  # in the second batch of 4, the seventh of 1
+    loss, steps, status = call.run("train_epoch", order=order, **batches_of(call, batch_size))
+    assert (steps, status) == (6 // batch_size, BAD_ROW) and np.isnan(loss)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_a_non_finite_loss_stops_the_epoch_before_its_update(backend):
+@pytest.mark.parametrize("batch_size", [4, 1])
+def test_a_non_finite_loss_stops_the_epoch_before_its_update(backend, batch_size):
     call = Call(backend)
     X = call.args["X"].copy()
-    X[5] = np.inf  # the second batch of 4
+    X[5] = np.inf  # the second batch of 4, the sixth of 1
     params = call.args["params"]
-    loss, steps, status = call.run("train_epoch", X=X)
-    assert steps == 1 and status == NOT_FINITE and not np.isfinite(loss) and np.isfinite(params).all()
+    loss, steps, status = call.run("train_epoch", X=X, **batches_of(call, batch_size))
+    assert steps == 5 // batch_size and status == NOT_FINITE and not np.isfinite(loss) and np.isfinite(params).all()
 
 
 @pytest.mark.parametrize("change, message", [

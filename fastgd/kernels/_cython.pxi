@@ -13,7 +13,7 @@
 
 import numpy as np
 
-from libc.math cimport exp, fabs, isfinite, log, log1p, sqrt, tanh
+from libc.math cimport NAN, exp, fabs, isfinite, log, log1p, sqrt, tanh
 from libc.stdint cimport int64_t
 from libc.stdio cimport fprintf, stderr
 from libc.stdlib cimport abort
@@ -345,16 +345,16 @@ cdef void _forward_block(const int64_t[:, ::1] layout, const floating[::1] param
 
 
 cdef void _forward_row(const int64_t[:, ::1] layout, const floating[::1] params, floating[::1] acts,
-                       const int64_t[::1] offsets, floating[::1] z, double[::1] lse) noexcept nogil:
-    """Forward pass of one row, the input in block 0 of ``acts``, by loops over the rows of ``W``
-    (a BLAS call costs more than the product of one row)."""
+                       const int64_t[::1] offsets, floating[::1] z, double[::1] lse, Py_ssize_t first) noexcept nogil:
+    """Forward pass of one row from layer ``first`` on (its input in block ``first`` of ``acts``),
+    by loops over the rows of ``W`` (a BLAS call costs more than the product of one row)."""
     cdef Py_ssize_t l, k, j, n_in, n_out, last = layout.shape[0] - 1
     cdef const floating* A
     cdef const floating* W
     cdef floating* out
     cdef floating* product
     cdef floating a0, a1, a2, a3
-    for l in range(last + 1):
+    for l in range(first, last + 1):
         n_in, n_out = layout[l, 0], layout[l, 1]
         A, W = _at(acts, offsets[l], n_in, b"activations"), _at(params, layout[l, 3], n_in * n_out, b"W")
         out = _at(acts, offsets[l + 1], n_out, b"activations")
@@ -518,11 +518,12 @@ cdef inline void _bias_step(floating* b, floating* db, const floating* D, int m,
 
 cdef double _backward_rows(const int64_t[:, ::1] layout, floating[::1] params, floating[::1] grads, int m,
                            floating[::1] acts, const int64_t[::1] offsets, floating[::1] deltas, floating l2,
-                           floating lr, bint fused, floating[::1] row) noexcept nogil:
+                           floating lr, bint fused, floating[::1] row, Py_ssize_t lowest) noexcept nogil:
     """Backward pass of ``m <= SMALL_BATCH`` rows (input in block 0 of ``acts``) by loops over
     the rows of ``W``; with ``fused`` (plain SGD) the step is taken row by row, with no
-    gradient array. For one row, the delta below comes out of the same pass over ``W``.
-    Returns ``sum(W**2)`` before the step (float64)."""
+    gradient array. For one row, the delta below comes out of the same pass over ``W``. The
+    weights of layers below ``lowest`` are left as they are (their biases step).
+    Returns ``sum(W**2)`` of the layers from ``lowest`` before the step (float64)."""
     cdef Py_ssize_t l, i, k, j, n_in, n_out
     cdef int below
     cdef floating* A
@@ -543,7 +544,7 @@ cdef double _backward_rows(const int64_t[:, ::1] layout, floating[::1] params, f
         A_delta = _at(deltas, offsets[l], m * n_in, b"deltas") if below >= 0 else NULL
         W, dW = _at(params, layout[l, 3], n_in * n_out, b"W"), _at(grads, layout[l, 3], n_in * n_out, b"dW")
         g = _at(row, 0, n_out, b"row")
-        for k in range(n_in):
+        for k in range(n_in if l >= lowest else 0):
             wk, dwk = W + k * n_out, dW + k * n_out
             row_squares = 0
             if m == 1 and below >= 0:
@@ -642,13 +643,13 @@ cdef double _step(const int64_t[:, ::1] layout, floating[::1] params, floating[:
             for p in range(sparse.indptr[r], sparse.indptr[r + 1]):
                 inputs[i * n_in + sparse.indices[p]] += data[p]
     if m == 1:
-        _forward_row(layout, params, acts, offsets, z, lse)
+        _forward_row(layout, params, acts, offsets, z, lse, 0)
     else:
         _forward(layout, params, X, sparse, m, acts, offsets, z, lse)
     value = _loss(layout, Y, w, m, acts, offsets, z, lse, deltas, loss)
     if not isfinite(value):
         return value
-    squares = _backward_rows(layout, params, grads, m, acts, offsets, deltas, l2, lr, fused, row)
+    squares = _backward_rows(layout, params, grads, m, acts, offsets, deltas, l2, lr, fused, row, 0)
     return value + 0.5 * l2 * squares if l2 != 0 else value
 
 
@@ -832,6 +833,112 @@ cdef double _train_step(const int64_t[:, ::1] layout, floating[::1] params, floa
     return value
 
 
+cdef double _first_layer_step(const int64_t[:, ::1] layout, floating[::1] params, const floating* x,
+                              floating[::1] acts, const int64_t[::1] offsets, const floating[::1] deltas, floating l2,
+                              floating lr) noexcept nogil:
+    """The SGD step of ``W0`` left by the last row (its input in block 0 of ``acts``, its deltas
+    in block 1 of ``deltas``); with ``x`` (the next row's input, else NULL), in the same pass the
+    first layer's forward pass of ``x``, which then becomes block 0.
+    Returns ``sum(W0**2)`` before the step (float64)."""
+    cdef Py_ssize_t k, j, n_in = layout[0, 0], n_out = layout[0, 1]
+    cdef floating* A = _at(acts, 0, n_in, b"input block")
+    cdef const floating* d = _at(deltas, offsets[1], n_out, b"deltas")
+    cdef floating* W = _at(params, layout[0, 3], n_in * n_out, b"W")
+    cdef floating* product = _at(acts, offsets[1], n_out, b"activations")
+    cdef floating* wk
+    cdef floating a, v, xk, row_squares
+    cdef double squares = 0
+    for j in range(n_out if x != NULL else 0):
+        product[j] = 0
+    for k in range(n_in):
+        wk, a, row_squares = W + k * n_out, A[k], 0
+        if x == NULL:
+            for j in range(n_out):
+                v = wk[j]
+                row_squares += v * v
+                wk[j] = v - lr * (a * d[j] + l2 * v)
+        else:
+            xk = x[k]
+            for j in range(n_out):
+                v = wk[j]
+                row_squares += v * v
+                v = v - lr * (a * d[j] + l2 * v)
+                wk[j] = v
+                product[j] += xk * v
+        squares += row_squares
+    if x != NULL:
+        _activate_row(product, _at(params, layout[0, 4], n_out, b"b"), n_out, layout[0, 2])
+        for k in range(n_in):
+            A[k] = x[k]
+    return squares
+
+
+cdef int _stochastic_epoch(const int64_t[:, ::1] layout, floating[::1] params, floating[::1] grads,
+                           const floating* X, const Sparse* sparse, const floating[::1] Y, const double* w,
+                           const int64_t[::1] order, const Step* c, const double[::1] lrs, floating[::1] acts,
+                           const int64_t[::1] offsets, floating[::1] z, double[::1] lse, floating[::1] deltas,
+                           floating[::1] yb, double[::1] wb, floating[::1] row, double* loss,
+                           Py_ssize_t* steps) noexcept nogil:
+    """An epoch of plain SGD on one row per step, in which each step's update of ``W0`` is
+    taken in the next step's forward pass, which reads the same rows of ``W0``: one pass
+    over ``W0`` per step instead of two. Returns the status; ``loss`` and ``steps`` as
+    ``train_epoch`` returns them."""
+    cdef Py_ssize_t i, j, p, r, source, n = order.shape[0], n_in = layout[0, 0], n_out = layout[0, 1]
+    cdef Py_ssize_t k = layout[layout.shape[0] - 1, 1]
+    cdef floating* x = _at(row, 0, n_in, b"row")  # the row's input, until its forward pass copies it to block 0
+    cdef floating* inputs = _at(acts, 0, n_in, b"input block")
+    cdef floating* target = _at(yb, 0, k, b"gathered Y")
+    cdef const floating* data = <const floating*>sparse.data if sparse != NULL else NULL
+    cdef const floating* source_y
+    cdef double* weight = <double*>_weights(wb, 1) if w != NULL else NULL
+    cdef double total = 0, value, squares
+    cdef floating l2 = 0, lr = 0
+    for i in range(n):
+        source = order[i]
+        if source < 0 or source >= n:
+            steps[0], loss[0] = i, NAN
+            return BAD_ROW
+        source_y = _at(Y, source * k, k, b"Y")
+        for j in range(k):
+            target[j] = source_y[j]
+        if w != NULL:
+            weight[0] = w[source]
+        if sparse == NULL:
+            for j in range(n_in):
+                x[j] = X[source * n_in + j]
+        else:
+            for j in range(n_in):
+                x[j] = 0
+            r = sparse.rows[source] if sparse.rows != NULL else source
+            for p in range(sparse.indptr[r], sparse.indptr[r + 1]):
+                x[sparse.indices[p]] += data[p]
+        squares = 0
+        if i == 0:
+            for j in range(n_in):
+                inputs[j] = x[j]
+            _forward_row(layout, params, acts, offsets, z, lse, 0)
+        else:  # the step of the row before (the rest of its L2 term), then this row
+            squares = _first_layer_step(layout, params, x, acts, offsets, deltas, l2, lr)
+            _forward_row(layout, params, acts, offsets, z, lse, 1)
+        value = _loss(layout, yb, weight, 1, acts, offsets, z, lse, deltas, c.loss)
+        if not isfinite(value) or (l2 != 0 and not isfinite(squares)):
+            steps[0], loss[0] = i, NAN
+            return NOT_FINITE
+        if l2 != 0:
+            total += 0.5 * l2 * squares
+        l2, lr = <floating>_batch_l2(c, _rows(weight, 1)), <floating>lrs[i]
+        squares = _backward_rows(layout, params, grads, 1, acts, offsets, deltas, l2, lr, True, row, 1)
+        total += value + 0.5 * l2 * squares if l2 != 0 else value
+    squares = _first_layer_step(layout, params, <const floating*>NULL, acts, offsets, deltas, l2, lr)
+    steps[0], loss[0] = n, NAN
+    if l2 != 0:
+        if not isfinite(squares):
+            return NOT_FINITE
+        total += 0.5 * l2 * squares
+    loss[0] = total / n
+    return OK if _finite(params) else NOT_FINITE
+
+
 cdef bint _finite(const floating[::1] values) noexcept nogil:
     """Whether every value is finite (tested one by one: reassociation folds x - x to 0)."""
     cdef Py_ssize_t p, n = values.shape[0]
@@ -962,6 +1069,11 @@ def train_epoch(const int64_t[:, ::1] layout, floating[::1] params, floating[::1
     cdef double* gathered_w = NULL
     if not dense:
         rows = _sparse(X, params)
+    if fused and batch_size == 1 and n > 1 and layout.shape[0] > 1:
+        with nogil:
+            status = _stochastic_epoch(layout, params, grads, _at(x, 0, n * n_in, b"X") if dense else NULL, sparse, y,
+                                       w, order, &c, lrs, acts, offsets, z, lse, deltas, yb, wb, row, &value, &steps)
+        return value, steps, status
     with nogil:
         for i in range(n_batches):
             if n_batches == 1:

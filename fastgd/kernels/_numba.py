@@ -423,6 +423,20 @@ def _sgd_row(w, g, l2, lr):
 
 
 @_inline
+def _sgd_rank1_forward_row(w, a, d, l2, lr, x, product):
+    """``w -= lr (a d + l2 w)``, then ``product += x w``: one row of a deferred
+    batch-of-one SGD step and of the next row's forward pass."""
+    squares = a - a
+    for j in range(w.shape[0]):
+        v = w[j]
+        squares += v * v
+        v -= lr * (a * d[j] + l2 * v)
+        w[j] = v
+        product[j] += x * v
+    return np.float64(squares)
+
+
+@_inline
 def _gradient_row(w, g, dw, l2):
     """``dw = g + l2 w`` for one row of ``W``."""
     squares = l2 - l2
@@ -482,10 +496,11 @@ def _gradient_rank1_back_row(w, a, d, dw, l2):
 
 # ---------------------------------------------------------------- backward by loops (m <= SMALL_BATCH)
 @_jit
-def _backward_rows(layout, params, grads, m, acts, offsets, deltas, l2, lr, fused, row):
+def _backward_rows(layout, params, grads, m, acts, offsets, deltas, l2, lr, fused, row, lowest):
     """Backward pass of the ``m`` rows, by loops; with ``fused`` (plain SGD) the step
-    too, row by row of ``W``. ``deltas`` of the output block must be set.
-    Returns ``sum(W**2)`` before the step (float64)."""
+    too, row by row of ``W``. ``deltas`` of the output block must be set. The weights of
+    layers below ``lowest`` are left as they are (their biases step).
+    Returns ``sum(W**2)`` of the layers from ``lowest`` before the step (float64)."""
     one = params.dtype.type(1)
     squares = 0.0
     for l in range(layout.shape[0] - 1, -1, -1):
@@ -493,7 +508,9 @@ def _backward_rows(layout, params, grads, m, acts, offsets, deltas, l2, lr, fuse
         below = layout[l - 1, 2] if l > 0 else -1  # activation of the layer below; -1: the input
         a_off, d_off = offsets[l], offsets[l + 1]
         # Each branch is its own loop nest: a flag tested inside one kept it from vectorising.
-        if fused and m == 1 and below >= 0:
+        if l < lowest:
+            pass
+        elif fused and m == 1 and below >= 0:
             d = _row(deltas, d_off, n_out, 0)
             for k in range(n_in):
                 a = acts[a_off + k]
@@ -563,12 +580,12 @@ def _forward_block(layout, params, X, start, acts, offsets, z, lse):
 
 
 @_jit
-def _forward_row(layout, params, acts, offsets, z, lse):
-    """Forward pass of one row, the input in block 0 of ``acts``, by loops over the rows of ``W``
-    (a BLAS call costs more than the product of one row)."""
+def _forward_row(layout, params, acts, offsets, z, lse, first):
+    """Forward pass of one row from layer ``first`` on (its input in block ``first`` of ``acts``),
+    by loops over the rows of ``W`` (a BLAS call costs more than the product of one row)."""
     last = layout.shape[0] - 1
     one = params.dtype.type(1)
-    for l in range(last + 1):
+    for l in range(first, last + 1):
         n_in, n_out, activation, w, b = layout[l, 0], layout[l, 1], layout[l, 2], layout[l, 3], layout[l, 4]
         out = _row(acts, offsets[l + 1], n_out, 0)
         product = z[:n_out] if l == last else out
@@ -663,13 +680,13 @@ def _step(layout, params, grads, X, Y, weights, loss, l2, lr, fused, acts, offse
         return value + 0.5 * l2 * squares if l2 != 0 else value
     _input_block(X, acts, layout[0, 0])  # the loops read the input from the input block
     if m == 1:
-        _forward_row(layout, params, acts, offsets, z, lse)
+        _forward_row(layout, params, acts, offsets, z, lse, 0)
     else:
         _forward_blas(layout, params, X, acts, offsets, z, lse)
     value = _loss(layout, Y, weights, m, acts, offsets, z, lse, deltas, loss)
     if not np.isfinite(value):
         return value
-    squares = _backward_rows(layout, params, grads, m, acts, offsets, deltas, l2, lr, fused, row)
+    squares = _backward_rows(layout, params, grads, m, acts, offsets, deltas, l2, lr, fused, row, 0)
     return value + 0.5 * l2 * squares if l2 != 0 else value
 
 
@@ -827,6 +844,73 @@ def _train_step(layout, params, grads, state, X, Y, weights, config, lrs, i, ste
 
 
 @_jit
+def _first_layer_step(layout, params, x, acts, offsets, deltas, l2, lr):
+    """The SGD step of ``W0`` left by the last row (its input in block 0 of ``acts``, its
+    deltas in block 1 of ``deltas``); with ``x`` (the next row's input, else empty), in the
+    same pass the first layer's forward pass of ``x``, which then becomes block 0.
+    Returns ``sum(W0**2)`` before the step (float64)."""
+    n_in, n_out, activation, w, b = layout[0, 0], layout[0, 1], layout[0, 2], layout[0, 3], layout[0, 4]
+    a, d = acts[:n_in], _row(deltas, offsets[1], n_out, 0)
+    squares = 0.0
+    if x.shape[0] == 0:
+        for k in range(n_in):
+            squares += _sgd_rank1_row(_row(params, w, n_out, k), a[k], d, l2, lr)
+        return squares
+    product = _row(acts, offsets[1], n_out, 0)
+    product[:] = 0
+    for k in range(n_in):
+        squares += _sgd_rank1_forward_row(_row(params, w, n_out, k), a[k], d, l2, lr, x[k], product)
+    _activate_row(product, params[b : b + n_out], activation, params.dtype.type(1))
+    _copy(a, x)
+    return squares
+
+
+@_jit
+def _stochastic_epoch(layout, params, grads, X, Y, weights, order, config, lrs, acts, offsets, z, lse, deltas, xb, yb,
+                      wb, row):
+    """An epoch of plain SGD on one row per step, in which each step's update of ``W0`` is
+    taken in the next step's forward pass, which reads the same rows of ``W0``: one pass
+    over ``W0`` per step instead of two. Returns what ``_train_epoch`` returns."""
+    n, n_in = _n_rows(X), layout[0, 0]
+    c = config[0]
+    dtype = params.dtype.type
+    weighted = weights.shape[0] > 0
+    x = row[:n_in]  # the row's input, until its forward pass copies it to block 0
+    total, l2, lr = 0.0, dtype(0), dtype(0)
+    for i in range(n):
+        source = order[i]
+        if source < 0 or source >= n:
+            return np.nan, i, BAD_ROW
+        _copy(yb[0], Y[source])
+        if weighted:
+            wb[0] = weights[source]
+        _input_block(_batch(X, order, i, 1, xb), x, n_in)
+        squares = 0.0
+        if i == 0:
+            _copy(acts[:n_in], x)
+            _forward_row(layout, params, acts, offsets, z, lse, 0)
+        else:  # the step of the row before (the rest of its L2 term), then this row
+            squares = _first_layer_step(layout, params, x, acts, offsets, deltas, l2, lr)
+            _forward_row(layout, params, acts, offsets, z, lse, 1)
+        row_weights = wb[:1] if weighted else weights
+        value = _loss(layout, yb[:1], row_weights, 1, acts, offsets, z, lse, deltas, c.loss)
+        # Each tested apart: fast-math folds the test of a sum to True.
+        if not np.isfinite(value) or (l2 != 0 and not np.isfinite(squares)):
+            return np.nan, i, NOT_FINITE
+        if l2 != 0:
+            total += 0.5 * l2 * squares
+        l2, lr = dtype(_batch_l2(config, _rows(row_weights, 1))), dtype(lrs[i])
+        squares = _backward_rows(layout, params, grads, 1, acts, offsets, deltas, l2, lr, True, row, 1)
+        total += value + 0.5 * l2 * squares if l2 != 0 else value
+    squares = _first_layer_step(layout, params, x[:0], acts, offsets, deltas, l2, lr)
+    if l2 != 0:
+        if not np.isfinite(squares):
+            return np.nan, n, NOT_FINITE
+        total += 0.5 * l2 * squares
+    return total / n, n, OK if _finite(params) else NOT_FINITE
+
+
+@_jit
 def _train_epoch(layout, params, grads, state, X, Y, weights, order, batch_size, config, lrs, step, acts, offsets, z,
                  lse, deltas, xb, yb, wb, row):
     n = _n_rows(X)
@@ -834,6 +918,9 @@ def _train_epoch(layout, params, grads, state, X, Y, weights, order, batch_size,
     c = config[0]
     # Plain SGD without clipping takes its step inside the backward pass.
     fused = c.optimizer == SGD and c.momentum == 0 and c.weight_decay == 0 and c.clip_value == 0 and c.clip_norm == 0
+    if fused and batch_size == 1 and n > 1 and layout.shape[0] > 1:
+        return _stochastic_epoch(layout, params, grads, X, Y, weights, order, config, lrs, acts, offsets, z, lse,
+                                 deltas, xb, yb, wb, row)
     total = 0.0
     for i in range(n_batches):
         m = n
