@@ -5,8 +5,10 @@ BLAS (``np.dot`` on 2-D views of the flat buffers). The backward pass of a
 batch of at most ``SMALL_BATCH`` rows runs as loops over the rows of ``W``
 instead, which for plain SGD fold the gradient into the update: no gradient
 array is formed, and each row of ``W`` is read once per step (for one row, the
-delta of the layer below comes out of the same pass). Bias, activation, loss
-and output delta are fused into one pass per row.
+delta of the layer below comes out of the same pass); a batch of one row also
+goes forward by loops, and plain SGD on one row per step takes each step's
+update of the first layer in the next row's forward pass. Bias, activation,
+loss and output delta are fused into one pass per row.
 
 float32 and float64 share one source: Numba compiles a specialisation per
 dtype, and scalars are cast to the array dtype (``dtype.type``) so float32
