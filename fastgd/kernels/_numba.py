@@ -412,7 +412,9 @@ def _bias_step(b, db, D, m, lr, fused):
 
 # ---------------------------------------------------------------- rows of W, for the loop kernels
 # Each returns the row's sum(w**2) before the step, summed in the array dtype
-# (a float64 sum halved float32 throughput); rows are added up in float64.
+# (a float64 sum halved float32 throughput); rows are added up in float64. The
+# batch-of-one rows take row ``k`` of the 2-D ``W`` (and ``dW``) rather than a view of
+# the row: each view costs two atomic reference counts, as much as a narrow row's arithmetic.
 @_inline
 def _sgd_row(w, g, l2, lr):
     """``w -= lr (g + l2 w)`` for one row of ``W``."""
@@ -425,15 +427,15 @@ def _sgd_row(w, g, l2, lr):
 
 
 @_inline
-def _sgd_rank1_forward_row(w, a, d, l2, lr, x, product):
+def _sgd_rank1_forward_row(W, k, a, d, l2, lr, x, product):
     """``w -= lr (a d + l2 w)``, then ``product += x w``: one row of a deferred
     batch-of-one SGD step and of the next row's forward pass."""
     squares = a - a
-    for j in range(w.shape[0]):
-        v = w[j]
+    for j in range(W.shape[1]):
+        v = W[k, j]
         squares += v * v
         v -= lr * (a * d[j] + l2 * v)
-        w[j] = v
+        W[k, j] = v
         product[j] += x * v
     return np.float64(squares)
 
@@ -450,49 +452,49 @@ def _gradient_row(w, g, dw, l2):
 
 
 @_inline
-def _sgd_rank1_row(w, a, d, l2, lr):
+def _sgd_rank1_row(W, k, a, d, l2, lr):
     """``w -= lr (a d + l2 w)``: one row of a batch-of-one SGD step."""
     squares = a - a
-    for j in range(w.shape[0]):
-        v = w[j]
+    for j in range(W.shape[1]):
+        v = W[k, j]
         squares += v * v
-        w[j] = v - lr * (a * d[j] + l2 * v)
+        W[k, j] = v - lr * (a * d[j] + l2 * v)
     return np.float64(squares)
 
 
 @_inline
-def _sgd_rank1_back_row(w, a, d, l2, lr):
+def _sgd_rank1_back_row(W, k, a, d, l2, lr):
     """As ``_sgd_rank1_row``, in the same pass returning ``w . d`` before the step
     (the delta of the layer below)."""
     back, squares = a - a, a - a
-    for j in range(w.shape[0]):
-        v = w[j]
+    for j in range(W.shape[1]):
+        v = W[k, j]
         back += v * d[j]
         squares += v * v
-        w[j] = v - lr * (a * d[j] + l2 * v)
+        W[k, j] = v - lr * (a * d[j] + l2 * v)
     return back, np.float64(squares)
 
 
 @_inline
-def _gradient_rank1_row(w, a, d, dw, l2):
+def _gradient_rank1_row(W, k, a, d, dW, l2):
     """``dw = a d + l2 w``: one row of a batch-of-one gradient."""
     squares = a - a
-    for j in range(w.shape[0]):
-        v = w[j]
+    for j in range(W.shape[1]):
+        v = W[k, j]
         squares += v * v
-        dw[j] = a * d[j] + l2 * v
+        dW[k, j] = a * d[j] + l2 * v
     return np.float64(squares)
 
 
 @_inline
-def _gradient_rank1_back_row(w, a, d, dw, l2):
+def _gradient_rank1_back_row(W, k, a, d, dW, l2):
     """As ``_gradient_rank1_row``, in the same pass returning ``w . d`` (the delta of the layer below)."""
     back, squares = a - a, a - a
-    for j in range(w.shape[0]):
-        v = w[j]
+    for j in range(W.shape[1]):
+        v = W[k, j]
         back += v * d[j]
         squares += v * v
-        dw[j] = a * d[j] + l2 * v
+        dW[k, j] = a * d[j] + l2 * v
     return back, np.float64(squares)
 
 
@@ -510,31 +512,27 @@ def _backward_rows(layout, params, grads, m, acts, offsets, deltas, l2, lr, fuse
         below = layout[l - 1, 2] if l > 0 else -1  # activation of the layer below; -1: the input
         a_off, d_off = offsets[l], offsets[l + 1]
         # Each branch is its own loop nest: a flag tested inside one kept it from vectorising.
+        W, dW, d = _matrix(params, w, n_in, n_out), _matrix(grads, w, n_in, n_out), _row(deltas, d_off, n_out, 0)
         if l < lowest:
             pass
         elif fused and m == 1 and below >= 0:
-            d = _row(deltas, d_off, n_out, 0)
             for k in range(n_in):
                 a = acts[a_off + k]
-                back, s = _sgd_rank1_back_row(_row(params, w, n_out, k), a, d, l2, lr)
+                back, s = _sgd_rank1_back_row(W, k, a, d, l2, lr)
                 squares += s
                 deltas[a_off + k] = back * _derivative(a, below, one)
         elif fused and m == 1:
-            d = _row(deltas, d_off, n_out, 0)
             for k in range(n_in):
-                squares += _sgd_rank1_row(_row(params, w, n_out, k), acts[a_off + k], d, l2, lr)
+                squares += _sgd_rank1_row(W, k, acts[a_off + k], d, l2, lr)
         elif m == 1 and below >= 0:
-            d = _row(deltas, d_off, n_out, 0)
             for k in range(n_in):
                 a = acts[a_off + k]
-                back, s = _gradient_rank1_back_row(_row(params, w, n_out, k), a, d, _row(grads, w, n_out, k), l2)
+                back, s = _gradient_rank1_back_row(W, k, a, d, dW, l2)
                 squares += s
                 deltas[a_off + k] = back * _derivative(a, below, one)
         elif m == 1:
-            d = _row(deltas, d_off, n_out, 0)
             for k in range(n_in):
-                squares += _gradient_rank1_row(_row(params, w, n_out, k), acts[a_off + k], d,
-                                               _row(grads, w, n_out, k), l2)
+                squares += _gradient_rank1_row(W, k, acts[a_off + k], d, dW, l2)
         else:
             g = row[:n_out]
             for k in range(n_in):
@@ -852,16 +850,16 @@ def _first_layer_step(layout, params, x, acts, offsets, deltas, l2, lr):
     same pass the first layer's forward pass of ``x``, which then becomes block 0.
     Returns ``sum(W0**2)`` before the step (float64)."""
     n_in, n_out, activation, w, b = layout[0, 0], layout[0, 1], layout[0, 2], layout[0, 3], layout[0, 4]
-    a, d = acts[:n_in], _row(deltas, offsets[1], n_out, 0)
+    W, a, d = _matrix(params, w, n_in, n_out), acts[:n_in], _row(deltas, offsets[1], n_out, 0)
     squares = 0.0
     if x.shape[0] == 0:
         for k in range(n_in):
-            squares += _sgd_rank1_row(_row(params, w, n_out, k), a[k], d, l2, lr)
+            squares += _sgd_rank1_row(W, k, a[k], d, l2, lr)
         return squares
     product = _row(acts, offsets[1], n_out, 0)
     product[:] = 0
     for k in range(n_in):
-        squares += _sgd_rank1_forward_row(_row(params, w, n_out, k), a[k], d, l2, lr, x[k], product)
+        squares += _sgd_rank1_forward_row(W, k, a[k], d, l2, lr, x[k], product)
     _activate_row(product, params[b : b + n_out], activation, params.dtype.type(1))
     _copy(a, x)
     return squares
