@@ -883,8 +883,7 @@ cdef int _stochastic_epoch(const int64_t[:, ::1] layout, floating[::1] params, f
     taken in the next step's forward pass, which reads the same rows of ``W0``: one pass
     over ``W0`` per step instead of two. Returns the status; ``loss`` and ``steps`` as
     ``train_epoch`` returns them."""
-    cdef Py_ssize_t i, j, p, r, source, n = order.shape[0], n_in = layout[0, 0], n_out = layout[0, 1]
-    cdef Py_ssize_t k = layout[layout.shape[0] - 1, 1]
+    cdef Py_ssize_t i, j, p, r, source, n = order.shape[0], n_in = layout[0, 0], k = layout[layout.shape[0] - 1, 1]
     cdef floating* x = _at(row, 0, n_in, b"row")  # the row's input, until its forward pass copies it to block 0
     cdef floating* inputs = _at(acts, 0, n_in, b"input block")
     cdef floating* target = _at(yb, 0, k, b"gathered Y")
