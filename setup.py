@@ -20,6 +20,8 @@ FLOAT_FLAGS = ["-O3", "-fno-math-errno", "-fassociative-math", "-fno-signed-zero
 BUILDS = {"_cython": []}
 if platform.machine().lower() in ("x86_64", "amd64"):
     BUILDS["_cython_avx2"] = ["-mavx2", "-mfma"]
+    BUILDS["_cython_avx512"] = ["-mavx2", "-mfma", "-mavx512f", "-mavx512vl", "-mavx512bw", "-mavx512dq",
+                                "-mprefer-vector-width=512"]
 
 ext_modules = cythonize(
     [Extension(f"fastgd.kernels.{name}", [f"fastgd/kernels/{name}.pyx"], include_dirs=[numpy.get_include()],

@@ -1,4 +1,3 @@
-import importlib.util
 import os
 
 import numpy as np
@@ -13,9 +12,8 @@ from fastgd.datasets import textbook
 EXPECTED = [name for name in os.environ.get("FASTGD_EXPECT_BACKENDS", "numpy,numba,cython").split(",") if name]
 BACKENDS = [name for name in fastgd.kernels.PREFERENCE if name in EXPECTED]
 COMPILED = [b for b in BACKENDS if b != "numpy"]
-# The builds of the Cython extension present (baseline, and AVX2 + FMA on x86-64).
-CYTHON_BUILDS = [name for name in ("_cython", "_cython_avx2")
-                 if importlib.util.find_spec(f"fastgd.kernels.{name}") is not None]
+# The builds of the Cython extension present that this CPU runs (x86-64: baseline, AVX2 + FMA, AVX-512).
+CYTHON_BUILDS = [name.lstrip(".") for name in fastgd.kernels.cython_builds()]
 # (hidden, output, loss): every hidden activation with every valid output/loss pair.
 OUTPUT_LOSSES = [("softmax", "cross_entropy"), ("sigmoid", "binary_cross_entropy"),
                  ("sigmoid", "mse"), ("identity", "mse"), ("exp", "poisson")]

@@ -105,6 +105,24 @@ def test_stochastic_epochs_of_every_depth_match_reference(backend, dtype, sizes)
 
 
 @pytest.mark.parametrize("backend", TARGETS, indirect=True)
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("hidden", ["relu", "sigmoid", "tanh"])
+@pytest.mark.parametrize("sizes", [(5, 1), (5, 9, 1), (6, 9, 7, 1)], ids=["one-layer", "two-layers", "three-layers"])
+@pytest.mark.parametrize("momentum", [0.0, 0.5], ids=["sgd", "momentum"])
+def test_one_output_layers_in_batches_of_one_match_reference(backend, dtype, hidden, sizes, momentum):
+    # A layer of one output on one row steps its column of weights (and takes the delta below) in
+    # passes down the column; its forward pass is a dot product. With momentum: a gradient, no fused step.
+    X, y = make_problem("identity", n=30, n_in=sizes[0], n_out=1, seed=3)
+    weights = np.random.RandomState(1).uniform(0.5, 2.0, 30)
+    nets = pair(backend, hidden, "identity", "mse", dtype, sizes=sizes, seed=5)
+    histories = [net.fit(X, y, epochs=3, batch_size=1, optimizer=fastgd.SGD(lr=0.01, momentum=momentum), l2=1e-2,
+                         sample_weight=weights, train_metrics=False).history for net in nets]
+    rtol = TRAINING_RTOL[dtype]
+    assert_close(nets[1].params, nets[0].params, rtol)
+    assert_close(histories[1]["loss"], histories[0]["loss"], rtol)
+
+
+@pytest.mark.parametrize("backend", TARGETS, indirect=True)
 def test_textbook_network_large_batches_match_reference(backend, textbook_data):
     X_train, _, y_train, _ = textbook_data
     nets = pair(backend, "relu", "softmax", "cross_entropy", "float64", sizes=(10, 64, 32, 3), seed=42)

@@ -13,8 +13,8 @@ from .._codes import LOSSES, OPTIMIZERS
 from .._layout import make_layout
 from .contract import CSR, STEP, Kernels, step_config
 
-__all__ = ["CSR", "PREFERENCE", "STEP", "Kernels", "backends", "cython_build", "kernels", "resolve", "resolve_saved",
-           "step_config", "warmup"]
+__all__ = ["CSR", "PREFERENCE", "STEP", "Kernels", "backends", "cython_build", "cython_builds", "kernels", "resolve",
+           "resolve_saved", "step_config", "warmup"]
 
 # Preference order of ``backend="auto"``: compiled ahead of time (no warm-up),
 # then JIT-compiled, then the reference.
@@ -23,17 +23,26 @@ _MODULES = {"numpy": "._numpy", "numba": "._numba", "cython": "._cython"}
 _loaded = {}
 
 
-def cython_build():
-    """Module name of the Cython build for this CPU: the AVX2 + FMA build where
-    the CPU has both and it was built (x86-64), else the baseline one."""
+# Each build of the Cython extension beyond the baseline, widest first, and the CPU
+# features (NumPy's names) it needs.
+CYTHON_FEATURES = {"_cython_avx512": ("AVX2", "FMA3", "AVX512F", "AVX512VL", "AVX512BW", "AVX512DQ"),
+                   "_cython_avx2": ("AVX2", "FMA3")}
+
+
+def cython_builds():
+    """Module names of the Cython builds present (x86-64: three) whose instructions this
+    CPU has, widest first, the baseline last; none are imported."""
     try:
         from numpy._core._multiarray_umath import __cpu_features__ as cpu
     except ImportError:
         cpu = {}
-    wide = cpu.get("AVX2", False) and cpu.get("FMA3", False)
-    if wide and importlib.util.find_spec(f"{__name__}._cython_avx2") is not None:
-        return "._cython_avx2"
-    return "._cython"
+    runs = [name for name, features in CYTHON_FEATURES.items() if all(cpu.get(f, False) for f in features)]
+    return [f".{name}" for name in [*runs, "_cython"] if importlib.util.find_spec(f"{__name__}.{name}") is not None]
+
+
+def cython_build():
+    """Module name of the Cython build for this CPU: the widest it runs."""
+    return (cython_builds() or ["._cython"])[0]
 
 
 def _load(name):

@@ -1,5 +1,5 @@
 # The Cython kernels, included by each build of the extension (_cython.pyx,
-# _cython_avx2.pyx): one source, compiled once per instruction set.
+# _cython_avx2.pyx, _cython_avx512.pyx): one source, compiled once per instruction set.
 #
 # Cython backend: the kernels compiled ahead of time, with a whole epoch in one call.
 #
@@ -252,6 +252,20 @@ cdef inline floating _derivative(floating a, int activation) noexcept nogil:
     return 1
 
 
+cdef inline void _times_derivative(floating* d, const floating* a, Py_ssize_t n, int activation) noexcept nogil:
+    """``d *= f'(z)`` from the activations ``a = f(z)``, one loop per activation (vectorised)."""
+    cdef Py_ssize_t j
+    if activation == RELU:
+        for j in range(n):
+            d[j] *= 1 if a[j] > 0 else 0
+    elif activation == SIGMOID:
+        for j in range(n):
+            d[j] *= a[j] * (1 - a[j])
+    elif activation == TANH:
+        for j in range(n):
+            d[j] *= 1 - a[j] * a[j]
+
+
 cdef inline double _output_row(floating* z, const floating* b, floating* out, Py_ssize_t n,
                                int activation) noexcept nogil:
     """Output layer of one row: logits ``z += b``, ``out = f(z)``; returns log-sum-exp(z) for softmax."""
@@ -344,6 +358,29 @@ cdef void _forward_block(const int64_t[:, ::1] layout, const floating[::1] param
                 _activate_row(Z + i * n_out, bias, n_out, activation)
 
 
+cdef inline void _add_product(floating* product, const floating* a, const floating* W, Py_ssize_t n_in,
+                              Py_ssize_t n_out) noexcept nogil:
+    """``product += a @ W`` (``W`` row-major ``(n_in, n_out)``) by four rows of ``W`` per pass
+    over ``product``; for one output, a dot product down the column."""
+    cdef Py_ssize_t k = 0, j
+    cdef floating a0, a1, a2, a3, total = 0
+    if n_out == 1:
+        for k in range(n_in):
+            total += a[k] * W[k]
+        product[0] += total
+        return
+    while k + 4 <= n_in:
+        a0, a1, a2, a3 = a[k], a[k + 1], a[k + 2], a[k + 3]
+        for j in range(n_out):
+            product[j] += (a0 * W[k * n_out + j] + a1 * W[(k + 1) * n_out + j] + a2 * W[(k + 2) * n_out + j]
+                           + a3 * W[(k + 3) * n_out + j])
+        k += 4
+    for k in range(k, n_in):
+        a0 = a[k]
+        for j in range(n_out):
+            product[j] += a0 * W[k * n_out + j]
+
+
 cdef void _forward_row(const int64_t[:, ::1] layout, const floating[::1] params, floating[::1] acts,
                        const int64_t[::1] offsets, floating[::1] z, double[::1] lse, Py_ssize_t first) noexcept nogil:
     """Forward pass of one row from layer ``first`` on (its input in block ``first`` of ``acts``),
@@ -353,7 +390,6 @@ cdef void _forward_row(const int64_t[:, ::1] layout, const floating[::1] params,
     cdef const floating* W
     cdef floating* out
     cdef floating* product
-    cdef floating a0, a1, a2, a3
     for l in range(first, last + 1):
         n_in, n_out = layout[l, 0], layout[l, 1]
         A, W = _at(acts, offsets[l], n_in, b"activations"), _at(params, layout[l, 3], n_in * n_out, b"W")
@@ -361,17 +397,7 @@ cdef void _forward_row(const int64_t[:, ::1] layout, const floating[::1] params,
         product = _at(z, 0, n_out, b"logits") if l == last else out
         for j in range(n_out):
             product[j] = 0
-        k = 0
-        while k + 4 <= n_in:  # four rows of W per pass over the product
-            a0, a1, a2, a3 = A[k], A[k + 1], A[k + 2], A[k + 3]
-            for j in range(n_out):
-                product[j] += (a0 * W[k * n_out + j] + a1 * W[(k + 1) * n_out + j] + a2 * W[(k + 2) * n_out + j]
-                               + a3 * W[(k + 3) * n_out + j])
-            k += 4
-        for k in range(k, n_in):
-            a0 = A[k]
-            for j in range(n_out):
-                product[j] += a0 * W[k * n_out + j]
+        _add_product(product, A, W, n_in, n_out)
         if l == last:
             _at(lse, 0, 1, b"lse")[0] = _output_row(product, _at(params, layout[l, 4], n_out, b"b"), out, n_out,
                                                     layout[l, 2])
@@ -451,8 +477,7 @@ cdef void _backward_block(const int64_t[:, ::1] layout, floating[::1] params, fl
             below = layout[l - 1, 2]
             D_prev = _at(deltas, offsets[l], m * n_in, b"deltas")
             _matmul_nt(D, m, n_out, W, n_in, D_prev)
-            for i in range(m * n_in):
-                D_prev[i] *= _derivative(A_prev[i], below)
+            _times_derivative(D_prev, A_prev, m * n_in, below)
             _matmul_tn(A_prev, m, n_in, D, n_out, beta, dW)
         elif sparse != NULL:
             _sparse_gradient(sparse, start, m, n_in, D, n_out, accumulate, dW)
@@ -516,6 +541,28 @@ cdef inline void _bias_step(floating* b, floating* db, const floating* D, int m,
             b[j] -= lr * db[j]
 
 
+cdef inline double _column_step(floating* w, floating* dw, const floating* a, floating d, floating* a_delta,
+                                Py_ssize_t n, int below, floating l2, floating lr, bint fused) noexcept nogil:
+    """``_backward_rows`` for one row and a layer of one output (``W`` a column ``w`` of ``n``),
+    vectorised over the column: ``dw = a d + l2 w`` (``fused``: ``w -= lr (a d + l2 w)``) and, with
+    ``a_delta``, the delta below ``w d f'(a)``. Returns ``sum(w**2)`` before the step, summed in the array dtype."""
+    cdef Py_ssize_t k
+    cdef floating squares = 0
+    if a_delta != NULL:
+        for k in range(n):
+            a_delta[k] = w[k] * d
+        _times_derivative(a_delta, a, n, below)
+    for k in range(n):
+        squares += w[k] * w[k]
+    if fused:
+        for k in range(n):
+            w[k] -= lr * (a[k] * d + l2 * w[k])
+    else:
+        for k in range(n):
+            dw[k] = a[k] * d + l2 * w[k]
+    return squares
+
+
 cdef double _backward_rows(const int64_t[:, ::1] layout, floating[::1] params, floating[::1] grads, int m,
                            floating[::1] acts, const int64_t[::1] offsets, floating[::1] deltas, floating l2,
                            floating lr, bint fused, floating[::1] row, Py_ssize_t lowest) noexcept nogil:
@@ -526,6 +573,7 @@ cdef double _backward_rows(const int64_t[:, ::1] layout, floating[::1] params, f
     Returns ``sum(W**2)`` of the layers from ``lowest`` before the step (float64)."""
     cdef Py_ssize_t l, i, k, j, n_in, n_out
     cdef int below
+    cdef bint column
     cdef floating* A
     cdef floating* A_delta
     cdef floating* D
@@ -544,7 +592,10 @@ cdef double _backward_rows(const int64_t[:, ::1] layout, floating[::1] params, f
         A_delta = _at(deltas, offsets[l], m * n_in, b"deltas") if below >= 0 else NULL
         W, dW = _at(params, layout[l, 3], n_in * n_out, b"W"), _at(grads, layout[l, 3], n_in * n_out, b"dW")
         g = _at(row, 0, n_out, b"row")
-        for k in range(n_in if l >= lowest else 0):
+        column = m == 1 and n_out == 1
+        if column and l >= lowest:
+            squares += _column_step(W, dW, A, D[0], A_delta, n_in, below, l2, lr, fused)
+        for k in range(n_in if l >= lowest and not column else 0):
             wk, dwk = W + k * n_out, dW + k * n_out
             row_squares = 0
             if m == 1 and below >= 0:

@@ -498,6 +498,27 @@ def _gradient_rank1_back_row(W, k, a, d, dW, l2):
     return back, np.float64(squares)
 
 
+@_inline
+def _column_step(w, dw, a, d, a_delta, below, l2, lr, fused, one):
+    """``_backward_rows`` for one row and a layer of one output (``W`` a column ``w``), vectorised
+    down the column: ``dw = a d + l2 w`` (``fused``: ``w -= lr (a d + l2 w)``) and, into a
+    non-empty ``a_delta``, the delta below ``w d f'(a)``. Returns ``sum(w**2)`` before the step."""
+    if a_delta.shape[0] > 0:
+        for k in range(w.shape[0]):
+            a_delta[k] = w[k] * d
+        _times_derivative_row(a_delta, a, below, one)
+    squares = d - d
+    for k in range(w.shape[0]):
+        squares += w[k] * w[k]
+    if fused:
+        for k in range(w.shape[0]):
+            w[k] -= lr * (a[k] * d + l2 * w[k])
+    else:
+        for k in range(w.shape[0]):
+            dw[k] = a[k] * d + l2 * w[k]
+    return np.float64(squares)
+
+
 # ---------------------------------------------------------------- backward by loops (m <= SMALL_BATCH)
 @_jit
 def _backward_rows(layout, params, grads, m, acts, offsets, deltas, l2, lr, fused, row, lowest):
@@ -515,6 +536,10 @@ def _backward_rows(layout, params, grads, m, acts, offsets, deltas, l2, lr, fuse
         W, dW, d = _matrix(params, w, n_in, n_out), _matrix(grads, w, n_in, n_out), _row(deltas, d_off, n_out, 0)
         if l < lowest:
             pass
+        elif m == 1 and n_out == 1:
+            a_delta = deltas[a_off : a_off + n_in] if below >= 0 else deltas[:0]
+            squares += _column_step(params[w : w + n_in], grads[w : w + n_in], acts[a_off : a_off + n_in], d[0],
+                                    a_delta, below, l2, lr, fused, one)
         elif fused and m == 1 and below >= 0:
             for k in range(n_in):
                 a = acts[a_off + k]
@@ -591,12 +616,15 @@ def _forward_row(layout, params, acts, offsets, z, lse, first):
         product = z[:n_out] if l == last else out
         product[:] = 0
         a, W = acts[offsets[l] : offsets[l] + n_in], _matrix(params, w, n_in, n_out)
-        for q in range(n_in // 4):  # four rows of W per pass over the product
+        if n_out == 1:  # a dot product down the column
+            for k in range(n_in):
+                product[0] += a[k] * W[k, 0]
+        for q in range(n_in // 4 if n_out > 1 else 0):  # four rows of W per pass over the product
             k = 4 * q
             a0, a1, a2, a3 = a[k], a[k + 1], a[k + 2], a[k + 3]
             for j in range(n_out):
                 product[j] += a0 * W[k, j] + a1 * W[k + 1, j] + a2 * W[k + 2, j] + a3 * W[k + 3, j]
-        for k in range(n_in - n_in % 4, n_in):
+        for k in range(n_in - n_in % 4 if n_out > 1 else n_in, n_in):
             ak = a[k]
             for j in range(n_out):
                 product[j] += ak * W[k, j]
