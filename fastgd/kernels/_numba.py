@@ -619,15 +619,16 @@ def _forward_row(layout, params, acts, offsets, z, lse, first):
         if n_out == 1:  # a dot product down the column
             for k in range(n_in):
                 product[0] += a[k] * W[k, 0]
-        for q in range(n_in // 4 if n_out > 1 else 0):  # four rows of W per pass over the product
-            k = 4 * q
-            a0, a1, a2, a3 = a[k], a[k + 1], a[k + 2], a[k + 3]
-            for j in range(n_out):
-                product[j] += a0 * W[k, j] + a1 * W[k + 1, j] + a2 * W[k + 2, j] + a3 * W[k + 3, j]
-        for k in range(n_in - n_in % 4 if n_out > 1 else n_in, n_in):
-            ak = a[k]
-            for j in range(n_out):
-                product[j] += ak * W[k, j]
+        else:
+            for q in range(n_in // 4):  # four rows of W per pass over the product
+                k = 4 * q
+                a0, a1, a2, a3 = a[k], a[k + 1], a[k + 2], a[k + 3]
+                for j in range(n_out):
+                    product[j] += a0 * W[k, j] + a1 * W[k + 1, j] + a2 * W[k + 2, j] + a3 * W[k + 3, j]
+            for k in range(n_in - n_in % 4, n_in):
+                ak = a[k]
+                for j in range(n_out):
+                    product[j] += ak * W[k, j]
         if l == last:
             lse[0] = _output_row(product, params[b : b + n_out], out, activation, one)
         else:
