@@ -67,10 +67,13 @@ class Optimizer:
         """Number of state arrays shaped like ``params`` the rule keeps."""
         return OPTIMIZERS[self.rule].slots(self.hyper())
 
-    def learning_rates(self, step: int, n_steps: int) -> np.ndarray:
-        """Learning rate of each of the ``n_steps`` steps from ``step`` on, float64."""
+    def learning_rates(self, step: int, n_steps: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Learning rate of each of the ``n_steps`` steps from ``step`` on, float64 (written into ``out``,
+        a float64 array of ``n_steps``, when given)."""
         if type(self._schedule) is Constant:  # checked when made
-            return np.full(n_steps, self._schedule.lr)
+            out = np.empty(n_steps) if out is None else out
+            out.fill(self._schedule.lr)
+            return out
         steps = np.arange(step, step + n_steps)
         if isinstance(self._schedule, Schedule):
             rates = np.asarray(self._schedule(steps), dtype=np.float64)
@@ -79,7 +82,10 @@ class Optimizer:
         if rates.shape != (n_steps,) or not np.all(np.isfinite(rates)) or np.any(rates < 0):
             raise ValueError(f"{self.learning_rate}: the schedule must give one finite rate >= 0 per step; for "
                              f"steps {step}..{step + n_steps - 1} it gave {rates[:5]!r}...")
-        return rates
+        if out is None:
+            return rates
+        out[...] = rates
+        return out
 
     def get_params(self, deep: bool = True) -> dict:
         """The constructor's arguments, by name (scikit-learn's ``clone`` reads them)."""

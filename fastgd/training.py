@@ -107,9 +107,10 @@ class TrainingState:
             self._state = np.zeros((optimizer.n_slots, self._state.shape[1]), self._state.dtype)
             self.step, self.lr_scale = 0, 1.0
 
-    def learning_rates(self, n_steps: int) -> np.ndarray:
-        """The learning rate of each of the next ``n_steps`` steps, float64."""
-        rates = self._optimizer.learning_rates(self._step, n_steps)
+    def learning_rates(self, n_steps: int, out: np.ndarray | None = None) -> np.ndarray:
+        """The learning rate of each of the next ``n_steps`` steps, float64 (written into ``out``, a
+        float64 array of ``n_steps``, when given)."""
+        rates = self._optimizer.learning_rates(self._step, n_steps, out)
         if self._lr_scale != 1:
             rates *= self._lr_scale
         return rates
@@ -247,9 +248,11 @@ def train(net, X, Y, options: FitOptions, validation=None, weights=None) -> Hist
         needs_metrics = options.train_metrics or validation is not None
         eval_ws = kernels.workspace(min(CHUNK_ROWS, max(n, len(validation[0]) if validation else 0))) \
             if needs_metrics else None
-        grads, state, rows = np.zeros_like(params), training.state, np.arange(n)
+        grads, state, rows, lrs = np.zeros_like(params), training.state, np.arange(n), np.empty(n_batches)
         order = rows.copy()
-        train_epoch = kernels.epochs(params, grads, state, X, Y, order, batch_size, config, ws, weights)
+        # Each epoch shuffles the order in the kernel: rng.permutation(n), or (reshuffle) the order before permuted.
+        train_epoch = kernels.epochs(params, grads, state, X, Y, order, batch_size, config, ws, weights,
+                                     training.rng if options.shuffle else None)
         last = np.empty_like(params), np.empty_like(state)  # the weights and state an epoch started from
         line_search = optimizer.rule == "line_search"
         classifies = net.task.classifies
@@ -264,11 +267,9 @@ def train(net, X, Y, options: FitOptions, validation=None, weights=None) -> Hist
         try:
             with blas_threads_for(kernels.layout, batch_size):
                 for epoch in range(options.epochs):
-                    if options.shuffle:  # rng.permutation(n) in place, or (reshuffle) order[rng.permutation(n)]
-                        if not options.reshuffle:
-                            np.copyto(order, rows)
-                        training.rng.shuffle(order)
-                    lrs = training.learning_rates(n_batches)
+                    if options.shuffle and not options.reshuffle:
+                        np.copyto(order, rows)
+                    training.learning_rates(n_batches, lrs)
                     np.copyto(last[0], params)
                     np.copyto(last[1], state)
                     first_step = training.step

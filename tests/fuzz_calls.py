@@ -98,15 +98,18 @@ RNG = np.random.RandomState(0)
 GOOD = dict(params=NET.params, grads=np.zeros(P), state=np.zeros((0, P)), X=RNG.standard_normal((10, 3)),
             Y=np.eye(2)[RNG.randint(0, 2, 10)], order=np.arange(10), batch_size=4, config=step_config("cross_entropy"),
             lrs=np.full(3, 0.1), step=0, loss=LOSSES["cross_entropy"], l2=0.1, lr=0.1, rows=10, batch_rows=4,
-            weights=RNG.uniform(0, 2, 10))
+            weights=RNG.uniform(0, 2, 10), rng=np.random.RandomState(1))
 SIGNATURES = {
     "workspace": ("rows", "batch_rows"), "forward": ("params", "X", "ws"),
     "evaluate": ("params", "X", "Y", "loss", "ws", "weights"), "l2_penalty": ("params", "l2"),
     "backward": ("params", "X", "Y", "config", "ws", "grads", "weights"), "clip": ("grads", "config"),
     "update": ("params", "grads", "state", "config", "lr", "step"),
     "train_epoch": ("params", "grads", "state", "X", "Y", "order", "batch_size", "config", "lrs", "step", "ws",
-                    "weights"),
+                    "weights", "rng"),
 }
+# Generators to shuffle with: MT19937 (shuffled in the kernel), another bit generator, and things that are not one.
+GENERATORS = st.sampled_from([None, np.random.RandomState(2), np.random.RandomState(np.random.PCG64(2)),
+                              np.random.default_rng(2), 3, "rng"])
 WORKSPACES = st.sampled_from(["good", "small", "other", "junk"])
 
 
@@ -148,6 +151,8 @@ def test_kernel_entry(data):
     for key in data.draw(st.lists(st.sampled_from(SIGNATURES[name]), max_size=3, unique=True)):
         if key == "config":
             args[key] = data.draw(configs())
+        elif key == "rng":
+            args[key] = data.draw(GENERATORS)
         elif isinstance(args.get(key), np.ndarray):
             args[key] = data.draw(hostile(args[key]))
         elif key != "ws":

@@ -150,8 +150,9 @@ def test_unusual_inputs_train_like_contiguous_ones(backend, kind):
     for net, data in ((a, X), (b, other)):
         for batch_size in (None, 1, 20):
             net.fit(data, y, epochs=1, batch_size=batch_size)
-    np.testing.assert_array_equal(a.params, b.params)
-    np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(other))
+    # Not bit for bit: with reassociated sums, how a loop vectorises may depend on where each array starts.
+    assert_close(b.params, a.params, 1e-12)
+    assert_close(b.predict_proba(other), a.predict_proba(X), 1e-12)
 
 
 def test_auto_prefers_cython_then_numba_then_numpy(monkeypatch):

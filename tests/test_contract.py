@@ -12,7 +12,7 @@ import fastgd
 from conftest import BACKENDS, COMPILED, CYTHON_BUILDS
 from fastgd._codes import ACTIVATIONS, BAD_ROW, LOSSES, NOT_FINITE, OK, OPTIMIZERS
 from fastgd.kernels import CSR, STEP, kernels, step_config
-from fastgd.kernels.contract import check_layout
+from fastgd.kernels.contract import check_layout, generator_state
 
 # ---------------------------------------------------------------- one table, every backend
 TABLES = {"activations": ACTIVATIONS, "losses": LOSSES,
@@ -59,13 +59,15 @@ class Call:
         self.args = dict(params=self.net.params.copy(), grads=np.zeros(P), state=np.zeros((0, P)), X=X,
                          Y=np.eye(2)[rng.randint(0, 2, 10)], order=np.arange(10), batch_size=4,
                          config=step_config("cross_entropy"), lrs=np.full(3, 0.1), step=0,
-                         ws=self.kernels.workspace(4, 4), loss=LOSSES["cross_entropy"], l2=0.1, lr=0.1)
+                         ws=self.kernels.workspace(4, 4), loss=LOSSES["cross_entropy"], l2=0.1, lr=0.1, weights=None,
+                         rng=None)
 
     SIGNATURES = {
         "forward": ("params", "X", "ws"), "evaluate": ("params", "X", "Y", "loss", "ws"),
         "l2_penalty": ("params", "l2"), "backward": ("params", "X", "Y", "config", "ws", "grads"),
         "clip": ("grads", "config"), "update": ("params", "grads", "state", "config", "lr", "step"),
-        "train_epoch": ("params", "grads", "state", "X", "Y", "order", "batch_size", "config", "lrs", "step", "ws"),
+        "train_epoch": ("params", "grads", "state", "X", "Y", "order", "batch_size", "config", "lrs", "step", "ws",
+                        "weights", "rng"),
     }
 
     def run(self, name, **changes):
@@ -131,6 +133,8 @@ BAD = [  # (kernel, argument changes, error, message)
                          state=np.zeros((1, P))), ValueError, "config: a line search needs 0 < rho < 1"),
     ("train_epoch", dict(order=np.arange(10, dtype=np.int32)), ValueError, "order: .*int64"),
     ("train_epoch", dict(order=np.arange(9)), ValueError, r"order: .*shape \(10,\)"),
+    ("train_epoch", dict(order=read_only(np.arange(10))), ValueError, "order: .*writable"),
+    ("train_epoch", dict(rng=np.random.default_rng(0)), TypeError, "rng: expected a numpy.random.RandomState"),
     ("train_epoch", dict(batch_size=0), ValueError, r"batch_size: expected an integer in \[1, "),
     ("train_epoch", dict(batch_size=2.5), ValueError, "batch_size: "),
     ("train_epoch", dict(batch_size=True), ValueError, "batch_size: "),
@@ -184,6 +188,39 @@ def test_a_run_of_epochs_is_checked_once_and_cannot_be_changed_after(backend):
                                (np.full(3, 0.1).astype(np.float32), 0, "lrs: .*float64")]:
         with pytest.raises(ValueError, match=message):
             epochs(lrs, step)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("n", [1, 2, 5, 700, 1500])
+@pytest.mark.parametrize("bits", ["mt19937", "pcg64"])
+def test_an_epoch_shuffles_its_order_as_randomstate_shuffle_does(backend, n, bits):
+    # Several epochs, so that draws cross the end of an MT19937 key (624 words) at different positions.
+    kernels = fastgd.MLP([3, 2], backend=backend, random_state=0).kernels
+    make = {"mt19937": np.random.RandomState, "pcg64": lambda s: np.random.RandomState(np.random.PCG64(s))}[bits]
+    rng, expected_rng = make(7), make(7)
+    rng.standard_normal(3), expected_rng.standard_normal(3)
+    X, Y = np.zeros((n, 3)), np.tile([1.0, 0.0], (n, 1))
+    order, expected = np.arange(n), np.arange(n)
+    batch_size = min(n, 4)
+    epochs = kernels.epochs(np.zeros(kernels.n_params), np.zeros(kernels.n_params), np.zeros((0, kernels.n_params)),
+                            X, Y, order, batch_size, step_config("cross_entropy"),
+                            kernels.workspace(batch_size, batch_size), rng=rng)
+    for _ in range(3):
+        expected_rng.shuffle(expected)
+        assert epochs(np.zeros(-(-n // batch_size)), 0)[2] == OK
+        np.testing.assert_array_equal(order, expected)
+    assert rng.randint(2**31) == expected_rng.randint(2**31)  # both generators left in the same state
+
+
+def test_a_generator_state_is_a_live_view_of_an_mt19937():
+    rng = np.random.RandomState(3)
+    words = generator_state(rng)
+    assert words.dtype == np.uint32 and words.shape == (625,) and words[-1] == 624
+    rng.randint(10)
+    _, key, position, *_ = rng.get_state()
+    assert 0 < words[-1] == position < 624 and np.array_equal(words[:-1], key)
+    assert generator_state(np.random.RandomState(np.random.PCG64(3))) is None
+    assert generator_state(np.random.default_rng(3)) is None
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

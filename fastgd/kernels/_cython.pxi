@@ -14,7 +14,7 @@
 import numpy as np
 
 from libc.math cimport NAN, exp, fabs, isfinite, log, log1p, sqrt, tanh
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint32_t
 from libc.stdio cimport fprintf, stderr
 from libc.stdlib cimport abort
 from scipy.linalg.cython_blas cimport dgemm, sgemm
@@ -64,6 +64,8 @@ cdef enum Status:
     BAD_ROW = 2
 
 cdef enum:
+    MT_WORDS = 624  # an MT19937's key; the position of the next draw follows it in a generator
+    MT_SHIFT = 397
     SMALL_BATCH = 16  # rows: a batch of at most this many goes backward by loops over the rows of W
     BLOCK_ROWS = 256  # rows: a larger batch goes through BLAS in blocks of this many, which stay in cache
 
@@ -989,6 +991,47 @@ cdef int _stochastic_epoch(const int64_t[:, ::1] layout, floating[::1] params, f
     return OK if _finite(params) else NOT_FINITE
 
 
+# ---------------------------------------------------------------- the epoch's shuffle: NumPy's RandomState.shuffle
+cdef void _twist(uint32_t* key) noexcept nogil:
+    """The next key of an MT19937 (624 words), in place, as NumPy makes it."""
+    cdef Py_ssize_t i
+    cdef uint32_t y
+    for i in range(MT_WORDS):
+        y = (key[i] & 0x80000000u) | (key[i + 1 if i + 1 < MT_WORDS else 0] & 0x7fffffffu)
+        key[i] = key[i + MT_SHIFT if i + MT_SHIFT < MT_WORDS else i + MT_SHIFT - MT_WORDS] ^ (y >> 1) ^ (
+            (y & 1u) * 0x9908b0dfu)
+
+
+cdef void _shuffle(int64_t[::1] order, uint32_t[::1] generator) noexcept nogil:
+    """Shuffle ``order`` in place as ``RandomState.shuffle`` does, advancing the MT19937 state
+    ``generator`` (key, then position)."""
+    cdef uint32_t* key = &generator[0]
+    cdef Py_ssize_t i, position = generator[MT_WORDS]
+    cdef uint32_t mask, y
+    cdef int64_t j
+    for i in range(order.shape[0] - 1, 0, -1):
+        mask = <uint32_t>i
+        mask |= mask >> 1
+        mask |= mask >> 2
+        mask |= mask >> 4
+        mask |= mask >> 8
+        mask |= mask >> 16
+        while True:  # 32 random bits masked to those of i, until they are at most i
+            if position >= MT_WORDS:
+                _twist(key)
+                position = 0
+            y = key[position]
+            position += 1
+            y ^= y >> 11
+            y ^= (y << 7) & 0x9d2c5680u
+            y ^= (y << 15) & 0xefc60000u
+            j = (y ^ (y >> 18)) & mask
+            if j <= i:
+                break
+        order[i], order[j] = order[j], order[i]
+    generator[MT_WORDS] = <uint32_t>position
+
+
 cdef bint _finite(const floating[::1] values) noexcept nogil:
     """Whether every value is finite (tested one by one: reassociation folds x - x to 0)."""
     cdef Py_ssize_t p, n = values.shape[0]
@@ -1095,8 +1138,8 @@ def update(floating[::1] params, floating[::1] grads, floating[:, ::1] state, co
 
 
 def train_epoch(const int64_t[:, ::1] layout, floating[::1] params, floating[::1] grads, floating[:, ::1] state,
-                X, Y, const double[::1] weights, const int64_t[::1] order, int batch_size, const Step[::1] config,
-                double[::1] lrs, Py_ssize_t step, ws):
+                X, Y, const double[::1] weights, int64_t[::1] order, uint32_t[::1] generator, int batch_size,
+                const Step[::1] config, double[::1] lrs, Py_ssize_t step, ws):
     cdef bint dense = isinstance(X, np.ndarray)
     cdef const floating[::1] x = X.reshape(-1) if dense else params[:0], y = Y.reshape(-1)
     cdef Sparse rows, batch
@@ -1119,6 +1162,9 @@ def train_epoch(const int64_t[:, ::1] layout, floating[::1] params, floating[::1
     cdef double* gathered_w = NULL
     if not dense:
         rows = _sparse(X, params)
+    if generator.shape[0] > 0:
+        with nogil:
+            _shuffle(order, generator)
     if fused and batch_size == 1 and n > 1 and layout.shape[0] > 1:
         with nogil:
             status = _stochastic_epoch(layout, params, grads, _at(x, 0, n * n_in, b"X") if dense else NULL, sparse, y,

@@ -940,8 +940,10 @@ def _stochastic_epoch(layout, params, grads, X, Y, weights, order, config, lrs, 
 
 
 @_jit
-def _train_epoch(layout, params, grads, state, X, Y, weights, order, batch_size, config, lrs, step, acts, offsets, z,
-                 lse, deltas, xb, yb, wb, row):
+def _train_epoch(layout, params, grads, state, X, Y, weights, order, generator, batch_size, config, lrs, step, acts,
+                 offsets, z, lse, deltas, xb, yb, wb, row):
+    if generator.shape[0] > 0:
+        _shuffle(order, generator)
     n = _n_rows(X)
     n_batches = (n + batch_size - 1) // batch_size
     c = config[0]
@@ -973,6 +975,46 @@ def _train_epoch(layout, params, grads, state, X, Y, weights, order, batch_size,
             return value, i, NOT_FINITE
         total += value * m
     return total / n, n_batches, OK if _finite(params) and _finite(state.ravel()) else NOT_FINITE
+
+
+# ---------------------------------------------------------------- the epoch's shuffle: NumPy's RandomState.shuffle
+MT_WORDS, MT_SHIFT = 624, 397  # an MT19937's key; the position of the next draw follows it in a generator
+
+
+@njit(cache=True, nogil=True)
+def _twist(generator):
+    """The next key of the MT19937 state ``generator`` (key, then position), in place, as NumPy makes it."""
+    for i in range(MT_WORDS):
+        following = i + 1 if i + 1 < MT_WORDS else 0
+        y = (np.int64(generator[i]) & 0x80000000) | (np.int64(generator[following]) & 0x7FFFFFFF)
+        k = i + MT_SHIFT if i + MT_SHIFT < MT_WORDS else i + MT_SHIFT - MT_WORDS
+        generator[i] = np.int64(generator[k]) ^ (y >> 1) ^ ((y & 1) * 0x9908B0DF)
+
+
+@njit(cache=True, nogil=True)
+def _shuffle(order, generator):
+    """Shuffle ``order`` in place as ``RandomState.shuffle`` does, advancing the MT19937 state ``generator``."""
+    position = np.int64(generator[MT_WORDS])
+    for i in range(order.shape[0] - 1, 0, -1):
+        mask = i | (i >> 1)
+        mask |= mask >> 2
+        mask |= mask >> 4
+        mask |= mask >> 8
+        mask |= mask >> 16
+        while True:  # 32 random bits masked to those of i, until they are at most i
+            if position >= MT_WORDS:
+                _twist(generator)
+                position = 0
+            y = np.int64(generator[position])
+            position += 1
+            y ^= y >> 11
+            y ^= (y << 7) & 0x9D2C5680
+            y ^= (y << 15) & 0xEFC60000
+            j = (y ^ (y >> 18)) & mask
+            if j <= i:
+                break
+        order[i], order[j] = order[j], order[i]
+    generator[MT_WORDS] = position
 
 
 @njit(cache=True, nogil=True)  # no fast-math: reassociation folds x - x to 0, infinity or not
@@ -1007,7 +1049,7 @@ _noticed = set()
 def _notice(dtype):
     if dtype not in _noticed:
         _noticed.add(dtype)
-        print(f"fastgd: compiling the Numba kernels for {dtype} (about 15 s on 2 cores, once per machine: "
+        print(f"fastgd: compiling the Numba kernels for {dtype} (about 40 s on 2 cores, once per machine: "
               "later runs load them from the cache)", file=sys.stderr, flush=True)
 
 
@@ -1074,6 +1116,6 @@ def update(params, grads, state, config, lr, step):
 
 
 @_announced(1)
-def train_epoch(layout, params, grads, state, X, Y, weights, order, batch_size, config, lrs, step, ws):
-    return _train_epoch(layout, params, grads, state, _input(X), Y, weights, order, batch_size, config, lrs, step,
-                        ws.acts, ws.offsets, ws.z, ws.lse, ws.deltas, ws.x, ws.y, ws.w, ws.row)
+def train_epoch(layout, params, grads, state, X, Y, weights, order, generator, batch_size, config, lrs, step, ws):
+    return _train_epoch(layout, params, grads, state, _input(X), Y, weights, order, generator, batch_size, config,
+                        lrs, step, ws.acts, ws.offsets, ws.z, ws.lse, ws.deltas, ws.x, ws.y, ws.w, ws.row)

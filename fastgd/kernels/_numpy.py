@@ -379,9 +379,21 @@ def _line_search(params, grads, value, trial_loss, trial, h, alpha):
     return step
 
 
-def train_epoch(layout, params, grads, state, X, Y, weights, order, batch_size, config, lrs, step, ws):
-    """One epoch of gradient descent over the rows of ``X`` in ``order``: ``(mean loss per row over the batches,
-    steps taken, status)`` (the contract: :meth:`fastgd.kernels.contract.Backend.train_epoch`)."""
+def shuffle(order, generator):
+    """Shuffle ``order`` in place by ``RandomState.shuffle`` from the MT19937 state ``generator``
+    (uint32: 624 words of key, then the position), and write back the state it leaves."""
+    bits = np.random.MT19937(0)
+    bits.state = {"bit_generator": "MT19937", "state": {"key": generator[:-1], "pos": int(generator[-1])}}
+    np.random.RandomState(bits).shuffle(order)
+    generator[:-1], generator[-1] = bits.state["state"]["key"], bits.state["state"]["pos"]
+
+
+def train_epoch(layout, params, grads, state, X, Y, weights, order, generator, batch_size, config, lrs, step, ws):
+    """One epoch of gradient descent over the rows of ``X`` in ``order`` (shuffled first by a non-empty
+    ``generator``): ``(mean loss per row over the batches, steps taken, status)`` (the contract:
+    :meth:`fastgd.kernels.contract.Backend.train_epoch`)."""
+    if len(generator):
+        shuffle(order, generator)
     with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported, not warned about
         return _train_epoch(layout, params, grads, state, X, Y, weights, order, batch_size, config, lrs, step, ws)
 

@@ -16,6 +16,8 @@ A backend is a module (``_numpy.py``, the reference; ``_numba.py``;
   optimizer codes, ``l2`` (``l2_per_row``: over the batch's rows), ``clip_value``, ``clip_norm`` (0: off) and every
   optimizer hyper-parameter by name (:func:`step_config` makes one).
 - ``ws``: the backend's workspace, made by its ``workspace`` function.
+- ``generator``: uint32 ``(625,)``, the state of a NumPy ``RandomState``'s MT19937 (its key of
+  624 words, then its position; :func:`generator_state` gives a view of a live one), or ``(0,)``.
 
 Every array is C-contiguous and aligned, with the dtype and shape above.
 :class:`Kernels` checks all of that, and the codes, the optimizer state
@@ -25,6 +27,8 @@ runs; behind it the kernels trust their inputs, and nothing else in fastgd
 calls them. Kernels never raise: a training epoch returns a status.
 """
 
+import contextlib
+import ctypes
 import functools
 import math
 from typing import Protocol
@@ -39,6 +43,8 @@ STEP = np.dtype([("loss", np.int64), ("optimizer", np.int64), ("l2", np.float64)
 STATUS = {OK: "ok", NOT_FINITE: "loss, weights or optimizer state not finite", BAD_ROW: "row index out of range"}
 MAX_STEP = 2**62
 _NO_WEIGHTS = np.empty(0)  # every row weighs 1
+MT19937_WORDS = 625  # an MT19937's state as the kernels take it: 624 words of key, then the position
+_NO_GENERATOR = np.empty(0, np.uint32)  # no shuffle
 
 _LOSS_NAMES = {code: name for name, code in LOSSES.items()}
 _ACTIVATION_NAMES = {code: name for name, code in ACTIVATIONS.items()}
@@ -74,10 +80,13 @@ class Backend(Protocol):
         """One optimizer step on ``params`` in place (rules in :mod:`fastgd.optimizers`);
         ``step`` counts from 0. ``grads`` is spent (may be overwritten)."""
 
-    def train_epoch(self, layout, params, grads, state, X, Y, weights, order, batch_size: int, config, lrs,
-                    step: int, ws) -> tuple[float, int, int]:
+    def train_epoch(self, layout, params, grads, state, X, Y, weights, order, generator, batch_size: int, config,
+                    lrs, step: int, ws) -> tuple[float, int, int]:
         """One epoch of every batch's forward, backward, clipping and update, in one call.
 
+        A non-empty ``generator`` first shuffles ``order`` in place, exactly as ``RandomState.shuffle``
+        does and advancing the state as it does: from the last entry down, entry ``i`` swaps with
+        entry ``j``, a 32-bit draw masked to the bits of ``i`` and drawn again while above ``i``.
         Batch ``i`` is the rows ``order[i*batch_size:(i+1)*batch_size]`` (int64; the last may be
         short; a single batch takes ``X`` as it is) with learning rate ``lrs[i]`` (float64, one per
         batch; a line search starts from it and writes back the step it took), optimizer step
@@ -110,6 +119,21 @@ def step_config(loss: str, optimizer: str = "sgd", hyper=None, l2: float = 0.0, 
     for name in rule.hyper:
         config[name] = hyper[name]
     return config
+
+
+def generator_state(rng) -> np.ndarray | None:
+    """A uint32 ``(625,)`` view of the live state of ``rng``, a NumPy ``RandomState``: its MT19937's
+    key and position, which a kernel's shuffle reads and advances as ``rng.shuffle`` would. None when
+    ``rng`` draws from another bit generator, or its state is not laid out so in memory (checked
+    against its public ``state``). The view is valid while ``rng`` lives; hold ``rng`` with it."""
+    bits = getattr(rng, "_bit_generator", None)
+    if type(rng) is not np.random.RandomState or type(bits) is not np.random.MT19937:
+        return None
+    words = np.ctypeslib.as_array((ctypes.c_uint32 * MT19937_WORDS).from_address(bits.ctypes.state_address))
+    public = bits.state["state"]
+    if not (np.array_equal(words[:-1], public["key"]) and words[-1] == public["pos"]):
+        return None
+    return words
 
 
 def check_layout(layout) -> np.ndarray:
@@ -411,17 +435,21 @@ class Kernels:
              _check_int(step, "step", 0, MAX_STEP))
 
     def train_epoch(self, params, grads, state, X, Y, order, batch_size: int, config, lrs, step: int, ws,
-                    weights=None):
+                    weights=None, rng=None):
         """One epoch over the rows of ``X`` in ``order``, rows weighted by ``weights`` (float64 ``(n,)``;
-        None: 1 each): ``(mean loss per row over the batches, steps taken, status)`` (see
-        :meth:`Backend.train_epoch`)."""
-        return self.epochs(params, grads, state, X, Y, order, batch_size, config, ws, weights)(lrs, step)
+        None: 1 each), ``order`` first shuffled in place as ``rng.shuffle(order)`` would (a NumPy
+        ``RandomState``; None: as it is): ``(mean loss per row over the batches, steps taken, status)``
+        (see :meth:`Backend.train_epoch`)."""
+        return self.epochs(params, grads, state, X, Y, order, batch_size, config, ws, weights, rng)(lrs, step)
 
-    def epochs(self, params, grads, state, X, Y, order, batch_size: int, config, ws, weights=None) -> "Epochs":
+    def epochs(self, params, grads, state, X, Y, order, batch_size: int, config, ws, weights=None,
+               rng=None) -> "Epochs":
         """The buffers of a run of epochs, checked once: ``epochs(lrs, step)`` is
-        ``train_epoch(params, ..., lrs, step, ws, weights)``, checking only ``lrs`` and ``step``.
+        ``train_epoch(params, ..., lrs, step, ws, weights, rng)``, checking only ``lrs`` and ``step``.
         Between calls, the contents of ``params``, ``grads``, ``state`` and ``order`` may change;
-        their shapes and dtypes are fixed (the run keeps views of its own)."""
+        their shapes and dtypes are fixed (the run keeps views of its own). With ``rng`` every
+        epoch shuffles ``order`` first: inside the kernel, holding the generator's lock, when
+        :func:`generator_state` can read its state, else by ``rng.shuffle``."""
         self._params(params, writable=True)
         self._params(grads, "grads", writable=True)
         n = self._rows(X, Y)
@@ -430,24 +458,34 @@ class Kernels:
         batches = -(-n // batch_size)
         config, slots, optimizer = self._config(config)
         self._state(state, slots)
-        _check_array(order, "order", np.int64, (n,))
+        _check_array(order, "order", np.int64, (n,), writable=True)
         self._workspace(ws, *((n, 0) if batches == 1 else (batch_size, batch_size)))
         if batches > 1 and ws.sparse != (type(X) is CSR):
             raise ValueError(f"ws: made for {'sparse' if ws.sparse else 'dense'} rows to gather; X is "
                              f"{'dense' if ws.sparse else 'sparse'} (workspace(..., sparse={not ws.sparse}) makes one)")
-        views = [a.view() if isinstance(a, np.ndarray) else a for a in (params, grads, state, X, Y, weights, order)]
-        return Epochs(self, views, batch_size, batches, config.copy(), optimizer == "line_search", ws)
+        if rng is not None and type(rng) is not np.random.RandomState:
+            raise TypeError(f"rng: expected a numpy.random.RandomState or None, got {type(rng).__name__}")
+        order = order.view()
+        generator = None if rng is None else generator_state(rng)
+        # The shuffle: in the kernel, under the generator's lock, or else by the generator itself.
+        if generator is not None:
+            shuffle, lock = None, rng._bit_generator.lock
+        else:
+            shuffle, lock = None if rng is None else functools.partial(rng.shuffle, order), contextlib.nullcontext()
+        views = [a.view() if isinstance(a, np.ndarray) else a for a in (params, grads, state, X, Y, weights)]
+        arguments = (self.layout, *views, order, _NO_GENERATOR if generator is None else generator, batch_size,
+                     config.copy())
+        return Epochs(self, arguments, batches, optimizer == "line_search", ws, (rng, shuffle, lock))
 
 
 class Epochs:
     """A run of epochs over buffers checked once (made by :meth:`Kernels.epochs`)."""
 
-    __slots__ = ("_kernels", "_arguments", "_batches", "_line_search")
+    __slots__ = ("_kernels", "_arguments", "_batches", "_line_search", "_shuffle")
 
-    def __init__(self, kernels, views, batch_size, batches, config, line_search, ws):
-        layout = kernels.layout
+    def __init__(self, kernels, arguments, batches, line_search, ws, shuffle):
         self._kernels, self._batches, self._line_search = kernels, batches, line_search
-        self._arguments = (layout, *views, batch_size, config), ws
+        self._arguments, self._shuffle = (arguments, ws), shuffle
 
     def __call__(self, lrs, step: int) -> tuple[float, int, int]:
         """One epoch with learning rates ``lrs`` (float64, one per batch) from optimizer step ``step``:
@@ -457,4 +495,8 @@ class Epochs:
             raise ValueError("lrs: a line search needs finite learning rates")  # it would search forever
         step = _check_int(step, "step", 0, MAX_STEP - self._batches)
         arguments, ws = self._arguments
-        return _run(self._kernels.backend.train_epoch, *arguments, lrs, step, ws)
+        _, shuffle, lock = self._shuffle  # the generator itself is held so that its state stays in memory
+        if shuffle is not None:
+            shuffle()
+        with lock:
+            return _run(self._kernels.backend.train_epoch, *arguments, lrs, step, ws)
