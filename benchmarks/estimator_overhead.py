@@ -2,11 +2,11 @@
 
 ``fastgd.MLPClassifier`` with scikit-learn's defaults (100 hidden units, Adam, batches of 200)
 for 200 epochs on the textbook data (1,500 rows, 10 features, 3 classes), per backend: the
-share of the fit inside the backend's epoch kernel, the share inside the checked entry
-around it (``fastgd.kernels.Kernels.epochs``, checked once per fit), and the rest
-(scikit-learn's checks of X and y, building the network, and per epoch the shuffle and
-Python bookkeeping). One BLAS
-thread; the median of 7 fits after a warm-up.
+share of the fit inside the backend's epoch kernel (the shuffle of the rows included),
+the share inside the checked entry around it (``fastgd.kernels.Kernels.epochs``,
+checked once per fit), and the rest (scikit-learn's checks of X and y, building the
+network, and per epoch the learning rates, the snapshot of the weights and Python
+bookkeeping). One BLAS thread; the median of 7 fits after a warm-up.
 """
 
 import time
