@@ -96,7 +96,7 @@ def test_read_only_install_runs_and_caches_in_a_private_folder(read_only_copy, t
     with pytest.raises(OSError):
         (read_only_copy / "fastgd" / "probe").touch()
     env = read_only_env(read_only_copy, tmp_path)
-    first, second = run(env, tmp_path), run(env, tmp_path)
+    first, second = run(env, tmp_path, "predict"), run(env, tmp_path, "predict")
     assert first["module"].startswith(str(read_only_copy))
     assert first["misses"] > 0
     assert second["misses"] == 0 and second["hits"] > 0
