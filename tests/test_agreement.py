@@ -156,10 +156,11 @@ def test_unusual_inputs_train_like_contiguous_ones(backend, kind):
 
 
 def test_auto_prefers_cython_then_numba_then_numpy(monkeypatch):
-    if set(EXPECTED) == set(fastgd.kernels.PREFERENCE):
+    if "cython" in EXPECTED:
         assert resolve("auto")[0] == "cython"
+    numba_loads = "numba" in fastgd.backends()
     monkeypatch.setitem(fastgd.kernels._loaded, "cython", "ImportError: not built")
-    assert resolve("auto")[0] == ("numba" if "numba" in EXPECTED else "numpy")
+    assert resolve("auto")[0] == ("numba" if numba_loads else "numpy")
     monkeypatch.setitem(fastgd.kernels._loaded, "numba", "ImportError: not installed")
     assert resolve("auto")[0] == "numpy" and fastgd.MLP([2, 2]).backend_ == "numpy"
     with pytest.raises(ValueError, match=r"backend: 'cython' is not available here \(ImportError: not built\)"):

@@ -3,6 +3,7 @@
 import pytest
 
 import fastgd
+from conftest import BACKENDS
 
 # Epoch: (train loss, train accuracy, validation loss, validation accuracy), as published.
 PUBLISHED = {
@@ -13,7 +14,7 @@ PUBLISHED = {
 }
 
 
-@pytest.mark.parametrize("backend", fastgd.backends())
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_textbook_run_reproduces_published_log(textbook_data, backend):
     X_train, X_test, y_train, y_test = textbook_data
     net = fastgd.MLP([10, 64, 32, 3], backend=backend, random_state=42)
