@@ -196,6 +196,7 @@ def test_a_run_of_epochs_is_checked_once_and_cannot_be_changed_after(backend):
 def test_an_epoch_shuffles_its_order_as_randomstate_shuffle_does(backend, n, bits):
     # Several epochs, so that draws cross the end of an MT19937 key (624 words) at different positions.
     kernels = fastgd.MLP([3, 2], backend=backend, random_state=0).kernels
+    assert kernels.backend.SHUFFLES == (backend in COMPILED)  # the reference is handed NumPy's own shuffle
     make = {"mt19937": np.random.RandomState, "pcg64": lambda s: np.random.RandomState(np.random.PCG64(s))}[bits]
     rng, expected_rng = make(7), make(7)
     rng.standard_normal(3), expected_rng.standard_normal(3)

@@ -106,6 +106,7 @@ cdef struct Sparse:
     const int64_t* indptr
     const int64_t* rows
 
+SHUFFLES = True  # a training epoch shuffles its order itself (fastgd.kernels.contract.Backend)
 STEP_FIELDS = ("loss", "optimizer", "l2", "l2_per_row", "clip_value", "clip_norm", "momentum", "dampening",
                "nesterov", "weight_decay", "sutskever", "beta", "beta1", "beta2", "eps", "amsgrad", "decoupled",
                "eps_hat", "alpha", "centered", "rho", "c", "min_step", "fallback_step")

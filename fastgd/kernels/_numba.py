@@ -44,6 +44,8 @@ CODES = {"activations": {"identity": IDENTITY, "relu": RELU, "sigmoid": SIGMOID,
 
 use_private_fallback(__file__)
 
+SHUFFLES = True  # a training epoch shuffles its order itself (fastgd.kernels.contract.Backend)
+
 # Contraction (FMA) and reassociation (vectorised reductions) only: no
 # "nnan"/"ninf", so that a diverging loss is still seen as NaN or infinity.
 _OPTIONS = dict(cache=True, nogil=True, error_model="numpy", fastmath={"contract", "reassoc", "nsz"})

@@ -21,6 +21,9 @@ CROSS_ENTROPY, BINARY_CROSS_ENTROPY, MSE, POISSON = (LOSSES[name] for name in ("
                                                                                "mse", "poisson"))
 SGD, MOMENTUM, ADAM, RMSPROP, ADAGRAD, LINE_SEARCH = (OPTIMIZERS[name].code for name in (
     "sgd", "momentum", "adam", "rmsprop", "adagrad", "line_search"))
+# The reference shuffles with NumPy's own RandomState.shuffle, before each epoch (the oracle of the
+# compiled shuffles): its epochs are handed the order shuffled.
+SHUFFLES = False
 
 
 class Workspace:
@@ -379,21 +382,10 @@ def _line_search(params, grads, value, trial_loss, trial, h, alpha):
     return step
 
 
-def shuffle(order, generator):
-    """Shuffle ``order`` in place by ``RandomState.shuffle`` from the MT19937 state ``generator``
-    (uint32: 624 words of key, then the position), and write back the state it leaves."""
-    bits = np.random.MT19937(0)
-    bits.state = {"bit_generator": "MT19937", "state": {"key": generator[:-1], "pos": int(generator[-1])}}
-    np.random.RandomState(bits).shuffle(order)
-    generator[:-1], generator[-1] = bits.state["state"]["key"], bits.state["state"]["pos"]
-
-
 def train_epoch(layout, params, grads, state, X, Y, weights, order, generator, batch_size, config, lrs, step, ws):
-    """One epoch of gradient descent over the rows of ``X`` in ``order`` (shuffled first by a non-empty
-    ``generator``): ``(mean loss per row over the batches, steps taken, status)`` (the contract:
-    :meth:`fastgd.kernels.contract.Backend.train_epoch`)."""
-    if len(generator):
-        shuffle(order, generator)
+    """One epoch of gradient descent over the rows of ``X`` in ``order``: ``(mean loss per row over the batches,
+    steps taken, status)`` (the contract: :meth:`fastgd.kernels.contract.Backend.train_epoch`). The order
+    comes shuffled: ``generator`` is always empty here (``SHUFFLES``)."""
     with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported, not warned about
         return _train_epoch(layout, params, grads, state, X, Y, weights, order, batch_size, config, lrs, step, ws)
 

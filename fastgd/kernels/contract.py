@@ -54,6 +54,10 @@ _RULES = {rule.code: (name, rule) for name, rule in OPTIMIZERS.items()}
 class Backend(Protocol):
     """The functions a backend module provides (none of them checks its arguments)."""
 
+    SHUFFLES: bool
+    """Whether its ``train_epoch`` shuffles the order itself (given a ``generator``); if not, it
+    is handed the order shuffled and an empty ``generator``."""
+
     def workspace(self, layout, dtype, rows: int, batch_rows: int, sparse: bool):
         """Scratch for up to ``rows`` rows per call, plus room to gather ``batch_rows`` rows of
         ``X`` (none with ``sparse``: sparse rows are read in place), ``Y`` and the weights (0:
@@ -448,7 +452,7 @@ class Kernels:
         ``train_epoch(params, ..., lrs, step, ws, weights, rng)``, checking only ``lrs`` and ``step``.
         Between calls, the contents of ``params``, ``grads``, ``state`` and ``order`` may change;
         their shapes and dtypes are fixed (the run keeps views of its own). With ``rng`` every
-        epoch shuffles ``order`` first: inside the kernel, holding the generator's lock, when
+        epoch shuffles ``order`` first: inside a compiled kernel, holding the generator's lock, when
         :func:`generator_state` can read its state, else by ``rng.shuffle``."""
         self._params(params, writable=True)
         self._params(grads, "grads", writable=True)
@@ -466,7 +470,7 @@ class Kernels:
         if rng is not None and type(rng) is not np.random.RandomState:
             raise TypeError(f"rng: expected a numpy.random.RandomState or None, got {type(rng).__name__}")
         order = order.view()
-        generator = None if rng is None else generator_state(rng)
+        generator = generator_state(rng) if rng is not None and self.backend.SHUFFLES else None
         # The shuffle: in the kernel, under the generator's lock, or else by the generator itself.
         if generator is not None:
             shuffle, lock = None, rng._bit_generator.lock
