@@ -1,12 +1,14 @@
-"""BLAS threads chosen by the size of the work, so that more cores never slow a fit.
+"""Threads chosen by the size of the work, so that more cores never slow a fit.
 
-Handing small matrices to a multi-threaded BLAS costs more in waking and
-synchronising its threads than the product itself: below ``MIN_FLOPS_PER_THREAD``
-of work per step and thread, fits run BLAS on one thread. Above it, the
-process's own setting (``threadpoolctl``, ``OMP_NUM_THREADS``, ...) stands.
-Measured on two cores: a second thread paid off for [784, 256, 128, 10] on
-60,000 rows a step (60 GFLOP), not for 64 rows (64 MFLOP) nor for
-[10, 64, 32, 3] on 1,500 rows (23 MFLOP).
+Handing small steps to several threads costs more in waking and synchronising
+them than the work itself: below ``MIN_FLOPS_PER_THREAD`` of work per step and
+thread, fits run on one thread. Above it they take up to the process's BLAS
+thread limit (``threadpoolctl``, ``OMP_NUM_THREADS``, ...): an epoch of one batch
+splits its rows into shares, one per thread, each share's BLAS calls on one
+thread (``fastgd.kernels.Kernels.epochs``); steps of a mini-batch leave the
+threads to BLAS. Measured on two cores: a second thread paid off for
+[784, 256, 128, 10] on 60,000 rows a step (60 GFLOP), not for 64 rows (64 MFLOP)
+nor for [10, 64, 32, 3] on 1,500 rows (23 MFLOP).
 """
 
 from contextlib import nullcontext
@@ -27,8 +29,20 @@ def step_flops(layout, rows):
     return rows * (6 * weights - 2 * int(layout[0, 0] * layout[0, 1]))
 
 
+def _allowed():
+    return max((info["num_threads"] for info in _BLAS.info()), default=1)
+
+
+def threads_for(layout, rows):
+    """The threads that steps of ``rows`` rows repay, at most the process's BLAS thread limit."""
+    return max(1, min(_allowed(), int(step_flops(layout, rows) // MIN_FLOPS_PER_THREAD)))
+
+
+def blas_threads(threads):
+    """A context in which BLAS uses at most ``threads`` threads."""
+    return nullcontext() if threads >= _allowed() else _BLAS.limit(limits=threads)
+
+
 def blas_threads_for(layout, rows):
     """A context in which BLAS uses as many threads as ``rows``-row steps repay."""
-    allowed = max((info["num_threads"] for info in _BLAS.info()), default=1)
-    wanted = max(1, min(allowed, int(step_flops(layout, rows) // MIN_FLOPS_PER_THREAD)))
-    return nullcontext() if wanted >= allowed else _BLAS.limit(limits=wanted)
+    return blas_threads(threads_for(layout, rows))

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._codes import LOSSES, NOT_FINITE, OK
-from ._threads import blas_threads_for
+from ._threads import blas_threads, threads_for
 from ._validation import check_bool, check_int, check_nonnegative, check_positive
 from .callbacks import EpochLog, History, ProgressBar
 from .errors import TrainingDiverged
@@ -251,8 +251,11 @@ def train(net, X, Y, options: FitOptions, validation=None, weights=None) -> Hist
         grads, state, rows, lrs = np.zeros_like(params), training.state, np.arange(n), np.empty(n_batches)
         order = rows.copy()
         # Each epoch shuffles the order in the kernel: rng.permutation(n), or (reshuffle) the order before permuted.
+        # An epoch of one batch splits its rows across the threads it repays, each running BLAS on one.
+        threads = threads_for(kernels.layout, batch_size)
+        shares = threads if n_batches == 1 else 1
         train_epoch = kernels.epochs(params, grads, state, X, Y, order, batch_size, config, ws, weights,
-                                     training.rng if options.shuffle else None)
+                                     training.rng if options.shuffle else None, shares)
         last = np.empty_like(params), np.empty_like(state)  # the weights and state an epoch started from
         line_search = optimizer.rule == "line_search"
         classifies = net.task.classifies
@@ -265,7 +268,7 @@ def train(net, X, Y, options: FitOptions, validation=None, weights=None) -> Hist
             _hook(callback, "on_train_begin")
         diverged = None
         try:
-            with blas_threads_for(kernels.layout, batch_size):
+            with blas_threads(1 if shares > 1 else threads):
                 for epoch in range(options.epochs):
                     if options.shuffle and not options.reshuffle:
                         np.copyto(order, rows)

@@ -98,14 +98,14 @@ RNG = np.random.RandomState(0)
 GOOD = dict(params=NET.params, grads=np.zeros(P), state=np.zeros((0, P)), X=RNG.standard_normal((10, 3)),
             Y=np.eye(2)[RNG.randint(0, 2, 10)], order=np.arange(10), batch_size=4, config=step_config("cross_entropy"),
             lrs=np.full(3, 0.1), step=0, loss=LOSSES["cross_entropy"], l2=0.1, lr=0.1, rows=10, batch_rows=4,
-            weights=RNG.uniform(0, 2, 10), rng=np.random.RandomState(1))
+            weights=RNG.uniform(0, 2, 10), rng=np.random.RandomState(1), threads=1)
 SIGNATURES = {
     "workspace": ("rows", "batch_rows"), "forward": ("params", "X", "ws"),
     "evaluate": ("params", "X", "Y", "loss", "ws", "weights"), "l2_penalty": ("params", "l2"),
     "backward": ("params", "X", "Y", "config", "ws", "grads", "weights"), "clip": ("grads", "config"),
     "update": ("params", "grads", "state", "config", "lr", "step"),
     "train_epoch": ("params", "grads", "state", "X", "Y", "order", "batch_size", "config", "lrs", "step", "ws",
-                    "weights", "rng"),
+                    "weights", "rng", "threads"),
 }
 # Generators to shuffle with: MT19937 (shuffled in the kernel), another bit generator, and things that are not one.
 GENERATORS = st.sampled_from([None, np.random.RandomState(2), np.random.RandomState(np.random.PCG64(2)),
@@ -147,6 +147,8 @@ def shapes_of(name, args, result):
 def test_kernel_entry(data):
     name = data.draw(st.sampled_from(sorted(SIGNATURES)))
     args = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in GOOD.items()}
+    if name == "train_epoch" and data.draw(st.booleans()):  # one batch, its rows in shares on threads
+        args.update(batch_size=10, lrs=np.full(1, 0.1), threads=data.draw(st.integers(2, 11)))
     ws = data.draw(WORKSPACES)
     for key in data.draw(st.lists(st.sampled_from(SIGNATURES[name]), max_size=3, unique=True)):
         if key == "config":

@@ -658,6 +658,26 @@ cdef double _backward_rows(const int64_t[:, ::1] layout, floating[::1] params, f
     return squares
 
 
+cdef double _gradient_blocks(const int64_t[:, ::1] layout, floating[::1] params, floating[::1] grads,
+                            const floating[::1] X, const Sparse* sparse, const floating[::1] Y, const double* w, int m,
+                            double count, int loss, floating[::1] acts, const int64_t[::1] offsets, floating[::1] z,
+                            double[::1] lse, floating[::1] deltas) noexcept nogil:
+    """``grads`` of the data loss of the ``m`` rows ``(X, Y)`` (weighted by ``w``, NULL: 1 each) taken
+    over ``count`` (``_loss_base`` of their batch), in blocks of ``BLOCK_ROWS`` rows; returns that
+    loss (float64; not finite: stopped there, ``grads`` unfinished)."""
+    cdef Py_ssize_t block, start, r
+    cdef double value = 0
+    for block in range((m + BLOCK_ROWS - 1) // BLOCK_ROWS):
+        start = block * BLOCK_ROWS
+        r = min(BLOCK_ROWS, m - start)
+        _forward_block(layout, params, X, sparse, start, r, acts, offsets, z, lse)
+        value += _loss_rows(layout, Y, w, start, r, count, acts, offsets, z, lse, deltas, loss)
+        if not isfinite(value):
+            return value
+        _backward_block(layout, params, grads, X, sparse, start, r, acts, offsets, deltas, start > 0)
+    return value
+
+
 cdef double _step(const int64_t[:, ::1] layout, floating[::1] params, floating[::1] grads, const floating[::1] X,
                   const Sparse* sparse, const floating[::1] Y, const double* w, int m, int loss, floating l2,
                   floating lr, bint fused, floating[::1] acts, const int64_t[::1] offsets, floating[::1] z,
@@ -669,18 +689,11 @@ cdef double _step(const int64_t[:, ::1] layout, floating[::1] params, floating[:
     cdef const floating* x
     cdef const floating* data
     cdef floating* inputs
-    cdef double count
-    cdef Py_ssize_t block, start
     if m > SMALL_BATCH:  # through BLAS, in blocks of rows; one step after the last
-        count, value = _loss_base(layout, w, m, loss), 0
-        for block in range((m + BLOCK_ROWS - 1) // BLOCK_ROWS):
-            start = block * BLOCK_ROWS
-            r = min(BLOCK_ROWS, m - start)
-            _forward_block(layout, params, X, sparse, start, r, acts, offsets, z, lse)
-            value += _loss_rows(layout, Y, w, start, r, count, acts, offsets, z, lse, deltas, loss)
-            if not isfinite(value):
-                return value
-            _backward_block(layout, params, grads, X, sparse, start, r, acts, offsets, deltas, start > 0)
+        value = _gradient_blocks(layout, params, grads, X, sparse, Y, w, m, _loss_base(layout, w, m, loss), loss,
+                                 acts, offsets, z, lse, deltas)
+        if not isfinite(value):
+            return value
         squares = _finish(layout, params, grads, l2, lr, fused)
         return value + 0.5 * l2 * squares if l2 != 0 else value
     inputs = _at(acts, 0, n, b"input block")  # the loops read the input from block 0
@@ -876,15 +889,30 @@ cdef double _train_step(const int64_t[:, ::1] layout, floating[::1] params, floa
     cdef double l2 = _batch_l2(c, _rows(w, m))
     cdef double value = _step(layout, params, grads, X, sparse, Y, w, m, c.loss, <floating>l2, <floating>lr[0], fused,
                               acts, offsets, z, lse, deltas, row)
-    if fused or not isfinite(value):
-        return value
+    if not fused and isfinite(value):
+        _apply(layout, params, grads, state, X, sparse, Y, w, m, value, c, l2, lr, step, acts, offsets, z, lse,
+               deltas)
+    return value
+
+
+cdef void _apply(const int64_t[:, ::1] layout, floating[::1] params, floating[::1] grads, floating[:, ::1] state,
+                 const floating[::1] X, const Sparse* sparse, const floating[::1] Y, const double* w, int m,
+                 double value, const Step* c, double l2, double* lr, Py_ssize_t step, floating[::1] acts,
+                 const int64_t[::1] offsets, floating[::1] z, double[::1] lse, floating[::1] deltas) noexcept nogil:
+    """A step once ``grads`` holds the gradient of the batch ``(X, Y)``, whose loss is ``value``:
+    clipping, then the update with learning rate ``*lr`` (a line search writes back the step it took)."""
     _clip(grads, c)
     if c.optimizer == LINE_SEARCH:
         lr[0] = _line_search(layout, params, grads, state[0], X, sparse, Y, w, m, value, c, l2, lr[0], acts, offsets,
                              z, lse, deltas)
     else:
         _update(params, grads, state, c, lr[0], step)
-    return value
+
+
+cdef inline bint _fused(const Step* c) noexcept nogil:
+    """Whether plain SGD without clipping takes its step inside the backward pass."""
+    return (c.optimizer == SGD and c.momentum == 0 and c.weight_decay == 0 and c.clip_value == 0
+            and c.clip_norm == 0)
 
 
 cdef double _first_layer_step(const int64_t[:, ::1] layout, floating[::1] params, const floating* x,
@@ -1043,6 +1071,44 @@ cdef bint _finite(const floating[::1] values) noexcept nogil:
     return True
 
 
+# ---------------------------------------------------------------- one batch in shares of its rows, on threads
+cdef int _batch_step(const int64_t[:, ::1] layout, floating[::1] params, floating[::1] grads,
+                     const floating[:, ::1] parts, floating[:, ::1] state, const floating[::1] X, const Sparse* sparse,
+                     const floating[::1] Y, const double* w, int m, const double[::1] losses, const Step* c,
+                     double* lr, Py_ssize_t step, floating[::1] acts, const int64_t[::1] offsets, floating[::1] z,
+                     double[::1] lse, floating[::1] deltas, double* value) noexcept nogil:
+    """The step of an epoch of one batch from the gradients of its shares (``Backend.batch_step``):
+    the batch loss into ``*value``; returns the status."""
+    cdef Py_ssize_t k, p, n = params.shape[0]
+    cdef floating* g = _at(grads, 0, n, b"grads")
+    cdef const floating* part
+    cdef bint fused = _fused(c)
+    cdef double l2 = _batch_l2(c, _rows(w, m)), squares
+    value[0] = 0
+    for k in range(losses.shape[0]):
+        value[0] += losses[k]
+    if not isfinite(value[0]):
+        return NOT_FINITE
+    for k in range(parts.shape[0]):
+        part = &parts[k, 0]
+        for p in range(n):
+            g[p] += part[p]
+    squares = _finish(layout, params, grads, <floating>l2, <floating>lr[0], fused)
+    if l2 != 0:
+        value[0] += 0.5 * <floating>l2 * squares
+    if not isfinite(value[0]):
+        return NOT_FINITE
+    if not fused:
+        _apply(layout, params, grads, state, X, sparse, Y, w, m, value[0], c, l2, lr, step, acts, offsets, z, lse,
+               deltas)
+    if not _finite(params):
+        return NOT_FINITE
+    for k in range(state.shape[0]):
+        if not _finite(state[k]):
+            return NOT_FINITE
+    return OK
+
+
 # ---------------------------------------------------------------- the backend's functions (fastgd.kernels.contract)
 cdef Sparse _sparse(X, const floating[::1] like):
     """Sparse rows ``X`` (a ``fastgd.kernels.CSR`` of the dtype of ``like``) as the kernels take
@@ -1152,9 +1218,7 @@ def train_epoch(const int64_t[:, ::1] layout, floating[::1] params, floating[::1
     cdef Py_ssize_t n = X.shape[0], n_in = X.shape[1], n_out = Y.shape[1], i, r, j, source
     cdef Py_ssize_t n_batches = (n + batch_size - 1) // batch_size, start, m, steps = 0
     cdef Step c = config[0]
-    # Plain SGD without clipping takes its step inside the backward pass.
-    cdef bint fused = (c.optimizer == SGD and c.momentum == 0 and c.weight_decay == 0 and c.clip_value == 0
-                       and c.clip_norm == 0)
+    cdef bint fused = _fused(&c)
     cdef double value = 0, total = 0
     cdef int status = OK
     cdef floating* gathered_x
@@ -1218,3 +1282,48 @@ def train_epoch(const int64_t[:, ::1] layout, floating[::1] params, floating[::1
     if steps < n_batches:  # stopped at a batch whose loss is not finite
         return value, steps, status
     return total / n, n_batches, status
+
+
+def batch_gradient(const int64_t[:, ::1] layout, const floating[::1] params, floating[::1] grads, X, Y,
+                   const double[::1] weights, Py_ssize_t first, Py_ssize_t last, int loss, ws):
+    cdef bint dense = isinstance(X, np.ndarray)
+    cdef Py_ssize_t n = X.shape[0], n_in = X.shape[1], n_out = Y.shape[1]
+    cdef const floating[::1] x = X.reshape(-1)[first * n_in : last * n_in] if dense else params[:0]
+    cdef const floating[::1] y = Y.reshape(-1)[first * n_out : last * n_out]
+    cdef Sparse rows
+    cdef const Sparse* sparse = NULL if dense else &rows
+    cdef floating[::1] acts = ws.acts, z = ws.z, deltas = ws.deltas
+    cdef double[::1] lse = ws.lse
+    cdef const int64_t[::1] offsets = ws.offsets
+    cdef const double* w = _weights(weights, n)
+    cdef double value
+    # Without a step the kernels leave params as they are: read-only is fine.
+    cdef floating[::1] writable = <floating[:params.shape[0]]> <floating*> &params[0]
+    if not dense:
+        rows = _sparse(X, params)
+        rows.indptr += first  # the share's rows from its first
+    with nogil:
+        value = _gradient_blocks(layout, writable, grads, x, sparse, y, w + first if w != NULL else NULL,
+                                 last - first, _loss_base(layout, w, n, loss), loss, acts, offsets, z, lse, deltas)
+    return value
+
+
+def batch_step(const int64_t[:, ::1] layout, floating[::1] params, floating[::1] grads, const floating[:, ::1] parts,
+               floating[:, ::1] state, X, Y, const double[::1] weights, const double[::1] losses,
+               const Step[::1] config, double[::1] lrs, Py_ssize_t step, ws):
+    cdef bint dense = isinstance(X, np.ndarray)
+    cdef const floating[::1] x = X.reshape(-1) if dense else params[:0], y = Y.reshape(-1)
+    cdef Sparse rows
+    cdef const Sparse* sparse = NULL if dense else &rows
+    cdef floating[::1] acts = ws.acts, z = ws.z, deltas = ws.deltas
+    cdef double[::1] lse = ws.lse
+    cdef const int64_t[::1] offsets = ws.offsets
+    cdef Step c = config[0]
+    cdef int m = X.shape[0], status
+    cdef double value
+    if not dense:
+        rows = _sparse(X, params)
+    with nogil:
+        status = _batch_step(layout, params, grads, parts, state, x, sparse, y, _weights(weights, m), m, losses, &c,
+                             &lrs[0], step, acts, offsets, z, lse, deltas, &value)
+    return value, 1 if isfinite(value) else 0, status

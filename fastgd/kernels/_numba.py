@@ -692,6 +692,22 @@ def _finish(layout, params, grads, l2, lr, fused):
     return squares
 
 
+@_jit
+def _gradient_blocks(layout, params, grads, X, Y, weights, count, loss, acts, offsets, z, lse, deltas):
+    """``grads`` of the data loss of the rows ``(X, Y)`` (weighted by ``weights``, empty: 1 each)
+    taken over ``count`` (``_loss_base`` of their batch), in blocks of ``BLOCK_ROWS`` rows;
+    returns that loss (float64; not finite: stopped there, ``grads`` unfinished)."""
+    m, value = _n_rows(X), 0.0
+    for start in range(0, m, BLOCK_ROWS):
+        block = _rows_of(X, start, min(BLOCK_ROWS, m - start))
+        _forward_block(layout, params, block, start, acts, offsets, z, lse)
+        value += _loss_rows(layout, Y, weights, start, _n_rows(block), count, acts, offsets, z, lse, deltas, loss)
+        if not np.isfinite(value):
+            return value
+        _backward_block(layout, params, grads, block, start, acts, offsets, deltas, start > 0)
+    return value
+
+
 # ---------------------------------------------------------------- one step, one epoch
 @_jit
 def _step(layout, params, grads, X, Y, weights, loss, l2, lr, fused, acts, offsets, z, lse, deltas, row):
@@ -699,14 +715,10 @@ def _step(layout, params, grads, X, Y, weights, loss, l2, lr, fused, acts, offse
     Returns the batch loss: data loss + L2 term of the weights before the step."""
     m = _n_rows(X)
     if m > SMALL_BATCH:  # through BLAS, in blocks of rows; one step after the last
-        count, value = _loss_base(layout, weights, m, loss), 0.0
-        for start in range(0, m, BLOCK_ROWS):
-            block = _rows_of(X, start, min(BLOCK_ROWS, m - start))
-            _forward_block(layout, params, block, start, acts, offsets, z, lse)
-            value += _loss_rows(layout, Y, weights, start, _n_rows(block), count, acts, offsets, z, lse, deltas, loss)
-            if not np.isfinite(value):
-                return value
-            _backward_block(layout, params, grads, block, start, acts, offsets, deltas, start > 0)
+        value = _gradient_blocks(layout, params, grads, X, Y, weights, _loss_base(layout, weights, m, loss), loss,
+                                 acts, offsets, z, lse, deltas)
+        if not np.isfinite(value):
+            return value
         squares = _finish(layout, params, grads, l2, lr, fused)
         return value + 0.5 * l2 * squares if l2 != 0 else value
     _input_block(X, acts, layout[0, 0])  # the loops read the input from the input block
@@ -863,15 +875,30 @@ def _train_step(layout, params, grads, state, X, Y, weights, config, lrs, i, ste
     l2 = _batch_l2(config, _rows(weights, _n_rows(X)))
     value = _step(layout, params, grads, X, Y, weights, c.loss, dtype(l2), dtype(lrs[i]), fused, acts, offsets, z,
                   lse, deltas, row)
-    if fused or not np.isfinite(value):
-        return value
+    if not fused and np.isfinite(value):
+        _apply(layout, params, grads, state, X, Y, weights, value, config, l2, lrs, i, step, acts, offsets, z, lse,
+               deltas)
+    return value
+
+
+@_jit
+def _apply(layout, params, grads, state, X, Y, weights, value, config, l2, lrs, i, step, acts, offsets, z, lse,
+           deltas):
+    """Step ``i`` of an epoch once ``grads`` holds the gradient of the batch ``(X, Y)``, whose
+    loss is ``value``: clipping, then the update (a line search writes back the step it took)."""
     _clip(grads, config)
-    if c.optimizer == LINE_SEARCH:
+    if config[0].optimizer == LINE_SEARCH:
         lrs[i] = _line_search(layout, params, grads, state[0], X, Y, weights, value, config, l2, lrs[i], acts,
                               offsets, z, lse, deltas)
     else:
         _update(params, grads, state, config, lrs[i], step + i)
-    return value
+
+
+@_inline
+def _fused(config):
+    """Whether plain SGD without clipping takes its step inside the backward pass."""
+    c = config[0]
+    return c.optimizer == SGD and c.momentum == 0 and c.weight_decay == 0 and c.clip_value == 0 and c.clip_norm == 0
 
 
 @_jit
@@ -948,9 +975,7 @@ def _train_epoch(layout, params, grads, state, X, Y, weights, order, generator, 
         _shuffle(order, generator)
     n = _n_rows(X)
     n_batches = (n + batch_size - 1) // batch_size
-    c = config[0]
-    # Plain SGD without clipping takes its step inside the backward pass.
-    fused = c.optimizer == SGD and c.momentum == 0 and c.weight_decay == 0 and c.clip_value == 0 and c.clip_norm == 0
+    fused = _fused(config)
     if fused and batch_size == 1 and n > 1 and layout.shape[0] > 1:
         return _stochastic_epoch(layout, params, grads, X, Y, weights, order, config, lrs, acts, offsets, z, lse,
                                  deltas, xb, yb, wb, row)
@@ -977,6 +1002,38 @@ def _train_epoch(layout, params, grads, state, X, Y, weights, order, generator, 
             return value, i, NOT_FINITE
         total += value * m
     return total / n, n_batches, OK if _finite(params) and _finite(state.ravel()) else NOT_FINITE
+
+
+# ---------------------------------------------------------------- one batch in shares of its rows, on threads
+@_jit
+def _batch_gradient(layout, params, grads, X, Y, weights, first, last, loss, acts, offsets, z, lse, deltas):
+    m = last - first
+    return _gradient_blocks(layout, params, grads, _rows_of(X, first, m), Y[first:last], weights[first:last],
+                            _loss_base(layout, weights, _n_rows(X), loss), loss, acts, offsets, z, lse, deltas)
+
+
+@_jit
+def _batch_step(layout, params, grads, parts, state, X, Y, weights, losses, config, lrs, step, acts, offsets, z, lse,
+                deltas):
+    dtype = params.dtype.type
+    value = 0.0
+    for k in range(losses.shape[0]):
+        value += losses[k]
+    if not np.isfinite(value):
+        return value, 0, NOT_FINITE
+    for k in range(parts.shape[0]):
+        grads += parts[k]
+    fused = _fused(config)
+    l2 = _batch_l2(config, _rows(weights, _n_rows(X)))
+    squares = _finish(layout, params, grads, dtype(l2), dtype(lrs[0]), fused)
+    if l2 != 0:
+        value += 0.5 * dtype(l2) * squares
+    if not np.isfinite(value):
+        return value, 0, NOT_FINITE
+    if not fused:
+        _apply(layout, params, grads, state, X, Y, weights, value, config, l2, lrs, 0, step, acts, offsets, z, lse,
+               deltas)
+    return value, 1, OK if _finite(params) and _finite(state.ravel()) else NOT_FINITE
 
 
 # ---------------------------------------------------------------- the epoch's shuffle: NumPy's RandomState.shuffle
@@ -1121,3 +1178,15 @@ def update(params, grads, state, config, lr, step):
 def train_epoch(layout, params, grads, state, X, Y, weights, order, generator, batch_size, config, lrs, step, ws):
     return _train_epoch(layout, params, grads, state, _input(X), Y, weights, order, generator, batch_size, config,
                         lrs, step, ws.acts, ws.offsets, ws.z, ws.lse, ws.deltas, ws.x, ws.y, ws.w, ws.row)
+
+
+@_announced(1)
+def batch_gradient(layout, params, grads, X, Y, weights, first, last, loss, ws):
+    return _batch_gradient(layout, params, grads, _input(X), Y, weights, first, last, loss, ws.acts, ws.offsets, ws.z,
+                           ws.lse, ws.deltas)
+
+
+@_announced(1)
+def batch_step(layout, params, grads, parts, state, X, Y, weights, losses, config, lrs, step, ws):
+    return _batch_step(layout, params, grads, parts, state, _input(X), Y, weights, losses, config, lrs, step, ws.acts,
+                       ws.offsets, ws.z, ws.lse, ws.deltas)

@@ -220,8 +220,6 @@ def _backward(layout, params, X, Y, weights, h, ws, grads):
     Ws, _ = ws.weights(params)
     dWs, dbs = ws.weights(grads)
     value = evaluate(layout, params, X, Y, weights, loss, ws)
-    if l2:
-        value += 0.5 * l2 * _sum_of_squares(Ws)
     a_out = ws.outputs(m)
 
     # Output delta dL/dz: (a - y) scaled by the loss's mean (and each row's weight), times f'(z) unless fused.
@@ -242,10 +240,6 @@ def _backward(layout, params, X, Y, weights, h, ws, grads):
             np.dot(a_prev.T, delta, out=dWs[l])
         else:  # sparse rows
             dWs[l][...] = a_prev.T @ delta
-        if l2:
-            l2_W = ws.scratch[: Ws[l].size].reshape(Ws[l].shape)
-            np.multiply(Ws[l], l2, out=l2_W)
-            dWs[l] += l2_W
         delta.sum(axis=0, out=dbs[l])
         if l > 0:
             delta_prev = ws.delta[l - 1][:m]
@@ -254,7 +248,20 @@ def _backward(layout, params, X, Y, weights, h, ws, grads):
             DERIVATIVE[ws.activations[l - 1]](a_prev, derivative)
             delta_prev *= derivative
             delta = delta_prev
-    return value
+    return value + _add_l2(params, grads, l2, ws)
+
+
+def _add_l2(params, grads, l2, ws):
+    """``grads += l2 W`` for every weight matrix ``W``; returns the L2 term ``l2 / 2 * sum(W**2)``."""
+    if not l2:
+        return 0.0
+    Ws, _ = ws.weights(params)
+    dWs, _ = ws.weights(grads)
+    for W, dW in zip(Ws, dWs):
+        l2_W = ws.scratch[: W.size].reshape(W.shape)
+        np.multiply(W, l2, out=l2_W)
+        dW += l2_W
+    return 0.5 * l2 * _sum_of_squares(Ws)
 
 
 def clip(grads, config):
@@ -409,14 +416,58 @@ def _train_epoch(layout, params, grads, state, X, Y, weights, order, batch_size,
         value = _backward(layout, params, xb, yb, wb, h, ws, grads)
         if not np.isfinite(value):
             return value, i, NOT_FINITE
-        _clip(grads, h)
-        if h["optimizer"] == LINE_SEARCH:
-            def trial_loss(point):
-                penalty = l2_penalty(layout, point, _batch_l2(h, _rows(wb, xb.shape[0])))
-                return evaluate(layout, point, xb, yb, wb, h["loss"], ws) + penalty
-
-            lrs[i] = _line_search(params, grads, value, trial_loss, state[0], h, lrs[i])
-        else:
-            _update(params, grads, state, h, lrs[i], step + i)
+        _apply(layout, params, grads, state, xb, yb, wb, value, h, lrs, i, step, ws)
         total += value * xb.shape[0]
-    return total / n, n_batches, OK if np.isfinite(params).all() and np.isfinite(state).all() else NOT_FINITE
+    return total / n, n_batches, _status(params, state)
+
+
+def _apply(layout, params, grads, state, X, Y, weights, value, h, lrs, i, step, ws):
+    """Step ``i`` of an epoch once ``grads`` holds the gradient of the batch ``(X, Y)``, whose loss
+    is ``value``: clipping, then the update (a line search writes back the step it took)."""
+    _clip(grads, h)
+    if h["optimizer"] == LINE_SEARCH:
+        def trial_loss(point):
+            penalty = l2_penalty(layout, point, _batch_l2(h, _rows(weights, X.shape[0])))
+            return evaluate(layout, point, X, Y, weights, h["loss"], ws) + penalty
+
+        lrs[i] = _line_search(params, grads, value, trial_loss, state[0], h, lrs[i])
+    else:
+        _update(params, grads, state, h, lrs[i], step + i)
+
+
+def _status(params, state):
+    return OK if np.isfinite(params).all() and np.isfinite(state).all() else NOT_FINITE
+
+
+def batch_gradient(layout, params, grads, X, Y, weights, first, last, loss, ws):
+    """The gradient and data loss of rows ``first`` to ``last`` of the batch ``(X, Y)``, taken over
+    the whole batch's total weight (:meth:`fastgd.kernels.contract.Backend.batch_gradient`)."""
+    share = slice(first, last)
+    part = _rows(weights[share], last - first) / _rows(weights, X.shape[0])  # of the batch's weight
+    if part == 0:
+        grads[...] = 0
+        return 0.0
+    with np.errstate(over="ignore", invalid="ignore"):
+        value = _backward(layout, params, _matrix(X)[share], Y[share], weights[share],
+                          {"loss": loss, "l2": 0.0, "l2_per_row": False}, ws, grads)
+    grads *= part
+    return value * part
+
+
+def batch_step(layout, params, grads, parts, state, X, Y, weights, losses, config, lrs, step, ws):
+    """The step of an epoch of one batch whose gradient came in shares
+    (:meth:`fastgd.kernels.contract.Backend.batch_step`)."""
+    h = _hyper(config)
+    value = 0.0
+    for share_loss in losses:
+        value += share_loss
+    if not np.isfinite(value):
+        return value, 0, NOT_FINITE
+    for part in parts:
+        grads += part
+    with np.errstate(over="ignore", invalid="ignore"):
+        value += _add_l2(params, grads, _batch_l2(h, _rows(weights, X.shape[0])), ws)
+        if not np.isfinite(value):
+            return value, 0, NOT_FINITE
+        _apply(layout, params, grads, state, X, Y, weights, value, h, lrs, 0, step, ws)
+    return value, 1, _status(params, state)

@@ -27,10 +27,12 @@ runs; behind it the kernels trust their inputs, and nothing else in fastgd
 calls them. Kernels never raise: a training epoch returns a status.
 """
 
+import concurrent.futures
 import contextlib
 import ctypes
 import functools
 import math
+import threading
 from typing import Protocol
 
 import numpy as np
@@ -42,6 +44,7 @@ STEP = np.dtype([("loss", np.int64), ("optimizer", np.int64), ("l2", np.float64)
                  ("clip_value", np.float64), ("clip_norm", np.float64)] + [(name, np.float64) for name in HYPER])
 STATUS = {OK: "ok", NOT_FINITE: "loss, weights or optimizer state not finite", BAD_ROW: "row index out of range"}
 MAX_STEP = 2**62
+MAX_THREADS = 1024
 _NO_WEIGHTS = np.empty(0)  # every row weighs 1
 MT19937_WORDS = 625  # an MT19937's state as the kernels take it: 624 words of key, then the position
 _NO_GENERATOR = np.empty(0, np.uint32)  # no shuffle
@@ -99,6 +102,20 @@ class Backend(Protocol):
         outside ``X`` (``BAD_ROW``); after its last step, weights or optimizer state that are not
         finite are ``NOT_FINITE`` too.
         """
+
+    def batch_gradient(self, layout, params, grads, X, Y, weights, first: int, last: int, loss: int, ws) -> float:
+        """``grads`` of the data loss of rows ``first`` to ``last`` of the batch ``(X, Y)``, that loss
+        taken over the whole batch's total weight (no L2 term); returns it. The shares of a batch
+        that threads compute (``ws`` for ``last - first`` rows, one per thread) add up to its
+        gradient and loss: :meth:`batch_step` adds them."""
+
+    def batch_step(self, layout, params, grads, parts, state, X, Y, weights, losses, config, lrs, step: int,
+                   ws) -> tuple[float, int, int]:
+        """The step of an epoch of one batch ``(X, Y)`` whose gradient was computed in shares:
+        ``grads`` (the first share's) plus each row of ``parts`` (the others', ``(k, P)``), the
+        shares' losses float64 ``losses``; then as :meth:`train_epoch`'s step: the L2 term, clipping and
+        the update (or line search) with ``lrs[0]``, optimizer step ``step``. Returns what
+        :meth:`train_epoch` returns."""
 
 
 def step_config(loss: str, optimizer: str = "sgd", hyper=None, l2: float = 0.0, clip_value: float = 0.0,
@@ -439,21 +456,26 @@ class Kernels:
              _check_int(step, "step", 0, MAX_STEP))
 
     def train_epoch(self, params, grads, state, X, Y, order, batch_size: int, config, lrs, step: int, ws,
-                    weights=None, rng=None):
+                    weights=None, rng=None, threads: int = 1):
         """One epoch over the rows of ``X`` in ``order``, rows weighted by ``weights`` (float64 ``(n,)``;
         None: 1 each), ``order`` first shuffled in place as ``rng.shuffle(order)`` would (a NumPy
-        ``RandomState``; None: as it is): ``(mean loss per row over the batches, steps taken, status)``
-        (see :meth:`Backend.train_epoch`)."""
-        return self.epochs(params, grads, state, X, Y, order, batch_size, config, ws, weights, rng)(lrs, step)
+        ``RandomState``; None: as it is), one batch split across ``threads`` threads (see :meth:`epochs`):
+        ``(mean loss per row over the batches, steps taken, status)`` (see :meth:`Backend.train_epoch`)."""
+        return self.epochs(params, grads, state, X, Y, order, batch_size, config, ws, weights, rng, threads)(lrs, step)
 
     def epochs(self, params, grads, state, X, Y, order, batch_size: int, config, ws, weights=None,
-               rng=None) -> "Epochs":
+               rng=None, threads: int = 1) -> "Epochs":
         """The buffers of a run of epochs, checked once: ``epochs(lrs, step)`` is
         ``train_epoch(params, ..., lrs, step, ws, weights, rng)``, checking only ``lrs`` and ``step``.
         Between calls, the contents of ``params``, ``grads``, ``state`` and ``order`` may change;
         their shapes and dtypes are fixed (the run keeps views of its own). With ``rng`` every
         epoch shuffles ``order`` first: inside a compiled kernel, holding the generator's lock, when
-        :func:`generator_state` can read its state, else by ``rng.shuffle``."""
+        :func:`generator_state` can read its state, else by ``rng.shuffle``.
+
+        ``threads``: an epoch of one batch splits its rows into as many consecutive shares, whose
+        gradients as many threads compute at once (:meth:`Backend.batch_gradient`; BLAS should
+        then run one thread each); the same ``threads`` give the same results. Epochs of several
+        batches take 1."""
         self._params(params, writable=True)
         self._params(grads, "grads", writable=True)
         n = self._rows(X, Y)
@@ -469,8 +491,12 @@ class Kernels:
                              f"{'dense' if ws.sparse else 'sparse'} (workspace(..., sparse={not ws.sparse}) makes one)")
         if rng is not None and type(rng) is not np.random.RandomState:
             raise TypeError(f"rng: expected a numpy.random.RandomState or None, got {type(rng).__name__}")
+        threads = min(_check_int(threads, "threads", 1, MAX_THREADS + 1), n)
+        if threads > 1 and batches > 1:
+            raise ValueError(f"threads: only an epoch of one batch splits its rows across threads; this one has "
+                             f"{batches} batches of {batch_size} rows")
         order = order.view()
-        generator = generator_state(rng) if rng is not None and self.backend.SHUFFLES else None
+        generator = generator_state(rng) if rng is not None and self.backend.SHUFFLES and threads == 1 else None
         # The shuffle: in the kernel, under the generator's lock, or else by the generator itself.
         if generator is not None:
             shuffle, lock = None, rng._bit_generator.lock
@@ -479,17 +505,21 @@ class Kernels:
         views = [a.view() if isinstance(a, np.ndarray) else a for a in (params, grads, state, X, Y, weights)]
         arguments = (self.layout, *views, order, _NO_GENERATOR if generator is None else generator, batch_size,
                      config.copy())
-        return Epochs(self, arguments, batches, optimizer == "line_search", ws, (rng, shuffle, lock))
+        bounds = [n * k // threads for k in range(threads + 1)]
+        shares = [(bounds[k], bounds[k + 1], self.backend.workspace(self.layout, self.dtype, bounds[k + 1] - bounds[k],
+                                                                     0, ws.sparse)) for k in range(1, threads)]
+        return Epochs(self, arguments, batches, optimizer == "line_search", ws, (rng, shuffle, lock),
+                      (bounds[1], shares, np.empty((len(shares), self.n_params), self.dtype), np.empty(threads)))
 
 
 class Epochs:
     """A run of epochs over buffers checked once (made by :meth:`Kernels.epochs`)."""
 
-    __slots__ = ("_kernels", "_arguments", "_batches", "_line_search", "_shuffle")
+    __slots__ = ("_kernels", "_arguments", "_batches", "_line_search", "_shuffle", "_shares")
 
-    def __init__(self, kernels, arguments, batches, line_search, ws, shuffle):
+    def __init__(self, kernels, arguments, batches, line_search, ws, shuffle, shares):
         self._kernels, self._batches, self._line_search = kernels, batches, line_search
-        self._arguments, self._shuffle = (arguments, ws), shuffle
+        self._arguments, self._shuffle, self._shares = (arguments, ws), shuffle, shares
 
     def __call__(self, lrs, step: int) -> tuple[float, int, int]:
         """One epoch with learning rates ``lrs`` (float64, one per batch) from optimizer step ``step``:
@@ -502,5 +532,35 @@ class Epochs:
         _, shuffle, lock = self._shuffle  # the generator itself is held so that its state stays in memory
         if shuffle is not None:
             shuffle()
+        if self._shares[1]:
+            return self._shared(lrs, step)
         with lock:
             return _run(self._kernels.backend.train_epoch, *arguments, lrs, step, ws)
+
+    def _shared(self, lrs, step):
+        """The epoch of one batch, its rows' gradient computed in shares on threads."""
+        backend = self._kernels.backend
+        (layout, params, grads, state, X, Y, weights, _, _, _, config), ws = self._arguments
+        first_rows, shares, parts, losses = self._shares
+        loss = int(config["loss"][0])
+        futures = [_pool(len(shares)).submit(_run, backend.batch_gradient, layout, params, part, X, Y, weights, first,
+                                             last, loss, share_ws) for part, (first, last, share_ws) in zip(parts, shares)]
+        try:
+            losses[0] = _run(backend.batch_gradient, layout, params, grads, X, Y, weights, 0, first_rows, loss, ws)
+        finally:  # the other shares write into this run's buffers: never leave them running
+            for k, future in enumerate(futures, 1):
+                losses[k] = future.result()
+        return _run(backend.batch_step, layout, params, grads, parts, state, X, Y, weights, losses, config, lrs, step,
+                    ws)
+
+
+_workers = {"pool": None, "size": 0, "lock": threading.Lock()}
+
+
+def _pool(size):
+    """A pool of at least ``size`` threads, made once and kept for the process."""
+    with _workers["lock"]:
+        if _workers["size"] < size:
+            _workers["pool"] = concurrent.futures.ThreadPoolExecutor(size, thread_name_prefix="fastgd")
+            _workers["size"] = size
+        return _workers["pool"]

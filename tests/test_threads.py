@@ -1,0 +1,145 @@
+"""An epoch of one batch split into shares of its rows, computed on threads: the same steps as
+the reference's, the same results for the same threads, and fits that use it when it pays."""
+
+import threading
+
+import numpy as np
+import pytest
+import scipy.sparse
+from threadpoolctl import threadpool_limits
+
+import fastgd
+from fastgd import _threads
+from fastgd.kernels import CSR, step_config
+from fastgd.optimizers import OPTIMIZERS
+
+from conftest import BACKENDS, COMPILED, make_problem
+from test_agreement import KERNEL_RTOL, TRAINING_RTOL, assert_close
+
+OPTIMIZER_CASES = {  # (rule, hyper-parameters, clip_norm)
+    "sgd": ("sgd", dict(momentum=0.0), 0.0),  # plain SGD: the step is fused into the last pass
+    "momentum-clipped": ("sgd", dict(momentum=0.9, nesterov=1.0), 0.5),
+    "adam": ("adam", dict(beta1=0.9, beta2=0.999, eps=1e-8), 0.0),
+    "line-search": ("line_search", dict(rho=0.5, c=1e-4, min_step=1e-6, fallback_step=1e-3), 0.0),
+}
+
+
+def epochs(backend, dtype, threads, optimizer, output="softmax", loss="cross_entropy", sparse=False, weighted=False,
+           n=600, count=4):
+    """``(params, losses, state)`` after ``count`` one-batch epochs on ``threads`` threads (the state
+    flattened, with a 0 in front: plain SGD keeps none)."""
+    X, y = make_problem(output, n=n, n_in=6, seed=1)
+    net = fastgd.MLP([6, 9, 7, 3], hidden="tanh", output=output, loss=loss, backend=backend, dtype=dtype,
+                     random_state=2)
+    X, Y, _ = net.encode(X, y)
+    rule, hyper, clip_norm = OPTIMIZER_CASES[optimizer]
+    hyper = {**dict.fromkeys(OPTIMIZERS[rule].hyper, 0.0), **hyper}
+    config = step_config(loss, rule, hyper, l2=1e-3, clip_norm=clip_norm)
+    params, grads = net.params.copy(), np.zeros_like(net.params)
+    state = np.zeros((OPTIMIZERS[rule].slots(hyper), len(params)), dtype)
+    weights = np.random.RandomState(3).uniform(0.2, 2.0, n) if weighted else None
+    rows = CSR(scipy.sparse.csr_array(np.where(np.abs(X) < 0.7, 0, X)), dtype) if sparse else X
+    run = net.kernels.epochs(params, grads, state, rows, Y, np.arange(n), n, config, net.kernels.workspace(n),
+                             weights, np.random.RandomState(4), threads)
+    losses = []
+    for step in range(count):
+        value, steps, status = run(np.full(1, 0.05), step)
+        assert (steps, status) == (1, 0)
+        losses.append(value)
+    return params, losses, np.concatenate([[0], state.ravel()])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("optimizer", list(OPTIMIZER_CASES))
+@pytest.mark.parametrize("rows", ["dense", "sparse", "weighted"])
+def test_an_epoch_in_shares_matches_the_reference_in_one(backend, dtype, threads, optimizer, rows):
+    # 600 rows in 2 or 3 shares: each more than one block of rows of the compiled backends.
+    options = dict(sparse=rows == "sparse", weighted=rows == "weighted")
+    expected = epochs("numpy", dtype, 1, optimizer, **options)
+    got = epochs(backend, dtype, threads, optimizer, **options)
+    for value, reference in zip(got, expected):
+        assert_close(value, reference, TRAINING_RTOL[dtype])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("output, loss", [("sigmoid", "binary_cross_entropy"), ("sigmoid", "mse"),
+                                          ("identity", "mse"), ("exp", "poisson")])
+def test_every_loss_in_shares_matches_one_share(backend, output, loss):
+    one = epochs(backend, "float64", 1, "adam", output, loss, weighted=True)
+    shared = epochs(backend, "float64", 3, "adam", output, loss, weighted=True)
+    for value, reference in zip(shared, one):
+        assert_close(value, reference, KERNEL_RTOL["float64"])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_same_threads_give_the_same_bits(backend):
+    first, second = (epochs(backend, "float32", 2, "adam") for _ in range(2))
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_share_that_diverges_stops_the_epoch_before_its_step(backend):
+    X, y = make_problem("identity", n=40, seed=0)
+    net = fastgd.MLP([5, 9, 3], output="identity", backend=backend, random_state=0)
+    X, Y, _ = net.encode(X, y)
+    X[35] = 1e300  # in the second share
+    params, grads = net.params.copy(), np.zeros_like(net.params)
+    before = params.copy()
+    value, steps, status = net.kernels.train_epoch(params, grads, np.zeros((0, len(params))), X, Y, np.arange(40), 40,
+                                                   step_config("mse"), np.full(1, 0.1), 0, net.kernels.workspace(40),
+                                                   threads=2)
+    assert not np.isfinite(value) and steps == 0 and status == 1
+    np.testing.assert_array_equal(params, before)
+
+
+@pytest.mark.parametrize("threads", [0, -1, 2.0, "2", True, None, 2**40])
+def test_threads_must_be_a_positive_integer(threads):
+    net = fastgd.MLP([3, 2], backend="numpy")
+    args = (net.params.copy(), np.zeros(net.kernels.n_params), np.zeros((0, net.kernels.n_params)), np.ones((4, 3)),
+            np.eye(2)[[0, 1, 0, 1]], np.arange(4), 4, step_config("cross_entropy"), np.ones(1), 0,
+            net.kernels.workspace(4))
+    with pytest.raises(ValueError, match="threads"):
+        net.kernels.train_epoch(*args, threads=threads)
+
+
+def test_only_an_epoch_of_one_batch_is_split():
+    net = fastgd.MLP([3, 2], backend="numpy")
+    with pytest.raises(ValueError, match="threads: only an epoch of one batch"):
+        net.kernels.train_epoch(net.params.copy(), np.zeros(net.kernels.n_params), np.zeros((0, net.kernels.n_params)),
+                                np.ones((4, 3)), np.eye(2)[[0, 1, 0, 1]], np.arange(4), 2, step_config("cross_entropy"),
+                                np.ones(2), 0, net.kernels.workspace(2, 2), threads=2)
+
+
+@pytest.mark.parametrize("backend", COMPILED)
+def test_a_full_batch_fit_splits_its_rows_across_the_threads_it_repays(backend, monkeypatch):
+    """With every step large enough to repay threads, a full-batch fit computes its shares on as many
+    threads as BLAS may use, and trains as a one-thread fit does; a mini-batch fit does not split."""
+    module = fastgd.kernels._loaded[backend]
+    seen = []
+
+    def batch_gradient(*args):
+        seen.append(threading.get_ident())
+        return kernel(*args)
+
+    kernel = module.batch_gradient
+    monkeypatch.setattr(module, "batch_gradient", batch_gradient)
+    X, y = make_problem("softmax", n=300, seed=0)
+    fits = {}
+    for threads, min_flops in ((2, 1), (1, _threads.MIN_FLOPS_PER_THREAD)):
+        monkeypatch.setattr(_threads, "MIN_FLOPS_PER_THREAD", min_flops)
+        net = fastgd.MLP([5, 9, 3], backend=backend, random_state=0)
+        with threadpool_limits(threads):
+            net.fit(X, y, epochs=3, optimizer=fastgd.Adam(lr=0.01), l2=1e-3)
+            fits[threads] = net
+    main = threading.get_ident()  # two shares an epoch: one on the fit's thread, the other on another
+    assert len(seen) == 6 and seen.count(main) == 3
+    assert_close(fits[2].params, fits[1].params, 1e-12)
+    assert_close(fits[2].history_.history["loss"], fits[1].history_.history["loss"], 1e-12)
+    seen.clear()
+    monkeypatch.setattr(_threads, "MIN_FLOPS_PER_THREAD", 1)
+    with threadpool_limits(2):
+        fastgd.MLP([5, 9, 3], backend=backend, random_state=0).fit(X, y, epochs=1, batch_size=100)
+    assert seen == []
