@@ -5,7 +5,8 @@ and time to accuracy, in one run; a table, a JSON of every raw number and PNG ch
 each timed epoch: under a minute once compiled (more with PyTorch and JAX
 installed); the full run, under ten. Warm-up (compilation) is never timed, and its
 seconds are printed at the end. Threads: one for every system by default
-(``--threads all`` for every core).
+(``--threads all`` for every core; ``--threads 1 all`` measures both, side by side in
+each round, and adds each system's speed-up).
 """
 
 import argparse
@@ -39,7 +40,7 @@ def chart(results, tta, path):
         left.bar([c + i * width for c in range(len(cells))], ratios, width, label=system)
     left.set_xticks([c + 0.4 - width / 2 for c in range(len(cells))], [f"{w}\n{m}" for w, m in cells], fontsize=8)
     left.set(yscale="log", ylabel="samples/s relative to the NumPy reference",
-             title=f"training throughput against the NumPy reference ({threads} BLAS thread)")
+             title=f"training throughput against the NumPy reference ({threads} thread{'s' * (threads > 1)})")
     left.axhline(1, color="k", linewidth=0.5)
     left.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # beside the bars, never over them
     backend = fastgd.backends()[0]
@@ -63,7 +64,8 @@ def header(machine, rounds, scale, threads):
     """The report's first lines: the machine, the versions and the settings the figures hold for."""
     versions = ", ".join(f"{name} {v}" for name, v in machine["versions"].items() if v)
     return [f"Machine: {machine['cpu']}, {machine['cores']} cores. Versions: {versions}.",
-            f"Settings: {rounds} rounds per cell (median), {threads} BLAS thread(s), rows scaled by {scale}; "
+            f"Settings: {rounds} rounds per cell (median), {' and '.join(map(str, threads))} thread(s) per "
+            f"system, rows scaled by {scale}; "
             "% of GEMM is against the best GEMM rate measured in each cell's rounds.", ""]
 
 
@@ -75,24 +77,25 @@ def main(argv=None):
     parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
     parser.add_argument("--backends", nargs="+", default=fastgd.backends(), choices=["numpy", "numba", "cython"])
     parser.add_argument("--peers", nargs="*", default=list(PEERS), choices=list(PEERS))
-    parser.add_argument("--threads", default="1", help="BLAS threads for every system: a number or 'all'")
+    parser.add_argument("--threads", nargs="+", default=["1"],
+                        help="threads for every system: numbers or 'all' (every core); several are measured side by side")
     parser.add_argument("--no-accuracy", action="store_true", help="skip the time-to-accuracy runs")
     parser.add_argument("--out", default="benchmarks/results", help="folder for results.json, results.md, results.png")
     args = parser.parse_args(argv)
     rounds = args.rounds or (3 if args.quick else 5)
     scale = args.scale or (0.1 if args.quick else 1.0)
-    threads = os.cpu_count() if args.threads == "all" else int(args.threads)
+    threads = sorted({os.cpu_count() if t == "all" else int(t) for t in args.threads})
     backends = ["numpy"] + [b for b in args.backends if b != "numpy"]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
     start = time.perf_counter()
     workloads = [WORKLOADS[w] for w in args.workloads]
-    results, skipped = throughput.measure(workloads, backends, args.peers, rounds, [threads], scale,
+    results, skipped = throughput.measure(workloads, backends, args.peers, rounds, threads, scale,
                                           cool_down=0.05 if args.quick else throughput.COOL_DOWN)
     max_epochs, max_seconds = (30, 5.0) if args.quick else (200, 20.0)
     tta = [] if args.no_accuracy else accuracy.time_to_accuracy(
-        backends, max_epochs=max_epochs, max_seconds=max_seconds, threads=threads)
+        backends, max_epochs=max_epochs, max_seconds=max_seconds, threads=threads[0])
     machine = throughput.machine()
     report = [*header(machine, rounds, scale, threads), "Throughput:", "", throughput.table(results), ""]
     if skipped:

@@ -179,11 +179,13 @@ def measure(workloads, backends, peers, rounds, thread_counts, scale=1.0, progre
 
 
 def table(results):
-    """Markdown: one row per workload x mode x system, a column group per thread count."""
+    """Markdown: one row per workload x mode x system, a column group per thread count, and each
+    thread count's speed-up over the fewest."""
     threads = sorted({r["threads"] for r in results})
     head = "| workload | mode | system | " + " | ".join(
-        f"{t}T samples/s | {t}T vs reference | {t}T GFLOP/s | {t}T % of GEMM" for t in threads) + " | warm-up s |"
-    lines = [head, "|" + "---|" * (4 + 4 * len(threads))]
+        f"{t}T samples/s | {t}T vs reference | {t}T GFLOP/s | {t}T % of GEMM" for t in threads) + "".join(
+        f" | {t}T / {threads[0]}T" for t in threads[1:]) + " | warm-up s |"
+    lines = [head, "|" + "---|" * (4 + 5 * len(threads) - 1)]
     keys = list(dict.fromkeys((r["workload"], r["mode"], r["system"]) for r in results))
     by_key = {(r["workload"], r["mode"], r["system"], r["threads"]): r for r in results}
     for key in keys:
@@ -192,6 +194,10 @@ def table(results):
             r = by_key.get(key + (t,))
             cells.append(f"{r['samples_per_s']:,.0f} | {r['ratio_to_reference']:.2f}x | {r['gflops']:.1f} | "
                          f"{r['gemm_fraction']:.0%}" if r else "- | - | - | -")
+        fewest = by_key.get(key + (threads[0],))
+        for t in threads[1:]:
+            r = by_key.get(key + (t,))
+            cells.append(f"{r['samples_per_s'] / fewest['samples_per_s']:.2f}x" if r and fewest else "-")
         warmup = by_key[key + (threads[0],)]["warmup_s"]
         lines.append(f"| {' | '.join(key)} | " + " | ".join(cells) + f" | {warmup:.2f} |")
     return "\n".join(lines)

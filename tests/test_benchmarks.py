@@ -60,6 +60,19 @@ def test_flops_per_sample_count_every_product_of_a_step(benchmarks_main):
     assert flop_rate(1_000, 15_424, 0.5) == 30_848_000
 
 
+def test_a_table_of_two_thread_counts_gives_each_system_its_speed_up(benchmarks_main):
+    from benchmarks.throughput import table
+
+    results = [{"workload": "W2", "mode": "batch", "system": system, "threads": threads, "samples_per_s": rate,
+                "ratio_to_reference": rate / reference, "gflops": 1.0, "gemm_fraction": 0.5, "warmup_s": 0.1}
+               for system, rates in (("numpy", (100.0, 150.0)), ("cython", (300.0, 570.0)))
+               for threads, rate, reference in zip((1, 2), rates, (100.0, 150.0))]
+    head, rule, numpy, cython = table(results).splitlines()
+    assert head.endswith("| 2T % of GEMM | 2T / 1T | warm-up s |")
+    assert len(rule.split("|")) == len(head.split("|"))
+    assert numpy.endswith("| 1.50x | 0.10 |") and cython.endswith("| 570 | 3.80x | 1.0 | 50% | 1.90x | 0.10 |")
+
+
 def test_the_chart_says_what_it_compares(benchmarks_main, tmp_path):
     from benchmarks.__main__ import chart
 
@@ -69,7 +82,7 @@ def test_the_chart_says_what_it_compares(benchmarks_main, tmp_path):
     tta = [{"backend": fastgd.backends()[0], "batch_size": size, "target": 0.94,
             "curve": [(0.01 * (i + 1), 1.0 / (i + 1), 0.5 + 0.1 * i) for i in range(5)]} for size in (1, 32, "full")]
     throughput, accuracy = chart(results, tta, tmp_path / "chart.png").axes
-    assert throughput.get_title() == "training throughput against the NumPy reference (1 BLAS thread)"
+    assert throughput.get_title() == "training throughput against the NumPy reference (1 thread)"
     assert [t.get_text() for t in throughput.get_legend().get_texts()] == ["numpy", "cython", "scikit-learn"]
     assert accuracy.get_title() == f"time to accuracy, textbook data ({fastgd.backends()[0]})"
     assert accuracy.get_ylabel() == "validation accuracy"

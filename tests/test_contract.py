@@ -60,14 +60,14 @@ class Call:
                          Y=np.eye(2)[rng.randint(0, 2, 10)], order=np.arange(10), batch_size=4,
                          config=step_config("cross_entropy"), lrs=np.full(3, 0.1), step=0,
                          ws=self.kernels.workspace(4, 4), loss=LOSSES["cross_entropy"], l2=0.1, lr=0.1, weights=None,
-                         rng=None)
+                         rng=None, threads=1)
 
     SIGNATURES = {
         "forward": ("params", "X", "ws"), "evaluate": ("params", "X", "Y", "loss", "ws"),
         "l2_penalty": ("params", "l2"), "backward": ("params", "X", "Y", "config", "ws", "grads"),
         "clip": ("grads", "config"), "update": ("params", "grads", "state", "config", "lr", "step"),
         "train_epoch": ("params", "grads", "state", "X", "Y", "order", "batch_size", "config", "lrs", "step", "ws",
-                        "weights", "rng"),
+                        "weights", "rng", "threads"),
     }
 
     def run(self, name, **changes):
@@ -112,6 +112,7 @@ BAD = [  # (kernel, argument changes, error, message)
     ("forward", dict(X=np.zeros((5, 3)), ws="small"), TypeError, "ws: "),
     ("evaluate", dict(Y=np.zeros((9, 2))), ValueError, r"Y: .*shape \(10, 2\)"),
     ("evaluate", dict(loss=7), ValueError, "loss: expected a loss code"),
+    ("backward", dict(Y=None), TypeError, "Y: expected a NumPy array, got NoneType"),
     ("evaluate", dict(loss=LOSSES["binary_cross_entropy"]), ValueError, "loss: 'binary_cross_entropy' cannot follow"),
     ("l2_penalty", dict(l2=float("nan")), ValueError, "l2: expected a finite number"),
     ("backward", dict(grads=read_only(np.zeros(P))), ValueError, "grads: .*writable.*got a read-only"),
@@ -147,6 +148,8 @@ BAD = [  # (kernel, argument changes, error, message)
     ("train_epoch", dict(batch_size=5, lrs=np.full(2, 0.1)), ValueError,
      "ws: made for 4 rows and 4 gathered rows; this call needs 5 and 5"),
     ("train_epoch", dict(batch_size=10, lrs=np.full(1, 0.1)), ValueError, "ws: made for 4 rows .* needs 10 and 0"),
+    ("train_epoch", dict(threads=0), ValueError, r"threads: expected an integer in \[1, "),
+    ("train_epoch", dict(threads=2), ValueError, "threads: only an epoch of one batch .* 3 batches of 4 rows"),
 ]
 
 

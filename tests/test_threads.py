@@ -95,24 +95,6 @@ def test_a_share_that_diverges_stops_the_epoch_before_its_step(backend):
     np.testing.assert_array_equal(params, before)
 
 
-@pytest.mark.parametrize("threads", [0, -1, 2.0, "2", True, None, 2**40])
-def test_threads_must_be_a_positive_integer(threads):
-    net = fastgd.MLP([3, 2], backend="numpy")
-    args = (net.params.copy(), np.zeros(net.kernels.n_params), np.zeros((0, net.kernels.n_params)), np.ones((4, 3)),
-            np.eye(2)[[0, 1, 0, 1]], np.arange(4), 4, step_config("cross_entropy"), np.ones(1), 0,
-            net.kernels.workspace(4))
-    with pytest.raises(ValueError, match="threads"):
-        net.kernels.train_epoch(*args, threads=threads)
-
-
-def test_only_an_epoch_of_one_batch_is_split():
-    net = fastgd.MLP([3, 2], backend="numpy")
-    with pytest.raises(ValueError, match="threads: only an epoch of one batch"):
-        net.kernels.train_epoch(net.params.copy(), np.zeros(net.kernels.n_params), np.zeros((0, net.kernels.n_params)),
-                                np.ones((4, 3)), np.eye(2)[[0, 1, 0, 1]], np.arange(4), 2, step_config("cross_entropy"),
-                                np.ones(2), 0, net.kernels.workspace(2, 2), threads=2)
-
-
 @pytest.mark.parametrize("backend", COMPILED)
 def test_a_full_batch_fit_splits_its_rows_across_the_threads_it_repays(backend, monkeypatch):
     """With every step large enough to repay threads, a full-batch fit computes its shares on as many

@@ -48,6 +48,7 @@ MAX_THREADS = 1024
 _NO_WEIGHTS = np.empty(0)  # every row weighs 1
 MT19937_WORDS = 625  # an MT19937's state as the kernels take it: 624 words of key, then the position
 _NO_GENERATOR = np.empty(0, np.uint32)  # no shuffle
+_NO_TARGETS = object()  # a call without targets
 
 _LOSS_NAMES = {code: name for name, code in LOSSES.items()}
 _ACTIVATION_NAMES = {code: name for name, code in ACTIVATIONS.items()}
@@ -354,8 +355,8 @@ class Kernels:
     def _params(self, params, name="params", writable=False):
         return _check_array(params, name, self.dtype, (self.n_params,), writable)
 
-    def _rows(self, X, Y=None):
-        """The number of rows of ``X`` (dense, or a :class:`CSR`) and ``Y``, at least 1 and below 2**31."""
+    def _rows(self, X, Y=_NO_TARGETS):
+        """The number of rows of ``X`` (dense, or a :class:`CSR`) and ``Y`` (if given), at least 1 and below 2**31."""
         if type(X) is CSR:
             m = X.shape[0]
             if X.dtype != self.dtype or X.shape[1] != self.n_in or not 0 < m < 2**31:
@@ -363,7 +364,7 @@ class Kernels:
         else:
             m = X.shape[0] if isinstance(X, np.ndarray) and X.ndim == 2 and 0 < X.shape[0] < 2**31 else None
             _check_array(X, "X", self.dtype, (m, self.n_in))
-        if Y is not None:
+        if Y is not _NO_TARGETS:
             _check_array(Y, "Y", self.dtype, (m, self.n_out))
         return m
 
