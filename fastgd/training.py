@@ -251,11 +251,10 @@ def train(net, X, Y, options: FitOptions, validation=None, weights=None) -> Hist
         grads, state, rows, lrs = np.zeros_like(params), training.state, np.arange(n), np.empty(n_batches)
         order = rows.copy()
         # Each epoch shuffles the order in the kernel: rng.permutation(n), or (reshuffle) the order before permuted.
-        # An epoch of one batch splits its rows across the threads it repays, each running BLAS on one.
+        # An epoch of one batch splits its rows across the threads it repays; mini-batches leave them to BLAS.
         threads = threads_for(kernels.layout, batch_size)
-        shares = threads if n_batches == 1 else 1
         train_epoch = kernels.epochs(params, grads, state, X, Y, order, batch_size, config, ws, weights,
-                                     training.rng if options.shuffle else None, shares)
+                                     training.rng if options.shuffle else None, threads if n_batches == 1 else 1)
         last = np.empty_like(params), np.empty_like(state)  # the weights and state an epoch started from
         line_search = optimizer.rule == "line_search"
         classifies = net.task.classifies
@@ -268,7 +267,7 @@ def train(net, X, Y, options: FitOptions, validation=None, weights=None) -> Hist
             _hook(callback, "on_train_begin")
         diverged = None
         try:
-            with blas_threads(1 if shares > 1 else threads):
+            with blas_threads(threads):
                 for epoch in range(options.epochs):
                     if options.shuffle and not options.reshuffle:
                         np.copyto(order, rows)

@@ -119,7 +119,7 @@ def warmup(backend: str = "numba", dtypes=("float64", "float32")) -> dict:
             entry.evaluate(params, X[:rows], Y[:rows], LOSSES["cross_entropy"], ws)
             entry.backward(params, X[:rows], Y[:rows], config, ws, grads)
             entry.train_epoch(params, grads, state, X, Y, np.arange(40), rows, config, np.full(40 // rows, 1e-3), 1,
-                              ws)
+                              ws, threads=1 if rows < 40 else 2)  # one batch: in shares on two threads
         entry.l2_penalty(params, 1e-4)
         entry.clip(grads, config)
         entry.update(params, grads, state, config, 1e-3, 1)

@@ -8,7 +8,9 @@ array is formed, and each row of ``W`` is read once per step (for one row, the
 delta of the layer below comes out of the same pass); a batch of one row also
 goes forward by loops, and plain SGD on one row per step takes each step's
 update of the first layer in the next row's forward pass. Bias, activation,
-loss and output delta are fused into one pass per row.
+loss and output delta are fused into one pass per row. An epoch of one batch
+may come in shares of its rows, which threads compute at once
+(``batch_gradient``), then one step (``batch_step``).
 
 float32 and float64 share one source: Numba compiles a specialisation per
 dtype, and scalars are cast to the array dtype (``dtype.type``) so float32

@@ -39,6 +39,7 @@ import numpy as np
 
 from .._codes import ACTIVATIONS, BAD_ROW, HIDDEN_ACTIVATIONS, HYPER, LOSS_OUTPUTS, LOSSES, NOT_FINITE, OK, OPTIMIZERS
 from .._layout import ACTIVATION, B_OFFSET, N_IN, N_OUT
+from .._threads import blas_threads
 
 STEP = np.dtype([("loss", np.int64), ("optimizer", np.int64), ("l2", np.float64), ("l2_per_row", np.float64),
                  ("clip_value", np.float64), ("clip_norm", np.float64)] + [(name, np.float64) for name in HYPER])
@@ -474,9 +475,8 @@ class Kernels:
         :func:`generator_state` can read its state, else by ``rng.shuffle``.
 
         ``threads``: an epoch of one batch splits its rows into as many consecutive shares, whose
-        gradients as many threads compute at once (:meth:`Backend.batch_gradient`; BLAS should
-        then run one thread each); the same ``threads`` give the same results. Epochs of several
-        batches take 1."""
+        gradients as many threads compute at once (:meth:`Backend.batch_gradient`), BLAS on one
+        thread each; the same ``threads`` give the same results. Epochs of several batches take 1."""
         self._params(params, writable=True)
         self._params(grads, "grads", writable=True)
         n = self._rows(X, Y)
@@ -544,15 +544,17 @@ class Epochs:
         (layout, params, grads, state, X, Y, weights, _, _, _, config), ws = self._arguments
         first_rows, shares, parts, losses = self._shares
         loss = int(config["loss"][0])
-        futures = [_pool(len(shares)).submit(_run, backend.batch_gradient, layout, params, part, X, Y, weights, first,
-                                             last, loss, share_ws) for part, (first, last, share_ws) in zip(parts, shares)]
-        try:
-            losses[0] = _run(backend.batch_gradient, layout, params, grads, X, Y, weights, 0, first_rows, loss, ws)
-        finally:  # the other shares write into this run's buffers: never leave them running
-            for k, future in enumerate(futures, 1):
-                losses[k] = future.result()
-        return _run(backend.batch_step, layout, params, grads, parts, state, X, Y, weights, losses, config, lrs, step,
-                    ws)
+        with blas_threads(1):  # the threads are the shares'
+            futures = [_pool(len(shares)).submit(_run, backend.batch_gradient, layout, params, part, X, Y, weights,
+                                                 first, last, loss, share_ws)
+                       for part, (first, last, share_ws) in zip(parts, shares)]
+            try:
+                losses[0] = _run(backend.batch_gradient, layout, params, grads, X, Y, weights, 0, first_rows, loss, ws)
+            finally:  # the other shares write into this run's buffers: never leave them running
+                for k, future in enumerate(futures, 1):
+                    losses[k] = future.result()
+            return _run(backend.batch_step, layout, params, grads, parts, state, X, Y, weights, losses, config, lrs,
+                        step, ws)
 
 
 _workers = {"pool": None, "size": 0, "lock": threading.Lock()}
