@@ -11,6 +11,8 @@ threads to BLAS. Measured on two cores: a second thread paid off for
 nor for [10, 64, 32, 3] on 1,500 rows (23 MFLOP).
 """
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 
 import scipy.linalg  # noqa: F401  (loads SciPy's BLAS, the one Numba's and Cython's kernels call)
@@ -46,3 +48,15 @@ def blas_threads(threads):
 def blas_threads_for(layout, rows):
     """A context in which BLAS uses as many threads as ``rows``-row steps repay."""
     return blas_threads(threads_for(layout, rows))
+
+
+_workers = {"pool": None, "size": 0, "lock": threading.Lock()}
+
+
+def pool(size):
+    """A pool of at least ``size`` threads, made once and kept for the process."""
+    with _workers["lock"]:
+        if _workers["size"] < size:
+            _workers["pool"] = ThreadPoolExecutor(size, thread_name_prefix="fastgd")
+            _workers["size"] = size
+        return _workers["pool"]

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._codes import LOSSES, NOT_FINITE, OK
-from ._threads import blas_threads, threads_for
+from ._threads import blas_threads, pool, threads_for
 from ._validation import check_bool, check_int, check_nonnegative, check_positive
 from .callbacks import EpochLog, History, ProgressBar
 from .errors import TrainingDiverged
@@ -191,31 +191,49 @@ class FitOptions:
             raise ValueError(f"on_divergence: expected 'raise' or 'warn', got {self.on_divergence!r}")
 
 
-def outputs(kernels, params, X, Y=None, loss=None, ws=None, weights=None):
+def outputs(kernels, params, X, Y=None, loss=None, workspaces=None, weights=None):
     """``(outputs (n, n_out), mean data loss)`` of the rows of ``X`` in chunks of ``CHUNK_ROWS``
     rows; the loss (no L2 term; rows weighted by ``weights``, None: 1 each) needs targets ``Y``
-    and a loss code, else it is None."""
+    and a loss code, else it is None. ``workspaces``: one per thread that takes chunks at once
+    (each BLAS on one thread); None: one thread, its workspace made here."""
     n = len(X)
-    ws = ws or kernels.workspace(min(n, CHUNK_ROWS))
+    workspaces = workspaces or [kernels.workspace(min(n, CHUNK_ROWS))]
     result = np.empty((n, kernels.n_out), dtype=kernels.dtype)
-    loss_sum = 0.0
-    for start in range(0, n, CHUNK_ROWS):
-        rows = slice(start, start + CHUNK_ROWS)
-        if Y is None:
-            result[rows] = kernels.forward(params, X[rows], ws)
-            continue
-        chunk = None if weights is None else weights[rows]
-        count = len(result[rows]) if chunk is None else float(chunk.sum())
-        value, result[rows] = kernels.evaluate(params, X[rows], Y[rows], loss, ws, chunk)
-        if count:  # rows that all weigh 0 count for nothing
-            loss_sum += value * count
-    return result, (loss_sum / (n if weights is None else float(weights.sum())) if Y is not None else None)
+    starts = range(0, n, CHUNK_ROWS)
+    sums = np.zeros(len(starts))  # each chunk's weighted loss, added in order whatever thread took it
+
+    def take(thread):
+        ws = workspaces[thread]
+        for i in range(thread, len(starts), len(workspaces)):
+            rows = slice(starts[i], starts[i] + CHUNK_ROWS)
+            if Y is None:
+                result[rows] = kernels.forward(params, X[rows], ws)
+                continue
+            chunk = None if weights is None else weights[rows]
+            count = len(result[rows]) if chunk is None else float(chunk.sum())
+            value, result[rows] = kernels.evaluate(params, X[rows], Y[rows], loss, ws, chunk)
+            if count:  # rows that all weigh 0 count for nothing
+                sums[i] = value * count
+
+    threads = min(len(workspaces), len(starts))
+    if threads == 1:
+        take(0)
+    else:
+        with blas_threads(1):
+            others = [pool(threads - 1).submit(take, thread) for thread in range(1, threads)]
+            try:
+                take(0)
+            finally:  # the others write into ``result``: never leave them running
+                for future in others:
+                    future.result()
+    return result, (float(sums.sum()) / (n if weights is None else float(weights.sum())) if Y is not None else None)
 
 
-def evaluate(net, X, Y, ws=None, weights=None):
+def evaluate(net, X, Y, workspaces=None, weights=None):
     """``(loss, accuracy)`` of ``net`` on checked rows ``(X, Y)`` (weighted by ``weights``, None: 1 each):
-    the mean data loss plus the L2 term of ``net.training.l2``; accuracy is None for regression."""
-    result, data_loss = outputs(net.kernels, net.params, X, Y, LOSSES[net.loss], ws, weights)
+    the mean data loss plus the L2 term of ``net.training.l2``; accuracy is None for regression.
+    ``workspaces``: as :func:`outputs` takes them."""
+    result, data_loss = outputs(net.kernels, net.params, X, Y, LOSSES[net.loss], workspaces, weights)
     return data_loss + net.kernels.l2_penalty(net.params, net.training.l2), net.task.accuracy(result, Y)
 
 
@@ -246,8 +264,9 @@ def train(net, X, Y, options: FitOptions, validation=None, weights=None) -> Hist
                              options.clip_norm or 0.0, options.l2_per_row)
         ws = kernels.workspace(batch_size, batch_size if n_batches > 1 else 0, sparse=not isinstance(X, np.ndarray))
         needs_metrics = options.train_metrics or validation is not None
-        eval_ws = kernels.workspace(min(CHUNK_ROWS, max(n, len(validation[0]) if validation else 0))) \
-            if needs_metrics else None
+        # The metrics take chunks of rows on as many threads as a step of one chunk repays.
+        eval_ws = [kernels.workspace(min(CHUNK_ROWS, max(n, len(validation[0]) if validation else 0)))
+                   for _ in range(threads_for(kernels.layout, CHUNK_ROWS))] if needs_metrics else None
         grads, state, rows, lrs = np.zeros_like(params), training.state, np.arange(n), np.empty(n_batches)
         order = rows.copy()
         # Each epoch shuffles the order in the kernel: rng.permutation(n), or (reshuffle) the order before permuted.

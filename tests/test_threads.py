@@ -125,3 +125,28 @@ def test_a_full_batch_fit_splits_its_rows_across_the_threads_it_repays(backend, 
     with threadpool_limits(2):
         fastgd.MLP([5, 9, 3], backend=backend, random_state=0).fit(X, y, epochs=1, batch_size=100)
     assert seen == []
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_chunks_evaluated_on_threads_give_what_one_thread_gives(backend, monkeypatch):
+    from fastgd.training import CHUNK_ROWS, outputs
+
+    n = 3 * CHUNK_ROWS + 100
+    X, y = make_problem("softmax", n=n, seed=5)
+    net = fastgd.MLP([5, 9, 3], backend=backend, random_state=0)
+    X, Y, _ = net.encode(X, y)
+    weights = np.random.RandomState(0).uniform(0, 2, n)
+    seen = set()
+    evaluate = net.kernels.backend.evaluate
+
+    def spy(*args):
+        seen.add(threading.get_ident())
+        return evaluate(*args)
+
+    monkeypatch.setattr(net.kernels.backend, "evaluate", spy)
+    one = outputs(net.kernels, net.params, X, Y, 0, None, weights)
+    seen.clear()
+    three = outputs(net.kernels, net.params, X, Y, 0, [net.kernels.workspace(CHUNK_ROWS) for _ in range(3)], weights)
+    assert len(seen) >= 2  # the calling thread and at least one of the pool
+    np.testing.assert_array_equal(three[0], one[0])
+    assert three[1] == one[1]

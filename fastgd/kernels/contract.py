@@ -27,19 +27,17 @@ runs; behind it the kernels trust their inputs, and nothing else in fastgd
 calls them. Kernels never raise: a training epoch returns a status.
 """
 
-import concurrent.futures
 import contextlib
 import ctypes
 import functools
 import math
-import threading
 from typing import Protocol
 
 import numpy as np
 
 from .._codes import ACTIVATIONS, BAD_ROW, HIDDEN_ACTIVATIONS, HYPER, LOSS_OUTPUTS, LOSSES, NOT_FINITE, OK, OPTIMIZERS
 from .._layout import ACTIVATION, B_OFFSET, N_IN, N_OUT
-from .._threads import blas_threads
+from .._threads import blas_threads, pool
 
 STEP = np.dtype([("loss", np.int64), ("optimizer", np.int64), ("l2", np.float64), ("l2_per_row", np.float64),
                  ("clip_value", np.float64), ("clip_norm", np.float64)] + [(name, np.float64) for name in HYPER])
@@ -545,7 +543,7 @@ class Epochs:
         first_rows, shares, parts, losses = self._shares
         loss = int(config["loss"][0])
         with blas_threads(1):  # the threads are the shares'
-            futures = [_pool(len(shares)).submit(_run, backend.batch_gradient, layout, params, part, X, Y, weights,
+            futures = [pool(len(shares)).submit(_run, backend.batch_gradient, layout, params, part, X, Y, weights,
                                                  first, last, loss, share_ws)
                        for part, (first, last, share_ws) in zip(parts, shares)]
             try:
@@ -555,15 +553,3 @@ class Epochs:
                     losses[k] = future.result()
             return _run(backend.batch_step, layout, params, grads, parts, state, X, Y, weights, losses, config, lrs,
                         step, ws)
-
-
-_workers = {"pool": None, "size": 0, "lock": threading.Lock()}
-
-
-def _pool(size):
-    """A pool of at least ``size`` threads, made once and kept for the process."""
-    with _workers["lock"]:
-        if _workers["size"] < size:
-            _workers["pool"] = concurrent.futures.ThreadPoolExecutor(size, thread_name_prefix="fastgd")
-            _workers["size"] = size
-        return _workers["pool"]
