@@ -54,7 +54,8 @@ _workers = {"pool": None, "size": 0, "lock": threading.Lock()}
 
 
 def pool(size):
-    """A pool of at least ``size`` threads, made once and kept for the process."""
+    """A pool of at least ``size`` threads, kept for the process. A larger one replaces it; the one
+    before is left running (another thread may be about to hand it work), its threads idle."""
     with _workers["lock"]:
         if _workers["size"] < size:
             _workers["pool"] = ThreadPoolExecutor(size, thread_name_prefix="fastgd")
