@@ -504,11 +504,13 @@ class Kernels:
         views = [a.view() if isinstance(a, np.ndarray) else a for a in (params, grads, state, X, Y, weights)]
         arguments = (self.layout, *views, order, _NO_GENERATOR if generator is None else generator, batch_size,
                      config.copy())
+        # Shares 1 on: rows, workspace and gradient (a row of ``parts``, one view kept for the run).
         bounds = [n * k // threads for k in range(threads + 1)]
-        shares = [(bounds[k], bounds[k + 1], self.backend.workspace(self.layout, self.dtype, bounds[k + 1] - bounds[k],
-                                                                     0, ws.sparse)) for k in range(1, threads)]
+        parts = np.empty((threads - 1, self.n_params), self.dtype)
+        shares = [(first, last, self.backend.workspace(self.layout, self.dtype, last - first, 0, ws.sparse), part)
+                  for first, last, part in zip(bounds[1:-1], bounds[2:], parts)]
         return Epochs(self, arguments, batches, optimizer == "line_search", ws, (rng, shuffle, lock),
-                      (bounds[1], shares, np.empty((len(shares), self.n_params), self.dtype), np.empty(threads)))
+                      (bounds[1], shares, parts, np.empty(threads)))
 
 
 class Epochs:
@@ -545,7 +547,7 @@ class Epochs:
         with blas_threads(1):  # the threads are the shares'
             futures = [pool(len(shares)).submit(_run, backend.batch_gradient, layout, params, part, X, Y, weights,
                                                  first, last, loss, share_ws)
-                       for part, (first, last, share_ws) in zip(parts, shares)]
+                       for first, last, share_ws, part in shares]
             try:
                 losses[0] = _run(backend.batch_gradient, layout, params, grads, X, Y, weights, 0, first_rows, loss, ws)
             finally:  # the other shares write into this run's buffers: never leave them running
