@@ -29,6 +29,8 @@ ext_modules = cythonize(
      for name, flags in BUILDS.items()],
     compiler_directives={"language_level": 3, "boundscheck": BOUNDS_CHECK, "wraparound": BOUNDS_CHECK,
                          "cdivision": True, "initializedcheck": BOUNDS_CHECK},
+    nthreads=os.cpu_count() or 1,
 )
 
-setup(ext_modules=ext_modules)
+# The builds compile side by side, one per core.
+setup(ext_modules=ext_modules, options={"build_ext": {"parallel": os.cpu_count() or 1}})
