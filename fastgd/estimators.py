@@ -263,7 +263,7 @@ class _BaseMLP(BaseEstimator):
         Y, _ = net.task.encode(targets, "y", len(X), np.arange(net.task.n_classes) if net.task.classifies else None)
         scale, loss_scale = self._scale(net.sizes[-1]), self._loss_scale(net.sizes[-1])
         config = step_config(net.loss, l2=self.alpha / scale, l2_per_row=True)
-        ws, grads = kernels.workspace(len(X)), np.empty_like(params)
+        ws, grads = kernels.workspace(len(X), keep_outputs=False), np.empty_like(params)
         order = _sklearn_order(kernels.layout)
 
         def loss_and_gradient(x):

@@ -262,13 +262,13 @@ def train(net, X, Y, options: FitOptions, validation=None, weights=None) -> Hist
         optimizer = training.optimizer
         config = step_config(net.loss, optimizer.rule, optimizer.hyper(), options.l2, options.clip_value or 0.0,
                              options.clip_norm or 0.0, options.l2_per_row)
-        ws = kernels.workspace(batch_size, batch_size if n_batches > 1 else 0, sparse=not isinstance(X, np.ndarray))
+        ws = kernels.workspace(batch_size, batch_size if n_batches > 1 else 0, sparse=not isinstance(X, np.ndarray),
+                               keep_outputs=False)
         needs_metrics = options.train_metrics or validation is not None
-        # The metrics take chunks of rows on as many threads as a step of one chunk repays, the
-        # first in the training workspace where it has room (it is idle between epochs).
+        # The metrics take chunks of rows on as many threads as a step of one chunk repays.
         eval_rows = min(CHUNK_ROWS, max(n, len(validation[0]) if validation else 0))
-        eval_ws = [ws if thread == 0 and ws.rows >= eval_rows else kernels.workspace(eval_rows)
-                   for thread in range(threads_for(kernels.layout, CHUNK_ROWS))] if needs_metrics else None
+        eval_ws = [kernels.workspace(eval_rows) for _ in range(threads_for(kernels.layout, CHUNK_ROWS))] \
+            if needs_metrics else None
         grads, state, rows, lrs = np.zeros_like(params), training.state, np.arange(n), np.empty(n_batches)
         order = rows.copy()
         # Each epoch shuffles the order in the kernel: rng.permutation(n), or (reshuffle) the order before permuted.

@@ -328,3 +328,33 @@ def test_sparse_batches_in_several_blocks_take_the_dense_steps(backend, batch_si
     for net, rows in zip(nets, (X, scipy.sparse.csr_matrix(X))):
         net.fit(rows, y, epochs=3, batch_size=batch_size, optimizer=fastgd.Adam(lr=0.01), l2=1e-3)
     assert_close(nets[1].params, nets[0].params, TRAINING_RTOL["float64"])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("batch_size", [700, 300], ids=["batch", "mini300"])
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "sparse"])
+@pytest.mark.parametrize("optimizer", [fastgd.SGD(lr=0.05), fastgd.Adam(lr=0.01),
+                                       fastgd.BacktrackingLineSearch(alpha0=0.2)], ids=["sgd", "adam", "line-search"])
+def test_a_workspace_for_training_only_takes_the_same_steps(backend, dtype, batch_size, sparse, optimizer):
+    """``keep_outputs=False``: a compiled backend keeps the outputs of one block of rows, not of
+    every row, and trains to the same bits."""
+    X, y = make_problem("softmax", n=700, n_in=12, seed=11)
+    net = fastgd.MLP([12, 9, 7, 3], backend=backend, dtype=dtype, random_state=0)
+    kernels, (X, Y, _) = net.kernels, net.encode(X, y)
+    X = CSR(scipy.sparse.csr_array(np.where(X > 0.5, X, 0)), kernels.dtype) if sparse else X
+    config = step_config("cross_entropy", optimizer.rule, optimizer.hyper(), l2=1e-3)
+    batches = -(-700 // batch_size)
+    results = []
+    for keep_outputs in (True, False):
+        ws = kernels.workspace(batch_size, batch_size if batches > 1 else 0, sparse=sparse, keep_outputs=keep_outputs)
+        if backend != "numpy":
+            assert ws.lse.size == (batch_size if keep_outputs else 256)
+        params, state = net.params.copy(), np.zeros((optimizer.n_slots, kernels.n_params), kernels.dtype)
+        for step in range(0, 3 * batches, batches):
+            loss, _, status = kernels.train_epoch(params, np.zeros_like(params), state, X, Y, np.arange(700),
+                                                  batch_size, config, np.full(batches, 0.05), step, ws)
+            assert status == 0 and np.isfinite(loss)
+        results.append((params, loss))
+    np.testing.assert_array_equal(results[1][0], results[0][0])
+    assert results[1][1] == results[0][1]

@@ -240,6 +240,18 @@ def test_a_workspace_serves_only_the_entry_that_made_it(backend):
         call.kernels.workspace(10).rows = 10**9
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_workspace_for_training_only_serves_no_forward_pass(backend):
+    call = Call(backend)
+    ws = call.kernels.workspace(10, keep_outputs=False)
+    for kernel in ("forward", "evaluate"):
+        with pytest.raises(ValueError, match="ws: made with keep_outputs=False, for training only"):
+            call.run(kernel, ws=ws)
+    assert np.isfinite(call.run("backward", ws=ws))
+    with pytest.raises(ValueError, match="keep_outputs: expected True or False, got 0"):
+        call.kernels.workspace(10, keep_outputs=0)
+
+
 def batches_of(call, batch_size):
     """The arguments of ``call``'s train_epoch that change with the batch size."""
     return dict(batch_size=batch_size, lrs=np.full(-(-10 // batch_size), 0.1),

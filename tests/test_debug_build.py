@@ -36,7 +36,7 @@ for dtype in ("float64", "float32"):
     fastgd.check_gradients(fastgd.MLP([5, 4, 3], backend="cython", dtype=dtype), X, y)
 print("clean")
 layout = net.kernels.layout
-ws = _cython.workspace(layout, np.dtype("float32"), 4, 0, False)  # room for 4 rows
+ws = _cython.workspace(layout, np.dtype("float32"), 4, 0, False, True)  # room for 4 rows
 _cython.forward(layout, net.params, X[:10].astype(np.float32), ws)  # 10 rows, past the checked entry
 print("not stopped")
 """

@@ -332,21 +332,21 @@ cdef inline double _loss_row(const floating* z, const floating* out, const float
 
 # ---------------------------------------------------------------- passes over a batch
 cdef void _forward_block(const int64_t[:, ::1] layout, const floating[::1] params, const floating[::1] X,
-                         const Sparse* sparse, Py_ssize_t start, int m, floating[::1] acts, const int64_t[::1] offsets,
-                         floating[::1] z, double[::1] lse) noexcept nogil:
+                         const Sparse* sparse, Py_ssize_t start, int m, Py_ssize_t slot, floating[::1] acts,
+                         const int64_t[::1] offsets, floating[::1] z, double[::1] lse) noexcept nogil:
     """Forward pass of the ``m`` rows from row ``start`` of ``X`` (or ``sparse``): hidden
-    activations from the start of their blocks, outputs, logits and log-sum-exp at row ``start``."""
+    activations from the start of their blocks, outputs, logits and log-sum-exp at row ``slot``."""
     cdef Py_ssize_t l, i, last = layout.shape[0] - 1, first
     cdef int n_in, n_out, activation
     cdef floating* A
     cdef floating* Z
     cdef floating* out
     cdef floating* bias
-    cdef double* row_lse = _at(lse, start, m, b"lse")
+    cdef double* row_lse = _at(lse, slot, m, b"lse")
     for l in range(last + 1):
         n_in, n_out, activation = layout[l, 0], layout[l, 1], layout[l, 2]
         bias = _at(params, layout[l, 4], n_out, b"b")
-        first = start * n_out if l == last else 0
+        first = slot * n_out if l == last else 0
         out = _at(acts, offsets[l + 1] + first, m * n_out, b"activations")
         Z = _at(z, first, m * n_out, b"logits") if l == last else out
         if l == 0 and sparse != NULL:
@@ -413,10 +413,10 @@ cdef void _forward(const int64_t[:, ::1] layout, const floating[::1] params, con
                    double[::1] lse) noexcept nogil:
     """Forward pass of the ``m`` rows of ``X`` (or ``sparse``) in blocks of ``BLOCK_ROWS``;
     outputs in the last block of ``acts``."""
-    cdef Py_ssize_t block
+    cdef Py_ssize_t block, start
     for block in range((m + BLOCK_ROWS - 1) // BLOCK_ROWS):
-        _forward_block(layout, params, X, sparse, block * BLOCK_ROWS, min(BLOCK_ROWS, m - block * BLOCK_ROWS), acts,
-                       offsets, z, lse)
+        start = block * BLOCK_ROWS
+        _forward_block(layout, params, X, sparse, start, min(BLOCK_ROWS, m - start), start, acts, offsets, z, lse)
 
 
 cdef inline double _loss_base(const int64_t[:, ::1] layout, const double* w, int m, int loss) noexcept nogil:
@@ -426,20 +426,21 @@ cdef inline double _loss_base(const int64_t[:, ::1] layout, const double* w, int
 
 
 cdef double _loss_rows(const int64_t[:, ::1] layout, const floating[::1] Y, const double* w, Py_ssize_t start, int m,
-                       double count, floating[::1] acts, const int64_t[::1] offsets, floating[::1] z, double[::1] lse,
-                       floating[::1] deltas, int loss) noexcept nogil:
-    """Weighted sum (float64) of the losses of rows ``start`` to ``start + m`` of the last forward pass,
-    over ``count`` (``_loss_base`` of the whole batch); their output deltas into ``deltas``."""
+                       Py_ssize_t slot, double count, floating[::1] acts, const int64_t[::1] offsets, floating[::1] z,
+                       double[::1] lse, floating[::1] deltas, int loss) noexcept nogil:
+    """Weighted sum (float64) of the losses of rows ``start`` to ``start + m`` of ``Y``, whose outputs the
+    last forward pass left at row ``slot``, over ``count`` (``_loss_base`` of the whole batch); their
+    output deltas into ``deltas``."""
     cdef Py_ssize_t i, last = layout.shape[0] - 1
     cdef int k = layout[last, 1], activation = layout[last, 2]
     cdef double base = (2.0 if loss == MSE else 1.0) / count, value
     cdef floating scale = <floating>base
     cdef double total = 0
-    cdef floating* out = _at(acts, offsets[last + 1] + start * k, m * k, b"activations")
-    cdef floating* delta = _at(deltas, offsets[last + 1] + start * k, m * k, b"deltas")
-    cdef floating* logits = _at(z, start * k, m * k, b"logits")
+    cdef floating* out = _at(acts, offsets[last + 1] + slot * k, m * k, b"activations")
+    cdef floating* delta = _at(deltas, offsets[last + 1] + slot * k, m * k, b"deltas")
+    cdef floating* logits = _at(z, slot * k, m * k, b"logits")
     cdef floating* targets = _at(Y, start * k, m * k, b"Y")
-    cdef double* row_lse = _at(lse, start, m, b"lse")
+    cdef double* row_lse = _at(lse, slot, m, b"lse")
     for i in range(m):
         if w != NULL:
             scale = <floating>(base * w[start + i])
@@ -454,14 +455,15 @@ cdef double _loss(const int64_t[:, ::1] layout, const floating[::1] Y, const dou
                   int loss) noexcept nogil:
     """Mean data loss (float64) of the last forward pass, rows weighted by ``w`` (NULL: 1 each) and the
     mean taken over their total weight; output deltas into ``deltas``."""
-    return _loss_rows(layout, Y, w, 0, m, _loss_base(layout, w, m, loss), acts, offsets, z, lse, deltas, loss)
+    return _loss_rows(layout, Y, w, 0, m, 0, _loss_base(layout, w, m, loss), acts, offsets, z, lse, deltas, loss)
 
 
 cdef void _backward_block(const int64_t[:, ::1] layout, floating[::1] params, floating[::1] grads,
-                          const floating[::1] X, const Sparse* sparse, Py_ssize_t start, int m, floating[::1] acts,
-                          const int64_t[::1] offsets, floating[::1] deltas, bint accumulate) noexcept nogil:
+                          const floating[::1] X, const Sparse* sparse, Py_ssize_t start, int m, Py_ssize_t slot,
+                          floating[::1] acts, const int64_t[::1] offsets, floating[::1] deltas,
+                          bint accumulate) noexcept nogil:
     """Backward pass of the block of ``m`` rows from row ``start`` that ``_forward_block`` left (output
-    deltas set): ``grads`` of the data loss, added to what they hold with ``accumulate``."""
+    deltas set at row ``slot``): ``grads`` of the data loss, added to what they hold with ``accumulate``."""
     cdef Py_ssize_t l, i, n_in, n_out, j, last = layout.shape[0] - 1
     cdef int below
     cdef floating* W
@@ -474,7 +476,7 @@ cdef void _backward_block(const int64_t[:, ::1] layout, floating[::1] params, fl
     for l in range(last, -1, -1):
         n_in, n_out = layout[l, 0], layout[l, 1]
         W, dW = _at(params, layout[l, 3], n_in * n_out, b"W"), _at(grads, layout[l, 3], n_in * n_out, b"dW")
-        D = _at(deltas, offsets[l + 1] + (start * n_out if l == last else 0), m * n_out, b"deltas")
+        D = _at(deltas, offsets[l + 1] + (slot * n_out if l == last else 0), m * n_out, b"deltas")
         if l > 0:  # delta of the layer below, with W before the step
             A_prev = _at(acts, offsets[l], m * n_in, b"activations")
             below = layout[l - 1, 2]
@@ -663,18 +665,34 @@ cdef double _gradient_blocks(const int64_t[:, ::1] layout, floating[::1] params,
                             double count, int loss, floating[::1] acts, const int64_t[::1] offsets, floating[::1] z,
                             double[::1] lse, floating[::1] deltas) noexcept nogil:
     """``grads`` of the data loss of the ``m`` rows ``(X, Y)`` (weighted by ``w``, NULL: 1 each) taken
-    over ``count`` (``_loss_base`` of their batch), in blocks of ``BLOCK_ROWS`` rows; returns that
-    loss (float64; not finite: stopped there, ``grads`` unfinished)."""
+    over ``count`` (``_loss_base`` of their batch), in blocks of ``BLOCK_ROWS`` rows, each block's
+    outputs at the start of theirs; returns that loss (float64; not finite: stopped there, ``grads``
+    unfinished)."""
     cdef Py_ssize_t block, start, r
     cdef double value = 0
     for block in range((m + BLOCK_ROWS - 1) // BLOCK_ROWS):
         start = block * BLOCK_ROWS
         r = min(BLOCK_ROWS, m - start)
-        _forward_block(layout, params, X, sparse, start, r, acts, offsets, z, lse)
-        value += _loss_rows(layout, Y, w, start, r, count, acts, offsets, z, lse, deltas, loss)
+        _forward_block(layout, params, X, sparse, start, r, 0, acts, offsets, z, lse)
+        value += _loss_rows(layout, Y, w, start, r, 0, count, acts, offsets, z, lse, deltas, loss)
         if not isfinite(value):
             return value
-        _backward_block(layout, params, grads, X, sparse, start, r, acts, offsets, deltas, start > 0)
+        _backward_block(layout, params, grads, X, sparse, start, r, 0, acts, offsets, deltas, start > 0)
+    return value
+
+
+cdef double _loss_blocks(const int64_t[:, ::1] layout, const floating[::1] params, const floating[::1] X,
+                         const Sparse* sparse, const floating[::1] Y, const double* w, int m, int loss,
+                         floating[::1] acts, const int64_t[::1] offsets, floating[::1] z, double[::1] lse,
+                         floating[::1] deltas) noexcept nogil:
+    """Mean data loss (float64) of the ``m`` rows ``(X, Y)`` as ``_gradient_blocks`` takes it, without the gradient."""
+    cdef Py_ssize_t block, start, r
+    cdef double value = 0, count = _loss_base(layout, w, m, loss)
+    for block in range((m + BLOCK_ROWS - 1) // BLOCK_ROWS):
+        start = block * BLOCK_ROWS
+        r = min(BLOCK_ROWS, m - start)
+        _forward_block(layout, params, X, sparse, start, r, 0, acts, offsets, z, lse)
+        value += _loss_rows(layout, Y, w, start, r, 0, count, acts, offsets, z, lse, deltas, loss)
     return value
 
 
@@ -859,8 +877,7 @@ cdef double _line_search(const int64_t[:, ::1] layout, floating[::1] parameters,
         rate = <floating>step
         for p in range(n):
             trial[p] = params[p] - rate * grads[p]
-        _forward(layout, point, X, sparse, m, acts, offsets, z, lse)
-        trial_value = _loss(layout, Y, w, m, acts, offsets, z, lse, deltas, c.loss)
+        trial_value = _loss_blocks(layout, point, X, sparse, Y, w, m, c.loss, acts, offsets, z, lse, deltas)
         if l2 != 0:
             trial_value += 0.5 * l2 * _sum_of_squares(layout, point)
         if trial_value <= value - c.c * step * slope:
@@ -1123,8 +1140,9 @@ cdef Sparse _sparse(X, const floating[::1] like):
     return rows
 
 
-def workspace(layout, dtype, rows, batch_rows, sparse):
-    return Workspace(layout, dtype, rows, batch_rows, min(rows, SMALL_BATCH), min(rows, BLOCK_ROWS), sparse)
+def workspace(layout, dtype, rows, batch_rows, sparse, keep_outputs):
+    return Workspace(layout, dtype, rows, batch_rows, min(rows, SMALL_BATCH), min(rows, BLOCK_ROWS), sparse,
+                     keep_outputs)
 
 
 def forward(const int64_t[:, ::1] layout, const floating[::1] params, X, ws):

@@ -214,8 +214,9 @@ def _matmul_tn_for(A, D, C, accumulate):
     return product
 
 
-def workspace(layout, dtype, rows, batch_rows, sparse):
-    return Workspace(layout, dtype, rows, batch_rows, min(rows, SMALL_BATCH), min(rows, BLOCK_ROWS), sparse)
+def workspace(layout, dtype, rows, batch_rows, sparse, keep_outputs):
+    return Workspace(layout, dtype, rows, batch_rows, min(rows, SMALL_BATCH), min(rows, BLOCK_ROWS), sparse,
+                     keep_outputs)
 
 
 # ---------------------------------------------------------------- views
@@ -697,16 +698,32 @@ def _finish(layout, params, grads, l2, lr, fused):
 @_jit
 def _gradient_blocks(layout, params, grads, X, Y, weights, count, loss, acts, offsets, z, lse, deltas):
     """``grads`` of the data loss of the rows ``(X, Y)`` (weighted by ``weights``, empty: 1 each)
-    taken over ``count`` (``_loss_base`` of their batch), in blocks of ``BLOCK_ROWS`` rows;
-    returns that loss (float64; not finite: stopped there, ``grads`` unfinished)."""
+    taken over ``count`` (``_loss_base`` of their batch), in blocks of ``BLOCK_ROWS`` rows, each
+    block's outputs at the start of theirs; returns that loss (float64; not finite: stopped there,
+    ``grads`` unfinished)."""
     m, value = _n_rows(X), 0.0
     for start in range(0, m, BLOCK_ROWS):
-        block = _rows_of(X, start, min(BLOCK_ROWS, m - start))
-        _forward_block(layout, params, block, start, acts, offsets, z, lse)
-        value += _loss_rows(layout, Y, weights, start, _n_rows(block), count, acts, offsets, z, lse, deltas, loss)
+        r = min(BLOCK_ROWS, m - start)
+        block = _rows_of(X, start, r)
+        _forward_block(layout, params, block, 0, acts, offsets, z, lse)
+        value += _loss_rows(layout, Y[start : start + r], weights[start : start + r], 0, r, count, acts, offsets, z,
+                            lse, deltas, loss)
         if not np.isfinite(value):
             return value
-        _backward_block(layout, params, grads, block, start, acts, offsets, deltas, start > 0)
+        _backward_block(layout, params, grads, block, 0, acts, offsets, deltas, start > 0)
+    return value
+
+
+@_jit
+def _loss_blocks(layout, params, X, Y, weights, loss, acts, offsets, z, lse, deltas):
+    """Mean data loss (float64) of the rows ``(X, Y)`` as ``_gradient_blocks`` takes it, without the gradient."""
+    m, value = _n_rows(X), 0.0
+    count = _loss_base(layout, weights, m, loss)
+    for start in range(0, m, BLOCK_ROWS):
+        r = min(BLOCK_ROWS, m - start)
+        _forward_block(layout, params, _rows_of(X, start, r), 0, acts, offsets, z, lse)
+        value += _loss_rows(layout, Y[start : start + r], weights[start : start + r], 0, r, count, acts, offsets, z,
+                            lse, deltas, loss)
     return value
 
 
@@ -849,8 +866,7 @@ def _line_search(layout, params, grads, trial, X, Y, weights, value, config, l2,
         rate = params.dtype.type(step)
         for p in range(params.shape[0]):
             trial[p] = params[p] - rate * grads[p]
-        _forward_blas(layout, trial, X, acts, offsets, z, lse)
-        trial_value = _loss(layout, Y, weights, _n_rows(X), acts, offsets, z, lse, deltas, c.loss)
+        trial_value = _loss_blocks(layout, trial, X, Y, weights, c.loss, acts, offsets, z, lse, deltas)
         if l2 != 0:
             trial_value += _l2_penalty(layout, trial, l2)
         if trial_value <= value - c.c * step * slope:

@@ -28,13 +28,14 @@ SHUFFLES = False
 
 class Workspace:
     """Activations, deltas and scratch for up to ``rows`` rows per call, plus
-    ``batch_rows`` rows that a mini-batch is gathered into. Read-only once made."""
+    ``batch_rows`` rows that a mini-batch is gathered into; the outputs of every row whatever
+    ``keep_outputs`` says. Read-only once made."""
 
-    def __init__(self, layout, dtype, rows, batch_rows=0, sparse=False):
+    def __init__(self, layout, dtype, rows, batch_rows=0, sparse=False, keep_outputs=True):
         widths = [int(n) for n in layout[:, N_OUT]]
         fields = dict(
             layout=layout, dtype=np.dtype(dtype), rows=rows, batch_rows=batch_rows, sparse=sparse,
-            activations=[int(code) for code in layout[:, ACTIVATION]],
+            keep_outputs=keep_outputs, activations=[int(code) for code in layout[:, ACTIVATION]],
             a=[np.empty((rows, n), dtype) for n in widths],  # a[l] = f(z[l])
             delta=[np.empty((rows, n), dtype) for n in widths],  # dL/dz[l]
             derivative=[np.empty((rows, n), dtype) for n in widths],  # f'(z[l])
@@ -64,8 +65,8 @@ class Workspace:
         return cached[1:]
 
 
-def workspace(layout, dtype, rows, batch_rows, sparse):
-    return Workspace(layout, dtype, rows, batch_rows, sparse)
+def workspace(layout, dtype, rows, batch_rows, sparse, keep_outputs):
+    return Workspace(layout, dtype, rows, batch_rows, sparse, keep_outputs)
 
 
 def _hyper(config):

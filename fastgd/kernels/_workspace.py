@@ -13,24 +13,25 @@ class Workspace:
     ``input_rows`` rows, for kernels that read the input from there), block ``l + 1``
     layer ``l``'s output, each row-major ``(m, width)`` from ``offsets[block]``: room for
     ``block_rows`` rows of each hidden layer (the kernels go through larger batches in
-    blocks of rows) and for every row of the output layer. ``z`` holds the output logits,
+    blocks of rows) and for every row of the output layer, or with ``keep_outputs`` False
+    for one block of it (training keeps no more). ``z`` holds the output logits,
     ``lse`` their log-sum-exp per row; ``x``,
     ``y``, ``w`` take a gathered mini-batch of up to ``batch_rows`` rows (inputs,
     targets, weights; with ``sparse``, no inputs: sparse rows are read in place); ``row`` is
     scratch as wide as the widest layer.
     """
 
-    def __init__(self, layout, dtype, rows, batch_rows, input_rows, block_rows, sparse):
+    def __init__(self, layout, dtype, rows, batch_rows, input_rows, block_rows, sparse, keep_outputs):
         widths = np.concatenate([layout[:1, N_IN], layout[:, N_OUT]])
         capacity = np.full(len(widths), block_rows)
-        capacity[0], capacity[-1] = input_rows, rows
+        capacity[0], capacity[-1] = input_rows, rows if keep_outputs else block_rows
         offsets = frozen(np.concatenate([[0], np.cumsum(capacity * widths)]).astype(np.int64))
         acts = np.empty(int(offsets[-1]), dtype)
         fields = dict(
-            layout=layout, dtype=np.dtype(dtype), rows=rows, batch_rows=batch_rows, sparse=sparse, offsets=offsets,
-            acts=acts,
-            deltas=np.empty_like(acts), z=np.empty(rows * int(widths[-1]), dtype),
-            lse=np.empty(rows),  # log-sum-exp of each row of z (softmax outputs), float64
+            layout=layout, dtype=np.dtype(dtype), rows=rows, batch_rows=batch_rows, sparse=sparse,
+            keep_outputs=keep_outputs, offsets=offsets, acts=acts,
+            deltas=np.empty_like(acts), z=np.empty(capacity[-1] * int(widths[-1]), dtype),
+            lse=np.empty(capacity[-1]),  # log-sum-exp of each row of z (softmax outputs), float64
             x=np.empty((0 if sparse else batch_rows, int(widths[0])), dtype),  # sparse rows: read in place
             y=np.empty((batch_rows, int(widths[-1])), dtype),
             w=np.empty(batch_rows),  # the gathered rows' weights, float64

@@ -61,11 +61,13 @@ class Backend(Protocol):
     """Whether its ``train_epoch`` shuffles the order itself (given a ``generator``); if not, it
     is handed the order shuffled and an empty ``generator``."""
 
-    def workspace(self, layout, dtype, rows: int, batch_rows: int, sparse: bool):
+    def workspace(self, layout, dtype, rows: int, batch_rows: int, sparse: bool, keep_outputs: bool):
         """Scratch for up to ``rows`` rows per call, plus room to gather ``batch_rows`` rows of
         ``X`` (none with ``sparse``: sparse rows are read in place), ``Y`` and the weights (0:
-        none); an object with ``layout``, ``dtype``, ``rows``, ``batch_rows``, ``sparse`` and
-        ``outputs(m)``, the ``(m, n_out)`` output activations of the last pass."""
+        none); an object with ``layout``, ``dtype``, ``rows``, ``batch_rows``, ``sparse``,
+        ``keep_outputs`` and ``outputs(m)``, the ``(m, n_out)`` output activations of the last pass.
+        Without ``keep_outputs`` it may keep the outputs of fewer rows than ``rows`` (of one block
+        of rows at a time): enough to train (every function but ``forward`` and ``evaluate``)."""
 
     def forward(self, layout, params, X, ws) -> None:
         """Forward pass of the rows of ``X``; outputs in ``ws.outputs(m)``."""
@@ -380,6 +382,11 @@ class Kernels:
                              f"{rows} and {batch_rows}")
         return ws
 
+    def _outputs_workspace(self, ws, rows):
+        if not self._workspace(ws, rows).keep_outputs:
+            raise ValueError("ws: made with keep_outputs=False, for training only; forward and evaluate need "
+                             "workspace(rows), which keeps the outputs of every row")
+
     def _config(self, config):
         """``(config, slots, optimizer)``: the checked step configuration, its optimizer's number of
         state arrays and name."""
@@ -394,20 +401,23 @@ class Kernels:
         return _check_array(state, "state", self.dtype, (slots, self.n_params), writable=True)
 
     # ---------------------------------------------------------------- the kernels
-    def workspace(self, rows: int, batch_rows: int = 0, sparse: bool = False):
+    def workspace(self, rows: int, batch_rows: int = 0, sparse: bool = False, keep_outputs: bool = True):
         """A workspace for up to ``rows`` rows per call and ``batch_rows`` gathered rows (of sparse
-        ``X``, a :class:`CSR`, with ``sparse``)."""
+        ``X``, a :class:`CSR`, with ``sparse``). ``keep_outputs=False`` makes one for training only
+        (no ``forward`` or ``evaluate``), which a compiled backend makes smaller: it keeps the
+        outputs of one block of rows rather than of every row."""
         rows = _check_int(rows, "rows", 1, 2**31)
         batch_rows = _check_int(batch_rows, "batch_rows", 0, 2**31)
-        if not isinstance(sparse, (bool, np.bool_)):
-            raise ValueError(f"sparse: expected True or False, got {sparse!r}")
-        return self.backend.workspace(self.layout, self.dtype, rows, batch_rows, bool(sparse))
+        for name, value in (("sparse", sparse), ("keep_outputs", keep_outputs)):
+            if not isinstance(value, (bool, np.bool_)):
+                raise ValueError(f"{name}: expected True or False, got {value!r}")
+        return self.backend.workspace(self.layout, self.dtype, rows, batch_rows, bool(sparse), bool(keep_outputs))
 
     def forward(self, params, X, ws) -> np.ndarray:
         """Output activations ``(m, n_out)`` of the rows of ``X``: a view into ``ws``, valid until its next use."""
         self._params(params)
         m = self._rows(X)
-        self._workspace(ws, m)
+        self._outputs_workspace(ws, m)
         _run(self.backend.forward, self.layout, params, X, ws)
         return ws.outputs(m)
 
@@ -417,7 +427,7 @@ class Kernels:
         self._params(params)
         m = self._rows(X, Y)
         weights = self._weights(weights, m)
-        self._workspace(ws, m)
+        self._outputs_workspace(ws, m)
         loss = _check_loss(loss, self.output)
         return _run(self.backend.evaluate, self.layout, params, X, Y, weights, loss, ws), ws.outputs(m)
 
@@ -507,7 +517,7 @@ class Kernels:
         # Shares 1 on: rows, workspace and gradient (a row of ``parts``, one view kept for the run).
         bounds = [n * k // threads for k in range(threads + 1)]
         parts = np.empty((threads - 1, self.n_params), self.dtype)
-        shares = [(first, last, self.backend.workspace(self.layout, self.dtype, last - first, 0, ws.sparse), part)
+        shares = [(first, last, self.workspace(last - first, sparse=ws.sparse, keep_outputs=False), part)
                   for first, last, part in zip(bounds[1:-1], bounds[2:], parts)]
         return Epochs(self, arguments, batches, optimizer == "line_search", ws, (rng, shuffle, lock),
                       (bounds[1], shares, parts, np.empty(threads)))
