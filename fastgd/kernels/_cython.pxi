@@ -663,11 +663,11 @@ cdef double _backward_rows(const int64_t[:, ::1] layout, floating[::1] params, f
 cdef double _gradient_blocks(const int64_t[:, ::1] layout, floating[::1] params, floating[::1] grads,
                             const floating[::1] X, const Sparse* sparse, const floating[::1] Y, const double* w, int m,
                             double count, int loss, floating[::1] acts, const int64_t[::1] offsets, floating[::1] z,
-                            double[::1] lse, floating[::1] deltas) noexcept nogil:
+                            double[::1] lse, floating[::1] deltas, bint backward=True) noexcept nogil:
     """``grads`` of the data loss of the ``m`` rows ``(X, Y)`` (weighted by ``w``, NULL: 1 each) taken
     over ``count`` (``_loss_base`` of their batch), in blocks of ``BLOCK_ROWS`` rows, each block's
     outputs at the start of theirs; returns that loss (float64; not finite: stopped there, ``grads``
-    unfinished)."""
+    unfinished). Without ``backward``, the loss only: ``grads`` is not touched."""
     cdef Py_ssize_t block, start, r
     cdef double value = 0
     for block in range((m + BLOCK_ROWS - 1) // BLOCK_ROWS):
@@ -677,22 +677,8 @@ cdef double _gradient_blocks(const int64_t[:, ::1] layout, floating[::1] params,
         value += _loss_rows(layout, Y, w, start, r, 0, count, acts, offsets, z, lse, deltas, loss)
         if not isfinite(value):
             return value
-        _backward_block(layout, params, grads, X, sparse, start, r, 0, acts, offsets, deltas, start > 0)
-    return value
-
-
-cdef double _loss_blocks(const int64_t[:, ::1] layout, const floating[::1] params, const floating[::1] X,
-                         const Sparse* sparse, const floating[::1] Y, const double* w, int m, int loss,
-                         floating[::1] acts, const int64_t[::1] offsets, floating[::1] z, double[::1] lse,
-                         floating[::1] deltas) noexcept nogil:
-    """Mean data loss (float64) of the ``m`` rows ``(X, Y)`` as ``_gradient_blocks`` takes it, without the gradient."""
-    cdef Py_ssize_t block, start, r
-    cdef double value = 0, count = _loss_base(layout, w, m, loss)
-    for block in range((m + BLOCK_ROWS - 1) // BLOCK_ROWS):
-        start = block * BLOCK_ROWS
-        r = min(BLOCK_ROWS, m - start)
-        _forward_block(layout, params, X, sparse, start, r, 0, acts, offsets, z, lse)
-        value += _loss_rows(layout, Y, w, start, r, 0, count, acts, offsets, z, lse, deltas, loss)
+        if backward:
+            _backward_block(layout, params, grads, X, sparse, start, r, 0, acts, offsets, deltas, start > 0)
     return value
 
 
@@ -869,7 +855,7 @@ cdef double _line_search(const int64_t[:, ::1] layout, floating[::1] parameters,
     cdef floating* params = _at(parameters, 0, n, b"params")
     cdef const floating* grads = _at(gradients, 0, n, b"grads")
     cdef floating* trial = _at(point, 0, n, b"trial point")
-    cdef double step = alpha, slope = 0, trial_value
+    cdef double step = alpha, slope = 0, trial_value, count = _loss_base(layout, w, m, c.loss)
     cdef floating rate
     for p in range(n):
         slope += <double>grads[p] * grads[p]
@@ -877,7 +863,8 @@ cdef double _line_search(const int64_t[:, ::1] layout, floating[::1] parameters,
         rate = <floating>step
         for p in range(n):
             trial[p] = params[p] - rate * grads[p]
-        trial_value = _loss_blocks(layout, point, X, sparse, Y, w, m, c.loss, acts, offsets, z, lse, deltas)
+        trial_value = _gradient_blocks(layout, point, point, X, sparse, Y, w, m, count, c.loss, acts, offsets, z, lse,
+                                       deltas, False)
         if l2 != 0:
             trial_value += 0.5 * l2 * _sum_of_squares(layout, point)
         if trial_value <= value - c.c * step * slope:

@@ -696,11 +696,12 @@ def _finish(layout, params, grads, l2, lr, fused):
 
 
 @_jit
-def _gradient_blocks(layout, params, grads, X, Y, weights, count, loss, acts, offsets, z, lse, deltas):
+def _gradient_blocks(layout, params, grads, X, Y, weights, count, loss, acts, offsets, z, lse, deltas,
+                     backward=True):
     """``grads`` of the data loss of the rows ``(X, Y)`` (weighted by ``weights``, empty: 1 each)
     taken over ``count`` (``_loss_base`` of their batch), in blocks of ``BLOCK_ROWS`` rows, each
     block's outputs at the start of theirs; returns that loss (float64; not finite: stopped there,
-    ``grads`` unfinished)."""
+    ``grads`` unfinished). Without ``backward``, the loss only: ``grads`` is not touched."""
     m, value = _n_rows(X), 0.0
     for start in range(0, m, BLOCK_ROWS):
         r = min(BLOCK_ROWS, m - start)
@@ -710,20 +711,8 @@ def _gradient_blocks(layout, params, grads, X, Y, weights, count, loss, acts, of
                             lse, deltas, loss)
         if not np.isfinite(value):
             return value
-        _backward_block(layout, params, grads, block, 0, acts, offsets, deltas, start > 0)
-    return value
-
-
-@_jit
-def _loss_blocks(layout, params, X, Y, weights, loss, acts, offsets, z, lse, deltas):
-    """Mean data loss (float64) of the rows ``(X, Y)`` as ``_gradient_blocks`` takes it, without the gradient."""
-    m, value = _n_rows(X), 0.0
-    count = _loss_base(layout, weights, m, loss)
-    for start in range(0, m, BLOCK_ROWS):
-        r = min(BLOCK_ROWS, m - start)
-        _forward_block(layout, params, _rows_of(X, start, r), 0, acts, offsets, z, lse)
-        value += _loss_rows(layout, Y[start : start + r], weights[start : start + r], 0, r, count, acts, offsets, z,
-                            lse, deltas, loss)
+        if backward:
+            _backward_block(layout, params, grads, block, 0, acts, offsets, deltas, start > 0)
     return value
 
 
@@ -858,6 +847,7 @@ def _line_search(layout, params, grads, trial, X, Y, weights, value, config, l2,
     """Armijo backtracking from ``alpha`` (``fastgd.BacktrackingLineSearch``); ``params``
     moves to the accepted point. Returns the accepted step."""
     c = config[0]
+    count = _loss_base(layout, weights, _n_rows(X), c.loss)
     slope = 0.0
     for p in range(grads.shape[0]):
         slope += np.float64(grads[p]) * grads[p]
@@ -866,7 +856,8 @@ def _line_search(layout, params, grads, trial, X, Y, weights, value, config, l2,
         rate = params.dtype.type(step)
         for p in range(params.shape[0]):
             trial[p] = params[p] - rate * grads[p]
-        trial_value = _loss_blocks(layout, trial, X, Y, weights, c.loss, acts, offsets, z, lse, deltas)
+        trial_value = _gradient_blocks(layout, trial, trial, X, Y, weights, count, c.loss, acts, offsets, z, lse,
+                                       deltas, False)
         if l2 != 0:
             trial_value += _l2_penalty(layout, trial, l2)
         if trial_value <= value - c.c * step * slope:
