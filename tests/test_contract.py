@@ -29,6 +29,20 @@ def test_compiled_codes_agree_with_the_tables(module):
         assert compiled.STEP_FIELDS == STEP.names
 
 
+@pytest.mark.skipif("numba" not in COMPILED, reason="the numba backend is not expected here")
+def test_numba_blocks_are_views_that_stop_at_their_buffer():
+    from fastgd.kernels import _numba
+
+    buffer = np.arange(10.0)
+    block = _numba._matrix(buffer, 4, 2, 3)
+    block[1, 2] = -1.0  # a view, not a copy
+    assert block.shape == (2, 3) and buffer[9] == -1.0
+    assert np.array_equal(_numba._row(buffer, 1, 3, 2), [7.0, 8.0, -1.0])
+    for offset, m, n in [(5, 2, 3), (-1, 1, 2), (0, -1, 2)]:
+        with pytest.raises(IndexError, match="past its buffer"):
+            _numba._matrix(buffer, offset, m, n)
+
+
 def test_the_step_record_names_every_hyper_parameter_of_the_table():
     assert STEP.names[:6] == ("loss", "optimizer", "l2", "l2_per_row", "clip_value", "clip_norm")
     assert set(STEP.names[6:]) == {name for rule in OPTIMIZERS.values() for name in rule.hyper}

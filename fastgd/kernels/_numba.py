@@ -24,7 +24,9 @@ import threading
 
 import numpy as np
 from numba import njit, types
-from numba.extending import overload
+from numba.core import cgutils
+from numba.extending import intrinsic, overload
+from numba.np.arrayobj import get_itemsize, make_array, populate_array
 from numba.np.linalg import _BLAS, ensure_blas
 
 from ._numba_cache import use_private_fallback
@@ -220,17 +222,58 @@ def workspace(layout, dtype, rows, batch_rows, sparse, keep_outputs):
 
 
 # ---------------------------------------------------------------- views
-@_inline
-def _row(buffer, offset, n, i):
-    """Row ``i`` of the row-major block of width ``n`` at ``offset`` of a flat buffer."""
-    start = offset + i * n
-    return buffer[start : start + n]
+# Views made by slicing count references on their array: two atomic operations
+# each, as costly as a narrow row's arithmetic. The kernels' buffers outlive every
+# kernel call, so the per-row loops work on views that count none (``_view``).
+@intrinsic
+def _view(typingctx, array, offset, shape):
+    """A C-contiguous view of ``shape`` (a tuple) from element ``offset`` of the contiguous
+    ``array``, that holds no reference to it."""
+    if not isinstance(array, types.Array) or array.layout != "C":
+        return None
+    view = array.copy(ndim=len(shape), layout="C")
+
+    def codegen(context, builder, signature, args):
+        source = make_array(signature.args[0])(context, builder, args[0])
+        offset = context.cast(builder, args[1], signature.args[1], types.intp)
+        sizes = [context.cast(builder, size, kind, types.intp)
+                 for size, kind in zip(cgutils.unpack_tuple(builder, args[2]), signature.args[2])]
+        itemsize = cgutils.intp_t(get_itemsize(context, view))
+        strides, stride = [], itemsize
+        for size in reversed(sizes):
+            strides.insert(0, stride)
+            stride = builder.mul(stride, size)
+        result = make_array(view)(context, builder)
+        populate_array(result, data=builder.gep(source.data, [offset]), shape=sizes, strides=strides,
+                       itemsize=itemsize, meminfo=None)
+        return result._getvalue()
+
+    return view(array, offset, shape), codegen
 
 
 @_inline
 def _matrix(buffer, offset, m, n):
     """The ``(m, n)`` row-major block at ``offset`` of a flat buffer, as a 2-D view."""
-    return buffer[offset : offset + m * n].reshape((m, n))
+    if offset < 0 or m < 0 or n < 0 or offset + m * n > buffer.shape[0]:
+        raise IndexError("fastgd: a kernel's block runs past its buffer")
+    return _view(buffer, offset, (m, n))
+
+
+@_inline
+def _row(buffer, offset, n, i):
+    """Row ``i`` of the row-major block of width ``n`` at ``offset`` of a flat buffer."""
+    return _matrix(buffer, offset + i * n, 1, n)[0]
+
+
+def _unowned(array):
+    """``array`` as a view that holds no reference to it (``_view``); sparse rows as they are."""
+
+
+@_overload(_unowned)
+def _unowned_for(array):
+    if isinstance(array, types.Array):
+        return lambda array: _view(array, 0, array.shape)
+    return lambda array: array
 
 
 @_inline
@@ -980,6 +1023,11 @@ def _stochastic_epoch(layout, params, grads, X, Y, weights, order, config, lrs, 
 @_jit
 def _train_epoch(layout, params, grads, state, X, Y, weights, order, generator, batch_size, config, lrs, step, acts,
                  offsets, z, lse, deltas, xb, yb, wb, row):
+    # The steps take views that count no references (``_view``).
+    params, grads, state, X, Y, weights = (_unowned(params), _unowned(grads), _unowned(state), _unowned(X), _unowned(Y),
+                                           _unowned(weights))
+    acts, z, lse, deltas, xb, yb, wb, row = (_unowned(acts), _unowned(z), _unowned(lse), _unowned(deltas),
+                                             _unowned(xb), _unowned(yb), _unowned(wb), _unowned(row))
     if generator.shape[0] > 0:
         _shuffle(order, generator)
     n = _n_rows(X)
