@@ -462,7 +462,7 @@ def _bias_step(b, db, D, m, lr, fused):
 # Each returns the row's sum(w**2) before the step, summed in the array dtype
 # (a float64 sum halved float32 throughput); rows are added up in float64. The
 # batch-of-one rows take row ``k`` of the 2-D ``W`` (and ``dW``) rather than a view of
-# the row: each view costs two atomic reference counts, as much as a narrow row's arithmetic.
+# the row, which counts references where the buffers are not ``_unowned``.
 @_inline
 def _sgd_row(w, g, l2, lr):
     """``w -= lr (g + l2 w)`` for one row of ``W``."""
@@ -664,9 +664,11 @@ def _forward_row(layout, params, acts, offsets, z, lse, first):
         product = z[:n_out] if l == last else out
         product[:] = 0
         a, W = acts[offsets[l] : offsets[l] + n_in], _matrix(params, w, n_in, n_out)
-        if n_out == 1:  # a dot product down the column
+        if n_out == 1:  # a dot product down the column, summed in a register
+            total = a[0] - a[0]
             for k in range(n_in):
-                product[0] += a[k] * W[k, 0]
+                total += a[k] * W[k, 0]
+            product[0] = total
         else:
             for q in range(n_in // 4):  # four rows of W per pass over the product
                 k = 4 * q
