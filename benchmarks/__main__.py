@@ -26,10 +26,9 @@ def chart(results, tta, path):
     """Throughput relative to the reference per cell (log scale), and validation accuracy against
     training time with the target marked."""
     from matplotlib.figure import Figure
-    from matplotlib.ticker import FuncFormatter, NullFormatter
 
-    figure = Figure(figsize=(14, 4.8), layout="constrained")
-    left, right = figure.subplots(1, 2, width_ratios=[2, 1])
+    figure = Figure(figsize=(14 if tta else 9.5, 4.8), layout="constrained")
+    left, right = figure.subplots(1, 2, width_ratios=[2, 1]) if tta else (figure.subplots(), None)
     cells = list(dict.fromkeys((r["workload"], r["mode"]) for r in results))
     systems = list(dict.fromkeys(r["system"] for r in results))
     width = 0.8 / len(systems)
@@ -43,21 +42,28 @@ def chart(results, tta, path):
              title=f"training throughput against the NumPy reference ({threads} thread{'s' * (threads > 1)})")
     left.axhline(1, color="k", linewidth=0.5)
     left.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # beside the bars, never over them
-    backend = fastgd.backends()[0]
-    target = next((r["target"] for r in tta), None)
-    for i, r in enumerate(r for r in tta if r["backend"] == backend):
-        seconds, _, accuracies = zip(*r["curve"])
-        right.plot(seconds, accuracies, label=f"batch {r['batch_size']}", marker="o", markersize=3,
-                   linestyle=["-", "--", ":", "-."][i % 4], linewidth=2.4 - 0.3 * i)
-    if target is not None:
-        right.axhline(target, color="k", linewidth=0.8, linestyle="--", label=f"target {target:g}")
-    right.set(xscale="log", xlabel="training seconds (log scale)", ylabel="validation accuracy",
-              title=f"time to accuracy, textbook data ({backend})")
-    right.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
-    right.xaxis.set_minor_formatter(NullFormatter())
-    right.legend(fontsize=8, loc="lower right")
+    if tta:
+        _accuracy_chart(right, tta)
     figure.savefig(path, dpi=100)
     return figure
+
+
+def _accuracy_chart(axes, tta):
+    """Validation accuracy against training seconds, per batch size, for the first backend."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    backend = fastgd.backends()[0]
+    for i, r in enumerate(r for r in tta if r["backend"] == backend):
+        seconds, _, accuracies = zip(*r["curve"])
+        axes.plot(seconds, accuracies, label=f"batch {r['batch_size']}", marker="o", markersize=3,
+                  linestyle=["-", "--", ":", "-."][i % 4], linewidth=2.4 - 0.3 * i)
+    target = tta[0]["target"]
+    axes.axhline(target, color="k", linewidth=0.8, linestyle="--", label=f"target {target:g}")
+    axes.set(xscale="log", xlabel="training seconds (log scale)", ylabel="validation accuracy",
+             title=f"time to accuracy, textbook data ({backend})")
+    axes.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+    axes.xaxis.set_minor_formatter(NullFormatter())
+    axes.legend(fontsize=8, loc="lower right")
 
 
 def header(machine, rounds, scale, threads):

@@ -92,6 +92,19 @@ def test_the_chart_says_what_it_compares(benchmarks_main, tmp_path):
     assert not [t.get_text() for t in accuracy.xaxis.get_minorticklabels() if t.get_text()]  # no crowded labels
 
 
+def test_a_run_without_accuracy_charts_throughput_alone(benchmarks_main, tmp_path):
+    import warnings
+
+    from benchmarks.__main__ import chart
+
+    results = [{"workload": "W1", "mode": "batch", "system": s, "threads": 1, "ratio_to_reference": r}
+               for s, r in (("numpy", 1.0), ("cython", 3.0))]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an empty legend would warn
+        (throughput,) = chart(results, [], tmp_path / "chart.png").axes
+    assert throughput.get_title().startswith("training throughput") and (tmp_path / "chart.png").exists()
+
+
 def test_help_describes_the_run_in_whole_plain_sentences(benchmarks_main, capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "80")
     with pytest.raises(SystemExit):
