@@ -14,6 +14,8 @@ def _named(name, error):
 def check_X(X, dtype, name="X", n_features=None, sparse=False):
     """``X`` as a C-contiguous 2-D array of ``dtype`` with finite values (no copy when it already is);
     with ``sparse``, a SciPy sparse matrix becomes the kernels' sparse rows (``fastgd.kernels.CSR``)."""
+    if _ready(X, dtype, n_features):
+        return X
     if np.ndim(X) == 1:
         raise ValueError(f"{name}: expected a 2-D array (n_samples, n_features), got a 1-D array of {len(X)} "
                          f"values; use {name}.reshape(-1, 1) for one feature or {name}.reshape(1, -1) for one sample")
@@ -33,6 +35,17 @@ def check_X(X, dtype, name="X", n_features=None, sparse=False):
 
         X = CSR(X, dtype)
     return X
+
+
+def _ready(X, dtype, n_features):
+    """Whether ``X`` is already what :func:`check_X` makes of it: a non-empty C-contiguous 2-D NumPy
+    array of ``dtype`` whose sum is finite (so are its values). Anything else takes scikit-learn's
+    checks, which also say what is wrong."""
+    if not (type(X) is np.ndarray and X.ndim == 2 and X.dtype == dtype and X.flags.c_contiguous and X.size > 0
+            and (n_features is None or X.shape[1] == n_features)):
+        return False
+    with np.errstate(over="ignore", invalid="ignore"):
+        return bool(np.isfinite(X.sum()))
 
 
 def check_targets(y, name, n_rows):

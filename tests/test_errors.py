@@ -136,3 +136,15 @@ def test_set_weights_checks_everything_first(net, weights, error, message):
 def test_one_softmax_unit_suggests_what_to_use_instead():
     with pytest.raises(ValueError, match="softmax output needs at least 2 units; .*'identity' .*output='sigmoid'"):
         fastgd.MLP([10, 16, 1])
+
+
+def test_rows_in_the_model_dtype_and_order_are_taken_as_they_are():
+    from fastgd._validation import check_X
+
+    assert check_X(X, np.float64, n_features=4) is X
+    large = np.full((3, 2), 3e38, np.float32)  # finite, though their sum overflows (quietly)
+    assert check_X(large, np.float32) is large
+    for other in (np.asfortranarray(X), X.astype(np.float32), X[:, ::2]):
+        checked = check_X(other, np.float64)
+        assert checked.flags.c_contiguous and checked.dtype == np.float64
+        np.testing.assert_array_equal(checked, other)

@@ -147,16 +147,26 @@ def step_config(loss: str, optimizer: str = "sgd", hyper=None, l2: float = 0.0, 
 def generator_state(rng) -> np.ndarray | None:
     """A uint32 ``(625,)`` view of the live state of ``rng``, a NumPy ``RandomState``: its MT19937's
     key and position, which a kernel's shuffle reads and advances as ``rng.shuffle`` would. None when
-    ``rng`` draws from another bit generator, or its state is not laid out so in memory (checked
-    against its public ``state``). The view is valid while ``rng`` lives; hold ``rng`` with it."""
+    ``rng`` draws from another bit generator, or this NumPy does not lay the state out so in memory.
+    The view is valid while ``rng`` lives; hold ``rng`` with it."""
     bits = getattr(rng, "_bit_generator", None)
-    if type(rng) is not np.random.RandomState or type(bits) is not np.random.MT19937:
+    if type(rng) is not np.random.RandomState or type(bits) is not np.random.MT19937 or not _mt19937_in_place():
         return None
-    words = np.ctypeslib.as_array((ctypes.c_uint32 * MT19937_WORDS).from_address(bits.ctypes.state_address))
-    public = bits.state["state"]
-    if not (np.array_equal(words[:-1], public["key"]) and words[-1] == public["pos"]):
-        return None
-    return words
+    return _state_words(bits)
+
+
+def _state_words(bits):
+    return np.ctypeslib.as_array((ctypes.c_uint32 * MT19937_WORDS).from_address(bits.ctypes.state_address))
+
+
+@functools.cache
+def _mt19937_in_place() -> bool:
+    """Whether this NumPy keeps an MT19937's key and position as 625 words at its ``state_address``
+    (checked once, against the public ``state`` of a generator a few draws in)."""
+    bits = np.random.MT19937(12345)
+    bits.random_raw(700)
+    words, public = _state_words(bits), bits.state["state"]
+    return bool(np.array_equal(words[:-1], public["key"]) and words[-1] == public["pos"])
 
 
 def check_layout(layout) -> np.ndarray:
