@@ -1,8 +1,11 @@
 """The kernel contract: one table of codes that every backend agrees with, and a checked entry that
 refuses every argument the kernels could not trust, on every backend, before anything runs."""
 
+import gc
 import importlib
+import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -230,15 +233,105 @@ def test_an_epoch_shuffles_its_order_as_randomstate_shuffle_does(backend, n, bit
     assert rng.randint(2**31) == expected_rng.randint(2**31)  # both generators left in the same state
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_epoch_shuffles_with_the_generator_as_it_is_now(backend):
+    # Re-seeding a RandomState replaces (and frees) its bit generator; each epoch draws from the current one.
+    kernels = fastgd.MLP([3, 2], backend=backend, random_state=0).kernels
+    rng, expected_rng = np.random.RandomState(7), np.random.RandomState(7)
+    n = 700
+    X, Y = np.zeros((n, 3)), np.tile([1.0, 0.0], (n, 1))
+    order, expected = np.arange(n), np.arange(n)
+    epochs = kernels.epochs(np.zeros(kernels.n_params), np.zeros(kernels.n_params), np.zeros((0, kernels.n_params)),
+                            X, Y, order, 4, step_config("cross_entropy"), kernels.workspace(4, 4), rng=rng)
+    for seed in [None, 11, np.random.PCG64(5), 12]:
+        if seed is not None:
+            for generator in (rng, expected_rng):
+                generator.__init__(seed if isinstance(seed, int) else np.random.PCG64(5))
+            gc.collect()
+            np.empty((1000, 1000)).fill(1.0)  # memory a freed state may be given to
+        expected_rng.shuffle(expected)
+        assert epochs(np.zeros(n // 4), 0)[2] == OK
+        np.testing.assert_array_equal(order, expected)
+    assert rng.randint(2**31) == expected_rng.randint(2**31)
+
+
+@pytest.mark.parametrize("backend", COMPILED)
+def test_an_epoch_holds_the_generator_lock_for_its_shuffle_only(backend):
+    # Another thread's draw from the same generator waits for the shuffle, not for the whole epoch.
+    kernels = fastgd.MLP([20, 256, 3], backend=backend, random_state=0).kernels
+    rng, n = np.random.RandomState(7), 100_000
+    X, Y = np.random.RandomState(0).standard_normal((n, 20)), np.tile([1.0, 0.0, 0.0], (n, 1))
+    order = np.arange(n)
+    epochs = kernels.epochs(np.zeros(kernels.n_params), np.zeros(kernels.n_params), np.zeros((0, kernels.n_params)),
+                            X, Y, order, 1, step_config("cross_entropy"), kernels.workspace(1, 1), rng=rng)
+    epochs(np.zeros(n), 0)  # compiled and warm
+    order[:] = np.arange(n)
+    times = {}
+
+    def train():
+        epochs(np.full(n, 1e-3), n)
+        times["epoch"] = time.perf_counter()
+
+    thread = threading.Thread(target=train)
+    thread.start()
+    while np.array_equal(order[-100:], np.arange(n - 100, n)) and thread.is_alive():
+        time.sleep(0)
+    rng.randint(10)  # takes the generator's lock
+    times["draw"] = time.perf_counter()
+    thread.join()
+    assert times["epoch"] - times["draw"] > 0.05, times  # the draw did not wait for the epoch's end
+
+
 def test_a_generator_state_is_a_live_view_of_an_mt19937():
     rng = np.random.RandomState(3)
-    words = generator_state(rng)
+    words = generator_state(rng._bit_generator)
     assert words.dtype == np.uint32 and words.shape == (625,) and words[-1] == 624
     rng.randint(10)
     _, key, position, *_ = rng.get_state()
     assert 0 < words[-1] == position < 624 and np.array_equal(words[:-1], key)
-    assert generator_state(np.random.RandomState(np.random.PCG64(3))) is None
+    assert generator_state(np.random.PCG64(3)) is None
     assert generator_state(np.random.default_rng(3)) is None
+
+
+def test_sparse_rows_are_refused_where_their_pointers_or_columns_are_out_of_range():
+    for array, position, value in (("indices", 2, 3), ("indices", 1, -1), ("indptr", 1, 4), ("indptr", 1, -1)):
+        matrix = scipy.sparse.csr_array((np.ones(3), [0, 1, 2], [0, 1, 3]), shape=(2, 3))
+        getattr(matrix, array)[position] = value
+        with pytest.raises(ValueError, match="^X: a sparse matrix"):
+            CSR(matrix, np.float64)
+
+
+def test_sparse_rows_are_checked_after_they_are_copied():
+    # Another thread writes a column index out of range and back while rows are taken: what a CSR
+    # holds is checked as it holds it.
+    matrix = scipy.sparse.random_array((3000, 40), density=0.2, format="csr", random_state=0)
+    stop, indices = threading.Event(), matrix.indices
+
+    def corrupt():
+        while not stop.is_set():
+            indices[0] = 10**9
+            time.sleep(0)  # lets the other thread run
+            indices[0] = 0
+            time.sleep(0)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    thread = threading.Thread(target=corrupt)
+    thread.start()
+    try:
+        refused = 0
+        for _ in range(400):
+            try:
+                rows = CSR(matrix, np.float64)
+            except ValueError:
+                refused += 1
+                continue
+            assert rows.indices.max() < 40
+    finally:
+        stop.set()
+        thread.join()
+        sys.setswitchinterval(interval)
+    assert refused > 0  # the other thread was seen
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

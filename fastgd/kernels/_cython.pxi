@@ -106,7 +106,7 @@ cdef struct Sparse:
     const int64_t* indptr
     const int64_t* rows
 
-SHUFFLES = True  # a training epoch shuffles its order itself (fastgd.kernels.contract.Backend)
+SHUFFLES = True  # it has a ``shuffle`` kernel (fastgd.kernels.contract.Backend)
 STEP_FIELDS = ("loss", "optimizer", "l2", "l2_per_row", "clip_value", "clip_norm", "momentum", "dampening",
                "nesterov", "weight_decay", "sutskever", "beta", "beta1", "beta2", "eps", "amsgrad", "decoupled",
                "eps_hat", "alpha", "centered", "rho", "c", "min_step", "fallback_step")
@@ -1209,8 +1209,13 @@ def update(floating[::1] params, floating[::1] grads, floating[:, ::1] state, co
         _update(params, grads, state, &c, lr, step)
 
 
+def shuffle(int64_t[::1] order, uint32_t[::1] generator):
+    with nogil:
+        _shuffle(order, generator)
+
+
 def train_epoch(const int64_t[:, ::1] layout, floating[::1] params, floating[::1] grads, floating[:, ::1] state,
-                X, Y, const double[::1] weights, int64_t[::1] order, uint32_t[::1] generator, int batch_size,
+                X, Y, const double[::1] weights, int64_t[::1] order, int batch_size,
                 const Step[::1] config, double[::1] lrs, Py_ssize_t step, ws):
     cdef bint dense = isinstance(X, np.ndarray)
     cdef const floating[::1] x = X.reshape(-1) if dense else params[:0], y = Y.reshape(-1)
@@ -1232,9 +1237,6 @@ def train_epoch(const int64_t[:, ::1] layout, floating[::1] params, floating[::1
     cdef double* gathered_w = NULL
     if not dense:
         rows = _sparse(X, params)
-    if generator.shape[0] > 0:
-        with nogil:
-            _shuffle(order, generator)
     if fused and batch_size == 1 and n > 1 and layout.shape[0] > 1:
         with nogil:
             status = _stochastic_epoch(layout, params, grads, _at(x, 0, n * n_in, b"X") if dense else NULL, sparse, y,

@@ -48,7 +48,7 @@ CODES = {"activations": {"identity": IDENTITY, "relu": RELU, "sigmoid": SIGMOID,
 
 use_private_fallback(__file__)
 
-SHUFFLES = True  # a training epoch shuffles its order itself (fastgd.kernels.contract.Backend)
+SHUFFLES = True  # it has a ``shuffle`` kernel (fastgd.kernels.contract.Backend)
 
 # Contraction (FMA) and reassociation (vectorised reductions) only: no
 # "nnan"/"ninf", so that a diverging loss is still seen as NaN or infinity.
@@ -1023,15 +1023,13 @@ def _stochastic_epoch(layout, params, grads, X, Y, weights, order, config, lrs, 
 
 
 @_jit
-def _train_epoch(layout, params, grads, state, X, Y, weights, order, generator, batch_size, config, lrs, step, acts,
-                 offsets, z, lse, deltas, xb, yb, wb, row):
+def _train_epoch(layout, params, grads, state, X, Y, weights, order, batch_size, config, lrs, step, acts, offsets, z,
+                 lse, deltas, xb, yb, wb, row):
     # The steps take views that count no references (``_view``).
     params, grads, state, X, Y, weights = (_unowned(params), _unowned(grads), _unowned(state), _unowned(X), _unowned(Y),
                                            _unowned(weights))
     acts, z, lse, deltas, xb, yb, wb, row = (_unowned(acts), _unowned(z), _unowned(lse), _unowned(deltas),
                                              _unowned(xb), _unowned(yb), _unowned(wb), _unowned(row))
-    if generator.shape[0] > 0:
-        _shuffle(order, generator)
     n = _n_rows(X)
     n_batches = (n + batch_size - 1) // batch_size
     fused = _fused(config)
@@ -1110,7 +1108,7 @@ def _twist(generator):
 
 
 @njit(cache=True, nogil=True)
-def _shuffle(order, generator):
+def shuffle(order, generator):
     """Shuffle ``order`` in place as ``RandomState.shuffle`` does, advancing the MT19937 state ``generator``."""
     position = np.int64(generator[MT_WORDS])
     for i in range(order.shape[0] - 1, 0, -1):
@@ -1234,9 +1232,9 @@ def update(params, grads, state, config, lr, step):
 
 
 @_announced(1)
-def train_epoch(layout, params, grads, state, X, Y, weights, order, generator, batch_size, config, lrs, step, ws):
-    return _train_epoch(layout, params, grads, state, _input(X), Y, weights, order, generator, batch_size, config,
-                        lrs, step, ws.acts, ws.offsets, ws.z, ws.lse, ws.deltas, ws.x, ws.y, ws.w, ws.row)
+def train_epoch(layout, params, grads, state, X, Y, weights, order, batch_size, config, lrs, step, ws):
+    return _train_epoch(layout, params, grads, state, _input(X), Y, weights, order, batch_size, config, lrs, step,
+                        ws.acts, ws.offsets, ws.z, ws.lse, ws.deltas, ws.x, ws.y, ws.w, ws.row)
 
 
 @_announced(1)

@@ -21,8 +21,8 @@ CROSS_ENTROPY, BINARY_CROSS_ENTROPY, MSE, POISSON = (LOSSES[name] for name in ("
                                                                                "mse", "poisson"))
 SGD, MOMENTUM, ADAM, RMSPROP, ADAGRAD, LINE_SEARCH = (OPTIMIZERS[name].code for name in (
     "sgd", "momentum", "adam", "rmsprop", "adagrad", "line_search"))
-# The reference shuffles with NumPy's own RandomState.shuffle, before each epoch (the oracle of the
-# compiled shuffles): its epochs are handed the order shuffled.
+# The reference has no shuffle kernel: its orders are shuffled by NumPy's own RandomState.shuffle
+# (the oracle of the compiled shuffles).
 SHUFFLES = False
 
 
@@ -390,10 +390,9 @@ def _line_search(params, grads, value, trial_loss, trial, h, alpha):
     return step
 
 
-def train_epoch(layout, params, grads, state, X, Y, weights, order, generator, batch_size, config, lrs, step, ws):
+def train_epoch(layout, params, grads, state, X, Y, weights, order, batch_size, config, lrs, step, ws):
     """One epoch of gradient descent over the rows of ``X`` in ``order``: ``(mean loss per row over the batches,
-    steps taken, status)`` (the contract: :meth:`fastgd.kernels.contract.Backend.train_epoch`). The order
-    comes shuffled: ``generator`` is always empty here (``SHUFFLES``)."""
+    steps taken, status)`` (the contract: :meth:`fastgd.kernels.contract.Backend.train_epoch`)."""
     with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported, not warned about
         return _train_epoch(layout, params, grads, state, X, Y, weights, order, batch_size, config, lrs, step, ws)
 

@@ -17,7 +17,7 @@ A backend is a module (``_numpy.py``, the reference; ``_numba.py``;
   optimizer hyper-parameter by name (:func:`step_config` makes one).
 - ``ws``: the backend's workspace, made by its ``workspace`` function.
 - ``generator``: uint32 ``(625,)``, the state of a NumPy ``RandomState``'s MT19937 (its key of
-  624 words, then its position; :func:`generator_state` gives a view of a live one), or ``(0,)``.
+  624 words, then its position; :func:`generator_state` gives a view of a live one).
 
 Every array is C-contiguous and aligned, with the dtype and shape above.
 :class:`Kernels` checks all of that, and the codes, the optimizer state
@@ -27,7 +27,6 @@ runs; behind it the kernels trust their inputs, and nothing else in fastgd
 calls them. Kernels never raise: a training epoch returns a status.
 """
 
-import contextlib
 import ctypes
 import functools
 import math
@@ -46,7 +45,6 @@ MAX_STEP = 2**62
 MAX_THREADS = 1024
 _NO_WEIGHTS = np.empty(0)  # every row weighs 1
 MT19937_WORDS = 625  # an MT19937's state as the kernels take it: 624 words of key, then the position
-_NO_GENERATOR = np.empty(0, np.uint32)  # no shuffle
 _NO_TARGETS = object()  # a call without targets
 
 _LOSS_NAMES = {code: name for name, code in LOSSES.items()}
@@ -58,8 +56,7 @@ class Backend(Protocol):
     """The functions a backend module provides (none of them checks its arguments)."""
 
     SHUFFLES: bool
-    """Whether its ``train_epoch`` shuffles the order itself (given a ``generator``); if not, it
-    is handed the order shuffled and an empty ``generator``."""
+    """Whether it has :meth:`shuffle`; if not, its orders are shuffled by ``RandomState.shuffle``."""
 
     def workspace(self, layout, dtype, rows: int, batch_rows: int, sparse: bool, keep_outputs: bool):
         """Scratch for up to ``rows`` rows per call, plus room to gather ``batch_rows`` rows of
@@ -89,13 +86,15 @@ class Backend(Protocol):
         """One optimizer step on ``params`` in place (rules in :mod:`fastgd.optimizers`);
         ``step`` counts from 0. ``grads`` is spent (may be overwritten)."""
 
-    def train_epoch(self, layout, params, grads, state, X, Y, weights, order, generator, batch_size: int, config,
+    def shuffle(self, order, generator) -> None:
+        """Shuffle ``order`` (int64) in place exactly as ``RandomState.shuffle`` does, advancing the
+        MT19937 state ``generator`` as it does: from the last entry down, entry ``i`` swaps with
+        entry ``j``, a 32-bit draw masked to the bits of ``i`` and drawn again while above ``i``."""
+
+    def train_epoch(self, layout, params, grads, state, X, Y, weights, order, batch_size: int, config,
                     lrs, step: int, ws) -> tuple[float, int, int]:
         """One epoch of every batch's forward, backward, clipping and update, in one call.
 
-        A non-empty ``generator`` first shuffles ``order`` in place, exactly as ``RandomState.shuffle``
-        does and advancing the state as it does: from the last entry down, entry ``i`` swaps with
-        entry ``j``, a 32-bit draw masked to the bits of ``i`` and drawn again while above ``i``.
         Batch ``i`` is the rows ``order[i*batch_size:(i+1)*batch_size]`` (int64; the last may be
         short; a single batch takes ``X`` as it is) with learning rate ``lrs[i]`` (float64, one per
         batch; a line search starts from it and writes back the step it took), optimizer step
@@ -144,13 +143,12 @@ def step_config(loss: str, optimizer: str = "sgd", hyper=None, l2: float = 0.0, 
     return config
 
 
-def generator_state(rng) -> np.ndarray | None:
-    """A uint32 ``(625,)`` view of the live state of ``rng``, a NumPy ``RandomState``: its MT19937's
-    key and position, which a kernel's shuffle reads and advances as ``rng.shuffle`` would. None when
-    ``rng`` draws from another bit generator, or this NumPy does not lay the state out so in memory.
-    The view is valid while ``rng`` lives; hold ``rng`` with it."""
-    bits = getattr(rng, "_bit_generator", None)
-    if type(rng) is not np.random.RandomState or type(bits) is not np.random.MT19937 or not _mt19937_in_place():
+def generator_state(bits) -> np.ndarray | None:
+    """A uint32 ``(625,)`` view of the live state of ``bits``, a NumPy ``MT19937`` bit generator: its
+    key and position, which a kernel's shuffle reads and advances as ``RandomState.shuffle`` would.
+    None for another bit generator, or where this NumPy does not lay the state out so in memory.
+    The view is valid while ``bits`` lives: hold ``bits`` with it."""
+    if type(bits) is not np.random.MT19937 or not _mt19937_in_place():
         return None
     return _state_words(bits)
 
@@ -222,9 +220,17 @@ class CSR:
         if not scipy.sparse.issparse(matrix):
             raise TypeError(f"X: expected a SciPy sparse matrix, got {type(matrix).__name__}")
         matrix = scipy.sparse.csr_array(matrix)
-        matrix.check_format(full_check=True)
-        self._set(frozen(np.asarray(matrix.data, dtype=dtype)), frozen(matrix.indices.astype(np.int64)),
-                  frozen(matrix.indptr.astype(np.int64)), matrix.shape)
+        # Copied, then checked: the caller's arrays may change under another thread meanwhile.
+        data, indices, indptr = (frozen(np.asarray(matrix.data, dtype=dtype)), frozen(matrix.indices.astype(np.int64)),
+                                 frozen(matrix.indptr.astype(np.int64)))
+        m, n = matrix.shape
+        if indptr.shape != (m + 1,) or indptr[0] != 0 or indptr[-1] != len(indices) or len(data) != len(indices) \
+                or np.any(indptr[1:] < indptr[:-1]):
+            raise ValueError(f"X: a sparse matrix of {m} rows whose row pointers do not rise from 0 to its "
+                             f"{len(indices)} stored values")
+        if len(indices) and (indices.min() < 0 or indices.max() >= n):
+            raise ValueError(f"X: a sparse matrix of {n} columns with a stored column index outside [0, {n})")
+        self._set(data, indices, indptr, matrix.shape)
 
     def _set(self, data, indices, indptr, shape):
         for name, value in zip(self.__slots__, (data, indices, indptr, (int(shape[0]), int(shape[1])))):
@@ -489,8 +495,9 @@ class Kernels:
         ``train_epoch(params, ..., lrs, step, ws, weights, rng)``, checking only ``lrs`` and ``step``.
         Between calls, the contents of ``params``, ``grads``, ``state`` and ``order`` may change;
         their shapes and dtypes are fixed (the run keeps views of its own). With ``rng`` every
-        epoch shuffles ``order`` first: inside a compiled kernel, holding the generator's lock, when
-        :func:`generator_state` can read its state, else by ``rng.shuffle``.
+        epoch shuffles ``order`` first, as ``rng.shuffle`` would: in the backend's ``shuffle`` kernel,
+        holding the generator's lock for the shuffle alone, when :func:`generator_state` can read the
+        state of ``rng``'s bit generator at that moment; else by ``rng.shuffle`` itself.
 
         ``threads``: an epoch of one batch splits its rows into as many consecutive shares, whose
         gradients as many threads compute at once (:meth:`Backend.batch_gradient`), BLAS on one
@@ -515,32 +522,25 @@ class Kernels:
             raise ValueError(f"threads: only an epoch of one batch splits its rows across threads; this one has "
                              f"{batches} batches of {batch_size} rows")
         order = order.view()
-        generator = generator_state(rng) if rng is not None and self.backend.SHUFFLES and threads == 1 else None
-        # The shuffle: in the kernel, under the generator's lock, or else by the generator itself.
-        if generator is not None:
-            shuffle, lock = None, rng._bit_generator.lock
-        else:
-            shuffle, lock = None if rng is None else functools.partial(rng.shuffle, order), contextlib.nullcontext()
         views = [a.view() if isinstance(a, np.ndarray) else a for a in (params, grads, state, X, Y, weights)]
-        arguments = (self.layout, *views, order, _NO_GENERATOR if generator is None else generator, batch_size,
-                     config.copy())
+        arguments = (self.layout, *views, order, batch_size, config.copy())
         # Shares 1 on: rows, workspace and gradient (a row of ``parts``, one view kept for the run).
         bounds = [n * k // threads for k in range(threads + 1)]
         parts = np.empty((threads - 1, self.n_params), self.dtype)
         shares = [(first, last, self.workspace(last - first, sparse=ws.sparse, keep_outputs=False), part)
                   for first, last, part in zip(bounds[1:-1], bounds[2:], parts)]
-        return Epochs(self, arguments, batches, optimizer == "line_search", ws, (rng, shuffle, lock),
+        return Epochs(self, arguments, batches, optimizer == "line_search", ws, rng,
                       (bounds[1], shares, parts, np.empty(threads)))
 
 
 class Epochs:
     """A run of epochs over buffers checked once (made by :meth:`Kernels.epochs`)."""
 
-    __slots__ = ("_kernels", "_arguments", "_batches", "_line_search", "_shuffle", "_shares")
+    __slots__ = ("_kernels", "_arguments", "_batches", "_line_search", "_rng", "_shares")
 
-    def __init__(self, kernels, arguments, batches, line_search, ws, shuffle, shares):
+    def __init__(self, kernels, arguments, batches, line_search, ws, rng, shares):
         self._kernels, self._batches, self._line_search = kernels, batches, line_search
-        self._arguments, self._shuffle, self._shares = (arguments, ws), shuffle, shares
+        self._arguments, self._rng, self._shares = (arguments, ws), rng, shares
 
     def __call__(self, lrs, step: int) -> tuple[float, int, int]:
         """One epoch with learning rates ``lrs`` (float64, one per batch) from optimizer step ``step``:
@@ -550,18 +550,26 @@ class Epochs:
             raise ValueError("lrs: a line search needs finite learning rates")  # it would search forever
         step = _check_int(step, "step", 0, MAX_STEP - self._batches)
         arguments, ws = self._arguments
-        _, shuffle, lock = self._shuffle  # the generator itself is held so that its state stays in memory
-        if shuffle is not None:
-            shuffle()
+        if self._rng is not None:
+            self._shuffle(arguments[7])
         if self._shares[1]:
             return self._shared(lrs, step)
-        with lock:
-            return _run(self._kernels.backend.train_epoch, *arguments, lrs, step, ws)
+        return _run(self._kernels.backend.train_epoch, *arguments, lrs, step, ws)
+
+    def _shuffle(self, order):
+        """``self._rng.shuffle(order)``, in the backend's kernel where it can read the generator's state."""
+        bits = self._rng._bit_generator  # held while its state is written: re-seeding the RandomState replaces it
+        words = generator_state(bits) if self._kernels.backend.SHUFFLES else None
+        if words is None:
+            self._rng.shuffle(order)
+            return
+        with bits.lock:
+            _run(self._kernels.backend.shuffle, order, words)
 
     def _shared(self, lrs, step):
         """The epoch of one batch, its rows' gradient computed in shares on threads."""
         backend = self._kernels.backend
-        (layout, params, grads, state, X, Y, weights, _, _, _, config), ws = self._arguments
+        (layout, params, grads, state, X, Y, weights, _, _, config), ws = self._arguments
         first_rows, shares, parts, losses = self._shares
         loss = int(config["loss"][0])
         with blas_threads(1):  # the threads are the shares'
