@@ -11,11 +11,12 @@ threads to BLAS. Measured on two cores: a second thread paid off for
 nor for [10, 64, 32, 3] on 1,500 rows (23 MFLOP).
 """
 
+import contextlib
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
 
 import scipy.linalg  # noqa: F401  (loads SciPy's BLAS, the one Numba's and Cython's kernels call)
+import threadpoolctl
 from threadpoolctl import ThreadpoolController
 
 MIN_FLOPS_PER_THREAD = 1e8
@@ -31,8 +32,21 @@ def step_flops(layout, rows):
     return rows * (6 * weights - 2 * int(layout[0, 0] * layout[0, 1]))
 
 
+# The thread counts of the blas_threads contexts under way in the process; the limits from before the
+# first of them (a threadpoolctl limiter that restores them) and the limit set for them.
+_limits = {"lock": threading.Lock(), "active": [], "original": None, "set": None}
+
+
+def _original_limit():
+    """The process's BLAS thread limit before any :func:`blas_threads` under way (``_limits["lock"]`` held)."""
+    original = _limits["original"]
+    return max((entry["num_threads"] for entry in (original._original_info if original else _BLAS.info())),
+               default=1)
+
+
 def _allowed():
-    return max((info["num_threads"] for info in _BLAS.info()), default=1)
+    with _limits["lock"]:
+        return _original_limit()
 
 
 def threads_for(layout, rows):
@@ -40,9 +54,46 @@ def threads_for(layout, rows):
     return max(1, min(_allowed(), int(step_flops(layout, rows) // MIN_FLOPS_PER_THREAD)))
 
 
+# threadpoolctl (3.8 on) lets one Python thread at a time set OpenBLAS's limits, the first to set them
+# while it lives. fastgd's limiter is the process's, counted across threads: it takes that control for each
+# change it makes, from whichever thread it runs on, and leaves it free after.
+_openblas_control = getattr(threadpoolctl.OpenBLASController, "clear_controlling_thread", lambda force=False: None)
+
+
+def _apply(change):
+    """Add or remove a context's thread count (``change(active)``), then set the BLAS limit to the
+    fewest threads the contexts under way allow, or restore the limits from before the first."""
+    with _limits["lock"]:
+        _openblas_control(force=True)
+        try:
+            active = _limits["active"]
+            if not active:
+                _limits["original"] = _BLAS.limit(limits=None)  # keeps the limits as they are, to restore
+            change(active)
+            limit = min(active, default=None)
+            if limit == _limits["set"]:
+                return
+            if limit is not None and limit < _original_limit():
+                _BLAS.limit(limits=limit)
+            else:
+                _limits["original"].restore_original_limits()
+            _limits["set"] = limit
+            if not active:
+                _limits["original"] = None
+        finally:
+            _openblas_control()
+
+
+@contextlib.contextmanager
 def blas_threads(threads):
-    """A context in which BLAS uses at most ``threads`` threads."""
-    return nullcontext() if threads >= _allowed() else _BLAS.limit(limits=threads)
+    """A context in which BLAS uses at most ``threads`` threads. The limit is the process's: while
+    contexts on several threads overlap, BLAS uses the fewest threads any of them allows, and the
+    last to end restores the limits from before the first."""
+    _apply(lambda active: active.append(threads))
+    try:
+        yield
+    finally:
+        _apply(lambda active: active.remove(threads))
 
 
 def blas_threads_for(layout, rows):

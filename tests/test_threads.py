@@ -150,3 +150,59 @@ def test_chunks_evaluated_on_threads_give_what_one_thread_gives(backend, monkeyp
     assert len(seen) >= 2  # the calling thread and at least one of the pool
     np.testing.assert_array_equal(three[0], one[0])
     assert three[1] == one[1]
+
+
+def blas_limit():
+    return max(info["num_threads"] for info in _threads._BLAS.info())
+
+
+def test_overlapping_blas_limits_on_two_threads_leave_the_process_limit_as_it_was():
+    # Each context lowers the process's limit while it lasts; the last to end restores it, whichever order
+    # they end in.
+    with threadpool_limits(5):
+        for order in ("first in, first out", "first in, last out"):
+            entered, release = [threading.Event() for _ in range(2)], [threading.Event() for _ in range(2)]
+            seen = {}
+
+            def hold(k, threads):
+                with _threads.blas_threads(threads):
+                    entered[k].set()
+                    release[k].wait()
+                    seen[k] = blas_limit()
+
+            workers = [threading.Thread(target=hold, args=(k, threads), daemon=True) for k, threads in ((0, 3), (1, 2))]
+            try:
+                workers[0].start()
+                assert entered[0].wait(10) and blas_limit() == 3
+                workers[1].start()
+                assert entered[1].wait(10) and blas_limit() == 2 and _threads._allowed() == 5
+                for k in ((0, 1) if order == "first in, first out" else (1, 0)):
+                    release[k].set()
+                    workers[k].join(10)
+            finally:
+                for event in release:
+                    event.set()
+            assert seen == {0: 2 if order == "first in, first out" else 3, 1: 2}, order
+            assert blas_limit() == 5, order
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_fits_on_two_threads_at_once_leave_the_process_blas_limit_as_it_was(backend, monkeypatch):
+    monkeypatch.setattr(_threads, "MIN_FLOPS_PER_THREAD", 1)  # every fit takes threads, and shares them out
+    X, y = make_problem("softmax", n=300, seed=0)
+    errors = []
+
+    def train(seed):
+        try:
+            for batch_size in (None, 50) * 5:
+                fastgd.MLP([5, 9, 3], backend=backend, random_state=seed).fit(X, y, epochs=2, batch_size=batch_size)
+        except Exception as error:  # noqa: BLE001 (reported below)
+            errors.append(error)
+
+    with threadpool_limits(4):
+        workers = [threading.Thread(target=train, args=(seed,)) for seed in range(4)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        assert errors == [] and blas_limit() == 4
