@@ -18,6 +18,8 @@ def make_layout(sizes, activations):
     layout = np.zeros((len(sizes) - 1, 5), dtype=np.int64)
     offset = 0
     for i, (n_in, n_out, name) in enumerate(zip(sizes[:-1], sizes[1:], activations)):
+        if offset + n_in * n_out + n_out >= 2**62:
+            raise ValueError(f"sizes: {sizes} place more parameters than an int64 offset can")
         layout[i] = n_in, n_out, ACTIVATIONS[name], offset, offset + n_in * n_out
         offset += n_in * n_out + n_out
     return layout

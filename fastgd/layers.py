@@ -50,6 +50,11 @@ class Exp(Activation):
     name = "exp"
 
 
+def _is_width(n):
+    """Whether ``n`` is a layer width: an integer in [1, 2**31) (BLAS takes a width as a C int)."""
+    return isinstance(n, numbers.Integral) and not isinstance(n, bool) and 1 <= n < 2**31
+
+
 def _choice(value, choices, name):
     if value not in choices:
         raise ValueError(f"{name}: unknown activation {value!r}; choose one of {', '.join(map(repr, choices))}")
@@ -73,8 +78,8 @@ def architecture(sizes, hidden, output):
     if len(sizes) < 2:
         raise ValueError(f"sizes: need at least 2 entries (inputs and outputs), got {sizes!r}")
     for s in sizes:
-        if not isinstance(s, numbers.Integral) or isinstance(s, bool) or s < 1:
-            raise ValueError(f"sizes: every width must be a positive integer, got {sizes!r}")
+        if not _is_width(s):
+            raise ValueError(f"sizes: every width must be a positive integer below 2**31, got {sizes!r}")
     _choice(hidden, HIDDEN_ACTIVATIONS, "hidden")
     _choice(output, OUTPUT_ACTIVATIONS, "output")
     return [int(s) for s in sizes], [hidden] * (len(sizes) - 2) + [output]
@@ -85,8 +90,8 @@ def _compile_layers(layers):
     for i, layer in enumerate(layers):
         if isinstance(layer, Dense):
             for n in (layer.n_in, layer.n_out):
-                if not isinstance(n, numbers.Integral) or isinstance(n, bool) or n < 1:
-                    raise ValueError(f"sizes: layer {i} {layer!r} needs positive integer widths")
+                if not _is_width(n):
+                    raise ValueError(f"sizes: layer {i} {layer!r} needs positive integer widths below 2**31")
             if sizes and layer.n_in != sizes[-1]:
                 raise ValueError(f"sizes: layer {i} {layer!r} takes {layer.n_in} inputs, "
                                  f"but the layer before gives {sizes[-1]}")

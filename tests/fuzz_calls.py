@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fastgd
-from fastgd._codes import LOSSES
-from fastgd.kernels import CSR, STEP, step_config
+from fastgd._codes import ACTIVATIONS, LOSSES
+from fastgd.kernels import CSR, STEP, kernels, step_config
 
 faulthandler.enable()
 BACKEND, EXAMPLES = sys.argv[1], int(sys.argv[2])
@@ -68,6 +68,8 @@ def hostile(draw, good):
 
 
 SCALARS = st.one_of(st.integers(-3, 6), st.floats(allow_nan=True, allow_infinity=True), JUNK)
+# Layer widths from 2**31 on: BLAS takes a width as a C int, so every one is refused.
+PAST_INT = st.sampled_from([2**31, 2**32 + 1, 2**62, 2**63, 2**64])
 
 
 OUTCOMES = {"refused": 0, "returned": 0}
@@ -168,11 +170,52 @@ def test_kernel_entry(data):
         lambda result: shapes_of(name, args, result))
 
 
+# Layouts with layers of more than 2**31 weights (widths below 2**31: accepted) and widths from
+# 2**31 on (refused): an entry is made, nothing allocated for its parameters; and models with a
+# width from 2**31 on, refused before anything is allocated.
+WIDTHS = st.sampled_from([1, 3, 2**15 + 1, 2**16 + 1, 2**31 - 1, 2**31, 2**32 + 1, 2**62, 2**63])
+
+
+@st.composite
+def large_layouts(draw):
+    sizes = draw(st.lists(WIDTHS, min_size=2, max_size=4))
+    rows, offset = [], 0
+    for l, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        activation = ACTIVATIONS["identity" if l == len(sizes) - 2 else draw(st.sampled_from(["relu", "tanh"]))]
+        rows.append([n_in, n_out, activation, offset, offset + n_in * n_out])
+        offset += n_in * n_out + n_out
+    if draw(st.booleans()):  # one offset moved
+        row = draw(st.sampled_from(rows))
+        row[draw(st.sampled_from([3, 4]))] += draw(st.sampled_from([-1, 1, 2**31, -(2**32)]))
+    return rows
+
+
+def places_every_weight(entry, rows):
+    assert all(row[0] < 2**31 and row[1] < 2**31 for row in rows)
+    assert entry.n_params == rows[-1][4] + rows[-1][1] < 2**62
+    assert entry.layout.tolist() == rows
+
+
+def accepted(result):
+    raise AssertionError(f"accepted: {result!r}")
+
+
+@SETTINGS
+@given(rows=large_layouts(), dtype=st.sampled_from([np.float32, np.float64]), data=st.data())
+def test_layers_past_2_31(rows, dtype, data):
+    run(f"kernels({rows})", lambda: kernels(BACKEND, rows, dtype), lambda entry: places_every_weight(entry, rows))
+    sizes = data.draw(st.lists(st.one_of(st.integers(1, 5), WIDTHS), min_size=1, max_size=3))
+    sizes.insert(data.draw(st.integers(0, len(sizes))), data.draw(PAST_INT))
+    output, loss = data.draw(st.sampled_from(TASKS))
+    run(f"MLP({sizes})", lambda: fastgd.MLP(sizes, output=output, loss=loss, backend=BACKEND, dtype=dtype), accepted)
+
+
 # ---------------------------------------------------------------- the public API
 ARCHITECTURES = st.one_of(
-    st.lists(st.one_of(st.integers(-1, 5), JUNK), max_size=4),
-    st.lists(st.sampled_from([fastgd.Dense(3, 4), fastgd.Dense(4, 2), fastgd.Dense(2, 2), fastgd.ReLU(),
-                              fastgd.Softmax(), fastgd.Sigmoid(), fastgd.Identity(), fastgd.Tanh()]), max_size=5),
+    st.lists(st.one_of(st.integers(-1, 5), JUNK, PAST_INT), max_size=4),
+    st.lists(st.sampled_from([fastgd.Dense(3, 4), fastgd.Dense(4, 2), fastgd.Dense(2, 2), fastgd.Dense(4, 2**31),
+                              fastgd.Dense(2**31, 2), fastgd.ReLU(), fastgd.Softmax(), fastgd.Sigmoid(),
+                              fastgd.Identity(), fastgd.Tanh()]), max_size=5),
 )
 NAMES = st.one_of(st.sampled_from(["relu", "tanh", "sigmoid", "identity", "softmax", "cross_entropy",
                                    "binary_cross_entropy", "mse", "gelu", None]), JUNK)
@@ -275,5 +318,6 @@ def test_public_api(data):
 
 if __name__ == "__main__":
     test_kernel_entry()
+    test_layers_past_2_31()
     test_public_api()
     print(f"done: {OUTCOMES['refused']} calls refused, {OUTCOMES['returned']} returned", file=sys.stderr)

@@ -14,6 +14,7 @@ import scipy.sparse
 import fastgd
 from conftest import BACKENDS, COMPILED, CYTHON_BUILDS
 from fastgd._codes import ACTIVATIONS, BAD_ROW, LOSSES, NOT_FINITE, OK, OPTIMIZERS
+from fastgd._layout import make_layout
 from fastgd.kernels import CSR, STEP, kernels, step_config
 from fastgd.kernels.contract import check_layout, generator_state
 
@@ -406,6 +407,15 @@ def test_a_layout_that_does_not_place_one_buffer_is_refused(change, message):
         check_layout(np.zeros((2, 4), np.int64))
     with pytest.raises(TypeError, match="layout: expected an integer table"):
         check_layout([["a"] * 5])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_widths_stay_below_2_31_and_a_layer_may_hold_more_weights(backend):
+    n_in, width = 2**16 + 1, 2**15 + 1
+    entry = kernels(backend, make_layout([n_in, width, 1], ["relu", "identity"]), "float32")
+    assert entry.n_params == n_in * width + 2 * width + 1 > 2**31
+    with pytest.raises(ValueError, match=r"layout: layer 0 has widths 1 x 2147483648; .*BLAS takes a width as a C int"):
+        kernels(backend, make_layout([1, 2**31, 1], ["relu", "identity"]), "float32")
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

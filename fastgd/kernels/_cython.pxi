@@ -164,33 +164,44 @@ cdef inline floating* _slot(floating[:, ::1] state, Py_ssize_t k, Py_ssize_t n) 
 
 
 # ---------------------------------------------------------------- BLAS on row-major matrices
-cdef inline void _gemm(char transa, char transb, int m, int n, int k, floating* a, int lda,
-                       floating* b, int ldb, floating beta, floating* c, int ldc) noexcept nogil:
-    """Column-major ``c = op(a) @ op(b) + beta c``, ``c`` of shape (m, n)."""
+cdef inline void _gemm(char transa, char transb, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, floating* a,
+                       floating* b, floating beta, floating* c) noexcept nogil:
+    """Column-major ``c = op(a) @ op(b) + beta c``, ``c`` of shape (m, n), each matrix dense (its
+    leading dimension its number of rows as stored). BLAS takes each dimension as a C int: the
+    checked entry keeps widths and rows below 2**31 (the bounds-checked build stops the process
+    on one that is not)."""
+    cdef int rows = <int>m, columns = <int>n, inner = <int>k
+    cdef int lda = <int>(m if transa == c'N' else k), ldb = <int>(k if transb == c'N' else n)
     cdef floating one = 1
+    if BOUNDS_CHECK and (m != rows or n != columns or k != inner):
+        fprintf(stderr, b"fastgd bounds check: a product of %zd x %zd by %zd x %zd is past BLAS's int\n", m, k, k, n)
+        abort()
     if floating is float:
-        sgemm(&transa, &transb, &m, &n, &k, &one, a, &lda, b, &ldb, &beta, c, &ldc)
+        sgemm(&transa, &transb, &rows, &columns, &inner, &one, a, &lda, b, &ldb, &beta, c, &rows)
     else:
-        dgemm(&transa, &transb, &m, &n, &k, &one, a, &lda, b, &ldb, &beta, c, &ldc)
+        dgemm(&transa, &transb, &rows, &columns, &inner, &one, a, &lda, b, &ldb, &beta, c, &rows)
 
 
-cdef inline void _matmul(floating* A, int m, int k, floating* B, int n, floating* C) noexcept nogil:
+cdef inline void _matmul(floating* A, Py_ssize_t m, Py_ssize_t k, floating* B, Py_ssize_t n,
+                         floating* C) noexcept nogil:
     """Row-major ``C (m, n) = A (m, k) @ B (k, n)``."""
-    _gemm(c'N', c'N', n, m, k, B, n, A, k, 0, C, n)
+    _gemm(c'N', c'N', n, m, k, B, A, 0, C)
 
 
-cdef inline void _matmul_tn(floating* A, int m, int k, floating* D, int n, floating beta, floating* C) noexcept nogil:
+cdef inline void _matmul_tn(floating* A, Py_ssize_t m, Py_ssize_t k, floating* D, Py_ssize_t n, floating beta,
+                            floating* C) noexcept nogil:
     """Row-major ``C (k, n) = A.T @ D + beta C`` for ``A (m, k)``, ``D (m, n)``."""
-    _gemm(c'N', c'T', n, k, m, D, n, A, k, beta, C, n)
+    _gemm(c'N', c'T', n, k, m, D, A, beta, C)
 
 
-cdef inline void _matmul_nt(floating* D, int m, int n, floating* W, int k, floating* R) noexcept nogil:
+cdef inline void _matmul_nt(floating* D, Py_ssize_t m, Py_ssize_t n, floating* W, Py_ssize_t k,
+                            floating* R) noexcept nogil:
     """Row-major ``R (m, k) = D @ W.T`` for ``D (m, n)``, ``W (k, n)``."""
-    _gemm(c'T', c'N', k, m, n, W, n, D, n, 0, R, k)
+    _gemm(c'T', c'N', k, m, n, W, D, 0, R)
 
 
-cdef inline void _sparse_product(const Sparse* X, Py_ssize_t start, int m, const floating* W, int n_out,
-                                 floating* Z) noexcept nogil:
+cdef inline void _sparse_product(const Sparse* X, Py_ssize_t start, Py_ssize_t m, const floating* W,
+                                 Py_ssize_t n_out, floating* Z) noexcept nogil:
     """Row-major ``Z (m, n_out) = X[start:start + m] @ W`` for sparse rows ``X``."""
     cdef const floating* data = <const floating*>X.data
     cdef const floating* w
@@ -206,8 +217,8 @@ cdef inline void _sparse_product(const Sparse* X, Py_ssize_t start, int m, const
                 Z[i * n_out + j] += v * w[j]
 
 
-cdef inline void _sparse_gradient(const Sparse* X, Py_ssize_t start, int m, int n_in, const floating* D, int n_out,
-                                  bint accumulate, floating* dW) noexcept nogil:
+cdef inline void _sparse_gradient(const Sparse* X, Py_ssize_t start, Py_ssize_t m, Py_ssize_t n_in,
+                                  const floating* D, Py_ssize_t n_out, bint accumulate, floating* dW) noexcept nogil:
     """Row-major ``dW (n_in, n_out) = X[start:start + m].T @ D`` for sparse rows ``X`` (``accumulate``: ``+=``)."""
     cdef const floating* data = <const floating*>X.data
     cdef floating* g
@@ -332,12 +343,13 @@ cdef inline double _loss_row(const floating* z, const floating* out, const float
 
 # ---------------------------------------------------------------- passes over a batch
 cdef void _forward_block(const int64_t[:, ::1] layout, const floating[::1] params, const floating[::1] X,
-                         const Sparse* sparse, Py_ssize_t start, int m, Py_ssize_t slot, floating[::1] acts,
-                         const int64_t[::1] offsets, floating[::1] z, double[::1] lse) noexcept nogil:
+                         const Sparse* sparse, Py_ssize_t start, Py_ssize_t m, Py_ssize_t slot,
+                         floating[::1] acts, const int64_t[::1] offsets, floating[::1] z,
+                         double[::1] lse) noexcept nogil:
     """Forward pass of the ``m`` rows from row ``start`` of ``X`` (or ``sparse``): hidden
     activations from the start of their blocks, outputs, logits and log-sum-exp at row ``slot``."""
-    cdef Py_ssize_t l, i, last = layout.shape[0] - 1, first
-    cdef int n_in, n_out, activation
+    cdef Py_ssize_t l, i, last = layout.shape[0] - 1, first, n_in, n_out
+    cdef int activation
     cdef floating* A
     cdef floating* Z
     cdef floating* out
@@ -409,8 +421,8 @@ cdef void _forward_row(const int64_t[:, ::1] layout, const floating[::1] params,
 
 
 cdef void _forward(const int64_t[:, ::1] layout, const floating[::1] params, const floating[::1] X,
-                   const Sparse* sparse, int m, floating[::1] acts, const int64_t[::1] offsets, floating[::1] z,
-                   double[::1] lse) noexcept nogil:
+                   const Sparse* sparse, Py_ssize_t m, floating[::1] acts, const int64_t[::1] offsets,
+                   floating[::1] z, double[::1] lse) noexcept nogil:
     """Forward pass of the ``m`` rows of ``X`` (or ``sparse``) in blocks of ``BLOCK_ROWS``;
     outputs in the last block of ``acts``."""
     cdef Py_ssize_t block, start
@@ -419,20 +431,20 @@ cdef void _forward(const int64_t[:, ::1] layout, const floating[::1] params, con
         _forward_block(layout, params, X, sparse, start, min(BLOCK_ROWS, m - start), start, acts, offsets, z, lse)
 
 
-cdef inline double _loss_base(const int64_t[:, ::1] layout, const double* w, int m, int loss) noexcept nogil:
+cdef inline double _loss_base(const int64_t[:, ::1] layout, const double* w, Py_ssize_t m, int loss) noexcept nogil:
     """What the loss of ``m`` rows weighted by ``w`` (NULL: 1 each) is divided by: their total weight, times
     the outputs for losses that are means over every element."""
     return _rows(w, m) * (1 if loss == CROSS_ENTROPY else layout[layout.shape[0] - 1, 1])
 
 
-cdef double _loss_rows(const int64_t[:, ::1] layout, const floating[::1] Y, const double* w, Py_ssize_t start, int m,
-                       Py_ssize_t slot, double count, floating[::1] acts, const int64_t[::1] offsets, floating[::1] z,
-                       double[::1] lse, floating[::1] deltas, int loss) noexcept nogil:
+cdef double _loss_rows(const int64_t[:, ::1] layout, const floating[::1] Y, const double* w, Py_ssize_t start,
+                       Py_ssize_t m, Py_ssize_t slot, double count, floating[::1] acts, const int64_t[::1] offsets,
+                       floating[::1] z, double[::1] lse, floating[::1] deltas, int loss) noexcept nogil:
     """Weighted sum (float64) of the losses of rows ``start`` to ``start + m`` of ``Y``, whose outputs the
     last forward pass left at row ``slot``, over ``count`` (``_loss_base`` of the whole batch); their
     output deltas into ``deltas``."""
-    cdef Py_ssize_t i, last = layout.shape[0] - 1
-    cdef int k = layout[last, 1], activation = layout[last, 2]
+    cdef Py_ssize_t i, last = layout.shape[0] - 1, k = layout[last, 1]
+    cdef int activation = layout[last, 2]
     cdef double base = (2.0 if loss == MSE else 1.0) / count, value
     cdef floating scale = <floating>base
     cdef double total = 0
@@ -450,17 +462,17 @@ cdef double _loss_rows(const int64_t[:, ::1] layout, const floating[::1] Y, cons
     return total / count
 
 
-cdef double _loss(const int64_t[:, ::1] layout, const floating[::1] Y, const double* w, int m, floating[::1] acts,
-                  const int64_t[::1] offsets, floating[::1] z, double[::1] lse, floating[::1] deltas,
-                  int loss) noexcept nogil:
+cdef double _loss(const int64_t[:, ::1] layout, const floating[::1] Y, const double* w, Py_ssize_t m,
+                  floating[::1] acts, const int64_t[::1] offsets, floating[::1] z, double[::1] lse,
+                  floating[::1] deltas, int loss) noexcept nogil:
     """Mean data loss (float64) of the last forward pass, rows weighted by ``w`` (NULL: 1 each) and the
     mean taken over their total weight; output deltas into ``deltas``."""
     return _loss_rows(layout, Y, w, 0, m, 0, _loss_base(layout, w, m, loss), acts, offsets, z, lse, deltas, loss)
 
 
 cdef void _backward_block(const int64_t[:, ::1] layout, floating[::1] params, floating[::1] grads,
-                          const floating[::1] X, const Sparse* sparse, Py_ssize_t start, int m, Py_ssize_t slot,
-                          floating[::1] acts, const int64_t[::1] offsets, floating[::1] deltas,
+                          const floating[::1] X, const Sparse* sparse, Py_ssize_t start, Py_ssize_t m,
+                          Py_ssize_t slot, floating[::1] acts, const int64_t[::1] offsets, floating[::1] deltas,
                           bint accumulate) noexcept nogil:
     """Backward pass of the block of ``m`` rows from row ``start`` that ``_forward_block`` left (output
     deltas set at row ``slot``): ``grads`` of the data loss, added to what they hold with ``accumulate``."""
@@ -532,7 +544,7 @@ cdef double _finish(const int64_t[:, ::1] layout, floating[::1] params, floating
     return squares
 
 
-cdef inline void _bias_step(floating* b, floating* db, const floating* D, int m, Py_ssize_t n, floating lr,
+cdef inline void _bias_step(floating* b, floating* db, const floating* D, Py_ssize_t m, Py_ssize_t n, floating lr,
                             bint fused) noexcept nogil:
     """``db = sum of the m rows of D``; ``fused``: ``b -= lr db``."""
     cdef Py_ssize_t i, j
@@ -568,7 +580,7 @@ cdef inline double _column_step(floating* w, floating* dw, const floating* a, fl
     return squares
 
 
-cdef double _backward_rows(const int64_t[:, ::1] layout, floating[::1] params, floating[::1] grads, int m,
+cdef double _backward_rows(const int64_t[:, ::1] layout, floating[::1] params, floating[::1] grads, Py_ssize_t m,
                            floating[::1] acts, const int64_t[::1] offsets, floating[::1] deltas, floating l2,
                            floating lr, bint fused, floating[::1] row, Py_ssize_t lowest) noexcept nogil:
     """Backward pass of ``m <= SMALL_BATCH`` rows (input in block 0 of ``acts``) by loops over
@@ -661,9 +673,9 @@ cdef double _backward_rows(const int64_t[:, ::1] layout, floating[::1] params, f
 
 
 cdef double _gradient_blocks(const int64_t[:, ::1] layout, floating[::1] params, floating[::1] grads,
-                            const floating[::1] X, const Sparse* sparse, const floating[::1] Y, const double* w, int m,
-                            double count, int loss, floating[::1] acts, const int64_t[::1] offsets, floating[::1] z,
-                            double[::1] lse, floating[::1] deltas, bint backward=True) noexcept nogil:
+                            const floating[::1] X, const Sparse* sparse, const floating[::1] Y, const double* w,
+                            Py_ssize_t m, double count, int loss, floating[::1] acts, const int64_t[::1] offsets,
+                            floating[::1] z, double[::1] lse, floating[::1] deltas, bint backward=True) noexcept nogil:
     """``grads`` of the data loss of the ``m`` rows ``(X, Y)`` (weighted by ``w``, NULL: 1 each) taken
     over ``count`` (``_loss_base`` of their batch), in blocks of ``BLOCK_ROWS`` rows, each block's
     outputs at the start of theirs; returns that loss (float64; not finite: stopped there, ``grads``
@@ -683,7 +695,7 @@ cdef double _gradient_blocks(const int64_t[:, ::1] layout, floating[::1] params,
 
 
 cdef double _step(const int64_t[:, ::1] layout, floating[::1] params, floating[::1] grads, const floating[::1] X,
-                  const Sparse* sparse, const floating[::1] Y, const double* w, int m, int loss, floating l2,
+                  const Sparse* sparse, const floating[::1] Y, const double* w, Py_ssize_t m, int loss, floating l2,
                   floating lr, bint fused, floating[::1] acts, const int64_t[::1] offsets, floating[::1] z,
                   double[::1] lse, floating[::1] deltas, floating[::1] row) noexcept nogil:
     """Forward, loss and backward of one batch (with ``fused``, the SGD step too); returns
@@ -846,7 +858,7 @@ cdef double _sum_of_squares(const int64_t[:, ::1] layout, const floating[::1] pa
 
 cdef double _line_search(const int64_t[:, ::1] layout, floating[::1] parameters, const floating[::1] gradients,
                          floating[::1] point, const floating[::1] X, const Sparse* sparse, const floating[::1] Y,
-                         const double* w, int m, double value, const Step* c, double l2, double alpha,
+                         const double* w, Py_ssize_t m, double value, const Step* c, double l2, double alpha,
                          floating[::1] acts, const int64_t[::1] offsets, floating[::1] z, double[::1] lse,
                          floating[::1] deltas) noexcept nogil:
     """Armijo backtracking from ``alpha`` (``fastgd.BacktrackingLineSearch``); ``parameters``
@@ -885,7 +897,7 @@ cdef inline double _batch_l2(const Step* c, double rows) noexcept nogil:
 
 cdef double _train_step(const int64_t[:, ::1] layout, floating[::1] params, floating[::1] grads,
                         floating[:, ::1] state, const floating[::1] X, const Sparse* sparse, const floating[::1] Y,
-                        const double* w, int m, const Step* c, double* lr, Py_ssize_t step, bint fused,
+                        const double* w, Py_ssize_t m, const Step* c, double* lr, Py_ssize_t step, bint fused,
                         floating[::1] acts, const int64_t[::1] offsets, floating[::1] z, double[::1] lse,
                         floating[::1] deltas, floating[::1] row) noexcept nogil:
     """One step of an epoch on the batch ``(X, Y)`` with learning rate ``*lr`` (a line search
@@ -900,7 +912,7 @@ cdef double _train_step(const int64_t[:, ::1] layout, floating[::1] params, floa
 
 
 cdef void _apply(const int64_t[:, ::1] layout, floating[::1] params, floating[::1] grads, floating[:, ::1] state,
-                 const floating[::1] X, const Sparse* sparse, const floating[::1] Y, const double* w, int m,
+                 const floating[::1] X, const Sparse* sparse, const floating[::1] Y, const double* w, Py_ssize_t m,
                  double value, const Step* c, double l2, double* lr, Py_ssize_t step, floating[::1] acts,
                  const int64_t[::1] offsets, floating[::1] z, double[::1] lse, floating[::1] deltas) noexcept nogil:
     """A step once ``grads`` holds the gradient of the batch ``(X, Y)``, whose loss is ``value``:
@@ -1078,7 +1090,7 @@ cdef bint _finite(const floating[::1] values) noexcept nogil:
 # ---------------------------------------------------------------- one batch in shares of its rows, on threads
 cdef int _batch_step(const int64_t[:, ::1] layout, floating[::1] params, floating[::1] grads,
                      const floating[:, ::1] parts, floating[:, ::1] state, const floating[::1] X, const Sparse* sparse,
-                     const floating[::1] Y, const double* w, int m, const double[::1] losses, const Step* c,
+                     const floating[::1] Y, const double* w, Py_ssize_t m, const double[::1] losses, const Step* c,
                      double* lr, Py_ssize_t step, floating[::1] acts, const int64_t[::1] offsets, floating[::1] z,
                      double[::1] lse, floating[::1] deltas, double* value) noexcept nogil:
     """The step of an epoch of one batch from the gradients of its shares (``Backend.batch_step``):
@@ -1140,7 +1152,7 @@ def forward(const int64_t[:, ::1] layout, const floating[::1] params, X, ws):
     cdef floating[::1] acts = ws.acts, z = ws.z
     cdef double[::1] lse = ws.lse
     cdef const int64_t[::1] offsets = ws.offsets
-    cdef int m = X.shape[0]
+    cdef Py_ssize_t m = X.shape[0]
     if not dense:
         rows = _sparse(X, params)
     with nogil:
@@ -1156,7 +1168,7 @@ def evaluate(const int64_t[:, ::1] layout, const floating[::1] params, X, Y, con
     cdef floating[::1] acts = ws.acts, z = ws.z, deltas = ws.deltas
     cdef double[::1] lse = ws.lse
     cdef const int64_t[::1] offsets = ws.offsets
-    cdef int m = X.shape[0]
+    cdef Py_ssize_t m = X.shape[0]
     cdef double value
     if not dense:
         rows = _sparse(X, params)
@@ -1182,7 +1194,7 @@ def backward(const int64_t[:, ::1] layout, const floating[::1] params, X, Y, con
     cdef floating[::1] acts = ws.acts, z = ws.z, deltas = ws.deltas, row = ws.row
     cdef double[::1] lse = ws.lse
     cdef const int64_t[::1] offsets = ws.offsets
-    cdef int m = X.shape[0]
+    cdef Py_ssize_t m = X.shape[0]
     cdef double value
     cdef Step c = config[0]
     # Without a step (lr 0, not fused) the kernels leave params as they are: read-only is fine.
@@ -1215,7 +1227,7 @@ def shuffle(int64_t[::1] order, uint32_t[::1] generator):
 
 
 def train_epoch(const int64_t[:, ::1] layout, floating[::1] params, floating[::1] grads, floating[:, ::1] state,
-                X, Y, const double[::1] weights, int64_t[::1] order, int batch_size,
+                X, Y, const double[::1] weights, int64_t[::1] order, Py_ssize_t batch_size,
                 const Step[::1] config, double[::1] lrs, Py_ssize_t step, ws):
     cdef bint dense = isinstance(X, np.ndarray)
     cdef const floating[::1] x = X.reshape(-1) if dense else params[:0], y = Y.reshape(-1)
@@ -1326,7 +1338,8 @@ def batch_step(const int64_t[:, ::1] layout, floating[::1] params, floating[::1]
     cdef double[::1] lse = ws.lse
     cdef const int64_t[::1] offsets = ws.offsets
     cdef Step c = config[0]
-    cdef int m = X.shape[0], status
+    cdef Py_ssize_t m = X.shape[0]
+    cdef int status
     cdef double value
     if not dense:
         rows = _sparse(X, params)

@@ -170,7 +170,9 @@ def _mt19937_in_place() -> bool:
 def check_layout(layout) -> np.ndarray:
     """A private, immutable copy of ``layout`` once every row is checked to describe one
     contiguous ``params`` buffer: positive widths chained layer to layer, known activation
-    codes (softmax and exp last only), and each ``W`` then ``b`` right after the layer before."""
+    codes (softmax and exp last only), and each ``W`` then ``b`` right after the layer before.
+    A width goes to BLAS as a C int (a dimension and a leading dimension), so it stays below
+    2**31; a layer's weights and every offset are int64, below 2**62."""
     try:
         table = np.array(layout, dtype=np.int64, copy=True, order="C")
     except (TypeError, ValueError, OverflowError) as error:
@@ -180,7 +182,8 @@ def check_layout(layout) -> np.ndarray:
     offset = 0
     for l, (n_in, n_out, activation, w, b) in enumerate(table.tolist()):
         if not (0 < n_in < 2**31 and 0 < n_out < 2**31):
-            raise ValueError(f"layout: layer {l} has widths {n_in} x {n_out}; each must be in [1, 2**31)")
+            raise ValueError(f"layout: layer {l} has widths {n_in} x {n_out}; each must be in [1, 2**31) "
+                             "(BLAS takes a width as a C int)")
         if l > 0 and n_in != table[l - 1, N_OUT]:
             raise ValueError(f"layout: layer {l} takes {n_in} inputs but layer {l - 1} gives {table[l - 1, N_OUT]}")
         if activation not in _ACTIVATION_NAMES or (_ACTIVATION_NAMES[activation] not in HIDDEN_ACTIVATIONS
