@@ -56,7 +56,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 
 from ._layout import B_OFFSET, N_IN, N_OUT, W_OFFSET, glorot_uniform
 from ._threads import blas_threads_for
-from ._validation import check_int, check_nonnegative, check_outputs, check_positive, check_real
+from ._validation import check_int, check_nonnegative, check_outputs, check_positive, check_real, kernel_array
 from .errors import NonFiniteWeights, TrainingDiverged
 from .kernels import CSR, step_config
 from .network import MLP
@@ -308,13 +308,13 @@ class _BaseMLP(BaseEstimator):
         return self._no_improvement_count
 
     def _validate(self, X, y, reset):
-        """Checked ``X`` (C-contiguous, or a SciPy sparse matrix) in the model's dtype (on a ``reset``:
+        """Checked ``X`` (aligned C-contiguous, or a SciPy sparse matrix) in the model's dtype (on a ``reset``:
         ``dtype``, or ``X``'s where it is float32 or float64 and ``dtype`` is None, else float64, as
         scikit-learn), and ``y``."""
         X, y = validate_data(self, X, y, reset=reset, dtype=(np.float64, np.float32), multi_output=True,
                              order="C", accept_sparse=["csr", "csc"])
         dtype = (self.dtype or X.dtype) if reset else self.model_.dtype
-        return (X.astype(dtype, copy=False) if scipy.sparse.issparse(X) else np.ascontiguousarray(X, dtype)), y
+        return (X.astype(dtype, copy=False) if scipy.sparse.issparse(X) else kernel_array(X, dtype)), y
 
     # ---------------------------------------------------------------- scikit-learn's attributes
     @property
@@ -557,16 +557,16 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
 
 def _kernel_rows(X, dtype):
-    """Checked rows ``X`` as the kernels take them: C-contiguous in ``dtype``, or, from a SciPy
-    sparse matrix, sparse rows (:class:`fastgd.kernels.CSR`, not densified)."""
-    return CSR(X, dtype) if scipy.sparse.issparse(X) else np.ascontiguousarray(X, dtype=dtype)
+    """Checked rows ``X`` as the kernels take them: aligned and C-contiguous in ``dtype``, or, from a
+    SciPy sparse matrix, sparse rows (:class:`fastgd.kernels.CSR`, not densified)."""
+    return CSR(X, dtype) if scipy.sparse.issparse(X) else kernel_array(X, dtype)
 
 
 def _weights(sample_weight, X):
     """scikit-learn's checked ``sample_weight`` as the float64 array the kernels take (None stays None)."""
     if sample_weight is None:
         return None
-    return np.ascontiguousarray(_check_sample_weight(sample_weight, X), dtype=np.float64)
+    return kernel_array(_check_sample_weight(sample_weight, X), np.float64)
 
 
 def _sklearn_order(layout):
