@@ -29,7 +29,11 @@ def main(argv=None):
         for name, function in demos.DEMOS.items():
             print(wrapped(summary(function.__doc__), indent=12, first=f"{name}  "))
         return
-    demos.run(args.name, args.out, args.quick)
+    try:
+        out = demos.figure_folder(args.out)
+    except OSError as error:
+        demo.error(f"argument --out: cannot write figures into {args.out!r}: {error.strerror or error}")
+    demos.run(args.name, out, args.quick)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ def _named(name, error):
 
 
 def check_X(X, dtype, name="X", n_features=None, sparse=False):
-    """``X`` as a C-contiguous 2-D array of ``dtype`` with finite values (no copy when it already is);
+    """``X`` as an aligned C-contiguous 2-D array of ``dtype`` with finite values (no copy when it already is);
     with ``sparse``, a SciPy sparse matrix becomes the kernels' sparse rows (``fastgd.kernels.CSR``)."""
     if _ready(X, dtype, n_features):
         return X
@@ -28,6 +28,8 @@ def check_X(X, dtype, name="X", n_features=None, sparse=False):
         raise TypeError(_named(name, error)) from None
     except ValueError as error:
         raise ValueError(_named(name, error)) from None
+    if isinstance(X, np.ndarray):
+        X = kernel_array(X, dtype)
     if n_features is not None and X.shape[1] != n_features:
         raise ValueError(f"{name}: expected {n_features} features (columns), got {X.shape[1]}")
     if not isinstance(X, np.ndarray):
@@ -38,14 +40,20 @@ def check_X(X, dtype, name="X", n_features=None, sparse=False):
 
 
 def _ready(X, dtype, n_features):
-    """Whether ``X`` is already what :func:`check_X` makes of it: a non-empty C-contiguous 2-D NumPy
-    array of ``dtype`` whose sum is finite (so are its values). Anything else takes scikit-learn's
+    """Whether ``X`` is already what :func:`check_X` makes of it: a non-empty aligned C-contiguous 2-D
+    NumPy array of ``dtype`` whose sum is finite (so are its values). Anything else takes scikit-learn's
     checks, which also say what is wrong."""
-    if not (type(X) is np.ndarray and X.ndim == 2 and X.dtype == dtype and X.flags.c_contiguous and X.size > 0
-            and (n_features is None or X.shape[1] == n_features)):
+    if not (type(X) is np.ndarray and X.ndim == 2 and X.dtype == dtype and X.flags.c_contiguous and X.flags.aligned
+            and X.size > 0 and (n_features is None or X.shape[1] == n_features)):
         return False
     with np.errstate(over="ignore", invalid="ignore"):
         return bool(np.isfinite(X.sum()))
+
+
+def kernel_array(array, dtype):
+    """``array`` as the kernels take it: C-contiguous and aligned, of ``dtype`` (a copy only when it is not)."""
+    array = np.ascontiguousarray(array, dtype=dtype)
+    return array if array.flags.aligned else array.copy()
 
 
 def check_targets(y, name, n_rows):
@@ -63,9 +71,9 @@ def check_targets(y, name, n_rows):
 
 
 def check_sample_weight(weights, name, n_rows):
-    """Per-row weights as a C-contiguous float64 array of ``n_rows`` finite values >= 0, not all 0."""
+    """Per-row weights as an aligned C-contiguous float64 array of ``n_rows`` finite values >= 0, not all 0."""
     try:
-        weights = np.ascontiguousarray(weights, dtype=np.float64)
+        weights = kernel_array(weights, np.float64)
     except (TypeError, ValueError) as error:
         raise TypeError(f"{name}: expected one number per row ({error})") from None
     if weights.shape != (n_rows,):

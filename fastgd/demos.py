@@ -4,6 +4,8 @@ Each demo prints what it found and writes its figures (PNG) into ``out``;
 ``quick=True`` runs a shortened version (for tests).
 """
 
+import errno
+import tempfile
 import time
 from pathlib import Path
 
@@ -109,12 +111,22 @@ def batch_size(out: Path, quick: bool = False):
 DEMOS = {"textbook": textbook, "xor": xor, "moons": moons, "momentum": momentum, "batch-size": batch_size}
 
 
+def figure_folder(out) -> Path:
+    """The folder ``out``, made (with its parents) if missing, once a file can be written in it;
+    else the ``OSError`` that says why not."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "not a folder", str(out))
+    out.mkdir(parents=True, exist_ok=True)
+    tempfile.TemporaryFile(dir=out).close()
+    return out
+
+
 def run(name: str, out="fastgd-demo", quick: bool = False):
     """Run demo ``name``, writing its figures into the folder ``out``."""
     if name not in DEMOS:
         raise ValueError(f"name: unknown demo {name!r}; choose one of {', '.join(DEMOS)}")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = figure_folder(out)
     before = {path: path.stat().st_mtime_ns for path in out.glob("*.png")}
     DEMOS[name](out, quick)
     written = sorted(path.name for path in out.glob("*.png") if before.get(path) != path.stat().st_mtime_ns)

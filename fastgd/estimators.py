@@ -38,6 +38,7 @@ iteration; with ``early_stopping`` it scores the rest NaN and keeps the best.
 """
 
 import math
+import numbers
 import warnings
 
 import numpy as np
@@ -47,16 +48,14 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import r2_score
 from sklearn.model_selection import train_test_split
-from sklearn.utils import check_random_state, column_or_1d
-from sklearn.utils.fixes import _get_additional_lbfgs_options_dict
+from sklearn.utils import check_array, check_random_state, column_or_1d
 from sklearn.utils.multiclass import check_classification_targets, type_of_target, unique_labels
 from sklearn.utils.metaestimators import available_if
-from sklearn.utils.optimize import _check_optimize_result
-from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._layout import B_OFFSET, N_IN, N_OUT, W_OFFSET, glorot_uniform
 from ._threads import blas_threads_for
-from ._validation import check_int, check_nonnegative, check_outputs, check_positive, check_real
+from ._validation import check_int, check_nonnegative, check_outputs, check_positive, check_real, kernel_array
 from .errors import NonFiniteWeights, TrainingDiverged
 from .kernels import CSR, step_config
 from .network import MLP
@@ -69,6 +68,8 @@ SOLVERS = ("sgd", "adam", "lbfgs")
 LEARNING_RATES = ("constant", "invscaling", "adaptive")
 # The regressor's losses, by scikit-learn's name: the output activation each takes.
 LOSSES = {"squared_error": "identity", "poisson": "exp"}
+# SciPy 1.15 deprecated L-BFGS-B's iprint; scikit-learn passes it (for verbose) only to older SciPy.
+LBFGS_TAKES_IPRINT = tuple(int(part) for part in scipy.__version__.split(".")[:2]) < (1, 15)
 
 
 def _stochastic(estimator):
@@ -274,11 +275,11 @@ class _BaseMLP(BaseEstimator):
 
         start = params.copy()
         options = {"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol,
-                   **_get_additional_lbfgs_options_dict("iprint", 1 if self.verbose else -1)}
+                   **({"iprint": 1 if self.verbose else -1} if LBFGS_TAKES_IPRINT else {})}
         with net.training.exclusive(), blas_threads_for(kernels.layout, len(X)):
             result = scipy.optimize.minimize(loss_and_gradient, params[order].astype(np.float64),
                                              method="L-BFGS-B", jac=True, options=options)
-        self.n_iter_ = _check_optimize_result("lbfgs", result, self.max_iter)
+        self.n_iter_ = _lbfgs_iterations(result, self.max_iter)
         self.loss_ = float(result.fun)
         params[order] = result.x
         if not np.isfinite(params).all():
@@ -308,13 +309,13 @@ class _BaseMLP(BaseEstimator):
         return self._no_improvement_count
 
     def _validate(self, X, y, reset):
-        """Checked ``X`` (C-contiguous, or a SciPy sparse matrix) in the model's dtype (on a ``reset``:
+        """Checked ``X`` (aligned C-contiguous, or a SciPy sparse matrix) in the model's dtype (on a ``reset``:
         ``dtype``, or ``X``'s where it is float32 or float64 and ``dtype`` is None, else float64, as
         scikit-learn), and ``y``."""
         X, y = validate_data(self, X, y, reset=reset, dtype=(np.float64, np.float32), multi_output=True,
                              order="C", accept_sparse=["csr", "csc"])
         dtype = (self.dtype or X.dtype) if reset else self.model_.dtype
-        return (X.astype(dtype, copy=False) if scipy.sparse.issparse(X) else np.ascontiguousarray(X, dtype)), y
+        return (X.astype(dtype, copy=False) if scipy.sparse.issparse(X) else kernel_array(X, dtype)), y
 
     # ---------------------------------------------------------------- scikit-learn's attributes
     @property
@@ -557,16 +558,43 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
 
 def _kernel_rows(X, dtype):
-    """Checked rows ``X`` as the kernels take them: C-contiguous in ``dtype``, or, from a SciPy
-    sparse matrix, sparse rows (:class:`fastgd.kernels.CSR`, not densified)."""
-    return CSR(X, dtype) if scipy.sparse.issparse(X) else np.ascontiguousarray(X, dtype=dtype)
+    """Checked rows ``X`` as the kernels take them: aligned and C-contiguous in ``dtype``, or, from a
+    SciPy sparse matrix, sparse rows (:class:`fastgd.kernels.CSR`, not densified)."""
+    return CSR(X, dtype) if scipy.sparse.issparse(X) else kernel_array(X, dtype)
 
 
 def _weights(sample_weight, X):
-    """scikit-learn's checked ``sample_weight`` as the float64 array the kernels take (None stays None)."""
+    """``sample_weight`` checked as scikit-learn's MLP estimators check it (a number weighs every row
+    alike), as the float64 array the kernels take (None stays None)."""
     if sample_weight is None:
         return None
-    return np.ascontiguousarray(_check_sample_weight(sample_weight, X), dtype=np.float64)
+    n = X.shape[0]
+    if isinstance(sample_weight, numbers.Number):
+        weights = np.full(n, sample_weight)
+    else:
+        weights = check_array(sample_weight, accept_sparse=False, ensure_2d=False, dtype=[np.float64, np.float32],
+                              order="C", input_name="sample_weight")
+        if weights.ndim != 1:
+            raise ValueError(f"Sample weights must be 1D array or scalar, got {weights.ndim}D array. Expected "
+                             f"either a scalar value or a 1D array of length {n}.")
+        if weights.shape != (n,):
+            raise ValueError(f"sample_weight.shape == {weights.shape}, expected {(n,)}!")
+    if np.all(weights == 0):
+        raise ValueError("Sample weights must contain at least one non-zero number.")
+    return kernel_array(weights, np.float64)
+
+
+def _lbfgs_iterations(result, max_iter):
+    """The iterations SciPy's L-BFGS-B ``result`` took (at most ``max_iter``), warning as scikit-learn
+    does when it stopped short of convergence."""
+    n_iter = min(result.nit, max_iter)
+    if result.status != 0:
+        advice = (f"\nIncrease the number of iterations to improve the convergence (max_iter={max_iter})."
+                  if n_iter == max_iter else "")
+        warnings.warn(f"lbfgs failed to converge after {n_iter} iteration(s) (status={result.status}):\n"
+                      f"{result.message}\n{advice}\nYou might also want to scale the data as shown in:\n"
+                      "    https://scikit-learn.org/stable/modules/preprocessing.html", ConvergenceWarning, stacklevel=5)
+    return n_iter
 
 
 def _sklearn_order(layout):

@@ -4,10 +4,10 @@ The header (the ``header.npy`` member, UTF-8 JSON bytes) names the architecture,
 dtype, backend, loss, L2, optimizer with its hyper-parameters, learning-rate
 scale and step count, the shuffling generator's position, and the shape and
 dtype of every other member. Loading reads exactly the members it expects, by
-name, each checked against the header before a byte of it is decompressed
-(so a file can only make the loader allocate the model it declares, and no
-more than its own bytes can hold), and checks the header against itself
-before anything is built; any fault raises :class:`ModelFileError`. Saving
+name, every one checked against the header before anything is allocated or a
+byte is decompressed (so a file can only make the loader allocate the model it
+declares, and no more than its own bytes can hold), and checks the header
+against itself before anything is built; any fault raises :class:`ModelFileError`. Saving
 refuses what loading would refuse, so every file written loads. This module
 reads and writes the parts of a model (:class:`SavedModel`); the network
 builds itself from them (``fastgd.load``).
@@ -205,10 +205,11 @@ def _check_members(archive, size):
                  f"{info.filename}: declares more data than its compressed bytes can hold")
 
 
-def _read_member(archive, name, dtype, shape=None, max_items=None, out=None):
-    """The array in member ``name.npy`` (read into ``out`` if given): its .npy preamble must declare
+@contextlib.contextmanager
+def _open_member(archive, name, dtype, shape=None, max_items=None):
+    """``(member, shape)``: member ``name.npy`` opened past its .npy preamble, which must declare
     ``dtype`` and ``shape`` (or, when ``shape`` is None, one dimension of at most ``max_items``), and
-    its size in the archive must match, before anything is allocated or decompressed."""
+    whose size in the archive must match; nothing beyond the preamble is read."""
     info = archive.getinfo(f"{name}.npy")
     with archive.open(info) as member:
         version = np.lib.format.read_magic(member)
@@ -225,6 +226,14 @@ def _read_member(archive, name, dtype, shape=None, max_items=None, out=None):
         nbytes = math.prod(shape) * dtype.itemsize
         _require(nbytes <= info.file_size <= nbytes + NPY_HEADER_BYTES,
                  f"{name}: the archive's size of it, {info.file_size} bytes, does not fit {nbytes} bytes of data")
+        yield member, tuple(shape)
+
+
+def _read_member(archive, name, dtype, shape=None, max_items=None, out=None):
+    """The array in member ``name.npy`` (read into ``out`` if given), checked by :func:`_open_member`
+    before anything is allocated or decompressed."""
+    with _open_member(archive, name, dtype, shape, max_items) as (member, shape):
+        nbytes = math.prod(shape) * dtype.itemsize
         array = np.empty(shape, dtype=dtype) if out is None else out
         view = memoryview(array.reshape(-1).view(np.uint8))
         for start in range(0, nbytes, CHUNK_BYTES):
@@ -319,11 +328,19 @@ def _expected_arrays(header, optimizer):
     return expected
 
 
-def _read_arrays(archive, expected, out):
-    """The members ``expected`` names, read into the arrays ``out`` has for some of them."""
+def _check_arrays(archive, expected):
+    """The archive holds exactly the members ``expected`` names, each's preamble and size as declared."""
     names = archive.namelist()
     wanted = sorted(f"{name}.npy" for name in [*expected, "header"])
     _require(sorted(names) == wanted, f"members: expected exactly {wanted}, found {sorted(names)}")
+    for name, (shape, dtype) in expected.items():
+        with _open_member(archive, name, dtype, shape):
+            pass
+
+
+def _read_arrays(archive, expected, out):
+    """The members ``expected`` names (checked by :func:`_check_arrays`), read into the arrays ``out``
+    has for some of them."""
     arrays = {name: _read_member(archive, name, dtype, shape, out=out.get(name))
               for name, (shape, dtype) in expected.items()}
     problem = _unsound(arrays, "classes")
@@ -333,13 +350,16 @@ def _read_arrays(archive, expected, out):
 
 @contextlib.contextmanager
 def _regular_file(path):
-    """``path`` opened for reading, if it is a regular file (a FIFO or device is refused, not waited on)."""
+    """``path`` opened for reading, if it is a regular file (a folder, FIFO or device is refused, a FIFO
+    not waited on)."""
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as error:
         raise ModelFileError(f"cannot read {path!r}: {error.strerror}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ModelFileError(f"{path!r} is not a regular file")
     with os.fdopen(fd, "rb") as file:
-        _require(stat.S_ISREG(os.fstat(fd).st_mode), f"{path!r} is not a regular file")
         yield file
 
 
@@ -353,6 +373,7 @@ def load(path) -> SavedModel:
                 header = _read_header(archive)
                 optimizer = _optimizer(header["optimizer"])
                 expected = _expected_arrays(header, optimizer)
+                _check_arrays(archive, expected)  # before the optimizer state the header declares is allocated
                 rng = np.random.RandomState(0)  # the model's own generator, set to the saved position below
                 training = TrainingState(optimizer, expected["params"][0][0], header["dtype"], rng,
                                          step=header["step"], lr_scale=header["optimizer"]["lr_scale"],

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._codes import CLASSIFYING_LOSSES
-from ._validation import check_targets
+from ._validation import check_targets, kernel_array
 
 LABEL_KINDS = "biufUS"  # class labels are numbers, strings or bytes: data a model file holds without pickle
 MAX_LABEL_CHARS = 1024
@@ -70,7 +70,7 @@ class Task:
         return 2 if self.kind == "binary" else self.n_out
 
     def encode(self, y, name, n_rows, classes=None):
-        """``(Y, classes)``: targets ``y`` as a C-contiguous ``(n_rows, n_out)`` array of the model
+        """``(Y, classes)``: targets ``y`` as an aligned C-contiguous ``(n_rows, n_out)`` array of the model
         dtype, and the class labels (None for regression; found in ``y`` when ``classes`` is None)."""
         y = check_targets(y, name, n_rows)
         k = self.n_out
@@ -82,7 +82,7 @@ class Task:
                 raise ValueError(f"{name}: expected {k} target column(s), one per output unit, got {Y.shape[1]}")
             if self.nonnegative and np.any(Y < 0):
                 raise ValueError(f"{name}: Poisson regression needs targets >= 0; got {float(Y.min()):g}")
-            return np.ascontiguousarray(Y, dtype=self.dtype), None
+            return kernel_array(Y, self.dtype), None
         if y.ndim == 2:
             if y.shape[1] == 1 and k > 1:
                 raise ValueError(f"{name}: a column of shape {y.shape}; pass class labels as a 1-D array "
@@ -93,7 +93,7 @@ class Task:
                 raise ValueError(f"{name}: one-hot / indicator entries must be numbers in [0, 1]")
             if self.kind == "classes" and not np.allclose(y.sum(axis=1), 1):
                 raise ValueError(f"{name}: one-hot (or class-probability) rows must each sum to 1")
-            return np.ascontiguousarray(y, dtype=self.dtype), np.arange(self.n_classes)
+            return kernel_array(y, self.dtype), np.arange(self.n_classes)
         if self.kind == "labels":
             raise ValueError(f"{name}: a sigmoid output of {k} units takes an indicator matrix of shape (n, {k})")
         n_classes = self.n_classes

@@ -35,6 +35,16 @@ def textbook_data():
     return textbook()
 
 
+def misaligned(array):
+    """A C-contiguous copy of ``array`` one byte off its dtype's alignment."""
+    array = np.ascontiguousarray(array)
+    raw = np.zeros(array.nbytes + 1, np.uint8)
+    copy = np.frombuffer(raw.data, dtype=array.dtype, count=array.size, offset=1).reshape(array.shape)
+    copy[...] = array
+    assert copy.flags.c_contiguous and not copy.flags.aligned
+    return copy
+
+
 def make_problem(output, n=40, n_in=5, n_out=3, seed=0, dtype=np.float64):
     """Random inputs and targets that suit an output layer: labels, indicator rows, counts or values."""
     rng = np.random.RandomState(seed)

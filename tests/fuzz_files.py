@@ -83,11 +83,20 @@ def bomb(draw):
     return name, (preamble(shape, dtype), n_data)
 
 
+def agreeing(sizes):
+    """Header edits declaring the model of ``sizes``, its arrays agreeing."""
+    n = sum(a * b + b for a, b in zip(sizes, sizes[1:]))
+    dtype, slots = HEADER["arrays"]["params"]["dtype"], HEADER["arrays"]["state"]["shape"][0]
+    return [("sizes", sizes), ("arrays.params", {"shape": [n], "dtype": dtype}),
+            ("arrays.state", {"shape": [slots, n], "dtype": dtype})]
+
+
 @st.composite
 def lie(draw):
     """A header that declares a model or labels far larger than the members hold."""
     return draw(st.sampled_from([
         [("sizes", [4, draw(st.integers(10**6, 2**31 - 1)), 3])],
+        agreeing([4, draw(st.integers(10**7, 2**31 - 1)), 3]),
         [("sizes", [draw(st.integers(10**4, 2**31 - 1))] * draw(st.integers(3, 40)))],
         [("arrays.classes", {"shape": [3], "dtype": f"<U{draw(st.integers(1025, 10**9))}"})],
         [("arrays.params", {"shape": [draw(HUGE)], "dtype": "<f8"})],

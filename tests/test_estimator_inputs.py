@@ -7,6 +7,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.neural_network import MLPClassifier as SkMLPClassifier
 
 import fastgd
+from conftest import BACKENDS, misaligned
 from fastgd import MLPClassifier, MLPRegressor
 
 RNG = np.random.RandomState(0)
@@ -90,6 +91,26 @@ def test_any_layout_gives_the_contiguous_answer(layout):
         other = X.tolist()
     clf = MLPClassifier(hidden_layer_sizes=(8,), max_iter=20, random_state=0).fit(other, Y_LABELS)
     np.testing.assert_array_equal(clf.predict_proba(other), reference)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("solver", ["adam", "lbfgs"])
+@pytest.mark.parametrize("Estimator, y", [(MLPClassifier, Y_LABELS), (MLPRegressor, X[:, 0] - X[:, 1])],
+                         ids=["classifier", "regressor"])
+def test_misaligned_arrays_give_the_aligned_answer(backend, solver, Estimator, y):
+    weights = np.linspace(0.5, 2.0, len(X))
+
+    def trained(X, y, weights):
+        est = Estimator(hidden_layer_sizes=(8,), max_iter=5, solver=solver, random_state=0, backend=backend)
+        est.fit(X, y, sample_weight=weights)
+        if solver != "lbfgs":
+            est.partial_fit(X, y, sample_weight=weights)
+        return est
+
+    reference, other = trained(X, y, weights), trained(misaligned(X), misaligned(y), misaligned(weights))
+    np.testing.assert_array_equal(other.model_.params, reference.model_.params)
+    np.testing.assert_array_equal(other.predict(misaligned(X)), reference.predict(X))
 
 
 def test_mismatched_n_features_at_predict():

@@ -1,8 +1,10 @@
 """scikit-learn estimators: the estimator contract, scikit-learn's own meaning of each parameter,
 and life inside scikit-learn (clone, pickle, Pipeline, GridSearchCV, partial_fit)."""
 
+import ast
 import pickle
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -181,3 +183,46 @@ def test_any_fastgd_optimizer_as_solver():
     assert clf.score(X, y) > 0.85
     assert clf.model_.optimizer == solver == fastgd.RMSprop(lr=0.01, momentum=0.5)  # immutable: shared, unchanged
     assert clone(clf).get_params()["solver"] is not None
+
+
+# ---------------------------------------------------------------- scikit-learn's public API only
+def test_fastgd_imports_nothing_private_from_scikit_learn():
+    """scikit-learn changes its private helpers without notice, and pyproject.toml bounds it only from below."""
+    private = []
+    for path in Path(fastgd.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "sklearn":
+                names = [f"{node.module}.{alias.name}" for alias in node.names]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names if alias.name.split(".")[0] == "sklearn"]
+            else:
+                continue
+            private += [f"{path.name}: {name}" for name in names if any(p.startswith("_") for p in name.split("."))]
+    assert not private
+
+
+@pytest.mark.parametrize("weights", [np.ones(59), np.ones((60, 1)), np.zeros(60), 0, np.full(60, np.nan),
+                                     ["a"] * 60, np.ones(60) + 1j, 2, [1.0] * 60, np.arange(60, dtype=np.float32)],
+                         ids=["short", "2-D", "zeros", "zero", "nan", "strings", "complex", "number", "list",
+                              "float32"])
+@pytest.mark.parametrize("solver", ["adam", "lbfgs"])
+def test_sample_weights_are_checked_as_scikit_learn_checks_them(weights, solver):
+    X, y = make_classification(60, 4, random_state=0)
+    outcomes = []
+    for Estimator in (sk.MLPClassifier, MLPClassifier):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                est = Estimator(hidden_layer_sizes=(4,), solver=solver, max_iter=2, random_state=0)
+                est.fit(X, y, sample_weight=weights)
+                outcome = est.coefs_
+            except (TypeError, ValueError) as error:
+                outcome = (type(error), str(error))
+        outcomes.append((outcome, [(w.category, str(w.message)) for w in caught]))
+    (theirs, their_warnings), (mine, my_warnings) = outcomes
+    if isinstance(theirs, tuple):
+        assert mine == theirs
+    else:
+        for got, expected in zip(mine, theirs, strict=True):
+            np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-8)
+    assert my_warnings == their_warnings  # lbfgs: scikit-learn's ConvergenceWarning, word for word

@@ -10,7 +10,7 @@ import scipy.sparse
 
 import fastgd
 from fastgd.schedules import ExponentialDecay
-from conftest import BACKENDS, make_problem
+from conftest import BACKENDS, make_problem, misaligned
 
 
 def small_fit(net, X, y, **kwargs):
@@ -130,6 +130,24 @@ def test_any_memory_layout_gives_the_contiguous_result(layout_of):
     small_fit(b, X_other, y)
     np.testing.assert_array_equal(a.params, b.params)
     np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X_other))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("output", ["softmax", "identity"])
+def test_misaligned_arrays_are_copied_and_give_the_aligned_result(backend, dtype, output):
+    X, y = make_problem(output, n=40, dtype=dtype)
+    Y = np.eye(3, dtype=dtype)[y] if output == "softmax" else y
+    weights = np.linspace(0.5, 2.0, len(X))
+    a, b = (fastgd.MLP([5, 6, 3], output=output, backend=backend, dtype=dtype, random_state=1) for _ in range(2))
+    small_fit(a, X, Y, sample_weight=weights)
+    small_fit(b, misaligned(X), misaligned(Y), sample_weight=misaligned(weights))
+    np.testing.assert_array_equal(a.params, b.params)
+    np.testing.assert_array_equal(a.predict(X), b.predict(misaligned(X)))
+    assert a.evaluate(X, Y) == b.evaluate(misaligned(X), misaligned(Y))
+    if output == "softmax":
+        np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(misaligned(X)))
+        assert a.evaluate(X, y) == b.evaluate(misaligned(X), misaligned(y))
 
 
 def test_string_labels_and_one_hot_rows_train_like_integer_labels():

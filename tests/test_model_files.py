@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import threading
+import tracemalloc
 import warnings
 import zipfile
 
@@ -15,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fastgd
-from archives import header_npy, npy, read, write, zeros
+from archives import header_npy, npy, preamble, read, write, zeros
 from conftest import BACKENDS, make_problem
 from fastgd import ModelFileError
 
@@ -92,6 +93,32 @@ def test_a_member_declaring_more_than_its_bytes_can_hold_is_refused_unread(saved
                 info.file_size = 10**12
     with pytest.raises(ModelFileError):
         fastgd.load(path)
+
+
+@pytest.mark.parametrize("members", ["as saved", "with preambles agreeing"])
+def test_a_header_declaring_a_huge_model_is_refused_before_anything_is_allocated(saved, members):
+    """2**40 + 2**20 parameters (16 TiB of Adam state) declared by a file of a few KB."""
+    path, _, _ = saved
+
+    def edit(header, arrays):
+        n = 2**40 + 2**20
+        header.update(sizes=[2**20, 2**20], activations=["identity"], loss="mse", object_labels=False)
+        header["arrays"].update(params={"shape": [n], "dtype": "<f8"}, state={"shape": [2, n], "dtype": "<f8"})
+        del header["arrays"]["classes"], arrays["classes.npy"]
+        if members != "as saved":
+            for name, declared in header["arrays"].items():
+                arrays[f"{name}.npy"] = preamble(declared["shape"], declared["dtype"]) + bytes(64)
+
+    rewritten(path, edit)
+    assert path.stat().st_size < 8192
+    tracemalloc.start()
+    try:
+        with pytest.raises(ModelFileError, match="params: the (file holds shape|archive's size of it)"):
+            fastgd.load(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20
 
 
 # ---------------------------------------------------------------- one rule for non-finite optimizer state
@@ -304,6 +331,12 @@ def test_a_fifo_or_device_is_refused_without_waiting(tmp_path):
         net.save(fifo)
     with pytest.raises(IsADirectoryError, match=str(tmp_path)):
         net.save(tmp_path)
+
+
+def test_a_folder_is_refused_by_its_path(tmp_path):
+    with pytest.raises(ModelFileError, match="is not a regular file") as error:
+        fastgd.load(tmp_path)
+    assert str(tmp_path) in str(error.value)
 
 
 def test_errors_name_the_path_given_and_never_suggest_pickle(tmp_path):

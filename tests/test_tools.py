@@ -1,6 +1,8 @@
 """Training tools: callbacks, progress, learning-rate finder, diagnosis, plots and demos."""
 
+import os
 import re
+import subprocess
 import sys
 import time
 import types
@@ -355,6 +357,22 @@ def test_a_demo_without_matplotlib_says_no_figures_were_written(tmp_path, capsys
     assert "(figure skipped: fastgd's plots need matplotlib: pip install matplotlib)" in out
     assert out.rstrip().endswith("no figures written: they need matplotlib (pip install matplotlib)")
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("unusable", ["a file", "under a file", "unwritable"])
+def test_a_demo_given_an_unusable_folder_is_a_usage_error_before_it_runs(tmp_path, unusable):
+    file = tmp_path / "notes.txt"
+    file.write_text("")
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    out = {"a file": file, "under a file": file / "figures",
+           "unwritable": "/sys" if os.geteuid() == 0 else locked}[unusable]  # root writes anywhere but sysfs
+    done = subprocess.run([sys.executable, "-m", "fastgd", "demo", "textbook", "--quick", "--out", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stdout == "", done.stdout
+    assert f"python -m fastgd demo: error: argument --out: cannot write figures into '{out}'" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (file / "figures").exists()
 
 
 def test_a_demo_names_the_figures_it_wrote(tmp_path, capsys):
