@@ -56,7 +56,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 
 from ._layout import B_OFFSET, N_IN, N_OUT, W_OFFSET, glorot_uniform
 from ._threads import blas_threads_for
-from ._validation import check_int, check_nonnegative, check_outputs, check_positive, check_real
+from ._validation import check_int, check_nonnegative, check_outputs, check_positive, check_real, check_weight_range
 from .errors import NonFiniteWeights, TrainingDiverged
 from .kernels import CSR, step_config
 from .network import MLP
@@ -563,10 +563,12 @@ def _kernel_rows(X, dtype):
 
 
 def _weights(sample_weight, X):
-    """scikit-learn's checked ``sample_weight`` as the float64 array the kernels take (None stays None)."""
+    """scikit-learn's checked ``sample_weight`` as the float64 array the kernels take (None stays None),
+    once a batch's loss can be divided by their total (``check_weight_range``)."""
     if sample_weight is None:
         return None
-    return np.ascontiguousarray(_check_sample_weight(sample_weight, X), dtype=np.float64)
+    weights = np.ascontiguousarray(_check_sample_weight(sample_weight, X), dtype=np.float64)
+    return check_weight_range(weights, "sample_weight")
 
 
 def _sklearn_order(layout):
