@@ -71,7 +71,8 @@ def check_targets(y, name, n_rows):
 
 
 def check_sample_weight(weights, name, n_rows):
-    """Per-row weights as an aligned C-contiguous float64 array of ``n_rows`` finite values >= 0, not all 0."""
+    """Per-row weights as an aligned C-contiguous float64 array of ``n_rows`` finite values >= 0, not all 0, in
+    the range :func:`check_weight_range` checks."""
     try:
         weights = kernel_array(weights, np.float64)
     except (TypeError, ValueError) as error:
@@ -80,6 +81,24 @@ def check_sample_weight(weights, name, n_rows):
         raise ValueError(f"{name}: expected shape ({n_rows},), one weight per row, got {weights.shape}")
     if not np.isfinite(weights).all() or (weights < 0).any() or not weights.any():
         raise ValueError(f"{name}: weights must be finite and >= 0, and not all 0")
+    return check_weight_range(weights, name)
+
+
+def check_weight_range(weights, name):
+    """Float64 ``weights`` once every batch's total weight is a number to divide by: their total
+    magnitude is finite, and none is subnormal (dividing by one overflows)."""
+    magnitudes = np.abs(weights)
+    with np.errstate(over="ignore"):
+        total = magnitudes.sum()
+    if not np.isfinite(total):
+        raise ValueError(f"{name}: the weights add up to more than a float64 holds (about 1.8e308); scale them "
+                         "down")
+    tiny = np.finfo(np.float64).tiny
+    subnormal = np.flatnonzero((magnitudes < tiny) & (magnitudes > 0))
+    if len(subnormal):
+        row = subnormal[0]
+        raise ValueError(f"{name}: {len(subnormal)} weight(s) below {tiny:.4g}, the smallest normal float64 (the "
+                         f"first: {weights[row]:.4g} in row {row}), too small to divide by; use 0 or scale them up")
     return weights
 
 

@@ -55,7 +55,8 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._layout import B_OFFSET, N_IN, N_OUT, W_OFFSET, glorot_uniform
 from ._threads import blas_threads_for
-from ._validation import check_int, check_nonnegative, check_outputs, check_positive, check_real, kernel_array
+from ._validation import (check_int, check_nonnegative, check_outputs, check_positive, check_real,
+                          check_weight_range, kernel_array)
 from .errors import NonFiniteWeights, TrainingDiverged
 from .kernels import CSR, step_config
 from .network import MLP
@@ -565,7 +566,8 @@ def _kernel_rows(X, dtype):
 
 def _weights(sample_weight, X):
     """``sample_weight`` checked as scikit-learn's MLP estimators check it (a number weighs every row
-    alike), as the float64 array the kernels take (None stays None)."""
+    alike), as the float64 array the kernels take (None stays None), once a batch's loss can be divided
+    by their total (``check_weight_range``)."""
     if sample_weight is None:
         return None
     n = X.shape[0]
@@ -581,7 +583,7 @@ def _weights(sample_weight, X):
             raise ValueError(f"sample_weight.shape == {weights.shape}, expected {(n,)}!")
     if np.all(weights == 0):
         raise ValueError("Sample weights must contain at least one non-zero number.")
-    return kernel_array(weights, np.float64)
+    return check_weight_range(kernel_array(weights, np.float64), "sample_weight")
 
 
 def _lbfgs_iterations(result, max_iter):

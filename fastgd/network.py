@@ -233,9 +233,10 @@ class MLP:
         search ``step_size`` (the epoch's mean accepted step). Losses include
         the L2 term ``l2 / 2 * sum(W**2)``.
 
-        ``sample_weight``: one weight ``>= 0`` per row of ``X`` (not all 0); each
-        batch's loss and gradient are then weighted means over its rows, taken
-        over its total weight, as scikit-learn takes them (``train_loss`` too):
+        ``sample_weight``: one weight ``>= 0`` per row of ``X`` (not all 0, none
+        subnormal, their total finite in float64); each batch's loss and
+        gradient are then weighted means over its rows, taken over its total
+        weight, as scikit-learn takes them (``train_loss`` too):
         a row weighs against the other rows of its batch, so with
         ``batch_size=1`` weights change nothing. A batch whose rows all weigh 0
         has no mean: its loss is NaN, and the fit stops as diverged.

@@ -211,9 +211,11 @@ def outputs(kernels, params, X, Y=None, loss=None, workspaces=None, weights=None
                 continue
             chunk = None if weights is None else weights[rows]
             count = len(result[rows]) if chunk is None else float(chunk.sum())
-            value, result[rows] = kernels.evaluate(params, X[rows], Y[rows], loss, ws, chunk)
-            if count:  # rows that all weigh 0 count for nothing
+            if count:
+                value, result[rows] = kernels.evaluate(params, X[rows], Y[rows], loss, ws, chunk)
                 sums[i] = value * count
+            else:  # rows that all weigh 0 have no mean loss and add nothing to the sum: their outputs only
+                result[rows] = kernels.forward(params, X[rows], ws)
 
     threads = min(len(workspaces), len(starts))
     if threads == 1:

@@ -6,6 +6,7 @@ relative to the largest parameter.
 """
 
 import importlib
+import warnings
 
 import numpy as np
 import pytest
@@ -13,9 +14,10 @@ import scipy.sparse
 
 import fastgd
 import fastgd.kernels
-from conftest import BACKENDS, COMBINATIONS, COMPILED, CYTHON_BUILDS, EXPECTED, make_problem
-from fastgd._codes import LOSSES
+from conftest import BACKENDS, COMBINATIONS, COMPILED, CYTHON_BUILDS, EXPECTED, OUTPUT_LOSSES, make_problem
+from fastgd._codes import LOSSES, NOT_FINITE
 from fastgd.kernels import CSR, cython_build, resolve, step_config
+from fastgd.training import CHUNK_ROWS
 
 KERNEL_RTOL = {"float64": 1e-10, "float32": 1e-5}
 TRAINING_RTOL = {"float64": 1e-10, "float32": 1e-4}
@@ -257,6 +259,81 @@ def test_weighted_epochs_match_reference(backend, dtype, batch_size, optimizer):
     unweighted.fit(X, y, epochs=5, batch_size=batch_size, optimizer=optimizer, l2=1e-3)
     # The weights weigh rows against the others of their batch: a batch of one row is that row.
     assert np.allclose(unweighted.params, nets[0].params, rtol=1e-3) == (batch_size == 1)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("output, loss", OUTPUT_LOSSES)
+def test_rows_that_weigh_nothing_have_a_nan_mean(backend, dtype, output, loss):
+    """A batch whose rows all weigh 0 has no mean loss: NaN from every kernel, without an error or a
+    warning, and an epoch stops at it before the update (``NOT_FINITE``)."""
+    X, y = make_problem(output, n=24, seed=2)
+    net = fastgd.MLP([5, 9, 3], hidden="tanh", output=output, loss=loss, backend=backend, dtype=dtype,
+                     random_state=0)
+    X, Y, _ = net.encode(X, y)
+    kernels, weights, start = net.kernels, np.zeros(24), net.params.copy()
+    config = step_config(loss, l2=0.01, l2_per_row=True)
+    ws, grads = kernels.workspace(24), np.zeros_like(start)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert np.isnan(kernels.evaluate(start, X, Y, LOSSES[loss], ws, weights)[0])
+        assert np.isnan(kernels.backward(start, X, Y, config, ws, grads, weights))
+        for batch_size, threads in ((24, 1), (24, 2), (8, 1)):
+            params = start.copy()
+            epoch = kernels.train_epoch(params, grads, np.zeros((0, len(params)), dtype), X, Y, np.arange(24),
+                                        batch_size, config, np.full(24 // batch_size, 0.1), 0,
+                                        kernels.workspace(24, 0 if batch_size == 24 else 8), weights, threads=threads)
+            assert np.isnan(epoch[0]) and epoch[1:] == (0, NOT_FINITE)
+            np.testing.assert_array_equal(params, start)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_fit_stops_as_diverged_at_a_batch_that_weighs_nothing(backend):
+    X, y = make_problem("softmax", n=40, seed=3)
+    weights = np.random.RandomState(4).uniform(0.1, 3.0, 40)
+    weights[8:16] = 0  # the second batch of 8
+    net = fastgd.MLP([5, 9, 3], hidden="tanh", backend=backend, random_state=5)
+    start = net.params.copy()
+    with pytest.raises(fastgd.TrainingDiverged, match="epoch 1") as error:
+        net.fit(X, y, epochs=2, batch_size=8, shuffle=False, sample_weight=weights)
+    assert error.value.history.epoch == []
+    np.testing.assert_array_equal(net.params, start)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("batch_size", [None, 300], ids=["batch", "mini300"])
+def test_training_metrics_add_chunks_by_their_weight(backend, batch_size):
+    """The training loss is measured in chunks of ``CHUNK_ROWS`` rows: a chunk that weighs nothing
+    adds nothing, and the others add their weighted losses over the total weight."""
+    n = CHUNK_ROWS + 300
+    X, y = make_problem("softmax", n=n, seed=3)
+    weights = np.random.RandomState(4).uniform(0.1, 3.0, n)
+    weights[:CHUNK_ROWS] = 0  # the first chunk
+    net = fastgd.MLP([5, 9, 3], hidden="tanh", backend=backend, random_state=5)
+    history = net.fit(X, y, epochs=2, batch_size=batch_size, optimizer=fastgd.Adam(lr=0.01), sample_weight=weights)
+    log_p = np.log(net.predict_proba(X)[np.arange(n), y])
+    assert history.history["train_loss"][-1] == pytest.approx(-(weights @ log_p) / weights.sum(), rel=1e-10)
+    if batch_size is None:
+        assert history.history["loss"][1] == pytest.approx(history.history["train_loss"][0], rel=1e-10)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("batch_size", [None, 1, 8], ids=["batch", "stochastic", "mini8"])
+@pytest.mark.parametrize("optimizer", [fastgd.SGD(lr=0.05), fastgd.BacktrackingLineSearch(alpha0=0.2)],
+                         ids=["sgd", "line-search"])
+def test_float32_weighs_rows_by_weights_beyond_its_range(backend, batch_size, optimizer):
+    """Weights are float64: a float32 model weighs its rows by weights float32 cannot hold (2**990
+    times the others: the same ratios, exactly) as by the others."""
+    X, y = make_problem("softmax", n=40, seed=3)
+    weights = np.random.RandomState(4).uniform(0.1, 3.0, 40)
+    nets = [fastgd.MLP([5, 9, 3], hidden="tanh", backend=backend, dtype="float32", random_state=5) for _ in range(2)]
+    start = nets[0].params.copy()
+    histories = [net.fit(X, y, epochs=3, batch_size=batch_size, optimizer=optimizer, sample_weight=w).history
+                 for net, w in zip(nets, (weights, weights * 2.0**990))]
+    assert not np.allclose(nets[0].params, start, rtol=1e-3)
+    np.testing.assert_array_equal(nets[1].params, nets[0].params)
+    for key in ("loss", "train_loss"):
+        assert histories[1][key] == histories[0][key]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import fastgd
+from conftest import BACKENDS
 
 X = np.random.RandomState(0).standard_normal((20, 4))
 y = np.arange(20) % 3
@@ -55,6 +56,21 @@ def test_bad_fit_arguments_raise_before_weights_change(net, change, error, messa
         net.fit(arguments.pop("X"), arguments.pop("y"), **arguments)
     np.testing.assert_array_equal(net.params, before)
     assert net.classes_ is None and net.training.l2 == 0.0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("weights, message", [
+    (np.full(20, 1e308), r"^sample_weight: the weights add up to more than a float64 holds"),
+    (np.where(np.arange(20) == 3, 1e-310, 1.0),
+     r"^sample_weight: 1 weight\(s\) below 2.225e-308, .*\(the first: 1e-310 in row 3\), too small to divide by"),
+], ids=["overflowing-total", "subnormal"])
+def test_weights_a_batch_cannot_be_divided_by_are_refused_before_training(backend, weights, message):
+    net = fastgd.MLP([4, 5, 3], backend=backend, random_state=0)
+    before = net.params.copy()
+    with pytest.raises(ValueError, match=message):
+        net.fit(X, y, batch_size=1, sample_weight=weights)
+    np.testing.assert_array_equal(net.params, before)
+    assert net.classes_ is None
 
 
 def test_poisson_targets_must_not_be_negative():

@@ -129,6 +129,30 @@ def test_a_single_sample_and_a_single_feature_fit():
     assert clf.predict(X[:, :1]).shape == (60,)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("Estimator", [MLPClassifier, MLPRegressor])
+@pytest.mark.parametrize("solver", ["sgd", "lbfgs"])
+@pytest.mark.parametrize("weights, message", [
+    (np.full(60, 1e308), "sample_weight: the weights add up to more than a float64 holds"),
+    (np.where(np.arange(60) == 3, -1e-310, 1.0), "sample_weight: 1 weight.* below 2.225e-308.* -1e-310 in row 3"),
+], ids=["overflowing-total", "subnormal"])
+def test_weights_a_batch_cannot_be_divided_by_are_refused(backend, Estimator, solver, weights, message):
+    est = Estimator(hidden_layer_sizes=(8,), solver=solver, batch_size=1, max_iter=3, random_state=0,
+                    backend=backend)
+    with pytest.raises(ValueError, match=message) as error:
+        est.fit(X, Y_LABELS, sample_weight=weights)
+    assert not isinstance(error.value, fastgd.TrainingDiverged) and not hasattr(est, "model_")
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_negative_weights_are_taken_as_scikit_learn_takes_them():
+    weights = np.where(np.arange(60) % 7 == 0, -0.5, 1.0)
+    ours = MLPClassifier(hidden_layer_sizes=(8,), max_iter=20, random_state=0).fit(X, Y_LABELS, sample_weight=weights)
+    theirs = SkMLPClassifier(hidden_layer_sizes=(8,), max_iter=20, random_state=0).fit(X, Y_LABELS,
+                                                                                     sample_weight=weights)
+    np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-8)
+
+
 def test_a_diverging_fit_raises_and_keeps_the_last_finite_weights():
     reg = MLPRegressor(solver="sgd", learning_rate_init=0.5, momentum=0.0, max_iter=50, random_state=0)
     with pytest.raises(fastgd.TrainingDiverged):

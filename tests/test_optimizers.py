@@ -1,13 +1,15 @@
 """Optimizers, schedules, clipping and line search: every backend against the
 documented update equations, written out here independently of the library."""
 
+import tracemalloc
+
 import numpy as np
 import pytest
 from sklearn.datasets import make_moons
 
 import fastgd
 from conftest import BACKENDS, COMPILED
-from fastgd._codes import LOSSES
+from fastgd._codes import LOSSES, OK
 from fastgd.kernels import step_config
 from fastgd.schedules import Constant, CosineAnnealing, ExponentialDecay, InverseScaling, StepDecay
 
@@ -283,6 +285,28 @@ def test_line_search_beats_a_fixed_step_on_moons(backend):
         accuracies[name] = history.history["train_accuracy"][-1]
     assert accuracies["line search"] >= accuracies["fixed"] + 0.08, accuracies
     assert accuracies["line search"] > 0.9, accuracies
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_long_line_search_keeps_no_memory_per_step(backend):
+    """Each step of a line search tries new points: what a run keeps does not grow with its steps."""
+    X, y = make_moons(2000, noise=0.2, random_state=0)
+    net = fastgd.MLP([2, 8, 2], backend=backend, random_state=0)
+    X, Y, _ = net.encode(X, y)
+    optimizer, kernels = fastgd.BacktrackingLineSearch(), net.kernels
+    config = step_config(net.loss, optimizer.rule, optimizer.hyper())
+    state, grads = np.zeros((1, kernels.n_params)), np.zeros(kernels.n_params)
+    epochs = kernels.epochs(net.params, grads, state, X, Y, np.arange(len(X)), 1, config, kernels.workspace(1, 1))
+    first, second = np.ones(len(X)), np.ones(len(X))
+    epochs(first, 0)  # makes what the steps reuse
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        assert epochs(second, len(X))[1:] == (len(X), OK)
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert kept < 50_000, f"{kept} bytes kept after {len(X)} steps"
 
 
 # ---------------------------------------------------------------- clipping

@@ -24,6 +24,9 @@ SGD, MOMENTUM, ADAM, RMSPROP, ADAGRAD, LINE_SEARCH = (OPTIMIZERS[name].code for 
 # The reference has no shuffle kernel: its orders are shuffled by NumPy's own RandomState.shuffle
 # (the oracle of the compiled shuffles).
 SHUFFLES = False
+# Where a loss diverges or a batch weighs 0 the kernels return NaN or infinity, without a warning.
+QUIET = dict(over="ignore", invalid="ignore", divide="ignore")
+VIEWS_KEPT = 4  # buffers whose weight views a workspace keeps: params, grads, a trial point, one more
 
 
 class Workspace:
@@ -45,7 +48,7 @@ class Workspace:
             y=np.empty((batch_rows, widths[-1]), dtype),
             w=np.empty(batch_rows),  # the gathered rows' weights, float64
             scratch=np.empty(int((layout[:, N_IN] * layout[:, N_OUT]).max()), dtype),  # one W's worth
-            views={},
+            views={},  # id(buffer) -> (buffer, Ws, bs), the most recently used last
         )
         for name, value in fields.items():
             object.__setattr__(self, name, value)
@@ -57,11 +60,16 @@ class Workspace:
         return self.a[-1][:m]
 
     def weights(self, buffer):
-        """``(Ws, bs)``: per-layer views into ``buffer`` (``params`` or ``grads``), made once per buffer."""
-        cached = self.views.get(id(buffer))
+        """``(Ws, bs)``: per-layer views into ``buffer`` (``params``, ``grads`` or a trial point), kept for
+        the ``VIEWS_KEPT`` buffers used last (a line search steps to a new trial point every step)."""
+        views = self.views
+        cached = views.pop(id(buffer), None)
         if cached is None or cached[0] is not buffer:
-            views = weight_views(self.layout, buffer)
-            cached = self.views[id(buffer)] = (buffer, views[::2], views[1::2])
+            made = weight_views(self.layout, buffer)
+            cached = (buffer, made[::2], made[1::2])
+            if len(views) >= VIEWS_KEPT:
+                del views[next(iter(views))]
+        views[id(buffer)] = cached
         return cached[1:]
 
 
@@ -173,8 +181,9 @@ def l2_penalty(layout, params, l2):
 
 
 def _rows(weights, m):
-    """What a batch of ``m`` rows with ``weights`` (empty: all 1) counts as: its total weight."""
-    return float(weights.sum()) if len(weights) else m
+    """What a batch of ``m`` rows with ``weights`` (empty: all 1) counts as: its total weight, a NumPy
+    float64 (divided by, 0 gives NaN or infinity as in the compiled backends, not an error)."""
+    return weights.sum() if len(weights) else m
 
 
 def _data_loss(loss, z, a, Y, lse, weights):
@@ -182,7 +191,7 @@ def _data_loss(loss, z, a, Y, lse, weights):
     ``a`` and, for a softmax output, each row's log-sum-exp ``lse``; rows weighted by
     ``weights`` (empty: all 1), the mean taken over their total weight."""
     z, a, Y = (v.astype(np.float64, copy=False) for v in (z, a, Y))
-    with np.errstate(over="ignore", invalid="ignore"):  # a diverging loss is reported, not warned about
+    with np.errstate(**QUIET):  # a diverging loss is reported, not warned about
         if loss == CROSS_ENTROPY:  # -sum_j y log softmax(z) = lse * sum_j y - y . z, per row
             per_row, count = lse * Y.sum(axis=1) - np.einsum("ij,ij->i", Y, z), 1
         elif loss == BINARY_CROSS_ENTROPY:  # -mean(y log sigmoid(z) + (1 - y) log(1 - sigmoid(z)))
@@ -192,7 +201,7 @@ def _data_loss(loss, z, a, Y, lse, weights):
         else:  # MSE: mean((a - y)**2)
             per_row, count = np.square(a - Y).sum(axis=1), Y.shape[1]
         total = float(per_row @ weights) if len(weights) else float(per_row.sum())
-        return total / (count * _rows(weights, len(Y)))
+        return float(total / (count * _rows(weights, len(Y))))
 
 
 def evaluate(layout, params, X, Y, weights, loss, ws):
@@ -204,13 +213,14 @@ def evaluate(layout, params, X, Y, weights, loss, ws):
 
 def backward(layout, params, X, Y, weights, config, ws, grads):
     """Forward and backward pass: fills ``grads`` (L2 included), returns the batch loss."""
-    return _backward(layout, params, X, Y, weights, _hyper(config), ws, grads)
+    with np.errstate(**QUIET):
+        return _backward(layout, params, X, Y, weights, _hyper(config), ws, grads)
 
 
 def _batch_l2(h, rows):
     """The L2 coefficient of a batch of ``rows`` (its total weight): ``l2``, or ``l2 / rows`` with
     ``l2_per_row``."""
-    return h["l2"] / rows if h["l2_per_row"] else h["l2"]
+    return float(h["l2"] / rows) if h["l2_per_row"] else h["l2"]
 
 
 def _backward(layout, params, X, Y, weights, h, ws, grads):
@@ -226,9 +236,11 @@ def _backward(layout, params, X, Y, weights, h, ws, grads):
     # Output delta dL/dz: (a - y) scaled by the loss's mean (and each row's weight), times f'(z) unless fused.
     delta = ws.delta[-1][:m]
     np.subtract(a_out, Y, out=delta)
-    delta *= 1.0 / rows if loss == CROSS_ENTROPY else (2.0 if loss == MSE else 1.0) / (rows * Y.shape[1])
-    if len(weights):
-        delta *= weights[:, None]
+    scale = 1.0 / rows if loss == CROSS_ENTROPY else (2.0 if loss == MSE else 1.0) / (rows * Y.shape[1])
+    if len(weights):  # each row's scale in float64: in float32, weight and 1 / total may not exist apart
+        delta *= (weights * scale)[:, None]
+    else:
+        delta *= scale
     output = ws.activations[-1]
     if loss == MSE and output != IDENTITY:
         derivative = ws.derivative[-1][:m]
@@ -393,7 +405,7 @@ def _line_search(params, grads, value, trial_loss, trial, h, alpha):
 def train_epoch(layout, params, grads, state, X, Y, weights, order, batch_size, config, lrs, step, ws):
     """One epoch of gradient descent over the rows of ``X`` in ``order``: ``(mean loss per row over the batches,
     steps taken, status)`` (the contract: :meth:`fastgd.kernels.contract.Backend.train_epoch`)."""
-    with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported, not warned about
+    with np.errstate(**QUIET):  # divergence is reported, not warned about
         return _train_epoch(layout, params, grads, state, X, Y, weights, order, batch_size, config, lrs, step, ws)
 
 
@@ -443,14 +455,14 @@ def batch_gradient(layout, params, grads, X, Y, weights, first, last, loss, ws):
     """The gradient and data loss of rows ``first`` to ``last`` of the batch ``(X, Y)``, taken over
     the whole batch's total weight (:meth:`fastgd.kernels.contract.Backend.batch_gradient`)."""
     share = slice(first, last)
-    part = _rows(weights[share], last - first) / _rows(weights, X.shape[0])  # of the batch's weight
-    if part == 0:
-        grads[...] = 0
-        return 0.0
-    with np.errstate(over="ignore", invalid="ignore"):
+    with np.errstate(**QUIET):
+        part = float(_rows(weights[share], last - first) / _rows(weights, X.shape[0]))  # of the batch's weight
+        if part == 0:
+            grads[...] = 0
+            return 0.0
         value = _backward(layout, params, _matrix(X)[share], Y[share], weights[share],
                           {"loss": loss, "l2": 0.0, "l2_per_row": False}, ws, grads)
-    grads *= part
+        grads *= part
     return value * part
 
 
@@ -465,7 +477,7 @@ def batch_step(layout, params, grads, parts, state, X, Y, weights, losses, confi
         return value, 0, NOT_FINITE
     for part in parts:
         grads += part
-    with np.errstate(over="ignore", invalid="ignore"):
+    with np.errstate(**QUIET):
         value += _add_l2(params, grads, _batch_l2(h, _rows(weights, X.shape[0])), ws)
         if not np.isfinite(value):
             return value, 0, NOT_FINITE
