@@ -262,7 +262,8 @@ class _BaseMLP(BaseEstimator):
         net = self.model_
         kernels, params, X = net.kernels, net.params, _kernel_rows(X, net.dtype)
         rows = len(X) if sample_weight is None else float(sample_weight.sum())
-        Y, _ = net.task.encode(targets, "y", len(X), np.arange(net.task.n_classes) if net.task.classifies else None)
+        Y, classes = net.task.encode(targets, "y", len(X),
+                                     np.arange(net.task.n_classes) if net.task.classifies else None)
         scale, loss_scale = self._scale(net.sizes[-1]), self._loss_scale(net.sizes[-1])
         config = step_config(net.loss, l2=self.alpha / scale, l2_per_row=True)
         ws, grads = kernels.workspace(len(X), keep_outputs=False), np.empty_like(params)
@@ -278,6 +279,7 @@ class _BaseMLP(BaseEstimator):
         options = {"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol,
                    **({"iprint": 1 if self.verbose else -1} if LBFGS_TAKES_IPRINT else {})}
         with net.training.exclusive(), blas_threads_for(kernels.layout, len(X)):
+            net.classes_, net.training.l2, net.training.l2_per_row = classes, self.alpha / scale, True
             result = scipy.optimize.minimize(loss_and_gradient, params[order].astype(np.float64),
                                              method="L-BFGS-B", jac=True, options=options)
         self.n_iter_ = _lbfgs_iterations(result, self.max_iter)

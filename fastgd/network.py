@@ -193,15 +193,18 @@ class MLP:
         self._check_fitted_classes()
         return self.task.predict(self._outputs(X), self.classes_)
 
-    def evaluate(self, X, y):
+    def evaluate(self, X, y, sample_weight=None):
         """``(loss, accuracy)`` for a classifier, ``loss`` for regression.
 
-        The loss is the mean data loss plus the L2 term of the last fit's ``l2``.
+        The loss is the mean data loss (weighted by ``sample_weight``, as ``fit`` weighs rows) plus
+        the L2 term of the last fit's ``l2``, over the rows' number (or total weight) where that fit
+        took it over each batch's, as the scikit-learn estimators' ``alpha`` is.
         """
         X = check_X(X, self.dtype, n_features=self.sizes[0], sparse=True)
+        weights = None if sample_weight is None else check_sample_weight(sample_weight, "sample_weight", len(X))
         self._check_fitted_classes()
         Y, _ = self.task.encode(y, "y", len(X), self.classes_)
-        loss, accuracy = evaluate(self, X, Y)
+        loss, accuracy = evaluate(self, X, Y, weights=weights)
         if not np.isfinite(loss):
             raise ValueError("X: the loss is not finite on these rows; the inputs are too large for the network's "
                              "weights, or the weights are not finite")

@@ -38,7 +38,7 @@ from .schedules import Constant, CosineAnnealing, ExponentialDecay, InverseScali
 from .targets import typed_labels
 from .training import TrainingState
 
-FORMAT, VERSION = "fastgd.MLP", 2  # version 1 files (no "object_labels") load too
+FORMAT, VERSION = "fastgd.MLP", 3  # version 1 files (no "object_labels") and 2 (no "l2_per_row") load too
 SCHEDULES = {cls.__name__: cls for cls in (Constant, StepDecay, ExponentialDecay, InverseScaling, CosineAnnealing)}
 MAX_HEADER_BYTES = 1 << 20
 NPY_HEADER_BYTES = 4096  # room for a member's .npy preamble beyond its data
@@ -150,7 +150,7 @@ def save(path, model) -> None:
     header = {
         "format": FORMAT, "version": VERSION,
         "sizes": model.sizes, "activations": model.activations, "loss": model.loss, "dtype": model.dtype.name,
-        "backend": model.backend_, "l2": training.l2, "step": training.step,
+        "backend": model.backend_, "l2": training.l2, "l2_per_row": training.l2_per_row, "step": training.step,
         "optimizer": _optimizer_config(training),
         "rng": {"pos": int(pos), "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)},
         "arrays": {name: {"shape": list(a.shape), "dtype": a.dtype.str} for name, a in arrays.items()},
@@ -253,10 +253,10 @@ def _read_header(archive):
         raise ModelFileError(f"header: not JSON ({error})") from None
     _require(isinstance(header, dict) and header.get("format") == FORMAT, "header: not a fastgd model file")
     version = header.get("version")
-    _require(_is_int(version) and version in (1, VERSION),
+    _require(_is_int(version) and 1 <= version <= VERSION,
              f"header: unsupported format version {version!r} (this fastgd reads versions 1 to {VERSION})")
     expected = {"format", "version", "sizes", "activations", "loss", "dtype", "backend", "l2", "step", "optimizer",
-                "rng", "arrays", *(["object_labels"] if version >= 2 else [])}
+                "rng", "arrays", *(["object_labels"] if version >= 2 else []), *(["l2_per_row"] if version >= 3 else [])}
     _require(set(header) == expected, f"header: expected the fields {sorted(expected)}, got {sorted(header)}")
     sizes, activations = header["sizes"], header["activations"]
     _require(isinstance(sizes, list) and len(sizes) >= 2 and all(_is_int(s, 1) and s < 2**31 for s in sizes),
@@ -275,8 +275,9 @@ def _read_header(archive):
     _require(isinstance(rng, dict) and set(rng) == {"pos", "has_gauss", "cached_gaussian"}
              and _is_int(rng["pos"]) and rng["pos"] <= 624 and rng["has_gauss"] in (0, 1)
              and _is_real(rng["cached_gaussian"]), "rng: not a generator state")
-    header.setdefault("object_labels", False)
-    _require(isinstance(header["object_labels"], bool), "object_labels: expected true or false")
+    for flag in ("object_labels", "l2_per_row"):
+        header.setdefault(flag, False)
+        _require(isinstance(header[flag], bool), f"{flag}: expected true or false")
     return header
 
 
@@ -377,7 +378,7 @@ def load(path) -> SavedModel:
                 rng = np.random.RandomState(0)  # the model's own generator, set to the saved position below
                 training = TrainingState(optimizer, expected["params"][0][0], header["dtype"], rng,
                                          step=header["step"], lr_scale=header["optimizer"]["lr_scale"],
-                                         l2=header["l2"])
+                                         l2=header["l2"], l2_per_row=header["l2_per_row"])
                 arrays = _read_arrays(archive, expected, out={"state": training.state})
         except zipfile.BadZipFile as error:
             raise ModelFileError(f"{path!r} is not a fastgd model file ({error})") from None

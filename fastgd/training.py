@@ -45,17 +45,20 @@ class TrainingState:
         The shuffling generator.
     l2 : float
         L2 strength of the last fit (``evaluate`` reports the loss with it).
+    l2_per_row : bool
+        Whether the last fit divided ``l2`` by each batch's rows (or total weight), as
+        scikit-learn's ``alpha``; ``evaluate`` then divides it by the rows it evaluates.
     """
 
     def __init__(self, optimizer: Optimizer, n_params: int, dtype, rng: np.random.RandomState, *, state=None,
-                 step: int = 0, lr_scale: float = 1.0, l2: float = 0.0):
+                 step: int = 0, lr_scale: float = 1.0, l2: float = 0.0, l2_per_row: bool = False):
         self._optimizer = check_optimizer(optimizer)
         shape = (optimizer.n_slots, n_params)
         self._state = np.zeros(shape, dtype) if state is None else np.array(state, dtype=dtype, order="C")
         if self._state.shape != shape:
             raise ValueError(f"state: {type(optimizer).__name__} keeps {shape[0]} arrays of {n_params} values; "
                              f"got shape {self._state.shape}")
-        self.step, self.lr_scale, self.rng, self.l2 = step, lr_scale, rng, l2
+        self.step, self.lr_scale, self.rng, self.l2, self.l2_per_row = step, lr_scale, rng, l2, l2_per_row
         self._lock = threading.RLock()
 
     @property
@@ -99,6 +102,14 @@ class TrainingState:
     @l2.setter
     def l2(self, value):
         self._l2 = check_nonnegative(value, "l2")
+
+    @property
+    def l2_per_row(self) -> bool:
+        return self._l2_per_row
+
+    @l2_per_row.setter
+    def l2_per_row(self, value):
+        self._l2_per_row = check_bool(value, "l2_per_row")
 
     def reset(self, optimizer: Optimizer) -> None:
         """Start ``optimizer`` from fresh state: zeros, step 0, scale 1."""
@@ -233,10 +244,13 @@ def outputs(kernels, params, X, Y=None, loss=None, workspaces=None, weights=None
 
 def evaluate(net, X, Y, workspaces=None, weights=None):
     """``(loss, accuracy)`` of ``net`` on checked rows ``(X, Y)`` (weighted by ``weights``, None: 1 each):
-    the mean data loss plus the L2 term of ``net.training.l2``; accuracy is None for regression.
-    ``workspaces``: as :func:`outputs` takes them."""
+    the mean data loss plus the L2 term of the last fit (``net.training``: ``l2``, over the rows' number or
+    total weight with ``l2_per_row``); accuracy is None for regression. ``workspaces``: as :func:`outputs`
+    takes them."""
+    training = net.training
     result, data_loss = outputs(net.kernels, net.params, X, Y, LOSSES[net.loss], workspaces, weights)
-    return data_loss + net.kernels.l2_penalty(net.params, net.training.l2), net.task.accuracy(result, Y)
+    l2 = training.l2 / (len(X) if weights is None else float(weights.sum())) if training.l2_per_row else training.l2
+    return data_loss + net.kernels.l2_penalty(net.params, l2), net.task.accuracy(result, Y)
 
 
 def train(net, X, Y, options: FitOptions, validation=None, weights=None) -> History:
@@ -260,7 +274,7 @@ def train(net, X, Y, options: FitOptions, validation=None, weights=None) -> Hist
     batch_size = n if options.batch_size is None else min(options.batch_size, n)
     n_batches = -(-n // batch_size)
     with training.exclusive():
-        training.l2 = options.l2
+        training.l2, training.l2_per_row = options.l2, options.l2_per_row
         optimizer = training.optimizer
         config = step_config(net.loss, optimizer.rule, optimizer.hyper(), options.l2, options.clip_value or 0.0,
                              options.clip_norm or 0.0, options.l2_per_row)

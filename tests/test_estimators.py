@@ -226,3 +226,24 @@ def test_sample_weights_are_checked_as_scikit_learn_checks_them(weights, solver)
         for got, expected in zip(mine, theirs, strict=True):
             np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-8)
     assert my_warnings == their_warnings  # lbfgs: scikit-learn's ConvergenceWarning, word for word
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("solver", ["sgd", "adam", "lbfgs"])
+def test_the_model_reports_the_loss_it_was_trained_on(backend, solver, tmp_path):
+    # scikit-learn's objective on n rows: the mean log-loss plus alpha / (2 n) * sum(W**2), also from a saved file.
+    from sklearn.metrics import log_loss
+
+    X, y = make_classification(120, 6, n_informative=4, n_classes=3, random_state=0)
+    est = MLPClassifier((7,), alpha=0.5, solver=solver, max_iter=30, backend=backend, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est.fit(X, y)
+    penalty = 0.5 * 0.5 * sum((W**2).sum() for W in est.coefs_)
+    expected = log_loss(y, est.predict_proba(X)) + penalty / len(X)
+    assert est.model_.evaluate(X, y)[0] == pytest.approx(expected, rel=1e-10)
+    weights = np.random.RandomState(0).uniform(0.5, 2.0, len(X))
+    weighted = log_loss(y, est.predict_proba(X), sample_weight=weights) + penalty / weights.sum()
+    assert est.model_.evaluate(X, y, sample_weight=weights)[0] == pytest.approx(weighted, rel=1e-10)
+    est.model_.save(tmp_path / "model.npz")
+    assert fastgd.load(tmp_path / "model.npz").evaluate(X, y)[0] == pytest.approx(expected, rel=1e-10)

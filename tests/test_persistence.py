@@ -114,7 +114,8 @@ def edited(tmp_path, saved, edit):
 
 
 @pytest.mark.parametrize("edit, reason", [
-    (lambda h, a: h.update(version=3), "unsupported format version 3"),
+    (lambda h, a: h.update(version=4), "unsupported format version 4"),
+    (lambda h, a: h.update(l2_per_row="yes"), "l2_per_row: expected true or false"),
     (lambda h, a: h.update(version=True), "unsupported format version True"),
     (lambda h, a: h.update(format="something else"), "not a fastgd model"),
     (lambda h, a: h.update(sizes=[5, 9, 3]), "params: the header declares"),
@@ -142,6 +143,15 @@ def test_a_bad_file_is_refused_with_its_reason(tmp_path, saved, edit, reason):
         fastgd.load(edited(tmp_path, saved, edit))
 
 
+def test_a_version_2_file_loads_with_l2_over_the_whole_batch(tmp_path, saved):
+    def version_2(header, arrays):
+        del header["l2_per_row"]
+        header["version"] = 2
+
+    model = fastgd.load(edited(tmp_path, saved, version_2))
+    assert model.training.l2_per_row is False and model.training.l2 == fastgd.load(saved).training.l2
+
+
 def test_non_models_are_refused(tmp_path, saved):
     (tmp_path / "text.npz").write_text("hello")
     np.save(tmp_path / "array.npy", np.zeros(3))
@@ -156,7 +166,7 @@ MUTATIONS = st.one_of(
     st.tuples(st.just("flip"), st.lists(st.tuples(st.integers(0, 10**6), st.integers(1, 255)), min_size=1, max_size=8)),
     st.tuples(st.just("cut"), st.integers(0, 10**6)),
     st.tuples(st.just("header"), st.sampled_from(["sizes", "activations", "loss", "dtype", "backend", "l2", "step",
-                                                  "optimizer", "rng", "arrays", "version"]),
+                                                  "optimizer", "rng", "arrays", "version", "l2_per_row"]),
               st.recursive(st.none() | st.booleans() | st.integers(-3, 10**12) | st.floats() | st.text(max_size=8),
                            lambda children: st.lists(children, max_size=4)
                            | st.dictionaries(st.text(max_size=8), children, max_size=4), max_leaves=10)),
