@@ -271,9 +271,12 @@ class MLP:
                 raise ValueError("validation_data: expected a pair (X_val, y_val)")
             X_val, Y_val, _ = self.encode(*validation_data, classes, ("validation_data[0]", "validation_data[1]"))
             validation = X_val, Y_val
-        rule = (optimizer or self._training.optimizer).rule
-        check_monitors(options.callbacks, logged_names(options, validation is not None, rule == "line_search",
-                                                       self.task.classifies))
+        fit_optimizer = self._training.optimizer if optimizer is None else optimizer
+        check_monitors(options.callbacks, logged_names(options, validation is not None,
+                                                       fit_optimizer.rule == "line_search", self.task.classifies))
+        # The first epoch's learning rates: a schedule that gives a bad one is refused now.
+        batches = -(-len(X) // min(options.batch_size or len(X), len(X)))
+        fit_optimizer.learning_rates(self._training.step if optimizer is None else 0, batches)
         with self._training.exclusive():
             self.classes_ = classes
             if optimizer is not None:

@@ -59,7 +59,7 @@ class TrainingState:
             raise ValueError(f"state: {type(optimizer).__name__} keeps {shape[0]} arrays of {n_params} values; "
                              f"got shape {self._state.shape}")
         self.step, self.lr_scale, self.rng, self.l2, self.l2_per_row = step, lr_scale, rng, l2, l2_per_row
-        self._lock = threading.RLock()
+        self._lock, self._fitting = threading.RLock(), False
 
     @property
     def optimizer(self) -> Optimizer:
@@ -128,25 +128,39 @@ class TrainingState:
 
     @contextmanager
     def exclusive(self):
-        """Hold the model for one fit (the thread holding it may enter again); a fit from
-        another thread at the same time is refused."""
+        """Hold the model to train it. The thread holding it may enter again, except from a fit's
+        epochs (:meth:`fitting`: a callback cannot train the model the fit trains); another thread
+        at the same time is refused."""
         if not self._lock.acquire(blocking=False):
             raise RuntimeError("fit: this model is already being trained (by another thread); "
                                "train a copy of it (copy.deepcopy) to train two at once")
         try:
+            if self._fitting:
+                raise RuntimeError("fit: this model is being trained by a fit under way, which called this back; "
+                                   "a callback cannot train the model too (train a copy of it: copy.deepcopy)")
             yield
         finally:
             self._lock.release()
 
+    @contextmanager
+    def fitting(self):
+        """Hold the model (:meth:`exclusive`) while a fit's epochs and callbacks run."""
+        with self.exclusive():
+            self._fitting = True
+            try:
+                yield
+            finally:
+                self._fitting = False
+
     def __getstate__(self):
         state = self.__dict__.copy()
-        del state["_lock"]
+        del state["_lock"], state["_fitting"]
         return state
 
     def __setstate__(self, state):
         self.__dict__.update(state)
         self._state = np.array(self._state)  # writable, even from a memmap
-        self._lock = threading.RLock()
+        self._lock, self._fitting = threading.RLock(), False
 
 
 @dataclass(frozen=True)
@@ -273,7 +287,7 @@ def train(net, X, Y, options: FitOptions, validation=None, weights=None) -> Hist
     n = len(X)
     batch_size = n if options.batch_size is None else min(options.batch_size, n)
     n_batches = -(-n // batch_size)
-    with training.exclusive():
+    with training.fitting():
         training.l2, training.l2_per_row = options.l2, options.l2_per_row
         optimizer = training.optimizer
         config = step_config(net.loss, optimizer.rule, optimizer.hyper(), options.l2, options.clip_value or 0.0,

@@ -1,5 +1,6 @@
 """The model API: building, training modes, labels, dtypes, weights, callbacks."""
 
+import copy as copy_module
 import subprocess
 import sys
 import warnings
@@ -244,6 +245,52 @@ def test_callback_can_stop_training():
     X, y = make_problem("softmax", n=20)
     history = small_fit(fastgd.MLP([5, 3, 3]), X, y, epochs=10, callbacks=[StopAtThree()])
     assert history.epoch == [0, 1, 2]
+
+
+def trained_state(net):
+    training = net.training
+    return (net.params.copy(), training.state.copy(), training.step, training.lr_scale, training.l2,
+            training.optimizer, training.rng.get_state()[1].copy(), net.history_)
+
+
+def assert_same_state(state, expected):
+    assert all(np.array_equal(a, b) if isinstance(a, np.ndarray) else a is b or a == b
+               for a, b in zip(state, expected, strict=True))
+
+
+def test_a_fit_refused_for_its_schedule_changes_nothing():
+    X, y = make_problem("softmax", n=20)
+    net = fastgd.MLP([5, 3, 3], random_state=0)
+    net.fit(X, y, epochs=3, batch_size=5, optimizer=fastgd.Adam(lr=0.01), l2=1e-3)
+    before = trained_state(net)
+    for lr in (lambda step: -0.1, lambda step: float("nan"), lambda step: [0.1, 0.2]):
+        with pytest.raises(ValueError, match="the schedule must give one finite rate >= 0 per step"):
+            net.fit(X, y, epochs=2, batch_size=5, optimizer=fastgd.Adam(lr=lr), l2=0.5)
+        assert_same_state(trained_state(net), before)
+
+
+def test_a_callback_cannot_train_the_model_its_fit_trains():
+    X, y = make_problem("softmax", n=20)
+    refused = []
+
+    class Refit(fastgd.Callback):
+        def on_epoch_end(self, epoch, logs):
+            before = trained_state(self.model)
+            for train in (lambda: self.model.fit(X, y, epochs=1, optimizer=fastgd.Adam(lr=0.1)),
+                          lambda: fastgd.lr_find(self.model, X, y, steps=5),
+                          lambda: self.model.training.reset(fastgd.SGD(lr=1.0))):
+                with pytest.raises(RuntimeError, match="a callback cannot train the model too"):
+                    train()
+            assert_same_state(trained_state(self.model), before)
+            copy = copy_module.deepcopy(self.model)  # a copy can be trained
+            copy.fit(X, y, epochs=1)
+            refused.append(epoch)
+
+    net = fastgd.MLP([5, 3, 3], random_state=0)
+    history = net.fit(X, y, epochs=3, optimizer=fastgd.SGD(lr=0.05), callbacks=[Refit()])
+    assert refused == [0, 1, 2] and net.history_ is history and history.epoch == [0, 1, 2]
+    assert isinstance(net.training.optimizer, fastgd.SGD) and net.training.step == 3
+    net.fit(X, y, epochs=1)  # and the model itself, once its fit is over
 
 
 def test_divergence_stops_and_keeps_the_last_finite_weights():
