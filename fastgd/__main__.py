@@ -1,5 +1,5 @@
 """``python -m fastgd``: run one of the course's demonstrations (``demo NAME``; no name lists
-them), or compile the Numba kernels ahead of a first fit (``warmup``: for a CI job or a container image).
+them), or compile the Numba kernels ahead of a first fit (``warmup``: e.g. for a CI job; Numba's cache serves the CPU model that compiled it).
 """
 
 import argparse

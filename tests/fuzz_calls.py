@@ -7,6 +7,7 @@ right shape, finite where the public API returns them.
 """
 
 import faulthandler
+import gc
 import sys
 import warnings
 
@@ -238,6 +239,19 @@ def _spec(cls, value):
         return None
 
 
+class Reseed(fastgd.Callback):
+    """After each epoch, re-seeds the model's shuffling generator in place, or gives it another bit
+    generator: the memory of the state it shuffled with is freed (and reused) mid-fit."""
+
+    def __init__(self, seed):
+        self.seed = seed
+
+    def on_epoch_end(self, epoch, logs):
+        self.model.training.rng.__init__(np.random.PCG64(self.seed) if self.seed % 2 else self.seed + epoch)
+        gc.collect()
+        np.full(10**5, 7, np.uint32)
+
+
 def model(output, loss):
     return fastgd.MLP([3, 4, 2], output=output, loss=loss, backend=BACKEND, random_state=0)
 
@@ -273,6 +287,7 @@ def test_public_api(data):
                        validation_data=data.draw(st.one_of(st.none(), st.just((X, y_good)), st.tuples(
                            hostile(X), hostile(y_good)), JUNK)),
                        callbacks=data.draw(st.one_of(st.just(()), st.just([fastgd.EarlyStopping(patience=1)]),
+                                                     st.builds(lambda seed: [Reseed(seed)], st.integers(0, 3)),
                                                      st.just([object()]), JUNK)),
                        verbose=data.draw(st.one_of(st.just(0), st.integers(-1, 3), JUNK)),
                        on_divergence=data.draw(st.sampled_from(["raise", "warn", "ignore", None])),

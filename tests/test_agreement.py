@@ -5,6 +5,7 @@ calls; after 5 epochs of training, 1e-10 (float64) and 1e-4 (float32),
 relative to the largest parameter.
 """
 
+import gc
 import importlib
 import warnings
 
@@ -88,6 +89,25 @@ def test_five_epochs_match_reference(backend, dtype, batch_size, hidden, output,
     rtol = TRAINING_RTOL[dtype]
     assert_close(nets[1].params, nets[0].params, rtol)
     assert_close(histories[1]["loss"], histories[0]["loss"], rtol)
+
+
+@pytest.mark.parametrize("backend", COMPILED)
+@pytest.mark.parametrize("batch_size", [None, 1, 4])
+@pytest.mark.parametrize("bits", ["mt19937", "pcg64"])
+def test_a_generator_reseeded_mid_fit_shuffles_as_the_reference(backend, batch_size, bits):
+    # Each epoch shuffles with the generator as it is then: re-seeding frees the state the one before used.
+    class Reseed(fastgd.Callback):
+        def on_epoch_end(self, epoch, logs):
+            self.model.training.rng.__init__(epoch if bits == "mt19937" else np.random.PCG64(epoch))
+            gc.collect()
+            [np.full(10**5, 7, np.uint32) for _ in range(3)]  # memory a freed state may be given to
+
+    X, y = make_problem("softmax", n=70, seed=3)
+    nets = pair(backend, "tanh", "softmax", "cross_entropy", "float64", seed=5)
+    for net in nets:
+        net.fit(X, y, epochs=4, batch_size=batch_size, optimizer=fastgd.SGD(lr=0.05), callbacks=[Reseed()])
+    assert_close(nets[1].params, nets[0].params, TRAINING_RTOL["float64"])
+    assert nets[1].training.rng.randint(2**31) == nets[0].training.rng.randint(2**31)
 
 
 @pytest.mark.parametrize("backend", TARGETS, indirect=True)
