@@ -18,7 +18,7 @@ HOME = Path(fastgd.__file__).resolve().parents[1]  # a child run from here impor
 # 256 * (2**23 + 64) > 2**31 values (8 GiB, written). A few weights near the end of the layer are
 # set through the flat buffer; every other weight is 0.
 WIDE_BLOCK = """
-import resource, sys
+import sys
 import numpy as np
 import fastgd
 
@@ -33,13 +33,13 @@ x = (np.arange(256) - 128) / 16
 predicted = net.predict(x.astype(np.float32)[:, None])
 expected = 0.5 * np.maximum(x, 0) + 0.25 * np.maximum(1 - 2 * x, 0) + 0.125
 np.testing.assert_allclose(predicted, expected, rtol=1e-6, atol=0)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+print(int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) * 1024)  # kB
 """
 
 # Layer 0 of [2**16 + 1, 2**15 + 1, 1] holds 2**31 + 98305 weights (8 GiB of zeros, read, never
 # written); the weights that the two inputs set lie past flat index 2**31.
 MANY_WEIGHTS = """
-import resource, sys
+import sys
 import numpy as np
 from fastgd._layout import make_layout, weight_views
 from fastgd.kernels import kernels
@@ -59,12 +59,13 @@ X[:, -1], X[:, -2] = a, c
 predicted = entry.forward(params, X, entry.workspace(3))[:, 0]
 expected = 0.5 * np.maximum(2 * a, 0) + 0.25 * np.maximum(3 - c, 0) + 0.125
 np.testing.assert_allclose(predicted, expected, rtol=1e-6, atol=0)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+print(int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) * 1024)  # kB
 """
 
 
 def peak_memory(script, backend):
-    """Run ``script`` for ``backend`` in a child: its peak resident memory in bytes."""
+    """Run ``script`` for ``backend`` in a child: its peak resident memory in bytes (since it started
+    the script: the high-water mark of getrusage counts the memory of the process that forked it)."""
     done = subprocess.run([sys.executable, "-c", script, backend], cwd=HOME, capture_output=True, text=True,
                           timeout=300)
     ended = f"died from signal {-done.returncode}" if done.returncode < 0 else f"exited {done.returncode}"
