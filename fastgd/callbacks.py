@@ -31,12 +31,14 @@ class Callback:
 class History(Callback):
     """Per-epoch metrics of one ``fit``: ``history[name]`` is a list with one entry per epoch.
 
-    ``keys``: the names the fit will log, present (empty) before the first epoch ends.
+    ``keys``: the names the fit will log, present (empty) before the first epoch ends;
+    ``params``: the fit's ``epochs``, ``batch_size`` (None: full batch) and ``steps`` per epoch.
     """
 
-    def __init__(self, keys=()):
+    def __init__(self, keys=(), params=None):
         self.epoch = []
         self.history = {key: [] for key in keys}
+        self.params = dict(params or {})
 
     def on_epoch_end(self, epoch, logs):
         self.epoch.append(epoch)

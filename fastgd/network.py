@@ -228,7 +228,10 @@ class MLP:
         """Train by gradient descent; continues from the current weights.
 
         ``batch_size=None`` is full-batch gradient descent, ``1`` stochastic,
-        anything else mini-batch (the last batch may be short). Returns a
+        anything else mini-batch (the last batch may be short): the defaults
+        (one epoch of one full batch) take a single gradient step, so pass
+        ``epochs`` (and ``batch_size``) to train a model; ``fastgd.diagnose(history)``
+        says what to change. Returns a
         :class:`History`: per epoch ``loss`` (the batches' losses while training, averaged over rows),
         ``train_loss``/``train_accuracy`` (whole training set after the epoch,
         unless ``train_metrics=False``), ``val_loss``/``val_accuracy`` and

@@ -105,7 +105,12 @@ class Task:
             typed_labels(found, name)  # labels a model file can hold
             if y.dtype.kind in "iu" and found[0] >= 0 and found[-1] < n_classes:
                 classes = np.arange(n_classes, dtype=y.dtype)
-            elif len(found) != n_classes:
+            elif len(found) > n_classes:
+                softmax = "" if self.kind == "classes" else ", output='softmax'"
+                raise ValueError(f"{name}: {len(found)} classes {found[:10].tolist()} but the output layer has {k} "
+                                 f"unit(s), for {n_classes} classes: widen it to {len(found)} units "
+                                 f"(MLP([..., {len(found)}]{softmax}))")
+            elif len(found) < n_classes:
                 raise ValueError(f"{name}: {len(found)} distinct labels {found[:10].tolist()} but the output layer "
                                  f"has {k} unit(s) for {n_classes} classes; use labels 0..{n_classes - 1} or "
                                  "one-hot rows")

@@ -18,6 +18,7 @@ from ._codes import LOSSES, NOT_FINITE, OK
 from ._threads import blas_threads, pool, threads_for
 from ._validation import check_bool, check_int, check_nonnegative, check_positive
 from .callbacks import EpochLog, History, ProgressBar
+from .diagnosis import scale_advice
 from .errors import TrainingDiverged
 from .kernels import step_config
 from .kernels.contract import STATUS
@@ -309,7 +310,9 @@ def train(net, X, Y, options: FitOptions, validation=None, weights=None) -> Hist
         last = np.empty_like(params), np.empty_like(state)  # the weights and state an epoch started from
         line_search = optimizer.rule == "line_search"
         classifies = net.task.classifies
-        net.history_ = history = History(logged_names(options, validation is not None, line_search, classifies))
+        net.history_ = history = History(logged_names(options, validation is not None, line_search, classifies),
+                                         {"epochs": options.epochs, "batch_size": options.batch_size,
+                                          "steps": n_batches})
         display = {0: [], 1: [ProgressBar(options.epochs)], 2: [EpochLog(options.epochs)]}[options.verbose]
         callbacks = [*options.callbacks, *display]
         net.stop_training = False
@@ -367,6 +370,10 @@ def train(net, X, Y, options: FitOptions, validation=None, weights=None) -> Hist
         finally:
             for callback in [history, *callbacks]:
                 _hook(callback, "on_train_end")
+    if diverged:
+        diverged = f"{diverged}: lower the learning rate (or clip gradients: clip_norm=1.0)"
+        unscaled = scale_advice(X)
+        diverged += f"; {unscaled}" if unscaled else ""
     if diverged and options.on_divergence == "raise":
         raise TrainingDiverged(diverged, history)
     if diverged:

@@ -24,7 +24,8 @@ BAD_FIT = [
     ({"X": X[:, :3]}, ValueError, "X: expected 4 features"),
     ({"y": np.where(y == 1, np.nan, y)}, ValueError, "y: contains NaN"),
     ({"y": y[:19]}, ValueError, "y: has 19 rows but X has 20"),
-    ({"y": np.arange(20) % 4 + 10}, ValueError, "y: 4 distinct labels .* 3 unit"),
+    ({"y": np.arange(20) % 4 + 10}, ValueError, r"y: 4 classes .* 3 unit\(s\), for 3 classes: widen it to 4 units"),
+    ({"y": np.arange(20) % 2 + 10}, ValueError, "y: 2 distinct labels .* 3 unit.*use labels 0..2 or one-hot rows"),
     ({"y": np.eye(4)[y]}, ValueError, "y: one-hot rows must have 3 columns"),
     ({"y": y.reshape(-1, 1)}, ValueError, r"y: a column of shape \(20, 1\); pass class labels as a 1-D .*y.ravel"),
     ({"sample_weight": np.ones(19)}, ValueError, r"sample_weight: expected shape \(20,\), one weight per row"),
@@ -152,6 +153,30 @@ def test_set_weights_checks_everything_first(net, weights, error, message):
     with pytest.raises(error, match=message):
         net.set_weights(weights(new))
     np.testing.assert_array_equal(net.params, before)
+
+
+@pytest.mark.parametrize("sizes, output, widen", [
+    ([4, 2], "softmax", r"\(MLP\(\[\.\.\., 3\]\)\)$"),
+    ([4, 1], "sigmoid", r"\(MLP\(\[\.\.\., 3\], output='softmax'\)\)$"),
+])
+def test_more_classes_than_output_units_suggests_widening_the_output_layer(sizes, output, widen):
+    net = fastgd.MLP(sizes, output=output, random_state=0)
+    units = sizes[-1]
+    with pytest.raises(ValueError, match=rf"^y: 3 classes \['bird', 'cat', 'dog'\] but the output layer has {units} "
+                                         rf"unit\(s\), for 2 classes: widen it to 3 units {widen}"):
+        net.fit(X[:3], np.array(["bird", "cat", "dog"]))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_diverged_fit_says_to_lower_the_learning_rate_and_scale_the_inputs(backend):
+    targets = np.random.RandomState(1).standard_normal((20, 3))
+    for scale, unscaled in ((1, ""), (1e4, r"; scale the inputs \(e.g. sklearn.preprocessing.StandardScaler; a "
+                                           r"column's root mean square is 1.\d+e\+04, far from 1\)")):
+        net = fastgd.MLP([4, 5, 3], output="identity", backend=backend, random_state=0)
+        with pytest.raises(fastgd.TrainingDiverged, match=r"^training diverged in epoch \d .*the last finite epoch: "
+                                                          r"lower the learning rate \(or clip gradients: "
+                                                          rf"clip_norm=1.0\){unscaled}$"):
+            net.fit(X * scale, targets, epochs=20, optimizer=fastgd.SGD(100.0))
 
 
 def test_one_softmax_unit_suggests_what_to_use_instead():

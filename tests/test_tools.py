@@ -209,20 +209,70 @@ EPOCHS = np.arange(30)
     (curves(0.9 + 0.1 * np.exp(-EPOCHS), accuracy=np.full(30, 0.55)), "underfitting"),
     (curves(0.05 + np.exp(-EPOCHS), 0.08 + np.exp(-EPOCHS), accuracy=np.full(30, 0.98)), "converged"),
     (curves(1 / (1 + 0.1 * EPOCHS), 1.1 / (1 + 0.1 * EPOCHS), accuracy=np.linspace(0.5, 0.9, 30)), "improving"),
+    (curves(np.r_[np.linspace(3, 1.3, 10), 18.3, 4.1, 1.8, 1.5, 1.2]), "oscillating"),
+    (curves(np.r_[np.linspace(2, 1.3, 10), 1.6, 1.25, 1.55, 1.3, 1.5], accuracy=np.full(15, 0.5)), "oscillating"),
+    (curves(np.r_[np.geomspace(2, 1e-9, 25), 2e-9, 1e-9, 3e-9, 1e-9, 2e-9]), "converged"),  # noise near 0
 ])
 def test_diagnose_names_each_state(logs, state):
     diagnosis = fastgd.diagnose(logs)
     assert diagnosis.state == state, diagnosis
     if state == "overfitting":
         assert diagnosis.best_epoch == 10 and "after 11 epochs (best_epoch=10)" in diagnosis.message
+    if state == "oscillating":
+        assert re.search(r"^the loss swings between epochs \(over the last 5 epochs its rises add up to \d+% of its "
+                         r"lowest value\): lower the learning rate", diagnosis.message), diagnosis
 
 
 def test_diagnose_reads_a_real_history():
     history = fastgd.MLP([5, 4, 3], random_state=0).fit(*make_problem("softmax"), epochs=8, optimizer=fastgd.SGD(0.1))
     assert history.history["train_loss"][-1] < 0.95 * history.history["train_loss"][-6]
     assert fastgd.diagnose(history).state == "improving"
-    with pytest.raises(ValueError, match="^history:"):
-        fastgd.diagnose({"loss": [1.0]})
+    with pytest.raises(ValueError, match="^history: needs a loss for at least 1 epoch"):
+        fastgd.diagnose({"loss": []})
+    assert fastgd.diagnose({"loss": [1.0]}).message == "one epoch is too few to judge: train more epochs (epochs=...)"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_diagnose_says_one_full_batch_epoch_is_one_step(backend):
+    X, y = make_problem("softmax")
+    net = fastgd.MLP([5, 4, 3], backend=backend, random_state=0)
+    diagnosis = fastgd.diagnose(net.fit(X, y))
+    assert diagnosis.state == "improving" and diagnosis.message == (
+        "one epoch of one full batch is one gradient step: train more epochs (epochs=...) or pass batch_size=...")
+    history = net.fit(X, y, epochs=6)
+    assert history.params == {"epochs": 6, "batch_size": None, "steps": 1}
+    assert fastgd.diagnose(history).message.endswith("or pass batch_size=... (each full-batch epoch is one gradient "
+                                                     "step)")
+    assert fastgd.diagnose(net.fit(X, y, batch_size=8)).message.startswith("one epoch is too few to judge")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_diagnose_says_to_lower_a_learning_rate_that_makes_the_loss_swing(backend, textbook_data):
+    X, _, y, _ = textbook_data
+    net = fastgd.MLP([10, 3], backend=backend, random_state=0)
+    diagnosis = fastgd.diagnose(net.fit(X, y, epochs=30, batch_size=64, optimizer=fastgd.SGD(5.0)))
+    assert diagnosis.state in ("oscillating", "diverging") and "lower the learning rate" in diagnosis.message
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_diagnose_says_to_scale_inputs_far_from_unit_scale(backend):
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    X, y = X[:500] * 100, y[:500]  # pixels of 0..1600: the network stalls at chance
+    history = fastgd.MLP([64, 32, 10], backend=backend, random_state=0).fit(
+        X, y, epochs=10, batch_size=50, optimizer=fastgd.SGD(0.01))
+    assert history.history["train_accuracy"][-1] < 0.2
+    assert fastgd.diagnose(history).message.endswith("a larger network, a larger learning rate or less l2")
+    diagnosis = fastgd.diagnose(history, X=X)
+    assert diagnosis.state == "underfitting" and re.fullmatch(
+        r"the loss has stopped falling while still high: scale the inputs \(e.g. sklearn.preprocessing.StandardScaler; "
+        r"a column's root mean square is 1.29e\+03, far from 1\)", diagnosis.message), diagnosis
+    assert "scale the inputs" in fastgd.diagnose(history, X=X / 1e5).message  # too small, too
+    assert "scale the inputs" not in fastgd.diagnose(history, X=X / 1600).message
+    import scipy.sparse
+
+    assert fastgd.diagnose(history, X=scipy.sparse.csr_array(X)).message == diagnosis.message
 
 
 def test_diagnose_calls_an_all_nan_history_diverging():
