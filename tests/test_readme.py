@@ -33,3 +33,11 @@ def test_a_readme_example_runs_as_written(example, tmp_path, monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # convergence advice is beside the point here
         exec(compile(example, str(README), "exec"), {"__name__": "__readme__"})
+
+
+def test_the_readme_pyproject_and_the_wheels_built_name_the_same_python_versions():
+    pyproject = (README.parent / "pyproject.toml").read_text()
+    low, high = map(int, re.search(r'^requires-python = ">=3\.(\d+),<3\.(\d+)"', pyproject, re.M).groups())
+    built = re.search(r'^build = "(.*)"', pyproject, re.M)[1].split()
+    assert built == [f"cp3{minor}-*" for minor in range(low, high)]
+    assert f"Python 3.{low}–3.{high - 1}" in README.read_text()
