@@ -14,6 +14,9 @@ BOUNDS_CHECK = os.environ.get("FASTGD_BOUNDS_CHECK", "0") == "1"
 # Reassociation (vectorised sums) and no errno from libm, as the Numba kernels
 # do; never -ffast-math: it assumes no NaN or infinity, and divergence must show.
 FLOAT_FLAGS = ["-O3", "-fno-math-errno", "-fassociative-math", "-fno-signed-zeros", "-fno-trapping-math"]
+# No debug info (Python's own CFLAGS ask for it with -g): it is five sixths of each extension.
+# The bounds-checked build keeps it, for a debugger.
+DEBUG_FLAGS = [] if BOUNDS_CHECK else ["-g0"]
 
 # Each build of the extension and its instruction-set flags; the registry
 # (fastgd/kernels/__init__.py) loads the widest one the CPU runs.
@@ -25,7 +28,8 @@ if platform.machine().lower() in ("x86_64", "amd64"):
 
 ext_modules = cythonize(
     [Extension(f"fastgd.kernels.{name}", [f"fastgd/kernels/{name}.pyx"], include_dirs=[numpy.get_include()],
-               extra_compile_args=FLOAT_FLAGS + flags, define_macros=[("FASTGD_BOUNDS_CHECK", str(int(BOUNDS_CHECK)))])
+               extra_compile_args=FLOAT_FLAGS + DEBUG_FLAGS + flags,
+               define_macros=[("FASTGD_BOUNDS_CHECK", str(int(BOUNDS_CHECK)))])
      for name, flags in BUILDS.items()],
     compiler_directives={"language_level": 3, "boundscheck": BOUNDS_CHECK, "wraparound": BOUNDS_CHECK,
                          "cdivision": True, "initializedcheck": BOUNDS_CHECK},

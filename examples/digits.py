@@ -24,10 +24,15 @@ lr = found.suggestion
 print(f"learning rate suggested by lr_find: {lr:.3g}")
 
 # Momentum 0.9 makes steps ten times as long: a tenth of the steepest-descent rate.
+# The validation loss creeps down for hundreds of epochs; a fall under min_delta is no progress.
+stopping = fastgd.EarlyStopping(monitor="val_loss", patience=5, min_delta=1e-3)
 history = net.fit(X_train, y_train, epochs=200, batch_size=32, optimizer=fastgd.SGD(lr=lr / 10, momentum=0.9),
-                  l2=1e-4, validation_data=(X_val, y_val),
-                  callbacks=[fastgd.EarlyStopping(monitor="val_loss", patience=10)])
-print(f"stopped after {len(history.epoch)} epochs; {fastgd.diagnose(history).message}")
+                  l2=1e-4, validation_data=(X_val, y_val), callbacks=[stopping])
+if stopping.stopped_epoch is not None:
+    print(f"stopped early after {len(history.epoch)} epochs: the validation loss has not fallen by more than "
+          f"{stopping.min_delta:g} since epoch {stopping.best_epoch + 1}, whose weights the model keeps")
+else:
+    print(f"trained all {len(history.epoch)} epochs; {fastgd.diagnose(history).message}")
 loss, accuracy = net.evaluate(X_test, y_test)
 print(f"test accuracy {accuracy:.3f} (loss {loss:.3f}) on {len(X_test)} digits")
 print("confusions:", int(np.sum(net.predict(X_test) != y_test)))

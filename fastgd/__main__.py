@@ -28,6 +28,7 @@ def main(argv=None):
     if args.name is None:
         for name, function in demos.DEMOS.items():
             print(wrapped(summary(function.__doc__), indent=12, first=f"{name}  "))
+        print(f"\nRun one: {parser.prog} demo NAME [--out DIR] [--quick]")
         return
     try:
         out = demos.figure_folder(args.out)

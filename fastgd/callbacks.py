@@ -12,6 +12,8 @@ from tqdm.auto import tqdm
 
 from ._validation import check_int, check_nonnegative, check_real
 
+__all__ = ["Callback", "History", "EarlyStopping", "ReduceLROnPlateau", "ModelCheckpoint"]
+
 
 class Callback:
     """Base callback: every hook does nothing."""

@@ -4,6 +4,8 @@ import numpy as np
 from sklearn.datasets import make_classification
 from sklearn.model_selection import train_test_split
 
+__all__ = ["textbook", "synthetic_classification"]
+
 
 def textbook():
     """The course's 3-class problem: ``X_train (1500, 10), X_test (500, 10), y_train, y_test``.

@@ -63,6 +63,8 @@ from .network import MLP
 from .optimizers import SGD, Adam, Optimizer, check_optimizer
 from .training import FitOptions, outputs, train
 
+__all__ = ["MLPClassifier", "MLPRegressor"]
+
 # scikit-learn's activation names and ours.
 ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
 SOLVERS = ("sgd", "adam", "lbfgs")

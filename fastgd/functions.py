@@ -9,6 +9,8 @@ from ._validation import check_int
 from .kernels import _numpy, step_config
 from .optimizers import check_optimizer
 
+__all__ = ["Trajectory", "minimize"]
+
 
 @dataclass
 class Trajectory:

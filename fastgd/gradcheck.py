@@ -10,6 +10,8 @@ from ._layout import weight_views
 from ._validation import check_int, check_nonnegative, check_positive
 from .kernels import step_config
 
+__all__ = ["check_gradients"]
+
 DEFAULT_EPS = {"float64": 1e-6, "float32": 1e-3}
 
 

@@ -4,6 +4,8 @@ import numbers
 
 from ._codes import HIDDEN_ACTIVATIONS, OUTPUT_ACTIVATIONS
 
+__all__ = ["Dense", "Activation", "Identity", "ReLU", "Sigmoid", "Tanh", "Softmax", "Exp"]
+
 
 class Dense:
     """Fully connected layer ``z = a @ W + b`` with ``W`` of shape ``(n_in, n_out)``."""

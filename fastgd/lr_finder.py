@@ -8,6 +8,8 @@ from ._threads import blas_threads_for
 from ._validation import check_int, check_positive, check_real
 from .kernels import step_config
 
+__all__ = ["LRFinderResult", "lr_find"]
+
 
 @dataclass
 class LRFinderResult:

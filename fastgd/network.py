@@ -17,6 +17,8 @@ from .optimizers import SGD, Optimizer, check_optimizer
 from .targets import Task
 from .training import FitOptions, TrainingState, check_monitors, evaluate, logged_names, outputs, train
 
+__all__ = ["MLP", "load"]
+
 
 class MLP:
     """Multilayer perceptron trained by batch, mini-batch or stochastic gradient descent.

@@ -21,6 +21,8 @@ from ._codes import OPTIMIZERS
 from ._validation import check_bool, check_nonnegative, check_positive, check_real
 from .schedules import Constant, Schedule
 
+__all__ = ["Optimizer", "SGD", "Momentum", "Adam", "AdamW", "RMSprop", "Adagrad", "BacktrackingLineSearch"]
+
 LearningRate = float | Schedule | Callable[[int], float]
 
 

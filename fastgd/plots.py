@@ -10,6 +10,8 @@ import numpy as np
 from ._validation import check_X
 from .callbacks import History
 
+__all__ = ["plot_history", "plot_runs", "plot_decision_boundary", "plot_lr_find", "plot_trajectories"]
+
 
 def _figure(ncols=1):
     try:

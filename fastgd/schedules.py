@@ -10,6 +10,8 @@ import numpy as np
 
 from ._validation import check_int, check_nonnegative, check_positive
 
+__all__ = ["Schedule", "Constant", "StepDecay", "ExponentialDecay", "InverseScaling", "CosineAnnealing"]
+
 
 class Schedule:
     """Base of the schedules: ``schedule(steps)`` gives the rate of each step."""

@@ -14,9 +14,11 @@ def run(name):
     return done.stdout
 
 
-def test_digits_reach_high_test_accuracy():
+def test_digits_stop_early_and_reach_high_test_accuracy():
     out = run("digits.py")
     assert float(re.search(r"test accuracy (\d\.\d+)", out)[1]) > 0.95, out
+    epochs, best = map(int, re.search(r"stopped early after (\d+) epochs: .* since epoch (\d+),", out).groups())
+    assert best < epochs < 200 and "train longer" not in out, out
 
 
 def test_regression_explains_the_target_and_reports_a_linear_model_beside_it():

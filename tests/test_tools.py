@@ -367,11 +367,13 @@ def test_every_demo_figure_says_what_it_shows(tmp_path, capsys, monkeypatch):
     assert {n for _, n in batches[3]} == {5}  # every run drawn over its 5 epochs
 
 
-def test_demo_without_a_name_lists_them_in_whole_plain_sentences(capsys, monkeypatch):
+def test_demo_without_a_name_lists_them_in_whole_plain_sentences_and_says_how_to_run_one(capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "80")
     main(["demo"])
     out = capsys.readouterr().out
-    entries = re.split(r"\n(?=\s*[\w-]+  )", out.strip())
+    listing, how = out.strip().split("\n\n")
+    assert how == "Run one: python -m fastgd demo NAME [--out DIR] [--quick]"
+    entries = re.split(r"\n(?=\s*[\w-]+  )", listing)
     assert [entry.split()[0] for entry in entries] == list(demos.DEMOS)
     assert all(entry.endswith(".") for entry in entries) and "``" not in out
     assert max(map(len, out.splitlines())) <= 80

@@ -1243,7 +1243,7 @@ def train_epoch(const int64_t[:, ::1] layout, floating[::1] params, floating[::1
     cdef bint fused = _fused(&c)
     cdef double value = 0, total = 0
     cdef int status = OK
-    cdef floating* gathered_x
+    cdef floating* gathered_x = NULL
     cdef floating* gathered_y
     cdef const double* w = _weights(weights, n)
     cdef double* gathered_w = NULL
