@@ -7,6 +7,8 @@ import numpy as np
 from ._validation import check_int, check_nonnegative, check_real, check_X
 from .callbacks import History
 
+__all__ = ["Diagnosis", "diagnose"]
+
 STATES = ("diverging", "oscillating", "overfitting", "underfitting", "converged", "improving")
 SCALER = "sklearn.preprocessing.StandardScaler"
 

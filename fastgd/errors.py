@@ -1,5 +1,7 @@
 """Exceptions fastgd raises beyond ValueError and TypeError."""
 
+__all__ = ["ModelFileError", "TrainingDiverged", "NonFiniteWeights"]
+
 
 class ModelFileError(ValueError):
     """A model file that cannot be loaded: unreadable, truncated, corrupted or not a fastgd model."""

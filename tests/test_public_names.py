@@ -6,7 +6,7 @@ import pytest
 
 MODULES = ["fastgd", "fastgd.plots", "fastgd.schedules", "fastgd.callbacks", "fastgd.datasets", "fastgd.layers",
            "fastgd.optimizers", "fastgd.estimators", "fastgd.network", "fastgd.functions", "fastgd.gradcheck",
-           "fastgd.lr_finder", "fastgd.kernels"]
+           "fastgd.lr_finder", "fastgd.kernels", "fastgd.diagnosis", "fastgd.errors"]
 
 
 @pytest.mark.parametrize("name", MODULES)
