@@ -6,18 +6,22 @@ each timed epoch: under a minute once compiled (more with PyTorch and JAX
 installed); the full run, under ten. Warm-up (compilation) is never timed, and its
 seconds are printed at the end. Threads: one for every system by default
 (``--threads all`` for every core; ``--threads 1 all`` measures both, side by side in
-each round, and adds each system's speed-up).
+each round, and adds each system's speed-up). A system measured with T threads runs in
+a process that may use T cores only (CPU affinity); each cell's "cores used", CPU
+time over wall time, shows how many it kept busy, and a warning names any cell above
+its threads by more than 10%.
 """
 
 import argparse
 import json
-import os
+import sys
 import time
 from pathlib import Path
 
 import fastgd
 from fastgd._text import summary
 from benchmarks import accuracy, throughput
+from benchmarks.affinity import AVAILABLE, cores_for, pinned, usable_cores
 from benchmarks.peers import PEERS
 from benchmarks.workloads import WORKLOADS
 
@@ -71,8 +75,19 @@ def header(machine, rounds, scale, threads):
     versions = ", ".join(f"{name} {v}" for name, v in machine["versions"].items() if v)
     return [f"Machine: {machine['cpu']}, {machine['cores']} cores. Versions: {versions}.",
             f"Settings: {rounds} rounds per cell (median), {' and '.join(map(str, threads))} thread(s) per "
-            f"system, rows scaled by {scale}; "
-            "% of GEMM is against the best GEMM rate measured in each cell's rounds.", ""]
+            f"system, each on as many cores (CPU affinity), rows scaled by {scale}; "
+            "% of GEMM is against the best GEMM rate measured in each cell's rounds; cores used is the CPU "
+            "time of the system's process over the wall time of its timed epochs.", ""]
+
+
+def over_threads_warning(results):
+    """A sentence naming every cell whose system kept more cores busy than its threads allowed, or ''."""
+    cells = [f"{r['workload']} {r['mode']} {r['system']} ({r['cores_used']:.2f} cores at {r['threads']}T)"
+             for r in throughput.over_threads(results)]
+    if not cells:
+        return ""
+    return (f"Warning: more cores used than threads allowed (by over "
+            f"{throughput.CORES_USED_MARGIN - 1:.0%}) in: " + "; ".join(cells) + ".")
 
 
 def main(argv=None):
@@ -84,13 +99,21 @@ def main(argv=None):
     parser.add_argument("--backends", nargs="+", default=fastgd.backends(), choices=["numpy", "numba", "cython"])
     parser.add_argument("--peers", nargs="*", default=list(PEERS), choices=list(PEERS))
     parser.add_argument("--threads", nargs="+", default=["1"],
-                        help="threads for every system: numbers or 'all' (every core); several are measured side by side")
+                        help="threads for every system: numbers or 'all' (every core this process may use); "
+                             "several are measured side by side")
     parser.add_argument("--no-accuracy", action="store_true", help="skip the time-to-accuracy runs")
     parser.add_argument("--out", default="benchmarks/results", help="folder for results.json, results.md, results.png")
     args = parser.parse_args(argv)
     rounds = args.rounds or (3 if args.quick else 5)
     scale = args.scale or (0.1 if args.quick else 1.0)
-    threads = sorted({os.cpu_count() if t == "all" else int(t) for t in args.threads})
+    usable = usable_cores()
+    threads = sorted({len(usable) if t == "all" else int(t) for t in args.threads})
+    if not AVAILABLE:
+        print("note: no CPU affinity on this platform: threads are held by each library's settings only",
+              file=sys.stderr)
+    elif threads[-1] > len(usable):
+        print(f"note: {threads[-1]} threads asked, but this process may run on {len(usable)} cores "
+              f"({', '.join(map(str, usable))}): more threads than cores share them", file=sys.stderr)
     backends = ["numpy"] + [b for b in args.backends if b != "numpy"]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -100,10 +123,14 @@ def main(argv=None):
     results, skipped = throughput.measure(workloads, backends, args.peers, rounds, threads, scale,
                                           cool_down=0.05 if args.quick else throughput.COOL_DOWN)
     max_epochs, max_seconds = (30, 5.0) if args.quick else (200, 20.0)
-    tta = [] if args.no_accuracy else accuracy.time_to_accuracy(
-        backends, max_epochs=max_epochs, max_seconds=max_seconds, threads=threads[0])
+    with pinned(cores_for(threads[0])):
+        tta = [] if args.no_accuracy else accuracy.time_to_accuracy(
+            backends, max_epochs=max_epochs, max_seconds=max_seconds, threads=threads[0])
     machine = throughput.machine()
+    warning = over_threads_warning(results)
     report = [*header(machine, rounds, scale, threads), "Throughput:", "", throughput.table(results), ""]
+    if warning:
+        report += [f"**{warning}**", ""]
     if skipped:
         report += ["Skipped peers: " + "; ".join(f"{peer} ({why})" for peer, why in skipped.items()), ""]
     if tta:
@@ -124,6 +151,8 @@ def main(argv=None):
         warmups[r["system"]] = warmups.get(r["system"], 0.0) + r["warmup_s"]
     print(f"\nwritten to {out.resolve()} in {time.perf_counter() - start:.0f} s, of which warm-up (compilation "
           "included; in no figure): " + ", ".join(f"{system} {seconds:.1f} s" for system, seconds in warmups.items()))
+    if warning:
+        print(warning, file=sys.stderr)
     return results
 
 

@@ -1,10 +1,13 @@
 """Peer systems, each run in a process of its own and driven one epoch at a time.
 
-``python -m benchmarks.peers PEER THREADS`` pins the process's threads, then
-reads commands on stdin: ``setup CONFIG_JSON`` builds the peer's network for
-a workload and mode and runs an untimed warm-up epoch, answering ``ready
-<warm-up seconds>`` (or ``skip <reason>`` when the peer is not installed);
-``epoch`` runs one epoch and answers its seconds; ``quit`` ends. Every peer
+``python -m benchmarks.peers PEER THREADS CORES`` sets its CPU affinity to
+CORES (comma-separated) before any library starts a thread, sets the
+libraries' thread settings to THREADS, then reads commands on stdin: ``setup
+CONFIG_JSON`` builds the peer's network for a workload and mode and runs an
+untimed warm-up epoch, answering ``ready <warm-up seconds>`` (or ``skip
+<reason>`` when the peer is not installed); ``epoch`` runs one epoch and
+answers its wall seconds, the CPU seconds of all the process's threads and
+the cores they may run on (``0.5 0.49 0``); ``quit`` ends. Every peer
 trains the same network (ReLU hidden layers, softmax + cross-entropy or
 identity + squared error), on the same data, with a fresh row order each
 epoch and plain SGD at the same learning rate and L2.
@@ -13,12 +16,13 @@ epoch and plain SGD at the same learning rate and L2.
 import json
 import os
 import sys
-import time
+
+from benchmarks.affinity import pin, timed
 
 PEERS = ("scikit-learn", "torch", "jax-step", "jax-scan")
 
 
-def _pin_threads(threads):
+def _set_thread_settings(threads):
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[name] = str(threads)
     flags = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1" if threads == 1 else ""
@@ -132,9 +136,10 @@ def build(peer, workload, X, y, batch_size, threads):
     return Jax(workload, X, y, batch_size, threads, scan=peer == "jax-scan")
 
 
-def serve(peer, threads):
+def serve(peer, threads, cores):
     """Answer ``setup``, ``epoch`` and ``quit`` commands (see the module docstring)."""
-    _pin_threads(threads)
+    pin(cores)
+    _set_thread_settings(threads)
     from benchmarks.workloads import WORKLOADS
 
     system = None
@@ -150,16 +155,13 @@ def serve(peer, threads):
             except ImportError as error:
                 print(f"skip not installed ({error})", flush=True)
                 continue
-            start = time.perf_counter()
-            system.epoch()
-            print(f"ready {time.perf_counter() - start}", flush=True)
+            print(f"ready {timed(system.epoch)[0]}", flush=True)
         elif command == "epoch":
-            start = time.perf_counter()
-            system.epoch()
-            print(time.perf_counter() - start, flush=True)
+            wall, cpu, used = timed(system.epoch)
+            print(wall, cpu, ",".join(map(str, used)), flush=True)
         else:
             break
 
 
 if __name__ == "__main__":
-    serve(sys.argv[1], int(sys.argv[2]))
+    serve(sys.argv[1], int(sys.argv[2]), [int(core) for core in sys.argv[3].split(",")])

@@ -3,17 +3,21 @@
 fastgd's backends are measured side by side in this process; each peer
 (scikit-learn, PyTorch, JAX) runs in a process of its own, driven one epoch
 at a time in the same rounds, so that two thread pools never compete in one
-process. Every system's epoch is timed over the same boundary: the wall time
-of a whole training epoch as a user runs it (for fastgd, ``fit(X, y,
-epochs=EPOCHS_PER_FIT)`` with metrics off, over ``EPOCHS_PER_FIT``: input
-checks, allocation, shuffling and learning rates included; for a peer, its own
-epoch loop with its shuffle). Each round times one epoch of every system,
-after a warm-up epoch, every system's first, whose time (JIT compilation
-included) is reported apart; a cell's figure is the median over rounds. FLOPs
-per sample are counted as ``4 W + 2 (W - W1)`` and set against the best rate
-of a 2048 x 2048 matrix product measured in the same rounds, in the same dtype,
-with the same threads, through SciPy's BLAS: the one fastgd's compiled kernels
-call.
+process. A T-thread figure comes from a process that may run on T cores only
+(CPU affinity, ``benchmarks/affinity.py``): a peer's process for the whole
+run, this one while it measures that thread count; each cell also records
+the CPU time of the process's threads over the wall time of its timed epochs
+(the cores it kept busy). Every system's epoch is timed over the same
+boundary: the wall time of a whole training epoch as a user runs it (for
+fastgd, ``fit(X, y, epochs=EPOCHS_PER_FIT)`` with metrics off, over
+``EPOCHS_PER_FIT``: input checks, allocation, shuffling and learning rates
+included; for a peer, its own epoch loop with its shuffle). Each round times
+one epoch of every system, after a warm-up epoch, every system's first,
+whose time (JIT compilation included) is reported apart; a cell's figure is
+the median over rounds. FLOPs per sample are counted as ``4 W + 2 (W - W1)``
+and set against the best rate of a 2048 x 2048 matrix product measured in
+the same rounds, in the same dtype, with the same threads, through SciPy's
+BLAS: the one fastgd's compiled kernels call.
 """
 
 import json
@@ -31,8 +35,11 @@ from threadpoolctl import threadpool_info, threadpool_limits
 from tqdm.auto import tqdm
 
 import fastgd
+from benchmarks.affinity import cores_for, pinned, timed, usable_cores
 from benchmarks.workloads import MODES
 
+# A cell whose CPU time over wall time exceeds its threads by more than this factor is flagged.
+CORES_USED_MARGIN = 1.1
 # Seconds of rest before each timed epoch: a BLAS pool's threads spin for a
 # while after a call; without the rest they take the core the next system needs.
 COOL_DOWN = 0.25
@@ -47,7 +54,7 @@ def gemm_rate(dtype, n=2048, repeats=2):
     a, b = (np.asfortranarray(rng.standard_normal((n, n)).astype(dtype)) for _ in range(2))
     gemm = scipy.linalg.blas.sgemm if np.dtype(dtype) == np.float32 else scipy.linalg.blas.dgemm
     out = gemm(1.0, a, b)
-    best = min(_timed(lambda: gemm(1.0, a, b, c=out, overwrite_c=True)) for _ in range(repeats))
+    best = min(timed(lambda: gemm(1.0, a, b, c=out, overwrite_c=True))[0] for _ in range(repeats))
     return 2 * n**3 / best
 
 
@@ -56,16 +63,11 @@ def flop_rate(samples, flops_per_sample, seconds):
     return samples * flops_per_sample / seconds
 
 
-def _timed(fn):
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
 class FastgdRunner:
-    """One fastgd backend as a user runs it: ``epoch()`` returns the wall time of
-    ``fit(X, y, epochs=EPOCHS_PER_FIT)`` (metrics off) over ``EPOCHS_PER_FIT``; ``warmup`` is
-    the wall time of its first epoch, a fit of one, compilation included."""
+    """One fastgd backend as a user runs it: ``epoch()`` returns the wall and CPU time of
+    ``fit(X, y, epochs=EPOCHS_PER_FIT)`` (metrics off) over ``EPOCHS_PER_FIT``, and the cores
+    the process may run on; ``warmup`` is the wall time of its first epoch, a fit of one,
+    compilation included."""
 
     def __init__(self, backend, workload, X, y, batch_size, threads):
         self.label = backend
@@ -74,28 +76,29 @@ class FastgdRunner:
         self.X, self.y, self.batch_size, self.threads = X, y, batch_size, threads
         self.optimizer = fastgd.SGD(lr=workload.lr)
         self.l2 = workload.l2
-        self.warmup = self._fit(1)
+        self.warmup = self._fit(1)[0]
 
     def _fit(self, epochs):
-        """Seconds of one ``fit`` of ``epochs`` epochs, the BLAS thread limit set outside the clock."""
+        """``timed`` of one ``fit`` of ``epochs`` epochs, the BLAS thread limit set outside the clock."""
         with threadpool_limits(self.threads):
-            start = time.perf_counter()
-            self.net.fit(self.X, self.y, epochs=epochs, batch_size=self.batch_size, optimizer=self.optimizer,
-                         l2=self.l2, train_metrics=False)
-            return time.perf_counter() - start
+            return timed(lambda: self.net.fit(self.X, self.y, epochs=epochs, batch_size=self.batch_size,
+                                              optimizer=self.optimizer, l2=self.l2, train_metrics=False))
 
     def epoch(self):
-        return self._fit(EPOCHS_PER_FIT) / EPOCHS_PER_FIT
+        wall, cpu, cores = self._fit(EPOCHS_PER_FIT)
+        return wall / EPOCHS_PER_FIT, cpu / EPOCHS_PER_FIT, cores
 
 
 class PeerProcess:
-    """A peer in a process of its own (``benchmarks/peers.py``), kept for the whole run."""
+    """A peer in a process of its own (``benchmarks/peers.py``) that may run on ``cores`` only,
+    kept for the whole run."""
 
-    def __init__(self, peer, threads):
+    def __init__(self, peer, threads, cores):
         self.label = peer
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-        self.process = subprocess.Popen([sys.executable, "-m", "benchmarks.peers", peer, str(threads)],
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.peers", peer, str(threads), ",".join(map(str, cores))],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
 
     def _ask(self, command):
         self.process.stdin.write(command + "\n")
@@ -111,7 +114,9 @@ class PeerProcess:
         return (float(value), None) if kind == "ready" else (None, value)
 
     def epoch(self):
-        return float(self._ask("epoch"))
+        """``(wall seconds, CPU seconds, cores)`` of one epoch in the peer's process."""
+        wall, cpu, cores = self._ask("epoch").split()
+        return float(wall), float(cpu), [int(core) for core in cores.split(",")]
 
     def close(self):
         if self.process.poll() is None:
@@ -123,9 +128,10 @@ class PeerProcess:
 def measure(workloads, backends, peers, rounds, thread_counts, scale=1.0, progress=True, cool_down=COOL_DOWN):
     """``(results, skipped)``: one result per workload x mode x system x thread count,
     and the peers that could not run, with the reason. ``cool_down`` seconds pass before
-    each timed epoch."""
+    each timed epoch. Every system runs its T-thread figures on the first T usable cores."""
     results, skipped = [], {}
-    processes = {(peer, t): PeerProcess(peer, t) for peer in peers for t in thread_counts}
+    cores = {t: cores_for(t) for t in thread_counts}
+    processes = {(peer, t): PeerProcess(peer, t, cores[t]) for peer in peers for t in thread_counts}
     cells = [(w, m) for w in workloads for m in MODES]
     bar = tqdm(total=len(cells) * rounds * len(thread_counts), desc="throughput", unit="round", disable=not progress)
     for workload, mode in cells:
@@ -136,9 +142,10 @@ def measure(workloads, backends, peers, rounds, thread_counts, scale=1.0, progre
         runners, warmup = {}, {}
         bar.set_postfix_str(f"{workload.name} {mode}: warm-up (compiling where needed; not timed)")
         for t in thread_counts:
-            for backend in backends:
-                runners[backend, t] = FastgdRunner(backend, workload, X, y, batch_size, t)
-                warmup[backend, t] = runners[backend, t].warmup
+            with pinned(cores[t]):
+                for backend in backends:
+                    runners[backend, t] = FastgdRunner(backend, workload, X, y, batch_size, t)
+                    warmup[backend, t] = runners[backend, t].warmup
             for peer in peers:
                 config = {"workload": workload.name, "rows": rows, "batch_size": batch_size, "scale": scale}
                 warmup[peer, t], reason = processes[peer, t].setup(config)
@@ -146,31 +153,34 @@ def measure(workloads, backends, peers, rounds, thread_counts, scale=1.0, progre
                     skipped[peer] = reason
                 else:
                     runners[peer, t] = processes[peer, t]
-        times = {key: [] for key in runners}
+        epochs = {key: [] for key in runners}
         gemm = {t: [] for t in thread_counts}
         bar.set_postfix_str(f"{workload.name} {mode}: timing {', '.join(dict.fromkeys(k[0] for k in runners))}")
         for _ in range(rounds):
             for t in thread_counts:
-                with threadpool_limits(t):
-                    gemm[t].append(gemm_rate(workload.dtype, repeats=1))
-                for key, runner in runners.items():
-                    if key[1] == t:
-                        time.sleep(cool_down)
-                        times[key].append(runner.epoch())
+                with pinned(cores[t]):
+                    with threadpool_limits(t):
+                        gemm[t].append(gemm_rate(workload.dtype, repeats=1))
+                    for key, runner in runners.items():
+                        if key[1] == t:
+                            time.sleep(cool_down)
+                            epochs[key].append(runner.epoch())
                 bar.update(1)
         for t in thread_counts:
-            reference = rows / np.median(times["numpy", t])
+            reference = rows / np.median([wall for wall, _, _ in epochs["numpy", t]])
             peak = float(np.max(gemm[t]))  # the machine's limit: the best GEMM rate seen in the cell's rounds
-            for (label, threads), epoch_times in times.items():
+            for (label, threads), timings in epochs.items():
                 if threads != t:
                     continue
-                seconds = float(np.median(epoch_times))
+                walls, cpus, used = zip(*timings)
+                seconds = float(np.median(walls))
                 rate, gflops = rows / seconds, flop_rate(rows, workload.flops_per_sample, seconds) / 1e9
                 results.append({
                     "workload": workload.name, "mode": mode, "system": label, "threads": t, "rows": rows,
                     "samples_per_s": rate, "ratio_to_reference": rate / reference, "gflops": gflops,
                     "gemm_gflops": peak / 1e9, "gemm_fraction": gflops * 1e9 / peak,
-                    "warmup_s": warmup[label, t], "epoch_times": epoch_times,
+                    "warmup_s": warmup[label, t], "epoch_times": list(walls), "cpu_times": list(cpus),
+                    "cores_used": sum(cpus) / sum(walls), "affinity": sorted(set().union(*used)),
                 })
     bar.close()
     for process in processes.values():
@@ -178,14 +188,20 @@ def measure(workloads, backends, peers, rounds, thread_counts, scale=1.0, progre
     return results, skipped
 
 
+def over_threads(results):
+    """The results whose system kept more cores busy than its threads, by more than ``CORES_USED_MARGIN``."""
+    return [r for r in results if r["cores_used"] > CORES_USED_MARGIN * r["threads"]]
+
+
 def table(results):
-    """Markdown: one row per workload x mode x system, a column group per thread count, and each
-    thread count's speed-up over the fewest."""
+    """Markdown: one row per workload x mode x system, a column group per thread count (the last
+    column of each: CPU time over wall time, the cores kept busy), and each thread count's
+    speed-up over the fewest."""
     threads = sorted({r["threads"] for r in results})
     head = "| workload | mode | system | " + " | ".join(
-        f"{t}T samples/s | {t}T vs reference | {t}T GFLOP/s | {t}T % of GEMM" for t in threads) + "".join(
-        f" | {t}T / {threads[0]}T" for t in threads[1:]) + " | warm-up s |"
-    lines = [head, "|" + "---|" * (4 + 5 * len(threads) - 1)]
+        f"{t}T samples/s | {t}T vs reference | {t}T GFLOP/s | {t}T % of GEMM | {t}T cores used"
+        for t in threads) + "".join(f" | {t}T / {threads[0]}T" for t in threads[1:]) + " | warm-up s |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
     keys = list(dict.fromkeys((r["workload"], r["mode"], r["system"]) for r in results))
     by_key = {(r["workload"], r["mode"], r["system"], r["threads"]): r for r in results}
     for key in keys:
@@ -193,7 +209,7 @@ def table(results):
         for t in threads:
             r = by_key.get(key + (t,))
             cells.append(f"{r['samples_per_s']:,.0f} | {r['ratio_to_reference']:.2f}x | {r['gflops']:.1f} | "
-                         f"{r['gemm_fraction']:.0%}" if r else "- | - | - | -")
+                         f"{r['gemm_fraction']:.0%} | {r['cores_used']:.2f}" if r else "- | - | - | - | -")
         fewest = by_key.get(key + (threads[0],))
         for t in threads[1:]:
             r = by_key.get(key + (t,))
@@ -216,5 +232,6 @@ def machine():
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = None
-    return {"cpu": cpu, "cores": os.cpu_count(), "versions": versions, "blas": threadpool_info()}
+    return {"cpu": cpu, "cores": os.cpu_count(), "usable_cores": usable_cores(), "versions": versions,
+            "blas": threadpool_info()}
 
