@@ -1131,7 +1131,7 @@ cdef int _batch_step(const int64_t[:, ::1] layout, floating[::1] params, floatin
 
 
 # ---------------------------------------------------------------- an epoch of mini-batches on several threads
-# The threads of one epoch meet twice a step: each announces in its own cache line of ``sync``
+# The threads of one epoch meet three times a step: each announces in its own cache line of ``sync``
 # how many meetings it has reached, and waits until every thread has reached as many (spinning,
 # then giving up its core now and then). Line ``threads`` of ``sync`` says the epoch was
 # abandoned (a thread could not start); a waiting thread then gives up.
@@ -1163,17 +1163,65 @@ cdef extern from *:
         }
         return 1;
     }
-    static void fastgd_say(int64_t* sync, Py_ssize_t slot, int64_t value) {
-        __atomic_store_n(&sync[slot], value, __ATOMIC_RELEASE);
-    }
-    static int64_t fastgd_heard(int64_t* sync, Py_ssize_t slot) {
-        return __atomic_load_n(&sync[slot], __ATOMIC_ACQUIRE);
-    }
     """
     enum: SYNC_LINE "FASTGD_LINE"
     bint _meet "fastgd_meet"(int64_t* sync, Py_ssize_t t, Py_ssize_t threads, int64_t count) noexcept nogil
-    void _say "fastgd_say"(int64_t* sync, Py_ssize_t slot, int64_t value) noexcept nogil
-    int64_t _heard "fastgd_heard"(int64_t* sync, Py_ssize_t slot) noexcept nogil
+
+
+cdef double _finish_range(const int64_t[:, ::1] layout, floating[::1] params, floating[::1] grads, floating l2,
+                          floating lr, bint fused, Py_ssize_t low, Py_ssize_t high) noexcept nogil:
+    """:func:`_finish` on the parameters ``low`` to ``high`` only: returns their part of
+    ``sum(W**2)`` (float64)."""
+    cdef Py_ssize_t l, j, first, last
+    cdef floating* W = _at(params, 0, params.shape[0], b"params")
+    cdef floating* dW = _at(grads, 0, grads.shape[0], b"grads")
+    cdef floating v
+    cdef double squares = 0
+    for l in range(layout.shape[0]):
+        first, last = max(low, layout[l, 3]), min(high, layout[l, 4])  # W
+        for j in range(first, last):
+            v = W[j]
+            squares += <double>v * v
+            if fused:
+                W[j] = v - lr * (dW[j] + l2 * v)
+            else:
+                dW[j] += l2 * v
+        if fused:
+            first, last = max(low, layout[l, 4]), min(high, layout[l, 4] + layout[l, 1])  # b
+            for j in range(first, last):
+                W[j] -= lr * dW[j]
+    return squares
+
+
+cdef double _clip_values(floating[::1] grads, const Step* c, Py_ssize_t low, Py_ssize_t high) noexcept nogil:
+    """:func:`_clip`'s element-wise clip of ``grads[low:high]``; returns their sum of squares (float64)
+    where a norm clip follows (else 0)."""
+    cdef Py_ssize_t p
+    cdef floating* g = _at(grads, low, high - low, b"grads")
+    cdef floating bound = <floating>c.clip_value
+    cdef double squares = 0
+    if c.clip_value > 0:
+        for p in range(high - low):
+            g[p] = min(max(g[p], -bound), bound)
+    if c.clip_norm > 0:
+        for p in range(high - low):
+            squares += <double>g[p] * g[p]
+    return squares
+
+
+cdef void _scale_to_norm(floating[::1] grads, const Step* c, double squares, Py_ssize_t low,
+                         Py_ssize_t high) noexcept nogil:
+    """:func:`_clip`'s norm clip of ``grads[low:high]``, ``squares`` the sum of squares of all ``grads``."""
+    cdef Py_ssize_t p
+    cdef floating* g = _at(grads, low, high - low, b"grads")
+    cdef double ratio
+    cdef floating scale
+    if c.clip_norm > 0:
+        ratio = c.clip_norm / (sqrt(squares) + 1e-6)
+        if ratio < 1:
+            scale = <floating>ratio
+            for p in range(high - low):
+                g[p] *= scale
 
 
 cdef int _share_epoch(const int64_t[:, ::1] layout, floating[::1] params, floating[::1] grads,
@@ -1181,20 +1229,24 @@ cdef int _share_epoch(const int64_t[:, ::1] layout, floating[::1] params, floati
                       const floating[::1] Y, const double* w, const int64_t[::1] order, Py_ssize_t batch_size,
                       const Step* c, double[::1] lrs, Py_ssize_t step, floating[::1] acts,
                       const int64_t[::1] offsets, floating[::1] z, double[::1] lse, floating[::1] deltas,
-                      floating[::1] xb, floating[::1] yb, double[::1] wb, Py_ssize_t t, Py_ssize_t threads,
-                      int64_t* sync, double* losses, double* result) noexcept nogil:
+                      floating[::1] xb, floating[::1] yb, double[::1] wb, floating[::1] own_params,
+                      floating[::1] own_grads, floating[:, ::1] own_state, Py_ssize_t low, Py_ssize_t high,
+                      Py_ssize_t t, Py_ssize_t threads, int64_t* sync, double* losses, double* partials,
+                      double* result) noexcept nogil:
     """Thread ``t``'s part of an epoch of mini-batches on ``threads`` threads: of batch ``i`` (rows
     ``order[i*batch_size:(i+1)*batch_size]``), rows ``m*t//threads`` to ``m*(t+1)//threads``, whose
     gradient (over the batch's total weight) goes into ``own`` (thread 0: ``grads``; thread ``t``:
-    ``parts[t - 1]``), its loss into ``losses[t]``; thread 0 then adds the shares and takes the step. Thread 0 writes the
-    epoch's ``(loss, steps)`` into ``result``. Returns the status."""
+    ``parts[t - 1]``), its loss into ``losses[t]``; then the step on its range ``low`` to ``high`` of
+    the parameters (``own_params``, ``own_grads`` and ``own_state`` are that range), its sums into
+    ``partials[t]`` and ``partials[threads + t]``. Thread 0 writes the epoch's ``(loss, steps)`` into
+    ``result``. Returns the status (the same in every thread)."""
     cdef Py_ssize_t n = order.shape[0], n_in = layout[0, 0], n_out = layout[layout.shape[0] - 1, 1]
     cdef Py_ssize_t n_batches = (n + batch_size - 1) // batch_size, P = params.shape[0]
     cdef Py_ssize_t i, k, p, r, j, start, m, first, rows, source
     cdef int64_t meeting = 0
     cdef int status = OK
     cdef bint fused = _fused(c)
-    cdef double total_weight, count, value = 0, total = 0, squares, l2
+    cdef double total_weight, count, value = 0, total = 0, squares, norm, l2
     cdef floating* g = _at(grads, 0, P, b"grads")
     cdef floating* part
     cdef floating* gathered_x = NULL
@@ -1250,32 +1302,41 @@ cdef int _share_epoch(const int64_t[:, ::1] layout, floating[::1] params, floati
         meeting += 1
         if not _meet(sync, t, threads, meeting):
             break
-        if t == 0:
-            value = 0
-            for k in range(threads):
-                value += losses[k]
-            if isfinite(value):
-                for k in range(threads - 1):
-                    part = &parts[k, 0]
-                    for p in range(P):
-                        g[p] += part[p]
-                l2 = _batch_l2(c, total_weight)
-                squares = _finish(layout, params, grads, <floating>l2, <floating>lrs[i], fused)
-                if l2 != 0:
-                    value += 0.5 * <floating>l2 * squares
-            if isfinite(value):
-                if not fused:
-                    _clip(grads, c)
-                    _update(params, grads, state, c, lrs[i], step + i)
-                total += value * m
-                steps += 1
-            else:
-                _say(sync, SYNC_LINE * threads + 1, 1)  # stop: no step
+        # The step, each thread on its range of the parameters: the shares added, the L2 term (or
+        # plain SGD's step), clipping and the update; sums over the ranges taken in thread order.
+        value = 0
+        for k in range(threads):
+            value += losses[k]
+        if not isfinite(value):
+            status = NOT_FINITE
+            break
+        for k in range(threads - 1):
+            part = &parts[k, low]
+            for p in range(high - low):
+                g[low + p] += part[p]
+        l2 = _batch_l2(c, total_weight)
+        partials[t] = _finish_range(layout, params, grads, <floating>l2, <floating>lrs[i], fused, low, high)
+        partials[threads + t] = _clip_values(grads, c, low, high)
         meeting += 1
         if not _meet(sync, t, threads, meeting):
             break
-        if _heard(sync, SYNC_LINE * threads + 1):
+        squares = norm = 0
+        for k in range(threads):
+            squares += partials[k]
+            norm += partials[threads + k]
+        if l2 != 0:
+            value += 0.5 * <floating>l2 * squares
+        if not isfinite(value):
             status = NOT_FINITE
+            break
+        if not fused:
+            _scale_to_norm(grads, c, norm, low, high)
+            _update(own_params, own_grads, own_state, c, lrs[i], step + i)
+        if t == 0:
+            total += value * m
+        steps += 1
+        meeting += 1
+        if not _meet(sync, t, threads, meeting):
             break
     if t == 0:
         result[0], result[1] = (total / n if steps == n_batches else value), steps
@@ -1468,7 +1529,8 @@ def train_epoch(const int64_t[:, ::1] layout, floating[::1] params, floating[::1
 def train_epoch_share(const int64_t[:, ::1] layout, floating[::1] params, floating[::1] grads,
                       floating[:, ::1] parts, floating[:, ::1] state, X, Y, const double[::1] weights,
                       const int64_t[::1] order, Py_ssize_t batch_size, const Step[::1] config, double[::1] lrs,
-                      Py_ssize_t step, ws, Py_ssize_t share, int64_t[::1] sync, double[::1] losses):
+                      Py_ssize_t step, ws, Py_ssize_t share, int64_t[::1] sync, double[::1] losses,
+                      double[::1] partials):
     cdef bint dense = isinstance(X, np.ndarray)
     cdef const floating[::1] x = X.reshape(-1) if dense else params[:0], y = Y.reshape(-1)
     cdef Sparse rows
@@ -1479,7 +1541,10 @@ def train_epoch_share(const int64_t[:, ::1] layout, floating[::1] params, floati
     cdef const int64_t[::1] offsets = ws.offsets
     cdef Step c = config[0]
     cdef const double* w = _weights(weights, X.shape[0])
-    cdef floating[::1] own = grads
+    cdef Py_ssize_t threads = losses.shape[0], P = params.shape[0]
+    cdef Py_ssize_t low = P * share // threads, high = P * (share + 1) // threads
+    cdef floating[::1] own = grads, own_params = params[low:high], own_grads = grads[low:high]
+    cdef floating[:, ::1] own_state = state[:, low:high]
     cdef double result[2]
     cdef int status
     result[0] = result[1] = 0
@@ -1489,8 +1554,8 @@ def train_epoch_share(const int64_t[:, ::1] layout, floating[::1] params, floati
         rows = _sparse(X, params)
     with nogil:
         status = _share_epoch(layout, params, grads, own, parts, state, x, sparse, y, w, order, batch_size, &c, lrs, step,
-                              acts, offsets, z, lse, deltas, xb, yb, wb, share, losses.shape[0], &sync[0],
-                              &losses[0], result)
+                              acts, offsets, z, lse, deltas, xb, yb, wb, own_params, own_grads, own_state, low, high,
+                              share, threads, &sync[0], &losses[0], &partials[0], result)
     if share > 0:
         return None
     if status == BAD_ROW:

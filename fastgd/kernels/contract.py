@@ -540,7 +540,7 @@ class Kernels:
         else:  # shares 1 on of every batch: workspaces; the threads' meeting places, and their losses
             rows = -(-batch_size // threads)
             shares = ([self.workspace(rows, rows, sparse=ws.sparse, keep_outputs=False) for _ in range(threads - 1)],
-                      parts, np.zeros(SYNC_LINE * (threads + 1), np.int64), np.empty(threads))
+                      parts, np.zeros(SYNC_LINE * (threads + 1), np.int64), np.empty(threads), np.empty(2 * threads))
         return Epochs(self, arguments, batches, optimizer == "line_search", ws, rng, shares)
 
 
@@ -603,25 +603,25 @@ class Epochs:
         """An epoch of mini-batches, each batch's rows in shares on threads that meet at every step
         (:meth:`Backend.train_epoch_share`), BLAS on one thread each."""
         (layout, params, grads, state, X, Y, weights, order, batch_size, config), ws = self._arguments
-        workspaces, parts, sync, losses = self._shares
+        workspaces, parts, sync, losses, partials = self._shares
         threads = len(losses)
         sync[:] = 0
         share = functools.partial(self._kernels.backend.train_epoch_share, layout, params, grads, parts, state, X, Y,
                                   weights, order, batch_size, config, lrs, step)
         with blas_threads(1):
-            others = [pool(threads - 1).submit(_share, share, share_ws, t, sync, losses)
+            others = [pool(threads - 1).submit(_share, share, share_ws, t, sync, losses, partials)
                       for t, share_ws in enumerate(workspaces, 1)]
             try:
-                return _share(share, ws, 0, sync, losses)
+                return _share(share, ws, 0, sync, losses, partials)
             finally:  # the others write into this run's buffers: never leave them running
                 for future in others:
                     future.result()
 
 
-def _share(share, ws, t, sync, losses):
+def _share(share, ws, t, sync, losses, partials):
     """Thread ``t``'s share of an epoch of mini-batches; if it cannot run, the others stop waiting for it."""
     try:
-        return _run(share, ws, t, sync, losses)
+        return _run(share, ws, t, sync, losses, partials)
     except BaseException:
         sync[SYNC_LINE * len(losses)] = 1  # abandoned
         raise
