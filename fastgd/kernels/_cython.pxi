@@ -431,10 +431,15 @@ cdef void _forward(const int64_t[:, ::1] layout, const floating[::1] params, con
         _forward_block(layout, params, X, sparse, start, min(BLOCK_ROWS, m - start), start, acts, offsets, z, lse)
 
 
+cdef inline double _count(const int64_t[:, ::1] layout, double rows, int loss) noexcept nogil:
+    """What the loss of rows of total weight ``rows`` is divided by: that weight, times the outputs
+    for losses that are means over every element."""
+    return rows * (1 if loss == CROSS_ENTROPY else layout[layout.shape[0] - 1, 1])
+
+
 cdef inline double _loss_base(const int64_t[:, ::1] layout, const double* w, Py_ssize_t m, int loss) noexcept nogil:
-    """What the loss of ``m`` rows weighted by ``w`` (NULL: 1 each) is divided by: their total weight, times
-    the outputs for losses that are means over every element."""
-    return _rows(w, m) * (1 if loss == CROSS_ENTROPY else layout[layout.shape[0] - 1, 1])
+    """:func:`_count` of ``m`` rows weighted by ``w`` (NULL: 1 each)."""
+    return _count(layout, _rows(w, m), loss)
 
 
 cdef double _loss_rows(const int64_t[:, ::1] layout, const floating[::1] Y, const double* w, Py_ssize_t start,
@@ -1125,6 +1130,224 @@ cdef int _batch_step(const int64_t[:, ::1] layout, floating[::1] params, floatin
     return OK
 
 
+# ---------------------------------------------------------------- an epoch of mini-batches on several threads
+# The threads of one epoch meet three times a step: each announces in its own cache line of ``sync``
+# how many meetings it has reached, and waits until every thread has reached as many (spinning,
+# then giving up its core now and then). Line ``threads`` of ``sync`` says the epoch was
+# abandoned (a thread could not start); a waiting thread then gives up.
+cdef extern from *:
+    """
+    #if defined(__x86_64__) || defined(__i386__)
+    #include <immintrin.h>
+    #define FASTGD_PAUSE() _mm_pause()
+    #else
+    #define FASTGD_PAUSE() ((void)0)
+    #endif
+    #ifdef _WIN32
+    #include <windows.h>
+    #define FASTGD_YIELD() SwitchToThread()
+    #else
+    #include <sched.h>
+    #define FASTGD_YIELD() sched_yield()
+    #endif
+    #define FASTGD_LINE 8
+    static int fastgd_meet(int64_t* sync, Py_ssize_t t, Py_ssize_t threads, int64_t count) {
+        Py_ssize_t k;
+        long spins = 0;
+        __atomic_store_n(&sync[FASTGD_LINE * t], count, __ATOMIC_RELEASE);
+        for (k = 0; k < threads; k++) {
+            while (__atomic_load_n(&sync[FASTGD_LINE * k], __ATOMIC_ACQUIRE) < count) {
+                if (__atomic_load_n(&sync[FASTGD_LINE * threads], __ATOMIC_ACQUIRE)) return 0;
+                if (++spins % 4096) FASTGD_PAUSE(); else FASTGD_YIELD();
+            }
+        }
+        return 1;
+    }
+    """
+    enum: SYNC_LINE "FASTGD_LINE"
+    bint _meet "fastgd_meet"(int64_t* sync, Py_ssize_t t, Py_ssize_t threads, int64_t count) noexcept nogil
+
+
+cdef double _finish_range(const int64_t[:, ::1] layout, floating[::1] params, floating[::1] grads, floating l2,
+                          floating lr, bint fused, Py_ssize_t low, Py_ssize_t high) noexcept nogil:
+    """:func:`_finish` on the parameters ``low`` to ``high`` only: returns their part of
+    ``sum(W**2)`` (float64)."""
+    cdef Py_ssize_t l, j, first, last
+    cdef floating* W = _at(params, 0, params.shape[0], b"params")
+    cdef floating* dW = _at(grads, 0, grads.shape[0], b"grads")
+    cdef floating v
+    cdef double squares = 0
+    for l in range(layout.shape[0]):
+        first, last = max(low, layout[l, 3]), min(high, layout[l, 4])  # W
+        for j in range(first, last):
+            v = W[j]
+            squares += <double>v * v
+            if fused:
+                W[j] = v - lr * (dW[j] + l2 * v)
+            else:
+                dW[j] += l2 * v
+        if fused:
+            first, last = max(low, layout[l, 4]), min(high, layout[l, 4] + layout[l, 1])  # b
+            for j in range(first, last):
+                W[j] -= lr * dW[j]
+    return squares
+
+
+cdef double _clip_values(floating[::1] grads, const Step* c, Py_ssize_t low, Py_ssize_t high) noexcept nogil:
+    """:func:`_clip`'s element-wise clip of ``grads[low:high]``; returns their sum of squares (float64)
+    where a norm clip follows (else 0)."""
+    cdef Py_ssize_t p
+    cdef floating* g = _at(grads, low, high - low, b"grads")
+    cdef floating bound = <floating>c.clip_value
+    cdef double squares = 0
+    if c.clip_value > 0:
+        for p in range(high - low):
+            g[p] = min(max(g[p], -bound), bound)
+    if c.clip_norm > 0:
+        for p in range(high - low):
+            squares += <double>g[p] * g[p]
+    return squares
+
+
+cdef void _scale_to_norm(floating[::1] grads, const Step* c, double squares, Py_ssize_t low,
+                         Py_ssize_t high) noexcept nogil:
+    """:func:`_clip`'s norm clip of ``grads[low:high]``, ``squares`` the sum of squares of all ``grads``."""
+    cdef Py_ssize_t p
+    cdef floating* g = _at(grads, low, high - low, b"grads")
+    cdef double ratio
+    cdef floating scale
+    if c.clip_norm > 0:
+        ratio = c.clip_norm / (sqrt(squares) + 1e-6)
+        if ratio < 1:
+            scale = <floating>ratio
+            for p in range(high - low):
+                g[p] *= scale
+
+
+cdef int _share_epoch(const int64_t[:, ::1] layout, floating[::1] params, floating[::1] grads,
+                      floating[::1] own, floating[:, ::1] parts, floating[:, ::1] state, const floating[::1] X, const Sparse* sparse,
+                      const floating[::1] Y, const double* w, const int64_t[::1] order, Py_ssize_t batch_size,
+                      const Step* c, double[::1] lrs, Py_ssize_t step, floating[::1] acts,
+                      const int64_t[::1] offsets, floating[::1] z, double[::1] lse, floating[::1] deltas,
+                      floating[::1] xb, floating[::1] yb, double[::1] wb, floating[::1] own_params,
+                      floating[::1] own_grads, floating[:, ::1] own_state, Py_ssize_t low, Py_ssize_t high,
+                      Py_ssize_t t, Py_ssize_t threads, int64_t* sync, double* losses, double* partials,
+                      double* result) noexcept nogil:
+    """Thread ``t``'s part of an epoch of mini-batches on ``threads`` threads: of batch ``i`` (rows
+    ``order[i*batch_size:(i+1)*batch_size]``), rows ``m*t//threads`` to ``m*(t+1)//threads``, whose
+    gradient (over the batch's total weight) goes into ``own`` (thread 0: ``grads``; thread ``t``:
+    ``parts[t - 1]``), its loss into ``losses[t]``; then the step on its range ``low`` to ``high`` of
+    the parameters (``own_params``, ``own_grads`` and ``own_state`` are that range), its sums into
+    ``partials[t]`` and ``partials[threads + t]``. Thread 0 writes the epoch's ``(loss, steps)`` into
+    ``result``. Returns the status (the same in every thread)."""
+    cdef Py_ssize_t n = order.shape[0], n_in = layout[0, 0], n_out = layout[layout.shape[0] - 1, 1]
+    cdef Py_ssize_t n_batches = (n + batch_size - 1) // batch_size, P = params.shape[0]
+    cdef Py_ssize_t i, k, p, r, j, start, m, first, rows, source
+    cdef int64_t meeting = 0
+    cdef int status = OK
+    cdef bint fused = _fused(c)
+    cdef double total_weight, count, value = 0, total = 0, squares, norm, l2
+    cdef floating* g = _at(grads, 0, P, b"grads")
+    cdef floating* part
+    cdef floating* gathered_x = NULL
+    cdef floating* gathered_y
+    cdef double* gathered_w = NULL
+    cdef Sparse batch
+    cdef const Sparse* rows_in = NULL
+    cdef Py_ssize_t steps = 0
+    for i in range(n_batches):
+        start = i * batch_size
+        m = min(batch_size, n - start)
+        first = m * t // threads
+        rows = m * (t + 1) // threads - first
+        # Every thread reads the whole batch's rows: each finds a bad row, and the total weight, alike.
+        total_weight = 0
+        for r in range(m):
+            source = order[start + r]
+            if source < 0 or source >= n:
+                status = BAD_ROW
+                break
+            if w != NULL:
+                total_weight += w[source]
+        if status != OK:
+            break
+        if w == NULL:
+            total_weight = m
+        count = _count(layout, total_weight, c.loss)
+        gathered_y = _at(yb, 0, rows * n_out, b"gathered Y")
+        if sparse == NULL:
+            gathered_x = _at(xb, 0, rows * n_in, b"gathered X")
+        if w != NULL:
+            gathered_w = <double*>_weights(wb, rows)
+        for r in range(rows):
+            source = order[start + first + r]
+            if sparse == NULL:
+                for j in range(n_in):
+                    gathered_x[r * n_in + j] = X[source * n_in + j]
+            for j in range(n_out):
+                gathered_y[r * n_out + j] = Y[source * n_out + j]
+            if w != NULL:
+                gathered_w[r] = w[source]
+        if sparse != NULL:
+            batch = sparse[0]
+            batch.rows = &order[start + first]  # sparse rows are read where they are, in the batch's order
+            rows_in = &batch
+        if rows > 0:
+            losses[t] = _gradient_blocks(layout, params, own, xb, rows_in, yb, gathered_w, rows, count, c.loss, acts,
+                                         offsets, z, lse, deltas)
+        else:
+            losses[t] = 0
+            for p in range(P):
+                own[p] = 0
+        meeting += 1
+        if not _meet(sync, t, threads, meeting):
+            break
+        # The step, each thread on its range of the parameters: the shares added, the L2 term (or
+        # plain SGD's step), clipping and the update; sums over the ranges taken in thread order.
+        value = 0
+        for k in range(threads):
+            value += losses[k]
+        if not isfinite(value):
+            status = NOT_FINITE
+            break
+        for k in range(threads - 1):
+            part = &parts[k, low]
+            for p in range(high - low):
+                g[low + p] += part[p]
+        l2 = _batch_l2(c, total_weight)
+        partials[t] = _finish_range(layout, params, grads, <floating>l2, <floating>lrs[i], fused, low, high)
+        partials[threads + t] = _clip_values(grads, c, low, high)
+        meeting += 1
+        if not _meet(sync, t, threads, meeting):
+            break
+        squares = norm = 0
+        for k in range(threads):
+            squares += partials[k]
+            norm += partials[threads + k]
+        if l2 != 0:
+            value += 0.5 * <floating>l2 * squares
+        if not isfinite(value):
+            status = NOT_FINITE
+            break
+        if not fused:
+            _scale_to_norm(grads, c, norm, low, high)
+            _update(own_params, own_grads, own_state, c, lrs[i], step + i)
+        if t == 0:
+            total += value * m
+        steps += 1
+        meeting += 1
+        if not _meet(sync, t, threads, meeting):
+            break
+    if t == 0:
+        result[0], result[1] = (total / n if steps == n_batches else value), steps
+        if status == OK and not _finite(params):
+            status = NOT_FINITE
+        for k in range(state.shape[0]):
+            if status == OK and not _finite(state[k]):
+                status = NOT_FINITE
+    return status
+
+
 # ---------------------------------------------------------------- the backend's functions (fastgd.kernels.contract)
 cdef Sparse _sparse(X, const floating[::1] like):
     """Sparse rows ``X`` (a ``fastgd.kernels.CSR`` of the dtype of ``like``) as the kernels take
@@ -1301,6 +1524,43 @@ def train_epoch(const int64_t[:, ::1] layout, floating[::1] params, floating[::1
     if steps < n_batches:  # stopped at a batch whose loss is not finite
         return value, steps, status
     return total / n, n_batches, status
+
+
+def train_epoch_share(const int64_t[:, ::1] layout, floating[::1] params, floating[::1] grads,
+                      floating[:, ::1] parts, floating[:, ::1] state, X, Y, const double[::1] weights,
+                      const int64_t[::1] order, Py_ssize_t batch_size, const Step[::1] config, double[::1] lrs,
+                      Py_ssize_t step, ws, Py_ssize_t share, int64_t[::1] sync, double[::1] losses,
+                      double[::1] partials):
+    cdef bint dense = isinstance(X, np.ndarray)
+    cdef const floating[::1] x = X.reshape(-1) if dense else params[:0], y = Y.reshape(-1)
+    cdef Sparse rows
+    cdef const Sparse* sparse = NULL if dense else &rows
+    cdef floating[::1] acts = ws.acts, z = ws.z, deltas = ws.deltas
+    cdef floating[::1] xb = ws.x.reshape(-1), yb = ws.y.reshape(-1)
+    cdef double[::1] lse = ws.lse, wb = ws.w
+    cdef const int64_t[::1] offsets = ws.offsets
+    cdef Step c = config[0]
+    cdef const double* w = _weights(weights, X.shape[0])
+    cdef Py_ssize_t threads = losses.shape[0], P = params.shape[0]
+    cdef Py_ssize_t low = P * share // threads, high = P * (share + 1) // threads
+    cdef floating[::1] own = grads, own_params = params[low:high], own_grads = grads[low:high]
+    cdef floating[:, ::1] own_state = state[:, low:high]
+    cdef double result[2]
+    cdef int status
+    result[0] = result[1] = 0
+    if share > 0:
+        own = parts[share - 1]
+    if not dense:
+        rows = _sparse(X, params)
+    with nogil:
+        status = _share_epoch(layout, params, grads, own, parts, state, x, sparse, y, w, order, batch_size, &c, lrs, step,
+                              acts, offsets, z, lse, deltas, xb, yb, wb, own_params, own_grads, own_state, low, high,
+                              share, threads, &sync[0], &losses[0], &partials[0], result)
+    if share > 0:
+        return None
+    if status == BAD_ROW:
+        return float("nan"), int(result[1]), status
+    return result[0], int(result[1]), status
 
 
 def batch_gradient(const int64_t[:, ::1] layout, const floating[::1] params, floating[::1] grads, X, Y,

@@ -43,6 +43,7 @@ STEP = np.dtype([("loss", np.int64), ("optimizer", np.int64), ("l2", np.float64)
 STATUS = {OK: "ok", NOT_FINITE: "loss, weights or optimizer state not finite", BAD_ROW: "row index out of range"}
 MAX_STEP = 2**62
 MAX_THREADS = 1024
+SYNC_LINE = 8  # int64 words between two threads' meeting counts (a cache line): the kernels' FASTGD_LINE
 _NO_WEIGHTS = np.empty(0)  # every row weighs 1
 MT19937_WORDS = 625  # an MT19937's state as the kernels take it: 624 words of key, then the position
 _NO_TARGETS = object()  # a call without targets
@@ -520,30 +521,39 @@ class Kernels:
                              f"{'dense' if ws.sparse else 'sparse'} (workspace(..., sparse={not ws.sparse}) makes one)")
         if rng is not None and type(rng) is not np.random.RandomState:
             raise TypeError(f"rng: expected a numpy.random.RandomState or None, got {type(rng).__name__}")
-        threads = min(_check_int(threads, "threads", 1, MAX_THREADS + 1), n)
-        if threads > 1 and batches > 1:
-            raise ValueError(f"threads: only an epoch of one batch splits its rows across threads; this one has "
-                             f"{batches} batches of {batch_size} rows")
+        threads = min(_check_int(threads, "threads", 1, MAX_THREADS + 1), batch_size)
+        if threads > 1 and batches > 1 and (not hasattr(self.backend, "train_epoch_share")
+                                            or optimizer == "line_search"):
+            raise ValueError(f"threads: the {self.name} backend takes each batch of an epoch of several batches "
+                             f"on one thread{' with a line search' if hasattr(self.backend, 'train_epoch_share') else ''}")
         order = order.view()
         views = [a.view() if isinstance(a, np.ndarray) else a for a in (params, grads, state, X, Y, weights)]
         arguments = (self.layout, *views, order, batch_size, config.copy())
-        # Shares 1 on: rows, workspace and gradient (a row of ``parts``, one view kept for the run).
-        bounds = [n * k // threads for k in range(threads + 1)]
-        parts = np.empty((threads - 1, self.n_params), self.dtype)
-        shares = [(first, last, self.workspace(last - first, sparse=ws.sparse, keep_outputs=False), part)
-                  for first, last, part in zip(bounds[1:-1], bounds[2:], parts)]
-        return Epochs(self, arguments, batches, optimizer == "line_search", ws, rng,
-                      (bounds[1], shares, parts, np.empty(threads)))
+        parts = np.empty((threads - 1, self.n_params), self.dtype)  # the gradients of shares 1 on
+        if threads == 1:
+            shares = None
+        elif batches == 1:  # shares 1 on: rows, workspace and gradient (a row of ``parts``, one view kept)
+            bounds = [n * k // threads for k in range(threads + 1)]
+            shares = (bounds[1], [(first, last, self.workspace(last - first, sparse=ws.sparse, keep_outputs=False),
+                                   part) for first, last, part in zip(bounds[1:-1], bounds[2:], parts)],
+                      parts, np.empty(threads))
+        else:  # shares 1 on of every batch: workspaces; the threads' meeting places, and their losses
+            rows = -(-batch_size // threads)
+            shares = ([self.workspace(rows, rows, sparse=ws.sparse, keep_outputs=False) for _ in range(threads - 1)],
+                      parts, np.zeros(SYNC_LINE * (threads + 1), np.int64), np.empty(threads), np.empty(2 * threads))
+        return Epochs(self, arguments, batches, optimizer == "line_search", ws, rng, shares)
 
 
 class Epochs:
     """A run of epochs over buffers checked once (made by :meth:`Kernels.epochs`)."""
 
-    __slots__ = ("_kernels", "_arguments", "_batches", "_line_search", "_rng", "_shares")
+    __slots__ = ("_kernels", "_arguments", "_batches", "_line_search", "_rng", "_shares", "_epoch")
 
     def __init__(self, kernels, arguments, batches, line_search, ws, rng, shares):
         self._kernels, self._batches, self._line_search = kernels, batches, line_search
         self._arguments, self._rng, self._shares = (arguments, ws), rng, shares
+        self._epoch = (self._one_thread if shares is None else self._one_batch if batches == 1
+                       else self._mini_batches)
 
     def __call__(self, lrs, step: int) -> tuple[float, int, int]:
         """One epoch with learning rates ``lrs`` (float64, one per batch) from optimizer step ``step``:
@@ -555,8 +565,10 @@ class Epochs:
         arguments, ws = self._arguments
         if self._rng is not None:
             self._shuffle(arguments[7])
-        if self._shares[1]:
-            return self._shared(lrs, step)
+        return self._epoch(lrs, step)
+
+    def _one_thread(self, lrs, step):
+        arguments, ws = self._arguments
         return _run(self._kernels.backend.train_epoch, *arguments, lrs, step, ws)
 
     def _shuffle(self, order):
@@ -569,7 +581,7 @@ class Epochs:
         with bits.lock:
             _run(self._kernels.backend.shuffle, order, words)
 
-    def _shared(self, lrs, step):
+    def _one_batch(self, lrs, step):
         """The epoch of one batch, its rows' gradient computed in shares on threads."""
         backend = self._kernels.backend
         (layout, params, grads, state, X, Y, weights, _, _, config), ws = self._arguments
@@ -586,3 +598,30 @@ class Epochs:
                     losses[k] = future.result()
             return _run(backend.batch_step, layout, params, grads, parts, state, X, Y, weights, losses, config, lrs,
                         step, ws)
+
+    def _mini_batches(self, lrs, step):
+        """An epoch of mini-batches, each batch's rows in shares on threads that meet at every step
+        (:meth:`Backend.train_epoch_share`), BLAS on one thread each."""
+        (layout, params, grads, state, X, Y, weights, order, batch_size, config), ws = self._arguments
+        workspaces, parts, sync, losses, partials = self._shares
+        threads = len(losses)
+        sync[:] = 0
+        share = functools.partial(self._kernels.backend.train_epoch_share, layout, params, grads, parts, state, X, Y,
+                                  weights, order, batch_size, config, lrs, step)
+        with blas_threads(1):
+            others = [pool(threads - 1).submit(_share, share, share_ws, t, sync, losses, partials)
+                      for t, share_ws in enumerate(workspaces, 1)]
+            try:
+                return _share(share, ws, 0, sync, losses, partials)
+            finally:  # the others write into this run's buffers: never leave them running
+                for future in others:
+                    future.result()
+
+
+def _share(share, ws, t, sync, losses, partials):
+    """Thread ``t``'s share of an epoch of mini-batches; if it cannot run, the others stop waiting for it."""
+    try:
+        return _run(share, ws, t, sync, losses, partials)
+    except BaseException:
+        sync[SYNC_LINE * len(losses)] = 1  # abandoned
+        raise
