@@ -5,10 +5,16 @@ them than the work itself: below ``MIN_FLOPS_PER_THREAD`` of work per step and
 thread, fits run on one thread. Above it they take up to the process's BLAS
 thread limit (``threadpoolctl``, ``OMP_NUM_THREADS``, ...): an epoch of one batch
 splits its rows into shares, one per thread, each share's BLAS calls on one
-thread (``fastgd.kernels.Kernels.epochs``); steps of a mini-batch leave the
-threads to BLAS. Measured on two cores: a second thread paid off for
-[784, 256, 128, 10] on 60,000 rows a step (60 GFLOP), not for 64 rows (64 MFLOP)
-nor for [10, 64, 32, 3] on 1,500 rows (23 MFLOP).
+thread (``fastgd.kernels.Kernels.epochs``). Measured on two cores: a second thread
+paid off for [784, 256, 128, 10] on 60,000 rows a step (60 GFLOP), not for 64
+rows (64 MFLOP) nor for [10, 64, 32, 3] on 1,500 rows (23 MFLOP).
+
+Where a backend's threads meet inside its compiled epoch (``Kernels.splits_batches``),
+the steps of mini-batches split their rows too, from far less work: at least
+``MIN_ROWS_PER_SHARE`` rows and ``MIN_FLOPS_PER_SHARE`` FLOPs a thread (on two
+cores, [10, 64, 32, 3] at 64 rows a step, 1 MFLOP, ran 1.2x as fast on two threads
+as on one; at 32 rows, no faster). Elsewhere mini-batch steps leave the threads to
+BLAS.
 """
 
 import contextlib
@@ -20,6 +26,7 @@ import threadpoolctl
 from threadpoolctl import ThreadpoolController
 
 MIN_FLOPS_PER_THREAD = 1e8
+MIN_ROWS_PER_SHARE, MIN_FLOPS_PER_SHARE = 32, 4e5
 
 # Made at import (after NumPy and SciPy have loaded their BLAS): building it
 # scans the process's libraries, ~8 ms that would otherwise fall on a first fit.
@@ -94,6 +101,14 @@ def blas_threads(threads):
         yield
     finally:
         _apply(lambda active: active.remove(threads))
+
+
+def share_threads_for(layout, batch_rows):
+    """The threads that mini-batch steps of ``batch_rows`` rows repay where the threads meet inside the
+    compiled epoch (about a microsecond a meeting): at least ``MIN_ROWS_PER_SHARE`` rows and
+    ``MIN_FLOPS_PER_SHARE`` FLOPs a step for each, at most the process's BLAS thread limit."""
+    return max(1, min(_allowed(), batch_rows // MIN_ROWS_PER_SHARE,
+                      int(step_flops(layout, batch_rows) // MIN_FLOPS_PER_SHARE)))
 
 
 def blas_threads_for(layout, rows):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._codes import LOSSES, NOT_FINITE, OK
-from ._threads import blas_threads, pool, threads_for
+from ._threads import blas_threads, pool, share_threads_for, threads_for
 from ._validation import check_bool, check_int, check_nonnegative, check_positive
 from .callbacks import EpochLog, History, ProgressBar
 from .diagnosis import scale_advice
@@ -303,10 +303,13 @@ def train(net, X, Y, options: FitOptions, validation=None, weights=None) -> Hist
         grads, state, rows, lrs = np.zeros_like(params), training.state, np.arange(n), np.empty(n_batches)
         order = rows.copy()
         # Each epoch shuffles the order in the kernel: rng.permutation(n), or (reshuffle) the order before permuted.
-        # An epoch of one batch splits its rows across the threads it repays; mini-batches leave them to BLAS.
+        # An epoch of one batch splits its rows across the threads it repays; so do mini-batches where the
+        # backend's threads meet inside its epoch, and otherwise leave the threads to BLAS.
         threads = threads_for(kernels.layout, batch_size)
+        shares = threads if n_batches == 1 else share_threads_for(kernels.layout, batch_size) \
+            if kernels.splits_batches and optimizer.rule != "line_search" else 1
         train_epoch = kernels.epochs(params, grads, state, X, Y, order, batch_size, config, ws, weights,
-                                     training.rng if options.shuffle else None, threads if n_batches == 1 else 1)
+                                     training.rng if options.shuffle else None, shares)
         last = np.empty_like(params), np.empty_like(state)  # the weights and state an epoch started from
         line_search = optimizer.rule == "line_search"
         classifies = net.task.classifies

@@ -381,7 +381,8 @@ def test_sparse_X_through_the_model_and_its_tools(backend):
 def test_sparse_X_of_many_columns_is_never_densified(backend):
     """100,000 columns, batches of 200: a dense batch would be 160 MB, the dense data 320 MB. The fit
     allocates what its 1,000,000 weights need (8 MB per copy: gradients, the snapshot it can go back
-    to, the reference's scratch) and 16-row input blocks for the small-batch loops (12.8 MB each)."""
+    to, the reference's scratch; on two threads, the second's gradient) and 16-row input blocks for
+    the small-batch loops (12.8 MB each, one per thread's workspace)."""
     import tracemalloc
 
     X = scipy.sparse.random(400, 100_000, density=1e-4, format="csr", random_state=0)
@@ -392,4 +393,4 @@ def test_sparse_X_of_many_columns_is_never_densified(backend):
     net.fit(X, y, epochs=1, batch_size=200, optimizer=fastgd.SGD(lr=0.1))
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    assert peak < 100e6, peak
+    assert peak < 150e6, peak

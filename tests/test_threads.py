@@ -25,9 +25,9 @@ OPTIMIZER_CASES = {  # (rule, hyper-parameters, clip_norm)
 
 
 def epochs(backend, dtype, threads, optimizer, output="softmax", loss="cross_entropy", sparse=False, weighted=False,
-           n=600, count=4):
-    """``(params, losses, state)`` after ``count`` one-batch epochs on ``threads`` threads (the state
-    flattened, with a 0 in front: plain SGD keeps none)."""
+           n=600, count=4, batch_size=None):
+    """``(params, losses, state)`` after ``count`` epochs of batches of ``batch_size`` rows (None: one
+    batch) on ``threads`` threads (the state flattened, with a 0 in front: plain SGD keeps none)."""
     X, y = make_problem(output, n=n, n_in=6, seed=1)
     net = fastgd.MLP([6, 9, 7, 3], hidden="tanh", output=output, loss=loss, backend=backend, dtype=dtype,
                      random_state=2)
@@ -39,12 +39,15 @@ def epochs(backend, dtype, threads, optimizer, output="softmax", loss="cross_ent
     state = np.zeros((OPTIMIZERS[rule].slots(hyper), len(params)), dtype)
     weights = np.random.RandomState(3).uniform(0.2, 2.0, n) if weighted else None
     rows = CSR(scipy.sparse.csr_array(np.where(np.abs(X) < 0.7, 0, X)), dtype) if sparse else X
-    run = net.kernels.epochs(params, grads, state, rows, Y, np.arange(n), n, config, net.kernels.workspace(n),
-                             weights, np.random.RandomState(4), threads)
+    batch_size = batch_size or n
+    batches = -(-n // batch_size)
+    ws = net.kernels.workspace(batch_size, batch_size if batches > 1 else 0, sparse=sparse)
+    run = net.kernels.epochs(params, grads, state, rows, Y, np.arange(n), batch_size, config, ws, weights,
+                             np.random.RandomState(4), threads)
     losses = []
-    for step in range(count):
-        value, steps, status = run(np.full(1, 0.05), step)
-        assert (steps, status) == (1, 0)
+    for epoch in range(count):
+        value, steps, status = run(np.full(batches, 0.05), epoch * batches)
+        assert (steps, status) == (batches, 0)
         losses.append(value)
     return params, losses, np.concatenate([[0], state.ravel()])
 
@@ -206,3 +209,106 @@ def test_fits_on_two_threads_at_once_leave_the_process_blas_limit_as_it_was(back
         for worker in workers:
             worker.join()
         assert errors == [] and blas_limit() == 4
+
+
+# Backends whose epochs of several batches split each batch's rows across threads.
+SPLITTING = [name for name in BACKENDS if fastgd.MLP([2, 2], backend=name).kernels.splits_batches]
+MINI_BATCH_CASES = [name for name in OPTIMIZER_CASES if name != "line-search"]
+
+
+@pytest.mark.parametrize("backend", SPLITTING)
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("optimizer", MINI_BATCH_CASES)
+@pytest.mark.parametrize("rows", ["dense", "sparse", "weighted"])
+def test_mini_batches_in_shares_match_the_reference_in_one(backend, dtype, threads, optimizer, rows):
+    # 600 rows in batches of 64 (the last of 24), each split in 2 or 3 shares; clipping by the global norm.
+    options = dict(sparse=rows == "sparse", weighted=rows == "weighted", batch_size=64, count=2)
+    expected = epochs("numpy", dtype, 1, optimizer, **options)
+    got = epochs(backend, dtype, threads, optimizer, **options)
+    for value, reference in zip(got, expected):
+        assert_close(value, reference, TRAINING_RTOL[dtype])
+
+
+@pytest.mark.parametrize("backend", SPLITTING)
+@pytest.mark.parametrize("output, loss", [("sigmoid", "binary_cross_entropy"), ("identity", "mse"),
+                                          ("exp", "poisson")])
+def test_every_loss_in_mini_batch_shares_matches_one_thread(backend, output, loss):
+    options = dict(weighted=True, batch_size=50, count=2)
+    one = epochs(backend, "float64", 1, "momentum-clipped", output, loss, **options)
+    shared = epochs(backend, "float64", 2, "momentum-clipped", output, loss, **options)
+    for value, reference in zip(shared, one):
+        assert_close(value, reference, KERNEL_RTOL["float64"])
+
+
+@pytest.mark.parametrize("backend", SPLITTING)
+def test_mini_batches_on_the_same_threads_give_the_same_bits(backend):
+    first, second = (epochs(backend, "float32", 3, "adam", batch_size=40) for _ in range(2))
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("backend", SPLITTING)
+@pytest.mark.parametrize("bad", ["row", "value"])
+def test_a_mini_batch_share_that_fails_stops_where_one_thread_stops(backend, bad):
+    X, y = make_problem("identity", n=200, seed=0)
+    net = fastgd.MLP([5, 9, 3], output="identity", backend=backend, random_state=0)
+    X, Y, _ = net.encode(X, y)
+    order = np.arange(200)
+    if bad == "value":
+        X[150] = 1e300  # in the third batch of 64, its second share
+    else:
+        order[140] = 10**6
+    results = []
+    for threads in (1, 2):
+        params, grads = net.params.copy(), np.zeros_like(net.params)
+        value, steps, status = net.kernels.train_epoch(params, grads, np.zeros((0, len(params))), X, Y, order.copy(),
+                                                       64, step_config("mse"), np.full(4, 0.1), 0,
+                                                       net.kernels.workspace(64, 64), threads=threads)
+        results.append((params, steps, status, np.isfinite(value)))
+    (one, *rest_one), (two, *rest_two) = results
+    assert rest_one == rest_two == [2, 1 if bad == "value" else 2, False]
+    assert_close(two, one, KERNEL_RTOL["float64"])
+
+
+@pytest.mark.parametrize("backend", SPLITTING)
+def test_a_mini_batch_share_that_cannot_run_stops_the_others(backend, monkeypatch):
+    module = fastgd.kernels._loaded[backend]
+    share = module.train_epoch_share
+
+    def failing(*args):
+        if args[-4] == 1:  # thread 1
+            raise MemoryError("no room")
+        return share(*args)
+
+    monkeypatch.setattr(module, "train_epoch_share", failing)
+    with pytest.raises(MemoryError, match="no room"):
+        epochs(backend, "float64", 2, "sgd", batch_size=64, count=1)
+
+
+@pytest.mark.parametrize("backend", SPLITTING)
+def test_a_mini_batch_fit_splits_steps_that_repay_threads(backend, monkeypatch):
+    module = fastgd.kernels._loaded[backend]
+    seen = []
+    share = module.train_epoch_share
+
+    def spy(*args):
+        seen.append(threading.get_ident())
+        return share(*args)
+
+    monkeypatch.setattr(module, "train_epoch_share", spy)
+    X, y = make_problem("softmax", n=300, n_in=20, seed=0)  # 1.6 MFLOP a step of 64 rows
+    fits = {}
+    for threads in (2, 1):
+        net = fastgd.MLP([20, 256, 3], backend=backend, random_state=0)
+        with threadpool_limits(threads):
+            net.fit(X, y, epochs=3, batch_size=64, optimizer=fastgd.Adam(lr=0.01), l2=1e-3)
+        fits[threads] = net
+    assert len(seen) == 6 and seen.count(threading.get_ident()) == 3  # two threads an epoch, in the two-thread fit
+    assert_close(fits[2].params, fits[1].params, KERNEL_RTOL["float64"])
+    seen.clear()
+    with threadpool_limits(2):
+        fastgd.MLP([20, 256, 3], backend=backend, random_state=0).fit(X, y, epochs=1, batch_size=16)
+        fastgd.MLP([20, 256, 3], backend=backend, random_state=0).fit(
+            X, y, epochs=1, batch_size=64, optimizer=fastgd.BacktrackingLineSearch())
+    assert seen == []  # steps too small to repay a second thread, and a line search, run on one

@@ -119,6 +119,18 @@ class Backend(Protocol):
         the update (or line search) with ``lrs[0]``, optimizer step ``step``. Returns what
         :meth:`train_epoch` returns."""
 
+    def train_epoch_share(self, layout, params, grads, parts, state, X, Y, weights, order, batch_size: int, config,
+                          lrs, step: int, ws, share: int, sync, losses, partials):
+        """Optional (``Kernels.splits_batches``): thread ``share``'s part of :meth:`train_epoch` (no line
+        search) on ``len(losses)`` threads, each calling it at once with a workspace of its own (``ws``,
+        for ``ceil(batch_size / threads)`` rows and as many gathered rows). Of each batch, thread ``t``
+        takes rows ``m*t//threads`` to ``m*(t+1)//threads``, their gradient over the batch's total
+        weight in ``grads`` (thread 0) or ``parts[t - 1]``; then the threads take the step, each on its
+        range ``P*t//threads`` to ``P*(t+1)//threads`` of the parameters. They meet in ``sync`` (int64,
+        zeros, :data:`SYNC_LINE` words a thread and a last line that, set, tells them to give up);
+        ``losses`` (float64 ``(threads,)``) and ``partials`` (``(2 threads,)``) take their sums. Thread 0
+        returns what :meth:`train_epoch` returns, the others None."""
+
 
 def step_config(loss: str, optimizer: str = "sgd", hyper=None, l2: float = 0.0, clip_value: float = 0.0,
                 clip_norm: float = 0.0, l2_per_row: bool = False) -> np.ndarray:
@@ -353,7 +365,8 @@ class Kernels:
     Holds a private read-only copy of ``layout``; every method checks its
     arguments (types, dtypes, shapes, contiguity, alignment, codes, capacity)
     against it before the backend runs, and raises ``TypeError`` or
-    ``ValueError`` naming the argument.
+    ``ValueError`` naming the argument. ``splits_batches``: whether epochs of
+    several batches split each batch's rows across threads (see :meth:`epochs`).
     """
 
     def __init__(self, name: str, backend: Backend, layout, dtype):
@@ -362,6 +375,7 @@ class Kernels:
             raise ValueError(f"dtype: must be float32 or float64, got {dtype}")
         last = layout[-1]
         for attribute, value in dict(name=name, backend=backend, layout=layout, dtype=dtype,
+                                     splits_batches=hasattr(backend, "train_epoch_share"),
                                      n_params=int(last[B_OFFSET] + last[N_OUT]), n_in=int(layout[0, N_IN]),
                                      n_out=int(last[N_OUT]), output=_ACTIVATION_NAMES[int(last[ACTIVATION])]).items():
             object.__setattr__(self, attribute, value)
@@ -505,7 +519,10 @@ class Kernels:
 
         ``threads``: an epoch of one batch splits its rows into as many consecutive shares, whose
         gradients as many threads compute at once (:meth:`Backend.batch_gradient`), BLAS on one
-        thread each; the same ``threads`` give the same results. Epochs of several batches take 1."""
+        thread each; the same ``threads`` give the same results. So does each batch of an epoch of
+        several where the backend ``splits_batches`` (not for a line search): the threads meet inside
+        the compiled epoch at every step, each taking the step on its range of the parameters
+        (``train_epoch_share``). Elsewhere epochs of several batches take 1."""
         self._params(params, writable=True)
         self._params(grads, "grads", writable=True)
         n = self._rows(X, Y)
