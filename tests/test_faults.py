@@ -87,12 +87,14 @@ import numpy as np
 import fastgd
 X = np.random.RandomState(0).standard_normal((3000, 20))
 y = np.arange(3000) % 3
-net = fastgd.MLP([20, 64, 3], backend=sys.argv[1], random_state=0)
+batch_size, hidden = int(sys.argv[3]), int(sys.argv[4])
+net = fastgd.MLP([20, hidden, 3], backend=sys.argv[1], random_state=0)
 net.fit(X[:100], y[:100])
 seen = collections.Counter()
-deadline, stop = time.time() + float(sys.argv[2]), threading.Event()
+deadline, stop, ready = time.time() + float(sys.argv[2]), threading.Event(), threading.Event()
 
 def interrupt():
+    ready.wait()  # until the loop below catches interrupts
     while not stop.is_set():
         time.sleep(random.uniform(0.0005, 0.01))
         os.kill(os.getpid(), signal.SIGINT)
@@ -101,6 +103,7 @@ sender = threading.Thread(target=interrupt)
 sender.start()
 while True:
     try:
+        ready.set()
         if stop.is_set():
             sender.join()
             time.sleep(0.2)  # any interrupt still pending lands here
@@ -109,7 +112,7 @@ while True:
         if (seen["KeyboardInterrupt"] > 50 and seen["ok"] > 10) or time.time() > deadline:
             stop.set()
             continue
-        net.fit(X, y, batch_size=3000)
+        net.fit(X, y, batch_size=batch_size)
         seen["ok"] += 1
     except KeyboardInterrupt:
         seen["KeyboardInterrupt"] += 1
@@ -120,9 +123,12 @@ print(json.dumps(seen))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_ctrl_c_anywhere_in_a_fit_is_a_keyboard_interrupt(backend):
-    done = subprocess.run([sys.executable, "-c", INTERRUPTED, backend, "120"], capture_output=True, text=True,
-                          timeout=300)
+@pytest.mark.parametrize("batch_size, hidden", [(3000, 64), (64, 256)], ids=["full-batch", "mini-batch"])
+def test_ctrl_c_anywhere_in_a_fit_is_a_keyboard_interrupt(backend, batch_size, hidden):
+    # On two cores the mini-batch fits split their steps across two threads where the backend can
+    # (64 rows a step of [20, 256, 3]: 1.6 MFLOP).
+    done = subprocess.run([sys.executable, "-c", INTERRUPTED, backend, "120", str(batch_size), str(hidden)],
+                          capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     seen = json.loads(done.stdout.splitlines()[-1])
     assert seen.pop("KeyboardInterrupt", 0) > 50 and seen.pop("ok", 0) > 10, seen

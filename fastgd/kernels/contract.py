@@ -625,11 +625,15 @@ class Epochs:
         sync[:] = 0
         share = functools.partial(self._kernels.backend.train_epoch_share, layout, params, grads, parts, state, X, Y,
                                   weights, order, batch_size, config, lrs, step)
+        others = []
         with blas_threads(1):
-            others = [pool(threads - 1).submit(_share, share, share_ws, t, sync, losses, partials)
-                      for t, share_ws in enumerate(workspaces, 1)]
             try:
+                for t, share_ws in enumerate(workspaces, 1):
+                    others.append(pool(threads - 1).submit(_share, share, share_ws, t, sync, losses, partials))
                 return _share(share, ws, 0, sync, losses, partials)
+            except BaseException:  # before thread 0 ran (or while it was handing out the shares)
+                sync[SYNC_LINE * threads] = 1  # abandoned: the others stop waiting
+                raise
             finally:  # the others write into this run's buffers: never leave them running
                 for future in others:
                     future.result()
