@@ -11,10 +11,11 @@ rows (64 MFLOP) nor for [10, 64, 32, 3] on 1,500 rows (23 MFLOP).
 
 Where a backend's threads meet inside its compiled epoch (``Kernels.splits_batches``),
 the steps of mini-batches split their rows too, from far less work: at least
-``MIN_ROWS_PER_SHARE`` rows and ``MIN_FLOPS_PER_SHARE`` FLOPs a thread (on two
-cores, [10, 64, 32, 3] at 64 rows a step, 1 MFLOP, ran 1.2x as fast on two threads
-as on one; at 32 rows, no faster). Elsewhere mini-batch steps leave the threads to
-BLAS.
+``MIN_ROWS_PER_SHARE`` rows and ``MIN_FLOPS_PER_SHARE`` FLOPs a thread. On two
+cores, [64, 1024, 1] and [784, 256, 128, 10] at 64 rows a step (17 and 64 MFLOP)
+ran 1.4-1.5x as fast on two threads as on one, [10, 64, 32, 3] (1 MFLOP) 0.8-1.2x;
+and with the other core busy with another process, 0.55-0.7x and 0.2x: a step waits
+for its slowest thread. Elsewhere mini-batch steps leave the threads to BLAS.
 """
 
 import contextlib
@@ -26,7 +27,7 @@ import threadpoolctl
 from threadpoolctl import ThreadpoolController
 
 MIN_FLOPS_PER_THREAD = 1e8
-MIN_ROWS_PER_SHARE, MIN_FLOPS_PER_SHARE = 32, 4e5
+MIN_ROWS_PER_SHARE, MIN_FLOPS_PER_SHARE = 32, 4e6
 
 # Made at import (after NumPy and SciPy have loaded their BLAS): building it
 # scans the process's libraries, ~8 ms that would otherwise fall on a first fit.

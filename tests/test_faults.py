@@ -79,7 +79,7 @@ def test_fit_does_not_copy_ready_data(dtype, monkeypatch):
     assert given[-1] is not X and given[-1].dtype == dtype
 
 
-# Fits (each with a metrics pass over 3,000 rows) in a loop while another thread sends SIGINT
+# Fits (each with a metrics pass over its rows) in a loop while another thread sends SIGINT
 # every 0.5-10 ms; counts what each fit ended with.
 INTERRUPTED = """
 import collections, json, os, random, signal, sys, threading, time
@@ -87,7 +87,8 @@ import numpy as np
 import fastgd
 X = np.random.RandomState(0).standard_normal((3000, 20))
 y = np.arange(3000) % 3
-batch_size, hidden = int(sys.argv[3]), int(sys.argv[4])
+batch_size, hidden, rows = int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+X, y = X[:rows], y[:rows]
 net = fastgd.MLP([20, hidden, 3], backend=sys.argv[1], random_state=0)
 net.fit(X[:100], y[:100])
 seen = collections.Counter()
@@ -123,11 +124,12 @@ print(json.dumps(seen))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("batch_size, hidden", [(3000, 64), (64, 256)], ids=["full-batch", "mini-batch"])
-def test_ctrl_c_anywhere_in_a_fit_is_a_keyboard_interrupt(backend, batch_size, hidden):
+@pytest.mark.parametrize("batch_size, hidden, rows", [(3000, 64, 3000), (128, 1024, 384)],
+                         ids=["full-batch", "mini-batch"])
+def test_ctrl_c_anywhere_in_a_fit_is_a_keyboard_interrupt(backend, batch_size, hidden, rows):
     # On two cores the mini-batch fits split their steps across two threads where the backend can
-    # (64 rows a step of [20, 256, 3]: 1.6 MFLOP).
-    done = subprocess.run([sys.executable, "-c", INTERRUPTED, backend, "120", str(batch_size), str(hidden)],
+    # (128 rows a step of [20, 1024, 3]: 12.8 MFLOP).
+    done = subprocess.run([sys.executable, "-c", INTERRUPTED, backend, "120", str(batch_size), str(hidden), str(rows)],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     seen = json.loads(done.stdout.splitlines()[-1])

@@ -297,18 +297,18 @@ def test_a_mini_batch_fit_splits_steps_that_repay_threads(backend, monkeypatch):
         return share(*args)
 
     monkeypatch.setattr(module, "train_epoch_share", spy)
-    X, y = make_problem("softmax", n=300, n_in=20, seed=0)  # 1.6 MFLOP a step of 64 rows
+    X, y = make_problem("softmax", n=300, n_in=20, seed=0)  # 12.8 MFLOP a step of 128 rows
     fits = {}
     for threads in (2, 1):
-        net = fastgd.MLP([20, 256, 3], backend=backend, random_state=0)
+        net = fastgd.MLP([20, 1024, 3], backend=backend, random_state=0)
         with threadpool_limits(threads):
-            net.fit(X, y, epochs=3, batch_size=64, optimizer=fastgd.Adam(lr=0.01), l2=1e-3)
+            net.fit(X, y, epochs=3, batch_size=128, optimizer=fastgd.Adam(lr=0.01), l2=1e-3)
         fits[threads] = net
     assert len(seen) == 6 and seen.count(threading.get_ident()) == 3  # two threads an epoch, in the two-thread fit
     assert_close(fits[2].params, fits[1].params, KERNEL_RTOL["float64"])
     seen.clear()
     with threadpool_limits(2):
-        fastgd.MLP([20, 256, 3], backend=backend, random_state=0).fit(X, y, epochs=1, batch_size=16)
-        fastgd.MLP([20, 256, 3], backend=backend, random_state=0).fit(
-            X, y, epochs=1, batch_size=64, optimizer=fastgd.BacktrackingLineSearch())
+        fastgd.MLP([20, 1024, 3], backend=backend, random_state=0).fit(X, y, epochs=1, batch_size=16)
+        fastgd.MLP([20, 1024, 3], backend=backend, random_state=0).fit(
+            X, y, epochs=1, batch_size=128, optimizer=fastgd.BacktrackingLineSearch())
     assert seen == []  # steps too small to repay a second thread, and a line search, run on one

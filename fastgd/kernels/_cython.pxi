@@ -1132,17 +1132,42 @@ cdef int _batch_step(const int64_t[:, ::1] layout, floating[::1] params, floatin
 
 # ---------------------------------------------------------------- an epoch of mini-batches on several threads
 # The threads of one epoch meet three times a step: each announces in its own cache line of ``sync``
-# how many meetings it has reached, and waits until every thread has reached as many (spinning,
-# then giving up its core now and then). Line ``threads`` of ``sync`` says the epoch was
-# abandoned (a thread could not start); a waiting thread then gives up.
+# how many meetings it has reached, and waits until every thread has reached as many (spinning a
+# few tens of microseconds, then sleeping until the late thread wakes it, so that a thread that
+# lost its core is not kept from it by the ones waiting for it). Line ``threads`` of ``sync`` says
+# the epoch was abandoned (a thread could not start); a waiting thread then gives up.
 cdef extern from *:
     """
+    #include <limits.h>
     #if defined(__x86_64__) || defined(__i386__)
     #include <immintrin.h>
     #define FASTGD_PAUSE() _mm_pause()
     #else
     #define FASTGD_PAUSE() ((void)0)
     #endif
+    #define FASTGD_LINE 8
+    #define FASTGD_SPINS 2048
+    #ifdef __linux__
+    #include <linux/futex.h>
+    #include <sys/syscall.h>
+    #include <time.h>
+    #include <unistd.h>
+    /* The 32 bits of a meeting count that change first, which a sleeping thread watches. */
+    static int32_t* fastgd_word(int64_t* count) {
+    #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+        return (int32_t*)count + 1;
+    #else
+        return (int32_t*)count;
+    #endif
+    }
+    static void fastgd_sleep(int64_t* count, int64_t seen) {
+        struct timespec at_most = {0, 1000000};  /* 1 ms: then it looks again (an abandoned epoch) */
+        syscall(SYS_futex, fastgd_word(count), FUTEX_WAIT_PRIVATE, (int32_t)seen, &at_most, NULL, 0);
+    }
+    static void fastgd_wake(int64_t* count) {
+        syscall(SYS_futex, fastgd_word(count), FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+    }
+    #else
     #ifdef _WIN32
     #include <windows.h>
     #define FASTGD_YIELD() SwitchToThread()
@@ -1150,15 +1175,28 @@ cdef extern from *:
     #include <sched.h>
     #define FASTGD_YIELD() sched_yield()
     #endif
-    #define FASTGD_LINE 8
+    static void fastgd_sleep(int64_t* count, int64_t seen) { FASTGD_YIELD(); }
+    static void fastgd_wake(int64_t* count) {}
+    #endif
+    /* Thread t reaches meeting `count`: it says so in its line of `sync` (word 0: its count; word 1:
+       whether a thread sleeps waiting for it), then waits for every thread to have reached it:
+       spinning a while, then sleeping until woken (or a millisecond has passed). 0: abandoned. */
     static int fastgd_meet(int64_t* sync, Py_ssize_t t, Py_ssize_t threads, int64_t count) {
         Py_ssize_t k;
         long spins = 0;
-        __atomic_store_n(&sync[FASTGD_LINE * t], count, __ATOMIC_RELEASE);
+        int64_t seen;
+        __atomic_store_n(&sync[FASTGD_LINE * t], count, __ATOMIC_SEQ_CST);
+        if (__atomic_exchange_n(&sync[FASTGD_LINE * t + 1], 0, __ATOMIC_SEQ_CST)) fastgd_wake(&sync[FASTGD_LINE * t]);
         for (k = 0; k < threads; k++) {
-            while (__atomic_load_n(&sync[FASTGD_LINE * k], __ATOMIC_ACQUIRE) < count) {
+            while ((seen = __atomic_load_n(&sync[FASTGD_LINE * k], __ATOMIC_ACQUIRE)) < count) {
                 if (__atomic_load_n(&sync[FASTGD_LINE * threads], __ATOMIC_ACQUIRE)) return 0;
-                if (++spins % 4096) FASTGD_PAUSE(); else FASTGD_YIELD();
+                if (++spins < FASTGD_SPINS) {
+                    FASTGD_PAUSE();
+                    continue;
+                }
+                __atomic_store_n(&sync[FASTGD_LINE * k + 1], 1, __ATOMIC_SEQ_CST);
+                seen = __atomic_load_n(&sync[FASTGD_LINE * k], __ATOMIC_SEQ_CST);
+                if (seen < count) fastgd_sleep(&sync[FASTGD_LINE * k], seen);
             }
         }
         return 1;

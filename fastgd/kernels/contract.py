@@ -538,7 +538,8 @@ class Kernels:
                              f"{'dense' if ws.sparse else 'sparse'} (workspace(..., sparse={not ws.sparse}) makes one)")
         if rng is not None and type(rng) is not np.random.RandomState:
             raise TypeError(f"rng: expected a numpy.random.RandomState or None, got {type(rng).__name__}")
-        threads = min(_check_int(threads, "threads", 1, MAX_THREADS + 1), batch_size)
+        threads = min(_check_int(threads, "threads", 1, MAX_THREADS + 1), batch_size,
+                      self.n_params if batches > 1 else n)  # a range of the parameters each, or of the rows
         if threads > 1 and batches > 1 and (not hasattr(self.backend, "train_epoch_share")
                                             or optimizer == "line_search"):
             raise ValueError(f"threads: the {self.name} backend takes each batch of an epoch of several batches "
