@@ -52,14 +52,22 @@ def epochs(backend, dtype, threads, optimizer, output="softmax", loss="cross_ent
     return params, losses, np.concatenate([[0], state.ravel()])
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+# Backends whose epochs of several batches split each batch's rows across threads.
+SPLITTING = [name for name in BACKENDS if fastgd.MLP([2, 2], backend=name).kernels.splits_batches]
+MINI_BATCH_CASES = [name for name in OPTIMIZER_CASES if name != "line-search"]
+# One batch of 600 rows in 2 or 3 shares (each more than one block of rows of the compiled backends);
+# batches of 64 (the last of 24), each in 2 or 3 shares, with every optimizer but the line search.
+SHARE_CASES = [(backend, None, optimizer) for backend in BACKENDS for optimizer in OPTIMIZER_CASES] + \
+    [(backend, 64, optimizer) for backend in SPLITTING for optimizer in MINI_BATCH_CASES]
+
+
+@pytest.mark.parametrize("backend, batch_size, optimizer", SHARE_CASES)
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("threads", [2, 3])
-@pytest.mark.parametrize("optimizer", list(OPTIMIZER_CASES))
 @pytest.mark.parametrize("rows", ["dense", "sparse", "weighted"])
-def test_an_epoch_in_shares_matches_the_reference_in_one(backend, dtype, threads, optimizer, rows):
-    # 600 rows in 2 or 3 shares: each more than one block of rows of the compiled backends.
-    options = dict(sparse=rows == "sparse", weighted=rows == "weighted")
+def test_an_epoch_in_shares_matches_the_reference_in_one(backend, batch_size, optimizer, dtype, threads, rows):
+    options = dict(sparse=rows == "sparse", weighted=rows == "weighted", batch_size=batch_size,
+                   count=4 if batch_size is None else 2)
     expected = epochs("numpy", dtype, 1, optimizer, **options)
     got = epochs(backend, dtype, threads, optimizer, **options)
     for value, reference in zip(got, expected):
@@ -210,24 +218,6 @@ def test_fits_on_two_threads_at_once_leave_the_process_blas_limit_as_it_was(back
             worker.join()
         assert errors == [] and blas_limit() == 4
 
-
-# Backends whose epochs of several batches split each batch's rows across threads.
-SPLITTING = [name for name in BACKENDS if fastgd.MLP([2, 2], backend=name).kernels.splits_batches]
-MINI_BATCH_CASES = [name for name in OPTIMIZER_CASES if name != "line-search"]
-
-
-@pytest.mark.parametrize("backend", SPLITTING)
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("threads", [2, 3])
-@pytest.mark.parametrize("optimizer", MINI_BATCH_CASES)
-@pytest.mark.parametrize("rows", ["dense", "sparse", "weighted"])
-def test_mini_batches_in_shares_match_the_reference_in_one(backend, dtype, threads, optimizer, rows):
-    # 600 rows in batches of 64 (the last of 24), each split in 2 or 3 shares; clipping by the global norm.
-    options = dict(sparse=rows == "sparse", weighted=rows == "weighted", batch_size=64, count=2)
-    expected = epochs("numpy", dtype, 1, optimizer, **options)
-    got = epochs(backend, dtype, threads, optimizer, **options)
-    for value, reference in zip(got, expected):
-        assert_close(value, reference, TRAINING_RTOL[dtype])
 
 
 @pytest.mark.parametrize("backend", SPLITTING)
