@@ -1263,8 +1263,9 @@ cdef void _scale_to_norm(floating[::1] grads, const Step* c, double squares, Py_
 
 
 cdef int _share_epoch(const int64_t[:, ::1] layout, floating[::1] params, floating[::1] grads,
-                      floating[::1] own, floating[:, ::1] parts, floating[:, ::1] state, const floating[::1] X, const Sparse* sparse,
-                      const floating[::1] Y, const double* w, const int64_t[::1] order, Py_ssize_t batch_size,
+                      floating[::1] own, floating[:, ::1] parts, floating[:, ::1] state, const floating[::1] X,
+                      const Sparse* sparse, const floating[::1] Y, const double* w, const int64_t[::1] order,
+                      Py_ssize_t batch_size,
                       const Step* c, double[::1] lrs, Py_ssize_t step, floating[::1] acts,
                       const int64_t[::1] offsets, floating[::1] z, double[::1] lse, floating[::1] deltas,
                       floating[::1] xb, floating[::1] yb, double[::1] wb, floating[::1] own_params,
@@ -1591,9 +1592,9 @@ def train_epoch_share(const int64_t[:, ::1] layout, floating[::1] params, floati
     if not dense:
         rows = _sparse(X, params)
     with nogil:
-        status = _share_epoch(layout, params, grads, own, parts, state, x, sparse, y, w, order, batch_size, &c, lrs, step,
-                              acts, offsets, z, lse, deltas, xb, yb, wb, own_params, own_grads, own_state, low, high,
-                              share, threads, &sync[0], &losses[0], &partials[0], result)
+        status = _share_epoch(layout, params, grads, own, parts, state, x, sparse, y, w, order, batch_size, &c, lrs,
+                              step, acts, offsets, z, lse, deltas, xb, yb, wb, own_params, own_grads, own_state, low,
+                              high, share, threads, &sync[0], &losses[0], &partials[0], result)
     if share > 0:
         return None
     if status == BAD_ROW:

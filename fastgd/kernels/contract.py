@@ -540,10 +540,9 @@ class Kernels:
             raise TypeError(f"rng: expected a numpy.random.RandomState or None, got {type(rng).__name__}")
         threads = min(_check_int(threads, "threads", 1, MAX_THREADS + 1), batch_size,
                       self.n_params if batches > 1 else n)  # a range of the parameters each, or of the rows
-        if threads > 1 and batches > 1 and (not hasattr(self.backend, "train_epoch_share")
-                                            or optimizer == "line_search"):
+        if threads > 1 and batches > 1 and (not self.splits_batches or optimizer == "line_search"):
             raise ValueError(f"threads: the {self.name} backend takes each batch of an epoch of several batches "
-                             f"on one thread{' with a line search' if hasattr(self.backend, 'train_epoch_share') else ''}")
+                             f"on one thread{' with a line search' if self.splits_batches else ''}")
         order = order.view()
         views = [a.view() if isinstance(a, np.ndarray) else a for a in (params, grads, state, X, Y, weights)]
         arguments = (self.layout, *views, order, batch_size, config.copy())
