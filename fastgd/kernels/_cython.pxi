@@ -741,23 +741,40 @@ cdef double _step(const int64_t[:, ::1] layout, floating[::1] params, floating[:
     return value + 0.5 * l2 * squares if l2 != 0 else value
 
 
-cdef void _clip(floating[::1] grads, const Step* c) noexcept nogil:
-    """Element-wise clip to ``clip_value``, then global-norm clip to ``clip_norm`` (0: off)."""
-    cdef Py_ssize_t p, n = grads.shape[0]
-    cdef floating* g = _at(grads, 0, n, b"grads")
-    cdef floating bound = <floating>c.clip_value, scale
-    cdef double squares = 0, ratio
+cdef double _clip_values(floating[::1] grads, const Step* c, Py_ssize_t low, Py_ssize_t high) noexcept nogil:
+    """:func:`_clip`'s element-wise clip of ``grads[low:high]``; returns their sum of squares (float64)
+    where a norm clip follows (else 0)."""
+    cdef Py_ssize_t p
+    cdef floating* g = _at(grads, low, high - low, b"grads")
+    cdef floating bound = <floating>c.clip_value
+    cdef double squares = 0
     if c.clip_value > 0:
-        for p in range(n):
+        for p in range(high - low):
             g[p] = min(max(g[p], -bound), bound)
     if c.clip_norm > 0:
-        for p in range(n):
+        for p in range(high - low):
             squares += <double>g[p] * g[p]
+    return squares
+
+
+cdef void _scale_to_norm(floating[::1] grads, const Step* c, double squares, Py_ssize_t low,
+                         Py_ssize_t high) noexcept nogil:
+    """:func:`_clip`'s norm clip of ``grads[low:high]``, ``squares`` the sum of squares of all ``grads``."""
+    cdef Py_ssize_t p
+    cdef floating* g = _at(grads, low, high - low, b"grads")
+    cdef double ratio
+    cdef floating scale
+    if c.clip_norm > 0:
         ratio = c.clip_norm / (sqrt(squares) + 1e-6)
         if ratio < 1:
             scale = <floating>ratio
-            for p in range(n):
+            for p in range(high - low):
                 g[p] *= scale
+
+
+cdef void _clip(floating[::1] grads, const Step* c) noexcept nogil:
+    """Element-wise clip to ``clip_value``, then global-norm clip to ``clip_norm`` (0: off)."""
+    _scale_to_norm(grads, c, _clip_values(grads, c, 0, grads.shape[0]), 0, grads.shape[0])
 
 
 cdef void _update(floating[::1] parameters, const floating[::1] gradients, floating[:, ::1] state, const Step* c,
@@ -1229,37 +1246,6 @@ cdef double _finish_range(const int64_t[:, ::1] layout, floating[::1] params, fl
             for j in range(first, last):
                 W[j] -= lr * dW[j]
     return squares
-
-
-cdef double _clip_values(floating[::1] grads, const Step* c, Py_ssize_t low, Py_ssize_t high) noexcept nogil:
-    """:func:`_clip`'s element-wise clip of ``grads[low:high]``; returns their sum of squares (float64)
-    where a norm clip follows (else 0)."""
-    cdef Py_ssize_t p
-    cdef floating* g = _at(grads, low, high - low, b"grads")
-    cdef floating bound = <floating>c.clip_value
-    cdef double squares = 0
-    if c.clip_value > 0:
-        for p in range(high - low):
-            g[p] = min(max(g[p], -bound), bound)
-    if c.clip_norm > 0:
-        for p in range(high - low):
-            squares += <double>g[p] * g[p]
-    return squares
-
-
-cdef void _scale_to_norm(floating[::1] grads, const Step* c, double squares, Py_ssize_t low,
-                         Py_ssize_t high) noexcept nogil:
-    """:func:`_clip`'s norm clip of ``grads[low:high]``, ``squares`` the sum of squares of all ``grads``."""
-    cdef Py_ssize_t p
-    cdef floating* g = _at(grads, low, high - low, b"grads")
-    cdef double ratio
-    cdef floating scale
-    if c.clip_norm > 0:
-        ratio = c.clip_norm / (sqrt(squares) + 1e-6)
-        if ratio < 1:
-            scale = <floating>ratio
-            for p in range(high - low):
-                g[p] *= scale
 
 
 cdef int _share_epoch(const int64_t[:, ::1] layout, floating[::1] params, floating[::1] grads,
