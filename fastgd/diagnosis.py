@@ -54,13 +54,15 @@ def diagnose(history, window: int = 5, plateau: float = 1e-3, overfit: float = 0
       that thousandth), and by more than it fell overall (the learning rate is
       too large);
     - **overfitting**: the validation loss has risen more than ``overfit``
-      (relative) above its minimum, reached over ``window`` epochs ago, while
-      the training loss kept falling;
+      (relative) above its minimum, reached ``window`` or more epochs ago,
+      while the training loss kept falling;
     - **underfitting**: the training loss has stopped falling (less than
       ``plateau`` relative improvement over the last ``window`` epochs) while
       still high: training accuracy below ``min_accuracy``, or, without
       accuracy, loss above ``max_loss`` (when given);
-    - **converged**: stopped falling, not high;
+    - **converged**: stopped falling, not high; or still falling while the
+      validation loss has not fallen for ``window`` epochs (more epochs will
+      not help);
     - **improving**: still falling; a single epoch counts as improving (the
       message says to train more epochs).
 
@@ -114,12 +116,16 @@ def _state(logs, key, params, window, plateau, overfit, diverge, min_accuracy, m
         return "oscillating", (f"the loss swings between epochs (over the last {len(steps)} epochs its rises add up to "
                                f"{rises / lowest:.0%} of its lowest value): lower the learning rate (try "
                                "fastgd.lr_find)"), best
-    if val is not None and val[-1] > val[best] * (1 + overfit) and last - best > window and train[-1] < train[best]:
+    if val is not None and val[-1] > val[best] * (1 + overfit) and last - best >= window and train[-1] < train[best]:
         return "overfitting", (f"validation loss is lowest after {best + 1} epochs (best_epoch={best}) and rising "
                                f"while training loss falls: stop early (fastgd.EarlyStopping(patience={window})), "
                                "add l2 or data"), best
     start = train[max(0, last - window)]
     if (start - train[-1]) / max(abs(start), np.finfo(float).tiny) >= plateau:
+        if val is not None and last - best >= window:
+            return "converged", (f"the validation loss is lowest after {best + 1} epochs (best_epoch={best}) and has "
+                                 f"not fallen since, while the training loss falls: more epochs will not help; add "
+                                 "data or l2 to go lower"), best
         if one_step:
             return "improving", ("the loss is still falling: train longer (more epochs), or pass batch_size=... "
                                  "(each full-batch epoch is one gradient step)"), best

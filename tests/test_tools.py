@@ -232,6 +232,26 @@ def test_diagnose_reads_a_real_history():
     assert fastgd.diagnose({"loss": [1.0]}).message == "one epoch is too few to judge: train more epochs (epochs=...)"
 
 
+def test_diagnose_says_more_epochs_will_not_help_once_the_validation_loss_stalls():
+    logs = curves(1 / (1 + EPOCHS[:16]), np.r_[np.linspace(1, 0.5, 11), 0.51, 0.505, 0.52, 0.51, 0.515])
+    diagnosis = fastgd.diagnose(logs)
+    assert diagnosis == fastgd.diagnosis.Diagnosis("converged", (
+        "the validation loss is lowest after 11 epochs (best_epoch=10) and has not fallen since, while the training "
+        "loss falls: more epochs will not help; add data or l2 to go lower"), 10)
+    logs["val_loss"][-1] = 0.499  # a new low: still improving
+    assert fastgd.diagnose(logs).state == "improving"
+
+
+def test_diagnose_does_not_say_train_longer_after_early_stopping(textbook_data):
+    X_train, X_test, y_train, y_test = textbook_data
+    net = fastgd.MLP([10, 64, 32, 3], random_state=0)
+    history = net.fit(X_train, y_train, epochs=200, batch_size=32, optimizer=fastgd.SGD(lr=0.05),
+                      validation_data=(X_test, y_test), callbacks=[fastgd.EarlyStopping(patience=5)])
+    assert len(history.history["loss"]) < 200
+    diagnosis = fastgd.diagnose(history)
+    assert diagnosis.state in ("overfitting", "converged") and "longer" not in diagnosis.message, diagnosis
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_diagnose_says_one_full_batch_epoch_is_one_step(backend):
     X, y = make_problem("softmax")
