@@ -44,7 +44,7 @@ def scale_advice(X, max_scale: float = 10.0) -> str:
 def diagnose(history, window: int = 5, plateau: float = 1e-3, overfit: float = 0.05, diverge: float = 1.5,
              min_accuracy: float = 0.8, max_loss: float | None = None, *, swing: float = 0.1, X=None,
              max_scale: float = 10.0) -> Diagnosis:
-    """The state of training from a :class:`History` (or its ``history`` dict), tested in order:
+    """The state of training from a :class:`~fastgd.callbacks.History` (or its ``history`` dict), tested in order:
 
     - **diverging**: a loss is not finite, or the last training loss exceeds
       ``diverge`` times its minimum (or its minimum plus ``diverge - 1`` times a

@@ -234,7 +234,7 @@ class MLP:
         (one epoch of one full batch) take a single gradient step, so pass
         ``epochs`` (and ``batch_size``) to train a model; ``fastgd.diagnose(history)``
         says what to change. Returns a
-        :class:`History`: per epoch ``loss`` (the batches' losses while training, averaged over rows),
+        :class:`~fastgd.callbacks.History`: per epoch ``loss`` (the batches' losses while training, averaged over rows),
         ``train_loss``/``train_accuracy`` (whole training set after the epoch,
         unless ``train_metrics=False``), ``val_loss``/``val_accuracy`` and
         ``epoch_time`` (seconds of training, metrics excluded), and for a line

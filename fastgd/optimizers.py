@@ -136,7 +136,9 @@ class SGD(Optimizer):
 
 @dataclass(frozen=True, repr=False)
 class Momentum(Optimizer):
-    """Gradient descent with momentum as an exponential moving average::
+    """Gradient descent with momentum as an exponential moving average.
+
+    Each step::
 
         v = beta * v + (1 - beta) * g     (v = 0 at the start)
         w = w - lr * v
@@ -195,7 +197,9 @@ class AdamW(Adam):
 
 @dataclass(frozen=True, repr=False)
 class RMSprop(Optimizer):
-    """RMSprop, as ``torch.optim.RMSprop``::
+    """RMSprop, as ``torch.optim.RMSprop``.
+
+    Each step::
 
         s = alpha * s + (1 - alpha) * g**2
         a = alpha * a + (1 - alpha) * g                                   (centered)

@@ -100,7 +100,7 @@ def plot_lr_find(result, path=None):
 
 def plot_trajectories(fun, trajectories: dict, path=None, bounds=None, resolution: int = 200, minimum=None,
                       title: str = "optimizer trajectories"):
-    """Optimizer paths (``{name: Trajectory}`` from :func:`fastgd.minimize`) on the contours of a
+    """Optimizer paths (``{name: Trajectory}`` from :func:`fastgd.minimize <fastgd.functions.minimize>`) on the contours of a
     function of 2 variables, from their start (a black dot) to ``minimum`` (a star) when given;
     ``bounds = (x_min, x_max, y_min, y_max)``, else around the paths."""
     points = np.vstack([t.points for t in trajectories.values()])

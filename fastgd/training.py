@@ -3,7 +3,7 @@
 :func:`train` runs every epoch of a fit over arrays that are already
 checked: ``MLP.fit``, the scikit-learn estimators and the tools call it.
 Everything that changes while a model trains lives in its
-:class:`TrainingState`, which the model file saves.
+:class:`~fastgd.training.TrainingState`, which the model file saves.
 """
 
 import threading
@@ -273,7 +273,7 @@ def train(net, X, Y, options: FitOptions, validation=None, weights=None) -> Hist
     ``net.task``) for ``options.epochs`` epochs, continuing from its weights and training state.
     ``weights``: checked float64 weights of the rows (None: 1 each), for the training loss.
 
-    ``validation``: checked rows ``(X_val, Y_val)`` or None. Returns the :class:`History`
+    ``validation``: checked rows ``(X_val, Y_val)`` or None. Returns the :class:`~fastgd.callbacks.History`
     (also in ``net.history_``): per epoch ``loss`` (the batches' losses while training, averaged over rows),
     ``train_loss``/``train_accuracy`` (whole training set after the epoch, unless
     ``options.train_metrics`` is False), ``val_loss``/``val_accuracy``, ``epoch_time``

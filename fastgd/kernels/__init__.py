@@ -1,5 +1,5 @@
 """Backend registry: each backend is one kernel module with the functions of
-:class:`contract.Backend`; :func:`kernels` gives the checked entry into one of them.
+:class:`~fastgd.kernels.contract.Backend`; :func:`kernels` gives the checked entry into one of them.
 """
 
 import importlib
@@ -16,8 +16,8 @@ from .contract import CSR, STEP, Kernels, step_config
 __all__ = ["CSR", "PREFERENCE", "STEP", "Kernels", "backends", "cython_build", "cython_builds", "kernels", "resolve",
            "resolve_saved", "step_config", "warmup"]
 
-# Preference order of ``backend="auto"``: compiled ahead of time (no warm-up),
-# then JIT-compiled, then the reference.
+#: Preference order of ``backend="auto"``: compiled ahead of time (no warm-up),
+#: then JIT-compiled, then the reference.
 PREFERENCE = ("cython", "numba", "numpy")
 _MODULES = {"numpy": "._numpy", "numba": "._numba", "cython": "._cython"}
 _loaded = {}

@@ -12,12 +12,12 @@ A backend is a module (``_numpy.py``, the reference; ``_numba.py``;
   ``weights``: float64 ``(m,)``, each row's weight, or ``(0,)``: every row weighs 1. A
   weighted batch's loss and gradient are means over its total weight (``l2_per_row``:
   the L2 coefficient over it too).
-- ``config``: one record of dtype :data:`STEP` (shape ``(1,)``): the loss and
+- ``config``: one record of dtype :data:`~fastgd.kernels.contract.STEP` (shape ``(1,)``): the loss and
   optimizer codes, ``l2`` (``l2_per_row``: over the batch's rows), ``clip_value``, ``clip_norm`` (0: off) and every
   optimizer hyper-parameter by name (:func:`step_config` makes one).
 - ``ws``: the backend's workspace, made by its ``workspace`` function.
 - ``generator``: uint32 ``(625,)``, the state of a NumPy ``RandomState``'s MT19937 (its key of
-  624 words, then its position; :func:`generator_state` gives a view of a live one).
+  624 words, then its position; :func:`~fastgd.kernels.contract.generator_state` gives a view of a live one).
 
 Every array is C-contiguous and aligned, with the dtype and shape above.
 :class:`Kernels` checks all of that, and the codes, the optimizer state
@@ -38,6 +38,8 @@ from .._codes import ACTIVATIONS, BAD_ROW, HIDDEN_ACTIVATIONS, HYPER, LOSS_OUTPU
 from .._layout import ACTIVATION, B_OFFSET, N_IN, N_OUT
 from .._threads import blas_threads, pool
 
+#: The record of a step's configuration, with the loss and optimizer codes, L2 and its scaling, the
+#: clips, and every optimizer's hyper-parameters by name (the other optimizers' are ignored).
 STEP = np.dtype([("loss", np.int64), ("optimizer", np.int64), ("l2", np.float64), ("l2_per_row", np.float64),
                  ("clip_value", np.float64), ("clip_norm", np.float64)] + [(name, np.float64) for name in HYPER])
 STATUS = {OK: "ok", NOT_FINITE: "loss, weights or optimizer state not finite", BAD_ROW: "row index out of range"}
@@ -127,14 +129,14 @@ class Backend(Protocol):
         takes rows ``m*t//threads`` to ``m*(t+1)//threads``, their gradient over the batch's total
         weight in ``grads`` (thread 0) or ``parts[t - 1]``; then the threads take the step, each on its
         range ``P*t//threads`` to ``P*(t+1)//threads`` of the parameters. They meet in ``sync`` (int64,
-        zeros, :data:`SYNC_LINE` words a thread and a last line that, set, tells them to give up);
+        zeros, ``SYNC_LINE`` words a thread and a last line that, set, tells them to give up);
         ``losses`` (float64 ``(threads,)``) and ``partials`` (``(2 threads,)``) take their sums. Thread 0
         returns what :meth:`train_epoch` returns, the others None."""
 
 
 def step_config(loss: str, optimizer: str = "sgd", hyper=None, l2: float = 0.0, clip_value: float = 0.0,
                 clip_norm: float = 0.0, l2_per_row: bool = False) -> np.ndarray:
-    """The step configuration, a ``(1,)`` array of dtype :data:`STEP`: ``loss`` and ``optimizer``
+    """The step configuration, a ``(1,)`` array of dtype :data:`~fastgd.kernels.contract.STEP`: ``loss`` and ``optimizer``
     by name (``fastgd._codes``), ``hyper`` a mapping of the optimizer's hyper-parameters by name
     (None: all 0, which is plain SGD). With ``l2_per_row`` a batch of ``m`` rows gets the L2
     coefficient ``l2 / m`` (scikit-learn's ``alpha``, a penalty on the batch's summed loss)."""
@@ -483,7 +485,7 @@ class Kernels:
         return _run(self.backend.backward, self.layout, params, X, Y, weights, config, ws, grads)
 
     def clip(self, grads, config) -> None:
-        """Clip ``grads`` in place as ``config`` says (see :meth:`Backend.clip`)."""
+        """Clip ``grads`` in place as ``config`` says (see :meth:`~fastgd.kernels.contract.Backend.clip`)."""
         self._params(grads, "grads", writable=True)
         config, _, _ = self._config(config)
         _run(self.backend.clip, grads, config)
@@ -504,7 +506,7 @@ class Kernels:
         """One epoch over the rows of ``X`` in ``order``, rows weighted by ``weights`` (float64 ``(n,)``;
         None: 1 each), ``order`` first shuffled in place as ``rng.shuffle(order)`` would (a NumPy
         ``RandomState``; None: as it is), one batch split across ``threads`` threads (see :meth:`epochs`):
-        ``(mean loss per row over the batches, steps taken, status)`` (see :meth:`Backend.train_epoch`)."""
+        ``(mean loss per row over the batches, steps taken, status)`` (see :meth:`~fastgd.kernels.contract.Backend.train_epoch`)."""
         return self.epochs(params, grads, state, X, Y, order, batch_size, config, ws, weights, rng, threads)(lrs, step)
 
     def epochs(self, params, grads, state, X, Y, order, batch_size: int, config, ws, weights=None,
@@ -514,11 +516,11 @@ class Kernels:
         Between calls, the contents of ``params``, ``grads``, ``state`` and ``order`` may change;
         their shapes and dtypes are fixed (the run keeps views of its own). With ``rng`` every
         epoch shuffles ``order`` first, as ``rng.shuffle`` would: in the backend's ``shuffle`` kernel,
-        holding the generator's lock for the shuffle alone, when :func:`generator_state` can read the
+        holding the generator's lock for the shuffle alone, when :func:`~fastgd.kernels.contract.generator_state` can read the
         state of ``rng``'s bit generator at that moment; else by ``rng.shuffle`` itself.
 
         ``threads``: an epoch of one batch splits its rows into as many consecutive shares, whose
-        gradients as many threads compute at once (:meth:`Backend.batch_gradient`), BLAS on one
+        gradients as many threads compute at once (:meth:`~fastgd.kernels.contract.Backend.batch_gradient`), BLAS on one
         thread each; the same ``threads`` give the same results. So does each batch of an epoch of
         several where the backend ``splits_batches`` (not for a line search): the threads meet inside
         the compiled epoch at every step, each taking the step on its range of the parameters
@@ -562,7 +564,7 @@ class Kernels:
 
 
 class Epochs:
-    """A run of epochs over buffers checked once (made by :meth:`Kernels.epochs`)."""
+    """A run of epochs over buffers checked once (made by :meth:`Kernels.epochs <fastgd.kernels.Kernels.epochs>`)."""
 
     __slots__ = ("_kernels", "_arguments", "_batches", "_line_search", "_rng", "_shares", "_epoch")
 
@@ -618,7 +620,7 @@ class Epochs:
 
     def _mini_batches(self, lrs, step):
         """An epoch of mini-batches, each batch's rows in shares on threads that meet at every step
-        (:meth:`Backend.train_epoch_share`), BLAS on one thread each."""
+        (:meth:`~fastgd.kernels.contract.Backend.train_epoch_share`), BLAS on one thread each."""
         (layout, params, grads, state, X, Y, weights, order, batch_size, config), ws = self._arguments
         workspaces, parts, sync, losses, partials = self._shares
         threads = len(losses)
