@@ -49,6 +49,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import r2_score
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_array, check_random_state, column_or_1d
+from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.multiclass import check_classification_targets, type_of_target, unique_labels
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted, validate_data
@@ -148,13 +149,13 @@ class _BaseMLP(BaseEstimator):
             check_int(self.n_iter_no_change, "n_iter_no_change")
         return [int(s) for s in sizes]
 
-    def _check_split(self, targets):
+    def _check_split(self, targets, stratify=None):
         """With ``early_stopping`` (of a stochastic solver), that the validation split of ``targets``
-        can be made as scikit-learn makes it (its stratification's errors first) and has the 2 rows it
-        needs; before anything is built or drawn."""
+        (stratified on ``stratify``) can be made as scikit-learn makes it (its stratification's errors
+        first) and has the 2 rows it needs; before anything is built or drawn."""
         if not (self.early_stopping and _stochastic(self)):
             return
-        n, stratify = len(targets), self._stratify(targets)
+        n = len(targets)
         if stratify is not None:
             train_test_split(np.arange(n), test_size=self.validation_fraction, stratify=stratify, random_state=0)
         if math.ceil(self.validation_fraction * n) < 2:
@@ -367,15 +368,43 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     Binary problems get one sigmoid output unit, multi-class problems a softmax
     layer, multi-label indicator targets one sigmoid unit per label; all with
     log-loss. ``backend`` and ``dtype`` choose fastgd's kernels.
+
+    ``class_weight`` is scikit-learn's other classifiers' (its MLP has none): None, ``"balanced"``
+    or ``{label: weight}`` (a list of them, one per label, for multi-label targets). It multiplies
+    ``sample_weight``; ``"balanced"`` weighs a row of class ``c`` ``n_samples / (n_classes *
+    bincount(y)[c])`` over the ``y`` of each ``fit``. ``partial_fit`` takes a dict, not
+    ``"balanced"``, whose counts one batch cannot give.
     """
+
+    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam", alpha=0.0001,
+                 batch_size="auto", learning_rate="constant", learning_rate_init=0.001, power_t=0.5, max_iter=200,
+                 shuffle=True, random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
+                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1, beta_1=0.9, beta_2=0.999,
+                 epsilon=1e-8, n_iter_no_change=10, max_fun=15000, class_weight=None, backend="auto", dtype=None):
+        super().__init__(hidden_layer_sizes, activation, solver=solver, alpha=alpha, batch_size=batch_size,
+                         learning_rate=learning_rate, learning_rate_init=learning_rate_init, power_t=power_t,
+                         max_iter=max_iter, shuffle=shuffle, random_state=random_state, tol=tol, verbose=verbose,
+                         warm_start=warm_start, momentum=momentum, nesterovs_momentum=nesterovs_momentum,
+                         early_stopping=early_stopping, validation_fraction=validation_fraction, beta_1=beta_1,
+                         beta_2=beta_2, epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun,
+                         backend=backend, dtype=dtype)
+        self.class_weight = class_weight
+
+    def _check_params(self):
+        weights = self.class_weight
+        _check(weights is None or weights == "balanced" or isinstance(weights, (dict, list)),
+               f"class_weight: expected None, 'balanced', a dict or a list of dicts, got {weights!r}")
+        return super()._check_params()
 
     def _scale(self, n_outputs):
         return float(n_outputs) if self._multilabel else 1.0
 
-    def _prepare(self, X, y, first, incremental, classes=None):
-        """``(X, targets)``: checked ``X`` and the targets for the network, class indices (n,) or an
-        indicator matrix (n, k). ``classes_`` is set on a ``first`` fit (from ``classes``, the first
-        ``partial_fit``'s, where given), else checked as scikit-learn checks it."""
+    def _prepare(self, X, y, sample_weight, first, incremental, classes=None):
+        """``(X, targets, sample_weight)``: checked ``X``, the targets for the network (class indices
+        (n,) or an indicator matrix (n, k)) and the rows' weights, ``class_weight`` applied. On a
+        ``first`` fit ``classes_`` is set (from ``classes``, the first ``partial_fit``'s, where given),
+        once everything is checked; later, ``y``'s labels are checked against it as scikit-learn checks
+        them."""
         X, y = self._validate(X, y, first)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
@@ -383,24 +412,35 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         if kind not in ("binary", "multiclass", "multilabel-indicator"):
             check_classification_targets(y)  # scikit-learn's error for a target that is not classes
             raise ValueError(f"y: {kind} targets are not supported; expected class labels or an indicator matrix")
-        multilabel = kind == "multilabel-indicator"
-        if first:
-            self._multilabel = multilabel
-            if classes is not None and not multilabel:
-                self.classes_ = unique_labels(classes)
-            else:  # unique_labels(y) as it would say, without typing y again where its dtype says enough
-                self.classes_ = np.unique(y) if y.dtype.kind in "biuU" and not multilabel else unique_labels(y)
+        multilabel = kind == "multilabel-indicator" if first else self._multilabel
+        if not first:
+            known = self.classes_
+        elif classes is not None and not multilabel:
+            known = unique_labels(classes)
+        else:  # unique_labels(y) as it would say, without typing y again where its dtype says enough
+            known = np.unique(y) if y.dtype.kind in "biuU" and not multilabel else unique_labels(y)
         if not multilabel and (not first or classes is not None):
             labels = unique_labels(y)
-            if self.warm_start and set(labels) != set(self.classes_):
+            if self.warm_start and set(labels) != set(known):
                 raise ValueError("warm_start can only be used where `y` has the same classes as in the previous "
-                                 f"call to fit. Previously got {self.classes_}, `y` has {labels}")
-            if not self.warm_start and len(np.setdiff1d(labels, self.classes_, assume_unique=True)):
-                raise ValueError(f"`y` has classes not in `self.classes_`. `self.classes_` has {self.classes_}. "
+                                 f"call to fit. Previously got {known}, `y` has {labels}")
+            if not self.warm_start and len(np.setdiff1d(labels, known, assume_unique=True)):
+                raise ValueError(f"`y` has classes not in `self.classes_`. `self.classes_` has {known}. "
                                  f"'y' has {labels}.")
-        if self._multilabel:
-            return X, np.asarray(y, dtype=np.float64)
-        return X, np.searchsorted(self.classes_, y)
+        targets = np.asarray(y, dtype=np.float64) if multilabel else np.searchsorted(known, y)
+        sample_weight = _weights(sample_weight, X)
+        if self.class_weight is not None:
+            _check(not (incremental and self.class_weight == "balanced"),
+                   "class_weight: 'balanced' is not supported by partial_fit (one batch cannot give the class "
+                   "counts); pass the weights as a dict, e.g. from sklearn.utils.class_weight.compute_class_weight("
+                   "'balanced', classes=classes, y=y) over the whole target")
+            weights = compute_sample_weight(self.class_weight, y)
+            sample_weight = _weights(weights if sample_weight is None else weights * sample_weight, X)
+        if not incremental:
+            self._check_split(targets, self._stratify(targets, known))
+        if first:
+            self._multilabel, self.classes_ = multilabel, known
+        return X, targets, sample_weight
 
     def _build_for(self, hidden, X, rng):
         """The network for ``classes_``: one sigmoid unit (binary, or scikit-learn's one class),
@@ -417,9 +457,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         ``sample_weight`` (n,) weighs each row's loss, as scikit-learn's."""
         hidden = self._check_params()
         first = not (self.warm_start and hasattr(self, "model_"))
-        X, targets = self._prepare(X, y, first, incremental=False)
-        sample_weight = _weights(sample_weight, X)
-        self._check_split(targets)
+        X, targets, sample_weight = self._prepare(X, y, sample_weight, first, incremental=False)
         rng = check_random_state(self.random_state)
         if first:
             self._build_for(hidden, X, rng)
@@ -437,8 +475,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         elif classes is not None and not np.array_equal(self.classes_, unique_labels(classes)):
             raise ValueError(f"`classes={classes!r}` is not the same as on last call to partial_fit, was: "
                              f"{self.classes_!r}")
-        X, targets = self._prepare(X, y, first, incremental=True, classes=classes)
-        sample_weight = _weights(sample_weight, X)
+        X, targets, sample_weight = self._prepare(X, y, sample_weight, first, incremental=True, classes=classes)
         rng = check_random_state(self.random_state)
         if first:
             self._build_for(hidden, X, rng)
@@ -448,8 +485,10 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         hits = np.all(np.reshape(self._predict_indices(self._network_outputs(X)) == targets, (len(X), -1)), axis=1)
         return float(np.average(hits, weights=weights))
 
-    def _stratify(self, targets):
-        return (targets == 1)[:, None] if not self._multilabel and len(self.classes_) <= 2 else None
+    def _stratify(self, targets, classes=None):
+        """Binary targets are stratified on (``classes``: by default ``classes_``)."""
+        binary = targets.ndim == 1 and len(self.classes_ if classes is None else classes) <= 2
+        return (targets == 1)[:, None] if binary else None
 
     def _predict_indices(self, outputs):
         if self._multilabel:
