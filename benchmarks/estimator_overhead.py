@@ -19,7 +19,7 @@ from threadpoolctl import threadpool_limits
 import fastgd
 from fastgd.datasets import textbook
 from fastgd.kernels import resolve
-from fastgd.kernels.contract import Epochs
+from fastgd.kernels.epochs import Epochs
 
 
 def shares(backend, X, y, fits=7):

@@ -32,7 +32,7 @@ from ._codes import ACTIVATIONS, CLASSIFYING_LOSSES, LOSS_OUTPUTS, LOSSES
 from ._layout import make_layout, n_params
 from .errors import ModelFileError
 from .kernels import PREFERENCE
-from .kernels.contract import MAX_STEP
+from .kernels.buffers import MAX_STEP
 from .optimizers import SPECS
 from .schedules import Constant, CosineAnnealing, ExponentialDecay, InverseScaling, Schedule, StepDecay
 from .targets import typed_labels

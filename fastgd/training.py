@@ -21,7 +21,7 @@ from .callbacks import EpochLog, History, ProgressBar
 from .diagnosis import scale_advice
 from .errors import TrainingDiverged
 from .kernels import step_config
-from .kernels.contract import STATUS
+from .kernels.buffers import STATUS
 from .optimizers import Optimizer, check_optimizer
 
 # Rows per forward call when predicting or evaluating, so memory stays bounded.

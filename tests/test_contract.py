@@ -16,7 +16,7 @@ from conftest import BACKENDS, COMPILED, CYTHON_BUILDS
 from fastgd._codes import ACTIVATIONS, BAD_ROW, LOSSES, NOT_FINITE, OK, OPTIMIZERS
 from fastgd._layout import make_layout
 from fastgd.kernels import CSR, STEP, kernels, step_config
-from fastgd.kernels.contract import check_layout, generator_state
+from fastgd.kernels.buffers import check_layout, generator_state
 
 # ---------------------------------------------------------------- one table, every backend
 TABLES = {"activations": ACTIVATIONS, "losses": LOSSES,
@@ -504,9 +504,9 @@ def test_a_ctrl_c_that_surfaces_as_a_system_error_is_raised_as_itself():
             raise SystemError("<built-in function> returned a result with an exception set") from interrupt
 
     with pytest.raises(KeyboardInterrupt):
-        fastgd.kernels.contract._run(returns_with_an_interrupt_pending)
+        fastgd.kernels.epochs._run(returns_with_an_interrupt_pending)
     with pytest.raises(SystemError):
-        fastgd.kernels.contract._run(lambda: (_ for _ in ()).throw(SystemError("another fault")))
+        fastgd.kernels.epochs._run(lambda: (_ for _ in ()).throw(SystemError("another fault")))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -522,3 +522,16 @@ def test_a_workspace_gathers_the_rows_it_was_made_for(backend):
             kernels.train_epoch(params, grads, np.zeros((0, kernels.n_params)), X, Y, np.arange(10), 4,
                                 step_config("cross_entropy"), np.full(3, 0.1), 0, ws)
     assert kernels.workspace(4, 4, sparse=True).x.size == 0  # sparse rows are read where they are
+
+
+def test_a_backend_that_lacks_a_function_of_the_protocol_is_not_loaded(monkeypatch):
+    from fastgd.kernels import _numpy, protocol
+
+    assert protocol.missing(_numpy) == []
+    monkeypatch.delattr(_numpy, "batch_step")
+    assert protocol.missing(_numpy) == ["batch_step"]
+    monkeypatch.setattr(fastgd.kernels, "_loaded", {})
+    reason = fastgd.backends(reasons=True)["numpy"]
+    assert reason == "its module fastgd.kernels._numpy lacks batch_step of the kernel contract"
+    with pytest.raises(ValueError, match="^backend: 'numpy' is not available here \\(its module"):
+        fastgd.MLP([2, 2], backend="numpy")

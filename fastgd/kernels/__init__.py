@@ -1,5 +1,5 @@
 """Backend registry: each backend is one kernel module with the functions of
-:class:`~fastgd.kernels.contract.Backend`; :func:`kernels` gives the checked entry into one of them.
+:class:`~fastgd.kernels.protocol.Backend`; :func:`kernels` gives the checked entry into one of them.
 """
 
 import importlib
@@ -11,7 +11,9 @@ import numpy as np
 
 from .._codes import LOSSES, OPTIMIZERS
 from .._layout import make_layout
-from .contract import CSR, STEP, Kernels, step_config
+from .buffers import CSR, STEP, step_config
+from .entry import Kernels
+from .protocol import missing
 
 __all__ = ["CSR", "PREFERENCE", "STEP", "Kernels", "backends", "cython_build", "cython_builds", "kernels", "resolve",
            "resolve_saved", "step_config", "warmup"]
@@ -50,9 +52,13 @@ def _load(name):
     if name not in _loaded:
         module = cython_build() if name == "cython" else _MODULES[name]
         try:
-            _loaded[name] = importlib.import_module(module, __name__)
+            loaded = importlib.import_module(module, __name__)
         except ImportError as error:
-            _loaded[name] = f"{type(error).__name__}: {error}"
+            loaded = f"{type(error).__name__}: {error}"
+        else:
+            if absent := missing(loaded):
+                loaded = f"its module {loaded.__name__} lacks {', '.join(absent)} of the kernel contract"
+        _loaded[name] = loaded
     return _loaded[name]
 
 

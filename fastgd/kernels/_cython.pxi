@@ -3,7 +3,7 @@
 #
 # Cython backend: the kernels compiled ahead of time, with a whole epoch in one call.
 #
-# The functions and arguments of fastgd.kernels.contract.Backend, with the
+# The functions and arguments of fastgd.kernels.protocol.Backend, with the
 # numerics of the reference (``_numpy.py``) and the Numba backend, over the
 # same flat buffers (``_workspace.Workspace``). Matrix products go through
 # BLAS (``scipy.linalg.cython_blas``); bias + activation, softmax +
@@ -106,7 +106,7 @@ cdef struct Sparse:
     const int64_t* indptr
     const int64_t* rows
 
-SHUFFLES = True  # it has a ``shuffle`` kernel (fastgd.kernels.contract.Backend)
+SHUFFLES = True  # it has a ``shuffle`` kernel (fastgd.kernels.protocol.Backend)
 STEP_FIELDS = ("loss", "optimizer", "l2", "l2_per_row", "clip_value", "clip_norm", "momentum", "dampening",
                "nesterov", "weight_decay", "sutskever", "beta", "beta1", "beta2", "eps", "amsgrad", "decoupled",
                "eps_hat", "alpha", "centered", "rho", "c", "min_step", "fallback_step")
@@ -1373,7 +1373,7 @@ cdef int _share_epoch(const int64_t[:, ::1] layout, floating[::1] params, floati
     return status
 
 
-# ---------------------------------------------------------------- the backend's functions (fastgd.kernels.contract)
+# ---------------------------------------------------------------- the backend's functions (fastgd.kernels.protocol)
 cdef Sparse _sparse(X, const floating[::1] like):
     """Sparse rows ``X`` (a ``fastgd.kernels.CSR`` of the dtype of ``like``) as the kernels take
     them: pointers into its arrays, which outlive the call."""

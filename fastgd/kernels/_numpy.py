@@ -3,7 +3,7 @@
 Every compiled backend is checked and benchmarked against this one, so it is
 meant to be read: forward, backward, update, and an epoch as a Python loop
 over them. Buffers are allocated once per fit in a :class:`Workspace`; the
-functions and their arguments are those of :class:`fastgd.kernels.contract.Backend`.
+functions and their arguments are those of :class:`fastgd.kernels.protocol.Backend`.
 Losses and other reductions accumulate in float64, whatever the model dtype:
 this backend is the oracle.
 """
@@ -404,7 +404,7 @@ def _line_search(params, grads, value, trial_loss, trial, h, alpha):
 
 def train_epoch(layout, params, grads, state, X, Y, weights, order, batch_size, config, lrs, step, ws):
     """One epoch of gradient descent over the rows of ``X`` in ``order``: ``(mean loss per row over the batches,
-    steps taken, status)`` (the contract: :meth:`fastgd.kernels.contract.Backend.train_epoch`)."""
+    steps taken, status)`` (the contract: :meth:`fastgd.kernels.protocol.Backend.train_epoch`)."""
     with np.errstate(**QUIET):  # divergence is reported, not warned about
         return _train_epoch(layout, params, grads, state, X, Y, weights, order, batch_size, config, lrs, step, ws)
 
@@ -453,7 +453,7 @@ def _status(params, state):
 
 def batch_gradient(layout, params, grads, X, Y, weights, first, last, loss, ws):
     """The gradient and data loss of rows ``first`` to ``last`` of the batch ``(X, Y)``, taken over
-    the whole batch's total weight (:meth:`fastgd.kernels.contract.Backend.batch_gradient`)."""
+    the whole batch's total weight (:meth:`fastgd.kernels.protocol.Backend.batch_gradient`)."""
     share = slice(first, last)
     with np.errstate(**QUIET):
         part = float(_rows(weights[share], last - first) / _rows(weights, X.shape[0]))  # of the batch's weight
@@ -468,7 +468,7 @@ def batch_gradient(layout, params, grads, X, Y, weights, first, last, loss, ws):
 
 def batch_step(layout, params, grads, parts, state, X, Y, weights, losses, config, lrs, step, ws):
     """The step of an epoch of one batch whose gradient came in shares
-    (:meth:`fastgd.kernels.contract.Backend.batch_step`)."""
+    (:meth:`fastgd.kernels.protocol.Backend.batch_step`)."""
     h = _hyper(config)
     value = 0.0
     for share_loss in losses:

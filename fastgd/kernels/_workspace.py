@@ -3,7 +3,7 @@
 import numpy as np
 
 from .._layout import N_IN, N_OUT
-from .contract import frozen
+from .buffers import frozen
 
 
 class Workspace:

@@ -1,0 +1,106 @@
+"""A run of epochs over buffers checked once, on one thread or several: :class:`Epochs`."""
+
+import functools
+
+import numpy as np
+
+from .._threads import blas_threads, pool
+from .buffers import MAX_STEP, SYNC_LINE, _check_array, _check_int, generator_state
+
+
+def _run(kernel, *args):
+    """``kernel(*args)``. A Ctrl-C that reaches Python while compiled code returns its result
+    surfaces as a ``SystemError`` caused by the ``KeyboardInterrupt``: raise the interrupt itself."""
+    try:
+        return kernel(*args)
+    except SystemError as error:
+        if isinstance(error.__cause__ or error.__context__, KeyboardInterrupt):
+            raise KeyboardInterrupt from None
+        raise
+
+
+class Epochs:
+    """A run of epochs over buffers checked once (made by :meth:`Kernels.epochs <fastgd.kernels.Kernels.epochs>`)."""
+
+    __slots__ = ("_kernels", "_arguments", "_batches", "_line_search", "_rng", "_shares", "_epoch")
+
+    def __init__(self, kernels, arguments, batches, line_search, ws, rng, shares):
+        self._kernels, self._batches, self._line_search = kernels, batches, line_search
+        self._arguments, self._rng, self._shares = (arguments, ws), rng, shares
+        self._epoch = (self._one_thread if shares is None else self._one_batch if batches == 1
+                       else self._mini_batches)
+
+    def __call__(self, lrs, step: int) -> tuple[float, int, int]:
+        """One epoch with learning rates ``lrs`` (float64, one per batch) from optimizer step ``step``:
+        ``(mean loss per row over the batches, steps taken, status)``."""
+        _check_array(lrs, "lrs", np.float64, (self._batches,), writable=True)
+        if self._line_search and not np.isfinite(lrs).all():
+            raise ValueError("lrs: a line search needs finite learning rates")  # it would search forever
+        step = _check_int(step, "step", 0, MAX_STEP - self._batches)
+        arguments, ws = self._arguments
+        if self._rng is not None:
+            self._shuffle(arguments[7])
+        return self._epoch(lrs, step)
+
+    def _one_thread(self, lrs, step):
+        arguments, ws = self._arguments
+        return _run(self._kernels.backend.train_epoch, *arguments, lrs, step, ws)
+
+    def _shuffle(self, order):
+        """``self._rng.shuffle(order)``, in the backend's kernel where it can read the generator's state."""
+        bits = self._rng._bit_generator  # held while its state is written: re-seeding the RandomState replaces it
+        words = generator_state(bits) if self._kernels.backend.SHUFFLES else None
+        if words is None:
+            self._rng.shuffle(order)
+            return
+        with bits.lock:
+            _run(self._kernels.backend.shuffle, order, words)
+
+    def _one_batch(self, lrs, step):
+        """The epoch of one batch, its rows' gradient computed in shares on threads."""
+        backend = self._kernels.backend
+        (layout, params, grads, state, X, Y, weights, _, _, config), ws = self._arguments
+        first_rows, shares, parts, losses = self._shares
+        loss = int(config["loss"][0])
+        with blas_threads(1):  # the threads are the shares'
+            futures = [pool(len(shares)).submit(_run, backend.batch_gradient, layout, params, part, X, Y, weights,
+                                                 first, last, loss, share_ws)
+                       for first, last, share_ws, part in shares]
+            try:
+                losses[0] = _run(backend.batch_gradient, layout, params, grads, X, Y, weights, 0, first_rows, loss, ws)
+            finally:  # the other shares write into this run's buffers: never leave them running
+                for k, future in enumerate(futures, 1):
+                    losses[k] = future.result()
+            return _run(backend.batch_step, layout, params, grads, parts, state, X, Y, weights, losses, config, lrs,
+                        step, ws)
+
+    def _mini_batches(self, lrs, step):
+        """An epoch of mini-batches, each batch's rows in shares on threads that meet at every step
+        (:meth:`~fastgd.kernels.protocol.Backend.train_epoch_share`), BLAS on one thread each."""
+        (layout, params, grads, state, X, Y, weights, order, batch_size, config), ws = self._arguments
+        workspaces, parts, sync, losses, partials = self._shares
+        threads = len(losses)
+        sync[:] = 0
+        share = functools.partial(self._kernels.backend.train_epoch_share, layout, params, grads, parts, state, X, Y,
+                                  weights, order, batch_size, config, lrs, step)
+        others = []
+        with blas_threads(1):
+            try:
+                for t, share_ws in enumerate(workspaces, 1):
+                    others.append(pool(threads - 1).submit(_share, share, share_ws, t, sync, losses, partials))
+                return _share(share, ws, 0, sync, losses, partials)
+            except BaseException:  # before thread 0 ran (or while it was handing out the shares)
+                sync[SYNC_LINE * threads] = 1  # abandoned: the others stop waiting
+                raise
+            finally:  # the others write into this run's buffers: never leave them running
+                for future in others:
+                    future.result()
+
+
+def _share(share, ws, t, sync, losses, partials):
+    """Thread ``t``'s share of an epoch of mini-batches; if it cannot run, the others stop waiting for it."""
+    try:
+        return _run(share, ws, t, sync, losses, partials)
+    except BaseException:
+        sync[SYNC_LINE * len(losses)] = 1  # abandoned
+        raise
