@@ -26,25 +26,29 @@ CLASSIFYING_LOSSES = ("cross_entropy", "binary_cross_entropy")
 class OptimizerRule:
     """An update rule as the kernels know it: its ``code``, the names of its
     hyper-parameters besides the learning rate (each a field of the step
-    configuration), and ``slots(hyper)``: how many state arrays shaped like
-    ``params`` it keeps, given its hyper-parameters by name."""
+    configuration), and ``slots(hyper)``: the names of the state arrays shaped
+    like ``params`` it keeps, in the kernels' order, given its hyper-parameters
+    by name (PyTorch's names where it has the rule)."""
 
     code: int
     hyper: tuple[str, ...]
-    slots: Callable[[Mapping[str, float]], int]
+    slots: Callable[[Mapping[str, float]], tuple[str, ...]]
 
 
 OPTIMIZERS = {
     "sgd": OptimizerRule(0, ("momentum", "dampening", "nesterov", "weight_decay", "sutskever"),
-                         lambda h: 1 if h["momentum"] else 0),  # momentum buffer
-    "momentum": OptimizerRule(1, ("beta",), lambda h: 1),  # velocity
+                         lambda h: ("momentum_buffer",) if h["momentum"] else ()),
+    "momentum": OptimizerRule(1, ("beta",), lambda h: ("velocity",)),
+    # the first and second moments, and their running maximum (amsgrad)
     "adam": OptimizerRule(2, ("beta1", "beta2", "eps", "weight_decay", "amsgrad", "decoupled", "eps_hat"),
-                          lambda h: 3 if h["amsgrad"] else 2),  # first and second moments, their running maximum
-    # squares, then the gradient average (centered), then the momentum buffer (momentum)
+                          lambda h: ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")[:3 if h["amsgrad"] else 2]),
+    # the mean square, the mean gradient (centered), the momentum buffer (momentum; after the mean gradient,
+    # used or not)
     "rmsprop": OptimizerRule(3, ("alpha", "eps", "momentum", "centered"),
-                             lambda h: 3 if h["momentum"] else (2 if h["centered"] else 1)),
-    "adagrad": OptimizerRule(4, ("eps",), lambda h: 1),  # sum of squares
-    "line_search": OptimizerRule(5, ("rho", "c", "min_step", "fallback_step"), lambda h: 1),  # the trial point
+                             lambda h: ("square_avg", "grad_avg", "momentum_buffer")[
+                                 :3 if h["momentum"] else (2 if h["centered"] else 1)]),
+    "adagrad": OptimizerRule(4, ("eps",), lambda h: ("sum",)),  # of squares
+    "line_search": OptimizerRule(5, ("rho", "c", "min_step", "fallback_step"), lambda h: ("trial",)),
 }
 
 # Every hyper-parameter name, in the order of the step configuration's fields.

@@ -41,8 +41,8 @@ def _fraction(value, name):
 class Optimizer:
     """Base of the optimizer specs: an immutable value naming its update ``rule`` in the table.
 
-    ``hyper()`` gives the rule's hyper-parameters by name, ``n_slots`` the
-    number of state arrays it keeps, ``learning_rates(step, n)`` the rates of
+    ``hyper()`` gives the rule's hyper-parameters by name, ``slots`` the names of
+    the state arrays it keeps (``n_slots`` their number), ``learning_rates(step, n)`` the rates of
     ``n`` steps. A new spec with other values: ``dataclasses.replace(spec, lr=0.1)``.
     """
 
@@ -65,9 +65,15 @@ class Optimizer:
         return {name: float(getattr(self, name)) for name in OPTIMIZERS[self.rule].hyper}
 
     @property
+    def slots(self) -> tuple[str, ...]:
+        """Names of the state arrays shaped like ``params`` the rule keeps, in order (``exp_avg``,
+        ``exp_avg_sq`` ... as PyTorch names them)."""
+        return OPTIMIZERS[self.rule].slots(self.hyper())
+
+    @property
     def n_slots(self) -> int:
         """Number of state arrays shaped like ``params`` the rule keeps."""
-        return OPTIMIZERS[self.rule].slots(self.hyper())
+        return len(self.slots)
 
     def learning_rates(self, step: int, n_steps: int, out: np.ndarray | None = None) -> np.ndarray:
         """Learning rate of each of the ``n_steps`` steps from ``step`` on, float64 (written into ``out``,

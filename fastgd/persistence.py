@@ -38,7 +38,7 @@ from .schedules import Constant, CosineAnnealing, ExponentialDecay, InverseScali
 from .targets import typed_labels
 from .training import TrainingState
 
-FORMAT, VERSION = "fastgd.MLP", 3  # version 1 files (no "object_labels") and 2 (no "l2_per_row") load too
+FORMAT, VERSION = "fastgd.MLP", 4  # versions 1 (no "object_labels"), 2 (no "l2_per_row"), 3 (no "state_slots") load
 SCHEDULES = {cls.__name__: cls for cls in (Constant, StepDecay, ExponentialDecay, InverseScaling, CosineAnnealing)}
 MAX_HEADER_BYTES = 1 << 20
 NPY_HEADER_BYTES = 4096  # room for a member's .npy preamble beyond its data
@@ -151,7 +151,7 @@ def save(path, model) -> None:
         "format": FORMAT, "version": VERSION,
         "sizes": model.sizes, "activations": model.activations, "loss": model.loss, "dtype": model.dtype.name,
         "backend": model.backend_, "l2": training.l2, "l2_per_row": training.l2_per_row, "step": training.step,
-        "optimizer": _optimizer_config(training),
+        "optimizer": _optimizer_config(training), "state_slots": list(training.optimizer.slots),
         "rng": {"pos": int(pos), "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)},
         "arrays": {name: {"shape": list(a.shape), "dtype": a.dtype.str} for name, a in arrays.items()},
         "object_labels": object_labels,
@@ -256,7 +256,8 @@ def _read_header(archive):
     _require(_is_int(version) and 1 <= version <= VERSION,
              f"header: unsupported format version {version!r} (this fastgd reads versions 1 to {VERSION})")
     expected = {"format", "version", "sizes", "activations", "loss", "dtype", "backend", "l2", "step", "optimizer",
-                "rng", "arrays", *(["object_labels"] if version >= 2 else []), *(["l2_per_row"] if version >= 3 else [])}
+                "rng", "arrays", *(["object_labels"] if version >= 2 else []), *(["l2_per_row"] if version >= 3 else []),
+                *(["state_slots"] if version >= 4 else [])}
     _require(set(header) == expected, f"header: expected the fields {sorted(expected)}, got {sorted(header)}")
     sizes, activations = header["sizes"], header["activations"]
     _require(isinstance(sizes, list) and len(sizes) >= 2 and all(_is_int(s, 1) and s < 2**31 for s in sizes),
@@ -308,6 +309,9 @@ def _expected_arrays(header, optimizer):
     """``{name: (shape, dtype)}`` of the members the header's model needs."""
     dtype = np.dtype(header["dtype"])
     size = n_params(make_layout(header["sizes"], header["activations"]))
+    slots = header.get("state_slots", list(optimizer.slots))
+    _require(slots == list(optimizer.slots), f"state_slots: the optimizer keeps {list(optimizer.slots)}, "
+                                             f"the file says {slots!r}")
     expected = {"params": ((size,), dtype), "state": ((optimizer.n_slots, size), dtype),
                 "rng_keys": ((624,), np.dtype(np.uint32))}
     declared = header["arrays"]

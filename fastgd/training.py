@@ -36,7 +36,7 @@ class TrainingState:
     optimizer : Optimizer
         The optimizer spec (immutable); :meth:`reset` starts another.
     state : ndarray of shape (optimizer.n_slots, n_params)
-        The optimizer's state arrays, zeros at the start.
+        The optimizer's state arrays, zeros at the start; ``slots`` names them.
     step : int
         Optimizer steps taken (schedules and Adam's bias correction count them).
     lr_scale : float
@@ -69,6 +69,12 @@ class TrainingState:
     @property
     def state(self) -> np.ndarray:
         return self._state
+
+    @property
+    def slots(self) -> dict[str, np.ndarray]:
+        """The optimizer's state arrays by name (``{"exp_avg": ..., "exp_avg_sq": ...}`` for Adam), as
+        views of the rows of ``state``."""
+        return dict(zip(self._optimizer.slots, self._state))
 
     @property
     def step(self) -> int:

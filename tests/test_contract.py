@@ -61,6 +61,14 @@ def test_every_spec_names_a_rule_of_the_table_and_its_slots():
     assert [fastgd.SGD().n_slots, fastgd.SGD(momentum=0.9).n_slots, fastgd.Adam().n_slots,
             fastgd.Adam(amsgrad=True).n_slots, fastgd.RMSprop(centered=True).n_slots,
             fastgd.RMSprop(momentum=0.5).n_slots] == [0, 1, 2, 3, 2, 3]
+    assert fastgd.Adam(amsgrad=True).slots == ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+    assert fastgd.RMSprop(momentum=0.5).slots == ("square_avg", "grad_avg", "momentum_buffer")
+    assert fastgd.SGD().slots == () and fastgd.SGD(momentum=0.9).slots == ("momentum_buffer",)
+    net = fastgd.MLP([3, 2], random_state=0)
+    net.fit(np.eye(3), [0, 1, 0], optimizer=fastgd.Adam())
+    slots = net.training.slots
+    assert list(slots) == ["exp_avg", "exp_avg_sq"] and slots["exp_avg_sq"].base is net.training.state
+    assert np.array_equal(slots["exp_avg_sq"], net.training.state[1]) and slots["exp_avg_sq"].min() > 0
 
 
 # ---------------------------------------------------------------- the checked entry

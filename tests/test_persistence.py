@@ -114,7 +114,7 @@ def edited(tmp_path, saved, edit):
 
 
 @pytest.mark.parametrize("edit, reason", [
-    (lambda h, a: h.update(version=4), "unsupported format version 4"),
+    (lambda h, a: h.update(version=5), "unsupported format version 5"),
     (lambda h, a: h.update(l2_per_row="yes"), "l2_per_row: expected true or false"),
     (lambda h, a: h.update(version=True), "unsupported format version True"),
     (lambda h, a: h.update(format="something else"), "not a fastgd model"),
@@ -129,7 +129,10 @@ def edited(tmp_path, saved, edit):
     (lambda h, a: h["optimizer"].update(name="os.system"), "optimizer: not a known"),
     (lambda h, a: h["optimizer"]["params"].update(beta1=1.5), "optimizer: beta1:"),
     (lambda h, a: h["optimizer"]["params"].update(lr={"schedule": "Evil", "params": {}}), "not a known schedule"),
-    (lambda h, a: h["optimizer"]["params"].update(amsgrad=False), "state: the header declares"),
+    (lambda h, a: h["optimizer"]["params"].update(amsgrad=False), "state_slots: the optimizer keeps"),
+    (lambda h, a: (h["optimizer"]["params"].update(amsgrad=False), h.pop("state_slots"), h.update(version=3)),
+     "state: the header declares"),
+    (lambda h, a: h.update(state_slots=["m", "v", "v_max"]), "state_slots: the optimizer keeps"),
     (lambda h, a: h.pop("rng"), "expected the fields"),
     (lambda h, a: a.update(params=a["params"][:-1]), "params: the file holds"),
     (lambda h, a: a.update(params=a["params"].astype(np.float32)), "params: the file holds"),
@@ -143,9 +146,19 @@ def test_a_bad_file_is_refused_with_its_reason(tmp_path, saved, edit, reason):
         fastgd.load(edited(tmp_path, saved, edit))
 
 
+def test_a_version_3_file_loads_with_the_slots_its_optimizer_keeps(tmp_path, saved):
+    def version_3(header, arrays):
+        del header["state_slots"]
+        header["version"] = 3
+
+    model, original = fastgd.load(edited(tmp_path, saved, version_3)), fastgd.load(saved)
+    assert list(model.training.slots) == list(original.training.slots) == ["exp_avg", "exp_avg_sq", "max_exp_avg_sq"]
+    assert np.array_equal(model.training.state, original.training.state)
+
+
 def test_a_version_2_file_loads_with_l2_over_the_whole_batch(tmp_path, saved):
     def version_2(header, arrays):
-        del header["l2_per_row"]
+        del header["l2_per_row"], header["state_slots"]
         header["version"] = 2
 
     model = fastgd.load(edited(tmp_path, saved, version_2))
@@ -166,7 +179,8 @@ MUTATIONS = st.one_of(
     st.tuples(st.just("flip"), st.lists(st.tuples(st.integers(0, 10**6), st.integers(1, 255)), min_size=1, max_size=8)),
     st.tuples(st.just("cut"), st.integers(0, 10**6)),
     st.tuples(st.just("header"), st.sampled_from(["sizes", "activations", "loss", "dtype", "backend", "l2", "step",
-                                                  "optimizer", "rng", "arrays", "version", "l2_per_row"]),
+                                                  "optimizer", "rng", "arrays", "version", "l2_per_row",
+                                                  "state_slots"]),
               st.recursive(st.none() | st.booleans() | st.integers(-3, 10**12) | st.floats() | st.text(max_size=8),
                            lambda children: st.lists(children, max_size=4)
                            | st.dictionaries(st.text(max_size=8), children, max_size=4), max_leaves=10)),

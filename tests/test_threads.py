@@ -36,7 +36,7 @@ def epochs(backend, dtype, threads, optimizer, output="softmax", loss="cross_ent
     hyper = {**dict.fromkeys(OPTIMIZERS[rule].hyper, 0.0), **hyper}
     config = step_config(loss, rule, hyper, l2=1e-3, clip_norm=clip_norm)
     params, grads = net.params.copy(), np.zeros_like(net.params)
-    state = np.zeros((OPTIMIZERS[rule].slots(hyper), len(params)), dtype)
+    state = np.zeros((len(OPTIMIZERS[rule].slots(hyper)), len(params)), dtype)
     weights = np.random.RandomState(3).uniform(0.2, 2.0, n) if weighted else None
     rows = CSR(scipy.sparse.csr_array(np.where(np.abs(X) < 0.7, 0, X)), dtype) if sparse else X
     batch_size = batch_size or n

@@ -117,7 +117,7 @@ def warmup(backend: str = "numba", dtypes=("float64", "float32")) -> dict:
         entry = kernels(backend, layout, dtype)
         rng = np.random.RandomState(0)
         params = rng.standard_normal(entry.n_params).astype(dtype)
-        grads, state = np.zeros_like(params), np.zeros((OPTIMIZERS["adam"].slots(hyper), entry.n_params), dtype)
+        grads, state = np.zeros_like(params), np.zeros((len(OPTIMIZERS["adam"].slots(hyper)), entry.n_params), dtype)
         X, Y = rng.standard_normal((40, 3)).astype(dtype), np.eye(2, dtype=dtype)[np.arange(40) % 2]
         for rows in (4, 40):  # below and above the row count where the backward pass turns to BLAS
             ws = entry.workspace(rows, rows)

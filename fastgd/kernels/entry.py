@@ -47,7 +47,7 @@ def _config_rule(output, raw):
                              f"got {value!r}")
     if optimizer == "line_search" and not (0 < record["rho"] < 1 and record["min_step"] > 0):
         raise ValueError("config: a line search needs 0 < rho < 1 and min_step > 0")
-    return rule.slots(record), optimizer
+    return len(rule.slots(record)), optimizer
 
 
 class Kernels:
