@@ -59,10 +59,10 @@ from ._threads import blas_threads_for
 from ._validation import (check_int, check_nonnegative, check_outputs, check_positive, check_real,
                           check_weight_range, kernel_array)
 from .errors import NonFiniteWeights, TrainingDiverged
-from .kernels import CSR, step_config
+from .kernels import CSR
 from .network import MLP
 from .optimizers import SGD, Adam, Optimizer, check_optimizer
-from .training import FitOptions, outputs, train
+from .training import FitOptions, outputs
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
@@ -237,20 +237,15 @@ class _BaseMLP(BaseEstimator):
         if self.batch_size != "auto" and self.batch_size > n:
             warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is going to be clipped",
                           UserWarning, stacklevel=3)
-        # X is checked already (validate_data); the targets become the rows the kernels train on.
-        Y, classes = net.task.encode(targets, "y", n, np.arange(net.task.n_classes) if net.task.classifies else None)
         epochs = _Epochs(self, validation, incremental, n)
         options = FitOptions(epochs=1 if incremental else self.max_iter, batch_size=batch_size,
                              l2=self.alpha / self._scale(net.sizes[-1]), l2_per_row=True,
                              shuffle=bool(self.shuffle), reshuffle=True, train_metrics=False, callbacks=[epochs])
         self.n_iter_ = 0
-        with net.training.exclusive():
-            net.classes_ = classes
-            net.training.rng = rng
-            try:
-                train(net, _kernel_rows(X, net.dtype), Y, options, weights=sample_weight)
-            except TrainingDiverged as error:
-                epochs.diverged(error)
+        try:  # X is checked already (validate_data)
+            net._train_rows(_kernel_rows(X, net.dtype), targets, options, rng, sample_weight)
+        except TrainingDiverged as error:
+            epochs.diverged(error)
         if not incremental and not epochs.converged:
             warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and the "
                           "optimization hasn't converged yet.", ConvergenceWarning, stacklevel=3)
@@ -263,26 +258,22 @@ class _BaseMLP(BaseEstimator):
         """Train ``self.model_`` as scikit-learn's ``lbfgs`` solver does: SciPy's L-BFGS-B on the
         full-batch objective, the kernels' loss and gradient in scikit-learn's scale (module docstring)."""
         net = self.model_
-        kernels, params, X = net.kernels, net.params, _kernel_rows(X, net.dtype)
+        params, X = net.params, _kernel_rows(X, net.dtype)
         rows = len(X) if sample_weight is None else float(sample_weight.sum())
-        Y, classes = net.task.encode(targets, "y", len(X),
-                                     np.arange(net.task.n_classes) if net.task.classifies else None)
         scale, loss_scale = self._scale(net.sizes[-1]), self._loss_scale(net.sizes[-1])
-        config = step_config(net.loss, l2=self.alpha / scale, l2_per_row=True)
-        ws, grads = kernels.workspace(len(X), keep_outputs=False), np.empty_like(params)
-        order = _sklearn_order(kernels.layout)
-
-        def loss_and_gradient(x):
-            params[order] = x
-            loss = kernels.backward(params, X, Y, config, ws, grads, sample_weight)
-            penalty = kernels.l2_penalty(params, self.alpha / (scale * rows))  # in ``loss``, weighed as the data
-            return loss_scale * (loss - penalty) + scale * penalty, scale * grads[order]
-
+        order = _sklearn_order(net.kernels.layout)
         start = params.copy()
         options = {"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol,
                    **({"iprint": 1 if self.verbose else -1} if LBFGS_TAKES_IPRINT else {})}
-        with net.training.exclusive(), blas_threads_for(kernels.layout, len(X)):
-            net.classes_, net.training.l2, net.training.l2_per_row = classes, self.alpha / scale, True
+        with net._full_batch(X, targets, self.alpha / scale, sample_weight) as gradient, \
+                blas_threads_for(net.kernels.layout, len(X)):
+
+            def loss_and_gradient(x):
+                params[order] = x
+                loss, grads = gradient()
+                penalty = net.kernels.l2_penalty(params, self.alpha / (scale * rows))  # in ``loss``, as the data's
+                return loss_scale * (loss - penalty) + scale * penalty, scale * grads[order]
+
             result = scipy.optimize.minimize(loss_and_gradient, params[order].astype(np.float64),
                                              method="L-BFGS-B", jac=True, options=options)
         self.n_iter_ = _lbfgs_iterations(result, self.max_iter)

@@ -1,6 +1,7 @@
 """The network: architecture, weights, forward pass and predictions, and ``fit`` at its door."""
 
 import numbers
+from contextlib import contextmanager
 from typing import Sequence
 
 import numpy as np
@@ -11,7 +12,7 @@ from ._layout import he_normal, make_layout, weight_views
 from ._validation import check_dtype, check_outputs, check_sample_weight, check_X
 from .callbacks import Callback, History
 from .errors import ModelFileError
-from .kernels import kernels, resolve_saved
+from .kernels import kernels, resolve_saved, step_config
 from .layers import architecture, layers_of
 from .optimizers import SGD, Optimizer, check_optimizer
 from .targets import Task
@@ -287,6 +288,32 @@ class MLP:
             if optimizer is not None:
                 self._training.reset(optimizer)
             return train(self, X, Y, options, validation, weights)
+
+    # ---------------------------------------------------------------- the estimators' entry
+    def _encoded(self, targets, n_rows):
+        """``(Y, classes)``: checked ``targets`` (class indices, indicator rows or values) as the kernels'
+        target rows, with the class labels the model then has (indices 0..k-1; None for regression)."""
+        return self.task.encode(targets, "y", n_rows, np.arange(self.task.n_classes) if self.task.classifies else None)
+
+    def _train_rows(self, X, targets, options: FitOptions, rng: np.random.RandomState, weights=None) -> History:
+        """Train on checked rows ``X`` (as the kernels take them) and ``targets`` (see ``_encoded``) with
+        ``options``, shuffling with ``rng`` from now on: the estimators' ``fit``."""
+        Y, classes = self._encoded(targets, X.shape[0])
+        with self._training.exclusive():
+            self.classes_, self._training.rng = classes, rng
+            return train(self, X, Y, options, weights=weights)
+
+    @contextmanager
+    def _full_batch(self, X, targets, l2: float, weights=None):
+        """Yields ``gradient()``: ``(loss, grads)`` of the data loss plus ``l2 / 2 * sum(W**2)`` over the
+        batch's rows (or total weight) at the current ``params``, over checked rows ``X`` and
+        ``targets``; the model trains meanwhile (the estimators' L-BFGS solver)."""
+        Y, classes = self._encoded(targets, X.shape[0])
+        config = step_config(self.loss, l2=l2, l2_per_row=True)
+        ws, grads = self.kernels.workspace(X.shape[0], keep_outputs=False), np.empty_like(self.params)
+        with self._training.exclusive():
+            self.classes_, self._training.l2, self._training.l2_per_row = classes, l2, True
+            yield lambda: (self.kernels.backward(self.params, X, Y, config, ws, grads, weights), grads)
 
     def __repr__(self):
         return (f"MLP({self.sizes}, activations={self.activations}, loss={self.loss!r}, "
