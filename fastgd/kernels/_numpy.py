@@ -26,7 +26,6 @@ SGD, MOMENTUM, ADAM, RMSPROP, ADAGRAD, LINE_SEARCH = (OPTIMIZERS[name].code for 
 SHUFFLES = False
 # Where a loss diverges or a batch weighs 0 the kernels return NaN or infinity, without a warning.
 QUIET = dict(over="ignore", invalid="ignore", divide="ignore")
-VIEWS_KEPT = 4  # buffers whose weight views a workspace keeps: params, grads, a trial point, one more
 
 
 class Workspace:
@@ -48,7 +47,6 @@ class Workspace:
             y=np.empty((batch_rows, widths[-1]), dtype),
             w=np.empty(batch_rows),  # the gathered rows' weights, float64
             scratch=np.empty(int((layout[:, N_IN] * layout[:, N_OUT]).max()), dtype),  # one W's worth
-            views={},  # id(buffer) -> (buffer, Ws, bs), the most recently used last
         )
         for name, value in fields.items():
             object.__setattr__(self, name, value)
@@ -60,17 +58,9 @@ class Workspace:
         return self.a[-1][:m]
 
     def weights(self, buffer):
-        """``(Ws, bs)``: per-layer views into ``buffer`` (``params``, ``grads`` or a trial point), kept for
-        the ``VIEWS_KEPT`` buffers used last (a line search steps to a new trial point every step)."""
-        views = self.views
-        cached = views.pop(id(buffer), None)
-        if cached is None or cached[0] is not buffer:
-            made = weight_views(self.layout, buffer)
-            cached = (buffer, made[::2], made[1::2])
-            if len(views) >= VIEWS_KEPT:
-                del views[next(iter(views))]
-        views[id(buffer)] = cached
-        return cached[1:]
+        """``(Ws, bs)``: per-layer views into ``buffer`` (``params``, ``grads`` or a trial point)."""
+        views = weight_views(self.layout, buffer)
+        return views[::2], views[1::2]
 
 
 def workspace(layout, dtype, rows, batch_rows, sparse, keep_outputs):
