@@ -49,7 +49,7 @@ class Progress:
         self.bar = tqdm(total=total, desc=desc, unit=unit, disable=not enabled, dynamic_ncols=terminal,
                         file=stream if terminal else _Lines(stream), mininterval=0.1 if terminal else LOG_EVERY,
                         bar_format="{desc}: {n_fmt}/{total_fmt} {unit}s |{bar:10}| {elapsed}{postfix}")
-        self.enabled, self.terminal, self.stream = enabled, terminal, stream
+        self.enabled, self.terminal = enabled, terminal
         self.text, self.slow, self.started = "starting", None, time.perf_counter()
         self.lock, self.stop = threading.Lock(), threading.Event()
         self.ticker = threading.Thread(target=self._tick, daemon=True)
