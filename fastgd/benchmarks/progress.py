@@ -3,6 +3,7 @@ the system, warming up or timing) and for how long, refreshed by a thread every 
 that a step which lasts (a first compile, a peer's epoch in its own process) still shows."""
 
 import contextlib
+import os
 import sys
 import threading
 import time
@@ -36,6 +37,14 @@ class _Lines:
         self.stream.flush()
 
 
+def _columns(stream):
+    """The width of the terminal ``stream`` writes to; 0 when it has none (a pseudo-terminal no one sized)."""
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, OSError, ValueError):
+        return 0
+
+
 class Progress:
     """A context: a bar of ``total`` steps named ``desc``; ``stage(text)`` names what runs now, shown
     with its seconds so far. On a terminal the bar is redrawn at each stage and every second, and
@@ -46,7 +55,9 @@ class Progress:
         stream = stream or sys.stderr
         terminal = enabled and stream.isatty()
         self.every = TERMINAL_EVERY if terminal else LOG_EVERY
-        self.bar = tqdm(total=total, desc=desc, unit=unit, disable=not enabled, dynamic_ncols=terminal,
+        sized = terminal and _columns(stream) > 0
+        self.bar = tqdm(total=total, desc=desc, unit=unit, disable=not enabled, dynamic_ncols=sized,
+                        ncols=None if sized or not terminal else 120,
                         file=stream if terminal else _Lines(stream), mininterval=0.1 if terminal else LOG_EVERY,
                         bar_format="{desc}: {n_fmt}/{total_fmt} {unit}s |{bar:10}| {elapsed}{postfix}")
         self.enabled, self.terminal = enabled, terminal

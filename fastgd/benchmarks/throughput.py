@@ -188,8 +188,9 @@ def measure(workloads, backends, peers, rounds, thread_counts, scale=1.0, progre
                         "warmup_s": warmup[label, t], "epoch_times": list(walls), "cpu_times": list(cpus),
                         "cores_used": sum(cpus) / sum(walls), "affinity": sorted(set().union(*used)),
                     })
-    for process in processes.values():
-        process.close()
+        shown.stage("ending the peers' processes")
+        for process in processes.values():
+            process.close()
     return results, skipped
 
 
