@@ -1,1 +1,2 @@
-"""Benchmarks of fastgd: throughput and time to accuracy of each backend and peer against the NumPy reference."""
+"""Benchmarks of fastgd beside its main run (``python -m fastgd.benchmarks``, here also ``python -m
+benchmarks``): kernel by kernel timings, each optimizer, an estimator's overhead, memory and a first fit."""

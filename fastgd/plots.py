@@ -34,6 +34,14 @@ LABELS = {"loss": "loss while training", "train_loss": "training loss", "val_los
           "epoch_time": "seconds per epoch"}
 
 
+def _series_style(i, points):
+    """The ``i``-th of several series of ``points`` points: its own line style and marker (about ten
+    markers a line, hollow every other one), thinner and drawn over the series before it, so that
+    none hides another where they coincide."""
+    return dict(linestyle=["-", "--", ":", "-."][i % 4], marker="osD^vP"[i % 6], markevery=max(1, points // 10),
+                markersize=5, markerfacecolor="none" if i % 2 else None, linewidth=2.4 - 0.3 * (i % 5), zorder=2 + i)
+
+
 def _logs(history):
     return history.history if isinstance(history, History) else dict(history)
 
@@ -55,12 +63,12 @@ def plot_history(history, path=None):
 
 
 def plot_runs(histories: dict, key: str = "loss", path=None, title: str | None = None):
-    """One logged metric of several runs (``{name: History}``) side by side; every line is drawn
-    (later ones dashed) so that none hides another."""
+    """One logged metric of several runs (``{name: History}``) side by side, each line with its own
+    style and markers, so that none hides another."""
     figure, (ax,) = _figure()
     for i, (name, history) in enumerate(histories.items()):
         values = _logs(history)[key]
-        ax.plot(np.arange(1, len(values) + 1), values, label=str(name), linestyle=["-", "--", ":", "-."][i % 4])
+        ax.plot(np.arange(1, len(values) + 1), values, label=str(name), **_series_style(i, len(values)))
     label = LABELS.get(key, key)
     ax.set(xlabel="epoch", ylabel=label, title=title or f"{label} of {len(histories)} runs")
     ax.legend()
@@ -100,9 +108,10 @@ def plot_lr_find(result, path=None):
 
 def plot_trajectories(fun, trajectories: dict, path=None, bounds=None, resolution: int = 200, minimum=None,
                       title: str = "optimizer trajectories"):
-    """Optimizer paths (``{name: Trajectory}`` from :func:`fastgd.minimize <fastgd.functions.minimize>`) on the contours of a
-    function of 2 variables, from their start (a black dot) to ``minimum`` (a star) when given;
-    ``bounds = (x_min, x_max, y_min, y_max)``, else around the paths."""
+    """Optimizer paths (``{name: Trajectory}`` from :func:`fastgd.minimize <fastgd.functions.minimize>`),
+    each with its own line style and markers, on the contours of a function of 2 variables, from
+    their start (a black dot) to ``minimum`` (a star) when given; ``bounds = (x_min, x_max, y_min,
+    y_max)``, else around the paths."""
     points = np.vstack([t.points for t in trajectories.values()])
     if points.shape[1] != 2:
         raise ValueError("trajectories: contours need points of 2 coordinates")
@@ -116,12 +125,13 @@ def plot_trajectories(fun, trajectories: dict, path=None, bounds=None, resolutio
     ax.contour(u, v, values, levels=np.geomspace(max(values.min(), 1e-6), values.max(), 15), colors="0.6",
                linewidths=0.6)
     for i, (name, trajectory) in enumerate(trajectories.items()):
-        ax.plot(trajectory.points[:, 0], trajectory.points[:, 1], marker=".", markersize=3, label=str(name),
-                linestyle=["-", "--", ":", "-."][i % 4], linewidth=2.2 - 0.4 * (i % 4), alpha=0.85)
+        ax.plot(trajectory.points[:, 0], trajectory.points[:, 1], label=str(name), alpha=0.85,
+                **_series_style(i, len(trajectory.points)))
     start = next(iter(trajectories.values())).points[0]
-    ax.plot(*start, "ko", markersize=7, label="start")
+    ax.plot(*start, "ko", markersize=7, label="start", zorder=2 + len(trajectories))
     if minimum is not None:
-        ax.plot(*minimum, "*", color="gold", markeredgecolor="k", markersize=14, label="minimum")
+        ax.plot(*minimum, "*", color="gold", markeredgecolor="k", markersize=14, label="minimum",
+                zorder=2 + len(trajectories))
     ax.set(xlim=bounds[:2], ylim=bounds[2:], xlabel="x", ylabel="y", title=title)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the paths, never over them
     return _finish(figure, path)

@@ -4,7 +4,7 @@ fastgd's backends are measured side by side in this process; each peer
 (scikit-learn, PyTorch, JAX) runs in a process of its own, driven one epoch
 at a time in the same rounds, so that two thread pools never compete in one
 process. A T-thread figure comes from a process that may run on T cores only
-(CPU affinity, ``benchmarks/affinity.py``): a peer's process for the whole
+(CPU affinity, ``fastgd/benchmarks/affinity.py``): a peer's process for the whole
 run, this one while it measures that thread count; each cell also records
 the CPU time of the process's threads over the wall time of its timed epochs
 (the cores it kept busy). Every system's epoch is timed over the same
@@ -32,18 +32,19 @@ from pathlib import Path
 import numpy as np
 import scipy.linalg.blas
 from threadpoolctl import threadpool_info, threadpool_limits
-from tqdm.auto import tqdm
 
 import fastgd
-from benchmarks.affinity import cores_for, pinned, timed, usable_cores
-from benchmarks.workloads import MODES
+from .affinity import cores_for, pinned, timed, usable_cores
+from .progress import Progress, compiling
+from .workloads import MODES
 
 # A cell whose CPU time over wall time exceeds its threads by more than this factor is flagged.
 CORES_USED_MARGIN = 1.1
 # Seconds of rest before each timed epoch: a BLAS pool's threads spin for a
 # while after a call; without the rest they take the core the next system needs.
 COOL_DOWN = 0.25
-ROOT = Path(__file__).resolve().parents[1]
+# The folder holding the fastgd this process runs, first on the peers' path: they import its workloads.
+HOME = Path(fastgd.__file__).resolve().parents[1]
 EPOCHS_PER_FIT = 2  # epochs per timed fastgd fit: its per-call work is shared by that many epochs
 
 
@@ -90,14 +91,14 @@ class FastgdRunner:
 
 
 class PeerProcess:
-    """A peer in a process of its own (``benchmarks/peers.py``) that may run on ``cores`` only,
+    """A peer in a process of its own (``fastgd/benchmarks/peers.py``) that may run on ``cores`` only,
     kept for the whole run."""
 
     def __init__(self, peer, threads, cores):
         self.label = peer
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(HOME), os.environ.get("PYTHONPATH")])))
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.peers", peer, str(threads), ",".join(map(str, cores))],
+            [sys.executable, "-m", "fastgd.benchmarks.peers", peer, str(threads), ",".join(map(str, cores))],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
 
     def _ask(self, command):
@@ -133,58 +134,63 @@ def measure(workloads, backends, peers, rounds, thread_counts, scale=1.0, progre
     cores = {t: cores_for(t) for t in thread_counts}
     processes = {(peer, t): PeerProcess(peer, t, cores[t]) for peer in peers for t in thread_counts}
     cells = [(w, m) for w in workloads for m in MODES]
-    bar = tqdm(total=len(cells) * rounds * len(thread_counts), desc="throughput", unit="round", disable=not progress)
-    for workload, mode in cells:
-        X, y = workload.data(scale)
-        rows = min(len(X), workload.rows_for(mode, scale))
-        X, y = X[:rows], y[:rows]
-        batch_size = MODES[mode]
-        runners, warmup = {}, {}
-        bar.set_postfix_str(f"{workload.name} {mode}: warm-up (compiling where needed; not timed)")
-        for t in thread_counts:
-            with pinned(cores[t]):
-                for backend in backends:
-                    runners[backend, t] = FastgdRunner(backend, workload, X, y, batch_size, t)
-                    warmup[backend, t] = runners[backend, t].warmup
-            for peer in peers:
-                config = {"workload": workload.name, "rows": rows, "batch_size": batch_size, "scale": scale}
-                warmup[peer, t], reason = processes[peer, t].setup(config)
-                if reason:
-                    skipped[peer] = reason
-                else:
-                    runners[peer, t] = processes[peer, t]
-        epochs = {key: [] for key in runners}
-        gemm = {t: [] for t in thread_counts}
-        bar.set_postfix_str(f"{workload.name} {mode}: timing {', '.join(dict.fromkeys(k[0] for k in runners))}")
-        for _ in range(rounds):
+    with Progress(len(cells) * rounds * len(thread_counts), "throughput", "round", progress) as shown:
+        for workload, mode in cells:
+            cell = f"{workload.name} {mode}"
+            X, y = workload.data(scale)
+            rows = min(len(X), workload.rows_for(mode, scale))
+            X, y = X[:rows], y[:rows]
+            batch_size = MODES[mode]
+            runners, warmup = {}, {}
             for t in thread_counts:
                 with pinned(cores[t]):
-                    with threadpool_limits(t):
-                        gemm[t].append(gemm_rate(workload.dtype, repeats=1))
-                    for key, runner in runners.items():
-                        if key[1] == t:
-                            time.sleep(cool_down)
-                            epochs[key].append(runner.epoch())
-                bar.update(1)
-        for t in thread_counts:
-            reference = rows / np.median([wall for wall, _, _ in epochs["numpy", t]])
-            peak = float(np.max(gemm[t]))  # the machine's limit: the best GEMM rate seen in the cell's rounds
-            for (label, threads), timings in epochs.items():
-                if threads != t:
-                    continue
-                walls, cpus, used = zip(*timings)
-                seconds = float(np.median(walls))
-                rate, gflops = rows / seconds, flop_rate(rows, workload.flops_per_sample, seconds) / 1e9
-                results.append({
-                    "workload": workload.name, "mode": mode, "system": label, "threads": t, "rows": rows,
-                    "samples_per_s": rate, "ratio_to_reference": rate / reference, "gflops": gflops,
-                    "gemm_gflops": peak / 1e9, "gemm_fraction": gflops * 1e9 / peak,
-                    "warmup_s": warmup[label, t], "epoch_times": list(walls), "cpu_times": list(cpus),
-                    "cores_used": sum(cpus) / sum(walls), "affinity": sorted(set().union(*used)),
-                })
-    bar.close()
-    for process in processes.values():
-        process.close()
+                    for backend in backends:
+                        shown.stage(f"{cell}, {backend} {t}T: warming up",
+                                    slow=compiling(workload.dtype) if backend == "numba" else None)
+                        runners[backend, t] = FastgdRunner(backend, workload, X, y, batch_size, t)
+                        warmup[backend, t] = runners[backend, t].warmup
+                for peer in peers:
+                    shown.stage(f"{cell}, {peer} {t}T: warming up in its own process")
+                    config = {"workload": workload.name, "rows": rows, "batch_size": batch_size, "scale": scale}
+                    warmup[peer, t], reason = processes[peer, t].setup(config)
+                    if reason:
+                        skipped[peer] = reason
+                    else:
+                        runners[peer, t] = processes[peer, t]
+            epochs = {key: [] for key in runners}
+            gemm = {t: [] for t in thread_counts}
+            for number in range(1, rounds + 1):
+                for t in thread_counts:
+                    with pinned(cores[t]):
+                        shown.stage(f"{cell}, round {number}/{rounds}, {t}T: timing the GEMM rate")
+                        with threadpool_limits(t):
+                            gemm[t].append(gemm_rate(workload.dtype, repeats=1))
+                        for key, runner in runners.items():
+                            if key[1] == t:
+                                shown.stage(f"{cell}, round {number}/{rounds}, {key[0]} {t}T: timing",
+                                            refresh=False)
+                                time.sleep(cool_down)
+                                epochs[key].append(runner.epoch())
+                    shown.advance()
+            for t in thread_counts:
+                reference = rows / np.median([wall for wall, _, _ in epochs["numpy", t]])
+                peak = float(np.max(gemm[t]))  # the machine's limit: the best GEMM rate seen in the cell's rounds
+                for (label, threads), timings in epochs.items():
+                    if threads != t:
+                        continue
+                    walls, cpus, used = zip(*timings)
+                    seconds = float(np.median(walls))
+                    rate, gflops = rows / seconds, flop_rate(rows, workload.flops_per_sample, seconds) / 1e9
+                    results.append({
+                        "workload": workload.name, "mode": mode, "system": label, "threads": t, "rows": rows,
+                        "samples_per_s": rate, "ratio_to_reference": rate / reference, "gflops": gflops,
+                        "gemm_gflops": peak / 1e9, "gemm_fraction": gflops * 1e9 / peak,
+                        "warmup_s": warmup[label, t], "epoch_times": list(walls), "cpu_times": list(cpus),
+                        "cores_used": sum(cpus) / sum(walls), "affinity": sorted(set().union(*used)),
+                    })
+        shown.stage("ending the peers' processes")
+        for process in processes.values():
+            process.close()
     return results, skipped
 
 

@@ -1,6 +1,6 @@
 """Peer systems, each run in a process of its own and driven one epoch at a time.
 
-``python -m benchmarks.peers PEER THREADS CORES`` sets its CPU affinity to
+``python -m fastgd.benchmarks.peers PEER THREADS CORES`` sets its CPU affinity to
 CORES (comma-separated) before any library starts a thread, sets the
 libraries' thread settings to THREADS, then reads commands on stdin: ``setup
 CONFIG_JSON`` builds the peer's network for a workload and mode and runs an
@@ -17,7 +17,7 @@ import json
 import os
 import sys
 
-from benchmarks.affinity import pin, timed
+from .affinity import pin, timed
 
 PEERS = ("scikit-learn", "torch", "jax-step", "jax-scan")
 
@@ -140,7 +140,7 @@ def serve(peer, threads, cores):
     """Answer ``setup``, ``epoch`` and ``quit`` commands (see the module docstring)."""
     pin(cores)
     _set_thread_settings(threads)
-    from benchmarks.workloads import WORKLOADS
+    from .workloads import WORKLOADS
 
     system = None
     for line in sys.stdin:

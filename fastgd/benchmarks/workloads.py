@@ -37,6 +37,14 @@ class Workload:
     def rows_for(self, mode, scale=1.0):
         return max(2, int((self.stochastic_rows if mode == "stochastic" else self.rows) * scale))
 
+    def describe(self, scale=1.0):
+        """One line: the network, the dtype and the rows a run at ``scale`` trains on."""
+        task = "ReLU/identity regression" if self.output == "identity" else "ReLU/softmax"
+        data = "the textbook data" if self.name == "W1" else "synthetic data"
+        rows, stochastic = self.rows_for("batch", scale), self.rows_for("stochastic", scale)
+        fewer = f" (stochastic: {stochastic:,})" if stochastic < rows else ""
+        return f"{self.name}: {self.sizes} {task}, {self.dtype}, {rows:,} rows of {data}{fewer}"
+
     @property
     def flops_per_sample(self):
         """Forward, weight gradients, and input gradients of every layer but the first: ``4 W + 2 (W - W1)``."""
