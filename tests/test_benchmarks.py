@@ -15,7 +15,8 @@ import pytest
 
 import fastgd
 from fastgd.benchmarks import progress
-from fastgd.benchmarks.__main__ import chart, main, over_threads_warning
+from fastgd.benchmarks.__main__ import HEADLINE, chart, main, over_threads_warning
+from fastgd.benchmarks.throughput import headline as headline_table
 from figures import assert_says_what_it_shows, described
 
 # The module each peer imports: the peer is installed when it can be found.
@@ -23,7 +24,10 @@ PEER_MODULES = {"scikit-learn": "sklearn", "torch": "torch", "jax-step": "jax", 
 
 
 def test_quick_run_writes_finite_positive_ratios(tmp_path, capsys):
-    main(["--quick", "--scale", "0.01", "--rounds", "1", "--peers", "scikit-learn", "--out", str(tmp_path)])
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# a page\n\n{HEADLINE[0]}\nan old table\n{HEADLINE[1]}\n\nthe end\n")
+    main(["--quick", "--scale", "0.01", "--rounds", "1", "--peers", "scikit-learn", "--out", str(tmp_path),
+          "--readme", str(readme)])
     report = json.loads((tmp_path / "benchmarks.json").read_text())
     assert set(report) == {"machine", "settings", "throughput", "skipped", "time_to_accuracy"}
     systems = set(fastgd.backends()) | {"scikit-learn"}
@@ -47,14 +51,30 @@ def test_quick_run_writes_finite_positive_ratios(tmp_path, capsys):
     lines = text.splitlines()
     assert lines[0] == "# fastgd benchmarks: a quick run (fewer rounds on fewer rows: noisier than a full run)"
     assert re.fullmatch(r"Written by `python -m fastgd.benchmarks --quick --scale 0.01 --rounds 1 --peers scikit-learn "
-                        rf"--out {re.escape(str(tmp_path))}` on \d{{4}}-\d\d-\d\d\.", lines[2])
+                        rf"--out {re.escape(str(tmp_path))} --readme {re.escape(str(readme))}` on "
+                        r"\d{4}-\d\d-\d\d\.", lines[2])
     assert lines[4].startswith(f"Machine: {report['machine']['cpu']}, ") and "numpy " in lines[4]
     assert "- W2: [784, 256, 128, 10] ReLU/softmax, float32, 600 rows of synthetic data (stochastic: 50)" in lines
     assert "![throughput against the NumPy reference, and time to accuracy](benchmarks.png)" in lines
     assert "| 1T cores used | warm-up s |" in text and "| W3 | stochastic |" in text
     assert "each run stops after 30 epochs or 5 s of training" in text
+    headline = headline_table(report["throughput"])
+    assert f"## In short\n\nSamples per second of fastgd's fastest backend and of the fastest peer, per cell:\n\n" \
+           f"{headline}\n" in text
+    assert readme.read_text() == f"# a page\n\n{HEADLINE[0]}\n{headline}\n{HEADLINE[1]}\n\nthe end\n"
+    assert re.search(r"^\| W2 \| mini-batch 64 \| (cython|numba) [\d,]+ \| scikit-learn [\d,]+ \| \d+\.\d\dx \|$",
+                     headline, re.M), headline
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert re.search(r"in \d+ s, of which warm-up \(compilation included; in no figure\): numpy \d+\.\d s, ", last)
+
+
+def test_a_readme_without_a_headline_table_is_refused_before_the_run(tmp_path, capsys):
+    (tmp_path / "README.md").write_text("# no table here\n")
+    for readme in (tmp_path / "README.md", tmp_path / "missing.md"):
+        with pytest.raises(SystemExit) as exit:
+            main(["--quick", "--readme", str(readme), "--out", str(tmp_path)])
+        assert exit.value.code == 2 and f"--readme: {readme} has no headline table" in capsys.readouterr().err
+    assert not (tmp_path / "benchmarks.json").exists()
 
 
 def test_flops_per_sample_count_every_product_of_a_step():

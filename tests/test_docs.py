@@ -3,6 +3,7 @@ between the pages leads somewhere, and the reference pages build without a warni
 public name in them."""
 
 import importlib
+import json
 import re
 import subprocess
 import sys
@@ -12,11 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from fastgd.benchmarks import throughput
 from test_public_names import MODULES
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
-PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]
+PAGES = [README, *sorted((ROOT / "docs").rglob("*.md"))]
 EXAMPLES = [(page, textwrap.dedent(block)) for page in PAGES
             for block in re.findall(r"^ *```python\n(.*?)^ *```", page.read_text(), re.S | re.M)]
 
@@ -52,7 +54,15 @@ def test_every_link_of_a_page_leads_to_a_file(page):
     local = [target for target in targets if "://" not in target]
     assert all((page.parent / target).exists() for target in local), local
     if page == README:
-        assert {Path(target).name for target in local} >= {path.name for path in PAGES[1:]} - {"index.md"}
+        linked = {(page.parent / target).resolve() for target in local}
+        assert linked >= {path.resolve() for path in PAGES[1:] if path.name != "index.md"}
+
+
+def test_the_readme_headline_table_is_the_one_the_last_run_wrote():
+    results = json.loads((ROOT / "docs" / "results" / "benchmarks.json").read_text())
+    table = throughput.headline(results["throughput"])
+    assert table in (ROOT / "docs" / "results" / "benchmarks.md").read_text()
+    assert table in README.read_text()
 
 
 def test_the_readme_pyproject_and_the_wheels_built_name_the_same_python_versions():

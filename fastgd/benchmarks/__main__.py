@@ -31,6 +31,9 @@ from .peers import PEERS
 from .workloads import MODES, WORKLOADS
 
 
+# The lines around the headline table that --readme replaces.
+HEADLINE = ("<!-- headline: written by the benchmark run (--readme) -->", "<!-- end of headline -->")
+
 def chart(results, tta, path, title, workloads=()):
     """Throughput relative to the reference per cell (log scale, each bar labelled with its ratio), and
     validation accuracy against training time with the target marked; ``title`` above both, the
@@ -132,13 +135,28 @@ def over_threads_warning(results):
             f"{throughput.CORES_USED_MARGIN - 1:.0%}) in: " + "; ".join(cells) + ".")
 
 
+def _has_headline(path):
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError:
+        return False
+    return HEADLINE[0] in lines and HEADLINE[1] in lines[lines.index(HEADLINE[0]):]
+
+
+def write_headline(path, table):
+    """Replace the lines between the ``HEADLINE`` markers of the Markdown file ``path`` with ``table``."""
+    text = Path(path).read_text()
+    start, end = text.index(HEADLINE[0] + "\n") + len(HEADLINE[0]) + 1, text.index("\n" + HEADLINE[1])
+    Path(path).write_text(text[:start] + table + text[end:])
+
+
 def main(argv=None, prog="python -m fastgd.benchmarks"):
     parser = argparse.ArgumentParser(prog=prog, description=summary(__doc__))
     parser.add_argument("--quick", action="store_true", help="3 rounds on a tenth of the data, short pauses")
     parser.add_argument("--rounds", type=int, help="rounds per cell (default 5, quick 3)")
     parser.add_argument("--scale", type=float, help="fraction of each workload's rows (default 1, quick 0.1)")
     parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
-    parser.add_argument("--backends", nargs="+", default=fastgd.backends(), choices=["numpy", "numba", "cython"])
+    parser.add_argument("--backends", nargs="+", default=fastgd.backends(), choices=list(throughput.BACKENDS))
     parser.add_argument("--peers", nargs="*", default=list(PEERS), choices=list(PEERS))
     parser.add_argument("--threads", nargs="+", default=["1"],
                         help="threads for every system: numbers or 'all' (every core this process may use); "
@@ -146,8 +164,14 @@ def main(argv=None, prog="python -m fastgd.benchmarks"):
     parser.add_argument("--no-accuracy", action="store_true", help="skip the time-to-accuracy runs")
     parser.add_argument("--out", default="fastgd-benchmarks",
                         help="folder for benchmarks.md, benchmarks.json and benchmarks.png (default: %(default)s)")
+    parser.add_argument("--readme", type=Path,
+                        help="a Markdown file whose headline table (between the lines '" + HEADLINE[0] + "' and '"
+                             + HEADLINE[1] + "') the run replaces with its own")
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    if args.readme is not None and not _has_headline(args.readme):
+        parser.error(f"--readme: {args.readme} has no headline table between the lines {HEADLINE[0]!r} and "
+                     f"{HEADLINE[1]!r}")
     rounds = args.rounds or (3 if args.quick else 5)
     scale = args.scale or (0.1 if args.quick else 1.0)
     usable = usable_cores()
@@ -187,6 +211,8 @@ def main(argv=None, prog="python -m fastgd.benchmarks"):
     report = [*header(machine, " ".join([prog, *map(shlex.quote, argv)]), date, args.quick, rounds, scale, threads),
               "Workloads (SGD, L2 1e-4; mini-batch 64 and stochastic train on the rows given):", "",
               *[f"- {line}" for line in described], "", *figure,
+              "## In short", "", "Samples per second of fastgd's fastest backend and of the fastest peer, per cell:", "",
+              throughput.headline(results), "",
               "## Throughput", "", throughput.table(results), ""]
     if warning:
         report += [f"**{warning}**", ""]
@@ -202,6 +228,8 @@ def main(argv=None, prog="python -m fastgd.benchmarks"):
     with open(out / "benchmarks.json", "w") as f:
         json.dump({"machine": machine, "settings": {"rounds": rounds, "scale": scale, "threads": threads},
                    "throughput": results, "skipped": skipped, "time_to_accuracy": tta}, f, indent=1)
+    if args.readme is not None:
+        write_headline(args.readme, throughput.headline(results))
     warmups = {}
     for r in results:
         warmups[r["system"]] = warmups.get(r["system"], 0.0) + r["warmup_s"]

@@ -38,6 +38,8 @@ from .affinity import cores_for, pinned, timed, usable_cores
 from .progress import Progress, compiling
 from .workloads import MODES
 
+BACKENDS = ("numpy", "numba", "cython")  # fastgd's; every other system is a peer
+
 # A cell whose CPU time over wall time exceeds its threads by more than this factor is flagged.
 CORES_USED_MARGIN = 1.1
 # Seconds of rest before each timed epoch: a BLAS pool's threads spin for a
@@ -222,6 +224,26 @@ def table(results):
             cells.append(f"{r['samples_per_s'] / fewest['samples_per_s']:.2f}x" if r and fewest else "-")
         warmup = by_key[key + (threads[0],)]["warmup_s"]
         lines.append(f"| {' | '.join(key)} | " + " | ".join(cells) + f" | {warmup:.2f} |")
+    return "\n".join(lines)
+
+
+def headline(results):
+    """Markdown: per workload x mode and thread count, fastgd's fastest backend beside the fastest
+    peer, and the ratio of the two."""
+    threads = sorted({r["threads"] for r in results})
+    head = "| workload | mode | " + " | ".join(f"fastgd {t}T | best peer {t}T | fastgd / peer {t}T" for t in threads) + " |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for workload, mode in dict.fromkeys((r["workload"], r["mode"]) for r in results):
+        cells = []
+        for t in threads:
+            cell = [r for r in results if (r["workload"], r["mode"], r["threads"]) == (workload, mode, t)]
+            ours = max((r for r in cell if r["system"] in BACKENDS), key=lambda r: r["samples_per_s"])
+            peers = [r for r in cell if r["system"] not in BACKENDS]
+            peer = max(peers, key=lambda r: r["samples_per_s"]) if peers else None
+            cells.append(f"{ours['system']} {ours['samples_per_s']:,.0f} | " + (
+                f"{peer['system']} {peer['samples_per_s']:,.0f} | {ours['samples_per_s'] / peer['samples_per_s']:.2f}x"
+                if peer else "- | -"))
+        lines.append(f"| {workload} | {mode} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
