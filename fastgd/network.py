@@ -1,6 +1,7 @@
 """The network: architecture, weights, forward pass and predictions, and ``fit`` at its door."""
 
 import numbers
+import warnings
 from contextlib import contextmanager
 from typing import Sequence
 
@@ -223,7 +224,7 @@ class MLP:
         return X, Y, classes
 
     # ------------------------------------------------------------------ training
-    def fit(self, X, y, *, epochs: int = 1, batch_size: int | None = None, optimizer: Optimizer | None = None,
+    def fit(self, X, y, *, epochs: int | None = None, batch_size: int | None = None, optimizer: Optimizer | None = None,
             l2: float = 0.0, clip_value: float | None = None, clip_norm: float | None = None,
             shuffle: bool = True, validation_data=None, train_metrics: bool = True,
             callbacks: Sequence[Callback] = (), verbose: int = 0, on_divergence: str = "raise",
@@ -231,9 +232,9 @@ class MLP:
         """Train by gradient descent; continues from the current weights.
 
         ``batch_size=None`` is full-batch gradient descent, ``1`` stochastic,
-        anything else mini-batch (the last batch may be short): the defaults
-        (one epoch of one full batch) take a single gradient step, so pass
-        ``epochs`` (and ``batch_size``) to train a model; ``fastgd.diagnose(history)``
+        anything else mini-batch (the last batch may be short). ``epochs=None`` is one
+        epoch: with a full batch, a single gradient step, which the fit warns of; pass
+        ``epochs`` (and ``batch_size``) to train a model. ``fastgd.diagnose(history)``
         says what to change. Returns a
         :class:`~fastgd.callbacks.History`: per epoch ``loss`` (the batches' losses while training, averaged over rows),
         ``train_loss``/``train_accuracy`` (whole training set after the epoch,
@@ -266,7 +267,8 @@ class MLP:
         # Everything is checked before anything about the model changes.
         X, Y, classes = self.encode(X, y)
         weights = None if sample_weight is None else check_sample_weight(sample_weight, "sample_weight", len(X))
-        options = FitOptions(epochs=epochs, batch_size=batch_size, l2=l2, clip_value=clip_value, clip_norm=clip_norm,
+        one_step = epochs is None and batch_size is None and X.shape[0] > 1
+        options = FitOptions(epochs=1 if epochs is None else epochs, batch_size=batch_size, l2=l2, clip_value=clip_value, clip_norm=clip_norm,
                              shuffle=shuffle, train_metrics=train_metrics, callbacks=callbacks, verbose=verbose,
                              on_divergence=on_divergence)
         if optimizer is not None:
@@ -283,6 +285,9 @@ class MLP:
         # The first epoch's learning rates: a schedule that gives a bad one is refused now.
         batches = -(-len(X) // min(options.batch_size or len(X), len(X)))
         fit_optimizer.learning_rates(self._training.step if optimizer is None else 0, batches)
+        if one_step:
+            warnings.warn("fit with its defaults takes a single gradient step (one epoch of one full batch): pass "
+                          "epochs=... (and batch_size=...) to train the model", UserWarning, stacklevel=2)
         with self._training.exclusive():
             self.classes_ = classes
             if optimizer is not None:

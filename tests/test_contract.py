@@ -65,7 +65,7 @@ def test_every_spec_names_a_rule_of_the_table_and_its_slots():
     assert fastgd.RMSprop(momentum=0.5).slots == ("square_avg", "grad_avg", "momentum_buffer")
     assert fastgd.SGD().slots == () and fastgd.SGD(momentum=0.9).slots == ("momentum_buffer",)
     net = fastgd.MLP([3, 2], random_state=0)
-    net.fit(np.eye(3), [0, 1, 0], optimizer=fastgd.Adam())
+    net.fit(np.eye(3), [0, 1, 0], optimizer=fastgd.Adam(), epochs=1)
     slots = net.training.slots
     assert list(slots) == ["exp_avg", "exp_avg_sq"] and slots["exp_avg_sq"].base is net.training.state
     assert np.array_equal(slots["exp_avg_sq"], net.training.state[1]) and slots["exp_avg_sq"].min() > 0
@@ -432,7 +432,7 @@ def test_widths_stay_below_2_31_and_a_layer_may_hold_more_weights(backend):
 def test_the_network_cannot_be_given_inconsistent_buffers(backend):
     net = fastgd.MLP([3, 4, 2], backend=backend, random_state=0)
     X = np.random.RandomState(0).standard_normal((6, 3))
-    net.fit(X, [0, 1] * 3)
+    net.fit(X, [0, 1] * 3, epochs=1)
     before = net.predict_proba(X)
     edited = net.layout  # a copy: editing it changes nothing
     edited[0, 0] = 99
@@ -493,7 +493,7 @@ def test_a_second_fit_at_the_same_time_is_refused(backend):
         assert inside.wait(30)
         params = net.params.copy()
         with pytest.raises(RuntimeError, match="fit: this model is already being trained"):
-            net.fit(X, y, optimizer=fastgd.Adam())
+            net.fit(X, y, optimizer=fastgd.Adam(), epochs=1)
         with pytest.raises(RuntimeError, match="already being trained"):
             fastgd.lr_find(net, X, y, steps=5)
         np.testing.assert_array_equal(net.params, params)
@@ -501,7 +501,7 @@ def test_a_second_fit_at_the_same_time_is_refused(backend):
     finally:
         release.set()
         first.join()
-    net.fit(X, y, optimizer=fastgd.Adam())  # free again once the first fit is done
+    net.fit(X, y, optimizer=fastgd.Adam(), epochs=1)  # free again once the first fit is done
 
 
 def test_a_ctrl_c_that_surfaces_as_a_system_error_is_raised_as_itself():

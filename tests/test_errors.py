@@ -92,7 +92,7 @@ def test_a_second_fit_with_bad_labels_changes_nothing(net):
 
 
 def test_unknown_label_at_evaluate(net):
-    net.fit(X, y)
+    net.fit(X, y, epochs=1)
     with pytest.raises(ValueError, match=r"y: unknown label\(s\) \[9\]"):
         net.evaluate(X, np.where(y == 0, 9, y))
 
@@ -100,7 +100,7 @@ def test_unknown_label_at_evaluate(net):
 def test_predict_checks_features_and_fitting(net):
     with pytest.raises(RuntimeError, match="not been fitted"):
         net.predict(X)
-    net.fit(X, y)
+    net.fit(X, y, epochs=1)
     with pytest.raises(ValueError, match="X: expected 4 features"):
         net.predict(X[:, :2])
 

@@ -196,7 +196,7 @@ def test_regression_with_mse():
     assert isinstance(loss, float) and loss < 0.02 * np.var(y)
     assert net.predict(X).shape == (80,)
     wide = fastgd.MLP([3, 4, 2], output="identity")
-    wide.fit(X, np.column_stack([y, -y]))
+    wide.fit(X, np.column_stack([y, -y]), epochs=1)
     assert wide.predict(X).shape == (80, 2)
 
 
@@ -334,7 +334,7 @@ def test_predict_and_evaluate_handle_many_rows_in_chunks():
     X = rng.standard_normal((10_000, 4))
     y = rng.randint(0, 3, 10_000)
     net = fastgd.MLP([4, 5, 3], random_state=0)
-    net.fit(X[:100], y[:100])
+    net.fit(X[:100], y[:100], epochs=1)
     reference = fastgd.MLP([4, 5, 3], backend="numpy")
     reference.set_weights(net.get_weights())
     reference.classes_ = net.classes_

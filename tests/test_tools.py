@@ -6,9 +6,11 @@ import subprocess
 import sys
 import time
 import types
+import warnings
 from pathlib import Path
 
 import matplotlib
+
 import numpy as np
 import pytest
 
@@ -185,7 +187,7 @@ def test_lr_find_checks_its_arguments():
     X, y = make_problem("softmax")
     with pytest.raises(ValueError, match="^end:"):
         fastgd.lr_find(net, X, y, start=1.0, end=0.1)
-    net.fit(X, y, optimizer=fastgd.BacktrackingLineSearch())
+    net.fit(X, y, optimizer=fastgd.BacktrackingLineSearch(), epochs=1)
     with pytest.raises(ValueError, match="^net: its optimizer is a line search"):
         fastgd.lr_find(net, X, y)
 
@@ -257,7 +259,12 @@ def test_diagnose_does_not_say_train_longer_after_early_stopping(textbook_data):
 def test_diagnose_says_one_full_batch_epoch_is_one_step(backend):
     X, y = make_problem("softmax")
     net = fastgd.MLP([5, 4, 3], backend=backend, random_state=0)
-    diagnosis = fastgd.diagnose(net.fit(X, y))
+    with pytest.warns(UserWarning, match=r"^fit with its defaults takes a single gradient step \(one epoch of one full "
+                                         r"batch\): pass epochs=\.\.\. \(and batch_size=\.\.\.\) to train the model$"):
+        diagnosis = fastgd.diagnose(net.fit(X, y))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # asked for: no warning
+        net.fit(X, y, epochs=1), net.fit(X, y, batch_size=8), net.fit(X[:1], y[:1])
     assert diagnosis.state == "improving" and diagnosis.message == (
         "one epoch of one full batch is one gradient step: train more epochs (epochs=...) or pass batch_size=...")
     history = net.fit(X, y, epochs=6)
