@@ -56,7 +56,8 @@ def _original_limit():
 
 
 def _cpus():
-    """The CPUs this process may run on: its affinity where the system keeps one."""
+    """The CPUs the calling thread may run on: its affinity (which a process's threads inherit) where the
+    system keeps one."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
