@@ -3,7 +3,9 @@
 Handing small steps to several threads costs more in waking and synchronising
 them than the work itself: below ``MIN_FLOPS_PER_THREAD`` of work per step and
 thread, fits run on one thread. Above it they take up to the process's BLAS
-thread limit (``threadpoolctl``, ``OMP_NUM_THREADS``, ...): an epoch of one batch
+thread limit (``threadpoolctl``, ``OMP_NUM_THREADS``, ...) and no more than the
+CPUs the process may run on (its affinity, read at each fit: a worker held to one
+CPU after it started trains on one thread): an epoch of one batch
 splits its rows into shares, one per thread, each share's BLAS calls on one
 thread (``fastgd.kernels.Kernels.epochs``). Measured on two cores: a second thread
 paid off for [784, 256, 128, 10] on 60,000 rows a step (60 GFLOP), not for 64
@@ -19,6 +21,7 @@ for its slowest thread. Elsewhere mini-batch steps leave the threads to BLAS.
 """
 
 import contextlib
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -52,13 +55,20 @@ def _original_limit():
                default=1)
 
 
+def _cpus():
+    """The CPUs the calling thread may run on: its affinity (which a process's threads inherit) where the
+    system keeps one."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def _allowed():
+    """The most threads a fit may take: the process's BLAS thread limit, at most its CPUs."""
     with _limits["lock"]:
-        return _original_limit()
+        return min(_original_limit(), _cpus())
 
 
 def threads_for(layout, rows):
-    """The threads that steps of ``rows`` rows repay, at most the process's BLAS thread limit."""
+    """The threads that steps of ``rows`` rows repay, at most :func:`_allowed`."""
     return max(1, min(_allowed(), int(step_flops(layout, rows) // MIN_FLOPS_PER_THREAD)))
 
 
@@ -107,7 +117,7 @@ def blas_threads(threads):
 def share_threads_for(layout, batch_rows):
     """The threads that mini-batch steps of ``batch_rows`` rows repay where the threads meet inside the
     compiled epoch (about a microsecond a meeting): at least ``MIN_ROWS_PER_SHARE`` rows and
-    ``MIN_FLOPS_PER_SHARE`` FLOPs a step for each, at most the process's BLAS thread limit."""
+    ``MIN_FLOPS_PER_SHARE`` FLOPs a step for each, at most :func:`_allowed`."""
     return max(1, min(_allowed(), batch_rows // MIN_ROWS_PER_SHARE,
                       int(step_flops(layout, batch_rows) // MIN_FLOPS_PER_SHARE)))
 

@@ -456,13 +456,15 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     @available_if(_stochastic)
     def partial_fit(self, X, y, sample_weight=None, classes=None):
-        """One epoch over ``(X, y)``; the first call needs ``classes`` (every label there will be)."""
+        """One epoch over ``(X, y)``; the first call needs ``classes`` (every label there will be), the
+        fourth argument (after ``sample_weight``, as in scikit-learn) or by keyword."""
         self._check_incremental()
         first = not hasattr(self, "model_")
         if first:
             hidden = self._check_params()
-            if classes is None:
-                raise ValueError("classes must be passed on the first call to partial_fit.")
+            if classes is None:  # given as the third argument, they would be sample_weight, as in scikit-learn
+                hint = "" if sample_weight is None else " (the third argument is sample_weight: pass classes=...)"
+                raise ValueError("classes must be passed on the first call to partial_fit." + hint)
         elif classes is not None and not np.array_equal(self.classes_, unique_labels(classes)):
             raise ValueError(f"`classes={classes!r}` is not the same as on last call to partial_fit, was: "
                              f"{self.classes_!r}")
