@@ -14,7 +14,10 @@ may come in shares of its rows, which threads compute at once
 
 float32 and float64 share one source: Numba compiles a specialisation per
 dtype, and scalars are cast to the array dtype (``dtype.type``) so float32
-loops stay float32. Losses accumulate in float64.
+loops stay float32. Losses accumulate in float64. Each kind of epoch (an
+optimizer's rule or a line search, with or without batches small enough for
+the loops, plain SGD on one row per step) is a specialisation of its own too,
+compiled on its first use.
 """
 
 import functools
@@ -1254,8 +1257,8 @@ _noticed = set()
 def _notice(dtype):
     if dtype not in _noticed:
         _noticed.add(dtype)
-        print(f"fastgd: compiling the Numba kernels for {dtype} (about 40 s on 2 cores, once per machine: "
-              "later runs load them from the cache)", file=sys.stderr, flush=True)
+        print(f"fastgd: compiling the Numba kernels this fit uses for {dtype} (10-15 s on 2 cores, once per "
+              "machine: later runs load them from the cache)", file=sys.stderr, flush=True)
 
 
 def _announced(position):
