@@ -1257,8 +1257,8 @@ _noticed = set()
 def _notice(dtype):
     if dtype not in _noticed:
         _noticed.add(dtype)
-        print(f"fastgd: compiling the Numba kernels this fit uses for {dtype} (10-15 s on 2 cores, once per "
-              "machine: later runs load them from the cache)", file=sys.stderr, flush=True)
+        print(f"fastgd: compiling the Numba kernels for {dtype} that this fit uses (10-15 s on 2 cores, once "
+              "per machine: later runs load them from the cache)", file=sys.stderr, flush=True)
 
 
 def _announced(position):
