@@ -105,29 +105,39 @@ def resolve_saved(name):
 
 
 def warmup(backend: str = "numba", dtypes=("float64", "float32")) -> dict:
-    """Call every kernel of ``backend`` for each dtype, on small and large batches, so that a
-    JIT-compiled backend compiles (or loads its cache) now instead of in a first fit.
-    Returns the seconds each dtype took."""
+    """Call every kernel of ``backend`` for each dtype, with each kind of update (an optimizer's rule,
+    plain SGD, a line search), batch (one row, a few rows, many rows, one batch on two threads) and
+    shuffle, so that a JIT-compiled backend compiles (or loads its cache) now what first fits of dense
+    rows would. Returns the seconds each dtype took."""
     layout = make_layout([3, 4, 2], ["relu", "softmax"])
-    hyper = dict(beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, amsgrad=1.0, decoupled=0.0, eps_hat=0.0)
-    config = step_config("cross_entropy", "adam", hyper, l2=1e-4, clip_value=1.0, clip_norm=1.0)
+    adam = dict(beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, amsgrad=1.0, decoupled=0.0, eps_hat=0.0)
+    hyper = {"adam": adam, "sgd": dict.fromkeys(OPTIMIZERS["sgd"].hyper, 0.0),  # plain SGD: a step fused into backward
+             "line_search": dict(rho=0.5, c=1e-4, min_step=1e-10, fallback_step=1e-6)}
+    configs = {name: step_config("cross_entropy", name, hyper[name]) for name in hyper}
+    configs["adam"] = step_config("cross_entropy", "adam", adam, l2=1e-4, clip_value=1.0, clip_norm=1.0)
     seconds = {}
     for dtype in dtypes:
         start = time.perf_counter()
         entry = kernels(backend, layout, dtype)
         rng = np.random.RandomState(0)
         params = rng.standard_normal(entry.n_params).astype(dtype)
-        grads, state = np.zeros_like(params), np.zeros((len(OPTIMIZERS["adam"].slots(hyper)), entry.n_params), dtype)
+        grads = np.zeros_like(params)
         X, Y = rng.standard_normal((40, 3)).astype(dtype), np.eye(2, dtype=dtype)[np.arange(40) % 2]
-        for rows in (4, 40):  # below and above the row count where the backward pass turns to BLAS
+        for name, config in configs.items():
+            state = np.zeros((len(OPTIMIZERS[name].slots(hyper[name])), entry.n_params), dtype)
+            # one row, below and above the row count where steps turn to BLAS, one batch in shares on two threads
+            for rows in (1, 4, 20, 40):
+                ws = entry.workspace(rows, rows)
+                entry.train_epoch(params, grads, state, X, Y, np.arange(40), rows, config, np.full(-(-40 // rows), 1e-3),
+                                  1, ws, rng=rng, threads=1 if rows < 40 else 2)
+        for rows in (4, 40):
             ws = entry.workspace(rows, rows)
             entry.forward(params, X[:rows], ws)
             entry.evaluate(params, X[:rows], Y[:rows], LOSSES["cross_entropy"], ws)
-            entry.backward(params, X[:rows], Y[:rows], config, ws, grads)
-            entry.train_epoch(params, grads, state, X, Y, np.arange(40), rows, config, np.full(40 // rows, 1e-3), 1,
-                              ws, threads=1 if rows < 40 else 2)  # one batch: in shares on two threads
+            entry.backward(params, X[:rows], Y[:rows], configs["adam"], ws, grads)
+        state = np.zeros((len(OPTIMIZERS["adam"].slots(adam)), entry.n_params), dtype)
         entry.l2_penalty(params, 1e-4)
-        entry.clip(grads, config)
-        entry.update(params, grads, state, config, 1e-3, 1)
+        entry.clip(grads, configs["adam"])
+        entry.update(params, grads, state, configs["adam"], 1e-3, 1)
         seconds[np.dtype(dtype).name] = time.perf_counter() - start
     return seconds

@@ -14,7 +14,10 @@ may come in shares of its rows, which threads compute at once
 
 float32 and float64 share one source: Numba compiles a specialisation per
 dtype, and scalars are cast to the array dtype (``dtype.type``) so float32
-loops stay float32. Losses accumulate in float64.
+loops stay float32. Losses accumulate in float64. Each kind of epoch (an
+optimizer's rule or a line search, with or without batches small enough for
+the loops, plain SGD on one row per step) is a specialisation of its own too,
+compiled on its first use.
 """
 
 import functools
@@ -48,7 +51,7 @@ CODES = {"activations": {"identity": IDENTITY, "relu": RELU, "sigmoid": SIGMOID,
 
 use_private_fallback(__file__)
 
-SHUFFLES = True  # it has a ``shuffle`` kernel (fastgd.kernels.contract.Backend)
+SHUFFLES = True  # it has a ``shuffle`` kernel (fastgd.kernels.protocol.Backend)
 
 # Contraction (FMA) and reassociation (vectorised reductions) only: no
 # "nnan"/"ninf", so that a diverging loss is still seen as NaN or infinity.
@@ -57,6 +60,8 @@ _jit = njit(**_OPTIONS)
 # Helpers called inside loops are inlined by Numba itself: left to LLVM, such
 # calls were seen to stay calls and to stop vectorisation (5x slower).
 _inline = njit(inline="always", **_OPTIONS)
+# A constant argument of a helper that is compiled apart (``_jit``) is typed as its value, which
+# would compile a specialisation of its own: such arguments are passed typed (``np.intp(0)``).
 
 SMALL_BATCH = 16  # rows: above, the backward pass goes through BLAS
 BLOCK_ROWS = 256  # rows: a larger batch goes through BLAS in blocks of this many, which stay in cache
@@ -437,7 +442,7 @@ def _loss_rows(layout, Y, weights, start, m, count, acts, offsets, z, lse, delta
     return total / count
 
 
-@_jit
+@_inline
 def _loss(layout, Y, weights, m, acts, offsets, z, lse, deltas, loss):
     """Mean data loss (float64) of the ``m`` rows of the last forward pass, weighted by ``weights``
     (empty: all 1) and taken over their total weight; output deltas."""
@@ -685,7 +690,7 @@ def _forward_row(layout, params, acts, offsets, z, lse, first):
             _activate_row(product, params[b : b + n_out], activation, one)
 
 
-@_jit
+@_inline
 def _forward_blas(layout, params, X, acts, offsets, z, lse):
     """Forward pass of the rows of ``X`` in blocks of ``BLOCK_ROWS``; outputs in the last block of ``acts``."""
     m = _n_rows(X)
@@ -740,9 +745,10 @@ def _finish(layout, params, grads, l2, lr, fused):
     return squares
 
 
+# Compiled apart: inlined into ``_step``, the test of its loss after it was seen folded to True
+# (fast-math), and an epoch stepped on a NaN loss.
 @_jit
-def _gradient_blocks(layout, params, grads, X, Y, weights, count, loss, acts, offsets, z, lse, deltas,
-                     backward=True):
+def _gradient_blocks(layout, params, grads, X, Y, weights, count, loss, acts, offsets, z, lse, deltas, backward):
     """``grads`` of the data loss of the rows ``(X, Y)`` (weighted by ``weights``, empty: 1 each)
     taken over ``count`` (``_loss_base`` of their batch), in blocks of ``BLOCK_ROWS`` rows, each
     block's outputs at the start of theirs; returns that loss (float64; not finite: stopped there,
@@ -751,7 +757,7 @@ def _gradient_blocks(layout, params, grads, X, Y, weights, count, loss, acts, of
     for start in range(0, m, BLOCK_ROWS):
         r = min(BLOCK_ROWS, m - start)
         block = _rows_of(X, start, r)
-        _forward_block(layout, params, block, 0, acts, offsets, z, lse)
+        _forward_block(layout, params, block, np.intp(0), acts, offsets, z, lse)
         value += _loss_rows(layout, Y[start : start + r], weights[start : start + r], 0, r, count, acts, offsets, z,
                             lse, deltas, loss)
         if not np.isfinite(value):
@@ -762,28 +768,52 @@ def _gradient_blocks(layout, params, grads, X, Y, weights, count, loss, acts, of
 
 
 # ---------------------------------------------------------------- one step, one epoch
-@_jit
+# A function that Numba compiles apart (``_jit``) is compiled again, with all it calls, into
+# each function compiled apart that calls it: the loops between an epoch's entry and the
+# passes are inlined (``_inline``), so that a first fit compiles each pass twice, not four times.
+@_inline
 def _step(layout, params, grads, X, Y, weights, loss, l2, lr, fused, acts, offsets, z, lse, deltas, row):
     """Forward, loss and backward for the batch ``(X, Y)``; with ``fused`` the SGD step too.
-    Returns the batch loss: data loss + L2 term of the weights before the step."""
+    Returns the batch loss: data loss + L2 term of the weights before the step. ``row``: as
+    ``_step_by_loops`` takes it."""
     m = _n_rows(X)
-    if m > SMALL_BATCH:  # through BLAS, in blocks of rows; one step after the last
-        value = _gradient_blocks(layout, params, grads, X, Y, weights, _loss_base(layout, weights, m, loss), loss,
-                                 acts, offsets, z, lse, deltas)
-        if not np.isfinite(value):
-            return value
-        squares = _finish(layout, params, grads, l2, lr, fused)
-        return value + 0.5 * l2 * squares if l2 != 0 else value
-    _input_block(X, acts, layout[0, 0])  # the loops read the input from the input block
-    if m == 1:
-        _forward_row(layout, params, acts, offsets, z, lse, 0)
-    else:
-        _forward_blas(layout, params, X, acts, offsets, z, lse)
-    value = _loss(layout, Y, weights, m, acts, offsets, z, lse, deltas, loss)
+    if m <= SMALL_BATCH:
+        return _step_by_loops(layout, params, grads, X, Y, weights, loss, l2, lr, fused, acts, offsets, z, lse, deltas,
+                              row)
+    # through BLAS, in blocks of rows; one step after the last
+    value = _gradient_blocks(layout, params, grads, X, Y, weights, _loss_base(layout, weights, m, loss), loss, acts,
+                             offsets, z, lse, deltas, np.bool_(True))
     if not np.isfinite(value):
         return value
-    squares = _backward_rows(layout, params, grads, m, acts, offsets, deltas, l2, lr, fused, row, 0)
+    squares = _finish(layout, params, grads, l2, lr, fused)
     return value + 0.5 * l2 * squares if l2 != 0 else value
+
+
+def _step_by_loops(layout, params, grads, X, Y, weights, loss, l2, lr, fused, acts, offsets, z, lse, deltas, row):
+    """``_step`` for a batch of at most ``SMALL_BATCH`` rows, by loops (``row``: a buffer of one
+    row). With ``row`` None, for epochs without such batches (``_loops_buffer``), the loops are not
+    compiled and it returns NaN."""
+
+
+@_overload(_step_by_loops)
+def _step_by_loops_for(layout, params, grads, X, Y, weights, loss, l2, lr, fused, acts, offsets, z, lse, deltas, row):
+    if isinstance(row, types.NoneType):
+        return lambda layout, params, grads, X, Y, weights, loss, l2, lr, fused, acts, offsets, z, lse, deltas, row: \
+            np.nan
+
+    def loops(layout, params, grads, X, Y, weights, loss, l2, lr, fused, acts, offsets, z, lse, deltas, row):
+        m = _n_rows(X)
+        _input_block(X, acts, layout[0, 0])  # the loops read the input from the input block
+        if m == 1:
+            _forward_row(layout, params, acts, offsets, z, lse, np.intp(0))
+        else:
+            _forward_blas(layout, params, X, acts, offsets, z, lse)
+        value = _loss(layout, Y, weights, m, acts, offsets, z, lse, deltas, loss)
+        if not np.isfinite(value):
+            return value
+        squares = _backward_rows(layout, params, grads, m, acts, offsets, deltas, l2, lr, fused, row, np.intp(0))
+        return value + 0.5 * l2 * squares if l2 != 0 else value
+    return loops
 
 
 @_jit
@@ -902,7 +932,7 @@ def _line_search(layout, params, grads, trial, X, Y, weights, value, config, l2,
         for p in range(params.shape[0]):
             trial[p] = params[p] - rate * grads[p]
         trial_value = _gradient_blocks(layout, trial, trial, X, Y, weights, count, c.loss, acts, offsets, z, lse,
-                                       deltas, False)
+                                       deltas, np.bool_(False))
         if l2 != 0:
             trial_value += _l2_penalty(layout, trial, l2)
         if trial_value <= value - c.c * step * slope:
@@ -920,9 +950,39 @@ def _batch_l2(config, rows):
     return c.l2 / rows if c.l2_per_row != 0 else c.l2
 
 
-@_jit
+# ``searches``, a constant (True or False) from the entry of each kind of epoch (``_train_epoch``,
+# ``_train_epoch_line_search``, ...), chooses while Numba compiles whether the steps update by the
+# optimizer's rule or by a line search: a fit compiles the one it uses.
+def _apply(searches, layout, params, grads, state, X, Y, weights, value, config, l2, lrs, i, step, acts, offsets, z,
+           lse, deltas):
+    """Step ``i`` of an epoch once ``grads`` holds the gradient of the batch ``(X, Y)``, whose
+    loss is ``value``: clipping, then the update; with ``searches`` a line search, which writes
+    back the step it took into ``lrs[i]``."""
+
+
+@_overload(_apply)
+def _apply_for(searches, layout, params, grads, state, X, Y, weights, value, config, l2, lrs, i, step, acts, offsets,
+               z, lse, deltas):
+    if not isinstance(searches, types.BooleanLiteral):
+        return None
+    if searches.literal_value:
+        def line_search(searches, layout, params, grads, state, X, Y, weights, value, config, l2, lrs, i, step, acts,
+                        offsets, z, lse, deltas):
+            _clip(grads, config)
+            lrs[i] = _line_search(layout, params, grads, state[0], X, Y, weights, value, config, l2, lrs[i], acts,
+                                  offsets, z, lse, deltas)
+        return line_search
+
+    def update(searches, layout, params, grads, state, X, Y, weights, value, config, l2, lrs, i, step, acts, offsets,
+               z, lse, deltas):
+        _clip(grads, config)
+        _update(params, grads, state, config, lrs[i], step + i)
+    return update
+
+
+@_inline
 def _train_step(layout, params, grads, state, X, Y, weights, config, lrs, i, step, fused, acts, offsets, z, lse,
-                deltas, row):
+                deltas, row, searches):
     """Step ``i`` of an epoch on the batch ``(X, Y)``; returns the batch loss (not finite: no step taken)."""
     dtype = params.dtype.type
     c = config[0]
@@ -930,29 +990,25 @@ def _train_step(layout, params, grads, state, X, Y, weights, config, lrs, i, ste
     value = _step(layout, params, grads, X, Y, weights, c.loss, dtype(l2), dtype(lrs[i]), fused, acts, offsets, z,
                   lse, deltas, row)
     if not fused and np.isfinite(value):
-        _apply(layout, params, grads, state, X, Y, weights, value, config, l2, lrs, i, step, acts, offsets, z, lse,
-               deltas)
+        _apply(searches, layout, params, grads, state, X, Y, weights, value, config, l2, lrs, i, step, acts, offsets,
+               z, lse, deltas)
     return value
 
 
-@_jit
-def _apply(layout, params, grads, state, X, Y, weights, value, config, l2, lrs, i, step, acts, offsets, z, lse,
-           deltas):
-    """Step ``i`` of an epoch once ``grads`` holds the gradient of the batch ``(X, Y)``, whose
-    loss is ``value``: clipping, then the update (a line search writes back the step it took)."""
-    _clip(grads, config)
-    if config[0].optimizer == LINE_SEARCH:
-        lrs[i] = _line_search(layout, params, grads, state[0], X, Y, weights, value, config, l2, lrs[i], acts,
-                              offsets, z, lse, deltas)
-    else:
-        _update(params, grads, state, config, lrs[i], step + i)
-
-
-@_inline
-def _fused(config):
-    """Whether plain SGD without clipping takes its step inside the backward pass."""
+def _fuses(config):
+    """Whether plain SGD without clipping takes its step inside the backward pass (``_fused`` compiled)."""
     c = config[0]
-    return c.optimizer == SGD and c.momentum == 0 and c.weight_decay == 0 and c.clip_value == 0 and c.clip_norm == 0
+    return (c["optimizer"] == SGD and c["momentum"] == 0 and c["weight_decay"] == 0 and c["clip_value"] == 0
+            and c["clip_norm"] == 0)
+
+
+_fused = _inline(_fuses)
+
+
+def _stochastic(config, batch_size, n, layout):
+    """Whether an epoch goes through ``_stochastic_epoch``: plain SGD (``_fuses``), one row per
+    step, of several rows, through several layers."""
+    return batch_size == 1 and n > 1 and layout.shape[0] > 1 and _fuses(config)
 
 
 @_jit
@@ -980,9 +1036,13 @@ def _first_layer_step(layout, params, x, acts, offsets, deltas, l2, lr):
 @_jit
 def _stochastic_epoch(layout, params, grads, X, Y, weights, order, config, lrs, acts, offsets, z, lse, deltas, xb, yb,
                       wb, row):
-    """An epoch of plain SGD on one row per step, in which each step's update of ``W0`` is
-    taken in the next step's forward pass, which reads the same rows of ``W0``: one pass
-    over ``W0`` per step instead of two. Returns what ``_train_epoch`` returns."""
+    """An epoch of plain SGD on one row per step (``_stochastic``), in which each step's update
+    of ``W0`` is taken in the next step's forward pass, which reads the same rows of ``W0``: one
+    pass over ``W0`` per step instead of two. Returns what ``_train_epoch`` returns."""
+    # The steps take views that count no references (``_view``).
+    params, grads, X, Y, weights = _unowned(params), _unowned(grads), _unowned(X), _unowned(Y), _unowned(weights)
+    acts, z, lse, deltas, xb, yb, wb, row = (_unowned(acts), _unowned(z), _unowned(lse), _unowned(deltas),
+                                             _unowned(xb), _unowned(yb), _unowned(wb), _unowned(row))
     n, n_in = _n_rows(X), layout[0, 0]
     c = config[0]
     dtype = params.dtype.type
@@ -1000,19 +1060,20 @@ def _stochastic_epoch(layout, params, grads, X, Y, weights, order, config, lrs, 
         squares = 0.0
         if i == 0:
             _copy(acts[:n_in], x)
-            _forward_row(layout, params, acts, offsets, z, lse, 0)
+            _forward_row(layout, params, acts, offsets, z, lse, np.intp(0))
         else:  # the step of the row before (the rest of its L2 term), then this row
             squares = _first_layer_step(layout, params, x, acts, offsets, deltas, l2, lr)
-            _forward_row(layout, params, acts, offsets, z, lse, 1)
+            _forward_row(layout, params, acts, offsets, z, lse, np.intp(1))
         row_weights = wb[:1] if weighted else weights
-        value = _loss(layout, yb[:1], row_weights, 1, acts, offsets, z, lse, deltas, c.loss)
+        value = _loss(layout, yb[:1], row_weights, np.intp(1), acts, offsets, z, lse, deltas, c.loss)
         # Each tested apart: fast-math folds the test of a sum to True.
         if not np.isfinite(value) or (l2 != 0 and not np.isfinite(squares)):
             return np.nan, i, NOT_FINITE
         if l2 != 0:
             total += 0.5 * l2 * squares
         l2, lr = dtype(_batch_l2(config, _rows(row_weights, 1))), dtype(lrs[i])
-        squares = _backward_rows(layout, params, grads, 1, acts, offsets, deltas, l2, lr, True, row, 1)
+        squares = _backward_rows(layout, params, grads, np.intp(1), acts, offsets, deltas, l2, lr, np.bool_(True),
+                                 row, np.intp(1))
         total += value + 0.5 * l2 * squares if l2 != 0 else value
     squares = _first_layer_step(layout, params, x[:0], acts, offsets, deltas, l2, lr)
     if l2 != 0:
@@ -1022,9 +1083,10 @@ def _stochastic_epoch(layout, params, grads, X, Y, weights, order, config, lrs, 
     return total / n, n, OK if _finite(params) else NOT_FINITE
 
 
-@_jit
-def _train_epoch(layout, params, grads, state, X, Y, weights, order, batch_size, config, lrs, step, acts, offsets, z,
-                 lse, deltas, xb, yb, wb, row):
+@_inline
+def _epoch(layout, params, grads, state, X, Y, weights, order, batch_size, config, lrs, step, acts, offsets, z, lse,
+           deltas, xb, yb, wb, row, searches):
+    """An epoch of batches (``searches``: see ``_apply``); returns what ``_train_epoch`` returns."""
     # The steps take views that count no references (``_view``).
     params, grads, state, X, Y, weights = (_unowned(params), _unowned(grads), _unowned(state), _unowned(X), _unowned(Y),
                                            _unowned(weights))
@@ -1033,16 +1095,10 @@ def _train_epoch(layout, params, grads, state, X, Y, weights, order, batch_size,
     n = _n_rows(X)
     n_batches = (n + batch_size - 1) // batch_size
     fused = _fused(config)
-    if fused and batch_size == 1 and n > 1 and layout.shape[0] > 1:
-        return _stochastic_epoch(layout, params, grads, X, Y, weights, order, config, lrs, acts, offsets, z, lse,
-                                 deltas, xb, yb, wb, row)
     total = 0.0
     for i in range(n_batches):
-        m = n
-        if n_batches == 1:
-            value = _train_step(layout, params, grads, state, X, Y, weights, config, lrs, i, step, fused, acts,
-                                offsets, z, lse, deltas, row)
-        else:
+        m, X_batch, Y_batch, batch_weights = n, X, Y, weights
+        if n_batches > 1:
             start = i * batch_size
             m = min(batch_size, n - start)
             for r in range(m):
@@ -1052,13 +1108,31 @@ def _train_epoch(layout, params, grads, state, X, Y, weights, order, batch_size,
                 _copy(yb[r], Y[source])
                 if weights.shape[0] > 0:
                     wb[r] = weights[source]
-            value = _train_step(layout, params, grads, state, _batch(X, order, start, m, xb), yb[:m],
-                                wb[:m] if weights.shape[0] > 0 else weights, config, lrs, i, step, fused, acts,
-                                offsets, z, lse, deltas, row)
+            X_batch, Y_batch = _batch(X, order, start, m, xb), yb[:m]
+            if weights.shape[0] > 0:
+                batch_weights = wb[:m]
+        value = _train_step(layout, params, grads, state, X_batch, Y_batch, batch_weights, config, lrs, i, step, fused,
+                            acts, offsets, z, lse, deltas, row, searches)
         if not np.isfinite(value):
             return value, i, NOT_FINITE
         total += value * m
     return total / n, n_batches, OK if _finite(params) and _finite(state.ravel()) else NOT_FINITE
+
+
+@_jit
+def _train_epoch(layout, params, grads, state, X, Y, weights, order, batch_size, config, lrs, step, acts, offsets, z,
+                 lse, deltas, xb, yb, wb, row):
+    """An epoch of an optimizer's update rule (``fastgd.kernels.protocol.Backend.train_epoch``)."""
+    return _epoch(layout, params, grads, state, X, Y, weights, order, batch_size, config, lrs, step, acts, offsets, z,
+                  lse, deltas, xb, yb, wb, row, False)
+
+
+@_jit
+def _train_epoch_line_search(layout, params, grads, state, X, Y, weights, order, batch_size, config, lrs, step, acts,
+                             offsets, z, lse, deltas, xb, yb, wb, row):
+    """An epoch of a line search (``fastgd.kernels.protocol.Backend.train_epoch``)."""
+    return _epoch(layout, params, grads, state, X, Y, weights, order, batch_size, config, lrs, step, acts, offsets, z,
+                  lse, deltas, xb, yb, wb, row, True)
 
 
 # ---------------------------------------------------------------- one batch in shares of its rows, on threads
@@ -1066,12 +1140,14 @@ def _train_epoch(layout, params, grads, state, X, Y, weights, order, batch_size,
 def _batch_gradient(layout, params, grads, X, Y, weights, first, last, loss, acts, offsets, z, lse, deltas):
     m = last - first
     return _gradient_blocks(layout, params, grads, _rows_of(X, first, m), Y[first:last], weights[first:last],
-                            _loss_base(layout, weights, _n_rows(X), loss), loss, acts, offsets, z, lse, deltas)
+                            _loss_base(layout, weights, _n_rows(X), loss), loss, acts, offsets, z, lse, deltas,
+                            np.bool_(True))
 
 
-@_jit
-def _batch_step(layout, params, grads, parts, state, X, Y, weights, losses, config, lrs, step, acts, offsets, z, lse,
-                deltas):
+@_inline
+def _step_of_shares(layout, params, grads, parts, state, X, Y, weights, losses, config, lrs, step, acts, offsets, z,
+                    lse, deltas, searches):
+    """The step of a batch from its shares' gradients and losses (``searches``: see ``_apply``)."""
     dtype = params.dtype.type
     value = 0.0
     for k in range(losses.shape[0]):
@@ -1088,9 +1164,25 @@ def _batch_step(layout, params, grads, parts, state, X, Y, weights, losses, conf
     if not np.isfinite(value):
         return value, 0, NOT_FINITE
     if not fused:
-        _apply(layout, params, grads, state, X, Y, weights, value, config, l2, lrs, 0, step, acts, offsets, z, lse,
-               deltas)
+        _apply(searches, layout, params, grads, state, X, Y, weights, value, config, l2, lrs, 0, step, acts, offsets,
+               z, lse, deltas)
     return value, 1, OK if _finite(params) and _finite(state.ravel()) else NOT_FINITE
+
+
+@_jit
+def _batch_step(layout, params, grads, parts, state, X, Y, weights, losses, config, lrs, step, acts, offsets, z, lse,
+                deltas):
+    """``_step_of_shares`` of an optimizer's update rule."""
+    return _step_of_shares(layout, params, grads, parts, state, X, Y, weights, losses, config, lrs, step, acts,
+                           offsets, z, lse, deltas, False)
+
+
+@_jit
+def _batch_step_line_search(layout, params, grads, parts, state, X, Y, weights, losses, config, lrs, step, acts,
+                            offsets, z, lse, deltas):
+    """``_step_of_shares`` of a line search."""
+    return _step_of_shares(layout, params, grads, parts, state, X, Y, weights, losses, config, lrs, step, acts,
+                           offsets, z, lse, deltas, True)
 
 
 # ---------------------------------------------------------------- the epoch's shuffle: NumPy's RandomState.shuffle
@@ -1157,7 +1249,7 @@ def _l2_penalty(layout, params, l2):
     return 0.5 * l2 * squares
 
 
-# ---------------------------------------------------------------- the backend's functions (fastgd.kernels.contract)
+# ---------------------------------------------------------------- the backend's functions (fastgd.kernels.protocol)
 NOTICE_AFTER = 2.0  # seconds a first call may take before the user is told it is compiling
 _noticed = set()
 
@@ -1165,8 +1257,8 @@ _noticed = set()
 def _notice(dtype):
     if dtype not in _noticed:
         _noticed.add(dtype)
-        print(f"fastgd: compiling the Numba kernels for {dtype} (about 40 s on 2 cores, once per machine: "
-              "later runs load them from the cache)", file=sys.stderr, flush=True)
+        print(f"fastgd: compiling the Numba kernels for {dtype} that this fit uses (10-15 s on 2 cores, once "
+              "per machine: later runs load them from the cache)", file=sys.stderr, flush=True)
 
 
 def _announced(position):
@@ -1190,6 +1282,13 @@ def _announced(position):
                 seen.add(dtype)
         return run
     return decorate
+
+
+def _loops_buffer(ws, n, batch_size):
+    """``ws.row`` where an epoch of ``n`` rows in batches of ``batch_size`` has a batch of at most
+    ``SMALL_BATCH`` rows (``_step_by_loops``), else None: its loops are then not compiled."""
+    last = n % batch_size
+    return ws.row if min(n, batch_size) <= SMALL_BATCH or 0 < last <= SMALL_BATCH else None
 
 
 def _input(X):
@@ -1218,7 +1317,7 @@ def backward(layout, params, X, Y, weights, config, ws, grads):
     c = config[0]
     l2 = dtype(_batch_l2(config, _rows(weights, len(X))))
     return _step(layout, params, grads, _input(X), Y, weights, int(c["loss"]), l2, dtype(0), False, ws.acts,
-                 ws.offsets, ws.z, ws.lse, ws.deltas, ws.row)
+                 ws.offsets, ws.z, ws.lse, ws.deltas, _loops_buffer(ws, len(X), len(X)))
 
 
 @_announced(0)
@@ -1231,10 +1330,19 @@ def update(params, grads, state, config, lr, step):
     _update(params, grads, state, config, lr, step)
 
 
+def _searches(config):
+    """Whether ``config``'s optimizer is a line search."""
+    return config[0]["optimizer"] == LINE_SEARCH
+
+
 @_announced(1)
 def train_epoch(layout, params, grads, state, X, Y, weights, order, batch_size, config, lrs, step, ws):
-    return _train_epoch(layout, params, grads, state, _input(X), Y, weights, order, batch_size, config, lrs, step,
-                        ws.acts, ws.offsets, ws.z, ws.lse, ws.deltas, ws.x, ws.y, ws.w, ws.row)
+    if _stochastic(config, batch_size, len(X), layout):
+        return _stochastic_epoch(layout, params, grads, _input(X), Y, weights, order, config, lrs, ws.acts,
+                                 ws.offsets, ws.z, ws.lse, ws.deltas, ws.x, ws.y, ws.w, ws.row)
+    epoch = _train_epoch_line_search if _searches(config) else _train_epoch
+    return epoch(layout, params, grads, state, _input(X), Y, weights, order, batch_size, config, lrs, step, ws.acts,
+                 ws.offsets, ws.z, ws.lse, ws.deltas, ws.x, ws.y, ws.w, _loops_buffer(ws, len(X), batch_size))
 
 
 @_announced(1)
@@ -1245,5 +1353,6 @@ def batch_gradient(layout, params, grads, X, Y, weights, first, last, loss, ws):
 
 @_announced(1)
 def batch_step(layout, params, grads, parts, state, X, Y, weights, losses, config, lrs, step, ws):
-    return _batch_step(layout, params, grads, parts, state, _input(X), Y, weights, losses, config, lrs, step, ws.acts,
-                       ws.offsets, ws.z, ws.lse, ws.deltas)
+    step_of_shares = _batch_step_line_search if _searches(config) else _batch_step
+    return step_of_shares(layout, params, grads, parts, state, _input(X), Y, weights, losses, config, lrs, step,
+                          ws.acts, ws.offsets, ws.z, ws.lse, ws.deltas)
