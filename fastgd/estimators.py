@@ -62,7 +62,7 @@ from .errors import NonFiniteWeights, TrainingDiverged
 from .kernels import CSR
 from .network import MLP
 from .optimizers import SGD, Adam, Optimizer, check_optimizer
-from .training import FitOptions, outputs
+from .training import FitOptions, forward_chunks
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
@@ -237,16 +237,16 @@ class _BaseMLP(BaseEstimator):
         if self.batch_size != "auto" and self.batch_size > n:
             warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is going to be clipped",
                           UserWarning, stacklevel=3)
-        epochs = _Epochs(self, validation, incremental, n)
+        rules = _ScikitLearnRules(self, validation, incremental, n)
         options = FitOptions(epochs=1 if incremental else self.max_iter, batch_size=batch_size,
                              l2=self.alpha / self._scale(net.sizes[-1]), l2_per_row=True,
-                             shuffle=bool(self.shuffle), reshuffle=True, train_metrics=False, callbacks=[epochs])
+                             shuffle=bool(self.shuffle), reshuffle=True, train_metrics=False, callbacks=[rules])
         self.n_iter_ = 0
         try:  # X is checked already (validate_data)
             net._train_rows(_kernel_rows(X, net.dtype), targets, options, rng, sample_weight)
         except TrainingDiverged as error:
-            epochs.diverged(error)
-        if not incremental and not epochs.converged:
+            rules.diverged(error)
+        if not incremental and not rules.converged:
             warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and the "
                           "optimization hasn't converged yet.", ConvergenceWarning, stacklevel=3)
         if self.early_stopping:  # the best weights; trained on in place by a warm start, as scikit-learn's
@@ -350,7 +350,7 @@ class _BaseMLP(BaseEstimator):
 
     def _network_outputs(self, X):
         """The network's outputs ``(n, n_out)`` for checked rows ``X``."""
-        return outputs(self.model_.kernels, self.model_.params, X)[0]
+        return forward_chunks(self.model_.kernels, self.model_.params, X)[0]
 
 
 class MLPClassifier(ClassifierMixin, _BaseMLP):
@@ -643,7 +643,7 @@ def _sklearn_order(layout):
     return np.concatenate(weights + biases)
 
 
-class _Epochs:
+class _ScikitLearnRules:
     """scikit-learn's bookkeeping after each epoch (``n_iter_``, ``t_``, ``loss_``, ``loss_curve_``,
     validation scores), its learning-rate rules and its stopping rule, as a callback of
     fastgd's training loop; ``converged`` says whether the stopping rule ended the fit."""

@@ -50,7 +50,7 @@ def check_gradients(net, X, y, eps: float | None = None, l2: float = 0.0, max_ro
     loss_code = LOSSES[net.loss]
 
     def loss():
-        value, _ = kernels.evaluate(params, X, Y, loss_code, ws)
+        value, _ = kernels.data_loss(params, X, Y, loss_code, ws)
         return value + kernels.l2_penalty(params, l2)
 
     analytic = np.zeros_like(params)

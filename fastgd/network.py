@@ -13,11 +13,11 @@ from ._layout import he_normal, make_layout, weight_views
 from ._validation import check_dtype, check_outputs, check_sample_weight, check_X
 from .callbacks import Callback, History
 from .errors import ModelFileError
-from .kernels import kernels, resolve_saved, step_config
+from .kernels import kernels_for, resolve_saved, step_config
 from .layers import architecture, layers_of
 from .optimizers import SGD, Optimizer, check_optimizer
 from .targets import Task
-from .training import FitOptions, TrainingState, check_monitors, evaluate, logged_names, outputs, train
+from .training import FitOptions, TrainingState, check_monitors, forward_chunks, logged_names, loss_and_accuracy, train
 
 __all__ = ["MLP", "load"]
 
@@ -72,7 +72,7 @@ class MLP:
         sizes, activations = architecture(sizes, hidden, output)
         loss = _check_loss(loss, activations[-1], sizes[-1])
         dtype = check_dtype(dtype)
-        entry = kernels(backend, make_layout(sizes, activations), dtype)
+        entry = kernels_for(backend, make_layout(sizes, activations), dtype)
         params = np.empty(entry.n_params, dtype=dtype)
         rng = _own_generator(random_state)
         he_normal(entry.layout, params, rng)
@@ -163,7 +163,7 @@ class MLP:
         self.__dict__.update(state)
         self._params = np.array(self._params)  # writable, even from a memmap
         layout = make_layout(self.sizes, self.activations)
-        self._kernels = kernels(resolve_saved(state["_kernels"]), layout, self.dtype)
+        self._kernels = kernels_for(resolve_saved(state["_kernels"]), layout, self.dtype)
 
     def save(self, path) -> None:
         """Write the model to ``path`` (an ``.npz`` of plain arrays and a JSON header), atomically.
@@ -182,7 +182,7 @@ class MLP:
 
     def _outputs(self, X):
         X = check_X(X, self.dtype, n_features=self.sizes[0], sparse=True)
-        return check_outputs(outputs(self._kernels, self._params, X)[0])
+        return check_outputs(forward_chunks(self._kernels, self._params, X)[0])
 
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities, ``(n, n_classes)``: a binary sigmoid output gives ``[1 - p, p]``."""
@@ -208,7 +208,7 @@ class MLP:
         weights = None if sample_weight is None else check_sample_weight(sample_weight, "sample_weight", len(X))
         self._check_fitted_classes()
         Y, _ = self.task.encode(y, "y", len(X), self.classes_)
-        loss, accuracy = evaluate(self, X, Y, weights=weights)
+        loss, accuracy = loss_and_accuracy(self, X, Y, weights=weights)
         if not np.isfinite(loss):
             raise ValueError("X: the loss is not finite on these rows; the inputs are too large for the network's "
                              "weights, or the weights are not finite")
@@ -364,6 +364,6 @@ def load(path) -> MLP:
     except (TypeError, ValueError) as error:
         raise ModelFileError(f"architecture: {error}") from None
     net = MLP.__new__(MLP)
-    entry = kernels(resolve_saved(saved.backend), make_layout(saved.sizes, saved.activations), saved.dtype)
+    entry = kernels_for(resolve_saved(saved.backend), make_layout(saved.sizes, saved.activations), saved.dtype)
     net._assemble(saved.sizes, saved.activations, loss, entry, saved.params, saved.training, saved.classes)
     return net

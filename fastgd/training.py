@@ -45,7 +45,7 @@ class TrainingState:
     rng : numpy.random.RandomState
         The shuffling generator.
     l2 : float
-        L2 strength of the last fit (``evaluate`` reports the loss with it).
+        L2 strength of the last fit (``MLP.evaluate`` reports the loss with it).
     l2_per_row : bool
         Whether the last fit divided ``l2`` by each batch's rows (or total weight), as
         scikit-learn's ``alpha``; ``evaluate`` then divides it by the rows it evaluates.
@@ -223,7 +223,7 @@ class FitOptions:
             raise ValueError(f"on_divergence: expected 'raise' or 'warn', got {self.on_divergence!r}")
 
 
-def outputs(kernels, params, X, Y=None, loss=None, workspaces=None, weights=None):
+def forward_chunks(kernels, params, X, Y=None, loss=None, workspaces=None, weights=None):
     """``(outputs (n, n_out), mean data loss)`` of the rows of ``X`` in chunks of ``CHUNK_ROWS``
     rows; the loss (no L2 term; rows weighted by ``weights``, None: 1 each) needs targets ``Y``
     and a loss code, else it is None. ``workspaces``: one per thread that takes chunks at once
@@ -244,7 +244,7 @@ def outputs(kernels, params, X, Y=None, loss=None, workspaces=None, weights=None
             chunk = None if weights is None else weights[rows]
             count = len(result[rows]) if chunk is None else float(chunk.sum())
             if count:
-                value, result[rows] = kernels.evaluate(params, X[rows], Y[rows], loss, ws, chunk)
+                value, result[rows] = kernels.data_loss(params, X[rows], Y[rows], loss, ws, chunk)
                 sums[i] = value * count
             else:  # rows that all weigh 0 have no mean loss and add nothing to the sum: their outputs only
                 result[rows] = kernels.forward(params, X[rows], ws)
@@ -263,13 +263,13 @@ def outputs(kernels, params, X, Y=None, loss=None, workspaces=None, weights=None
     return result, (float(sums.sum()) / (n if weights is None else float(weights.sum())) if Y is not None else None)
 
 
-def evaluate(net, X, Y, workspaces=None, weights=None):
+def loss_and_accuracy(net, X, Y, workspaces=None, weights=None):
     """``(loss, accuracy)`` of ``net`` on checked rows ``(X, Y)`` (weighted by ``weights``, None: 1 each):
     the mean data loss plus the L2 term of the last fit (``net.training``: ``l2``, over the rows' number or
-    total weight with ``l2_per_row``); accuracy is None for regression. ``workspaces``: as :func:`outputs`
+    total weight with ``l2_per_row``); accuracy is None for regression. ``workspaces``: as :func:`forward_chunks`
     takes them."""
     training = net.training
-    result, data_loss = outputs(net.kernels, net.params, X, Y, LOSSES[net.loss], workspaces, weights)
+    result, data_loss = forward_chunks(net.kernels, net.params, X, Y, LOSSES[net.loss], workspaces, weights)
     l2 = training.l2 / (len(X) if weights is None else float(weights.sum())) if training.l2_per_row else training.l2
     return data_loss + net.kernels.l2_penalty(net.params, l2), net.task.accuracy(result, Y)
 
@@ -356,14 +356,14 @@ def train(net, X, Y, options: FitOptions, validation=None, weights=None) -> Hist
                         if line_search:
                             logs["step_size"] = float(lrs.mean())
                         if options.train_metrics:
-                            logs["train_loss"], logs["train_accuracy"] = evaluate(net, X, Y, eval_ws, weights)
+                            logs["train_loss"], logs["train_accuracy"] = loss_and_accuracy(net, X, Y, eval_ws, weights)
                             if not np.isfinite(logs["train_loss"]):  # the epoch's last steps overflowed
                                 _restore(params, training, last, first_step)
                                 diverged = (f"training diverged in epoch {epoch + 1} (loss not finite after it); "
                                             "stopped and kept the weights of the last finite epoch")
                                 break
                         if validation is not None:
-                            logs["val_loss"], logs["val_accuracy"] = evaluate(net, *validation, eval_ws)
+                            logs["val_loss"], logs["val_accuracy"] = loss_and_accuracy(net, *validation, eval_ws)
                         if not classifies:
                             logs.pop("train_accuracy", None)
                             logs.pop("val_accuracy", None)

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 import fastgd
 from fastgd._codes import ACTIVATIONS, LOSSES
-from fastgd.kernels import CSR, STEP, kernels, step_config
+from fastgd.kernels import CSR, STEP, kernels_for, step_config
 
 faulthandler.enable()
 BACKEND, EXAMPLES = sys.argv[1], int(sys.argv[2])
@@ -104,7 +104,7 @@ GOOD = dict(params=NET.params, grads=np.zeros(P), state=np.zeros((0, P)), X=RNG.
             weights=RNG.uniform(0, 2, 10), rng=np.random.RandomState(1), threads=1)
 SIGNATURES = {
     "workspace": ("rows", "batch_rows"), "forward": ("params", "X", "ws"),
-    "evaluate": ("params", "X", "Y", "loss", "ws", "weights"), "l2_penalty": ("params", "l2"),
+    "data_loss": ("params", "X", "Y", "loss", "ws", "weights"), "l2_penalty": ("params", "l2"),
     "backward": ("params", "X", "Y", "config", "ws", "grads", "weights"), "clip": ("grads", "config"),
     "update": ("params", "grads", "state", "config", "lr", "step"),
     "train_epoch": ("params", "grads", "state", "X", "Y", "order", "batch_size", "config", "lrs", "step", "ws",
@@ -132,7 +132,7 @@ def shapes_of(name, args, result):
     m = len(args["X"])
     if name == "forward":
         assert result.shape == (m, 2), result.shape
-    elif name == "evaluate":
+    elif name == "data_loss":
         assert isinstance(result[0], float) and result[1].shape == (m, 2)
     elif name == "train_epoch":
         loss, steps, status = result
@@ -204,7 +204,7 @@ def accepted(result):
 @SETTINGS
 @given(rows=large_layouts(), dtype=st.sampled_from([np.float32, np.float64]), data=st.data())
 def test_layers_past_2_31(rows, dtype, data):
-    run(f"kernels({rows})", lambda: kernels(BACKEND, rows, dtype), lambda entry: places_every_weight(entry, rows))
+    run(f"kernels_for({rows})", lambda: kernels_for(BACKEND, rows, dtype), lambda entry: places_every_weight(entry, rows))
     sizes = data.draw(st.lists(st.one_of(st.integers(1, 5), WIDTHS), min_size=1, max_size=3))
     sizes.insert(data.draw(st.integers(0, len(sizes))), data.draw(PAST_INT))
     output, loss = data.draw(st.sampled_from(TASKS))

@@ -64,7 +64,7 @@ def test_kernels_match_reference(backend, dtype, rows, hidden, output, loss):
         params = net.params.copy()
         grads = np.zeros_like(params)
         out = kernels.forward(params, X, ws).copy()
-        value, _ = kernels.evaluate(params, X, Y, LOSSES[loss], ws)
+        value, _ = kernels.data_loss(params, X, Y, LOSSES[loss], ws)
         batch_loss = kernels.backward(params, X, Y, config, ws, grads)
         penalty = kernels.l2_penalty(params, 0.01)
         gradient = grads.copy()  # update() may spend grads
@@ -252,7 +252,7 @@ def test_integer_weights_count_as_repeated_rows(backend, rows, hidden, output, l
     results = []
     for rows_X, rows_Y, w in ((X, Y, weights), (X[repeated], Y[repeated], None)):
         grads = np.zeros_like(net.params)
-        value, _ = kernels.evaluate(net.params, rows_X, rows_Y, LOSSES[loss], ws, w)
+        value, _ = kernels.data_loss(net.params, rows_X, rows_Y, LOSSES[loss], ws, w)
         results.append((value, kernels.backward(net.params, rows_X, rows_Y, config, ws, grads, w), grads))
     for got, expected in zip(*results):
         assert_close(got, expected, 1e-12)
@@ -296,7 +296,7 @@ def test_rows_that_weigh_nothing_have_a_nan_mean(backend, dtype, output, loss):
     ws, grads = kernels.workspace(24), np.zeros_like(start)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert np.isnan(kernels.evaluate(start, X, Y, LOSSES[loss], ws, weights)[0])
+        assert np.isnan(kernels.data_loss(start, X, Y, LOSSES[loss], ws, weights)[0])
         assert np.isnan(kernels.backward(start, X, Y, config, ws, grads, weights))
         for batch_size, threads in ((24, 1), (24, 2), (8, 1)):
             params = start.copy()
@@ -374,7 +374,7 @@ def test_sparse_rows_compute_what_dense_rows_compute(backend, dtype, rows, hidde
     for rows_X in (X, sparse):
         grads = np.zeros_like(net.params)
         out = net.kernels.forward(net.params, rows_X, ws).copy()
-        value, _ = net.kernels.evaluate(net.params, rows_X, Y, LOSSES[loss], ws, weights)
+        value, _ = net.kernels.data_loss(net.params, rows_X, Y, LOSSES[loss], ws, weights)
         results.append((out, value, net.kernels.backward(net.params, rows_X, Y, config, ws, grads, weights), grads))
     for got, expected in zip(*results):
         assert_close(got, expected, KERNEL_RTOL[dtype])

@@ -15,7 +15,7 @@ import fastgd
 from conftest import BACKENDS, COMPILED, CYTHON_BUILDS
 from fastgd._codes import ACTIVATIONS, BAD_ROW, LOSSES, NOT_FINITE, OK, OPTIMIZERS
 from fastgd._layout import make_layout
-from fastgd.kernels import CSR, STEP, kernels, step_config
+from fastgd.kernels import CSR, STEP, kernels_for, step_config
 from fastgd.kernels.buffers import check_layout, generator_state
 
 # ---------------------------------------------------------------- one table, every backend
@@ -89,7 +89,7 @@ class Call:
                          rng=None, threads=1)
 
     SIGNATURES = {
-        "forward": ("params", "X", "ws"), "evaluate": ("params", "X", "Y", "loss", "ws"),
+        "forward": ("params", "X", "ws"), "data_loss": ("params", "X", "Y", "loss", "ws"),
         "l2_penalty": ("params", "l2"), "backward": ("params", "X", "Y", "config", "ws", "grads"),
         "clip": ("grads", "config"), "update": ("params", "grads", "state", "config", "lr", "step"),
         "train_epoch": ("params", "grads", "state", "X", "Y", "order", "batch_size", "config", "lrs", "step", "ws",
@@ -98,7 +98,7 @@ class Call:
 
     def run(self, name, **changes):
         args = {**self.args, **changes}
-        if name in ("forward", "evaluate", "backward") and "ws" not in changes:
+        if name in ("forward", "data_loss", "backward") and "ws" not in changes:
             args["ws"] = self.kernels.workspace(max(1, len(args["X"])) if isinstance(args["X"], np.ndarray) else 1)
         return getattr(self.kernels, name)(*(args[a] for a in self.SIGNATURES[name]))
 
@@ -136,10 +136,10 @@ BAD = [  # (kernel, argument changes, error, message)
     ("forward", dict(X=np.zeros((10, 3), ">f8")), ValueError, "X: "),
     ("forward", dict(ws=None), TypeError, "ws: expected a workspace made by this object"),
     ("forward", dict(X=np.zeros((5, 3)), ws="small"), TypeError, "ws: "),
-    ("evaluate", dict(Y=np.zeros((9, 2))), ValueError, r"Y: .*shape \(10, 2\)"),
-    ("evaluate", dict(loss=7), ValueError, "loss: expected a loss code"),
+    ("data_loss", dict(Y=np.zeros((9, 2))), ValueError, r"Y: .*shape \(10, 2\)"),
+    ("data_loss", dict(loss=7), ValueError, "loss: expected a loss code"),
     ("backward", dict(Y=None), TypeError, "Y: expected a NumPy array, got NoneType"),
-    ("evaluate", dict(loss=LOSSES["binary_cross_entropy"]), ValueError, "loss: 'binary_cross_entropy' cannot follow"),
+    ("data_loss", dict(loss=LOSSES["binary_cross_entropy"]), ValueError, "loss: 'binary_cross_entropy' cannot follow"),
     ("l2_penalty", dict(l2=float("nan")), ValueError, "l2: expected a finite number"),
     ("backward", dict(grads=read_only(np.zeros(P))), ValueError, "grads: .*writable.*got a read-only"),
     ("backward", dict(config=np.zeros(1)), TypeError, "config: expected a .1,. array of dtype fastgd.kernels.STEP"),
@@ -195,7 +195,7 @@ def test_the_entry_refuses_what_the_kernels_cannot_trust(backend, kernel, change
 def test_good_arguments_run_every_kernel(backend):
     call = Call(backend)
     assert call.run("forward").shape == (10, 2)
-    value, outputs = call.run("evaluate")
+    value, outputs = call.run("data_loss")
     assert np.isfinite(value) and outputs.shape == (10, 2)
     assert call.run("l2_penalty") > 0 and np.isfinite(call.run("backward"))
     call.run("clip")
@@ -362,7 +362,7 @@ def test_a_workspace_serves_only_the_entry_that_made_it(backend):
 def test_a_workspace_for_training_only_serves_no_forward_pass(backend):
     call = Call(backend)
     ws = call.kernels.workspace(10, keep_outputs=False)
-    for kernel in ("forward", "evaluate"):
+    for kernel in ("forward", "data_loss"):
         with pytest.raises(ValueError, match="ws: made with keep_outputs=False, for training only"):
             call.run(kernel, ws=ws)
     assert np.isfinite(call.run("backward", ws=ws))
@@ -412,7 +412,7 @@ def test_a_layout_that_does_not_place_one_buffer_is_refused(change, message):
     table = fastgd.MLP([3, 4, 2]).layout
     change(table)
     with pytest.raises(ValueError, match=message):
-        kernels("numpy", table, "float64")
+        kernels_for("numpy", table, "float64")
     with pytest.raises(ValueError, match="layout: expected shape"):
         check_layout(np.zeros((2, 4), np.int64))
     with pytest.raises(TypeError, match="layout: expected an integer table"):
@@ -422,10 +422,10 @@ def test_a_layout_that_does_not_place_one_buffer_is_refused(change, message):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_widths_stay_below_2_31_and_a_layer_may_hold_more_weights(backend):
     n_in, width = 2**16 + 1, 2**15 + 1
-    entry = kernels(backend, make_layout([n_in, width, 1], ["relu", "identity"]), "float32")
+    entry = kernels_for(backend, make_layout([n_in, width, 1], ["relu", "identity"]), "float32")
     assert entry.n_params == n_in * width + 2 * width + 1 > 2**31
     with pytest.raises(ValueError, match=r"layout: layer 0 has widths 1 x 2147483648; .*BLAS takes a width as a C int"):
-        kernels(backend, make_layout([1, 2**31, 1], ["relu", "identity"]), "float32")
+        kernels_for(backend, make_layout([1, 2**31, 1], ["relu", "identity"]), "float32")
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -42,10 +42,10 @@ MANY_WEIGHTS = """
 import sys
 import numpy as np
 from fastgd._layout import make_layout, weight_views
-from fastgd.kernels import kernels
+from fastgd.kernels import kernels_for
 
 n_in, width = 2**16 + 1, 2**15 + 1
-entry = kernels(sys.argv[1], make_layout([n_in, width, 1], ["relu", "identity"]), "float32")
+entry = kernels_for(sys.argv[1], make_layout([n_in, width, 1], ["relu", "identity"]), "float32")
 params = np.zeros(entry.n_params, np.float32)
 W0, b0, W1, b1 = weight_views(entry.layout, params)
 assert W0.size > 2**31 and np.shares_memory(W0, params)

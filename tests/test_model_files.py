@@ -363,7 +363,7 @@ def test_a_fault_in_the_metrics_leaves_model_and_history_at_the_same_epoch(backe
     reference.fit(X, y, epochs=1, batch_size=8)
     net = fastgd.MLP([5, 6, 3], backend=backend, random_state=0)
     calls = []
-    evaluate = fastgd.training.evaluate
+    evaluate = fastgd.training.loss_and_accuracy
 
     def interrupted(*args, **kwargs):
         calls.append(1)
@@ -371,7 +371,7 @@ def test_a_fault_in_the_metrics_leaves_model_and_history_at_the_same_epoch(backe
             raise fault
         return evaluate(*args, **kwargs)
 
-    monkeypatch.setattr(fastgd.training, "evaluate", interrupted)
+    monkeypatch.setattr(fastgd.training, "loss_and_accuracy", interrupted)
     with pytest.raises(fault):
         net.fit(X, y, epochs=3, batch_size=8)
     assert net.history_.epoch == [0]

@@ -33,7 +33,7 @@ if sys.argv[1] == "predict":
 else:
     for batch_size in (None, 1, 8, 32):
         net.fit(X, y, epochs=1, batch_size=batch_size)
-    dispatchers = [kernels._train_epoch, kernels._stochastic_epoch, kernels._evaluate]
+    dispatchers = [kernels._train_epoch, kernels._stochastic_epoch, kernels._data_loss]
 fitted = time.perf_counter() - start
 import numba
 print(json.dumps({

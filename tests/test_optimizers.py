@@ -149,7 +149,7 @@ class Problem:
         return g
 
     def loss(self, w):
-        value, _ = self.kernels.evaluate(w, self.X, self.Y, LOSSES["cross_entropy"], self.ws)
+        value, _ = self.kernels.data_loss(w, self.X, self.Y, LOSSES["cross_entropy"], self.ws)
         return value + self.kernels.l2_penalty(w, self.l2)
 
     def fit(self, backend, optimizer, epochs=STEPS, **options):

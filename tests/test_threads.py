@@ -140,7 +140,7 @@ def test_a_full_batch_fit_splits_its_rows_across_the_threads_it_repays(backend, 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_chunks_evaluated_on_threads_give_what_one_thread_gives(backend, monkeypatch):
-    from fastgd.training import CHUNK_ROWS, outputs
+    from fastgd.training import CHUNK_ROWS, forward_chunks
 
     n = 3 * CHUNK_ROWS + 100
     X, y = make_problem("softmax", n=n, seed=5)
@@ -148,16 +148,16 @@ def test_chunks_evaluated_on_threads_give_what_one_thread_gives(backend, monkeyp
     X, Y, _ = net.encode(X, y)
     weights = np.random.RandomState(0).uniform(0, 2, n)
     seen = set()
-    evaluate = net.kernels.backend.evaluate
+    data_loss = net.kernels.backend.data_loss
 
     def spy(*args):
         seen.add(threading.get_ident())
-        return evaluate(*args)
+        return data_loss(*args)
 
-    monkeypatch.setattr(net.kernels.backend, "evaluate", spy)
-    one = outputs(net.kernels, net.params, X, Y, 0, None, weights)
+    monkeypatch.setattr(net.kernels.backend, "data_loss", spy)
+    one = forward_chunks(net.kernels, net.params, X, Y, 0, None, weights)
     seen.clear()
-    three = outputs(net.kernels, net.params, X, Y, 0, [net.kernels.workspace(CHUNK_ROWS) for _ in range(3)], weights)
+    three = forward_chunks(net.kernels, net.params, X, Y, 0, [net.kernels.workspace(CHUNK_ROWS) for _ in range(3)], weights)
     assert len(seen) >= 2  # the calling thread and at least one of the pool
     np.testing.assert_array_equal(three[0], one[0])
     assert three[1] == one[1]

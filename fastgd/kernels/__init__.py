@@ -1,5 +1,5 @@
 """Backend registry: each backend is one kernel module with the functions of
-:class:`~fastgd.kernels.protocol.Backend`; :func:`kernels` gives the checked entry into one of them.
+:class:`~fastgd.kernels.protocol.Backend`; :func:`kernels_for` gives the checked entry into one of them.
 """
 
 import importlib
@@ -15,7 +15,7 @@ from .buffers import CSR, STEP, step_config
 from .entry import Kernels
 from .protocol import missing
 
-__all__ = ["CSR", "PREFERENCE", "STEP", "Kernels", "backends", "cython_build", "cython_builds", "kernels", "resolve",
+__all__ = ["CSR", "PREFERENCE", "STEP", "Kernels", "backends", "cython_build", "cython_builds", "kernels_for", "resolve",
            "resolve_saved", "step_config", "warmup"]
 
 #: Preference order of ``backend="auto"``: compiled ahead of time (no warm-up),
@@ -88,7 +88,7 @@ def resolve(name):
     return name, module
 
 
-def kernels(backend, layout, dtype) -> Kernels:
+def kernels_for(backend, layout, dtype) -> Kernels:
     """The checked entry into backend ``backend``'s kernels (a name or ``"auto"``) for ``layout`` and ``dtype``."""
     return Kernels(*resolve(backend), layout, dtype)
 
@@ -118,7 +118,7 @@ def warmup(backend: str = "numba", dtypes=("float64", "float32")) -> dict:
     seconds = {}
     for dtype in dtypes:
         start = time.perf_counter()
-        entry = kernels(backend, layout, dtype)
+        entry = kernels_for(backend, layout, dtype)
         rng = np.random.RandomState(0)
         params = rng.standard_normal(entry.n_params).astype(dtype)
         grads = np.zeros_like(params)
@@ -133,7 +133,7 @@ def warmup(backend: str = "numba", dtypes=("float64", "float32")) -> dict:
         for rows in (4, 40):
             ws = entry.workspace(rows, rows)
             entry.forward(params, X[:rows], ws)
-            entry.evaluate(params, X[:rows], Y[:rows], LOSSES["cross_entropy"], ws)
+            entry.data_loss(params, X[:rows], Y[:rows], LOSSES["cross_entropy"], ws)
             entry.backward(params, X[:rows], Y[:rows], configs["adam"], ws, grads)
         state = np.zeros((len(OPTIMIZERS["adam"].slots(adam)), entry.n_params), dtype)
         entry.l2_penalty(params, 1e-4)

@@ -1407,7 +1407,7 @@ def forward(const int64_t[:, ::1] layout, const floating[::1] params, X, ws):
         _forward(layout, params, x, sparse, m, acts, offsets, z, lse)
 
 
-def evaluate(const int64_t[:, ::1] layout, const floating[::1] params, X, Y, const double[::1] weights, int loss,
+def data_loss(const int64_t[:, ::1] layout, const floating[::1] params, X, Y, const double[::1] weights, int loss,
              ws):
     cdef bint dense = isinstance(X, np.ndarray)
     cdef const floating[::1] x = X.reshape(-1) if dense else params[:0], y = Y.reshape(-1)

@@ -1235,7 +1235,7 @@ def _finite(values):
 
 
 @_jit
-def _evaluate(layout, params, X, Y, weights, loss, acts, offsets, z, lse, deltas):
+def _data_loss(layout, params, X, Y, weights, loss, acts, offsets, z, lse, deltas):
     _forward_blas(layout, params, X, acts, offsets, z, lse)
     return _loss(layout, Y, weights, _n_rows(X), acts, offsets, z, lse, deltas, loss)
 
@@ -1302,8 +1302,8 @@ def forward(layout, params, X, ws):
 
 
 @_announced(1)
-def evaluate(layout, params, X, Y, weights, loss, ws):
-    return _evaluate(layout, params, _input(X), Y, weights, loss, ws.acts, ws.offsets, ws.z, ws.lse, ws.deltas)
+def data_loss(layout, params, X, Y, weights, loss, ws):
+    return _data_loss(layout, params, _input(X), Y, weights, loss, ws.acts, ws.offsets, ws.z, ws.lse, ws.deltas)
 
 
 @_announced(1)

@@ -194,7 +194,7 @@ def _data_loss(loss, z, a, Y, lse, weights):
         return float(total / (count * _rows(weights, len(Y))))
 
 
-def evaluate(layout, params, X, Y, weights, loss, ws):
+def data_loss(layout, params, X, Y, weights, loss, ws):
     """Mean data loss (no L2 term) on ``(X, Y)``, rows weighted by ``weights``; outputs in ``ws.outputs(m)``."""
     m = X.shape[0]
     forward(layout, params, X, ws)
@@ -220,7 +220,7 @@ def _backward(layout, params, X, Y, weights, h, ws, grads):
     loss, l2 = h["loss"], _batch_l2(h, rows)
     Ws, _ = ws.weights(params)
     dWs, dbs = ws.weights(grads)
-    value = evaluate(layout, params, X, Y, weights, loss, ws)
+    value = data_loss(layout, params, X, Y, weights, loss, ws)
     a_out = ws.outputs(m)
 
     # Output delta dL/dz: (a - y) scaled by the loss's mean (and each row's weight), times f'(z) unless fused.
@@ -430,7 +430,7 @@ def _apply(layout, params, grads, state, X, Y, weights, value, h, lrs, i, step, 
     if h["optimizer"] == LINE_SEARCH:
         def trial_loss(point):
             penalty = l2_penalty(layout, point, _batch_l2(h, _rows(weights, X.shape[0])))
-            return evaluate(layout, point, X, Y, weights, h["loss"], ws) + penalty
+            return data_loss(layout, point, X, Y, weights, h["loss"], ws) + penalty
 
         lrs[i] = _line_search(params, grads, value, trial_loss, state[0], h, lrs[i])
     else:

@@ -109,7 +109,7 @@ class Kernels:
 
     def _outputs_workspace(self, ws, rows):
         if not self._workspace(ws, rows).keep_outputs:
-            raise ValueError("ws: made with keep_outputs=False, for training only; forward and evaluate need "
+            raise ValueError("ws: made with keep_outputs=False, for training only; forward and data_loss need "
                              "workspace(rows), which keeps the outputs of every row")
 
     def _config(self, config):
@@ -129,7 +129,7 @@ class Kernels:
     def workspace(self, rows: int, batch_rows: int = 0, sparse: bool = False, keep_outputs: bool = True):
         """A workspace for up to ``rows`` rows per call and ``batch_rows`` gathered rows (of sparse
         ``X``, a :class:`CSR`, with ``sparse``). ``keep_outputs=False`` makes one for training only
-        (no ``forward`` or ``evaluate``), which a compiled backend makes smaller: it keeps the
+        (no ``forward`` or ``data_loss``), which a compiled backend makes smaller: it keeps the
         outputs of one block of rows rather than of every row."""
         rows = _check_int(rows, "rows", 1, 2**31)
         batch_rows = _check_int(batch_rows, "batch_rows", 0, 2**31)
@@ -146,7 +146,7 @@ class Kernels:
         _run(self.backend.forward, self.layout, params, X, ws)
         return ws.outputs(m)
 
-    def evaluate(self, params, X, Y, loss: int, ws, weights=None) -> tuple[float, np.ndarray]:
+    def data_loss(self, params, X, Y, loss: int, ws, weights=None) -> tuple[float, np.ndarray]:
         """``(mean data loss without the L2 term, output activations (m, n_out))`` on ``(X, Y)``,
         rows weighted by ``weights`` (float64 ``(m,)``; None: 1 each)."""
         self._params(params)
@@ -154,7 +154,7 @@ class Kernels:
         weights = self._weights(weights, m)
         self._outputs_workspace(ws, m)
         loss = _check_loss(loss, self.output)
-        return _run(self.backend.evaluate, self.layout, params, X, Y, weights, loss, ws), ws.outputs(m)
+        return _run(self.backend.data_loss, self.layout, params, X, Y, weights, loss, ws), ws.outputs(m)
 
     def l2_penalty(self, params, l2: float) -> float:
         """``l2 / 2 * sum(W**2)`` over every weight matrix (biases excluded)."""

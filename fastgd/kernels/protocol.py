@@ -44,12 +44,12 @@ class Backend(Protocol):
         none); an object with ``layout``, ``dtype``, ``rows``, ``batch_rows``, ``sparse``,
         ``keep_outputs`` and ``outputs(m)``, the ``(m, n_out)`` output activations of the last pass.
         Without ``keep_outputs`` it may keep the outputs of fewer rows than ``rows`` (of one block
-        of rows at a time): enough to train (every function but ``forward`` and ``evaluate``)."""
+        of rows at a time): enough to train (every function but ``forward`` and ``data_loss``)."""
 
     def forward(self, layout, params, X, ws) -> None:
         """Forward pass of the rows of ``X``; outputs in ``ws.outputs(m)``."""
 
-    def evaluate(self, layout, params, X, Y, weights, loss: int, ws) -> float:
+    def data_loss(self, layout, params, X, Y, weights, loss: int, ws) -> float:
         """Forward pass and mean data loss of ``(X, Y)`` (no L2 term), accumulated in float64."""
 
     def l2_penalty(self, layout, params, l2: float) -> float:
