@@ -81,6 +81,14 @@ def _stochastic(estimator):
     return estimator.solver != "lbfgs"
 
 
+def _keep(estimator, arguments):
+    """Store the arguments of ``__init__`` (its ``locals()``) as attributes of the same names, unchanged,
+    as scikit-learn's estimators do."""
+    for name, value in arguments.items():
+        if name != "self":
+            setattr(estimator, name, value)
+
+
 def _check(condition, message):
     if not condition:
         raise ValueError(message)
@@ -88,37 +96,6 @@ def _check(condition, message):
 
 class _BaseMLP(BaseEstimator):
     """What the classifier and the regressor share: parameters, checks and the epoch loop."""
-
-    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam", alpha=0.0001,
-                 batch_size="auto", learning_rate="constant", learning_rate_init=0.001, power_t=0.5, max_iter=200,
-                 shuffle=True, random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
-                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1, beta_1=0.9, beta_2=0.999,
-                 epsilon=1e-8, n_iter_no_change=10, max_fun=15000, backend="auto", dtype=None):
-        self.hidden_layer_sizes = hidden_layer_sizes
-        self.activation = activation
-        self.solver = solver
-        self.alpha = alpha
-        self.batch_size = batch_size
-        self.learning_rate = learning_rate
-        self.learning_rate_init = learning_rate_init
-        self.power_t = power_t
-        self.max_iter = max_iter
-        self.shuffle = shuffle
-        self.random_state = random_state
-        self.tol = tol
-        self.verbose = verbose
-        self.warm_start = warm_start
-        self.momentum = momentum
-        self.nesterovs_momentum = nesterovs_momentum
-        self.early_stopping = early_stopping
-        self.validation_fraction = validation_fraction
-        self.beta_1 = beta_1
-        self.beta_2 = beta_2
-        self.epsilon = epsilon
-        self.n_iter_no_change = n_iter_no_change
-        self.max_fun = max_fun
-        self.backend = backend
-        self.dtype = dtype
 
     # ---------------------------------------------------------------- checks
     def _check_params(self):
@@ -372,14 +349,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  shuffle=True, random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1, beta_1=0.9, beta_2=0.999,
                  epsilon=1e-8, n_iter_no_change=10, max_fun=15000, class_weight=None, backend="auto", dtype=None):
-        super().__init__(hidden_layer_sizes, activation, solver=solver, alpha=alpha, batch_size=batch_size,
-                         learning_rate=learning_rate, learning_rate_init=learning_rate_init, power_t=power_t,
-                         max_iter=max_iter, shuffle=shuffle, random_state=random_state, tol=tol, verbose=verbose,
-                         warm_start=warm_start, momentum=momentum, nesterovs_momentum=nesterovs_momentum,
-                         early_stopping=early_stopping, validation_fraction=validation_fraction, beta_1=beta_1,
-                         beta_2=beta_2, epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun,
-                         backend=backend, dtype=dtype)
-        self.class_weight = class_weight
+        _keep(self, locals())
 
     def _check_params(self):
         weights = self.class_weight
@@ -524,14 +494,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                  max_iter=200, shuffle=True, random_state=None, tol=1e-4, verbose=False, warm_start=False,
                  momentum=0.9, nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1, beta_1=0.9,
                  beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000, backend="auto", dtype=None):
-        super().__init__(hidden_layer_sizes, activation, solver=solver, alpha=alpha, batch_size=batch_size,
-                         learning_rate=learning_rate, learning_rate_init=learning_rate_init, power_t=power_t,
-                         max_iter=max_iter, shuffle=shuffle, random_state=random_state, tol=tol, verbose=verbose,
-                         warm_start=warm_start, momentum=momentum, nesterovs_momentum=nesterovs_momentum,
-                         early_stopping=early_stopping, validation_fraction=validation_fraction, beta_1=beta_1,
-                         beta_2=beta_2, epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun,
-                         backend=backend, dtype=dtype)
-        self.loss = loss
+        _keep(self, locals())
 
     def _check_params(self):
         _check(self.loss in LOSSES, f"loss: expected one of {list(LOSSES)}, got {self.loss!r}")
