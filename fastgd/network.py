@@ -268,7 +268,8 @@ class MLP:
         X, Y, classes = self.encode(X, y)
         weights = None if sample_weight is None else check_sample_weight(sample_weight, "sample_weight", len(X))
         one_step = epochs is None and batch_size is None and X.shape[0] > 1
-        options = FitOptions(epochs=1 if epochs is None else epochs, batch_size=batch_size, l2=l2, clip_value=clip_value, clip_norm=clip_norm,
+        options = FitOptions(epochs=1 if epochs is None else epochs, batch_size=batch_size, l2=l2,
+                             clip_value=clip_value, clip_norm=clip_norm,
                              shuffle=shuffle, train_metrics=train_metrics, callbacks=callbacks, verbose=verbose,
                              on_divergence=on_divergence)
         if optimizer is not None:

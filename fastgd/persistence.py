@@ -256,7 +256,8 @@ def _read_header(archive):
     _require(_is_int(version) and 1 <= version <= VERSION,
              f"header: unsupported format version {version!r} (this fastgd reads versions 1 to {VERSION})")
     expected = {"format", "version", "sizes", "activations", "loss", "dtype", "backend", "l2", "step", "optimizer",
-                "rng", "arrays", *(["object_labels"] if version >= 2 else []), *(["l2_per_row"] if version >= 3 else []),
+                "rng", "arrays", *(["object_labels"] if version >= 2 else []),
+                *(["l2_per_row"] if version >= 3 else []),
                 *(["state_slots"] if version >= 4 else [])}
     _require(set(header) == expected, f"header: expected the fields {sorted(expected)}, got {sorted(header)}")
     sizes, activations = header["sizes"], header["activations"]

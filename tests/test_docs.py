@@ -124,8 +124,9 @@ def test_the_reference_builds_without_a_warning_and_names_every_public_name(tmp_
     build = subprocess.run([sys.executable, "-m", "sphinx", "-q", "-n", "-W", "--keep-going", "-b", "html",
                             str(ROOT / "docs"), str(tmp_path)], capture_output=True, text=True)
     assert build.returncode == 0, build.stderr  # -n: a reference to a name that does not exist is a warning
-    documented = set(re.findall(r'<dt class="sig[^"]*" id="([\w.]+)"', (tmp_path / "api.html").read_text()))
-    documented |= {f"module-{name}" for name in re.findall(r'id="module-([\w.]+)"', (tmp_path / "api.html").read_text())}
+    page = (tmp_path / "api.html").read_text()
+    documented = set(re.findall(r'<dt class="sig[^"]*" id="([\w.]+)"', page))
+    documented |= {f"module-{name}" for name in re.findall(r'id="module-([\w.]+)"', page)}
     missing = []
     for name in MODULES:
         module = importlib.import_module(name)

@@ -157,7 +157,8 @@ def test_chunks_evaluated_on_threads_give_what_one_thread_gives(backend, monkeyp
     monkeypatch.setattr(net.kernels.backend, "data_loss", spy)
     one = forward_chunks(net.kernels, net.params, X, Y, 0, None, weights)
     seen.clear()
-    three = forward_chunks(net.kernels, net.params, X, Y, 0, [net.kernels.workspace(CHUNK_ROWS) for _ in range(3)], weights)
+    workspaces = [net.kernels.workspace(CHUNK_ROWS) for _ in range(3)]
+    three = forward_chunks(net.kernels, net.params, X, Y, 0, workspaces, weights)
     assert len(seen) >= 2  # the calling thread and at least one of the pool
     np.testing.assert_array_equal(three[0], one[0])
     assert three[1] == one[1]

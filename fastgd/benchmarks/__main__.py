@@ -211,7 +211,8 @@ def main(argv=None, prog="python -m fastgd.benchmarks"):
     report = [*header(machine, " ".join([prog, *map(shlex.quote, argv)]), date, args.quick, rounds, scale, threads),
               "Workloads (SGD, L2 1e-4; mini-batch 64 and stochastic train on the rows given):", "",
               *[f"- {line}" for line in described], "", *figure,
-              "## In short", "", "Samples per second of fastgd's fastest backend and of the fastest peer, per cell:", "",
+              "## In short", "",
+              "Samples per second of fastgd's fastest backend and of the fastest peer, per cell:", "",
               throughput.headline(results), "",
               "## Throughput", "", throughput.table(results), ""]
     if warning:

@@ -231,7 +231,8 @@ def headline(results):
     """Markdown: per workload x mode and thread count, fastgd's fastest backend beside the fastest
     peer, and the ratio of the two."""
     threads = sorted({r["threads"] for r in results})
-    head = "| workload | mode | " + " | ".join(f"fastgd {t}T | best peer {t}T | fastgd / peer {t}T" for t in threads) + " |"
+    head = "| workload | mode | " + " | ".join(f"fastgd {t}T | best peer {t}T | fastgd / peer {t}T"
+                                               for t in threads) + " |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for workload, mode in dict.fromkeys((r["workload"], r["mode"]) for r in results):
         cells = []

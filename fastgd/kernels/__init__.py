@@ -15,7 +15,8 @@ from .buffers import CSR, STEP, step_config
 from .entry import Kernels
 from .protocol import missing
 
-__all__ = ["CSR", "PREFERENCE", "STEP", "Kernels", "backends", "cython_build", "cython_builds", "kernels_for", "resolve",
+__all__ = ["CSR", "PREFERENCE", "STEP", "Kernels", "backends", "cython_build", "cython_builds", "kernels_for",
+           "resolve",
            "resolve_saved", "step_config", "warmup"]
 
 #: Preference order of ``backend="auto"``: compiled ahead of time (no warm-up),
@@ -128,7 +129,8 @@ def warmup(backend: str = "numba", dtypes=("float64", "float32")) -> dict:
             # one row, below and above the row count where steps turn to BLAS, one batch in shares on two threads
             for rows in (1, 4, 20, 40):
                 ws = entry.workspace(rows, rows)
-                entry.train_epoch(params, grads, state, X, Y, np.arange(40), rows, config, np.full(-(-40 // rows), 1e-3),
+                entry.train_epoch(params, grads, state, X, Y, np.arange(40), rows, config,
+                                  np.full(-(-40 // rows), 1e-3),
                                   1, ws, rng=rng, threads=1 if rows < 40 else 2)
         for rows in (4, 40):
             ws = entry.workspace(rows, rows)

@@ -24,7 +24,8 @@ _ACTIVATION_NAMES = {code: name for name, code in ACTIVATIONS.items()}
 
 def step_config(loss: str, optimizer: str = "sgd", hyper=None, l2: float = 0.0, clip_value: float = 0.0,
                 clip_norm: float = 0.0, l2_per_row: bool = False) -> np.ndarray:
-    """The step configuration, a ``(1,)`` array of dtype :data:`~fastgd.kernels.buffers.STEP`: ``loss`` and ``optimizer``
+    """The step configuration, a ``(1,)`` array of dtype :data:`~fastgd.kernels.buffers.STEP`: ``loss`` and
+    ``optimizer``
     by name (``fastgd._codes``), ``hyper`` a mapping of the optimizer's hyper-parameters by name
     (None: all 0, which is plain SGD). With ``l2_per_row`` a batch of ``m`` rows gets the L2
     coefficient ``l2 / m`` (scikit-learn's ``alpha``, a penalty on the batch's summed loss)."""

@@ -195,7 +195,8 @@ class Kernels:
         """One epoch over the rows of ``X`` in ``order``, rows weighted by ``weights`` (float64 ``(n,)``;
         None: 1 each), ``order`` first shuffled in place as ``rng.shuffle(order)`` would (a NumPy
         ``RandomState``; None: as it is), one batch split across ``threads`` threads (see :meth:`epochs`):
-        ``(mean loss per row over the batches, steps taken, status)`` (see :meth:`~fastgd.kernels.protocol.Backend.train_epoch`)."""
+        ``(mean loss per row over the batches, steps taken, status)`` (see
+        :meth:`~fastgd.kernels.protocol.Backend.train_epoch`)."""
         return self.epochs(params, grads, state, X, Y, order, batch_size, config, ws, weights, rng, threads)(lrs, step)
 
     def epochs(self, params, grads, state, X, Y, order, batch_size: int, config, ws, weights=None,
@@ -205,7 +206,8 @@ class Kernels:
         Between calls, the contents of ``params``, ``grads``, ``state`` and ``order`` may change;
         their shapes and dtypes are fixed (the run keeps views of its own). With ``rng`` every
         epoch shuffles ``order`` first, as ``rng.shuffle`` would: in the backend's ``shuffle`` kernel,
-        holding the generator's lock for the shuffle alone, when :func:`~fastgd.kernels.buffers.generator_state` can read the
+        holding the generator's lock for the shuffle alone, when
+        :func:`~fastgd.kernels.buffers.generator_state` can read the
         state of ``rng``'s bit generator at that moment; else by ``rng.shuffle`` itself.
 
         ``threads``: an epoch of one batch splits its rows into as many consecutive shares, whose
