@@ -10,7 +10,7 @@ from .callbacks import Callback, EarlyStopping, History, ModelCheckpoint, Reduce
 from .diagnosis import Diagnosis, diagnose
 from .lr_finder import LRFinderResult, lr_find
 from .functions import Trajectory, minimize
-from .layers import Dense, Exp, Identity, ReLU, Sigmoid, Softmax, Tanh
+from .layers import ELU, GELU, Dense, Exp, Identity, LeakyReLU, ReLU, Sigmoid, SiLU, Softmax, Softplus, Tanh
 from .gradcheck import check_gradients
 from .network import MLP, load
 from .errors import ModelFileError, TrainingDiverged
@@ -30,6 +30,7 @@ def __getattr__(name):
 
 __all__ = [
     "MLP", "MLPClassifier", "MLPRegressor", "Dense", "Identity", "ReLU", "Sigmoid", "Tanh", "Softmax", "Exp",
+    "LeakyReLU", "ELU", "GELU", "SiLU", "Softplus",
     "SGD", "Momentum", "Adam", "AdamW", "RMSprop", "Adagrad", "BacktrackingLineSearch", "Optimizer", "schedules",
     "EarlyStopping", "ReduceLROnPlateau", "ModelCheckpoint", "Callback", "History",
     "lr_find", "LRFinderResult", "diagnose", "Diagnosis", "check_gradients", "minimize", "Trajectory",

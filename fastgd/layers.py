@@ -1,10 +1,12 @@
 """Layer objects: another way to write a network; they compile to the layout table."""
 
+import math
 import numbers
 
-from ._codes import HIDDEN_ACTIVATIONS, OUTPUT_ACTIVATIONS
+from ._codes import HIDDEN_ACTIVATIONS, OUTPUT_ACTIVATIONS, activation_rule, activation_spelling
 
-__all__ = ["Dense", "Activation", "Identity", "ReLU", "Sigmoid", "Tanh", "Softmax", "Exp"]
+__all__ = ["Dense", "Activation", "Identity", "ReLU", "Sigmoid", "Tanh", "Softmax", "Exp", "LeakyReLU", "ELU", "GELU",
+           "SiLU", "Softplus"]
 
 
 class Dense:
@@ -18,12 +20,21 @@ class Dense:
 
 
 class Activation:
-    """Element-wise (or, for softmax, row-wise) activation after a Dense layer."""
+    """Element-wise (or, for softmax, row-wise) activation after a Dense layer; ``name`` is how a
+    model spells it (``MLP.activations``)."""
 
     name: str
 
     def __repr__(self):
         return f"{type(self).__name__}()"
+
+    @staticmethod
+    def of(spelling: str) -> "Activation":
+        """The layer of an activation as a model spells it."""
+        name, parameter = activation_rule(spelling)
+        if name in ("leaky_relu", "elu"):
+            return _NAMED[name](parameter)
+        return GELU("tanh") if name == "gelu_tanh" else _NAMED[name]()
 
 
 class Identity(Activation):
@@ -52,15 +63,79 @@ class Exp(Activation):
     name = "exp"
 
 
+class LeakyReLU(Activation):
+    """``z`` where ``z > 0``, else ``negative_slope * z`` (``torch.nn.LeakyReLU``)."""
+
+    def __init__(self, negative_slope: float = 0.01):
+        self.name = activation_spelling("leaky_relu", _finite(negative_slope, "negative_slope"))
+        self.negative_slope = float(negative_slope)
+
+    def __repr__(self):
+        return f"LeakyReLU(negative_slope={self.negative_slope!r})"
+
+
+class ELU(Activation):
+    """``z`` where ``z > 0``, else ``alpha * (exp(z) - 1)`` (``torch.nn.ELU``)."""
+
+    def __init__(self, alpha: float = 1.0):
+        self.name = activation_spelling("elu", _finite(alpha, "alpha"))
+        self.alpha = float(alpha)
+
+    def __repr__(self):
+        return f"ELU(alpha={self.alpha!r})"
+
+
+class GELU(Activation):
+    """``z * Phi(z)``, ``Phi`` the standard normal CDF (``torch.nn.GELU``); with ``approximate="tanh"``,
+    ``0.5 z (1 + tanh(sqrt(2 / pi) (z + 0.044715 z**3)))``."""
+
+    def __init__(self, approximate: str = "none"):
+        if approximate not in ("none", "tanh"):
+            raise ValueError(f"approximate: expected 'none' or 'tanh', got {approximate!r}")
+        self.approximate = approximate
+        self.name = "gelu_tanh" if approximate == "tanh" else "gelu"
+
+    def __repr__(self):
+        return "GELU(approximate='tanh')" if self.approximate == "tanh" else "GELU()"
+
+
+class SiLU(Activation):
+    """``z * sigmoid(z)`` (``torch.nn.SiLU``, also called swish)."""
+
+    name = "silu"
+
+
+class Softplus(Activation):
+    """``log(1 + exp(z))``, and ``z`` itself above 20 (``torch.nn.Softplus`` with its defaults)."""
+
+    name = "softplus"
+
+
+_NAMED = {"identity": Identity, "relu": ReLU, "sigmoid": Sigmoid, "tanh": Tanh, "softmax": Softmax, "exp": Exp,
+          "leaky_relu": LeakyReLU, "elu": ELU, "gelu": GELU, "silu": SiLU, "softplus": Softplus}
+
+
+def _finite(value, name):
+    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value):
+        raise ValueError(f"{name}: expected a finite number, got {value!r}")
+    return float(value)
+
+
 def _is_width(n):
     """Whether ``n`` is a layer width: an integer in [1, 2**31) (BLAS takes a width as a C int)."""
     return isinstance(n, numbers.Integral) and not isinstance(n, bool) and 1 <= n < 2**31
 
 
 def _choice(value, choices, name):
-    if value not in choices:
+    """The spelling of activation ``value`` (a name, a spelling or a layer) if it is one of ``choices``."""
+    spelling = value.name if isinstance(value, Activation) else value
+    try:
+        known = activation_rule(spelling)[0] in choices
+    except ValueError:
+        known = False
+    if not known:
         raise ValueError(f"{name}: unknown activation {value!r}; choose one of {', '.join(map(repr, choices))}")
-    return value
+    return spelling
 
 
 def architecture(sizes, hidden, output):
@@ -82,8 +157,7 @@ def architecture(sizes, hidden, output):
     for s in sizes:
         if not _is_width(s):
             raise ValueError(f"sizes: every width must be a positive integer below 2**31, got {sizes!r}")
-    _choice(hidden, HIDDEN_ACTIVATIONS, "hidden")
-    _choice(output, OUTPUT_ACTIVATIONS, "output")
+    hidden, output = _choice(hidden, HIDDEN_ACTIVATIONS, "hidden"), _choice(output, OUTPUT_ACTIVATIONS, "output")
     return [int(s) for s in sizes], [hidden] * (len(sizes) - 2) + [output]
 
 
@@ -110,9 +184,8 @@ def _compile_layers(layers):
 
 
 def layers_of(sizes, activations):
-    """The layer objects of widths ``sizes`` with one activation name per layer."""
-    names = {cls.name: cls for cls in Activation.__subclasses__()}
+    """The layer objects of widths ``sizes`` with one activation spelling per layer."""
     layers = []
     for n_in, n_out, activation in zip(sizes, sizes[1:], activations):
-        layers += [Dense(n_in, n_out), names[activation]()]
+        layers += [Dense(n_in, n_out), Activation.of(activation)]
     return layers

@@ -56,8 +56,9 @@ class MLP:
     params : ndarray of shape (n_params,)
         Every weight and bias in one flat buffer (layout in ``layout``); it can
         be written into, not replaced.
-    layout : ndarray of int64, shape (n_layers, 5)
-        ``n_in, n_out, activation code, W offset, b offset`` per layer (a read-only copy).
+    layout : ndarray of int64, shape (n_layers, 6)
+        ``n_in, n_out, activation code, W offset, b offset, activation parameter`` per layer
+        (a read-only copy; the parameter is a float64's bits).
     kernels : fastgd.kernels.Kernels
         The checked entry into the backend's kernels for this network.
     training : TrainingState

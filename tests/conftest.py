@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import fastgd
+from fastgd._codes import HIDDEN_ACTIVATIONS
 from fastgd.datasets import textbook
 
 # The backends this run must test: every one unless FASTGD_EXPECT_BACKENDS names fewer
@@ -17,8 +18,13 @@ CYTHON_BUILDS = [name.lstrip(".") for name in fastgd.kernels.cython_builds()]
 # (hidden, output, loss): every hidden activation with every valid output/loss pair.
 OUTPUT_LOSSES = [("softmax", "cross_entropy"), ("sigmoid", "binary_cross_entropy"),
                  ("sigmoid", "mse"), ("identity", "mse"), ("exp", "poisson")]
-HIDDEN = ["relu", "sigmoid", "tanh", "identity"]
+HIDDEN = list(HIDDEN_ACTIVATIONS)
 COMBINATIONS = [(h, o, l) for h in HIDDEN for o, l in OUTPUT_LOSSES]
+# Fewer, for the costlier tests: scikit-learn's four hidden activations with every pair, each other one with one.
+SCIKIT_LEARN_HIDDEN = ["relu", "sigmoid", "tanh", "identity"]
+SOME_COMBINATIONS = ([c for c in COMBINATIONS if c[0] in SCIKIT_LEARN_HIDDEN]
+                     + [(h, *OUTPUT_LOSSES[i % len(OUTPUT_LOSSES)])
+                        for i, h in enumerate(h for h in HIDDEN if h not in SCIKIT_LEARN_HIDDEN)])
 
 
 def pytest_sessionstart(session):

@@ -10,13 +10,14 @@ this backend is the oracle.
 
 import numpy as np
 import scipy.sparse
-from scipy.special import expit, xlogy
+from scipy.special import erf, expit, xlogy
 
 from .._codes import ACTIVATIONS, BAD_ROW, LOSSES, NOT_FINITE, OK, OPTIMIZERS
-from .._layout import ACTIVATION, N_IN, N_OUT, weight_views
+from .._layout import ACTIVATION, N_IN, N_OUT, parameter, weight_views
 
-IDENTITY, RELU, SIGMOID, TANH, SOFTMAX, EXP = (ACTIVATIONS[name] for name in ("identity", "relu", "sigmoid", "tanh",
-                                                                              "softmax", "exp"))
+(IDENTITY, RELU, SIGMOID, TANH, SOFTMAX, EXP, LEAKY_RELU, ELU, GELU, GELU_TANH, SILU,
+ SOFTPLUS) = (ACTIVATIONS[name] for name in ("identity", "relu", "sigmoid", "tanh", "softmax", "exp", "leaky_relu",
+                                             "elu", "gelu", "gelu_tanh", "silu", "softplus"))
 CROSS_ENTROPY, BINARY_CROSS_ENTROPY, MSE, POISSON = (LOSSES[name] for name in ("cross_entropy", "binary_cross_entropy",
                                                                                "mse", "poisson"))
 SGD, MOMENTUM, ADAM, RMSPROP, ADAGRAD, LINE_SEARCH = (OPTIMIZERS[name].code for name in (
@@ -38,10 +39,11 @@ class Workspace:
         fields = dict(
             layout=layout, dtype=np.dtype(dtype), rows=rows, batch_rows=batch_rows, sparse=sparse,
             keep_outputs=keep_outputs, activations=[int(code) for code in layout[:, ACTIVATION]],
+            parameters=[parameter(layout, l) for l in range(len(layout))],
+            z=[np.empty((rows, n), dtype) for n in widths],  # z[l] = a[l - 1] @ W[l] + b[l]
             a=[np.empty((rows, n), dtype) for n in widths],  # a[l] = f(z[l])
-            delta=[np.empty((rows, n), dtype) for n in widths],  # dL/dz[l]
             derivative=[np.empty((rows, n), dtype) for n in widths],  # f'(z[l])
-            z=np.empty((rows, widths[-1]), dtype),  # output pre-activation
+            delta=[np.empty((rows, n), dtype) for n in widths],  # dL/dz[l]
             lse=np.empty(rows),  # softmax: log-sum-exp of each row of z, float64
             x=np.empty((0 if sparse else batch_rows, int(layout[0, N_IN])), dtype),  # sparse rows: not gathered
             y=np.empty((batch_rows, widths[-1]), dtype),
@@ -73,22 +75,76 @@ def _hyper(config):
     return dict(zip(config.dtype.names, config.tolist()[0]))
 
 
-# Activations write f(z) into ``out`` (which may be ``z``).
-def _identity(z, out, lse):
-    if out is not z:
-        np.copyto(out, z)
+# ---------------------------------------------------------------- rules
+# An activation is one function of ``(z, a, d, parameter)``: it writes a = f(z) into ``a`` and f'(z)
+# into ``d``, as torch.nn.functional computes them; ``parameter`` is a leaky ReLU's slope or an ELU's
+# alpha. Softmax is the one row-wise activation, and its derivative is the cross-entropy's business.
+def _identity(z, a, d, parameter):
+    np.copyto(a, z)
+    d.fill(1)
 
 
-def _relu(z, out, lse):
-    np.maximum(z, 0, out=out)
+def _relu(z, a, d, parameter):
+    np.maximum(z, 0, out=a)
+    np.greater(z, 0, out=d)
 
 
-def _sigmoid(z, out, lse):
-    expit(z, out=out)
+def _sigmoid(z, a, d, parameter):
+    expit(z, out=a)
+    np.subtract(1, a, out=d)
+    d *= a
 
 
-def _tanh(z, out, lse):
-    np.tanh(z, out=out)
+def _tanh(z, a, d, parameter):
+    np.tanh(z, out=a)
+    np.square(a, out=d)
+    np.subtract(1, d, out=d)
+
+
+def _exp(z, a, d, parameter):
+    with np.errstate(over="ignore"):  # an overflowing output is a diverging fit, reported as such
+        np.exp(z, out=a)
+    np.copyto(d, a)
+
+
+def _leaky_relu(z, a, d, parameter):
+    d[...] = np.where(z > 0, 1, parameter)
+    np.multiply(z, d, out=a)
+
+
+def _elu(z, a, d, parameter):
+    negative = z <= 0
+    d[...] = np.where(negative, parameter * np.exp(np.minimum(z, 0)), 1)
+    a[...] = np.where(negative, parameter * np.expm1(np.minimum(z, 0)), z)
+
+
+def _gelu(z, a, d, parameter):
+    cdf = 0.5 * (1 + erf(z * np.sqrt(0.5)))
+    a[...] = z * cdf
+    d[...] = cdf + z * np.exp(-0.5 * z * z) / np.sqrt(2 * np.pi)
+
+
+def _gelu_tanh(z, a, d, parameter):
+    beta, kappa = np.sqrt(2 / np.pi), 0.044715
+    t = np.tanh(beta * (z + kappa * z * z * z))
+    a[...] = 0.5 * z * (1 + t)
+    d[...] = 0.5 * (1 + t) + 0.5 * z * (1 - t * t) * beta * (1 + 3 * kappa * z * z)
+
+
+def _silu(z, a, d, parameter):
+    s = expit(z)
+    a[...] = z * s
+    d[...] = s * (1 + z * (1 - s))
+
+
+def _softplus(z, a, d, parameter):
+    linear, e = z > 20, np.exp(np.minimum(z, 20))  # beta 1, threshold 20: linear above it
+    a[...] = np.where(linear, z, np.log1p(e))
+    d[...] = np.where(linear, 1, e / (e + 1))
+
+
+ACTIVATE = {IDENTITY: _identity, RELU: _relu, SIGMOID: _sigmoid, TANH: _tanh, EXP: _exp, LEAKY_RELU: _leaky_relu,
+            ELU: _elu, GELU: _gelu, GELU_TANH: _gelu_tanh, SILU: _silu, SOFTPLUS: _softplus}
 
 
 def _softmax(z, out, lse):
@@ -100,39 +156,6 @@ def _softmax(z, out, lse):
     total = out.sum(axis=1, keepdims=True)
     out /= total
     np.add(top[:, 0], np.log(total[:, 0], dtype=np.float64), out=lse)
-
-
-def _exp(z, out, lse):
-    with np.errstate(over="ignore"):  # an overflowing output is a diverging fit, reported as such
-        np.exp(z, out=out)
-
-
-ACTIVATE = {IDENTITY: _identity, RELU: _relu, SIGMOID: _sigmoid, TANH: _tanh, SOFTMAX: _softmax, EXP: _exp}
-
-
-# Derivatives f'(z), written into ``out`` from the activation a = f(z).
-def _identity_derivative(a, out):
-    out.fill(1)
-
-
-def _relu_derivative(a, out):
-    np.greater(a, 0, out=out)
-
-
-def _sigmoid_derivative(a, out):
-    np.subtract(1, a, out=out)
-    out *= a
-
-
-def _tanh_derivative(a, out):
-    np.square(a, out=out)
-    np.subtract(1, out, out=out)
-
-
-DERIVATIVE = {
-    IDENTITY: _identity_derivative, RELU: _relu_derivative,
-    SIGMOID: _sigmoid_derivative, TANH: _tanh_derivative,
-}
 
 
 def _matrix(X):
@@ -147,17 +170,19 @@ def forward(layout, params, X, ws):
     """Output activations ``f(X @ W0 + b0 ...)`` into ``ws.outputs(m)``."""
     m = X.shape[0]
     Ws, bs = ws.weights(params)
-    last = len(Ws) - 1
     a = _matrix(X)
     for l, (W, b, activation) in enumerate(zip(Ws, bs, ws.activations)):
-        z = ws.z[:m] if l == last else ws.a[l][:m]
+        z = ws.z[l][:m]
         if isinstance(a, np.ndarray):
             np.dot(a, W, out=z)
         else:  # sparse rows
             z[...] = a @ W
         z += b
         a = ws.a[l][:m]
-        ACTIVATE[activation](z, a, ws.lse[:m])
+        if activation == SOFTMAX:
+            _softmax(z, a, ws.lse[:m])
+        else:
+            ACTIVATE[activation](z, a, ws.derivative[l][:m], ws.parameters[l])
 
 
 def _sum_of_squares(Ws):
@@ -198,7 +223,7 @@ def data_loss(layout, params, X, Y, weights, loss, ws):
     """Mean data loss (no L2 term) on ``(X, Y)``, rows weighted by ``weights``; outputs in ``ws.outputs(m)``."""
     m = X.shape[0]
     forward(layout, params, X, ws)
-    return _data_loss(loss, ws.z[:m], ws.outputs(m), Y, ws.lse[:m], weights)
+    return _data_loss(loss, ws.z[-1][:m], ws.outputs(m), Y, ws.lse[:m], weights)
 
 
 def backward(layout, params, X, Y, weights, config, ws, grads):
@@ -231,11 +256,8 @@ def _backward(layout, params, X, Y, weights, h, ws, grads):
         delta *= (weights * scale)[:, None]
     else:
         delta *= scale
-    output = ws.activations[-1]
-    if loss == MSE and output != IDENTITY:
-        derivative = ws.derivative[-1][:m]
-        DERIVATIVE[output](a_out, derivative)
-        delta *= derivative
+    if loss == MSE and ws.activations[-1] != IDENTITY:
+        delta *= ws.derivative[-1][:m]
 
     for l in range(len(Ws) - 1, -1, -1):
         a_prev = X if l == 0 else ws.a[l - 1][:m]
@@ -247,9 +269,7 @@ def _backward(layout, params, X, Y, weights, h, ws, grads):
         if l > 0:
             delta_prev = ws.delta[l - 1][:m]
             np.dot(delta, Ws[l].T, out=delta_prev)
-            derivative = ws.derivative[l - 1][:m]
-            DERIVATIVE[ws.activations[l - 1]](a_prev, derivative)
-            delta_prev *= derivative
+            delta_prev *= ws.derivative[l - 1][:m]
             delta = delta_prev
     return value + _add_l2(params, grads, l2, ws)
 

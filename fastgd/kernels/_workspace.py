@@ -14,7 +14,9 @@ class Workspace:
     layer ``l``'s output, each row-major ``(m, width)`` from ``offsets[block]``: room for
     ``block_rows`` rows of each hidden layer (the kernels go through larger batches in
     blocks of rows) and for every row of the output layer, or with ``keep_outputs`` False
-    for one block of it (training keeps no more). ``z`` holds the output logits,
+    for one block of it (training keeps no more). ``derivatives`` holds f'(z) of the hidden
+    layers' activations, as the forward pass leaves it, in the blocks of ``acts`` (the
+    input's block unused). ``z`` holds the output logits,
     ``lse`` their log-sum-exp per row; ``x``,
     ``y``, ``w`` take a gathered mini-batch of up to ``batch_rows`` rows (inputs,
     targets, weights; with ``sparse``, no inputs: sparse rows are read in place); ``row`` is
@@ -30,7 +32,7 @@ class Workspace:
         fields = dict(
             layout=layout, dtype=np.dtype(dtype), rows=rows, batch_rows=batch_rows, sparse=sparse,
             keep_outputs=keep_outputs, offsets=offsets, acts=acts,
-            deltas=np.empty_like(acts), z=np.empty(capacity[-1] * int(widths[-1]), dtype),
+            deltas=np.empty_like(acts), derivatives=np.empty(int(offsets[-2]), dtype), z=np.empty(capacity[-1] * int(widths[-1]), dtype),
             lse=np.empty(capacity[-1]),  # log-sum-exp of each row of z (softmax outputs), float64
             x=np.empty((0 if sparse else batch_rows, int(widths[0])), dtype),  # sparse rows: read in place
             y=np.empty((batch_rows, int(widths[-1])), dtype),

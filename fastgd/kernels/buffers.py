@@ -7,8 +7,9 @@ import math
 
 import numpy as np
 
-from .._codes import ACTIVATIONS, BAD_ROW, HIDDEN_ACTIVATIONS, HYPER, LOSSES, NOT_FINITE, OK, OPTIMIZERS
-from .._layout import N_OUT
+from .._codes import (ACTIVATION_PARAMETERS, ACTIVATIONS, BAD_ROW, HIDDEN_ACTIVATIONS, HYPER, LOSSES, NOT_FINITE, OK,
+                      OPTIMIZERS)
+from .._layout import N_OUT, parameter
 
 #: The record of a step's configuration, with the loss and optimizer codes, L2 and its scaling, the
 #: clips, and every optimizer's hyper-parameters by name (the other optimizers' are ignored).
@@ -74,17 +75,18 @@ def _mt19937_in_place() -> bool:
 def check_layout(layout) -> np.ndarray:
     """A private, immutable copy of ``layout`` once every row is checked to describe one
     contiguous ``params`` buffer: positive widths chained layer to layer, known activation
-    codes (softmax and exp last only), and each ``W`` then ``b`` right after the layer before.
+    codes (softmax and exp last only) with a finite parameter (0 for those that take none),
+    and each ``W`` then ``b`` right after the layer before.
     A width goes to BLAS as a C int (a dimension and a leading dimension), so it stays below
     2**31; a layer's weights and every offset are int64, below 2**62."""
     try:
         table = np.array(layout, dtype=np.int64, copy=True, order="C")
     except (TypeError, ValueError, OverflowError) as error:
-        raise TypeError(f"layout: expected an integer table of shape (n_layers, 5) ({error})") from None
-    if table.ndim != 2 or table.shape[1] != 5 or len(table) == 0:
-        raise ValueError(f"layout: expected shape (n_layers, 5) with n_layers >= 1, got {table.shape}")
+        raise TypeError(f"layout: expected an integer table of shape (n_layers, 6) ({error})") from None
+    if table.ndim != 2 or table.shape[1] != 6 or len(table) == 0:
+        raise ValueError(f"layout: expected shape (n_layers, 6) with n_layers >= 1, got {table.shape}")
     offset = 0
-    for l, (n_in, n_out, activation, w, b) in enumerate(table.tolist()):
+    for l, (n_in, n_out, activation, w, b, _) in enumerate(table.tolist()):
         if not (0 < n_in < 2**31 and 0 < n_out < 2**31):
             raise ValueError(f"layout: layer {l} has widths {n_in} x {n_out}; each must be in [1, 2**31) "
                              "(BLAS takes a width as a C int)")
@@ -94,6 +96,10 @@ def check_layout(layout) -> np.ndarray:
                                                    and l < len(table) - 1):
             raise ValueError(f"layout: layer {l} has activation code {activation}, not a known "
                              f"{'output' if l == len(table) - 1 else 'hidden'} activation")
+        value = parameter(table, l)
+        if not math.isfinite(value) or (value and _ACTIVATION_NAMES[activation] not in ACTIVATION_PARAMETERS):
+            raise ValueError(f"layout: layer {l} has activation parameter {value} for a "
+                             f"{_ACTIVATION_NAMES[activation]} activation")
         if w != offset or b != offset + n_in * n_out:
             raise ValueError(f"layout: layer {l} places W at {w} and b at {b}; expected {offset} and "
                              f"{offset + n_in * n_out}")

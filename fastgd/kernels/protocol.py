@@ -3,7 +3,7 @@
 A backend is a module (``_numpy.py``, the reference; ``_numba.py``;
 ``_cython.pxi``) with the functions of :class:`Backend` over flat buffers:
 
-- ``layout``: int64 ``(n_layers, 5)``, rows ``n_in, n_out, activation, W offset, b offset``
+- ``layout``: int64 ``(n_layers, 6)``, rows ``n_in, n_out, activation, W offset, b offset, activation parameter``
   (:mod:`fastgd._layout`); ``P`` is the number of parameters it places.
 - ``params``, ``grads``: ``(P,)`` in the model dtype (float32 or float64);
   ``state``: ``(slots, P)``, the optimizer's state arrays.
