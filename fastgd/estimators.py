@@ -25,6 +25,12 @@ every bias), each evaluation one full-batch forward and backward pass of the
 kernels, with scikit-learn's objective and ``max_iter``, ``max_fun`` and
 ``tol``.
 
+``activation`` takes scikit-learn's four (``"identity"``, ``"logistic"``, ``"tanh"``,
+``"relu"``) and fastgd's other hidden activations, as ``torch.nn.functional`` defines
+them: ``"leaky_relu"`` (slope 0.01; another as ``"leaky_relu(negative_slope=0.2)"``),
+``"elu"`` (``"elu(alpha=...)"``), ``"gelu"``, ``"gelu_tanh"`` (its tanh approximation),
+``"silu"`` and ``"softplus"``.
+
 ``solver`` may also be a fastgd optimizer (``fastgd.RMSprop(...)``, ...),
 used as given on the kernels' objective (no conversion).
 
@@ -54,6 +60,7 @@ from sklearn.utils.multiclass import check_classification_targets, type_of_targe
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ._codes import HIDDEN_ACTIVATIONS, activation_rule
 from ._layout import B_OFFSET, N_IN, N_OUT, W_OFFSET, glorot_uniform
 from ._threads import blas_threads_for
 from ._validation import (check_int, check_nonnegative, check_outputs, check_positive, check_real,
@@ -66,7 +73,7 @@ from .training import FitOptions, forward_chunks
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
-# scikit-learn's activation names and ours.
+# scikit-learn's activation names and ours; every other hidden activation of fastgd by its own name.
 ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
 SOLVERS = ("sgd", "adam", "lbfgs")
 LEARNING_RATES = ("constant", "invscaling", "adaptive")
@@ -89,6 +96,19 @@ def _keep(estimator, arguments):
             setattr(estimator, name, value)
 
 
+def _hidden_activation(name):
+    """fastgd's spelling of the estimators' ``activation``; ValueError if it is not one."""
+    if name in ACTIVATIONS:
+        return ACTIVATIONS[name]
+    try:
+        if isinstance(name, str) and activation_rule(name)[0] in HIDDEN_ACTIVATIONS and name not in ACTIVATIONS.values():
+            return name
+    except ValueError:
+        pass
+    others = [a for a in HIDDEN_ACTIVATIONS if a not in ACTIVATIONS.values()]
+    raise ValueError(f"activation: expected one of {list(ACTIVATIONS) + others}, got {name!r}")
+
+
 def _check(condition, message):
     if not condition:
         raise ValueError(message)
@@ -102,8 +122,7 @@ class _BaseMLP(BaseEstimator):
         sizes = np.atleast_1d(self.hidden_layer_sizes) if not isinstance(self.hidden_layer_sizes, str) else None
         _check(sizes is not None and sizes.ndim == 1 and sizes.dtype.kind in "iu" and np.all(sizes >= 1),
                f"hidden_layer_sizes: expected positive integers, got {self.hidden_layer_sizes!r}")
-        _check(self.activation in ACTIVATIONS, f"activation: expected one of {list(ACTIVATIONS)}, "
-                                               f"got {self.activation!r}")
+        _hidden_activation(self.activation)
         _check(isinstance(self.solver, Optimizer) or self.solver in SOLVERS,
                f"solver: expected one of {list(SOLVERS)} or a fastgd optimizer, got {self.solver!r}")
         _check(self.learning_rate in LEARNING_RATES, f"learning_rate: expected one of {list(LEARNING_RATES)}, "
@@ -175,7 +194,7 @@ class _BaseMLP(BaseEstimator):
         """A new network for rows like ``X`` (its dtype) with scikit-learn's initial weights, drawn
         from ``rng`` as it draws them."""
         sizes = [X.shape[1], *hidden, n_outputs]
-        self.model_ = MLP(sizes, hidden=ACTIVATIONS[self.activation], output=output, backend=self.backend,
+        self.model_ = MLP(sizes, hidden=_hidden_activation(self.activation), output=output, backend=self.backend,
                           dtype=X.dtype, random_state=0)
         glorot_uniform(self.model_.kernels.layout, self.model_.params, rng,
                        2.0 if self.activation == "logistic" else 6.0)

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._codes import ACTIVATIONS, CLASSIFYING_LOSSES, LOSS_OUTPUTS, LOSSES
+from ._codes import ACTIVATIONS, CLASSIFYING_LOSSES, LOSS_OUTPUTS, LOSSES, activation_rule
 from ._layout import make_layout, n_params
 from .errors import ModelFileError
 from .kernels import PREFERENCE
@@ -183,6 +183,13 @@ def _require(condition, reason):
         raise ModelFileError(reason)
 
 
+def _is_activation(spelling):
+    try:
+        return activation_rule(spelling)[0] in ACTIVATIONS
+    except ValueError:
+        return False
+
+
 def _is_int(value, minimum=0):
     return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
 
@@ -264,8 +271,8 @@ def _read_header(archive):
     _require(isinstance(sizes, list) and len(sizes) >= 2 and all(_is_int(s, 1) and s < 2**31 for s in sizes),
              "sizes: expected a list of at least 2 positive integers")
     _require(isinstance(activations, list) and len(activations) == len(sizes) - 1
-             and all(isinstance(a, str) and a in ACTIVATIONS for a in activations),
-             "activations: expected one known activation name per layer")
+             and all(_is_activation(a) for a in activations),
+             "activations: expected one known activation per layer")
     _require(header["loss"] in LOSSES, f"loss: unknown loss {header['loss']!r}")
     _require(activations[-1] in LOSS_OUTPUTS[header["loss"]],
              f"loss: {header['loss']!r} cannot follow a {activations[-1]} output")

@@ -117,7 +117,7 @@ def test_predict_checks_features_and_fitting(net):
     ({"sizes": 5}, TypeError, "sizes"),
     ({"dtype": "int32"}, ValueError, "dtype: must be 'float32' or 'float64'"),
     ({"dtype": "float16"}, ValueError, "dtype"),
-    ({"hidden": "gelu"}, ValueError, "hidden: unknown activation 'gelu'; choose one of 'relu', 'sigmoid', 'tanh'"),
+    ({"hidden": "swish"}, ValueError, "hidden: unknown activation 'swish'; choose one of 'relu', 'sigmoid', 'tanh'"),
     ({"output": "relu"}, ValueError, "output: unknown activation 'relu'; choose one of 'softmax', 'sigmoid'"),
     ({"loss": "hinge"}, ValueError, "loss: unknown loss 'hinge'; choose one of 'cross_entropy', "
                                     "'binary_cross_entropy', 'mse', 'poisson'"),
