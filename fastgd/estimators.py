@@ -101,7 +101,7 @@ def _hidden_activation(name):
     if name in ACTIVATIONS:
         return ACTIVATIONS[name]
     try:
-        if isinstance(name, str) and activation_rule(name)[0] in HIDDEN_ACTIVATIONS and name not in ACTIVATIONS.values():
+        if activation_rule(name)[0] in HIDDEN_ACTIVATIONS and name not in ACTIVATIONS.values():
             return name
     except ValueError:
         pass

@@ -158,6 +158,116 @@ def _softmax(z, out, lse):
     np.add(top[:, 0], np.log(total[:, 0], dtype=np.float64), out=lse)
 
 
+# A loss is one function of the output pre-activations ``z``, activations ``a``, targets ``Y`` and (for a
+# softmax output) each row's log-sum-exp ``lse``, all float64: each row's loss, summed over its outputs.
+# Its output delta dL/dz is (a - y) times the loss's scale for every loss, each with its own output's
+# activation (squared error also times f'(z)).
+def _cross_entropy(z, a, Y, lse):  # -sum_j y log softmax(z) = lse * sum_j y - y . z
+    return lse * Y.sum(axis=1) - np.einsum("ij,ij->i", Y, z)
+
+
+def _binary_cross_entropy(z, a, Y, lse):  # -(y log sigmoid(z) + (1 - y) log(1 - sigmoid(z)))
+    return (np.logaddexp(0, z) - Y * z).sum(axis=1)
+
+
+def _mse(z, a, Y, lse):  # (a - y)**2
+    return np.square(a - Y).sum(axis=1)
+
+
+def _poisson(z, a, Y, lse):  # half the Poisson deviance of y against exp(z): y log y - y z - y + exp(z)
+    return (xlogy(Y, Y) - Y * z - Y + np.exp(z)).sum(axis=1)
+
+
+LOSS = {CROSS_ENTROPY: _cross_entropy, BINARY_CROSS_ENTROPY: _binary_cross_entropy, MSE: _mse, POISSON: _poisson}
+
+
+# An optimizer is one function of ``(params, g, state, h, lr, step)``: it moves ``params`` in place along
+# the gradient ``g`` (which it may overwrite) with the state arrays ``state`` (its slots, in the order of
+# fastgd._codes.OPTIMIZERS), the hyper-parameters ``h`` by name, the learning rate and the step from 0.
+def _sgd(params, g, state, h, lr, step):
+    momentum = h["momentum"]
+    if h["weight_decay"]:
+        g += h["weight_decay"] * params
+    if momentum and h["sutskever"]:  # the buffer holds steps: v = momentum v - lr g
+        velocity = state[0]
+        velocity *= momentum
+        velocity -= lr * g
+        if h["nesterov"]:
+            params += momentum * velocity - lr * g
+        else:
+            params += velocity
+        return
+    if momentum:
+        buffer = state[0]
+        if step == 0:
+            buffer[...] = g
+        else:
+            buffer *= momentum
+            buffer += (1 - h["dampening"]) * g
+        if h["nesterov"]:
+            g += momentum * buffer
+        else:
+            g[...] = buffer
+    params -= lr * g
+
+
+def _momentum(params, g, state, h, lr, step):
+    beta, velocity = h["beta"], state[0]
+    velocity *= beta
+    velocity += (1 - beta) * g
+    params -= lr * velocity
+
+
+def _adam(params, g, state, h, lr, step):
+    beta1, beta2, weight_decay = h["beta1"], h["beta2"], h["weight_decay"]
+    t = step + 1
+    if weight_decay and h["decoupled"]:
+        params *= 1 - lr * weight_decay
+    elif weight_decay:
+        g += weight_decay * params
+    m, v = state[0], state[1]
+    m *= beta1
+    m += (1 - beta1) * g
+    v *= beta2
+    v += (1 - beta2) * g * g
+    if h["amsgrad"]:
+        np.maximum(state[2], v, out=state[2])
+        v = state[2]
+    if h["eps_hat"]:  # eps added to sqrt(v) before the bias correction, which goes into the rate
+        params -= lr * np.sqrt(1 - beta2**t) / (1 - beta1**t) * m / (np.sqrt(v) + h["eps"])
+    else:
+        params -= lr / (1 - beta1**t) * m / (np.sqrt(v) / np.sqrt(1 - beta2**t) + h["eps"])
+
+
+def _rmsprop(params, g, state, h, lr, step):
+    alpha, momentum, squares = h["alpha"], h["momentum"], state[0]
+    squares *= alpha
+    squares += (1 - alpha) * g * g
+    if h["centered"]:
+        average = state[1]
+        average *= alpha
+        average += (1 - alpha) * g
+        denominator = np.sqrt(squares - average * average) + h["eps"]
+    else:
+        denominator = np.sqrt(squares) + h["eps"]
+    if momentum:
+        buffer = state[2]
+        buffer *= momentum
+        buffer += g / denominator
+        params -= lr * buffer
+    else:
+        params -= lr * g / denominator
+
+
+def _adagrad(params, g, state, h, lr, step):
+    squares = state[0]
+    squares += g * g
+    params -= lr * g / (np.sqrt(squares) + h["eps"])
+
+
+UPDATE = {SGD: _sgd, MOMENTUM: _momentum, ADAM: _adam, RMSPROP: _rmsprop, ADAGRAD: _adagrad}
+
+
 def _matrix(X):
     """``X`` as the reference computes with it: a dense array, or sparse rows (``fastgd.kernels.CSR``)
     as a SciPy CSR array over the same buffers."""
@@ -204,18 +314,13 @@ def _rows(weights, m):
 def _data_loss(loss, z, a, Y, lse, weights):
     """Mean loss of a batch, in float64, from the output pre-activations ``z``, activations
     ``a`` and, for a softmax output, each row's log-sum-exp ``lse``; rows weighted by
-    ``weights`` (empty: all 1), the mean taken over their total weight."""
+    ``weights`` (empty: all 1), the mean taken over their total weight (and over the outputs,
+    but for cross-entropy)."""
     z, a, Y = (v.astype(np.float64, copy=False) for v in (z, a, Y))
     with np.errstate(**QUIET):  # a diverging loss is reported, not warned about
-        if loss == CROSS_ENTROPY:  # -sum_j y log softmax(z) = lse * sum_j y - y . z, per row
-            per_row, count = lse * Y.sum(axis=1) - np.einsum("ij,ij->i", Y, z), 1
-        elif loss == BINARY_CROSS_ENTROPY:  # -mean(y log sigmoid(z) + (1 - y) log(1 - sigmoid(z)))
-            per_row, count = (np.logaddexp(0, z) - Y * z).sum(axis=1), Y.shape[1]
-        elif loss == POISSON:  # half the Poisson deviance of y against exp(z): mean(y log y - y z - y + exp(z))
-            per_row, count = (xlogy(Y, Y) - Y * z - Y + np.exp(z)).sum(axis=1), Y.shape[1]
-        else:  # MSE: mean((a - y)**2)
-            per_row, count = np.square(a - Y).sum(axis=1), Y.shape[1]
+        per_row = LOSS[loss](z, a, Y, lse)
         total = float(per_row @ weights) if len(weights) else float(per_row.sum())
+        count = 1 if loss == CROSS_ENTROPY else Y.shape[1]
         return float(total / (count * _rows(weights, len(Y))))
 
 
@@ -311,80 +416,9 @@ def update(params, grads, state, config, lr, step):
 
 
 def _update(params, grads, state, h, lr, step):
-    optimizer, g = h["optimizer"], grads
-    if optimizer == SGD:
-        momentum = h["momentum"]
-        if h["weight_decay"]:
-            g += h["weight_decay"] * params
-        if momentum and h["sutskever"]:  # the buffer holds steps: v = momentum v - lr g
-            velocity = state[0]
-            velocity *= momentum
-            velocity -= lr * g
-            if h["nesterov"]:
-                params += momentum * velocity - lr * g
-            else:
-                params += velocity
-            return
-        if momentum:
-            buffer = state[0]
-            if step == 0:
-                buffer[...] = g
-            else:
-                buffer *= momentum
-                buffer += (1 - h["dampening"]) * g
-            if h["nesterov"]:
-                g += momentum * buffer
-            else:
-                g[...] = buffer
-        params -= lr * g
-    elif optimizer == MOMENTUM:
-        beta, velocity = h["beta"], state[0]
-        velocity *= beta
-        velocity += (1 - beta) * g
-        params -= lr * velocity
-    elif optimizer == ADAM:
-        beta1, beta2, weight_decay = h["beta1"], h["beta2"], h["weight_decay"]
-        t = step + 1
-        if weight_decay and h["decoupled"]:
-            params *= 1 - lr * weight_decay
-        elif weight_decay:
-            g += weight_decay * params
-        m, v = state[0], state[1]
-        m *= beta1
-        m += (1 - beta1) * g
-        v *= beta2
-        v += (1 - beta2) * g * g
-        if h["amsgrad"]:
-            np.maximum(state[2], v, out=state[2])
-            v = state[2]
-        if h["eps_hat"]:  # eps added to sqrt(v) before the bias correction, which goes into the rate
-            params -= lr * np.sqrt(1 - beta2**t) / (1 - beta1**t) * m / (np.sqrt(v) + h["eps"])
-        else:
-            params -= lr / (1 - beta1**t) * m / (np.sqrt(v) / np.sqrt(1 - beta2**t) + h["eps"])
-    elif optimizer == RMSPROP:
-        alpha, momentum, squares = h["alpha"], h["momentum"], state[0]
-        squares *= alpha
-        squares += (1 - alpha) * g * g
-        if h["centered"]:
-            average = state[1]
-            average *= alpha
-            average += (1 - alpha) * g
-            denominator = np.sqrt(squares - average * average) + h["eps"]
-        else:
-            denominator = np.sqrt(squares) + h["eps"]
-        if momentum:
-            buffer = state[2]
-            buffer *= momentum
-            buffer += g / denominator
-            params -= lr * buffer
-        else:
-            params -= lr * g / denominator
-    elif optimizer == ADAGRAD:
-        squares = state[0]
-        squares += g * g
-        params -= lr * g / (np.sqrt(squares) + h["eps"])
-    else:
-        raise ValueError(f"config: no update rule for optimizer code {optimizer}")
+    if h["optimizer"] not in UPDATE:
+        raise ValueError(f"config: no update rule for optimizer code {h['optimizer']}")
+    UPDATE[h["optimizer"]](params, grads, state, h, lr, step)
 
 
 def line_search(params, grads, value, trial_loss, trial, config, alpha):

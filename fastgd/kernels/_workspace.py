@@ -32,7 +32,8 @@ class Workspace:
         fields = dict(
             layout=layout, dtype=np.dtype(dtype), rows=rows, batch_rows=batch_rows, sparse=sparse,
             keep_outputs=keep_outputs, offsets=offsets, acts=acts,
-            deltas=np.empty_like(acts), derivatives=np.empty(int(offsets[-2]), dtype), z=np.empty(capacity[-1] * int(widths[-1]), dtype),
+            deltas=np.empty_like(acts), derivatives=np.empty(int(offsets[-2]), dtype),
+            z=np.empty(capacity[-1] * int(widths[-1]), dtype),
             lse=np.empty(capacity[-1]),  # log-sum-exp of each row of z (softmax outputs), float64
             x=np.empty((0 if sparse else batch_rows, int(widths[0])), dtype),  # sparse rows: read in place
             y=np.empty((batch_rows, int(widths[-1])), dtype),
