@@ -17,7 +17,7 @@ napoleon_use_rtype = False
 # Names of other projects: not resolved here (no network while building), so not checked.
 nitpick_ignore_regex = [
     ("py:.*", r"(numpy|np|scipy|sklearn|matplotlib|collections|typing|pathlib|os)\b.*"),
-    # the words of a NumPy-style type ("list of layers", "shape (n_layers, 6)"): lower case, not ours
+    # the words of a NumPy-style type ("list of layers", "shape (n_layers, 7)"): lower case, not ours
     ("py:class", r"(?!fastgd)[^A-Z]*"),
 ]
 napoleon_type_aliases = {"Optimizer": "~fastgd.optimizers.Optimizer", "TrainingState": "~fastgd.training.TrainingState"}

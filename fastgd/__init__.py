@@ -10,7 +10,7 @@ from .callbacks import Callback, EarlyStopping, History, ModelCheckpoint, Reduce
 from .diagnosis import Diagnosis, diagnose
 from .lr_finder import LRFinderResult, lr_find
 from .functions import Trajectory, minimize
-from .layers import ELU, GELU, Dense, Exp, Identity, LeakyReLU, ReLU, Sigmoid, SiLU, Softmax, Softplus, Tanh
+from .layers import ELU, GELU, Dense, Dropout, Exp, Identity, LeakyReLU, ReLU, Sigmoid, SiLU, Softmax, Softplus, Tanh
 from .gradcheck import check_gradients
 from .network import MLP, load
 from .errors import ModelFileError, TrainingDiverged
@@ -29,7 +29,7 @@ def __getattr__(name):
     raise AttributeError(f"module 'fastgd' has no attribute {name!r}")
 
 __all__ = [
-    "MLP", "MLPClassifier", "MLPRegressor", "Dense", "Identity", "ReLU", "Sigmoid", "Tanh", "Softmax", "Exp",
+    "MLP", "MLPClassifier", "MLPRegressor", "Dense", "Dropout", "Identity", "ReLU", "Sigmoid", "Tanh", "Softmax", "Exp",
     "LeakyReLU", "ELU", "GELU", "SiLU", "Softplus",
     "SGD", "Momentum", "Adam", "AdamW", "RMSprop", "Adagrad", "BacktrackingLineSearch", "Optimizer", "schedules",
     "EarlyStopping", "ReduceLROnPlateau", "ModelCheckpoint", "Callback", "History",

@@ -3,34 +3,38 @@
 ``params`` is one flat C-contiguous array holding, layer after layer, ``W``
 (row-major, shape ``(n_in, n_out)``) followed by ``b`` (shape ``(n_out,)``).
 The layout has one int64 row per layer: ``n_in, n_out, activation code, W
-offset, b offset, activation parameter`` (a leaky ReLU's slope, an ELU's alpha,
-else 0: the bits of a float64, read with :func:`parameter`).
+offset, b offset, activation parameter, dropout``; the last two are the bits of
+float64 numbers (read with :func:`floats`): the activation's parameter (a leaky
+ReLU's slope, an ELU's alpha, else 0) and the rate at which training drops the
+layer's units (0 for the output layer).
 """
 
 import numpy as np
 
 from ._codes import ACTIVATIONS, activation_rule
 
-N_IN, N_OUT, ACTIVATION, W_OFFSET, B_OFFSET, PARAMETER = range(6)
+N_IN, N_OUT, ACTIVATION, W_OFFSET, B_OFFSET, PARAMETER, DROPOUT = range(7)
 
 
-def make_layout(sizes, activations):
-    """Layout table, int64 of shape ``(n_layers, 6)``, for widths ``sizes`` and one activation per layer
-    (as :func:`fastgd._codes.activation_rule` reads it)."""
-    layout = np.zeros((len(sizes) - 1, 6), dtype=np.int64)
+def make_layout(sizes, activations, dropout=None):
+    """Layout table, int64 of shape ``(n_layers, 7)``, for widths ``sizes``, one activation per layer
+    (as :func:`fastgd._codes.activation_rule` reads it) and one dropout rate per hidden layer (None: 0)."""
+    layout = np.zeros((len(sizes) - 1, 7), dtype=np.int64)
+    rates = [*(dropout or [0.0] * (len(sizes) - 2)), 0.0]
     offset = 0
-    for i, (n_in, n_out, name) in enumerate(zip(sizes[:-1], sizes[1:], activations)):
+    for i, (n_in, n_out, name, rate) in enumerate(zip(sizes[:-1], sizes[1:], activations, rates)):
         if offset + n_in * n_out + n_out >= 2**62:
             raise ValueError(f"sizes: {sizes} place more parameters than an int64 offset can")
         rule, value = activation_rule(name)
-        layout[i] = n_in, n_out, ACTIVATIONS[rule], offset, offset + n_in * n_out, np.float64(value).view(np.int64)
+        layout[i, :5] = n_in, n_out, ACTIVATIONS[rule], offset, offset + n_in * n_out
+        layout[i, PARAMETER:] = np.array([value, rate]).view(np.int64)
         offset += n_in * n_out + n_out
     return layout
 
 
-def parameter(layout, l):
-    """The activation parameter of layer ``l`` (float)."""
-    return float(layout[l, PARAMETER : PARAMETER + 1].view(np.float64)[0])
+def floats(layout, column):
+    """Column ``PARAMETER`` or ``DROPOUT`` of ``layout``: the float64 numbers whose bits it holds."""
+    return np.ascontiguousarray(layout[:, column]).view(np.float64)
 
 
 def n_params(layout):
@@ -42,7 +46,7 @@ def n_params(layout):
 def weight_views(layout, params):
     """``[W0, b0, W1, b1, ...]`` as views into ``params`` (writes go through)."""
     views = []
-    for n_in, n_out, _, w, b, _ in layout:
+    for n_in, n_out, _, w, b, *_ in layout:
         views.append(params[w : w + n_in * n_out].reshape(n_in, n_out))
         views.append(params[b : b + n_out])
     return views

@@ -31,6 +31,10 @@ them: ``"leaky_relu"`` (slope 0.01; another as ``"leaky_relu(negative_slope=0.2)
 ``"elu"`` (``"elu(alpha=...)"``), ``"gelu"``, ``"gelu_tanh"`` (its tanh approximation),
 ``"silu"`` and ``"softplus"``.
 
+``dropout`` (fastgd's; 0 by default, scikit-learn's behaviour) is the rate of inverted dropout
+of the hidden layers in training, one for all or one per hidden layer (see ``fastgd.MLP``);
+the masks' seed is drawn from ``random_state``'s generator.
+
 ``solver`` may also be a fastgd optimizer (``fastgd.RMSprop(...)``, ...),
 used as given on the kernels' objective (no conversion).
 
@@ -67,6 +71,7 @@ from ._validation import (check_int, check_nonnegative, check_outputs, check_pos
                           check_weight_range, kernel_array)
 from .errors import NonFiniteWeights, TrainingDiverged
 from .kernels import CSR
+from .layers import dropout_rates
 from .network import MLP
 from .optimizers import SGD, Adam, Optimizer, check_optimizer
 from .training import FitOptions, forward_chunks
@@ -123,6 +128,7 @@ class _BaseMLP(BaseEstimator):
         _check(sizes is not None and sizes.ndim == 1 and sizes.dtype.kind in "iu" and np.all(sizes >= 1),
                f"hidden_layer_sizes: expected positive integers, got {self.hidden_layer_sizes!r}")
         _hidden_activation(self.activation)
+        dropout_rates(self.dropout, len(sizes))
         _check(isinstance(self.solver, Optimizer) or self.solver in SOLVERS,
                f"solver: expected one of {list(SOLVERS)} or a fastgd optimizer, got {self.solver!r}")
         _check(self.learning_rate in LEARNING_RATES, f"learning_rate: expected one of {list(LEARNING_RATES)}, "
@@ -195,9 +201,11 @@ class _BaseMLP(BaseEstimator):
         from ``rng`` as it draws them."""
         sizes = [X.shape[1], *hidden, n_outputs]
         self.model_ = MLP(sizes, hidden=_hidden_activation(self.activation), output=output, backend=self.backend,
-                          dtype=X.dtype, random_state=0)
+                          dtype=X.dtype, random_state=0, dropout=self.dropout)
         glorot_uniform(self.model_.kernels.layout, self.model_.params, rng,
                        2.0 if self.activation == "logistic" else 6.0)
+        if any(self.model_.dropout):
+            self.model_.training.dropout_seed = int(rng.randint(2**63))
         self.n_iter_, self.t_ = 0, 0
         if _stochastic(self):
             self.loss_curve_ = []
@@ -367,7 +375,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  batch_size="auto", learning_rate="constant", learning_rate_init=0.001, power_t=0.5, max_iter=200,
                  shuffle=True, random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1, beta_1=0.9, beta_2=0.999,
-                 epsilon=1e-8, n_iter_no_change=10, max_fun=15000, class_weight=None, backend="auto", dtype=None):
+                 epsilon=1e-8, n_iter_no_change=10, max_fun=15000, class_weight=None, dropout=0.0, backend="auto",
+                 dtype=None):
         _keep(self, locals())
 
     def _check_params(self):
@@ -512,7 +521,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                  alpha=0.0001, batch_size="auto", learning_rate="constant", learning_rate_init=0.001, power_t=0.5,
                  max_iter=200, shuffle=True, random_state=None, tol=1e-4, verbose=False, warm_start=False,
                  momentum=0.9, nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1, beta_1=0.9,
-                 beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000, backend="auto", dtype=None):
+                 beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000, dropout=0.0, backend="auto",
+                 dtype=None):
         _keep(self, locals())
 
     def _check_params(self):

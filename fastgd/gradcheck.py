@@ -84,7 +84,7 @@ def _parameter_indices(layout, max_params, rng):
     """Indices into ``params`` to check, per array ``[W0, b0, W1, b1, ...]``: all of them, or at most
     ``max_params`` in all, in proportion to the arrays' sizes and at least one from each."""
     ranges = []
-    for n_in, n_out, _, w, b, _ in layout.tolist():
+    for n_in, n_out, _, w, b, *_ in layout.tolist():
         ranges += [(w, n_in * n_out), (b, n_out)]
     total = sum(size for _, size in ranges)
     if max_params is None or total <= check_int(max_params, "max_params"):

@@ -5,7 +5,7 @@ import numbers
 
 from ._codes import HIDDEN_ACTIVATIONS, OUTPUT_ACTIVATIONS, activation_rule, activation_spelling
 
-__all__ = ["Dense", "Activation", "Identity", "ReLU", "Sigmoid", "Tanh", "Softmax", "Exp", "LeakyReLU", "ELU", "GELU",
+__all__ = ["Dense", "Dropout", "Activation", "Identity", "ReLU", "Sigmoid", "Tanh", "Softmax", "Exp", "LeakyReLU", "ELU", "GELU",
            "SiLU", "Softplus"]
 
 
@@ -17,6 +17,18 @@ class Dense:
 
     def __repr__(self):
         return f"Dense({self.n_in}, {self.n_out})"
+
+
+class Dropout:
+    """Inverted dropout after a hidden layer (``torch.nn.Dropout``): each training step drops each of
+    its units with probability ``p`` and scales the others by ``1 / (1 - p)``; predictions, ``evaluate``
+    and the metrics use every unit."""
+
+    def __init__(self, p: float = 0.5):
+        self.p = _rate(p, "p")
+
+    def __repr__(self):
+        return f"Dropout(p={self.p!r})"
 
 
 class Activation:
@@ -115,6 +127,13 @@ _NAMED = {"identity": Identity, "relu": ReLU, "sigmoid": Sigmoid, "tanh": Tanh, 
           "leaky_relu": LeakyReLU, "elu": ELU, "gelu": GELU, "silu": SiLU, "softplus": Softplus}
 
 
+def _rate(value, name):
+    """A dropout rate: a number in [0, 1)."""
+    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not 0 <= value < 1:
+        raise ValueError(f"{name}: expected a dropout rate in [0, 1), got {value!r}")
+    return float(value)
+
+
 def _finite(value, name):
     if not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value):
         raise ValueError(f"{name}: expected a finite number, got {value!r}")
@@ -138,19 +157,22 @@ def _choice(value, choices, name):
     return spelling
 
 
-def architecture(sizes, hidden, output):
-    """``(sizes, activations)`` from layer widths or from a list of layer objects.
+def architecture(sizes, hidden, output, dropout=0.0):
+    """``(sizes, activations, dropout)`` from layer widths or from a list of layer objects.
 
     ``sizes`` is either widths ``[n_in, h1, ..., n_out]`` (``hidden`` after
-    every hidden layer, ``output`` after the last) or layer objects
-    ``[Dense, activation, Dense, ...]`` (a Dense with no activation after it
-    is linear).
+    every hidden layer, ``output`` after the last, ``dropout`` one rate or one
+    per hidden layer) or layer objects ``[Dense, activation, Dropout, Dense, ...]``
+    (a Dense with no activation after it is linear; a hidden one may be followed
+    by a Dropout). ``dropout`` is the hidden layers' rates.
     """
     try:
         sizes = list(sizes)
     except TypeError:
         raise TypeError(f"sizes: expected a list of layer widths or layers, got {sizes!r}") from None
-    if sizes and all(isinstance(s, (Dense, Activation)) for s in sizes):
+    if sizes and all(isinstance(s, (Dense, Activation, Dropout)) for s in sizes):
+        if not (isinstance(dropout, numbers.Real) and dropout == 0):
+            raise ValueError("dropout: with layer objects, place Dropout layers after the hidden layers")
         return _compile_layers(sizes)
     if len(sizes) < 2:
         raise ValueError(f"sizes: need at least 2 entries (inputs and outputs), got {sizes!r}")
@@ -158,13 +180,30 @@ def architecture(sizes, hidden, output):
         if not _is_width(s):
             raise ValueError(f"sizes: every width must be a positive integer below 2**31, got {sizes!r}")
     hidden, output = _choice(hidden, HIDDEN_ACTIVATIONS, "hidden"), _choice(output, OUTPUT_ACTIVATIONS, "output")
-    return [int(s) for s in sizes], [hidden] * (len(sizes) - 2) + [output]
+    return [int(s) for s in sizes], [hidden] * (len(sizes) - 2) + [output], dropout_rates(dropout, len(sizes) - 2)
+
+
+def dropout_rates(dropout, n_hidden):
+    """One dropout rate per hidden layer from ``dropout``: one rate for all, or a sequence of them."""
+    if isinstance(dropout, numbers.Real) and not isinstance(dropout, bool):
+        return [_rate(dropout, "dropout")] * n_hidden
+    try:
+        rates = [_rate(p, "dropout") for p in dropout]
+    except TypeError:
+        raise ValueError(f"dropout: expected a rate in [0, 1) or one per hidden layer, got {dropout!r}") from None
+    if len(rates) != n_hidden:
+        raise ValueError(f"dropout: expected one rate per hidden layer ({n_hidden}), got {len(rates)}")
+    return rates
 
 
 def _compile_layers(layers):
-    sizes, activations = [], []
+    sizes, activations, dropout = [], [], []
     for i, layer in enumerate(layers):
-        if isinstance(layer, Dense):
+        if isinstance(layer, Dropout):
+            if not activations or isinstance(layers[i - 1], Dropout):
+                raise ValueError(f"sizes: layer {i} {layer!r} must follow a Dense layer or its activation")
+            dropout[-1] = layer.p
+        elif isinstance(layer, Dense):
             for n in (layer.n_in, layer.n_out):
                 if not _is_width(n):
                     raise ValueError(f"sizes: layer {i} {layer!r} needs positive integer widths below 2**31")
@@ -173,19 +212,25 @@ def _compile_layers(layers):
                                  f"but the layer before gives {sizes[-1]}")
             sizes += [layer.n_in, layer.n_out] if not sizes else [layer.n_out]
             activations.append("identity")
-        elif not activations or (i > 0 and isinstance(layers[i - 1], Activation)):
+            dropout.append(0.0)
+        elif not activations or isinstance(layers[i - 1], (Activation, Dropout)):
             raise ValueError(f"sizes: layer {i} {layer!r} must follow a Dense layer")
         else:
             activations[-1] = layer.name
     for name in activations[:-1]:
         _choice(name, HIDDEN_ACTIVATIONS, "sizes (hidden activation)")
     _choice(activations[-1], OUTPUT_ACTIVATIONS, "sizes (output activation)")
-    return sizes, activations
+    if dropout[-1]:
+        raise ValueError("sizes: a Dropout layer may follow a hidden layer, not the output layer")
+    return sizes, activations, dropout[:-1]
 
 
-def layers_of(sizes, activations):
-    """The layer objects of widths ``sizes`` with one activation spelling per layer."""
+def layers_of(sizes, activations, dropout=()):
+    """The layer objects of widths ``sizes`` with one activation spelling per layer and the hidden
+    layers' ``dropout`` rates."""
     layers = []
-    for n_in, n_out, activation in zip(sizes, sizes[1:], activations):
+    for l, (n_in, n_out, activation) in enumerate(zip(sizes, sizes[1:], activations)):
         layers += [Dense(n_in, n_out), Activation.of(activation)]
+        if l < len(dropout) and dropout[l]:
+            layers.append(Dropout(dropout[l]))
     return layers

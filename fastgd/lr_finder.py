@@ -51,7 +51,7 @@ def lr_find(net, X, y, start: float = 1e-7, end: float = 10.0, steps: int = 100,
     saved = params.copy(), training.rng.get_state()
     state, grads = np.zeros_like(training.state), np.zeros_like(params)
     ws = kernels.workspace(batch_size)
-    config = step_config(net.loss, optimizer.rule, optimizer.hyper())
+    config = step_config(net.loss, optimizer.rule, optimizer.hyper(), dropout_seed=training.dropout_seed)
     order = np.concatenate([training.rng.permutation(len(X)) for _ in range(-(-steps * batch_size // len(X)))])
     in_order = np.arange(batch_size)
     raw, smoothed, average = [], [], 0.0

@@ -29,9 +29,13 @@ class MLP:
     ----------
     sizes : list of int, or list of layers
         Widths ``[n_in, h1, ..., n_out]``, or layer objects
-        ``[Dense(n_in, h1), ReLU(), ..., Dense(h, n_out), Softmax()]``.
-    hidden : {"relu", "sigmoid", "tanh", "identity"}
-        Activation after every hidden layer (when ``sizes`` are widths).
+        ``[Dense(n_in, h1), ReLU(), Dropout(0.2), ..., Dense(h, n_out), Softmax()]``.
+    hidden : str or Activation
+        Activation after every hidden layer (when ``sizes`` are widths): ``"relu"``,
+        ``"sigmoid"``, ``"tanh"``, ``"identity"``, or as ``torch.nn.functional`` defines
+        them, ``"leaky_relu"`` (slope 0.01), ``"elu"``, ``"gelu"``, ``"gelu_tanh"`` (its
+        tanh approximation), ``"silu"``, ``"softplus"``; another slope or alpha as a layer
+        (``LeakyReLU(0.2)``) or spelt as a model spells it (``"leaky_relu(negative_slope=0.2)"``).
     output : {"softmax", "sigmoid", "identity", "exp"}
         Activation of the output layer (when ``sizes`` are widths).
     loss : {"cross_entropy", "binary_cross_entropy", "mse", "poisson"} or None
@@ -50,15 +54,22 @@ class MLP:
         new one, None seeds one from NumPy's global generator (so
         ``np.random.seed`` makes it reproducible); a ``RandomState`` given is
         used as it is.
+    dropout : float or list of float
+        Inverted dropout of the hidden layers in training (one rate, or one per hidden
+        layer; 0: none): each step drops each unit with that probability and scales the
+        others by ``1 / (1 - p)``; predictions, ``evaluate`` and the metrics use every
+        unit. The masks come from a counter-based generator keyed by a seed drawn from
+        the model's generator when it is made, the step, the row and the unit: every
+        backend and thread count drops the same units.
 
     Attributes
     ----------
     params : ndarray of shape (n_params,)
         Every weight and bias in one flat buffer (layout in ``layout``); it can
         be written into, not replaced.
-    layout : ndarray of int64, shape (n_layers, 6)
-        ``n_in, n_out, activation code, W offset, b offset, activation parameter`` per layer
-        (a read-only copy; the parameter is a float64's bits).
+    layout : ndarray of int64, shape (n_layers, 7)
+        ``n_in, n_out, activation code, W offset, b offset, activation parameter, dropout``
+        per layer (a read-only copy; the last two hold float64 numbers' bits).
     kernels : fastgd.kernels.Kernels
         The checked entry into the backend's kernels for this network.
     training : TrainingState
@@ -69,19 +80,23 @@ class MLP:
     """
 
     def __init__(self, sizes: Sequence, hidden: str = "relu", output: str = "softmax",
-                 loss: str | None = None, backend: str = "auto", dtype="float64", random_state=None):
-        sizes, activations = architecture(sizes, hidden, output)
+                 loss: str | None = None, backend: str = "auto", dtype="float64", random_state=None,
+                 dropout: float | Sequence[float] = 0.0):
+        sizes, activations, dropout = architecture(sizes, hidden, output, dropout)
         loss = _check_loss(loss, activations[-1], sizes[-1])
         dtype = check_dtype(dtype)
-        entry = kernels_for(backend, make_layout(sizes, activations), dtype)
+        entry = kernels_for(backend, make_layout(sizes, activations, dropout), dtype)
         params = np.empty(entry.n_params, dtype=dtype)
         rng = _own_generator(random_state)
         he_normal(entry.layout, params, rng)
-        self._assemble(sizes, activations, loss, entry, params, TrainingState(SGD(lr=0.01), len(params), dtype, rng))
+        training = TrainingState(SGD(lr=0.01), len(params), dtype, rng,
+                                 dropout_seed=int(rng.randint(2**63)) if any(dropout) else 0)
+        self._assemble(sizes, activations, dropout, loss, entry, params, training)
 
-    def _assemble(self, sizes, activations, loss, entry, params, training, classes=None):
+    def _assemble(self, sizes, activations, dropout, loss, entry, params, training, classes=None):
         """Take checked parts as they are: the kernel entry, weights, training state and labels."""
-        self.sizes, self.activations, self.loss, self.dtype = sizes, activations, loss, entry.dtype
+        self.sizes, self.activations, self.dropout, self.loss, self.dtype = (sizes, activations, dropout, loss,
+                                                                             entry.dtype)
         self._kernels, self._params = entry, params
         self.training = training
         self.task = Task.of(loss, activations[-1], sizes[-1], entry.dtype)
@@ -163,7 +178,7 @@ class MLP:
     def __setstate__(self, state):
         self.__dict__.update(state)
         self._params = np.array(self._params)  # writable, even from a memmap
-        layout = make_layout(self.sizes, self.activations)
+        layout = make_layout(self.sizes, self.activations, self.dropout)
         self._kernels = kernels_for(resolve_saved(state["_kernels"]), layout, self.dtype)
 
     def save(self, path) -> None:
@@ -323,7 +338,8 @@ class MLP:
             yield lambda: (self.kernels.backward(self.params, X, Y, config, ws, grads, weights), grads)
 
     def __repr__(self):
-        return (f"MLP({self.sizes}, activations={self.activations}, loss={self.loss!r}, "
+        dropout = f"dropout={self.dropout}, " if any(self.dropout) else ""
+        return (f"MLP({self.sizes}, activations={self.activations}, loss={self.loss!r}, {dropout}"
                 f"backend={self.backend_!r}, dtype={self.dtype.name!r})")
 
 
@@ -361,11 +377,13 @@ def load(path) -> MLP:
     """
     saved = persistence.load(path)
     try:
-        architecture(layers_of(saved.sizes, saved.activations), hidden=None, output=None)
+        architecture(layers_of(saved.sizes, saved.activations, saved.dropout), hidden=None, output=None)
         loss = _check_loss(saved.loss, saved.activations[-1], saved.sizes[-1])
     except (TypeError, ValueError) as error:
         raise ModelFileError(f"architecture: {error}") from None
     net = MLP.__new__(MLP)
-    entry = kernels_for(resolve_saved(saved.backend), make_layout(saved.sizes, saved.activations), saved.dtype)
-    net._assemble(saved.sizes, saved.activations, loss, entry, saved.params, saved.training, saved.classes)
+    layout = make_layout(saved.sizes, saved.activations, saved.dropout)
+    entry = kernels_for(resolve_saved(saved.backend), layout, saved.dtype)
+    net._assemble(saved.sizes, saved.activations, saved.dropout, loss, entry, saved.params, saved.training,
+                  saved.classes)
     return net

@@ -38,7 +38,9 @@ from .schedules import Constant, CosineAnnealing, ExponentialDecay, InverseScali
 from .targets import typed_labels
 from .training import TrainingState
 
-FORMAT, VERSION = "fastgd.MLP", 4  # versions 1 (no "object_labels"), 2 (no "l2_per_row"), 3 (no "state_slots") load
+# Versions 1 (no "object_labels"), 2 (no "l2_per_row"), 3 (no "state_slots") and 4 (no "dropout", "dropout_seed")
+# load too.
+FORMAT, VERSION = "fastgd.MLP", 5
 SCHEDULES = {cls.__name__: cls for cls in (Constant, StepDecay, ExponentialDecay, InverseScaling, CosineAnnealing)}
 MAX_HEADER_BYTES = 1 << 20
 NPY_HEADER_BYTES = 4096  # room for a member's .npy preamble beyond its data
@@ -53,6 +55,7 @@ class SavedModel:
 
     sizes: list
     activations: list
+    dropout: list
     loss: str
     dtype: str
     backend: str
@@ -149,7 +152,8 @@ def save(path, model) -> None:
     _, _, pos, has_gauss, cached_gaussian = training.rng.get_state(legacy=True)
     header = {
         "format": FORMAT, "version": VERSION,
-        "sizes": model.sizes, "activations": model.activations, "loss": model.loss, "dtype": model.dtype.name,
+        "sizes": model.sizes, "activations": model.activations, "dropout": model.dropout,
+        "dropout_seed": training.dropout_seed, "loss": model.loss, "dtype": model.dtype.name,
         "backend": model.backend_, "l2": training.l2, "l2_per_row": training.l2_per_row, "step": training.step,
         "optimizer": _optimizer_config(training), "state_slots": list(training.optimizer.slots),
         "rng": {"pos": int(pos), "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)},
@@ -265,7 +269,8 @@ def _read_header(archive):
     expected = {"format", "version", "sizes", "activations", "loss", "dtype", "backend", "l2", "step", "optimizer",
                 "rng", "arrays", *(["object_labels"] if version >= 2 else []),
                 *(["l2_per_row"] if version >= 3 else []),
-                *(["state_slots"] if version >= 4 else [])}
+                *(["state_slots"] if version >= 4 else []),
+                *(["dropout", "dropout_seed"] if version >= 5 else [])}
     _require(set(header) == expected, f"header: expected the fields {sorted(expected)}, got {sorted(header)}")
     sizes, activations = header["sizes"], header["activations"]
     _require(isinstance(sizes, list) and len(sizes) >= 2 and all(_is_int(s, 1) and s < 2**31 for s in sizes),
@@ -273,6 +278,13 @@ def _read_header(archive):
     _require(isinstance(activations, list) and len(activations) == len(sizes) - 1
              and all(_is_activation(a) for a in activations),
              "activations: expected one known activation per layer")
+    header.setdefault("dropout", [0.0] * (len(sizes) - 2))
+    header.setdefault("dropout_seed", 0)
+    _require(isinstance(header["dropout"], list) and len(header["dropout"]) == len(sizes) - 2
+             and all(_is_real(p) and 0 <= p < 1 for p in header["dropout"]),
+             "dropout: expected one rate in [0, 1) per hidden layer")
+    _require(_is_int(header["dropout_seed"]) and header["dropout_seed"] < 2**64,
+             "dropout_seed: expected an integer in [0, 2**64)")
     _require(header["loss"] in LOSSES, f"loss: unknown loss {header['loss']!r}")
     _require(activations[-1] in LOSS_OUTPUTS[header["loss"]],
              f"loss: {header['loss']!r} cannot follow a {activations[-1]} output")
@@ -390,7 +402,8 @@ def load(path) -> SavedModel:
                 rng = np.random.RandomState(0)  # the model's own generator, set to the saved position below
                 training = TrainingState(optimizer, expected["params"][0][0], header["dtype"], rng,
                                          step=header["step"], lr_scale=header["optimizer"]["lr_scale"],
-                                         l2=header["l2"], l2_per_row=header["l2_per_row"])
+                                         l2=header["l2"], l2_per_row=header["l2_per_row"],
+                                         dropout_seed=header["dropout_seed"])
                 arrays = _read_arrays(archive, expected, out={"state": training.state})
         except zipfile.BadZipFile as error:
             raise ModelFileError(f"{path!r} is not a fastgd model file ({error})") from None
@@ -405,5 +418,5 @@ def load(path) -> SavedModel:
     classes = arrays.get("classes")
     if header["object_labels"] and classes is not None:
         classes = classes.astype(object)
-    return SavedModel(header["sizes"], header["activations"], header["loss"], header["dtype"], header["backend"],
-                      arrays["params"], training, classes)
+    return SavedModel(header["sizes"], header["activations"], [float(p) for p in header["dropout"]], header["loss"],
+                      header["dtype"], header["backend"], arrays["params"], training, classes)

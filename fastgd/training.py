@@ -6,6 +6,7 @@ Everything that changes while a model trains lives in its
 :class:`~fastgd.training.TrainingState`, which the model file saves.
 """
 
+import numbers
 import threading
 import time
 import warnings
@@ -49,10 +50,13 @@ class TrainingState:
     l2_per_row : bool
         Whether the last fit divided ``l2`` by each batch's rows (or total weight), as
         scikit-learn's ``alpha``; ``evaluate`` then divides it by the rows it evaluates.
+    dropout_seed : int
+        Keys the dropout masks (with the step, row and unit), in [0, 2**64).
     """
 
     def __init__(self, optimizer: Optimizer, n_params: int, dtype, rng: np.random.RandomState, *, state=None,
-                 step: int = 0, lr_scale: float = 1.0, l2: float = 0.0, l2_per_row: bool = False):
+                 step: int = 0, lr_scale: float = 1.0, l2: float = 0.0, l2_per_row: bool = False,
+                 dropout_seed: int = 0):
         self._optimizer = check_optimizer(optimizer)
         shape = (optimizer.n_slots, n_params)
         self._state = np.zeros(shape, dtype) if state is None else np.array(state, dtype=dtype, order="C")
@@ -60,6 +64,7 @@ class TrainingState:
             raise ValueError(f"state: {type(optimizer).__name__} keeps {shape[0]} arrays of {n_params} values; "
                              f"got shape {self._state.shape}")
         self.step, self.lr_scale, self.rng, self.l2, self.l2_per_row = step, lr_scale, rng, l2, l2_per_row
+        self.dropout_seed = dropout_seed
         self._lock, self._fitting = threading.RLock(), False
 
     @property
@@ -117,6 +122,16 @@ class TrainingState:
     @l2_per_row.setter
     def l2_per_row(self, value):
         self._l2_per_row = check_bool(value, "l2_per_row")
+
+    @property
+    def dropout_seed(self) -> int:
+        return self._dropout_seed
+
+    @dropout_seed.setter
+    def dropout_seed(self, value):
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or not 0 <= value < 2**64:
+            raise ValueError(f"dropout_seed: expected an integer in [0, 2**64), got {value!r}")
+        self._dropout_seed = int(value)
 
     def reset(self, optimizer: Optimizer) -> None:
         """Start ``optimizer`` from fresh state: zeros, step 0, scale 1."""
@@ -298,7 +313,7 @@ def train(net, X, Y, options: FitOptions, validation=None, weights=None) -> Hist
         training.l2, training.l2_per_row = options.l2, options.l2_per_row
         optimizer = training.optimizer
         config = step_config(net.loss, optimizer.rule, optimizer.hyper(), options.l2, options.clip_value or 0.0,
-                             options.clip_norm or 0.0, options.l2_per_row)
+                             options.clip_norm or 0.0, options.l2_per_row, training.dropout_seed)
         ws = kernels.workspace(batch_size, batch_size if n_batches > 1 else 0, sparse=not isinstance(X, np.ndarray),
                                keep_outputs=False)
         needs_metrics = options.train_metrics or validation is not None

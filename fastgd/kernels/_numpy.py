@@ -13,7 +13,7 @@ import scipy.sparse
 from scipy.special import erf, expit, xlogy
 
 from .._codes import ACTIVATIONS, BAD_ROW, LOSSES, NOT_FINITE, OK, OPTIMIZERS
-from .._layout import ACTIVATION, N_IN, N_OUT, parameter, weight_views
+from .._layout import ACTIVATION, DROPOUT, N_IN, N_OUT, PARAMETER, floats, weight_views
 
 (IDENTITY, RELU, SIGMOID, TANH, SOFTMAX, EXP, LEAKY_RELU, ELU, GELU, GELU_TANH, SILU,
  SOFTPLUS) = (ACTIVATIONS[name] for name in ("identity", "relu", "sigmoid", "tanh", "softmax", "exp", "leaky_relu",
@@ -39,7 +39,7 @@ class Workspace:
         fields = dict(
             layout=layout, dtype=np.dtype(dtype), rows=rows, batch_rows=batch_rows, sparse=sparse,
             keep_outputs=keep_outputs, activations=[int(code) for code in layout[:, ACTIVATION]],
-            parameters=[parameter(layout, l) for l in range(len(layout))],
+            parameters=floats(layout, PARAMETER).tolist(), dropout=floats(layout, DROPOUT).tolist(),
             z=[np.empty((rows, n), dtype) for n in widths],  # z[l] = a[l - 1] @ W[l] + b[l]
             a=[np.empty((rows, n), dtype) for n in widths],  # a[l] = f(z[l])
             derivative=[np.empty((rows, n), dtype) for n in widths],  # f'(z[l])
@@ -276,8 +276,44 @@ def _matrix(X):
     return scipy.sparse.csr_array((X.data, X.indices, X.indptr), shape=X.shape)
 
 
-def forward(layout, params, X, ws):
-    """Output activations ``f(X @ W0 + b0 ...)`` into ``ws.outputs(m)``."""
+# ---------------------------------------------------------------- dropout
+# A training step drops each unit of a hidden layer with p > 0 in each row by a counter-based
+# generator: a hash of the model's seed, the step, the row's place in its batch, the layer and the
+# unit (splitmix64's mixing function, in uint64 arithmetic that wraps), so that every backend, and
+# every split of the rows or units between threads, drops the same units.
+_MIX = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+
+
+def _mix(x):
+    """splitmix64's mixing function of uint64 array ``x``."""
+    x = (x ^ (x >> np.uint64(30))) * _MIX[0]
+    x = (x ^ (x >> np.uint64(27))) * _MIX[1]
+    return x ^ (x >> np.uint64(31))
+
+
+def dropped(seed, step, rows, layer, units, p):
+    """Which units of ``layer`` a step drops: bool ``(len(rows), units)`` for the rows at places ``rows``
+    (int) of batch ``step``; a unit goes when its uniform number ``(hash >> 11) * 2**-53`` is below ``p``."""
+    key = np.full(len(rows), seed, np.uint64) + np.uint64(step)
+    key = _mix(_mix(_mix(key) + np.asarray(rows, np.uint64)) + np.uint64(layer))
+    uniform = (_mix(key[:, None] + np.arange(units, dtype=np.uint64)) >> np.uint64(11)) * 2.0**-53
+    return uniform < p
+
+
+def _drop(a, d, p, layer, masks):
+    """Inverted dropout of hidden layer ``layer`` in a training step: its dropped units' activations
+    ``a`` and derivatives ``d`` become 0, the others are scaled by ``1 / (1 - p)`` (in the model dtype).
+    ``masks``: ``(seed, step, first)``, the rows being places ``first`` on of the batch."""
+    seed, step, first = masks
+    gone = dropped(seed, step, np.arange(first, first + len(a)), layer, a.shape[1], p)
+    scale = a.dtype.type(1 / (1 - p))
+    np.copyto(a, np.where(gone, 0, a * scale))
+    np.copyto(d, np.where(gone, 0, d * scale))
+
+
+def forward(layout, params, X, ws, masks=None):
+    """Output activations ``f(X @ W0 + b0 ...)`` into ``ws.outputs(m)``; ``masks`` (a training step's
+    ``(seed, step, first)``, see ``_drop``) drops hidden units."""
     m = X.shape[0]
     Ws, bs = ws.weights(params)
     a = _matrix(X)
@@ -293,6 +329,8 @@ def forward(layout, params, X, ws):
             _softmax(z, a, ws.lse[:m])
         else:
             ACTIVATE[activation](z, a, ws.derivative[l][:m], ws.parameters[l])
+            if masks is not None and ws.dropout[l]:
+                _drop(a, ws.derivative[l][:m], ws.dropout[l], l, masks)
 
 
 def _sum_of_squares(Ws):
@@ -324,10 +362,10 @@ def _data_loss(loss, z, a, Y, lse, weights):
         return float(total / (count * _rows(weights, len(Y))))
 
 
-def data_loss(layout, params, X, Y, weights, loss, ws):
+def data_loss(layout, params, X, Y, weights, loss, ws, masks=None):
     """Mean data loss (no L2 term) on ``(X, Y)``, rows weighted by ``weights``; outputs in ``ws.outputs(m)``."""
     m = X.shape[0]
-    forward(layout, params, X, ws)
+    forward(layout, params, X, ws, masks)
     return _data_loss(loss, ws.z[-1][:m], ws.outputs(m), Y, ws.lse[:m], weights)
 
 
@@ -343,14 +381,14 @@ def _batch_l2(h, rows):
     return float(h["l2"] / rows) if h["l2_per_row"] else h["l2"]
 
 
-def _backward(layout, params, X, Y, weights, h, ws, grads):
+def _backward(layout, params, X, Y, weights, h, ws, grads, masks=None):
     m = X.shape[0]
     X = _matrix(X)
     rows = _rows(weights, m)
     loss, l2 = h["loss"], _batch_l2(h, rows)
     Ws, _ = ws.weights(params)
     dWs, dbs = ws.weights(grads)
-    value = data_loss(layout, params, X, Y, weights, loss, ws)
+    value = data_loss(layout, params, X, Y, weights, loss, ws, masks)
     a_out = ws.outputs(m)
 
     # Output delta dL/dz: (a - y) scaled by the loss's mean (and each row's weight), times f'(z) unless fused.
@@ -469,22 +507,29 @@ def _train_epoch(layout, params, grads, state, X, Y, weights, order, batch_size,
             xb = np.take(X, rows, axis=0, out=ws.x[: len(rows)]) if isinstance(X, np.ndarray) else X[rows]
             yb = np.take(Y, rows, axis=0, out=ws.y[: len(rows)])
             wb = np.take(weights, rows, out=ws.w[: len(rows)]) if len(weights) else weights
-        value = _backward(layout, params, xb, yb, wb, h, ws, grads)
+        masks = _masks(h, step + i, 0, ws)
+        value = _backward(layout, params, xb, yb, wb, h, ws, grads, masks)
         if not np.isfinite(value):
             return value, i, NOT_FINITE
-        _apply(layout, params, grads, state, xb, yb, wb, value, h, lrs, i, step, ws)
+        _apply(layout, params, grads, state, xb, yb, wb, value, h, lrs, i, step, ws, masks)
         total += value * xb.shape[0]
     return total / n, n_batches, _status(params, state)
 
 
-def _apply(layout, params, grads, state, X, Y, weights, value, h, lrs, i, step, ws):
+def _masks(h, step, first, ws):
+    """The ``masks`` of a training step (``_drop``), or None in a network without dropout."""
+    return (h["dropout_seed"], step, first) if any(ws.dropout) else None
+
+
+def _apply(layout, params, grads, state, X, Y, weights, value, h, lrs, i, step, ws, masks):
     """Step ``i`` of an epoch once ``grads`` holds the gradient of the batch ``(X, Y)``, whose loss
-    is ``value``: clipping, then the update (a line search writes back the step it took)."""
+    is ``value``: clipping, then the update (a line search writes back the step it took, its trial
+    points' losses with the step's ``masks``)."""
     _clip(grads, h)
     if h["optimizer"] == LINE_SEARCH:
         def trial_loss(point):
             penalty = l2_penalty(layout, point, _batch_l2(h, _rows(weights, X.shape[0])))
-            return data_loss(layout, point, X, Y, weights, h["loss"], ws) + penalty
+            return data_loss(layout, point, X, Y, weights, h["loss"], ws, masks) + penalty
 
         lrs[i] = _line_search(params, grads, value, trial_loss, state[0], h, lrs[i])
     else:
@@ -495,17 +540,17 @@ def _status(params, state):
     return OK if np.isfinite(params).all() and np.isfinite(state).all() else NOT_FINITE
 
 
-def batch_gradient(layout, params, grads, X, Y, weights, first, last, loss, ws):
-    """The gradient and data loss of rows ``first`` to ``last`` of the batch ``(X, Y)``, taken over
-    the whole batch's total weight (:meth:`fastgd.kernels.protocol.Backend.batch_gradient`)."""
-    share = slice(first, last)
+def batch_gradient(layout, params, grads, X, Y, weights, first, last, config, step, ws):
+    """The gradient and data loss of rows ``first`` to ``last`` of the batch ``(X, Y)`` of step ``step``,
+    taken over the whole batch's total weight (:meth:`fastgd.kernels.protocol.Backend.batch_gradient`)."""
+    h, share = _hyper(config), slice(first, last)
     with np.errstate(**QUIET):
         part = float(_rows(weights[share], last - first) / _rows(weights, X.shape[0]))  # of the batch's weight
         if part == 0:
             grads[...] = 0
             return 0.0
         value = _backward(layout, params, _matrix(X)[share], Y[share], weights[share],
-                          {"loss": loss, "l2": 0.0, "l2_per_row": False}, ws, grads)
+                          {**h, "l2": 0.0, "l2_per_row": False}, ws, grads, _masks(h, step, first, ws))
         grads *= part
     return value * part
 
@@ -525,5 +570,5 @@ def batch_step(layout, params, grads, parts, state, X, Y, weights, losses, confi
         value += _add_l2(params, grads, _batch_l2(h, _rows(weights, X.shape[0])), ws)
         if not np.isfinite(value):
             return value, 0, NOT_FINITE
-        _apply(layout, params, grads, state, X, Y, weights, value, h, lrs, 0, step, ws)
+        _apply(layout, params, grads, state, X, Y, weights, value, h, lrs, 0, step, ws, _masks(h, step, 0, ws))
     return value, 1, _status(params, state)

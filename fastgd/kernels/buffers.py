@@ -9,11 +9,13 @@ import numpy as np
 
 from .._codes import (ACTIVATION_PARAMETERS, ACTIVATIONS, BAD_ROW, HIDDEN_ACTIVATIONS, HYPER, LOSSES, NOT_FINITE, OK,
                       OPTIMIZERS)
-from .._layout import N_OUT, parameter
+from .._layout import DROPOUT, N_OUT, PARAMETER, floats
 
-#: The record of a step's configuration, with the loss and optimizer codes, L2 and its scaling, the
-#: clips, and every optimizer's hyper-parameters by name (the other optimizers' are ignored).
-STEP = np.dtype([("loss", np.int64), ("optimizer", np.int64), ("l2", np.float64), ("l2_per_row", np.float64),
+#: The record of a step's configuration, with the loss and optimizer codes, the seed of the dropout masks,
+#: L2 and its scaling, the clips, and every optimizer's hyper-parameters by name (the other optimizers' are
+#: ignored).
+STEP = np.dtype([("loss", np.int64), ("optimizer", np.int64), ("dropout_seed", np.uint64), ("l2", np.float64),
+                 ("l2_per_row", np.float64),
                  ("clip_value", np.float64), ("clip_norm", np.float64)] + [(name, np.float64) for name in HYPER])
 STATUS = {OK: "ok", NOT_FINITE: "loss, weights or optimizer state not finite", BAD_ROW: "row index out of range"}
 MAX_STEP = 2**62
@@ -24,12 +26,13 @@ _ACTIVATION_NAMES = {code: name for name, code in ACTIVATIONS.items()}
 
 
 def step_config(loss: str, optimizer: str = "sgd", hyper=None, l2: float = 0.0, clip_value: float = 0.0,
-                clip_norm: float = 0.0, l2_per_row: bool = False) -> np.ndarray:
+                clip_norm: float = 0.0, l2_per_row: bool = False, dropout_seed: int = 0) -> np.ndarray:
     """The step configuration, a ``(1,)`` array of dtype :data:`~fastgd.kernels.buffers.STEP`: ``loss`` and
     ``optimizer``
     by name (``fastgd._codes``), ``hyper`` a mapping of the optimizer's hyper-parameters by name
     (None: all 0, which is plain SGD). With ``l2_per_row`` a batch of ``m`` rows gets the L2
-    coefficient ``l2 / m`` (scikit-learn's ``alpha``, a penalty on the batch's summed loss)."""
+    coefficient ``l2 / m`` (scikit-learn's ``alpha``, a penalty on the batch's summed loss). ``dropout_seed``
+    (an integer in [0, 2**64)) keys the dropout masks of a network that drops units."""
     if loss not in LOSSES:
         raise ValueError(f"loss: unknown loss {loss!r}; choose one of {', '.join(map(repr, LOSSES))}")
     if optimizer not in OPTIMIZERS:
@@ -38,7 +41,7 @@ def step_config(loss: str, optimizer: str = "sgd", hyper=None, l2: float = 0.0, 
     config = np.zeros(1, STEP)
     config["loss"], config["optimizer"] = LOSSES[loss], rule.code
     config["l2"], config["clip_value"], config["clip_norm"] = l2, clip_value, clip_norm
-    config["l2_per_row"] = bool(l2_per_row)
+    config["l2_per_row"], config["dropout_seed"] = bool(l2_per_row), dropout_seed
     hyper = dict.fromkeys(rule.hyper, 0.0) if hyper is None else hyper
     missing = [name for name in rule.hyper if name not in hyper]
     if missing:
@@ -76,17 +79,19 @@ def check_layout(layout) -> np.ndarray:
     """A private, immutable copy of ``layout`` once every row is checked to describe one
     contiguous ``params`` buffer: positive widths chained layer to layer, known activation
     codes (softmax and exp last only) with a finite parameter (0 for those that take none),
+    dropout rates in [0, 1) (0 on the output layer),
     and each ``W`` then ``b`` right after the layer before.
     A width goes to BLAS as a C int (a dimension and a leading dimension), so it stays below
     2**31; a layer's weights and every offset are int64, below 2**62."""
     try:
         table = np.array(layout, dtype=np.int64, copy=True, order="C")
     except (TypeError, ValueError, OverflowError) as error:
-        raise TypeError(f"layout: expected an integer table of shape (n_layers, 6) ({error})") from None
-    if table.ndim != 2 or table.shape[1] != 6 or len(table) == 0:
-        raise ValueError(f"layout: expected shape (n_layers, 6) with n_layers >= 1, got {table.shape}")
+        raise TypeError(f"layout: expected an integer table of shape (n_layers, 7) ({error})") from None
+    if table.ndim != 2 or table.shape[1] != 7 or len(table) == 0:
+        raise ValueError(f"layout: expected shape (n_layers, 7) with n_layers >= 1, got {table.shape}")
+    parameters, rates = floats(table, PARAMETER), floats(table, DROPOUT)
     offset = 0
-    for l, (n_in, n_out, activation, w, b, _) in enumerate(table.tolist()):
+    for l, (n_in, n_out, activation, w, b, _, _) in enumerate(table.tolist()):
         if not (0 < n_in < 2**31 and 0 < n_out < 2**31):
             raise ValueError(f"layout: layer {l} has widths {n_in} x {n_out}; each must be in [1, 2**31) "
                              "(BLAS takes a width as a C int)")
@@ -96,10 +101,13 @@ def check_layout(layout) -> np.ndarray:
                                                    and l < len(table) - 1):
             raise ValueError(f"layout: layer {l} has activation code {activation}, not a known "
                              f"{'output' if l == len(table) - 1 else 'hidden'} activation")
-        value = parameter(table, l)
+        value = parameters[l]
         if not math.isfinite(value) or (value and _ACTIVATION_NAMES[activation] not in ACTIVATION_PARAMETERS):
             raise ValueError(f"layout: layer {l} has activation parameter {value} for a "
                              f"{_ACTIVATION_NAMES[activation]} activation")
+        if not (0 <= rates[l] < 1) or (rates[l] and l == len(table) - 1):
+            raise ValueError(f"layout: layer {l} has dropout {rates[l]}; expected a rate in [0, 1) on a hidden "
+                             "layer, 0 on the output layer")
         if w != offset or b != offset + n_in * n_out:
             raise ValueError(f"layout: layer {l} places W at {w} and b at {b}; expected {offset} and "
                              f"{offset + n_in * n_out}")

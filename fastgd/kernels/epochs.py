@@ -61,13 +61,13 @@ class Epochs:
         backend = self._kernels.backend
         (layout, params, grads, state, X, Y, weights, _, _, config), ws = self._arguments
         first_rows, shares, parts, losses = self._shares
-        loss = int(config["loss"][0])
         with blas_threads(1):  # the threads are the shares'
             futures = [pool(len(shares)).submit(_run, backend.batch_gradient, layout, params, part, X, Y, weights,
-                                                 first, last, loss, share_ws)
+                                                 first, last, config, step, share_ws)
                        for first, last, share_ws, part in shares]
             try:
-                losses[0] = _run(backend.batch_gradient, layout, params, grads, X, Y, weights, 0, first_rows, loss, ws)
+                losses[0] = _run(backend.batch_gradient, layout, params, grads, X, Y, weights, 0, first_rows, config,
+                                 step, ws)
             finally:  # the other shares write into this run's buffers: never leave them running
                 for k, future in enumerate(futures, 1):
                     losses[k] = future.result()

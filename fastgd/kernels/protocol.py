@@ -3,8 +3,9 @@
 A backend is a module (``_numpy.py``, the reference; ``_numba.py``;
 ``_cython.pxi``) with the functions of :class:`Backend` over flat buffers:
 
-- ``layout``: int64 ``(n_layers, 6)``, rows ``n_in, n_out, activation, W offset, b offset, activation parameter``
-  (:mod:`fastgd._layout`); ``P`` is the number of parameters it places.
+- ``layout``: int64 ``(n_layers, 7)``, rows ``n_in, n_out, activation, W offset, b offset``, and the
+  float64 bits of the activation's parameter and of the layer's dropout rate (:mod:`fastgd._layout`);
+  ``P`` is the number of parameters it places.
 - ``params``, ``grads``: ``(P,)`` in the model dtype (float32 or float64);
   ``state``: ``(slots, P)``, the optimizer's state arrays.
 - ``X``: ``(m, n_in)``, or sparse rows (:class:`CSR`); ``Y``: ``(m, n_out)`` target rows; both in
@@ -82,11 +83,20 @@ class Backend(Protocol):
         the update of a batch whose loss is not finite (``NOT_FINITE``) or that names a row
         outside ``X`` (``BAD_ROW``); after its last step, weights or optimizer state that are not
         finite are ``NOT_FINITE`` too.
+
+        Its passes drop hidden units as the layout's dropout rates say (inverted dropout: a unit's
+        activation and derivative become 0, or are scaled by ``1 / (1 - p)``), each unit of the row at
+        place ``r`` of batch ``i`` by the counter-based masks of ``config``'s ``dropout_seed``, optimizer
+        step ``step + i`` and ``r`` (:func:`fastgd.kernels._numpy.dropped`), in every training function
+        below too, a line search's trial points included; ``forward``, ``data_loss`` and ``backward``
+        drop nothing.
         """
 
-    def batch_gradient(self, layout, params, grads, X, Y, weights, first: int, last: int, loss: int, ws) -> float:
-        """``grads`` of the data loss of rows ``first`` to ``last`` of the batch ``(X, Y)``, that loss
-        taken over the whole batch's total weight (no L2 term); returns it. The shares of a batch
+    def batch_gradient(self, layout, params, grads, X, Y, weights, first: int, last: int, config, step: int,
+                       ws) -> float:
+        """``grads`` of the data loss of rows ``first`` to ``last`` of the batch ``(X, Y)`` (its loss and
+        dropout masks as ``config`` and optimizer step ``step`` say), that loss taken over the whole
+        batch's total weight (no L2 term); returns it. The shares of a batch
         that threads compute (``ws`` for ``last - first`` rows, one per thread) add up to its
         gradient and loss: :meth:`batch_step` adds them."""
 
