@@ -19,13 +19,13 @@ from threadpoolctl import threadpool_limits
 import fastgd
 from fastgd.datasets import textbook
 from fastgd.kernels import resolve
-from fastgd.kernels.epochs import Epochs
+from fastgd.kernels.runner import EpochRunner
 
 
 def shares(backend, X, y, fits=7):
     """``(kernel share, entry share, fit seconds)``, medians over ``fits`` fits."""
     module = resolve(backend)[1]
-    kernel, entry = module.train_epoch, Epochs.__call__
+    kernel, entry = module.train_epoch, EpochRunner.__call__
     spent = {"kernel": 0.0, "entry": 0.0}
 
     def timed(spent_on, function):
@@ -39,7 +39,7 @@ def shares(backend, X, y, fits=7):
 
     rows = []
     try:
-        module.train_epoch, Epochs.__call__ = timed("kernel", kernel), timed("entry", entry)
+        module.train_epoch, EpochRunner.__call__ = timed("kernel", kernel), timed("entry", entry)
         fastgd.MLPClassifier(random_state=0, backend=backend, max_iter=5).fit(X, y)  # warm-up
         for _ in range(fits):
             spent.update(kernel=0.0, entry=0.0)
@@ -48,7 +48,7 @@ def shares(backend, X, y, fits=7):
             total = time.perf_counter() - start
             rows.append((spent["kernel"] / total, spent["entry"] / total, total))
     finally:
-        module.train_epoch, Epochs.__call__ = kernel, entry
+        module.train_epoch, EpochRunner.__call__ = kernel, entry
     return np.median(np.array(rows), axis=0)
 
 

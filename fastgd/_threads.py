@@ -7,7 +7,7 @@ thread limit (``threadpoolctl``, ``OMP_NUM_THREADS``, ...) and no more than the
 CPUs the process may run on (its affinity, read at each fit: a worker held to one
 CPU after it started trains on one thread): an epoch of one batch
 splits its rows into shares, one per thread, each share's BLAS calls on one
-thread (``fastgd.kernels.Kernels.epochs``). Measured on two cores: a second thread
+thread (``fastgd.kernels.Kernels.epoch_runner``). Measured on two cores: a second thread
 paid off for [784, 256, 128, 10] on 60,000 rows a step (60 GFLOP), not for 64
 rows (64 MFLOP) nor for [10, 64, 32, 3] on 1,500 rows (23 MFLOP).
 

@@ -329,7 +329,7 @@ def train(net, X, Y, options: FitOptions, validation=None, weights=None) -> Hist
         threads = threads_for(kernels.layout, batch_size)
         shares = threads if n_batches == 1 else share_threads_for(kernels.layout, batch_size) \
             if kernels.splits_batches and optimizer.rule != "line_search" else 1
-        train_epoch = kernels.epochs(params, grads, state, X, Y, order, batch_size, config, ws, weights,
+        train_epoch = kernels.epoch_runner(params, grads, state, X, Y, order, batch_size, config, ws, weights,
                                      training.rng if options.shuffle else None, shares)
         last = np.empty_like(params), np.empty_like(state)  # the weights and state an epoch started from
         line_search = optimizer.rule == "line_search"

@@ -210,15 +210,15 @@ def test_a_run_of_epochs_is_checked_once_and_cannot_be_changed_after(backend):
     trained = a["params"].copy()
     want = call.run("train_epoch", params=trained)
     config, params = a["config"].copy(), a["params"].copy()
-    epochs = call.kernels.epochs(params, a["grads"], a["state"], a["X"], a["Y"], a["order"], 4, config, a["ws"])
+    run = call.kernels.epoch_runner(params, a["grads"], a["state"], a["X"], a["Y"], a["order"], 4, config, a["ws"])
     config["optimizer"] = 99  # after the checks: an unknown rule, a buffer reshaped in place
     params.shape = (1, len(params))
-    assert epochs(np.full(3, 0.1), 0) == want
+    assert run(np.full(3, 0.1), 0) == want
     np.testing.assert_array_equal(params.ravel(), trained)  # the same steps as train_epoch's
     for lrs, step, message in [(np.full(2, 0.1), 0, r"lrs: .*shape \(3,\)"), (np.full(3, 0.1), -1, "step: "),
                                (np.full(3, 0.1).astype(np.float32), 0, "lrs: .*float64")]:
         with pytest.raises(ValueError, match=message):
-            epochs(lrs, step)
+            run(lrs, step)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -234,12 +234,12 @@ def test_an_epoch_shuffles_its_order_as_randomstate_shuffle_does(backend, n, bit
     X, Y = np.zeros((n, 3)), np.tile([1.0, 0.0], (n, 1))
     order, expected = np.arange(n), np.arange(n)
     batch_size = min(n, 4)
-    epochs = kernels.epochs(np.zeros(kernels.n_params), np.zeros(kernels.n_params), np.zeros((0, kernels.n_params)),
+    run = kernels.epoch_runner(np.zeros(kernels.n_params), np.zeros(kernels.n_params), np.zeros((0, kernels.n_params)),
                             X, Y, order, batch_size, step_config("cross_entropy"),
                             kernels.workspace(batch_size, batch_size), rng=rng)
     for _ in range(3):
         expected_rng.shuffle(expected)
-        assert epochs(np.zeros(-(-n // batch_size)), 0)[2] == OK
+        assert run(np.zeros(-(-n // batch_size)), 0)[2] == OK
         np.testing.assert_array_equal(order, expected)
     assert rng.randint(2**31) == expected_rng.randint(2**31)  # both generators left in the same state
 
@@ -252,7 +252,7 @@ def test_an_epoch_shuffles_with_the_generator_as_it_is_now(backend):
     n = 700
     X, Y = np.zeros((n, 3)), np.tile([1.0, 0.0], (n, 1))
     order, expected = np.arange(n), np.arange(n)
-    epochs = kernels.epochs(np.zeros(kernels.n_params), np.zeros(kernels.n_params), np.zeros((0, kernels.n_params)),
+    run = kernels.epoch_runner(np.zeros(kernels.n_params), np.zeros(kernels.n_params), np.zeros((0, kernels.n_params)),
                             X, Y, order, 4, step_config("cross_entropy"), kernels.workspace(4, 4), rng=rng)
     for seed in [None, 11, np.random.PCG64(5), 12]:
         if seed is not None:
@@ -261,7 +261,7 @@ def test_an_epoch_shuffles_with_the_generator_as_it_is_now(backend):
             gc.collect()
             np.empty((1000, 1000)).fill(1.0)  # memory a freed state may be given to
         expected_rng.shuffle(expected)
-        assert epochs(np.zeros(n // 4), 0)[2] == OK
+        assert run(np.zeros(n // 4), 0)[2] == OK
         np.testing.assert_array_equal(order, expected)
     assert rng.randint(2**31) == expected_rng.randint(2**31)
 
@@ -273,14 +273,14 @@ def test_an_epoch_holds_the_generator_lock_for_its_shuffle_only(backend):
     rng, n = np.random.RandomState(7), 100_000
     X, Y = np.random.RandomState(0).standard_normal((n, 20)), np.tile([1.0, 0.0, 0.0], (n, 1))
     order = np.arange(n)
-    epochs = kernels.epochs(np.zeros(kernels.n_params), np.zeros(kernels.n_params), np.zeros((0, kernels.n_params)),
+    run = kernels.epoch_runner(np.zeros(kernels.n_params), np.zeros(kernels.n_params), np.zeros((0, kernels.n_params)),
                             X, Y, order, 1, step_config("cross_entropy"), kernels.workspace(1, 1), rng=rng)
-    epochs(np.zeros(n), 0)  # compiled and warm
+    run(np.zeros(n), 0)  # compiled and warm
     order[:] = np.arange(n)
     times = {}
 
     def train():
-        epochs(np.full(n, 1e-3), n)
+        run(np.full(n, 1e-3), n)
         times["epoch"] = time.perf_counter()
 
     thread = threading.Thread(target=train)
@@ -512,9 +512,9 @@ def test_a_ctrl_c_that_surfaces_as_a_system_error_is_raised_as_itself():
             raise SystemError("<built-in function> returned a result with an exception set") from interrupt
 
     with pytest.raises(KeyboardInterrupt):
-        fastgd.kernels.epochs._run(returns_with_an_interrupt_pending)
+        fastgd.kernels.runner._run(returns_with_an_interrupt_pending)
     with pytest.raises(SystemError):
-        fastgd.kernels.epochs._run(lambda: (_ for _ in ()).throw(SystemError("another fault")))
+        fastgd.kernels.runner._run(lambda: (_ for _ in ()).throw(SystemError("another fault")))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -114,7 +114,7 @@ SPLITS = [(name, None) for name in BACKENDS] + [
 
 @pytest.mark.parametrize("backend, batch_size", SPLITS)
 def test_any_split_of_the_rows_across_threads_drops_alike(backend, batch_size):
-    """Epochs of 600 rows (one batch, or batches of 64) on 1, 2 and 3 threads."""
+    """EpochRunner of 600 rows (one batch, or batches of 64) on 1, 2 and 3 threads."""
     net = dropout_net(backend, sizes=(6, 9, 7, 3))
     X, y = make_problem("softmax", n=600, n_in=6, seed=1)
     X, Y, _ = net.encode(X, y)
@@ -126,7 +126,7 @@ def test_any_split_of_the_rows_across_threads_drops_alike(backend, batch_size):
         size = batch_size or 600
         batches = -(-600 // size)
         ws = net.kernels.workspace(size, size if batches > 1 else 0)
-        run = net.kernels.epochs(params, grads, state, X, Y, np.arange(600), size, config, ws, None,
+        run = net.kernels.epoch_runner(params, grads, state, X, Y, np.arange(600), size, config, ws, None,
                                  np.random.RandomState(4), threads)
         for epoch in range(2):
             assert run(np.full(batches, 0.05), epoch * batches)[1:] == (batches, 0)

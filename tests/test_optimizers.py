@@ -296,13 +296,13 @@ def test_a_long_line_search_keeps_no_memory_per_step(backend):
     optimizer, kernels = fastgd.BacktrackingLineSearch(), net.kernels
     config = step_config(net.loss, optimizer.rule, optimizer.hyper())
     state, grads = np.zeros((1, kernels.n_params)), np.zeros(kernels.n_params)
-    epochs = kernels.epochs(net.params, grads, state, X, Y, np.arange(len(X)), 1, config, kernels.workspace(1, 1))
+    run = kernels.epoch_runner(net.params, grads, state, X, Y, np.arange(len(X)), 1, config, kernels.workspace(1, 1))
     first, second = np.ones(len(X)), np.ones(len(X))
-    epochs(first, 0)  # makes what the steps reuse
+    run(first, 0)  # makes what the steps reuse
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
-        assert epochs(second, len(X))[1:] == (len(X), OK)
+        assert run(second, len(X))[1:] == (len(X), OK)
         kept = tracemalloc.get_traced_memory()[0] - before
     finally:
         tracemalloc.stop()

@@ -42,7 +42,7 @@ def epochs(backend, dtype, threads, optimizer, output="softmax", loss="cross_ent
     batch_size = batch_size or n
     batches = -(-n // batch_size)
     ws = net.kernels.workspace(batch_size, batch_size if batches > 1 else 0, sparse=sparse)
-    run = net.kernels.epochs(params, grads, state, rows, Y, np.arange(n), batch_size, config, ws, weights,
+    run = net.kernels.epoch_runner(params, grads, state, rows, Y, np.arange(n), batch_size, config, ws, weights,
                              np.random.RandomState(4), threads)
     losses = []
     for epoch in range(count):

@@ -9,7 +9,7 @@ from .._codes import ACTIVATIONS, LOSS_OUTPUTS, LOSSES, OPTIMIZERS
 from .._layout import ACTIVATION, B_OFFSET, N_IN, N_OUT
 from .buffers import (MAX_STEP, MAX_THREADS, STEP, SYNC_LINE, CSR, _check_array, _check_int, _check_real,
                       _describe, check_layout)
-from .epochs import Epochs, _run
+from .runner import EpochRunner, _run
 from .protocol import Backend
 
 _NO_WEIGHTS = np.empty(0)  # every row weighs 1
@@ -57,7 +57,7 @@ class Kernels:
     arguments (types, dtypes, shapes, contiguity, alignment, codes, capacity)
     against it before the backend runs, and raises ``TypeError`` or
     ``ValueError`` naming the argument. ``splits_batches``: whether epochs of
-    several batches split each batch's rows across threads (see :meth:`epochs`).
+    several batches split each batch's rows across threads (see :meth:`epoch_runner`).
     """
 
     def __init__(self, name: str, backend: Backend, layout, dtype):
@@ -194,13 +194,13 @@ class Kernels:
                     weights=None, rng=None, threads: int = 1):
         """One epoch over the rows of ``X`` in ``order``, rows weighted by ``weights`` (float64 ``(n,)``;
         None: 1 each), ``order`` first shuffled in place as ``rng.shuffle(order)`` would (a NumPy
-        ``RandomState``; None: as it is), one batch split across ``threads`` threads (see :meth:`epochs`):
+        ``RandomState``; None: as it is), one batch split across ``threads`` threads (see :meth:`epoch_runner`):
         ``(mean loss per row over the batches, steps taken, status)`` (see
         :meth:`~fastgd.kernels.protocol.Backend.train_epoch`)."""
-        return self.epochs(params, grads, state, X, Y, order, batch_size, config, ws, weights, rng, threads)(lrs, step)
+        return self.epoch_runner(params, grads, state, X, Y, order, batch_size, config, ws, weights, rng, threads)(lrs, step)
 
-    def epochs(self, params, grads, state, X, Y, order, batch_size: int, config, ws, weights=None,
-               rng=None, threads: int = 1) -> "Epochs":
+    def epoch_runner(self, params, grads, state, X, Y, order, batch_size: int, config, ws, weights=None,
+               rng=None, threads: int = 1) -> "EpochRunner":
         """The buffers of a run of epochs, checked once: ``epochs(lrs, step)`` is
         ``train_epoch(params, ..., lrs, step, ws, weights, rng)``, checking only ``lrs`` and ``step``.
         Between calls, the contents of ``params``, ``grads``, ``state`` and ``order`` may change;
@@ -251,4 +251,4 @@ class Kernels:
             rows = -(-batch_size // threads)
             shares = ([self.workspace(rows, rows, sparse=ws.sparse, keep_outputs=False) for _ in range(threads - 1)],
                       parts, np.zeros(SYNC_LINE * (threads + 1), np.int64), np.empty(threads), np.empty(2 * threads))
-        return Epochs(self, arguments, batches, optimizer == "line_search", ws, rng, shares)
+        return EpochRunner(self, arguments, batches, optimizer == "line_search", ws, rng, shares)

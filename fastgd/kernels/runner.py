@@ -1,4 +1,4 @@
-"""A run of epochs over buffers checked once, on one thread or several: :class:`Epochs`."""
+"""A run of epochs over buffers checked once, on one thread or several: :class:`EpochRunner`."""
 
 import functools
 
@@ -19,8 +19,8 @@ def _run(kernel, *args):
         raise
 
 
-class Epochs:
-    """A run of epochs over buffers checked once (made by :meth:`Kernels.epochs <fastgd.kernels.Kernels.epochs>`)."""
+class EpochRunner:
+    """A run of epochs over buffers checked once (made by :meth:`Kernels.epoch_runner <fastgd.kernels.Kernels.epoch_runner>`)."""
 
     __slots__ = ("_kernels", "_arguments", "_batches", "_line_search", "_rng", "_shares", "_epoch")
 
