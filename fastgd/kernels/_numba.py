@@ -295,9 +295,10 @@ def _copy(target, source):
 
 
 # ---------------------------------------------------------------- rules
-# What each activation computes, one function each, which the loops call by code. It takes a
-# scalar ``z`` and its layer's ``parameter`` (a leaky ReLU's slope, an ELU's alpha, else 0; in z's
-# type) and returns ``(f(z), f'(z))`` in z's type, as torch.nn.functional computes them.
+# What each activation, loss and optimizer computes, one function each, which the loops call by
+# code. An activation takes a scalar ``z`` and its layer's ``parameter`` (a leaky ReLU's slope, an
+# ELU's alpha, else 0; in z's type) and returns ``(f(z), f'(z))`` in z's type, as
+# torch.nn.functional computes them.
 def _typed(z, value):
     """``value`` as a scalar of ``z``'s type, so that float32 arithmetic stays float32."""
 
@@ -438,7 +439,151 @@ def _parameter(layout, l, dtype):
     return dtype(_float64_of_bits(layout[l, 5]))
 
 
-# ---------------------------------------------------------------- element-wise
+# A loss takes one row, its logits ``z``, outputs ``out``, targets ``y`` and for softmax outputs
+# the log-sum-exp of ``z``, and returns its loss summed over the outputs, in float64.
+@_inline
+def _cross_entropy(z, out, y, lse):
+    """-sum_j y log softmax(z) = lse(z) sum_j y - y . z"""
+    y_sum = y_dot_z = 0.0
+    for j in range(z.shape[0]):
+        y_sum += y[j]
+        y_dot_z += np.float64(y[j]) * z[j]
+    return lse * y_sum - y_dot_z
+
+
+@_inline
+def _binary_cross_entropy(z, out, y, lse):
+    """sum_j log(1 + exp(z)) - y z"""
+    total = 0.0
+    for j in range(z.shape[0]):
+        v = np.float64(z[j])
+        total += max(v, 0.0) + np.log1p(np.exp(-abs(v))) - y[j] * v
+    return total
+
+
+@_inline
+def _mse(z, out, y, lse):
+    """sum_j (out - y)**2"""
+    total = 0.0
+    for j in range(z.shape[0]):
+        e = np.float64(out[j]) - y[j]
+        total += e * e
+    return total
+
+
+@_inline
+def _poisson(z, out, y, lse):
+    """sum_j y log y - y z - y + exp(z)"""
+    total = 0.0
+    for j in range(z.shape[0]):
+        v, t = np.float64(z[j]), np.float64(y[j])
+        total += (t * np.log(t) if t > 0 else 0.0) - t * v - t + np.exp(v)
+    return total
+
+
+# An optimizer's update takes every parameter one step in place, from the step's record ``c``
+# (``config[0]``), learning rate ``lr`` (float64) and ``step`` (counting from 0); the rules are
+# ``fastgd.optimizers``'s. Each complement 1 - x is taken in float64 and rounded once:
+# 1 - float32(0.999) is 5e-5 off.
+@_inline
+def _sgd(params, grads, state, c, lr, step):
+    """SGD, with weight decay; with momentum, dampened, Nesterov's, or as Sutskever writes it."""
+    dtype = params.dtype.type
+    rate, weight_decay = dtype(lr), dtype(c.weight_decay)
+    momentum, undamped = dtype(c.momentum), dtype(1 - c.dampening)
+    nesterov = c.nesterov != 0
+    if momentum == 0:
+        for p in range(params.shape[0]):
+            params[p] -= rate * (grads[p] + weight_decay * params[p])
+    elif c.sutskever != 0:  # the buffer holds steps: v = momentum v - lr g
+        velocity = state[0]
+        for p in range(params.shape[0]):
+            g = grads[p] + weight_decay * params[p]
+            v = momentum * velocity[p] - rate * g
+            velocity[p] = v
+            params[p] += momentum * v - rate * g if nesterov else v
+    else:
+        buffer = state[0]
+        for p in range(params.shape[0]):
+            g = grads[p] + weight_decay * params[p]
+            b = g if step == 0 else momentum * buffer[p] + undamped * g
+            buffer[p] = b
+            params[p] -= rate * (g + momentum * b if nesterov else b)
+
+
+@_inline
+def _momentum(params, grads, state, c, lr, step):
+    """Momentum as an exponential average of the gradients."""
+    dtype = params.dtype.type
+    rate, beta, rest = dtype(lr), dtype(c.beta), dtype(1 - c.beta)
+    velocity = state[0]
+    for p in range(params.shape[0]):
+        velocity[p] = beta * velocity[p] + rest * grads[p]
+        params[p] -= rate * velocity[p]
+
+
+@_inline
+def _adam(params, grads, state, c, lr, step):
+    """Adam, AMSGrad, AdamW (``decoupled`` weight decay)."""
+    dtype = params.dtype.type
+    one = dtype(1)
+    beta1, beta2, rest1, rest2, eps = dtype(c.beta1), dtype(c.beta2), dtype(1 - c.beta1), dtype(1 - c.beta2), \
+        dtype(c.eps)
+    amsgrad, decoupled = c.amsgrad != 0, c.decoupled != 0
+    t = step + 1
+    step_size = dtype(lr / (1 - c.beta1**t))
+    inverse_root = dtype(1 / np.sqrt(1 - c.beta2**t))  # a product in the loop, not a second division
+    decay = dtype(1 - lr * c.weight_decay) if decoupled else one
+    coupled = dtype(c.weight_decay) if not decoupled else one - one
+    if c.eps_hat != 0:  # eps added to sqrt(v) before the bias correction, which goes into the rate
+        step_size = dtype(lr * np.sqrt(1 - c.beta2**t) / (1 - c.beta1**t))
+        inverse_root = one
+    m, v = state[0], state[1]
+    for p in range(params.shape[0]):
+        w = params[p]
+        g = grads[p] + coupled * w
+        m[p] = beta1 * m[p] + rest1 * g
+        v[p] = beta2 * v[p] + rest2 * g * g
+        v_hat = v[p]
+        if amsgrad:
+            v_hat = state[2, p] = max(state[2, p], v_hat)
+        params[p] = w * decay - step_size * m[p] / (np.sqrt(v_hat) * inverse_root + eps)
+
+
+@_inline
+def _rmsprop(params, grads, state, c, lr, step):
+    """RMSprop, ``centered`` or not, with or without momentum."""
+    dtype = params.dtype.type
+    rate, alpha, rest, eps, momentum = dtype(lr), dtype(c.alpha), dtype(1 - c.alpha), dtype(c.eps), dtype(c.momentum)
+    centered = c.centered != 0
+    squares = state[0]
+    for p in range(params.shape[0]):
+        g = grads[p]
+        squares[p] = alpha * squares[p] + rest * g * g
+        if centered:
+            state[1, p] = alpha * state[1, p] + rest * g
+            denominator = np.sqrt(squares[p] - state[1, p] * state[1, p]) + eps
+        else:
+            denominator = np.sqrt(squares[p]) + eps
+        if momentum != 0:
+            state[2, p] = momentum * state[2, p] + g / denominator
+            params[p] -= rate * state[2, p]
+        else:
+            params[p] -= rate * g / denominator
+
+
+@_inline
+def _adagrad(params, grads, state, c, lr, step):
+    dtype = params.dtype.type
+    rate, eps = dtype(lr), dtype(c.eps)
+    squares = state[0]
+    for p in range(params.shape[0]):
+        g = grads[p]
+        squares[p] += g * g
+        params[p] -= rate * g / (np.sqrt(squares[p]) + eps)
+
+
+# ---------------------------------------------------------------- the output layer, the loss
 @_inline
 def _add_rows(total, block, m, n):
     """``total = sum of the m rows`` of a row-major block of width ``n``."""
@@ -480,25 +625,14 @@ def _output_row(z, b, out, activation, one):
 @_inline
 def _loss_row(z, out, y, lse, activation, loss, scale, delta, one):
     """Loss of one row (float64, summed over its outputs); ``delta = dL/dz``."""
-    total = 0.0
-    if loss == CROSS_ENTROPY:  # -sum_j y log softmax(z) = lse(z) sum_j y - y . z
-        y_sum = y_dot_z = 0.0
-        for j in range(z.shape[0]):
-            y_sum += y[j]
-            y_dot_z += np.float64(y[j]) * z[j]
-        total = lse * y_sum - y_dot_z
-    elif loss == BINARY_CROSS_ENTROPY:  # log(1 + exp(z)) - y z
-        for j in range(z.shape[0]):
-            v = np.float64(z[j])
-            total += max(v, 0.0) + np.log1p(np.exp(-abs(v))) - y[j] * v
-    elif loss == POISSON:  # y log y - y z - y + exp(z)
-        for j in range(z.shape[0]):
-            v, t = np.float64(z[j]), np.float64(y[j])
-            total += (t * np.log(t) if t > 0 else 0.0) - t * v - t + np.exp(v)
+    if loss == CROSS_ENTROPY:
+        total = _cross_entropy(z, out, y, lse)
+    elif loss == BINARY_CROSS_ENTROPY:
+        total = _binary_cross_entropy(z, out, y, lse)
+    elif loss == POISSON:
+        total = _poisson(z, out, y, lse)
     else:
-        for j in range(z.shape[0]):
-            e = np.float64(out[j]) - y[j]
-            total += e * e
+        total = _mse(z, out, y, lse)
     for j in range(z.shape[0]):
         d = (out[j] - y[j]) * scale
         if loss == MSE and activation == SIGMOID:
@@ -945,84 +1079,18 @@ def _clip(grads, config):
 
 @_jit
 def _update(params, grads, state, config, lr, step):
-    """One optimizer step in place (rules in ``fastgd.optimizers``); ``step`` counts from 0."""
-    dtype = params.dtype.type
-    one = dtype(1)
-    rate = dtype(lr)
+    """One optimizer step in place; ``step`` counts from 0."""
     c = config[0]
     if c.optimizer == SGD:
-        # Each complement 1 - x is taken in float64 and rounded once: 1 - float32(0.999) is 5e-5 off.
-        momentum, undamped, weight_decay = dtype(c.momentum), dtype(1 - c.dampening), dtype(c.weight_decay)
-        nesterov = c.nesterov != 0
-        if momentum == 0:
-            for p in range(params.shape[0]):
-                params[p] -= rate * (grads[p] + weight_decay * params[p])
-        elif c.sutskever != 0:  # the buffer holds steps: v = momentum v - lr g
-            velocity = state[0]
-            for p in range(params.shape[0]):
-                g = grads[p] + weight_decay * params[p]
-                v = momentum * velocity[p] - rate * g
-                velocity[p] = v
-                params[p] += momentum * v - rate * g if nesterov else v
-        else:
-            buffer = state[0]
-            for p in range(params.shape[0]):
-                g = grads[p] + weight_decay * params[p]
-                b = g if step == 0 else momentum * buffer[p] + undamped * g
-                buffer[p] = b
-                params[p] -= rate * (g + momentum * b if nesterov else b)
+        _sgd(params, grads, state, c, lr, step)
     elif c.optimizer == MOMENTUM:
-        beta, rest = dtype(c.beta), dtype(1 - c.beta)
-        velocity = state[0]
-        for p in range(params.shape[0]):
-            velocity[p] = beta * velocity[p] + rest * grads[p]
-            params[p] -= rate * velocity[p]
+        _momentum(params, grads, state, c, lr, step)
     elif c.optimizer == ADAM:
-        beta1, beta2, rest1, rest2, eps = dtype(c.beta1), dtype(c.beta2), dtype(1 - c.beta1), dtype(1 - c.beta2), \
-            dtype(c.eps)
-        amsgrad, decoupled = c.amsgrad != 0, c.decoupled != 0
-        t = step + 1
-        step_size = dtype(lr / (1 - c.beta1**t))
-        inverse_root = dtype(1 / np.sqrt(1 - c.beta2**t))  # a product in the loop, not a second division
-        decay = dtype(1 - lr * c.weight_decay) if decoupled else one
-        coupled = dtype(c.weight_decay) if not decoupled else one - one
-        if c.eps_hat != 0:  # eps added to sqrt(v) before the bias correction, which goes into the rate
-            step_size = dtype(lr * np.sqrt(1 - c.beta2**t) / (1 - c.beta1**t))
-            inverse_root = one
-        m, v = state[0], state[1]
-        for p in range(params.shape[0]):
-            w = params[p]
-            g = grads[p] + coupled * w
-            m[p] = beta1 * m[p] + rest1 * g
-            v[p] = beta2 * v[p] + rest2 * g * g
-            v_hat = v[p]
-            if amsgrad:
-                v_hat = state[2, p] = max(state[2, p], v_hat)
-            params[p] = w * decay - step_size * m[p] / (np.sqrt(v_hat) * inverse_root + eps)
+        _adam(params, grads, state, c, lr, step)
     elif c.optimizer == RMSPROP:
-        alpha, rest, eps, momentum = dtype(c.alpha), dtype(1 - c.alpha), dtype(c.eps), dtype(c.momentum)
-        centered = c.centered != 0
-        squares = state[0]
-        for p in range(params.shape[0]):
-            g = grads[p]
-            squares[p] = alpha * squares[p] + rest * g * g
-            if centered:
-                state[1, p] = alpha * state[1, p] + rest * g
-                denominator = np.sqrt(squares[p] - state[1, p] * state[1, p]) + eps
-            else:
-                denominator = np.sqrt(squares[p]) + eps
-            if momentum != 0:
-                state[2, p] = momentum * state[2, p] + g / denominator
-                params[p] -= rate * state[2, p]
-            else:
-                params[p] -= rate * g / denominator
+        _rmsprop(params, grads, state, c, lr, step)
     elif c.optimizer == ADAGRAD:
-        eps = dtype(c.eps)
-        squares = state[0]
-        for p in range(params.shape[0]):
-            g = grads[p]
-            squares[p] += g * g
-            params[p] -= rate * g / (np.sqrt(squares[p]) + eps)
+        _adagrad(params, grads, state, c, lr, step)
 
 
 @_jit
