@@ -8,11 +8,11 @@
 # same flat buffers (``_workspace.Workspace``). Matrix products go through
 # BLAS (``scipy.linalg.cython_blas``); bias + activation, softmax +
 # log-sum-exp, loss + output delta, and gradient + L2 + SGD step are each one
-# pass. Each activation is one function of the rules section; the forward
-# pass leaves f'(z) of every hidden unit in ``derivatives``, next to f(z) in
-# ``acts``, and the backward pass multiplies the deltas by it. One source for
-# float32 and float64 (the fused type ``floating``); every loop runs without
-# the GIL. Losses accumulate in float64.
+# pass. Each activation, loss and optimizer update is one function of the
+# rules section; the forward pass leaves f'(z) of every hidden unit in
+# ``derivatives``, next to f(z) in ``acts``, and the backward pass multiplies
+# the deltas by it. One source for float32 and float64 (the fused type
+# ``floating``); every loop runs without the GIL. Losses accumulate in float64.
 
 import numpy as np
 
@@ -325,6 +325,161 @@ cdef inline floating _softplus(floating z, floating p, floating* d) noexcept nog
     return log1p(e)
 
 
+# A loss is one function of a row's logits ``z``, outputs ``out``, targets ``y`` and, for softmax
+# outputs, ``lse = log(sum(exp(z)))``: its value summed over the ``n`` outputs, in float64.
+cdef inline double _cross_entropy(const floating* z, const floating* out, const floating* y, double lse,
+                                  Py_ssize_t n) noexcept nogil:
+    """``-sum_j y log softmax(z) = lse(z) sum_j y - y . z``"""
+    cdef Py_ssize_t j
+    cdef double y_sum = 0, y_dot_z = 0
+    for j in range(n):
+        y_sum += y[j]
+        y_dot_z += <double>y[j] * z[j]
+    return lse * y_sum - y_dot_z
+
+
+cdef inline double _binary_cross_entropy(const floating* z, const floating* out, const floating* y, double lse,
+                                         Py_ssize_t n) noexcept nogil:
+    """``sum_j log(1 + exp(z)) - y z``"""
+    cdef Py_ssize_t j
+    cdef double total = 0, v
+    for j in range(n):
+        v = z[j]
+        total += (v if v > 0 else 0) + log1p(exp(-fabs(v))) - y[j] * v
+    return total
+
+
+cdef inline double _mse(const floating* z, const floating* out, const floating* y, double lse,
+                        Py_ssize_t n) noexcept nogil:
+    """``sum_j (out - y)**2``"""
+    cdef Py_ssize_t j
+    cdef double total = 0, e
+    for j in range(n):
+        e = <double>out[j] - y[j]
+        total += e * e
+    return total
+
+
+cdef inline double _poisson(const floating* z, const floating* out, const floating* y, double lse,
+                            Py_ssize_t n) noexcept nogil:
+    """``sum_j y log y - y z - y + exp(z)``"""
+    cdef Py_ssize_t j
+    cdef double total = 0, v, e
+    for j in range(n):
+        v, e = z[j], y[j]
+        total += (e * log(e) if e > 0 else 0) - e * v - e + exp(v)
+    return total
+
+
+# An optimizer is one function that steps the ``n`` parameters ``params`` by their gradients
+# ``grads`` with learning rate ``lr`` (rules in ``fastgd.optimizers``), ``state`` holding its slots,
+# a row of ``n`` values each; ``step`` counts from 0. Each complement 1 - x of a hyper-parameter is
+# taken in double and rounded once: 1 - float(0.999) is 5e-5 off.
+cdef inline void _sgd(floating* params, const floating* grads, floating[:, ::1] state, const Step* c, double lr,
+                      Py_ssize_t step, Py_ssize_t n) noexcept nogil:
+    """SGD with momentum (dampened, Nesterov's, or Sutskever's: the buffer holds the steps) and weight decay."""
+    cdef Py_ssize_t p
+    cdef floating rate = <floating>lr, g, b, momentum = <floating>c.momentum, undamped = <floating>(1 - c.dampening)
+    cdef floating weight_decay = <floating>c.weight_decay
+    cdef floating* s0
+    cdef bint nesterov = c.nesterov != 0
+    if momentum == 0:
+        for p in range(n):
+            params[p] -= rate * (grads[p] + weight_decay * params[p])
+    elif c.sutskever != 0:  # v = momentum v - lr g
+        s0 = _slot(state, 0, n)
+        for p in range(n):
+            g = grads[p] + weight_decay * params[p]
+            b = momentum * s0[p] - rate * g
+            s0[p] = b
+            params[p] += momentum * b - rate * g if nesterov else b
+    else:
+        s0 = _slot(state, 0, n)
+        for p in range(n):
+            g = grads[p] + weight_decay * params[p]
+            b = g if step == 0 else momentum * s0[p] + undamped * g
+            s0[p] = b
+            params[p] -= rate * (g + momentum * b if nesterov else b)
+
+
+cdef inline void _momentum(floating* params, const floating* grads, floating[:, ::1] state, const Step* c,
+                           double lr, Py_ssize_t step, Py_ssize_t n) noexcept nogil:
+    """An exponential average of the gradients, ``v = beta v + (1 - beta) g``, as the step."""
+    cdef Py_ssize_t p
+    cdef floating rate = <floating>lr, beta = <floating>c.beta, rest = <floating>(1 - c.beta)
+    cdef floating* s0 = _slot(state, 0, n)
+    for p in range(n):
+        s0[p] = beta * s0[p] + rest * grads[p]
+        params[p] -= rate * s0[p]
+
+
+cdef inline void _adam(floating* params, const floating* grads, floating[:, ::1] state, const Step* c, double lr,
+                       Py_ssize_t step, Py_ssize_t n) noexcept nogil:
+    """Adam: AMSGrad's running maximum, decoupled weight decay (AdamW), and ``eps_hat`` (eps added to
+    sqrt(v) before the bias correction, which goes into the rate) as ``c`` says."""
+    cdef Py_ssize_t p
+    cdef floating beta1 = <floating>c.beta1, beta2 = <floating>c.beta2, eps = <floating>c.eps
+    cdef floating rest1 = <floating>(1 - c.beta1), rest2 = <floating>(1 - c.beta2), w, g, v_hat
+    cdef floating step_size = <floating>(lr / (1 - c.beta1 ** (step + 1)))
+    cdef floating inverse_root = <floating>(1 / sqrt(1 - c.beta2 ** (step + 1)))  # the loop multiplies, not divides
+    cdef floating decay = <floating>(1 - lr * c.weight_decay) if c.decoupled != 0 else 1
+    cdef floating coupled = 0 if c.decoupled != 0 else <floating>c.weight_decay
+    cdef bint amsgrad = c.amsgrad != 0
+    cdef floating* s0 = _slot(state, 0, n)
+    cdef floating* s1 = _slot(state, 1, n)
+    cdef floating* s2 = _slot(state, 2, n) if amsgrad else NULL
+    if c.eps_hat != 0:
+        step_size = <floating>(lr * sqrt(1 - c.beta2 ** (step + 1)) / (1 - c.beta1 ** (step + 1)))
+        inverse_root = 1
+    for p in range(n):
+        w = params[p]
+        g = grads[p] + coupled * w
+        s0[p] = beta1 * s0[p] + rest1 * g
+        s1[p] = beta2 * s1[p] + rest2 * g * g
+        v_hat = s1[p]
+        if amsgrad:
+            s2[p] = max(s2[p], v_hat)
+            v_hat = s2[p]
+        params[p] = w * decay - step_size * s0[p] / (<floating>sqrt(v_hat) * inverse_root + eps)
+
+
+cdef inline void _rmsprop(floating* params, const floating* grads, floating[:, ::1] state, const Step* c,
+                          double lr, Py_ssize_t step, Py_ssize_t n) noexcept nogil:
+    """RMSprop, centered or not, with momentum or not."""
+    cdef Py_ssize_t p
+    cdef floating rate = <floating>lr, alpha = <floating>c.alpha, eps = <floating>c.eps
+    cdef floating momentum = <floating>c.momentum, rest = <floating>(1 - c.alpha), g, denominator
+    cdef bint centered = c.centered != 0
+    cdef floating* s0 = _slot(state, 0, n)
+    cdef floating* s1 = _slot(state, 1, n) if centered else NULL
+    cdef floating* s2 = _slot(state, 2, n) if momentum != 0 else NULL
+    for p in range(n):
+        g = grads[p]
+        s0[p] = alpha * s0[p] + rest * g * g
+        if centered:
+            s1[p] = alpha * s1[p] + rest * g
+            denominator = <floating>sqrt(s0[p] - s1[p] * s1[p]) + eps
+        else:
+            denominator = <floating>sqrt(s0[p]) + eps
+        if momentum != 0:
+            s2[p] = momentum * s2[p] + g / denominator
+            params[p] -= rate * s2[p]
+        else:
+            params[p] -= rate * g / denominator
+
+
+cdef inline void _adagrad(floating* params, const floating* grads, floating[:, ::1] state, const Step* c,
+                          double lr, Py_ssize_t step, Py_ssize_t n) noexcept nogil:
+    """Adagrad: each step over the root of the sum of the squares of its parameter's gradients."""
+    cdef Py_ssize_t p
+    cdef floating rate = <floating>lr, eps = <floating>c.eps, g
+    cdef floating* s0 = _slot(state, 0, n)
+    for p in range(n):
+        g = grads[p]
+        s0[p] += g * g
+        params[p] -= rate * g / (<floating>sqrt(s0[p]) + eps)
+
+
 # ---------------------------------------------------------------- element-wise, one row at a time
 cdef inline double _parameter(const int64_t[:, ::1] layout, Py_ssize_t l) noexcept nogil:
     """The activation parameter of layer ``l``: the float64 whose bits its last column holds."""
@@ -411,28 +566,19 @@ cdef inline double _loss_row(const floating* z, const floating* out, const float
                              int activation, int loss, floating scale, floating* delta) noexcept nogil:
     """Loss of one row (float64, summed over its outputs); ``delta = dL/dz``."""
     cdef Py_ssize_t j
-    cdef double total = 0, y_sum = 0, y_dot_z = 0, v, e
+    cdef double total
     cdef floating d
-    if loss == CROSS_ENTROPY:  # -sum_j y log softmax(z) = lse(z) sum_j y - y . z
-        for j in range(n):
-            y_sum += y[j]
-            y_dot_z += <double>y[j] * z[j]
-        total = lse * y_sum - y_dot_z
-    elif loss == BINARY_CROSS_ENTROPY:  # log(1 + exp(z)) - y z
-        for j in range(n):
-            v = z[j]
-            total += (v if v > 0 else 0) + log1p(exp(-fabs(v))) - y[j] * v
-    elif loss == POISSON:  # y log y - y z - y + exp(z)
-        for j in range(n):
-            v, e = z[j], y[j]
-            total += (e * log(e) if e > 0 else 0) - e * v - e + exp(v)
+    if loss == CROSS_ENTROPY:
+        total = _cross_entropy(z, out, y, lse, n)
+    elif loss == BINARY_CROSS_ENTROPY:
+        total = _binary_cross_entropy(z, out, y, lse, n)
+    elif loss == POISSON:
+        total = _poisson(z, out, y, lse, n)
     else:
-        for j in range(n):
-            e = <double>out[j] - y[j]
-            total += e * e
+        total = _mse(z, out, y, lse, n)
     for j in range(n):
         d = (out[j] - y[j]) * scale
-        if loss == MSE and activation == SIGMOID:
+        if loss == MSE and activation == SIGMOID:  # times the sigmoid's derivative, as _sigmoid gives it
             d *= out[j] * (1 - out[j])
         delta[j] = d
     return total
@@ -891,90 +1037,20 @@ cdef void _clip(floating[::1] grads, const Step* c) noexcept nogil:
 
 cdef void _update(floating[::1] parameters, const floating[::1] gradients, floating[:, ::1] state, const Step* c,
                   double lr, Py_ssize_t step) noexcept nogil:
-    """One optimizer step in place (rules in ``fastgd.optimizers``); ``state`` holds the
-    optimizer's slots, a row of ``n`` values each; ``step`` counts from 0."""
-    cdef Py_ssize_t p, n = parameters.shape[0]
+    """One optimizer step in place, by the rule of ``c.optimizer`` (the rules section); ``step`` counts from 0."""
+    cdef Py_ssize_t n = parameters.shape[0]
     cdef floating* params = _at(parameters, 0, n, b"params")
     cdef const floating* grads = _at(gradients, 0, n, b"grads")
-    cdef floating rate = <floating>lr, g, b, w, v_hat, denominator, decay, coupled, step_size, inverse_root
-    cdef floating momentum, undamped, weight_decay, beta, beta1, beta2, rest1, rest2, eps, alpha
-    cdef floating* s0
-    cdef floating* s1
-    cdef floating* s2
-    cdef bint flag
     if c.optimizer == SGD:
-        # Each complement 1 - x is taken in double and rounded once: 1 - float(0.999) is 5e-5 off.
-        momentum, undamped, weight_decay = <floating>c.momentum, <floating>(1 - c.dampening), <floating>c.weight_decay
-        flag = c.nesterov != 0
-        if momentum == 0:
-            for p in range(n):
-                params[p] -= rate * (grads[p] + weight_decay * params[p])
-        elif c.sutskever != 0:  # the buffer holds steps: v = momentum v - lr g
-            s0 = _slot(state, 0, n)
-            for p in range(n):
-                g = grads[p] + weight_decay * params[p]
-                b = momentum * s0[p] - rate * g
-                s0[p] = b
-                params[p] += momentum * b - rate * g if flag else b
-        else:
-            s0 = _slot(state, 0, n)
-            for p in range(n):
-                g = grads[p] + weight_decay * params[p]
-                b = g if step == 0 else momentum * s0[p] + undamped * g
-                s0[p] = b
-                params[p] -= rate * (g + momentum * b if flag else b)
+        _sgd(params, grads, state, c, lr, step, n)
     elif c.optimizer == MOMENTUM:
-        beta, rest1, s0 = <floating>c.beta, <floating>(1 - c.beta), _slot(state, 0, n)
-        for p in range(n):
-            s0[p] = beta * s0[p] + rest1 * grads[p]
-            params[p] -= rate * s0[p]
+        _momentum(params, grads, state, c, lr, step, n)
     elif c.optimizer == ADAM:
-        beta1, beta2, eps, flag = <floating>c.beta1, <floating>c.beta2, <floating>c.eps, c.amsgrad != 0
-        rest1, rest2 = <floating>(1 - c.beta1), <floating>(1 - c.beta2)
-        step_size = <floating>(lr / (1 - c.beta1 ** (step + 1)))
-        inverse_root = <floating>(1 / sqrt(1 - c.beta2 ** (step + 1)))  # a product in the loop, not a division
-        decay = <floating>(1 - lr * c.weight_decay) if c.decoupled != 0 else 1
-        coupled = 0 if c.decoupled != 0 else <floating>c.weight_decay
-        if c.eps_hat != 0:  # eps added to sqrt(v) before the bias correction, which goes into the rate
-            step_size = <floating>(lr * sqrt(1 - c.beta2 ** (step + 1)) / (1 - c.beta1 ** (step + 1)))
-            inverse_root = 1
-        s0, s1 = _slot(state, 0, n), _slot(state, 1, n)
-        s2 = _slot(state, 2, n) if flag else NULL
-        for p in range(n):
-            w = params[p]
-            g = grads[p] + coupled * w
-            s0[p] = beta1 * s0[p] + rest1 * g
-            s1[p] = beta2 * s1[p] + rest2 * g * g
-            v_hat = s1[p]
-            if flag:
-                s2[p] = max(s2[p], v_hat)
-                v_hat = s2[p]
-            params[p] = w * decay - step_size * s0[p] / (<floating>sqrt(v_hat) * inverse_root + eps)
+        _adam(params, grads, state, c, lr, step, n)
     elif c.optimizer == RMSPROP:
-        alpha, eps, momentum, flag = <floating>c.alpha, <floating>c.eps, <floating>c.momentum, c.centered != 0
-        rest1 = <floating>(1 - c.alpha)
-        s0 = _slot(state, 0, n)
-        s1 = _slot(state, 1, n) if flag else NULL
-        s2 = _slot(state, 2, n) if momentum != 0 else NULL
-        for p in range(n):
-            g = grads[p]
-            s0[p] = alpha * s0[p] + rest1 * g * g
-            if flag:
-                s1[p] = alpha * s1[p] + rest1 * g
-                denominator = <floating>sqrt(s0[p] - s1[p] * s1[p]) + eps
-            else:
-                denominator = <floating>sqrt(s0[p]) + eps
-            if momentum != 0:
-                s2[p] = momentum * s2[p] + g / denominator
-                params[p] -= rate * s2[p]
-            else:
-                params[p] -= rate * g / denominator
+        _rmsprop(params, grads, state, c, lr, step, n)
     elif c.optimizer == ADAGRAD:
-        eps, s0 = <floating>c.eps, _slot(state, 0, n)
-        for p in range(n):
-            g = grads[p]
-            s0[p] += g * g
-            params[p] -= rate * g / (<floating>sqrt(s0[p]) + eps)
+        _adagrad(params, grads, state, c, lr, step, n)
 
 
 cdef double _sum_of_squares(const int64_t[:, ::1] layout, const floating[::1] params) noexcept nogil:
