@@ -588,11 +588,12 @@ cdef inline double _loss_row(const floating* z, const floating* out, const float
 cdef void _forward_block(const int64_t[:, ::1] layout, const floating[::1] params, const floating[::1] X,
                          const Sparse* sparse, Py_ssize_t start, Py_ssize_t m, Py_ssize_t slot,
                          floating[::1] acts, floating[::1] derivatives, const int64_t[::1] offsets, floating[::1] z,
-                         double[::1] lse) noexcept nogil:
+                         double[::1] lse, bint keep) noexcept nogil:
     """Forward pass of the ``m`` rows from row ``start`` of ``X`` (or ``sparse``): hidden
     activations and their derivatives from the start of their blocks, outputs, logits and
-    log-sum-exp at row ``slot``."""
-    cdef Py_ssize_t l, i, last = layout.shape[0] - 1, first, n_in, n_out
+    log-sum-exp at row ``slot``. Without ``keep`` (no backward pass follows), every row's
+    derivatives go to the first row of their block, and the rest of it is not touched."""
+    cdef Py_ssize_t l, i, last = layout.shape[0] - 1, first, n_in, n_out, kept = m if keep else 1
     cdef int activation
     cdef floating p
     cdef floating* A
@@ -608,7 +609,7 @@ cdef void _forward_block(const int64_t[:, ::1] layout, const floating[::1] param
         out = _at(acts, offsets[l + 1] + first, m * n_out, b"activations")
         Z = _at(z, first, m * n_out, b"logits") if l == last else out
         if l < last:
-            d = _at(derivatives, offsets[l + 1], m * n_out, b"derivatives")
+            d = _at(derivatives, offsets[l + 1], kept * n_out, b"derivatives")
         if l == 0 and sparse != NULL:
             _sparse_product(sparse, start, m, _at(params, layout[l, 3], n_in * n_out, b"W"), n_out, Z)
         else:
@@ -618,7 +619,7 @@ cdef void _forward_block(const int64_t[:, ::1] layout, const floating[::1] param
             if l == last:
                 row_lse[i] = _output_row(Z + i * n_out, bias, out + i * n_out, n_out, activation)
             else:
-                _activate_row(Z + i * n_out, bias, d + i * n_out, n_out, activation, p)
+                _activate_row(Z + i * n_out, bias, d + (i * n_out if keep else 0), n_out, activation, p)
 
 
 cdef inline void _add_product(floating* product, const floating* a, const floating* W, Py_ssize_t n_in,
@@ -673,14 +674,14 @@ cdef void _forward_row(const int64_t[:, ::1] layout, const floating[::1] params,
 
 cdef void _forward(const int64_t[:, ::1] layout, const floating[::1] params, const floating[::1] X,
                    const Sparse* sparse, Py_ssize_t m, floating[::1] acts, floating[::1] derivatives,
-                   const int64_t[::1] offsets, floating[::1] z, double[::1] lse) noexcept nogil:
+                   const int64_t[::1] offsets, floating[::1] z, double[::1] lse, bint keep) noexcept nogil:
     """Forward pass of the ``m`` rows of ``X`` (or ``sparse``) in blocks of ``BLOCK_ROWS``;
-    outputs in the last block of ``acts``."""
+    outputs in the last block of ``acts``; ``keep`` as :func:`_forward_block` takes it."""
     cdef Py_ssize_t block, start
     for block in range((m + BLOCK_ROWS - 1) // BLOCK_ROWS):
         start = block * BLOCK_ROWS
         _forward_block(layout, params, X, sparse, start, min(BLOCK_ROWS, m - start), start, acts, derivatives,
-                       offsets, z, lse)
+                       offsets, z, lse, keep)
 
 
 cdef inline double _count(const int64_t[:, ::1] layout, double rows, int loss) noexcept nogil:
@@ -947,7 +948,7 @@ cdef double _gradient_blocks(const int64_t[:, ::1] layout, floating[::1] params,
     for block in range((m + BLOCK_ROWS - 1) // BLOCK_ROWS):
         start = block * BLOCK_ROWS
         r = min(BLOCK_ROWS, m - start)
-        _forward_block(layout, params, X, sparse, start, r, 0, acts, derivatives, offsets, z, lse)
+        _forward_block(layout, params, X, sparse, start, r, 0, acts, derivatives, offsets, z, lse, backward)
         value += _loss_rows(layout, Y, w, start, r, 0, count, acts, offsets, z, lse, deltas, loss)
         if not isfinite(value):
             return value
@@ -991,7 +992,7 @@ cdef double _step(const int64_t[:, ::1] layout, floating[::1] params, floating[:
     if m == 1:
         _forward_row(layout, params, acts, derivatives, offsets, z, lse, 0)
     else:
-        _forward(layout, params, X, sparse, m, acts, derivatives, offsets, z, lse)
+        _forward(layout, params, X, sparse, m, acts, derivatives, offsets, z, lse, True)
     value = _loss(layout, Y, w, m, acts, offsets, z, lse, deltas, loss)
     if not isfinite(value):
         return value
@@ -1596,7 +1597,7 @@ def forward(const int64_t[:, ::1] layout, const floating[::1] params, X, ws):
     if not dense:
         rows = _sparse(X, params)
     with nogil:
-        _forward(layout, params, x, sparse, m, acts, derivatives, offsets, z, lse)
+        _forward(layout, params, x, sparse, m, acts, derivatives, offsets, z, lse, False)
 
 
 def data_loss(const int64_t[:, ::1] layout, const floating[::1] params, X, Y, const double[::1] weights, int loss,
@@ -1613,7 +1614,7 @@ def data_loss(const int64_t[:, ::1] layout, const floating[::1] params, X, Y, co
     if not dense:
         rows = _sparse(X, params)
     with nogil:
-        _forward(layout, params, x, sparse, m, acts, derivatives, offsets, z, lse)
+        _forward(layout, params, x, sparse, m, acts, derivatives, offsets, z, lse, False)
         value = _loss(layout, y, _weights(weights, m), m, acts, offsets, z, lse, deltas, loss)
     return value
 
