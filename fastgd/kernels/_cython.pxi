@@ -976,7 +976,7 @@ cdef double _step(const int64_t[:, ::1] layout, floating[::1] params, floating[:
             return value
         squares = _finish(layout, params, grads, l2, lr, fused)
         return value + 0.5 * l2 * squares if l2 != 0 else value
-    inputs = _at(acts, 0, n, b"input block")  # the loops read the input from block 0
+    inputs = _at(acts, offsets[0], n, b"input block")  # the loops read the input from block 0
     if sparse == NULL:
         x = _at(X, 0, n, b"X")
         for i in range(n):
@@ -1151,7 +1151,7 @@ cdef double _first_layer_step(const int64_t[:, ::1] layout, floating[::1] params
     first layer's forward pass of ``x`` (activations and derivatives), which then becomes block 0.
     Returns ``sum(W0**2)`` before the step (float64)."""
     cdef Py_ssize_t k, j, n_in = layout[0, 0], n_out = layout[0, 1]
-    cdef floating* A = _at(acts, 0, n_in, b"input block")
+    cdef floating* A = _at(acts, offsets[0], n_in, b"input block")
     cdef const floating* d = _at(deltas, offsets[1], n_out, b"deltas")
     cdef floating* W = _at(params, layout[0, 3], n_in * n_out, b"W")
     cdef floating* product = _at(acts, offsets[1], n_out, b"activations")
@@ -1196,7 +1196,7 @@ cdef int _stochastic_epoch(const int64_t[:, ::1] layout, floating[::1] params, f
     ``train_epoch`` returns them."""
     cdef Py_ssize_t i, j, p, r, source, n = order.shape[0], n_in = layout[0, 0], k = layout[layout.shape[0] - 1, 1]
     cdef floating* x = _at(row, 0, n_in, b"row")  # the row's input, until its forward pass copies it to block 0
-    cdef floating* inputs = _at(acts, 0, n_in, b"input block")
+    cdef floating* inputs = _at(acts, offsets[0], n_in, b"input block")
     cdef floating* target = _at(yb, 0, k, b"gathered Y")
     cdef const floating* data = <const floating*>sparse.data if sparse != NULL else NULL
     cdef const floating* source_y

@@ -1045,7 +1045,7 @@ def _step_by_loops_for(layout, params, grads, X, Y, weights, loss, l2, lr, fused
     def loops(layout, params, grads, X, Y, weights, loss, l2, lr, fused, acts, derivatives, offsets, z, lse, deltas,
               row):
         m = _n_rows(X)
-        _input_block(X, acts, layout[0, 0])  # the loops read the input from the input block
+        _input_block(X, acts[offsets[0] :], layout[0, 0])  # the loops read the input from the input block
         if m == 1:
             _forward_row(layout, params, acts, derivatives, offsets, z, lse, np.intp(0))
         else:
@@ -1195,7 +1195,7 @@ def _first_layer_step(layout, params, x, acts, derivatives, offsets, deltas, l2,
     same pass the first layer's forward pass of ``x``, which then becomes block 0.
     Returns ``sum(W0**2)`` before the step (float64)."""
     n_in, n_out, activation, w, b = layout[0, 0], layout[0, 1], layout[0, 2], layout[0, 3], layout[0, 4]
-    W, a, d = _matrix(params, w, n_in, n_out), acts[:n_in], _row(deltas, offsets[1], n_out, 0)
+    W, a, d = _matrix(params, w, n_in, n_out), _row(acts, offsets[0], n_in, 0), _row(deltas, offsets[1], n_out, 0)
     squares = 0.0
     if x.shape[0] == 0:
         for k in range(n_in):
@@ -1238,7 +1238,7 @@ def _stochastic_epoch(layout, params, grads, X, Y, weights, order, config, lrs, 
         _input_block(_batch(X, order, i, 1, xb), x, n_in)
         squares = 0.0
         if i == 0:
-            _copy(acts[:n_in], x)
+            _copy(_row(acts, offsets[0], n_in, 0), x)
             _forward_row(layout, params, acts, derivatives, offsets, z, lse, np.intp(0))
         else:  # the step of the row before (the rest of its L2 term), then this row
             squares = _first_layer_step(layout, params, x, acts, derivatives, offsets, deltas, l2, lr)
