@@ -8,15 +8,19 @@
 # same flat buffers (``_workspace.Workspace``). Matrix products go through
 # BLAS (``scipy.linalg.cython_blas``); bias + activation, softmax +
 # log-sum-exp, loss + output delta, and gradient + L2 + SGD step are each one
-# pass. One source for float32 and float64 (the fused type ``floating``);
-# every loop runs without the GIL. Losses accumulate in float64.
+# pass. Each activation, loss and optimizer update is one function of the
+# rules section; the forward pass leaves f'(z) of every hidden unit in
+# ``derivatives``, next to f(z) in ``acts``, and the backward pass multiplies
+# the deltas by it. One source for float32 and float64 (the fused type
+# ``floating``); every loop runs without the GIL. Losses accumulate in float64.
 
 import numpy as np
 
-from libc.math cimport NAN, exp, fabs, isfinite, log, log1p, sqrt, tanh
+from libc.math cimport M_2_SQRTPI, M_SQRT1_2, M_SQRT2, NAN, erf, exp, expm1, fabs, isfinite, log, log1p, sqrt, tanh
 from libc.stdint cimport int64_t, uint32_t
 from libc.stdio cimport fprintf, stderr
 from libc.stdlib cimport abort
+from libc.string cimport memcpy
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
 from ._workspace import Workspace
@@ -43,6 +47,12 @@ cdef enum Activation:
     TANH = 3
     SOFTMAX = 4
     EXP = 5
+    LEAKY_RELU = 6
+    ELU = 7
+    GELU = 8
+    GELU_TANH = 9
+    SILU = 10
+    SOFTPLUS = 11
 
 cdef enum Loss:
     CROSS_ENTROPY = 0
@@ -111,7 +121,8 @@ STEP_FIELDS = ("loss", "optimizer", "l2", "l2_per_row", "clip_value", "clip_norm
                "nesterov", "weight_decay", "sutskever", "beta", "beta1", "beta2", "eps", "amsgrad", "decoupled",
                "eps_hat", "alpha", "centered", "rho", "c", "min_step", "fallback_step")
 CODES = {"activations": {"identity": IDENTITY, "relu": RELU, "sigmoid": SIGMOID, "tanh": TANH, "softmax": SOFTMAX,
-                         "exp": EXP},
+                         "exp": EXP, "leaky_relu": LEAKY_RELU, "elu": ELU, "gelu": GELU, "gelu_tanh": GELU_TANH,
+                         "silu": SILU, "softplus": SOFTPLUS},
          "losses": {"cross_entropy": CROSS_ENTROPY, "binary_cross_entropy": BINARY_CROSS_ENTROPY, "mse": MSE,
                     "poisson": POISSON},
          "optimizers": {"sgd": SGD, "momentum": MOMENTUM, "adam": ADAM, "rmsprop": RMSPROP, "adagrad": ADAGRAD,
@@ -235,56 +246,297 @@ cdef inline void _sparse_gradient(const Sparse* X, Py_ssize_t start, Py_ssize_t 
                 g[j] += v * D[i * n_out + j]
 
 
-# ---------------------------------------------------------------- element-wise, one row at a time
-cdef inline void _activate_row(floating* z, const floating* b, Py_ssize_t n, int activation) noexcept nogil:
-    """Hidden activation in place: ``z = f(z + b)``."""
+# ---------------------------------------------------------------- rules
+# An activation is one function of ``z`` that returns a = f(z) and writes f'(z) into ``d[0]``, as
+# torch.nn.functional computes both (to the rounding); ``p`` is a leaky ReLU's negative slope or an
+# ELU's alpha, unused by the others. Softmax is the one row-wise activation (:func:`_output_row`),
+# its derivative the cross-entropy's business.
+cdef inline floating _identity(floating z, floating p, floating* d) noexcept nogil:
+    d[0] = 1
+    return z
+
+
+cdef inline floating _relu(floating z, floating p, floating* d) noexcept nogil:
+    """``max(z, 0)``; a NaN gives 0."""
+    d[0] = 1 if z > 0 else 0
+    return z if z > 0 else 0
+
+
+cdef inline floating _sigmoid(floating z, floating p, floating* d) noexcept nogil:
+    cdef floating s = 1 / (1 + exp(-z))
+    d[0] = s * (1 - s)
+    return s
+
+
+cdef inline floating _tanh(floating z, floating p, floating* d) noexcept nogil:
+    cdef floating t = tanh(z)
+    d[0] = 1 - t * t
+    return t
+
+
+cdef inline floating _exp(floating z, floating p, floating* d) noexcept nogil:
+    cdef floating e = exp(z)
+    d[0] = e
+    return e
+
+
+cdef inline floating _leaky_relu(floating z, floating p, floating* d) noexcept nogil:
+    d[0] = 1 if z > 0 else p
+    return z if z > 0 else z * p
+
+
+cdef inline floating _elu(floating z, floating p, floating* d) noexcept nogil:
+    if z > 0:
+        d[0] = 1
+        return z
+    d[0] = p * exp(z)
+    return p * expm1(z)
+
+
+cdef inline floating _gelu(floating z, floating p, floating* d) noexcept nogil:
+    """``z Phi(z)``, ``Phi`` the standard normal distribution function."""
+    cdef floating cdf = 0.5 * (1 + erf(z * M_SQRT1_2))
+    d[0] = cdf + z * exp(-0.5 * z * z) * (0.5 * M_2_SQRTPI * M_SQRT1_2)  # the density: times 1 / sqrt(2 pi)
+    return z * cdf
+
+
+cdef inline floating _gelu_tanh(floating z, floating p, floating* d) noexcept nogil:
+    """The tanh approximation of :func:`_gelu`."""
+    cdef double beta = 0.5 * M_2_SQRTPI * M_SQRT2, kappa = 0.044715  # beta = sqrt(2 / pi)
+    cdef floating t = tanh(beta * (z + kappa * z * z * z))
+    d[0] = 0.5 * (1 + t) + 0.5 * z * (1 - t * t) * beta * (1 + 3 * kappa * z * z)
+    return 0.5 * z * (1 + t)
+
+
+cdef inline floating _silu(floating z, floating p, floating* d) noexcept nogil:
+    cdef floating s = 1 / (1 + exp(-z))
+    d[0] = s * (1 + z * (1 - s))
+    return z * s
+
+
+cdef inline floating _softplus(floating z, floating p, floating* d) noexcept nogil:
+    """``log(1 + exp(z))`` (beta 1), linear above the threshold 20."""
+    cdef floating e
+    if z > 20:
+        d[0] = 1
+        return z
+    e = exp(z)
+    d[0] = e / (e + 1)
+    return log1p(e)
+
+
+# A loss is one function of a row's logits ``z``, outputs ``out``, targets ``y`` and, for softmax
+# outputs, ``lse = log(sum(exp(z)))``: its value summed over the ``n`` outputs, in float64.
+cdef inline double _cross_entropy(const floating* z, const floating* out, const floating* y, double lse,
+                                  Py_ssize_t n) noexcept nogil:
+    """``-sum_j y log softmax(z) = lse(z) sum_j y - y . z``"""
     cdef Py_ssize_t j
-    cdef floating v
-    if activation == RELU:
-        for j in range(n):
-            v = z[j] + b[j]
-            z[j] = v if v > 0 else 0
-    elif activation == SIGMOID:
-        for j in range(n):
-            z[j] = 1 / (1 + exp(-(z[j] + b[j])))
-    elif activation == TANH:
-        for j in range(n):
-            z[j] = tanh(z[j] + b[j])
+    cdef double y_sum = 0, y_dot_z = 0
+    for j in range(n):
+        y_sum += y[j]
+        y_dot_z += <double>y[j] * z[j]
+    return lse * y_sum - y_dot_z
+
+
+cdef inline double _binary_cross_entropy(const floating* z, const floating* out, const floating* y, double lse,
+                                         Py_ssize_t n) noexcept nogil:
+    """``sum_j log(1 + exp(z)) - y z``"""
+    cdef Py_ssize_t j
+    cdef double total = 0, v
+    for j in range(n):
+        v = z[j]
+        total += (v if v > 0 else 0) + log1p(exp(-fabs(v))) - y[j] * v
+    return total
+
+
+cdef inline double _mse(const floating* z, const floating* out, const floating* y, double lse,
+                        Py_ssize_t n) noexcept nogil:
+    """``sum_j (out - y)**2``"""
+    cdef Py_ssize_t j
+    cdef double total = 0, e
+    for j in range(n):
+        e = <double>out[j] - y[j]
+        total += e * e
+    return total
+
+
+cdef inline double _poisson(const floating* z, const floating* out, const floating* y, double lse,
+                            Py_ssize_t n) noexcept nogil:
+    """``sum_j y log y - y z - y + exp(z)``"""
+    cdef Py_ssize_t j
+    cdef double total = 0, v, e
+    for j in range(n):
+        v, e = z[j], y[j]
+        total += (e * log(e) if e > 0 else 0) - e * v - e + exp(v)
+    return total
+
+
+# An optimizer is one function that steps the ``n`` parameters ``params`` by their gradients
+# ``grads`` with learning rate ``lr`` (rules in ``fastgd.optimizers``), ``state`` holding its slots,
+# a row of ``n`` values each; ``step`` counts from 0. Each complement 1 - x of a hyper-parameter is
+# taken in double and rounded once: 1 - float(0.999) is 5e-5 off.
+cdef inline void _sgd(floating* params, const floating* grads, floating[:, ::1] state, const Step* c, double lr,
+                      Py_ssize_t step, Py_ssize_t n) noexcept nogil:
+    """SGD with momentum (dampened, Nesterov's, or Sutskever's: the buffer holds the steps) and weight decay."""
+    cdef Py_ssize_t p
+    cdef floating rate = <floating>lr, g, b, momentum = <floating>c.momentum, undamped = <floating>(1 - c.dampening)
+    cdef floating weight_decay = <floating>c.weight_decay
+    cdef floating* s0
+    cdef bint nesterov = c.nesterov != 0
+    if momentum == 0:
+        for p in range(n):
+            params[p] -= rate * (grads[p] + weight_decay * params[p])
+    elif c.sutskever != 0:  # v = momentum v - lr g
+        s0 = _slot(state, 0, n)
+        for p in range(n):
+            g = grads[p] + weight_decay * params[p]
+            b = momentum * s0[p] - rate * g
+            s0[p] = b
+            params[p] += momentum * b - rate * g if nesterov else b
     else:
-        for j in range(n):
-            z[j] += b[j]
+        s0 = _slot(state, 0, n)
+        for p in range(n):
+            g = grads[p] + weight_decay * params[p]
+            b = g if step == 0 else momentum * s0[p] + undamped * g
+            s0[p] = b
+            params[p] -= rate * (g + momentum * b if nesterov else b)
 
 
-cdef inline floating _derivative(floating a, int activation) noexcept nogil:
-    """f'(z) from the activation ``a = f(z)``."""
-    if activation == RELU:
-        return 1 if a > 0 else 0
-    if activation == SIGMOID:
-        return a * (1 - a)
-    if activation == TANH:
-        return 1 - a * a
-    return 1
+cdef inline void _momentum(floating* params, const floating* grads, floating[:, ::1] state, const Step* c,
+                           double lr, Py_ssize_t step, Py_ssize_t n) noexcept nogil:
+    """An exponential average of the gradients, ``v = beta v + (1 - beta) g``, as the step."""
+    cdef Py_ssize_t p
+    cdef floating rate = <floating>lr, beta = <floating>c.beta, rest = <floating>(1 - c.beta)
+    cdef floating* s0 = _slot(state, 0, n)
+    for p in range(n):
+        s0[p] = beta * s0[p] + rest * grads[p]
+        params[p] -= rate * s0[p]
 
 
-cdef inline void _times_derivative(floating* d, const floating* a, Py_ssize_t n, int activation) noexcept nogil:
-    """``d *= f'(z)`` from the activations ``a = f(z)``, one loop per activation (vectorised)."""
+cdef inline void _adam(floating* params, const floating* grads, floating[:, ::1] state, const Step* c, double lr,
+                       Py_ssize_t step, Py_ssize_t n) noexcept nogil:
+    """Adam: AMSGrad's running maximum, decoupled weight decay (AdamW), and ``eps_hat`` (eps added to
+    sqrt(v) before the bias correction, which goes into the rate) as ``c`` says."""
+    cdef Py_ssize_t p
+    cdef floating beta1 = <floating>c.beta1, beta2 = <floating>c.beta2, eps = <floating>c.eps
+    cdef floating rest1 = <floating>(1 - c.beta1), rest2 = <floating>(1 - c.beta2), w, g, v_hat
+    cdef floating step_size = <floating>(lr / (1 - c.beta1 ** (step + 1)))
+    cdef floating inverse_root = <floating>(1 / sqrt(1 - c.beta2 ** (step + 1)))  # the loop multiplies, not divides
+    cdef floating decay = <floating>(1 - lr * c.weight_decay) if c.decoupled != 0 else 1
+    cdef floating coupled = 0 if c.decoupled != 0 else <floating>c.weight_decay
+    cdef bint amsgrad = c.amsgrad != 0
+    cdef floating* s0 = _slot(state, 0, n)
+    cdef floating* s1 = _slot(state, 1, n)
+    cdef floating* s2 = _slot(state, 2, n) if amsgrad else NULL
+    if c.eps_hat != 0:
+        step_size = <floating>(lr * sqrt(1 - c.beta2 ** (step + 1)) / (1 - c.beta1 ** (step + 1)))
+        inverse_root = 1
+    for p in range(n):
+        w = params[p]
+        g = grads[p] + coupled * w
+        s0[p] = beta1 * s0[p] + rest1 * g
+        s1[p] = beta2 * s1[p] + rest2 * g * g
+        v_hat = s1[p]
+        if amsgrad:
+            s2[p] = max(s2[p], v_hat)
+            v_hat = s2[p]
+        params[p] = w * decay - step_size * s0[p] / (<floating>sqrt(v_hat) * inverse_root + eps)
+
+
+cdef inline void _rmsprop(floating* params, const floating* grads, floating[:, ::1] state, const Step* c,
+                          double lr, Py_ssize_t step, Py_ssize_t n) noexcept nogil:
+    """RMSprop, centered or not, with momentum or not."""
+    cdef Py_ssize_t p
+    cdef floating rate = <floating>lr, alpha = <floating>c.alpha, eps = <floating>c.eps
+    cdef floating momentum = <floating>c.momentum, rest = <floating>(1 - c.alpha), g, denominator
+    cdef bint centered = c.centered != 0
+    cdef floating* s0 = _slot(state, 0, n)
+    cdef floating* s1 = _slot(state, 1, n) if centered else NULL
+    cdef floating* s2 = _slot(state, 2, n) if momentum != 0 else NULL
+    for p in range(n):
+        g = grads[p]
+        s0[p] = alpha * s0[p] + rest * g * g
+        if centered:
+            s1[p] = alpha * s1[p] + rest * g
+            denominator = <floating>sqrt(s0[p] - s1[p] * s1[p]) + eps
+        else:
+            denominator = <floating>sqrt(s0[p]) + eps
+        if momentum != 0:
+            s2[p] = momentum * s2[p] + g / denominator
+            params[p] -= rate * s2[p]
+        else:
+            params[p] -= rate * g / denominator
+
+
+cdef inline void _adagrad(floating* params, const floating* grads, floating[:, ::1] state, const Step* c,
+                          double lr, Py_ssize_t step, Py_ssize_t n) noexcept nogil:
+    """Adagrad: each step over the root of the sum of the squares of its parameter's gradients."""
+    cdef Py_ssize_t p
+    cdef floating rate = <floating>lr, eps = <floating>c.eps, g
+    cdef floating* s0 = _slot(state, 0, n)
+    for p in range(n):
+        g = grads[p]
+        s0[p] += g * g
+        params[p] -= rate * g / (<floating>sqrt(s0[p]) + eps)
+
+
+# ---------------------------------------------------------------- element-wise, one row at a time
+cdef inline double _parameter(const int64_t[:, ::1] layout, Py_ssize_t l) noexcept nogil:
+    """The activation parameter of layer ``l``: the float64 whose bits its last column holds."""
+    cdef double value
+    memcpy(&value, &layout[l, 5], sizeof(double))
+    return value
+
+
+cdef inline void _activate_row(floating* z, const floating* b, floating* d, Py_ssize_t n, int activation,
+                               floating p) noexcept nogil:
+    """Hidden activation in place: ``z = f(z + b)``, and ``d = f'(z + b)``; ``p`` the activation's
+    parameter. One loop per activation, the test outside it (vectorised)."""
     cdef Py_ssize_t j
     if activation == RELU:
         for j in range(n):
-            d[j] *= 1 if a[j] > 0 else 0
+            z[j] = _relu(z[j] + b[j], p, d + j)
     elif activation == SIGMOID:
         for j in range(n):
-            d[j] *= a[j] * (1 - a[j])
+            z[j] = _sigmoid(z[j] + b[j], p, d + j)
     elif activation == TANH:
         for j in range(n):
-            d[j] *= 1 - a[j] * a[j]
+            z[j] = _tanh(z[j] + b[j], p, d + j)
+    elif activation == LEAKY_RELU:
+        for j in range(n):
+            z[j] = _leaky_relu(z[j] + b[j], p, d + j)
+    elif activation == ELU:
+        for j in range(n):
+            z[j] = _elu(z[j] + b[j], p, d + j)
+    elif activation == GELU:
+        for j in range(n):
+            z[j] = _gelu(z[j] + b[j], p, d + j)
+    elif activation == GELU_TANH:
+        for j in range(n):
+            z[j] = _gelu_tanh(z[j] + b[j], p, d + j)
+    elif activation == SILU:
+        for j in range(n):
+            z[j] = _silu(z[j] + b[j], p, d + j)
+    elif activation == SOFTPLUS:
+        for j in range(n):
+            z[j] = _softplus(z[j] + b[j], p, d + j)
+    else:  # IDENTITY
+        for j in range(n):
+            z[j] = _identity(z[j] + b[j], p, d + j)
+
+
+cdef inline void _times(floating* delta, const floating* d, Py_ssize_t n) noexcept nogil:
+    """``delta *= d``: a delta times the derivatives the forward pass left."""
+    cdef Py_ssize_t j
+    for j in range(n):
+        delta[j] *= d[j]
 
 
 cdef inline double _output_row(floating* z, const floating* b, floating* out, Py_ssize_t n,
                                int activation) noexcept nogil:
     """Output layer of one row: logits ``z += b``, ``out = f(z)``; returns log-sum-exp(z) for softmax."""
     cdef Py_ssize_t j
-    cdef floating top, total = 0
+    cdef floating top, total = 0, unused
     for j in range(n):
         z[j] += b[j]
     if activation == SOFTMAX:
@@ -300,10 +552,10 @@ cdef inline double _output_row(floating* z, const floating* b, floating* out, Py
         return <double>top + log(<double>total)
     if activation == SIGMOID:
         for j in range(n):
-            out[j] = 1 / (1 + exp(-z[j]))
+            out[j] = _sigmoid(z[j], 0, &unused)
     elif activation == EXP:
         for j in range(n):
-            out[j] = exp(z[j])
+            out[j] = _exp(z[j], 0, &unused)
     else:
         for j in range(n):
             out[j] = z[j]
@@ -314,28 +566,19 @@ cdef inline double _loss_row(const floating* z, const floating* out, const float
                              int activation, int loss, floating scale, floating* delta) noexcept nogil:
     """Loss of one row (float64, summed over its outputs); ``delta = dL/dz``."""
     cdef Py_ssize_t j
-    cdef double total = 0, y_sum = 0, y_dot_z = 0, v, e
+    cdef double total
     cdef floating d
-    if loss == CROSS_ENTROPY:  # -sum_j y log softmax(z) = lse(z) sum_j y - y . z
-        for j in range(n):
-            y_sum += y[j]
-            y_dot_z += <double>y[j] * z[j]
-        total = lse * y_sum - y_dot_z
-    elif loss == BINARY_CROSS_ENTROPY:  # log(1 + exp(z)) - y z
-        for j in range(n):
-            v = z[j]
-            total += (v if v > 0 else 0) + log1p(exp(-fabs(v))) - y[j] * v
-    elif loss == POISSON:  # y log y - y z - y + exp(z)
-        for j in range(n):
-            v, e = z[j], y[j]
-            total += (e * log(e) if e > 0 else 0) - e * v - e + exp(v)
+    if loss == CROSS_ENTROPY:
+        total = _cross_entropy(z, out, y, lse, n)
+    elif loss == BINARY_CROSS_ENTROPY:
+        total = _binary_cross_entropy(z, out, y, lse, n)
+    elif loss == POISSON:
+        total = _poisson(z, out, y, lse, n)
     else:
-        for j in range(n):
-            e = <double>out[j] - y[j]
-            total += e * e
+        total = _mse(z, out, y, lse, n)
     for j in range(n):
         d = (out[j] - y[j]) * scale
-        if loss == MSE and activation == SIGMOID:
+        if loss == MSE and activation == SIGMOID:  # times the sigmoid's derivative, as _sigmoid gives it
             d *= out[j] * (1 - out[j])
         delta[j] = d
     return total
@@ -344,23 +587,29 @@ cdef inline double _loss_row(const floating* z, const floating* out, const float
 # ---------------------------------------------------------------- passes over a batch
 cdef void _forward_block(const int64_t[:, ::1] layout, const floating[::1] params, const floating[::1] X,
                          const Sparse* sparse, Py_ssize_t start, Py_ssize_t m, Py_ssize_t slot,
-                         floating[::1] acts, const int64_t[::1] offsets, floating[::1] z,
-                         double[::1] lse) noexcept nogil:
+                         floating[::1] acts, floating[::1] derivatives, const int64_t[::1] offsets, floating[::1] z,
+                         double[::1] lse, bint keep) noexcept nogil:
     """Forward pass of the ``m`` rows from row ``start`` of ``X`` (or ``sparse``): hidden
-    activations from the start of their blocks, outputs, logits and log-sum-exp at row ``slot``."""
-    cdef Py_ssize_t l, i, last = layout.shape[0] - 1, first, n_in, n_out
+    activations and their derivatives from the start of their blocks, outputs, logits and
+    log-sum-exp at row ``slot``. Without ``keep`` (no backward pass follows), every row's
+    derivatives go to the first row of their block, and the rest of it is not touched."""
+    cdef Py_ssize_t l, i, last = layout.shape[0] - 1, first, n_in, n_out, kept = m if keep else 1
     cdef int activation
+    cdef floating p
     cdef floating* A
     cdef floating* Z
     cdef floating* out
     cdef floating* bias
+    cdef floating* d = NULL
     cdef double* row_lse = _at(lse, slot, m, b"lse")
     for l in range(last + 1):
-        n_in, n_out, activation = layout[l, 0], layout[l, 1], layout[l, 2]
+        n_in, n_out, activation, p = layout[l, 0], layout[l, 1], layout[l, 2], <floating>_parameter(layout, l)
         bias = _at(params, layout[l, 4], n_out, b"b")
         first = slot * n_out if l == last else 0
         out = _at(acts, offsets[l + 1] + first, m * n_out, b"activations")
         Z = _at(z, first, m * n_out, b"logits") if l == last else out
+        if l < last:
+            d = _at(derivatives, offsets[l + 1], kept * n_out, b"derivatives")
         if l == 0 and sparse != NULL:
             _sparse_product(sparse, start, m, _at(params, layout[l, 3], n_in * n_out, b"W"), n_out, Z)
         else:
@@ -370,7 +619,7 @@ cdef void _forward_block(const int64_t[:, ::1] layout, const floating[::1] param
             if l == last:
                 row_lse[i] = _output_row(Z + i * n_out, bias, out + i * n_out, n_out, activation)
             else:
-                _activate_row(Z + i * n_out, bias, n_out, activation)
+                _activate_row(Z + i * n_out, bias, d + (i * n_out if keep else 0), n_out, activation, p)
 
 
 cdef inline void _add_product(floating* product, const floating* a, const floating* W, Py_ssize_t n_in,
@@ -397,7 +646,8 @@ cdef inline void _add_product(floating* product, const floating* a, const floati
 
 
 cdef void _forward_row(const int64_t[:, ::1] layout, const floating[::1] params, floating[::1] acts,
-                       const int64_t[::1] offsets, floating[::1] z, double[::1] lse, Py_ssize_t first) noexcept nogil:
+                       floating[::1] derivatives, const int64_t[::1] offsets, floating[::1] z, double[::1] lse,
+                       Py_ssize_t first) noexcept nogil:
     """Forward pass of one row from layer ``first`` on (its input in block ``first`` of ``acts``),
     by loops over the rows of ``W`` (a BLAS call costs more than the product of one row)."""
     cdef Py_ssize_t l, k, j, n_in, n_out, last = layout.shape[0] - 1
@@ -417,18 +667,21 @@ cdef void _forward_row(const int64_t[:, ::1] layout, const floating[::1] params,
             _at(lse, 0, 1, b"lse")[0] = _output_row(product, _at(params, layout[l, 4], n_out, b"b"), out, n_out,
                                                     layout[l, 2])
         else:
-            _activate_row(product, _at(params, layout[l, 4], n_out, b"b"), n_out, layout[l, 2])
+            _activate_row(product, _at(params, layout[l, 4], n_out, b"b"),
+                          _at(derivatives, offsets[l + 1], n_out, b"derivatives"), n_out, layout[l, 2],
+                          <floating>_parameter(layout, l))
 
 
 cdef void _forward(const int64_t[:, ::1] layout, const floating[::1] params, const floating[::1] X,
-                   const Sparse* sparse, Py_ssize_t m, floating[::1] acts, const int64_t[::1] offsets,
-                   floating[::1] z, double[::1] lse) noexcept nogil:
+                   const Sparse* sparse, Py_ssize_t m, floating[::1] acts, floating[::1] derivatives,
+                   const int64_t[::1] offsets, floating[::1] z, double[::1] lse, bint keep) noexcept nogil:
     """Forward pass of the ``m`` rows of ``X`` (or ``sparse``) in blocks of ``BLOCK_ROWS``;
-    outputs in the last block of ``acts``."""
+    outputs in the last block of ``acts``; ``keep`` as :func:`_forward_block` takes it."""
     cdef Py_ssize_t block, start
     for block in range((m + BLOCK_ROWS - 1) // BLOCK_ROWS):
         start = block * BLOCK_ROWS
-        _forward_block(layout, params, X, sparse, start, min(BLOCK_ROWS, m - start), start, acts, offsets, z, lse)
+        _forward_block(layout, params, X, sparse, start, min(BLOCK_ROWS, m - start), start, acts, derivatives,
+                       offsets, z, lse, keep)
 
 
 cdef inline double _count(const int64_t[:, ::1] layout, double rows, int loss) noexcept nogil:
@@ -477,12 +730,11 @@ cdef double _loss(const int64_t[:, ::1] layout, const floating[::1] Y, const dou
 
 cdef void _backward_block(const int64_t[:, ::1] layout, floating[::1] params, floating[::1] grads,
                           const floating[::1] X, const Sparse* sparse, Py_ssize_t start, Py_ssize_t m,
-                          Py_ssize_t slot, floating[::1] acts, const int64_t[::1] offsets, floating[::1] deltas,
-                          bint accumulate) noexcept nogil:
+                          Py_ssize_t slot, floating[::1] acts, floating[::1] derivatives, const int64_t[::1] offsets,
+                          floating[::1] deltas, bint accumulate) noexcept nogil:
     """Backward pass of the block of ``m`` rows from row ``start`` that ``_forward_block`` left (output
     deltas set at row ``slot``): ``grads`` of the data loss, added to what they hold with ``accumulate``."""
     cdef Py_ssize_t l, i, n_in, n_out, j, last = layout.shape[0] - 1
-    cdef int below
     cdef floating* W
     cdef floating* dW
     cdef floating* db
@@ -496,10 +748,9 @@ cdef void _backward_block(const int64_t[:, ::1] layout, floating[::1] params, fl
         D = _at(deltas, offsets[l + 1] + (slot * n_out if l == last else 0), m * n_out, b"deltas")
         if l > 0:  # delta of the layer below, with W before the step
             A_prev = _at(acts, offsets[l], m * n_in, b"activations")
-            below = layout[l - 1, 2]
             D_prev = _at(deltas, offsets[l], m * n_in, b"deltas")
             _matmul_nt(D, m, n_out, W, n_in, D_prev)
-            _times_derivative(D_prev, A_prev, m * n_in, below)
+            _times(D_prev, _at(derivatives, offsets[l], m * n_in, b"derivatives"), m * n_in)
             _matmul_tn(A_prev, m, n_in, D, n_out, beta, dW)
         elif sparse != NULL:
             _sparse_gradient(sparse, start, m, n_in, D, n_out, accumulate, dW)
@@ -564,16 +815,17 @@ cdef inline void _bias_step(floating* b, floating* db, const floating* D, Py_ssi
 
 
 cdef inline double _column_step(floating* w, floating* dw, const floating* a, floating d, floating* a_delta,
-                                Py_ssize_t n, int below, floating l2, floating lr, bint fused) noexcept nogil:
+                                const floating* a_derivative, Py_ssize_t n, floating l2, floating lr,
+                                bint fused) noexcept nogil:
     """``_backward_rows`` for one row and a layer of one output (``W`` a column ``w`` of ``n``),
     vectorised over the column: ``dw = a d + l2 w`` (``fused``: ``w -= lr (a d + l2 w)``) and, with
-    ``a_delta``, the delta below ``w d f'(a)``. Returns ``sum(w**2)`` before the step, summed in the array dtype."""
+    ``a_delta``, the delta below ``w d f'(z)``, ``a_derivative`` holding f'(z) of ``a = f(z)``.
+    Returns ``sum(w**2)`` before the step, summed in the array dtype."""
     cdef Py_ssize_t k
     cdef floating squares = 0
     if a_delta != NULL:
         for k in range(n):
-            a_delta[k] = w[k] * d
-        _times_derivative(a_delta, a, n, below)
+            a_delta[k] = w[k] * d * a_derivative[k]
     for k in range(n):
         squares += w[k] * w[k]
     if fused:
@@ -586,18 +838,19 @@ cdef inline double _column_step(floating* w, floating* dw, const floating* a, fl
 
 
 cdef double _backward_rows(const int64_t[:, ::1] layout, floating[::1] params, floating[::1] grads, Py_ssize_t m,
-                           floating[::1] acts, const int64_t[::1] offsets, floating[::1] deltas, floating l2,
-                           floating lr, bint fused, floating[::1] row, Py_ssize_t lowest) noexcept nogil:
+                           floating[::1] acts, floating[::1] derivatives, const int64_t[::1] offsets,
+                           floating[::1] deltas, floating l2, floating lr, bint fused, floating[::1] row,
+                           Py_ssize_t lowest) noexcept nogil:
     """Backward pass of ``m <= SMALL_BATCH`` rows (input in block 0 of ``acts``) by loops over
     the rows of ``W``; with ``fused`` (plain SGD) the step is taken row by row, with no
     gradient array. For one row, the delta below comes out of the same pass over ``W``. The
     weights of layers below ``lowest`` are left as they are (their biases step).
     Returns ``sum(W**2)`` of the layers from ``lowest`` before the step (float64)."""
     cdef Py_ssize_t l, i, k, j, n_in, n_out
-    cdef int below
-    cdef bint column
+    cdef bint below, column
     cdef floating* A
-    cdef floating* A_delta
+    cdef floating* A_delta = NULL
+    cdef floating* A_derivative = NULL
     cdef floating* D
     cdef floating* d
     cdef floating* W
@@ -609,18 +862,22 @@ cdef double _backward_rows(const int64_t[:, ::1] layout, floating[::1] params, f
     cdef double squares = 0
     for l in range(layout.shape[0] - 1, -1, -1):
         n_in, n_out = layout[l, 0], layout[l, 1]
-        below = layout[l - 1, 2] if l > 0 else -1  # activation of the layer below; -1: the input
+        below = l > 0  # a layer below, whose delta this one gives (else the input)
         A, D = _at(acts, offsets[l], m * n_in, b"activations"), _at(deltas, offsets[l + 1], m * n_out, b"deltas")
-        A_delta = _at(deltas, offsets[l], m * n_in, b"deltas") if below >= 0 else NULL
+        if below:
+            A_delta = _at(deltas, offsets[l], m * n_in, b"deltas")
+            A_derivative = _at(derivatives, offsets[l], m * n_in, b"derivatives")
+        else:
+            A_delta = A_derivative = NULL
         W, dW = _at(params, layout[l, 3], n_in * n_out, b"W"), _at(grads, layout[l, 3], n_in * n_out, b"dW")
         g = _at(row, 0, n_out, b"row")
         column = m == 1 and n_out == 1
         if column and l >= lowest:
-            squares += _column_step(W, dW, A, D[0], A_delta, n_in, below, l2, lr, fused)
+            squares += _column_step(W, dW, A, D[0], A_delta, A_derivative, n_in, l2, lr, fused)
         for k in range(n_in if l >= lowest and not column else 0):
             wk, dwk = W + k * n_out, dW + k * n_out
             row_squares = 0
-            if m == 1 and below >= 0:
+            if m == 1 and below:
                 a = A[k]
                 back = 0
                 if fused:
@@ -635,7 +892,7 @@ cdef double _backward_rows(const int64_t[:, ::1] layout, floating[::1] params, f
                         back += v * D[j]
                         row_squares += v * v
                         dwk[j] = a * D[j] + l2 * v
-                A_delta[k] = back * _derivative(a, below)
+                A_delta[k] = back * A_derivative[k]
             elif m == 1:  # the first layer: no delta below
                 a = A[k]
                 if fused:
@@ -654,11 +911,11 @@ cdef double _backward_rows(const int64_t[:, ::1] layout, floating[::1] params, f
                 for i in range(m):
                     a = A[i * n_in + k]
                     d = D + i * n_out
-                    if below >= 0:
+                    if below:
                         back = 0
                         for j in range(n_out):
                             back += wk[j] * d[j]
-                        A_delta[i * n_in + k] = back * _derivative(a, below)
+                        A_delta[i * n_in + k] = back * A_derivative[i * n_in + k]
                     for j in range(n_out):
                         g[j] += a * d[j]
                 if fused:
@@ -679,8 +936,9 @@ cdef double _backward_rows(const int64_t[:, ::1] layout, floating[::1] params, f
 
 cdef double _gradient_blocks(const int64_t[:, ::1] layout, floating[::1] params, floating[::1] grads,
                             const floating[::1] X, const Sparse* sparse, const floating[::1] Y, const double* w,
-                            Py_ssize_t m, double count, int loss, floating[::1] acts, const int64_t[::1] offsets,
-                            floating[::1] z, double[::1] lse, floating[::1] deltas, bint backward=True) noexcept nogil:
+                            Py_ssize_t m, double count, int loss, floating[::1] acts, floating[::1] derivatives,
+                            const int64_t[::1] offsets, floating[::1] z, double[::1] lse, floating[::1] deltas,
+                            bint backward=True) noexcept nogil:
     """``grads`` of the data loss of the ``m`` rows ``(X, Y)`` (weighted by ``w``, NULL: 1 each) taken
     over ``count`` (``_loss_base`` of their batch), in blocks of ``BLOCK_ROWS`` rows, each block's
     outputs at the start of theirs; returns that loss (float64; not finite: stopped there, ``grads``
@@ -690,19 +948,20 @@ cdef double _gradient_blocks(const int64_t[:, ::1] layout, floating[::1] params,
     for block in range((m + BLOCK_ROWS - 1) // BLOCK_ROWS):
         start = block * BLOCK_ROWS
         r = min(BLOCK_ROWS, m - start)
-        _forward_block(layout, params, X, sparse, start, r, 0, acts, offsets, z, lse)
+        _forward_block(layout, params, X, sparse, start, r, 0, acts, derivatives, offsets, z, lse, backward)
         value += _loss_rows(layout, Y, w, start, r, 0, count, acts, offsets, z, lse, deltas, loss)
         if not isfinite(value):
             return value
         if backward:
-            _backward_block(layout, params, grads, X, sparse, start, r, 0, acts, offsets, deltas, start > 0)
+            _backward_block(layout, params, grads, X, sparse, start, r, 0, acts, derivatives, offsets, deltas,
+                            start > 0)
     return value
 
 
 cdef double _step(const int64_t[:, ::1] layout, floating[::1] params, floating[::1] grads, const floating[::1] X,
                   const Sparse* sparse, const floating[::1] Y, const double* w, Py_ssize_t m, int loss, floating l2,
-                  floating lr, bint fused, floating[::1] acts, const int64_t[::1] offsets, floating[::1] z,
-                  double[::1] lse, floating[::1] deltas, floating[::1] row) noexcept nogil:
+                  floating lr, bint fused, floating[::1] acts, floating[::1] derivatives, const int64_t[::1] offsets,
+                  floating[::1] z, double[::1] lse, floating[::1] deltas, floating[::1] row) noexcept nogil:
     """Forward, loss and backward of one batch (with ``fused``, the SGD step too); returns
     the batch loss: data loss + L2 term of the weights before the step."""
     cdef Py_ssize_t i, p, r, n_in = layout[0, 0], n = m * n_in
@@ -712,12 +971,12 @@ cdef double _step(const int64_t[:, ::1] layout, floating[::1] params, floating[:
     cdef floating* inputs
     if m > SMALL_BATCH:  # through BLAS, in blocks of rows; one step after the last
         value = _gradient_blocks(layout, params, grads, X, sparse, Y, w, m, _loss_base(layout, w, m, loss), loss,
-                                 acts, offsets, z, lse, deltas)
+                                 acts, derivatives, offsets, z, lse, deltas)
         if not isfinite(value):
             return value
         squares = _finish(layout, params, grads, l2, lr, fused)
         return value + 0.5 * l2 * squares if l2 != 0 else value
-    inputs = _at(acts, 0, n, b"input block")  # the loops read the input from block 0
+    inputs = _at(acts, offsets[0], n, b"input block")  # the loops read the input from block 0
     if sparse == NULL:
         x = _at(X, 0, n, b"X")
         for i in range(n):
@@ -731,13 +990,13 @@ cdef double _step(const int64_t[:, ::1] layout, floating[::1] params, floating[:
             for p in range(sparse.indptr[r], sparse.indptr[r + 1]):
                 inputs[i * n_in + sparse.indices[p]] += data[p]
     if m == 1:
-        _forward_row(layout, params, acts, offsets, z, lse, 0)
+        _forward_row(layout, params, acts, derivatives, offsets, z, lse, 0)
     else:
-        _forward(layout, params, X, sparse, m, acts, offsets, z, lse)
+        _forward(layout, params, X, sparse, m, acts, derivatives, offsets, z, lse, True)
     value = _loss(layout, Y, w, m, acts, offsets, z, lse, deltas, loss)
     if not isfinite(value):
         return value
-    squares = _backward_rows(layout, params, grads, m, acts, offsets, deltas, l2, lr, fused, row, 0)
+    squares = _backward_rows(layout, params, grads, m, acts, derivatives, offsets, deltas, l2, lr, fused, row, 0)
     return value + 0.5 * l2 * squares if l2 != 0 else value
 
 
@@ -779,90 +1038,20 @@ cdef void _clip(floating[::1] grads, const Step* c) noexcept nogil:
 
 cdef void _update(floating[::1] parameters, const floating[::1] gradients, floating[:, ::1] state, const Step* c,
                   double lr, Py_ssize_t step) noexcept nogil:
-    """One optimizer step in place (rules in ``fastgd.optimizers``); ``state`` holds the
-    optimizer's slots, a row of ``n`` values each; ``step`` counts from 0."""
-    cdef Py_ssize_t p, n = parameters.shape[0]
+    """One optimizer step in place, by the rule of ``c.optimizer`` (the rules section); ``step`` counts from 0."""
+    cdef Py_ssize_t n = parameters.shape[0]
     cdef floating* params = _at(parameters, 0, n, b"params")
     cdef const floating* grads = _at(gradients, 0, n, b"grads")
-    cdef floating rate = <floating>lr, g, b, w, v_hat, denominator, decay, coupled, step_size, inverse_root
-    cdef floating momentum, undamped, weight_decay, beta, beta1, beta2, rest1, rest2, eps, alpha
-    cdef floating* s0
-    cdef floating* s1
-    cdef floating* s2
-    cdef bint flag
     if c.optimizer == SGD:
-        # Each complement 1 - x is taken in double and rounded once: 1 - float(0.999) is 5e-5 off.
-        momentum, undamped, weight_decay = <floating>c.momentum, <floating>(1 - c.dampening), <floating>c.weight_decay
-        flag = c.nesterov != 0
-        if momentum == 0:
-            for p in range(n):
-                params[p] -= rate * (grads[p] + weight_decay * params[p])
-        elif c.sutskever != 0:  # the buffer holds steps: v = momentum v - lr g
-            s0 = _slot(state, 0, n)
-            for p in range(n):
-                g = grads[p] + weight_decay * params[p]
-                b = momentum * s0[p] - rate * g
-                s0[p] = b
-                params[p] += momentum * b - rate * g if flag else b
-        else:
-            s0 = _slot(state, 0, n)
-            for p in range(n):
-                g = grads[p] + weight_decay * params[p]
-                b = g if step == 0 else momentum * s0[p] + undamped * g
-                s0[p] = b
-                params[p] -= rate * (g + momentum * b if flag else b)
+        _sgd(params, grads, state, c, lr, step, n)
     elif c.optimizer == MOMENTUM:
-        beta, rest1, s0 = <floating>c.beta, <floating>(1 - c.beta), _slot(state, 0, n)
-        for p in range(n):
-            s0[p] = beta * s0[p] + rest1 * grads[p]
-            params[p] -= rate * s0[p]
+        _momentum(params, grads, state, c, lr, step, n)
     elif c.optimizer == ADAM:
-        beta1, beta2, eps, flag = <floating>c.beta1, <floating>c.beta2, <floating>c.eps, c.amsgrad != 0
-        rest1, rest2 = <floating>(1 - c.beta1), <floating>(1 - c.beta2)
-        step_size = <floating>(lr / (1 - c.beta1 ** (step + 1)))
-        inverse_root = <floating>(1 / sqrt(1 - c.beta2 ** (step + 1)))  # a product in the loop, not a division
-        decay = <floating>(1 - lr * c.weight_decay) if c.decoupled != 0 else 1
-        coupled = 0 if c.decoupled != 0 else <floating>c.weight_decay
-        if c.eps_hat != 0:  # eps added to sqrt(v) before the bias correction, which goes into the rate
-            step_size = <floating>(lr * sqrt(1 - c.beta2 ** (step + 1)) / (1 - c.beta1 ** (step + 1)))
-            inverse_root = 1
-        s0, s1 = _slot(state, 0, n), _slot(state, 1, n)
-        s2 = _slot(state, 2, n) if flag else NULL
-        for p in range(n):
-            w = params[p]
-            g = grads[p] + coupled * w
-            s0[p] = beta1 * s0[p] + rest1 * g
-            s1[p] = beta2 * s1[p] + rest2 * g * g
-            v_hat = s1[p]
-            if flag:
-                s2[p] = max(s2[p], v_hat)
-                v_hat = s2[p]
-            params[p] = w * decay - step_size * s0[p] / (<floating>sqrt(v_hat) * inverse_root + eps)
+        _adam(params, grads, state, c, lr, step, n)
     elif c.optimizer == RMSPROP:
-        alpha, eps, momentum, flag = <floating>c.alpha, <floating>c.eps, <floating>c.momentum, c.centered != 0
-        rest1 = <floating>(1 - c.alpha)
-        s0 = _slot(state, 0, n)
-        s1 = _slot(state, 1, n) if flag else NULL
-        s2 = _slot(state, 2, n) if momentum != 0 else NULL
-        for p in range(n):
-            g = grads[p]
-            s0[p] = alpha * s0[p] + rest1 * g * g
-            if flag:
-                s1[p] = alpha * s1[p] + rest1 * g
-                denominator = <floating>sqrt(s0[p] - s1[p] * s1[p]) + eps
-            else:
-                denominator = <floating>sqrt(s0[p]) + eps
-            if momentum != 0:
-                s2[p] = momentum * s2[p] + g / denominator
-                params[p] -= rate * s2[p]
-            else:
-                params[p] -= rate * g / denominator
+        _rmsprop(params, grads, state, c, lr, step, n)
     elif c.optimizer == ADAGRAD:
-        eps, s0 = <floating>c.eps, _slot(state, 0, n)
-        for p in range(n):
-            g = grads[p]
-            s0[p] += g * g
-            params[p] -= rate * g / (<floating>sqrt(s0[p]) + eps)
+        _adagrad(params, grads, state, c, lr, step, n)
 
 
 cdef double _sum_of_squares(const int64_t[:, ::1] layout, const floating[::1] params) noexcept nogil:
@@ -881,8 +1070,8 @@ cdef double _sum_of_squares(const int64_t[:, ::1] layout, const floating[::1] pa
 cdef double _line_search(const int64_t[:, ::1] layout, floating[::1] parameters, const floating[::1] gradients,
                          floating[::1] point, const floating[::1] X, const Sparse* sparse, const floating[::1] Y,
                          const double* w, Py_ssize_t m, double value, const Step* c, double l2, double alpha,
-                         floating[::1] acts, const int64_t[::1] offsets, floating[::1] z, double[::1] lse,
-                         floating[::1] deltas) noexcept nogil:
+                         floating[::1] acts, floating[::1] derivatives, const int64_t[::1] offsets, floating[::1] z,
+                         double[::1] lse, floating[::1] deltas) noexcept nogil:
     """Armijo backtracking from ``alpha`` (``fastgd.BacktrackingLineSearch``); ``parameters``
     move to the accepted point (tried in ``point``). Returns the accepted step."""
     cdef Py_ssize_t p, n = parameters.shape[0]
@@ -897,8 +1086,8 @@ cdef double _line_search(const int64_t[:, ::1] layout, floating[::1] parameters,
         rate = <floating>step
         for p in range(n):
             trial[p] = params[p] - rate * grads[p]
-        trial_value = _gradient_blocks(layout, point, point, X, sparse, Y, w, m, count, c.loss, acts, offsets, z, lse,
-                                       deltas, False)
+        trial_value = _gradient_blocks(layout, point, point, X, sparse, Y, w, m, count, c.loss, acts, derivatives,
+                                       offsets, z, lse, deltas, False)
         if l2 != 0:
             trial_value += 0.5 * l2 * _sum_of_squares(layout, point)
         if trial_value <= value - c.c * step * slope:
@@ -920,29 +1109,30 @@ cdef inline double _batch_l2(const Step* c, double rows) noexcept nogil:
 cdef double _train_step(const int64_t[:, ::1] layout, floating[::1] params, floating[::1] grads,
                         floating[:, ::1] state, const floating[::1] X, const Sparse* sparse, const floating[::1] Y,
                         const double* w, Py_ssize_t m, const Step* c, double* lr, Py_ssize_t step, bint fused,
-                        floating[::1] acts, const int64_t[::1] offsets, floating[::1] z, double[::1] lse,
-                        floating[::1] deltas, floating[::1] row) noexcept nogil:
+                        floating[::1] acts, floating[::1] derivatives, const int64_t[::1] offsets, floating[::1] z,
+                        double[::1] lse, floating[::1] deltas, floating[::1] row) noexcept nogil:
     """One step of an epoch on the batch ``(X, Y)`` with learning rate ``*lr`` (a line search
     writes back the step it took); returns the batch loss (not finite: no step taken)."""
     cdef double l2 = _batch_l2(c, _rows(w, m))
     cdef double value = _step(layout, params, grads, X, sparse, Y, w, m, c.loss, <floating>l2, <floating>lr[0], fused,
-                              acts, offsets, z, lse, deltas, row)
+                              acts, derivatives, offsets, z, lse, deltas, row)
     if not fused and isfinite(value):
-        _apply(layout, params, grads, state, X, sparse, Y, w, m, value, c, l2, lr, step, acts, offsets, z, lse,
-               deltas)
+        _apply(layout, params, grads, state, X, sparse, Y, w, m, value, c, l2, lr, step, acts, derivatives, offsets,
+               z, lse, deltas)
     return value
 
 
 cdef void _apply(const int64_t[:, ::1] layout, floating[::1] params, floating[::1] grads, floating[:, ::1] state,
                  const floating[::1] X, const Sparse* sparse, const floating[::1] Y, const double* w, Py_ssize_t m,
                  double value, const Step* c, double l2, double* lr, Py_ssize_t step, floating[::1] acts,
-                 const int64_t[::1] offsets, floating[::1] z, double[::1] lse, floating[::1] deltas) noexcept nogil:
+                 floating[::1] derivatives, const int64_t[::1] offsets, floating[::1] z, double[::1] lse,
+                 floating[::1] deltas) noexcept nogil:
     """A step once ``grads`` holds the gradient of the batch ``(X, Y)``, whose loss is ``value``:
     clipping, then the update with learning rate ``*lr`` (a line search writes back the step it took)."""
     _clip(grads, c)
     if c.optimizer == LINE_SEARCH:
-        lr[0] = _line_search(layout, params, grads, state[0], X, sparse, Y, w, m, value, c, l2, lr[0], acts, offsets,
-                             z, lse, deltas)
+        lr[0] = _line_search(layout, params, grads, state[0], X, sparse, Y, w, m, value, c, l2, lr[0], acts,
+                             derivatives, offsets, z, lse, deltas)
     else:
         _update(params, grads, state, c, lr[0], step)
 
@@ -954,14 +1144,14 @@ cdef inline bint _fused(const Step* c) noexcept nogil:
 
 
 cdef double _first_layer_step(const int64_t[:, ::1] layout, floating[::1] params, const floating* x,
-                              floating[::1] acts, const int64_t[::1] offsets, const floating[::1] deltas, floating l2,
-                              floating lr) noexcept nogil:
+                              floating[::1] acts, floating[::1] derivatives, const int64_t[::1] offsets,
+                              const floating[::1] deltas, floating l2, floating lr) noexcept nogil:
     """The SGD step of ``W0`` left by the last row (its input in block 0 of ``acts``, its deltas
     in block 1 of ``deltas``); with ``x`` (the next row's input, else NULL), in the same pass the
-    first layer's forward pass of ``x``, which then becomes block 0.
+    first layer's forward pass of ``x`` (activations and derivatives), which then becomes block 0.
     Returns ``sum(W0**2)`` before the step (float64)."""
     cdef Py_ssize_t k, j, n_in = layout[0, 0], n_out = layout[0, 1]
-    cdef floating* A = _at(acts, 0, n_in, b"input block")
+    cdef floating* A = _at(acts, offsets[0], n_in, b"input block")
     cdef const floating* d = _at(deltas, offsets[1], n_out, b"deltas")
     cdef floating* W = _at(params, layout[0, 3], n_in * n_out, b"W")
     cdef floating* product = _at(acts, offsets[1], n_out, b"activations")
@@ -987,7 +1177,8 @@ cdef double _first_layer_step(const int64_t[:, ::1] layout, floating[::1] params
                 product[j] += xk * v
         squares += row_squares
     if x != NULL:
-        _activate_row(product, _at(params, layout[0, 4], n_out, b"b"), n_out, layout[0, 2])
+        _activate_row(product, _at(params, layout[0, 4], n_out, b"b"), _at(derivatives, offsets[1], n_out,
+                      b"derivatives"), n_out, layout[0, 2], <floating>_parameter(layout, 0))
         for k in range(n_in):
             A[k] = x[k]
     return squares
@@ -996,8 +1187,8 @@ cdef double _first_layer_step(const int64_t[:, ::1] layout, floating[::1] params
 cdef int _stochastic_epoch(const int64_t[:, ::1] layout, floating[::1] params, floating[::1] grads,
                            const floating* X, const Sparse* sparse, const floating[::1] Y, const double* w,
                            const int64_t[::1] order, const Step* c, const double[::1] lrs, floating[::1] acts,
-                           const int64_t[::1] offsets, floating[::1] z, double[::1] lse, floating[::1] deltas,
-                           floating[::1] yb, double[::1] wb, floating[::1] row, double* loss,
+                           floating[::1] derivatives, const int64_t[::1] offsets, floating[::1] z, double[::1] lse,
+                           floating[::1] deltas, floating[::1] yb, double[::1] wb, floating[::1] row, double* loss,
                            Py_ssize_t* steps) noexcept nogil:
     """An epoch of plain SGD on one row per step, in which each step's update of ``W0`` is
     taken in the next step's forward pass, which reads the same rows of ``W0``: one pass
@@ -1005,7 +1196,7 @@ cdef int _stochastic_epoch(const int64_t[:, ::1] layout, floating[::1] params, f
     ``train_epoch`` returns them."""
     cdef Py_ssize_t i, j, p, r, source, n = order.shape[0], n_in = layout[0, 0], k = layout[layout.shape[0] - 1, 1]
     cdef floating* x = _at(row, 0, n_in, b"row")  # the row's input, until its forward pass copies it to block 0
-    cdef floating* inputs = _at(acts, 0, n_in, b"input block")
+    cdef floating* inputs = _at(acts, offsets[0], n_in, b"input block")
     cdef floating* target = _at(yb, 0, k, b"gathered Y")
     cdef const floating* data = <const floating*>sparse.data if sparse != NULL else NULL
     cdef const floating* source_y
@@ -1035,10 +1226,10 @@ cdef int _stochastic_epoch(const int64_t[:, ::1] layout, floating[::1] params, f
         if i == 0:
             for j in range(n_in):
                 inputs[j] = x[j]
-            _forward_row(layout, params, acts, offsets, z, lse, 0)
+            _forward_row(layout, params, acts, derivatives, offsets, z, lse, 0)
         else:  # the step of the row before (the rest of its L2 term), then this row
-            squares = _first_layer_step(layout, params, x, acts, offsets, deltas, l2, lr)
-            _forward_row(layout, params, acts, offsets, z, lse, 1)
+            squares = _first_layer_step(layout, params, x, acts, derivatives, offsets, deltas, l2, lr)
+            _forward_row(layout, params, acts, derivatives, offsets, z, lse, 1)
         value = _loss(layout, yb, weight, 1, acts, offsets, z, lse, deltas, c.loss)
         if not isfinite(value) or (l2 != 0 and not isfinite(squares)):
             steps[0], loss[0] = i, NAN
@@ -1046,9 +1237,9 @@ cdef int _stochastic_epoch(const int64_t[:, ::1] layout, floating[::1] params, f
         if l2 != 0:
             total += 0.5 * l2 * squares
         l2, lr = <floating>_batch_l2(c, _rows(weight, 1)), <floating>lrs[i]
-        squares = _backward_rows(layout, params, grads, 1, acts, offsets, deltas, l2, lr, True, row, 1)
+        squares = _backward_rows(layout, params, grads, 1, acts, derivatives, offsets, deltas, l2, lr, True, row, 1)
         total += value + 0.5 * l2 * squares if l2 != 0 else value
-    squares = _first_layer_step(layout, params, <const floating*>NULL, acts, offsets, deltas, l2, lr)
+    squares = _first_layer_step(layout, params, <const floating*>NULL, acts, derivatives, offsets, deltas, l2, lr)
     steps[0], loss[0] = n, NAN
     if l2 != 0:
         if not isfinite(squares):
@@ -1113,8 +1304,9 @@ cdef bint _finite(const floating[::1] values) noexcept nogil:
 cdef int _batch_step(const int64_t[:, ::1] layout, floating[::1] params, floating[::1] grads,
                      const floating[:, ::1] parts, floating[:, ::1] state, const floating[::1] X, const Sparse* sparse,
                      const floating[::1] Y, const double* w, Py_ssize_t m, const double[::1] losses, const Step* c,
-                     double* lr, Py_ssize_t step, floating[::1] acts, const int64_t[::1] offsets, floating[::1] z,
-                     double[::1] lse, floating[::1] deltas, double* value) noexcept nogil:
+                     double* lr, Py_ssize_t step, floating[::1] acts, floating[::1] derivatives,
+                     const int64_t[::1] offsets, floating[::1] z, double[::1] lse, floating[::1] deltas,
+                     double* value) noexcept nogil:
     """The step of an epoch of one batch from the gradients of its shares (``Backend.batch_step``):
     the batch loss into ``*value``; returns the status."""
     cdef Py_ssize_t k, p, n = params.shape[0]
@@ -1137,8 +1329,8 @@ cdef int _batch_step(const int64_t[:, ::1] layout, floating[::1] params, floatin
     if not isfinite(value[0]):
         return NOT_FINITE
     if not fused:
-        _apply(layout, params, grads, state, X, sparse, Y, w, m, value[0], c, l2, lr, step, acts, offsets, z, lse,
-               deltas)
+        _apply(layout, params, grads, state, X, sparse, Y, w, m, value[0], c, l2, lr, step, acts, derivatives,
+               offsets, z, lse, deltas)
     if not _finite(params):
         return NOT_FINITE
     for k in range(state.shape[0]):
@@ -1253,7 +1445,8 @@ cdef int _share_epoch(const int64_t[:, ::1] layout, floating[::1] params, floati
                       const Sparse* sparse, const floating[::1] Y, const double* w, const int64_t[::1] order,
                       Py_ssize_t batch_size,
                       const Step* c, double[::1] lrs, Py_ssize_t step, floating[::1] acts,
-                      const int64_t[::1] offsets, floating[::1] z, double[::1] lse, floating[::1] deltas,
+                      floating[::1] derivatives, const int64_t[::1] offsets, floating[::1] z, double[::1] lse,
+                      floating[::1] deltas,
                       floating[::1] xb, floating[::1] yb, double[::1] wb, floating[::1] own_params,
                       floating[::1] own_grads, floating[:, ::1] own_state, Py_ssize_t low, Py_ssize_t high,
                       Py_ssize_t t, Py_ssize_t threads, int64_t* sync, double* losses, double* partials,
@@ -1319,7 +1512,7 @@ cdef int _share_epoch(const int64_t[:, ::1] layout, floating[::1] params, floati
             rows_in = &batch
         if rows > 0:
             losses[t] = _gradient_blocks(layout, params, own, xb, rows_in, yb, gathered_w, rows, count, c.loss, acts,
-                                         offsets, z, lse, deltas)
+                                         derivatives, offsets, z, lse, deltas)
         else:
             losses[t] = 0
             for p in range(P):
@@ -1397,14 +1590,14 @@ def forward(const int64_t[:, ::1] layout, const floating[::1] params, X, ws):
     cdef const floating[::1] x = X.reshape(-1) if dense else params[:0]
     cdef Sparse rows
     cdef const Sparse* sparse = NULL if dense else &rows
-    cdef floating[::1] acts = ws.acts, z = ws.z
+    cdef floating[::1] acts = ws.acts, derivatives = ws.derivatives, z = ws.z
     cdef double[::1] lse = ws.lse
     cdef const int64_t[::1] offsets = ws.offsets
     cdef Py_ssize_t m = X.shape[0]
     if not dense:
         rows = _sparse(X, params)
     with nogil:
-        _forward(layout, params, x, sparse, m, acts, offsets, z, lse)
+        _forward(layout, params, x, sparse, m, acts, derivatives, offsets, z, lse, False)
 
 
 def data_loss(const int64_t[:, ::1] layout, const floating[::1] params, X, Y, const double[::1] weights, int loss,
@@ -1413,7 +1606,7 @@ def data_loss(const int64_t[:, ::1] layout, const floating[::1] params, X, Y, co
     cdef const floating[::1] x = X.reshape(-1) if dense else params[:0], y = Y.reshape(-1)
     cdef Sparse rows
     cdef const Sparse* sparse = NULL if dense else &rows
-    cdef floating[::1] acts = ws.acts, z = ws.z, deltas = ws.deltas
+    cdef floating[::1] acts = ws.acts, derivatives = ws.derivatives, z = ws.z, deltas = ws.deltas
     cdef double[::1] lse = ws.lse
     cdef const int64_t[::1] offsets = ws.offsets
     cdef Py_ssize_t m = X.shape[0]
@@ -1421,7 +1614,7 @@ def data_loss(const int64_t[:, ::1] layout, const floating[::1] params, X, Y, co
     if not dense:
         rows = _sparse(X, params)
     with nogil:
-        _forward(layout, params, x, sparse, m, acts, offsets, z, lse)
+        _forward(layout, params, x, sparse, m, acts, derivatives, offsets, z, lse, False)
         value = _loss(layout, y, _weights(weights, m), m, acts, offsets, z, lse, deltas, loss)
     return value
 
@@ -1439,7 +1632,7 @@ def backward(const int64_t[:, ::1] layout, const floating[::1] params, X, Y, con
     cdef const floating[::1] x = X.reshape(-1) if dense else params[:0], y = Y.reshape(-1)
     cdef Sparse rows
     cdef const Sparse* sparse = NULL if dense else &rows
-    cdef floating[::1] acts = ws.acts, z = ws.z, deltas = ws.deltas, row = ws.row
+    cdef floating[::1] acts = ws.acts, derivatives = ws.derivatives, z = ws.z, deltas = ws.deltas, row = ws.row
     cdef double[::1] lse = ws.lse
     cdef const int64_t[::1] offsets = ws.offsets
     cdef Py_ssize_t m = X.shape[0]
@@ -1452,7 +1645,7 @@ def backward(const int64_t[:, ::1] layout, const floating[::1] params, X, Y, con
         rows = _sparse(X, params)
     with nogil:
         value = _step(layout, writable, grads, x, sparse, y, w, m, c.loss, <floating>_batch_l2(&c, _rows(w, m)), 0,
-                      False, acts, offsets, z, lse, deltas, row)
+                      False, acts, derivatives, offsets, z, lse, deltas, row)
     return value
 
 
@@ -1481,7 +1674,7 @@ def train_epoch(const int64_t[:, ::1] layout, floating[::1] params, floating[::1
     cdef const floating[::1] x = X.reshape(-1) if dense else params[:0], y = Y.reshape(-1)
     cdef Sparse rows, batch
     cdef const Sparse* sparse = NULL if dense else &rows
-    cdef floating[::1] acts = ws.acts, z = ws.z, deltas = ws.deltas, row = ws.row
+    cdef floating[::1] acts = ws.acts, derivatives = ws.derivatives, z = ws.z, deltas = ws.deltas, row = ws.row
     cdef floating[::1] xb = ws.x.reshape(-1), yb = ws.y.reshape(-1)
     cdef double[::1] lse = ws.lse, wb = ws.w
     cdef const int64_t[::1] offsets = ws.offsets
@@ -1500,14 +1693,15 @@ def train_epoch(const int64_t[:, ::1] layout, floating[::1] params, floating[::1
     if fused and batch_size == 1 and n > 1 and layout.shape[0] > 1:
         with nogil:
             status = _stochastic_epoch(layout, params, grads, _at(x, 0, n * n_in, b"X") if dense else NULL, sparse, y,
-                                       w, order, &c, lrs, acts, offsets, z, lse, deltas, yb, wb, row, &value, &steps)
+                                       w, order, &c, lrs, acts, derivatives, offsets, z, lse, deltas, yb, wb, row,
+                                       &value, &steps)
         return value, steps, status
     with nogil:
         for i in range(n_batches):
             if n_batches == 1:
                 m = n
                 value = _train_step(layout, params, grads, state, x, sparse, y, w, n, &c, &lrs[i], step + i, fused,
-                                    acts, offsets, z, lse, deltas, row)
+                                    acts, derivatives, offsets, z, lse, deltas, row)
             else:
                 start = i * batch_size
                 m = min(batch_size, n - start)
@@ -1533,7 +1727,7 @@ def train_epoch(const int64_t[:, ::1] layout, floating[::1] params, floating[::1
                 batch = rows
                 batch.rows = &order[start]  # sparse rows are read where they are, in the batch's order
                 value = _train_step(layout, params, grads, state, xb, NULL if dense else &batch, yb, gathered_w, m,
-                                    &c, &lrs[i], step + i, fused, acts, offsets, z, lse, deltas, row)
+                                    &c, &lrs[i], step + i, fused, acts, derivatives, offsets, z, lse, deltas, row)
             if not isfinite(value):
                 status = NOT_FINITE
                 break
@@ -1560,7 +1754,7 @@ def train_epoch_share(const int64_t[:, ::1] layout, floating[::1] params, floati
     cdef const floating[::1] x = X.reshape(-1) if dense else params[:0], y = Y.reshape(-1)
     cdef Sparse rows
     cdef const Sparse* sparse = NULL if dense else &rows
-    cdef floating[::1] acts = ws.acts, z = ws.z, deltas = ws.deltas
+    cdef floating[::1] acts = ws.acts, derivatives = ws.derivatives, z = ws.z, deltas = ws.deltas
     cdef floating[::1] xb = ws.x.reshape(-1), yb = ws.y.reshape(-1)
     cdef double[::1] lse = ws.lse, wb = ws.w
     cdef const int64_t[::1] offsets = ws.offsets
@@ -1579,8 +1773,8 @@ def train_epoch_share(const int64_t[:, ::1] layout, floating[::1] params, floati
         rows = _sparse(X, params)
     with nogil:
         status = _share_epoch(layout, params, grads, own, parts, state, x, sparse, y, w, order, batch_size, &c, lrs,
-                              step, acts, offsets, z, lse, deltas, xb, yb, wb, own_params, own_grads, own_state, low,
-                              high, share, threads, &sync[0], &losses[0], &partials[0], result)
+                              step, acts, derivatives, offsets, z, lse, deltas, xb, yb, wb, own_params, own_grads,
+                              own_state, low, high, share, threads, &sync[0], &losses[0], &partials[0], result)
     if share > 0:
         return None
     if status == BAD_ROW:
@@ -1596,7 +1790,7 @@ def batch_gradient(const int64_t[:, ::1] layout, const floating[::1] params, flo
     cdef const floating[::1] y = Y.reshape(-1)[first * n_out : last * n_out]
     cdef Sparse rows
     cdef const Sparse* sparse = NULL if dense else &rows
-    cdef floating[::1] acts = ws.acts, z = ws.z, deltas = ws.deltas
+    cdef floating[::1] acts = ws.acts, derivatives = ws.derivatives, z = ws.z, deltas = ws.deltas
     cdef double[::1] lse = ws.lse
     cdef const int64_t[::1] offsets = ws.offsets
     cdef const double* w = _weights(weights, n)
@@ -1608,7 +1802,8 @@ def batch_gradient(const int64_t[:, ::1] layout, const floating[::1] params, flo
         rows.indptr += first  # the share's rows from its first
     with nogil:
         value = _gradient_blocks(layout, writable, grads, x, sparse, y, w + first if w != NULL else NULL,
-                                 last - first, _loss_base(layout, w, n, loss), loss, acts, offsets, z, lse, deltas)
+                                 last - first, _loss_base(layout, w, n, loss), loss, acts, derivatives, offsets, z,
+                                 lse, deltas)
     return value
 
 
@@ -1619,7 +1814,7 @@ def batch_step(const int64_t[:, ::1] layout, floating[::1] params, floating[::1]
     cdef const floating[::1] x = X.reshape(-1) if dense else params[:0], y = Y.reshape(-1)
     cdef Sparse rows
     cdef const Sparse* sparse = NULL if dense else &rows
-    cdef floating[::1] acts = ws.acts, z = ws.z, deltas = ws.deltas
+    cdef floating[::1] acts = ws.acts, derivatives = ws.derivatives, z = ws.z, deltas = ws.deltas
     cdef double[::1] lse = ws.lse
     cdef const int64_t[::1] offsets = ws.offsets
     cdef Step c = config[0]
@@ -1630,5 +1825,5 @@ def batch_step(const int64_t[:, ::1] layout, floating[::1] params, floating[::1]
         rows = _sparse(X, params)
     with nogil:
         status = _batch_step(layout, params, grads, parts, state, x, sparse, y, _weights(weights, m), m, losses, &c,
-                             &lrs[0], step, acts, offsets, z, lse, deltas, &value)
+                             &lrs[0], step, acts, derivatives, offsets, z, lse, deltas, &value)
     return value, 1 if isfinite(value) else 0, status

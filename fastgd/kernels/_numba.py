@@ -8,9 +8,10 @@ array is formed, and each row of ``W`` is read once per step (for one row, the
 delta of the layer below comes out of the same pass); a batch of one row also
 goes forward by loops, and plain SGD on one row per step takes each step's
 update of the first layer in the next row's forward pass. Bias, activation,
-loss and output delta are fused into one pass per row. An epoch of one batch
-may come in shares of its rows, which threads compute at once
-(``batch_gradient``), then one step (``batch_step``).
+loss and output delta are fused into one pass per row; the forward pass keeps
+the derivative f'(z) of each hidden unit, by which the backward pass multiplies
+its delta. An epoch of one batch may come in shares of its rows, which threads
+compute at once (``batch_gradient``), then one step (``batch_step``).
 
 float32 and float64 share one source: Numba compiles a specialisation per
 dtype, and scalars are cast to the array dtype (``dtype.type``) so float32
@@ -26,11 +27,13 @@ import sys
 import threading
 
 import numpy as np
+from llvmlite import ir
 from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 from numba.np.arrayobj import get_itemsize, make_array, populate_array
 from numba.np.linalg import _BLAS, ensure_blas
+from numba.np.numpy_support import as_dtype
 
 from ._numba_cache import use_private_fallback
 from ._workspace import Workspace
@@ -38,11 +41,13 @@ from ._workspace import Workspace
 # The codes of fastgd._codes, kept here so that cached machine code follows this file
 # alone (a test checks that they agree with the tables).
 IDENTITY, RELU, SIGMOID, TANH, SOFTMAX, EXP = 0, 1, 2, 3, 4, 5
+LEAKY_RELU, ELU, GELU, GELU_TANH, SILU, SOFTPLUS = 6, 7, 8, 9, 10, 11
 CROSS_ENTROPY, BINARY_CROSS_ENTROPY, MSE, POISSON = 0, 1, 2, 3
 SGD, MOMENTUM, ADAM, RMSPROP, ADAGRAD, LINE_SEARCH = 0, 1, 2, 3, 4, 5
 OK, NOT_FINITE, BAD_ROW = 0, 1, 2
 CODES = {"activations": {"identity": IDENTITY, "relu": RELU, "sigmoid": SIGMOID, "tanh": TANH, "softmax": SOFTMAX,
-                         "exp": EXP},
+                         "exp": EXP, "leaky_relu": LEAKY_RELU, "elu": ELU, "gelu": GELU, "gelu_tanh": GELU_TANH,
+                         "silu": SILU, "softplus": SOFTPLUS},
          "losses": {"cross_entropy": CROSS_ENTROPY, "binary_cross_entropy": BINARY_CROSS_ENTROPY, "mse": MSE,
                     "poisson": POISSON},
          "optimizers": {"sgd": SGD, "momentum": MOMENTUM, "adam": ADAM, "rmsprop": RMSPROP, "adagrad": ADAGRAD,
@@ -289,53 +294,296 @@ def _copy(target, source):
         target[j] = source[j]
 
 
-# ---------------------------------------------------------------- element-wise
-# Row-level helpers test the activation once, outside their loop: a test inside
-# the loop kept it from vectorising.
+# ---------------------------------------------------------------- rules
+# What each activation, loss and optimizer computes, one function each, which the loops call by
+# code. An activation takes a scalar ``z`` and its layer's ``parameter`` (a leaky ReLU's slope, an
+# ELU's alpha, else 0; in z's type) and returns ``(f(z), f'(z))`` in z's type, as
+# torch.nn.functional computes them.
+def _typed(z, value):
+    """``value`` as a scalar of ``z``'s type, so that float32 arithmetic stays float32."""
+
+
+@_overload(_typed)
+def _typed_for(z, value):
+    kind = as_dtype(z).type
+    return lambda z, value: kind(value)
+
+
 @_inline
-def _activate_row(z, b, activation, one):
-    """Hidden activation of one row in place: ``z = f(z + b)``."""
+def _identity(z, parameter):
+    return z, _typed(z, 1)
+
+
+@_inline
+def _relu(z, parameter):
+    """A NaN gives 0."""
+    zero = _typed(z, 0)
+    return (z if z > 0 else zero), (_typed(z, 1) if z > 0 else zero)
+
+
+@_inline
+def _sigmoid(z, parameter):
+    one = _typed(z, 1)
+    s = one / (one + np.exp(-z))
+    return s, s * (one - s)
+
+
+@_inline
+def _tanh(z, parameter):
+    t = np.tanh(z)
+    return t, _typed(z, 1) - t * t
+
+
+@_inline
+def _exp(z, parameter):
+    """Outputs only."""
+    e = np.exp(z)
+    return e, e
+
+
+@_inline
+def _leaky_relu(z, parameter):
+    """``parameter``: the slope below 0."""
+    return (z if z > 0 else z * parameter), (_typed(z, 1) if z > 0 else parameter)
+
+
+@_inline
+def _elu(z, parameter):
+    """``parameter``: alpha."""
+    if z > 0:
+        return z, _typed(z, 1)
+    return parameter * math.expm1(z), parameter * np.exp(z)
+
+
+@_inline
+def _gelu(z, parameter):
+    """The exact GELU, z times the normal distribution's cdf at z."""
+    half, one = _typed(z, 0.5), _typed(z, 1)
+    cdf = half * (one + math.erf(z * _typed(z, math.sqrt(0.5))))
+    return z * cdf, cdf + z * np.exp(-half * z * z) * _typed(z, 1 / math.sqrt(2 * math.pi))
+
+
+@_inline
+def _gelu_tanh(z, parameter):
+    """The GELU's tanh approximation."""
+    half, one, three = _typed(z, 0.5), _typed(z, 1), _typed(z, 3)
+    beta, kappa = _typed(z, math.sqrt(2 / math.pi)), _typed(z, 0.044715)
+    t = np.tanh(beta * (z + kappa * z * z * z))
+    return half * z * (one + t), half * (one + t) + half * z * (one - t * t) * beta * (one + three * kappa * z * z)
+
+
+@_inline
+def _silu(z, parameter):
+    one = _typed(z, 1)
+    s = one / (one + np.exp(-z))
+    return z * s, s * (one + z * (one - s))
+
+
+@_inline
+def _softplus(z, parameter):
+    """beta 1, threshold 20: linear above it."""
+    one = _typed(z, 1)
+    if z > _typed(z, 20):
+        return z, one
+    e = np.exp(z)
+    return math.log1p(e), e / (e + one)
+
+
+# One loop per activation, the code tested outside it: a test inside kept the loop from vectorising.
+@_inline
+def _activate_row(z, b, d, activation, parameter):
+    """Hidden activation of one row in place, ``z = f(z + b)``, and ``d = f'(z + b)``."""
     if activation == RELU:
         for j in range(z.shape[0]):
-            v = z[j] + b[j]
-            z[j] = v if v > 0 else one - one
+            z[j], d[j] = _relu(z[j] + b[j], parameter)
     elif activation == SIGMOID:
         for j in range(z.shape[0]):
-            z[j] = one / (one + np.exp(-(z[j] + b[j])))
+            z[j], d[j] = _sigmoid(z[j] + b[j], parameter)
     elif activation == TANH:
         for j in range(z.shape[0]):
-            z[j] = np.tanh(z[j] + b[j])
+            z[j], d[j] = _tanh(z[j] + b[j], parameter)
+    elif activation == LEAKY_RELU:
+        for j in range(z.shape[0]):
+            z[j], d[j] = _leaky_relu(z[j] + b[j], parameter)
+    elif activation == ELU:
+        for j in range(z.shape[0]):
+            z[j], d[j] = _elu(z[j] + b[j], parameter)
+    elif activation == GELU:
+        for j in range(z.shape[0]):
+            z[j], d[j] = _gelu(z[j] + b[j], parameter)
+    elif activation == GELU_TANH:
+        for j in range(z.shape[0]):
+            z[j], d[j] = _gelu_tanh(z[j] + b[j], parameter)
+    elif activation == SILU:
+        for j in range(z.shape[0]):
+            z[j], d[j] = _silu(z[j] + b[j], parameter)
+    elif activation == SOFTPLUS:
+        for j in range(z.shape[0]):
+            z[j], d[j] = _softplus(z[j] + b[j], parameter)
     else:
         for j in range(z.shape[0]):
-            z[j] += b[j]
+            z[j], d[j] = _identity(z[j] + b[j], parameter)
+
+
+@intrinsic
+def _float64_of_bits(typingctx, bits):
+    """The float64 whose bits are those of the int64 ``bits`` (a view of the layout would count references)."""
+    if bits != types.int64:
+        return None
+    return types.float64(bits), lambda context, builder, signature, args: builder.bitcast(args[0], ir.DoubleType())
 
 
 @_inline
-def _derivative(a, activation, one):
-    """f'(z) from the activation ``a = f(z)``."""
-    if activation == RELU:
-        return one if a > 0 else one - one
-    if activation == SIGMOID:
-        return a * (one - a)
-    if activation == TANH:
-        return one - a * a
-    return one
+def _parameter(layout, l, dtype):
+    """The activation parameter of layer ``l`` (the bits of a float64 in its layout row), as a ``dtype``."""
+    return dtype(_float64_of_bits(layout[l, 5]))
+
+
+# A loss takes one row, its logits ``z``, outputs ``out``, targets ``y`` and for softmax outputs
+# the log-sum-exp of ``z``, and returns its loss summed over the outputs, in float64.
+@_inline
+def _cross_entropy(z, out, y, lse):
+    """-sum_j y log softmax(z) = lse(z) sum_j y - y . z"""
+    y_sum = y_dot_z = 0.0
+    for j in range(z.shape[0]):
+        y_sum += y[j]
+        y_dot_z += np.float64(y[j]) * z[j]
+    return lse * y_sum - y_dot_z
 
 
 @_inline
-def _times_derivative_row(d, a, activation, one):
-    """``d *= f'(z)`` for one row, from its activations ``a = f(z)``."""
-    if activation == RELU:
-        for j in range(d.shape[0]):
-            d[j] = d[j] if a[j] > 0 else one - one
-    elif activation == SIGMOID:
-        for j in range(d.shape[0]):
-            d[j] *= a[j] * (one - a[j])
-    elif activation == TANH:
-        for j in range(d.shape[0]):
-            d[j] *= one - a[j] * a[j]
+def _binary_cross_entropy(z, out, y, lse):
+    """sum_j log(1 + exp(z)) - y z"""
+    total = 0.0
+    for j in range(z.shape[0]):
+        v = np.float64(z[j])
+        total += max(v, 0.0) + np.log1p(np.exp(-abs(v))) - y[j] * v
+    return total
 
 
+@_inline
+def _mse(z, out, y, lse):
+    """sum_j (out - y)**2"""
+    total = 0.0
+    for j in range(z.shape[0]):
+        e = np.float64(out[j]) - y[j]
+        total += e * e
+    return total
+
+
+@_inline
+def _poisson(z, out, y, lse):
+    """sum_j y log y - y z - y + exp(z)"""
+    total = 0.0
+    for j in range(z.shape[0]):
+        v, t = np.float64(z[j]), np.float64(y[j])
+        total += (t * np.log(t) if t > 0 else 0.0) - t * v - t + np.exp(v)
+    return total
+
+
+# An optimizer's update takes every parameter one step in place, from the step's record ``c``
+# (``config[0]``), learning rate ``lr`` (float64) and ``step`` (counting from 0); the rules are
+# ``fastgd.optimizers``'s. Each complement 1 - x is taken in float64 and rounded once:
+# 1 - float32(0.999) is 5e-5 off.
+@_inline
+def _sgd(params, grads, state, c, lr, step):
+    """SGD, with weight decay; with momentum, dampened, Nesterov's, or as Sutskever writes it."""
+    dtype = params.dtype.type
+    rate, weight_decay = dtype(lr), dtype(c.weight_decay)
+    momentum, undamped = dtype(c.momentum), dtype(1 - c.dampening)
+    nesterov = c.nesterov != 0
+    if momentum == 0:
+        for p in range(params.shape[0]):
+            params[p] -= rate * (grads[p] + weight_decay * params[p])
+    elif c.sutskever != 0:  # the buffer holds steps: v = momentum v - lr g
+        velocity = state[0]
+        for p in range(params.shape[0]):
+            g = grads[p] + weight_decay * params[p]
+            v = momentum * velocity[p] - rate * g
+            velocity[p] = v
+            params[p] += momentum * v - rate * g if nesterov else v
+    else:
+        buffer = state[0]
+        for p in range(params.shape[0]):
+            g = grads[p] + weight_decay * params[p]
+            b = g if step == 0 else momentum * buffer[p] + undamped * g
+            buffer[p] = b
+            params[p] -= rate * (g + momentum * b if nesterov else b)
+
+
+@_inline
+def _momentum(params, grads, state, c, lr, step):
+    """Momentum as an exponential average of the gradients."""
+    dtype = params.dtype.type
+    rate, beta, rest = dtype(lr), dtype(c.beta), dtype(1 - c.beta)
+    velocity = state[0]
+    for p in range(params.shape[0]):
+        velocity[p] = beta * velocity[p] + rest * grads[p]
+        params[p] -= rate * velocity[p]
+
+
+@_inline
+def _adam(params, grads, state, c, lr, step):
+    """Adam, AMSGrad, AdamW (``decoupled`` weight decay)."""
+    dtype = params.dtype.type
+    one = dtype(1)
+    beta1, beta2, rest1, rest2, eps = dtype(c.beta1), dtype(c.beta2), dtype(1 - c.beta1), dtype(1 - c.beta2), \
+        dtype(c.eps)
+    amsgrad, decoupled = c.amsgrad != 0, c.decoupled != 0
+    t = step + 1
+    step_size = dtype(lr / (1 - c.beta1**t))
+    inverse_root = dtype(1 / np.sqrt(1 - c.beta2**t))  # a product in the loop, not a second division
+    decay = dtype(1 - lr * c.weight_decay) if decoupled else one
+    coupled = dtype(c.weight_decay) if not decoupled else one - one
+    if c.eps_hat != 0:  # eps added to sqrt(v) before the bias correction, which goes into the rate
+        step_size = dtype(lr * np.sqrt(1 - c.beta2**t) / (1 - c.beta1**t))
+        inverse_root = one
+    m, v = state[0], state[1]
+    for p in range(params.shape[0]):
+        w = params[p]
+        g = grads[p] + coupled * w
+        m[p] = beta1 * m[p] + rest1 * g
+        v[p] = beta2 * v[p] + rest2 * g * g
+        v_hat = v[p]
+        if amsgrad:
+            v_hat = state[2, p] = max(state[2, p], v_hat)
+        params[p] = w * decay - step_size * m[p] / (np.sqrt(v_hat) * inverse_root + eps)
+
+
+@_inline
+def _rmsprop(params, grads, state, c, lr, step):
+    """RMSprop, ``centered`` or not, with or without momentum."""
+    dtype = params.dtype.type
+    rate, alpha, rest, eps, momentum = dtype(lr), dtype(c.alpha), dtype(1 - c.alpha), dtype(c.eps), dtype(c.momentum)
+    centered = c.centered != 0
+    squares = state[0]
+    for p in range(params.shape[0]):
+        g = grads[p]
+        squares[p] = alpha * squares[p] + rest * g * g
+        if centered:
+            state[1, p] = alpha * state[1, p] + rest * g
+            denominator = np.sqrt(squares[p] - state[1, p] * state[1, p]) + eps
+        else:
+            denominator = np.sqrt(squares[p]) + eps
+        if momentum != 0:
+            state[2, p] = momentum * state[2, p] + g / denominator
+            params[p] -= rate * state[2, p]
+        else:
+            params[p] -= rate * g / denominator
+
+
+@_inline
+def _adagrad(params, grads, state, c, lr, step):
+    dtype = params.dtype.type
+    rate, eps = dtype(lr), dtype(c.eps)
+    squares = state[0]
+    for p in range(params.shape[0]):
+        g = grads[p]
+        squares[p] += g * g
+        params[p] -= rate * g / (np.sqrt(squares[p]) + eps)
+
+
+# ---------------------------------------------------------------- the output layer, the loss
 @_inline
 def _add_rows(total, block, m, n):
     """``total = sum of the m rows`` of a row-major block of width ``n``."""
@@ -365,10 +613,10 @@ def _output_row(z, b, out, activation, one):
         return np.float64(top) + np.log(np.float64(total))
     elif activation == SIGMOID:
         for j in range(z.shape[0]):
-            out[j] = one / (one + np.exp(-z[j]))
+            out[j] = _sigmoid(z[j], one)[0]
     elif activation == EXP:
         for j in range(z.shape[0]):
-            out[j] = np.exp(z[j])
+            out[j] = _exp(z[j], one)[0]
     else:
         _copy(out, z)
     return 0.0
@@ -377,25 +625,14 @@ def _output_row(z, b, out, activation, one):
 @_inline
 def _loss_row(z, out, y, lse, activation, loss, scale, delta, one):
     """Loss of one row (float64, summed over its outputs); ``delta = dL/dz``."""
-    total = 0.0
-    if loss == CROSS_ENTROPY:  # -sum_j y log softmax(z) = lse(z) sum_j y - y . z
-        y_sum = y_dot_z = 0.0
-        for j in range(z.shape[0]):
-            y_sum += y[j]
-            y_dot_z += np.float64(y[j]) * z[j]
-        total = lse * y_sum - y_dot_z
-    elif loss == BINARY_CROSS_ENTROPY:  # log(1 + exp(z)) - y z
-        for j in range(z.shape[0]):
-            v = np.float64(z[j])
-            total += max(v, 0.0) + np.log1p(np.exp(-abs(v))) - y[j] * v
-    elif loss == POISSON:  # y log y - y z - y + exp(z)
-        for j in range(z.shape[0]):
-            v, t = np.float64(z[j]), np.float64(y[j])
-            total += (t * np.log(t) if t > 0 else 0.0) - t * v - t + np.exp(v)
+    if loss == CROSS_ENTROPY:
+        total = _cross_entropy(z, out, y, lse)
+    elif loss == BINARY_CROSS_ENTROPY:
+        total = _binary_cross_entropy(z, out, y, lse)
+    elif loss == POISSON:
+        total = _poisson(z, out, y, lse)
     else:
-        for j in range(z.shape[0]):
-            e = np.float64(out[j]) - y[j]
-            total += e * e
+        total = _mse(z, out, y, lse)
     for j in range(z.shape[0]):
         d = (out[j] - y[j]) * scale
         if loss == MSE and activation == SIGMOID:
@@ -552,14 +789,13 @@ def _gradient_rank1_back_row(W, k, a, d, dW, l2):
 
 
 @_inline
-def _column_step(w, dw, a, d, a_delta, below, l2, lr, fused, one):
+def _column_step(w, dw, a, d, a_delta, derivative, l2, lr, fused):
     """``_backward_rows`` for one row and a layer of one output (``W`` a column ``w``), vectorised
     down the column: ``dw = a d + l2 w`` (``fused``: ``w -= lr (a d + l2 w)``) and, into a
-    non-empty ``a_delta``, the delta below ``w d f'(a)``. Returns ``sum(w**2)`` before the step."""
-    if a_delta.shape[0] > 0:
-        for k in range(w.shape[0]):
-            a_delta[k] = w[k] * d
-        _times_derivative_row(a_delta, a, below, one)
+    non-empty ``a_delta``, the delta below ``w d f'`` (``derivative``: f' of the layer below).
+    Returns ``sum(w**2)`` before the step."""
+    for k in range(a_delta.shape[0]):
+        a_delta[k] = w[k] * d * derivative[k]
     squares = d - d
     for k in range(w.shape[0]):
         squares += w[k] * w[k]
@@ -574,7 +810,7 @@ def _column_step(w, dw, a, d, a_delta, below, l2, lr, fused, one):
 
 # ---------------------------------------------------------------- backward by loops (m <= SMALL_BATCH)
 @_jit
-def _backward_rows(layout, params, grads, m, acts, offsets, deltas, l2, lr, fused, row, lowest):
+def _backward_rows(layout, params, grads, m, acts, derivatives, offsets, deltas, l2, lr, fused, row, lowest):
     """Backward pass of the ``m`` rows, by loops; with ``fused`` (plain SGD) the step
     too, row by row of ``W``. ``deltas`` of the output block must be set. The weights of
     layers below ``lowest`` are left as they are (their biases step).
@@ -583,31 +819,28 @@ def _backward_rows(layout, params, grads, m, acts, offsets, deltas, l2, lr, fuse
     squares = 0.0
     for l in range(layout.shape[0] - 1, -1, -1):
         n_in, n_out, w, b = layout[l, 0], layout[l, 1], layout[l, 3], layout[l, 4]
-        below = layout[l - 1, 2] if l > 0 else -1  # activation of the layer below; -1: the input
         a_off, d_off = offsets[l], offsets[l + 1]
         # Each branch is its own loop nest: a flag tested inside one kept it from vectorising.
         W, dW, d = _matrix(params, w, n_in, n_out), _matrix(grads, w, n_in, n_out), _row(deltas, d_off, n_out, 0)
         if l < lowest:
             pass
         elif m == 1 and n_out == 1:
-            a_delta = deltas[a_off : a_off + n_in] if below >= 0 else deltas[:0]
+            a_delta = deltas[a_off : a_off + n_in] if l > 0 else deltas[:0]
             squares += _column_step(params[w : w + n_in], grads[w : w + n_in], acts[a_off : a_off + n_in], d[0],
-                                    a_delta, below, l2, lr, fused, one)
-        elif fused and m == 1 and below >= 0:
+                                    a_delta, derivatives[a_off : a_off + n_in], l2, lr, fused)
+        elif fused and m == 1 and l > 0:
             for k in range(n_in):
-                a = acts[a_off + k]
-                back, s = _sgd_rank1_back_row(W, k, a, d, l2, lr)
+                back, s = _sgd_rank1_back_row(W, k, acts[a_off + k], d, l2, lr)
                 squares += s
-                deltas[a_off + k] = back * _derivative(a, below, one)
+                deltas[a_off + k] = back * derivatives[a_off + k]
         elif fused and m == 1:
             for k in range(n_in):
                 squares += _sgd_rank1_row(W, k, acts[a_off + k], d, l2, lr)
-        elif m == 1 and below >= 0:
+        elif m == 1 and l > 0:
             for k in range(n_in):
-                a = acts[a_off + k]
-                back, s = _gradient_rank1_back_row(W, k, a, d, dW, l2)
+                back, s = _gradient_rank1_back_row(W, k, acts[a_off + k], d, dW, l2)
                 squares += s
-                deltas[a_off + k] = back * _derivative(a, below, one)
+                deltas[a_off + k] = back * derivatives[a_off + k]
         elif m == 1:
             for k in range(n_in):
                 squares += _gradient_rank1_row(W, k, acts[a_off + k], d, dW, l2)
@@ -619,11 +852,11 @@ def _backward_rows(layout, params, grads, m, acts, offsets, deltas, l2, lr, fuse
                 for i in range(m):
                     a = acts[a_off + i * n_in + k]
                     d = _row(deltas, d_off, n_out, i)
-                    if below >= 0:
+                    if l > 0:
                         back = one - one
                         for j in range(n_out):
                             back += wk[j] * d[j]
-                        deltas[a_off + i * n_in + k] = back * _derivative(a, below, one)
+                        deltas[a_off + i * n_in + k] = back * derivatives[a_off + i * n_in + k]
                     for j in range(n_out):
                         g[j] += a * d[j]
                 if fused:
@@ -636,13 +869,15 @@ def _backward_rows(layout, params, grads, m, acts, offsets, deltas, l2, lr, fuse
 
 # ---------------------------------------------------------------- through BLAS, in blocks of rows
 @_jit
-def _forward_block(layout, params, X, start, acts, offsets, z, lse):
+def _forward_block(layout, params, X, start, acts, derivatives, offsets, z, lse):
     """Forward pass of the rows ``X`` (rows ``start`` on of the batch) through ``np.dot``: hidden
-    activations from the start of their blocks, outputs, logits and log-sum-exp at row ``start``."""
+    activations and their derivatives from the start of their blocks, outputs, logits and
+    log-sum-exp at row ``start``."""
     m, last = _n_rows(X), layout.shape[0] - 1
     one = params.dtype.type(1)
     for l in range(last + 1):
         n_in, n_out, activation, w, b = layout[l, 0], layout[l, 1], layout[l, 2], layout[l, 3], layout[l, 4]
+        parameter = _parameter(layout, l, params.dtype.type)
         W, bias = _matrix(params, w, n_in, n_out), params[b : b + n_out]
         out = offsets[l + 1] + (start * n_out if l == last else 0)
         Z = _matrix(z, start * n_out, m, n_out) if l == last else _matrix(acts, out, m, n_out)
@@ -654,17 +889,18 @@ def _forward_block(layout, params, X, start, acts, offsets, z, lse):
             if l == last:
                 lse[start + i] = _output_row(Z[i], bias, _row(acts, out, n_out, i), activation, one)
             else:
-                _activate_row(Z[i], bias, activation, one)
+                _activate_row(Z[i], bias, _row(derivatives, out, n_out, i), activation, parameter)
 
 
 @_jit
-def _forward_row(layout, params, acts, offsets, z, lse, first):
+def _forward_row(layout, params, acts, derivatives, offsets, z, lse, first):
     """Forward pass of one row from layer ``first`` on (its input in block ``first`` of ``acts``),
     by loops over the rows of ``W`` (a BLAS call costs more than the product of one row)."""
     last = layout.shape[0] - 1
     one = params.dtype.type(1)
     for l in range(first, last + 1):
         n_in, n_out, activation, w, b = layout[l, 0], layout[l, 1], layout[l, 2], layout[l, 3], layout[l, 4]
+        parameter = _parameter(layout, l, params.dtype.type)
         out = _row(acts, offsets[l + 1], n_out, 0)
         product = z[:n_out] if l == last else out
         product[:] = 0
@@ -687,33 +923,35 @@ def _forward_row(layout, params, acts, offsets, z, lse, first):
         if l == last:
             lse[0] = _output_row(product, params[b : b + n_out], out, activation, one)
         else:
-            _activate_row(product, params[b : b + n_out], activation, one)
+            _activate_row(product, params[b : b + n_out], _row(derivatives, offsets[l + 1], n_out, 0), activation,
+                          parameter)
 
 
 @_inline
-def _forward_blas(layout, params, X, acts, offsets, z, lse):
+def _forward_blas(layout, params, X, acts, derivatives, offsets, z, lse):
     """Forward pass of the rows of ``X`` in blocks of ``BLOCK_ROWS``; outputs in the last block of ``acts``."""
     m = _n_rows(X)
     for start in range(0, m, BLOCK_ROWS):
-        _forward_block(layout, params, _rows_of(X, start, min(BLOCK_ROWS, m - start)), start, acts, offsets, z, lse)
+        _forward_block(layout, params, _rows_of(X, start, min(BLOCK_ROWS, m - start)), start, acts, derivatives,
+                       offsets, z, lse)
 
 
 @_jit
-def _backward_block(layout, params, grads, X, start, acts, offsets, deltas, accumulate):
+def _backward_block(layout, params, grads, X, start, acts, derivatives, offsets, deltas, accumulate):
     """Backward pass of the block of rows ``X`` (rows ``start`` on) that ``_forward_block`` left
     (output deltas set): ``grads`` of the data loss, added to what they hold with ``accumulate``."""
     m, last = _n_rows(X), layout.shape[0] - 1
-    one = params.dtype.type(1)
     for l in range(last, -1, -1):
         n_in, n_out, w, b = layout[l, 0], layout[l, 1], layout[l, 3], layout[l, 4]
         W, dW = _matrix(params, w, n_in, n_out), _matrix(grads, w, n_in, n_out)
         D = _matrix(deltas, offsets[l + 1] + (start * n_out if l == last else 0), m, n_out)
         if l > 0:  # delta of the layer below, with W before the step
-            below = layout[l - 1, 2]
             D_prev, A_prev = _matrix(deltas, offsets[l], m, n_in), _matrix(acts, offsets[l], m, n_in)
+            F_prev = _matrix(derivatives, offsets[l], m, n_in)
             np.dot(D, W.T, D_prev)
             for i in range(m):
-                _times_derivative_row(D_prev[i], A_prev[i], below, one)
+                for k in range(n_in):
+                    D_prev[i, k] *= F_prev[i, k]
             _matmul_tn(A_prev, D, dW, accumulate)
         else:
             _input_gradient(X, D, dW, accumulate)
@@ -748,7 +986,8 @@ def _finish(layout, params, grads, l2, lr, fused):
 # Compiled apart: inlined into ``_step``, the test of its loss after it was seen folded to True
 # (fast-math), and an epoch stepped on a NaN loss.
 @_jit
-def _gradient_blocks(layout, params, grads, X, Y, weights, count, loss, acts, offsets, z, lse, deltas, backward):
+def _gradient_blocks(layout, params, grads, X, Y, weights, count, loss, acts, derivatives, offsets, z, lse, deltas,
+                     backward):
     """``grads`` of the data loss of the rows ``(X, Y)`` (weighted by ``weights``, empty: 1 each)
     taken over ``count`` (``_loss_base`` of their batch), in blocks of ``BLOCK_ROWS`` rows, each
     block's outputs at the start of theirs; returns that loss (float64; not finite: stopped there,
@@ -757,13 +996,13 @@ def _gradient_blocks(layout, params, grads, X, Y, weights, count, loss, acts, of
     for start in range(0, m, BLOCK_ROWS):
         r = min(BLOCK_ROWS, m - start)
         block = _rows_of(X, start, r)
-        _forward_block(layout, params, block, np.intp(0), acts, offsets, z, lse)
+        _forward_block(layout, params, block, np.intp(0), acts, derivatives, offsets, z, lse)
         value += _loss_rows(layout, Y[start : start + r], weights[start : start + r], 0, r, count, acts, offsets, z,
                             lse, deltas, loss)
         if not np.isfinite(value):
             return value
         if backward:
-            _backward_block(layout, params, grads, block, 0, acts, offsets, deltas, start > 0)
+            _backward_block(layout, params, grads, block, 0, acts, derivatives, offsets, deltas, start > 0)
     return value
 
 
@@ -772,46 +1011,50 @@ def _gradient_blocks(layout, params, grads, X, Y, weights, count, loss, acts, of
 # each function compiled apart that calls it: the loops between an epoch's entry and the
 # passes are inlined (``_inline``), so that a first fit compiles each pass twice, not four times.
 @_inline
-def _step(layout, params, grads, X, Y, weights, loss, l2, lr, fused, acts, offsets, z, lse, deltas, row):
+def _step(layout, params, grads, X, Y, weights, loss, l2, lr, fused, acts, derivatives, offsets, z, lse, deltas, row):
     """Forward, loss and backward for the batch ``(X, Y)``; with ``fused`` the SGD step too.
     Returns the batch loss: data loss + L2 term of the weights before the step. ``row``: as
     ``_step_by_loops`` takes it."""
     m = _n_rows(X)
     if m <= SMALL_BATCH:
-        return _step_by_loops(layout, params, grads, X, Y, weights, loss, l2, lr, fused, acts, offsets, z, lse, deltas,
-                              row)
+        return _step_by_loops(layout, params, grads, X, Y, weights, loss, l2, lr, fused, acts, derivatives, offsets, z,
+                              lse, deltas, row)
     # through BLAS, in blocks of rows; one step after the last
     value = _gradient_blocks(layout, params, grads, X, Y, weights, _loss_base(layout, weights, m, loss), loss, acts,
-                             offsets, z, lse, deltas, np.bool_(True))
+                             derivatives, offsets, z, lse, deltas, np.bool_(True))
     if not np.isfinite(value):
         return value
     squares = _finish(layout, params, grads, l2, lr, fused)
     return value + 0.5 * l2 * squares if l2 != 0 else value
 
 
-def _step_by_loops(layout, params, grads, X, Y, weights, loss, l2, lr, fused, acts, offsets, z, lse, deltas, row):
+def _step_by_loops(layout, params, grads, X, Y, weights, loss, l2, lr, fused, acts, derivatives, offsets, z, lse,
+                   deltas, row):
     """``_step`` for a batch of at most ``SMALL_BATCH`` rows, by loops (``row``: a buffer of one
     row). With ``row`` None, for epochs without such batches (``_loops_buffer``), the loops are not
     compiled and it returns NaN."""
 
 
 @_overload(_step_by_loops)
-def _step_by_loops_for(layout, params, grads, X, Y, weights, loss, l2, lr, fused, acts, offsets, z, lse, deltas, row):
+def _step_by_loops_for(layout, params, grads, X, Y, weights, loss, l2, lr, fused, acts, derivatives, offsets, z, lse,
+                       deltas, row):
     if isinstance(row, types.NoneType):
-        return lambda layout, params, grads, X, Y, weights, loss, l2, lr, fused, acts, offsets, z, lse, deltas, row: \
-            np.nan
+        return lambda layout, params, grads, X, Y, weights, loss, l2, lr, fused, acts, derivatives, offsets, z, lse, \
+            deltas, row: np.nan
 
-    def loops(layout, params, grads, X, Y, weights, loss, l2, lr, fused, acts, offsets, z, lse, deltas, row):
+    def loops(layout, params, grads, X, Y, weights, loss, l2, lr, fused, acts, derivatives, offsets, z, lse, deltas,
+              row):
         m = _n_rows(X)
-        _input_block(X, acts, layout[0, 0])  # the loops read the input from the input block
+        _input_block(X, acts[offsets[0] :], layout[0, 0])  # the loops read the input from the input block
         if m == 1:
-            _forward_row(layout, params, acts, offsets, z, lse, np.intp(0))
+            _forward_row(layout, params, acts, derivatives, offsets, z, lse, np.intp(0))
         else:
-            _forward_blas(layout, params, X, acts, offsets, z, lse)
+            _forward_blas(layout, params, X, acts, derivatives, offsets, z, lse)
         value = _loss(layout, Y, weights, m, acts, offsets, z, lse, deltas, loss)
         if not np.isfinite(value):
             return value
-        squares = _backward_rows(layout, params, grads, m, acts, offsets, deltas, l2, lr, fused, row, np.intp(0))
+        squares = _backward_rows(layout, params, grads, m, acts, derivatives, offsets, deltas, l2, lr, fused, row,
+                                 np.intp(0))
         return value + 0.5 * l2 * squares if l2 != 0 else value
     return loops
 
@@ -836,89 +1079,23 @@ def _clip(grads, config):
 
 @_jit
 def _update(params, grads, state, config, lr, step):
-    """One optimizer step in place (rules in ``fastgd.optimizers``); ``step`` counts from 0."""
-    dtype = params.dtype.type
-    one = dtype(1)
-    rate = dtype(lr)
+    """One optimizer step in place; ``step`` counts from 0."""
     c = config[0]
     if c.optimizer == SGD:
-        # Each complement 1 - x is taken in float64 and rounded once: 1 - float32(0.999) is 5e-5 off.
-        momentum, undamped, weight_decay = dtype(c.momentum), dtype(1 - c.dampening), dtype(c.weight_decay)
-        nesterov = c.nesterov != 0
-        if momentum == 0:
-            for p in range(params.shape[0]):
-                params[p] -= rate * (grads[p] + weight_decay * params[p])
-        elif c.sutskever != 0:  # the buffer holds steps: v = momentum v - lr g
-            velocity = state[0]
-            for p in range(params.shape[0]):
-                g = grads[p] + weight_decay * params[p]
-                v = momentum * velocity[p] - rate * g
-                velocity[p] = v
-                params[p] += momentum * v - rate * g if nesterov else v
-        else:
-            buffer = state[0]
-            for p in range(params.shape[0]):
-                g = grads[p] + weight_decay * params[p]
-                b = g if step == 0 else momentum * buffer[p] + undamped * g
-                buffer[p] = b
-                params[p] -= rate * (g + momentum * b if nesterov else b)
+        _sgd(params, grads, state, c, lr, step)
     elif c.optimizer == MOMENTUM:
-        beta, rest = dtype(c.beta), dtype(1 - c.beta)
-        velocity = state[0]
-        for p in range(params.shape[0]):
-            velocity[p] = beta * velocity[p] + rest * grads[p]
-            params[p] -= rate * velocity[p]
+        _momentum(params, grads, state, c, lr, step)
     elif c.optimizer == ADAM:
-        beta1, beta2, rest1, rest2, eps = dtype(c.beta1), dtype(c.beta2), dtype(1 - c.beta1), dtype(1 - c.beta2), \
-            dtype(c.eps)
-        amsgrad, decoupled = c.amsgrad != 0, c.decoupled != 0
-        t = step + 1
-        step_size = dtype(lr / (1 - c.beta1**t))
-        inverse_root = dtype(1 / np.sqrt(1 - c.beta2**t))  # a product in the loop, not a second division
-        decay = dtype(1 - lr * c.weight_decay) if decoupled else one
-        coupled = dtype(c.weight_decay) if not decoupled else one - one
-        if c.eps_hat != 0:  # eps added to sqrt(v) before the bias correction, which goes into the rate
-            step_size = dtype(lr * np.sqrt(1 - c.beta2**t) / (1 - c.beta1**t))
-            inverse_root = one
-        m, v = state[0], state[1]
-        for p in range(params.shape[0]):
-            w = params[p]
-            g = grads[p] + coupled * w
-            m[p] = beta1 * m[p] + rest1 * g
-            v[p] = beta2 * v[p] + rest2 * g * g
-            v_hat = v[p]
-            if amsgrad:
-                v_hat = state[2, p] = max(state[2, p], v_hat)
-            params[p] = w * decay - step_size * m[p] / (np.sqrt(v_hat) * inverse_root + eps)
+        _adam(params, grads, state, c, lr, step)
     elif c.optimizer == RMSPROP:
-        alpha, rest, eps, momentum = dtype(c.alpha), dtype(1 - c.alpha), dtype(c.eps), dtype(c.momentum)
-        centered = c.centered != 0
-        squares = state[0]
-        for p in range(params.shape[0]):
-            g = grads[p]
-            squares[p] = alpha * squares[p] + rest * g * g
-            if centered:
-                state[1, p] = alpha * state[1, p] + rest * g
-                denominator = np.sqrt(squares[p] - state[1, p] * state[1, p]) + eps
-            else:
-                denominator = np.sqrt(squares[p]) + eps
-            if momentum != 0:
-                state[2, p] = momentum * state[2, p] + g / denominator
-                params[p] -= rate * state[2, p]
-            else:
-                params[p] -= rate * g / denominator
+        _rmsprop(params, grads, state, c, lr, step)
     elif c.optimizer == ADAGRAD:
-        eps = dtype(c.eps)
-        squares = state[0]
-        for p in range(params.shape[0]):
-            g = grads[p]
-            squares[p] += g * g
-            params[p] -= rate * g / (np.sqrt(squares[p]) + eps)
+        _adagrad(params, grads, state, c, lr, step)
 
 
 @_jit
-def _line_search(layout, params, grads, trial, X, Y, weights, value, config, l2, alpha, acts, offsets, z, lse,
-                 deltas):
+def _line_search(layout, params, grads, trial, X, Y, weights, value, config, l2, alpha, acts, derivatives, offsets, z,
+                 lse, deltas):
     """Armijo backtracking from ``alpha`` (``fastgd.BacktrackingLineSearch``); ``params``
     moves to the accepted point. Returns the accepted step."""
     c = config[0]
@@ -931,8 +1108,8 @@ def _line_search(layout, params, grads, trial, X, Y, weights, value, config, l2,
         rate = params.dtype.type(step)
         for p in range(params.shape[0]):
             trial[p] = params[p] - rate * grads[p]
-        trial_value = _gradient_blocks(layout, trial, trial, X, Y, weights, count, c.loss, acts, offsets, z, lse,
-                                       deltas, np.bool_(False))
+        trial_value = _gradient_blocks(layout, trial, trial, X, Y, weights, count, c.loss, acts, derivatives, offsets,
+                                       z, lse, deltas, np.bool_(False))
         if l2 != 0:
             trial_value += _l2_penalty(layout, trial, l2)
         if trial_value <= value - c.c * step * slope:
@@ -953,45 +1130,45 @@ def _batch_l2(config, rows):
 # ``searches``, a constant (True or False) from the entry of each kind of epoch (``_train_epoch``,
 # ``_train_epoch_line_search``, ...), chooses while Numba compiles whether the steps update by the
 # optimizer's rule or by a line search: a fit compiles the one it uses.
-def _apply(searches, layout, params, grads, state, X, Y, weights, value, config, l2, lrs, i, step, acts, offsets, z,
-           lse, deltas):
+def _apply(searches, layout, params, grads, state, X, Y, weights, value, config, l2, lrs, i, step, acts, derivatives,
+           offsets, z, lse, deltas):
     """Step ``i`` of an epoch once ``grads`` holds the gradient of the batch ``(X, Y)``, whose
     loss is ``value``: clipping, then the update; with ``searches`` a line search, which writes
     back the step it took into ``lrs[i]``."""
 
 
 @_overload(_apply)
-def _apply_for(searches, layout, params, grads, state, X, Y, weights, value, config, l2, lrs, i, step, acts, offsets,
-               z, lse, deltas):
+def _apply_for(searches, layout, params, grads, state, X, Y, weights, value, config, l2, lrs, i, step, acts,
+               derivatives, offsets, z, lse, deltas):
     if not isinstance(searches, types.BooleanLiteral):
         return None
     if searches.literal_value:
         def line_search(searches, layout, params, grads, state, X, Y, weights, value, config, l2, lrs, i, step, acts,
-                        offsets, z, lse, deltas):
+                        derivatives, offsets, z, lse, deltas):
             _clip(grads, config)
             lrs[i] = _line_search(layout, params, grads, state[0], X, Y, weights, value, config, l2, lrs[i], acts,
-                                  offsets, z, lse, deltas)
+                                  derivatives, offsets, z, lse, deltas)
         return line_search
 
-    def update(searches, layout, params, grads, state, X, Y, weights, value, config, l2, lrs, i, step, acts, offsets,
-               z, lse, deltas):
+    def update(searches, layout, params, grads, state, X, Y, weights, value, config, l2, lrs, i, step, acts,
+               derivatives, offsets, z, lse, deltas):
         _clip(grads, config)
         _update(params, grads, state, config, lrs[i], step + i)
     return update
 
 
 @_inline
-def _train_step(layout, params, grads, state, X, Y, weights, config, lrs, i, step, fused, acts, offsets, z, lse,
-                deltas, row, searches):
+def _train_step(layout, params, grads, state, X, Y, weights, config, lrs, i, step, fused, acts, derivatives, offsets, z,
+                lse, deltas, row, searches):
     """Step ``i`` of an epoch on the batch ``(X, Y)``; returns the batch loss (not finite: no step taken)."""
     dtype = params.dtype.type
     c = config[0]
     l2 = _batch_l2(config, _rows(weights, _n_rows(X)))
-    value = _step(layout, params, grads, X, Y, weights, c.loss, dtype(l2), dtype(lrs[i]), fused, acts, offsets, z,
-                  lse, deltas, row)
+    value = _step(layout, params, grads, X, Y, weights, c.loss, dtype(l2), dtype(lrs[i]), fused, acts, derivatives,
+                  offsets, z, lse, deltas, row)
     if not fused and np.isfinite(value):
-        _apply(searches, layout, params, grads, state, X, Y, weights, value, config, l2, lrs, i, step, acts, offsets,
-               z, lse, deltas)
+        _apply(searches, layout, params, grads, state, X, Y, weights, value, config, l2, lrs, i, step, acts,
+               derivatives, offsets, z, lse, deltas)
     return value
 
 
@@ -1012,13 +1189,13 @@ def _stochastic(config, batch_size, n, layout):
 
 
 @_jit
-def _first_layer_step(layout, params, x, acts, offsets, deltas, l2, lr):
+def _first_layer_step(layout, params, x, acts, derivatives, offsets, deltas, l2, lr):
     """The SGD step of ``W0`` left by the last row (its input in block 0 of ``acts``, its
     deltas in block 1 of ``deltas``); with ``x`` (the next row's input, else empty), in the
     same pass the first layer's forward pass of ``x``, which then becomes block 0.
     Returns ``sum(W0**2)`` before the step (float64)."""
     n_in, n_out, activation, w, b = layout[0, 0], layout[0, 1], layout[0, 2], layout[0, 3], layout[0, 4]
-    W, a, d = _matrix(params, w, n_in, n_out), acts[:n_in], _row(deltas, offsets[1], n_out, 0)
+    W, a, d = _matrix(params, w, n_in, n_out), _row(acts, offsets[0], n_in, 0), _row(deltas, offsets[1], n_out, 0)
     squares = 0.0
     if x.shape[0] == 0:
         for k in range(n_in):
@@ -1028,21 +1205,23 @@ def _first_layer_step(layout, params, x, acts, offsets, deltas, l2, lr):
     product[:] = 0
     for k in range(n_in):
         squares += _sgd_rank1_forward_row(W, k, a[k], d, l2, lr, x[k], product)
-    _activate_row(product, params[b : b + n_out], activation, params.dtype.type(1))
+    _activate_row(product, params[b : b + n_out], _row(derivatives, offsets[1], n_out, 0), activation,
+                  _parameter(layout, 0, params.dtype.type))
     _copy(a, x)
     return squares
 
 
 @_jit
-def _stochastic_epoch(layout, params, grads, X, Y, weights, order, config, lrs, acts, offsets, z, lse, deltas, xb, yb,
-                      wb, row):
+def _stochastic_epoch(layout, params, grads, X, Y, weights, order, config, lrs, acts, derivatives, offsets, z, lse,
+                      deltas, xb, yb, wb, row):
     """An epoch of plain SGD on one row per step (``_stochastic``), in which each step's update
     of ``W0`` is taken in the next step's forward pass, which reads the same rows of ``W0``: one
     pass over ``W0`` per step instead of two. Returns what ``_train_epoch`` returns."""
     # The steps take views that count no references (``_view``).
     params, grads, X, Y, weights = _unowned(params), _unowned(grads), _unowned(X), _unowned(Y), _unowned(weights)
-    acts, z, lse, deltas, xb, yb, wb, row = (_unowned(acts), _unowned(z), _unowned(lse), _unowned(deltas),
-                                             _unowned(xb), _unowned(yb), _unowned(wb), _unowned(row))
+    acts, derivatives, z, lse, deltas = (_unowned(acts), _unowned(derivatives), _unowned(z), _unowned(lse),
+                                         _unowned(deltas))
+    xb, yb, wb, row = _unowned(xb), _unowned(yb), _unowned(wb), _unowned(row)
     n, n_in = _n_rows(X), layout[0, 0]
     c = config[0]
     dtype = params.dtype.type
@@ -1059,11 +1238,11 @@ def _stochastic_epoch(layout, params, grads, X, Y, weights, order, config, lrs, 
         _input_block(_batch(X, order, i, 1, xb), x, n_in)
         squares = 0.0
         if i == 0:
-            _copy(acts[:n_in], x)
-            _forward_row(layout, params, acts, offsets, z, lse, np.intp(0))
+            _copy(_row(acts, offsets[0], n_in, 0), x)
+            _forward_row(layout, params, acts, derivatives, offsets, z, lse, np.intp(0))
         else:  # the step of the row before (the rest of its L2 term), then this row
-            squares = _first_layer_step(layout, params, x, acts, offsets, deltas, l2, lr)
-            _forward_row(layout, params, acts, offsets, z, lse, np.intp(1))
+            squares = _first_layer_step(layout, params, x, acts, derivatives, offsets, deltas, l2, lr)
+            _forward_row(layout, params, acts, derivatives, offsets, z, lse, np.intp(1))
         row_weights = wb[:1] if weighted else weights
         value = _loss(layout, yb[:1], row_weights, np.intp(1), acts, offsets, z, lse, deltas, c.loss)
         # Each tested apart: fast-math folds the test of a sum to True.
@@ -1072,10 +1251,10 @@ def _stochastic_epoch(layout, params, grads, X, Y, weights, order, config, lrs, 
         if l2 != 0:
             total += 0.5 * l2 * squares
         l2, lr = dtype(_batch_l2(config, _rows(row_weights, 1))), dtype(lrs[i])
-        squares = _backward_rows(layout, params, grads, np.intp(1), acts, offsets, deltas, l2, lr, np.bool_(True),
-                                 row, np.intp(1))
+        squares = _backward_rows(layout, params, grads, np.intp(1), acts, derivatives, offsets, deltas, l2, lr,
+                                 np.bool_(True), row, np.intp(1))
         total += value + 0.5 * l2 * squares if l2 != 0 else value
-    squares = _first_layer_step(layout, params, x[:0], acts, offsets, deltas, l2, lr)
+    squares = _first_layer_step(layout, params, x[:0], acts, derivatives, offsets, deltas, l2, lr)
     if l2 != 0:
         if not np.isfinite(squares):
             return np.nan, n, NOT_FINITE
@@ -1084,14 +1263,15 @@ def _stochastic_epoch(layout, params, grads, X, Y, weights, order, config, lrs, 
 
 
 @_inline
-def _epoch(layout, params, grads, state, X, Y, weights, order, batch_size, config, lrs, step, acts, offsets, z, lse,
-           deltas, xb, yb, wb, row, searches):
+def _epoch(layout, params, grads, state, X, Y, weights, order, batch_size, config, lrs, step, acts, derivatives,
+           offsets, z, lse, deltas, xb, yb, wb, row, searches):
     """An epoch of batches (``searches``: see ``_apply``); returns what ``_train_epoch`` returns."""
     # The steps take views that count no references (``_view``).
     params, grads, state, X, Y, weights = (_unowned(params), _unowned(grads), _unowned(state), _unowned(X), _unowned(Y),
                                            _unowned(weights))
-    acts, z, lse, deltas, xb, yb, wb, row = (_unowned(acts), _unowned(z), _unowned(lse), _unowned(deltas),
-                                             _unowned(xb), _unowned(yb), _unowned(wb), _unowned(row))
+    acts, derivatives, z, lse, deltas = (_unowned(acts), _unowned(derivatives), _unowned(z), _unowned(lse),
+                                         _unowned(deltas))
+    xb, yb, wb, row = _unowned(xb), _unowned(yb), _unowned(wb), _unowned(row)
     n = _n_rows(X)
     n_batches = (n + batch_size - 1) // batch_size
     fused = _fused(config)
@@ -1112,7 +1292,7 @@ def _epoch(layout, params, grads, state, X, Y, weights, order, batch_size, confi
             if weights.shape[0] > 0:
                 batch_weights = wb[:m]
         value = _train_step(layout, params, grads, state, X_batch, Y_batch, batch_weights, config, lrs, i, step, fused,
-                            acts, offsets, z, lse, deltas, row, searches)
+                            acts, derivatives, offsets, z, lse, deltas, row, searches)
         if not np.isfinite(value):
             return value, i, NOT_FINITE
         total += value * m
@@ -1120,33 +1300,34 @@ def _epoch(layout, params, grads, state, X, Y, weights, order, batch_size, confi
 
 
 @_jit
-def _train_epoch(layout, params, grads, state, X, Y, weights, order, batch_size, config, lrs, step, acts, offsets, z,
-                 lse, deltas, xb, yb, wb, row):
+def _train_epoch(layout, params, grads, state, X, Y, weights, order, batch_size, config, lrs, step, acts, derivatives,
+                 offsets, z, lse, deltas, xb, yb, wb, row):
     """An epoch of an optimizer's update rule (``fastgd.kernels.protocol.Backend.train_epoch``)."""
-    return _epoch(layout, params, grads, state, X, Y, weights, order, batch_size, config, lrs, step, acts, offsets, z,
-                  lse, deltas, xb, yb, wb, row, False)
+    return _epoch(layout, params, grads, state, X, Y, weights, order, batch_size, config, lrs, step, acts, derivatives,
+                  offsets, z, lse, deltas, xb, yb, wb, row, False)
 
 
 @_jit
 def _train_epoch_line_search(layout, params, grads, state, X, Y, weights, order, batch_size, config, lrs, step, acts,
-                             offsets, z, lse, deltas, xb, yb, wb, row):
+                             derivatives, offsets, z, lse, deltas, xb, yb, wb, row):
     """An epoch of a line search (``fastgd.kernels.protocol.Backend.train_epoch``)."""
-    return _epoch(layout, params, grads, state, X, Y, weights, order, batch_size, config, lrs, step, acts, offsets, z,
-                  lse, deltas, xb, yb, wb, row, True)
+    return _epoch(layout, params, grads, state, X, Y, weights, order, batch_size, config, lrs, step, acts, derivatives,
+                  offsets, z, lse, deltas, xb, yb, wb, row, True)
 
 
 # ---------------------------------------------------------------- one batch in shares of its rows, on threads
 @_jit
-def _batch_gradient(layout, params, grads, X, Y, weights, first, last, loss, acts, offsets, z, lse, deltas):
+def _batch_gradient(layout, params, grads, X, Y, weights, first, last, loss, acts, derivatives, offsets, z, lse,
+                    deltas):
     m = last - first
     return _gradient_blocks(layout, params, grads, _rows_of(X, first, m), Y[first:last], weights[first:last],
-                            _loss_base(layout, weights, _n_rows(X), loss), loss, acts, offsets, z, lse, deltas,
-                            np.bool_(True))
+                            _loss_base(layout, weights, _n_rows(X), loss), loss, acts, derivatives, offsets, z, lse,
+                            deltas, np.bool_(True))
 
 
 @_inline
-def _step_of_shares(layout, params, grads, parts, state, X, Y, weights, losses, config, lrs, step, acts, offsets, z,
-                    lse, deltas, searches):
+def _step_of_shares(layout, params, grads, parts, state, X, Y, weights, losses, config, lrs, step, acts, derivatives,
+                    offsets, z, lse, deltas, searches):
     """The step of a batch from its shares' gradients and losses (``searches``: see ``_apply``)."""
     dtype = params.dtype.type
     value = 0.0
@@ -1164,25 +1345,25 @@ def _step_of_shares(layout, params, grads, parts, state, X, Y, weights, losses, 
     if not np.isfinite(value):
         return value, 0, NOT_FINITE
     if not fused:
-        _apply(searches, layout, params, grads, state, X, Y, weights, value, config, l2, lrs, 0, step, acts, offsets,
-               z, lse, deltas)
+        _apply(searches, layout, params, grads, state, X, Y, weights, value, config, l2, lrs, 0, step, acts,
+               derivatives, offsets, z, lse, deltas)
     return value, 1, OK if _finite(params) and _finite(state.ravel()) else NOT_FINITE
 
 
 @_jit
-def _batch_step(layout, params, grads, parts, state, X, Y, weights, losses, config, lrs, step, acts, offsets, z, lse,
-                deltas):
+def _batch_step(layout, params, grads, parts, state, X, Y, weights, losses, config, lrs, step, acts, derivatives,
+                offsets, z, lse, deltas):
     """``_step_of_shares`` of an optimizer's update rule."""
     return _step_of_shares(layout, params, grads, parts, state, X, Y, weights, losses, config, lrs, step, acts,
-                           offsets, z, lse, deltas, False)
+                           derivatives, offsets, z, lse, deltas, False)
 
 
 @_jit
 def _batch_step_line_search(layout, params, grads, parts, state, X, Y, weights, losses, config, lrs, step, acts,
-                            offsets, z, lse, deltas):
+                            derivatives, offsets, z, lse, deltas):
     """``_step_of_shares`` of a line search."""
     return _step_of_shares(layout, params, grads, parts, state, X, Y, weights, losses, config, lrs, step, acts,
-                           offsets, z, lse, deltas, True)
+                           derivatives, offsets, z, lse, deltas, True)
 
 
 # ---------------------------------------------------------------- the epoch's shuffle: NumPy's RandomState.shuffle
@@ -1235,8 +1416,8 @@ def _finite(values):
 
 
 @_jit
-def _data_loss(layout, params, X, Y, weights, loss, acts, offsets, z, lse, deltas):
-    _forward_blas(layout, params, X, acts, offsets, z, lse)
+def _data_loss(layout, params, X, Y, weights, loss, acts, derivatives, offsets, z, lse, deltas):
+    _forward_blas(layout, params, X, acts, derivatives, offsets, z, lse)
     return _loss(layout, Y, weights, _n_rows(X), acts, offsets, z, lse, deltas, loss)
 
 
@@ -1298,12 +1479,13 @@ def _input(X):
 
 @_announced(1)
 def forward(layout, params, X, ws):
-    _forward_blas(layout, params, _input(X), ws.acts, ws.offsets, ws.z, ws.lse)
+    _forward_blas(layout, params, _input(X), ws.acts, ws.derivatives, ws.offsets, ws.z, ws.lse)
 
 
 @_announced(1)
 def data_loss(layout, params, X, Y, weights, loss, ws):
-    return _data_loss(layout, params, _input(X), Y, weights, loss, ws.acts, ws.offsets, ws.z, ws.lse, ws.deltas)
+    return _data_loss(layout, params, _input(X), Y, weights, loss, ws.acts, ws.derivatives, ws.offsets, ws.z, ws.lse,
+                      ws.deltas)
 
 
 @_announced(1)
@@ -1317,7 +1499,7 @@ def backward(layout, params, X, Y, weights, config, ws, grads):
     c = config[0]
     l2 = dtype(_batch_l2(config, _rows(weights, len(X))))
     return _step(layout, params, grads, _input(X), Y, weights, int(c["loss"]), l2, dtype(0), False, ws.acts,
-                 ws.offsets, ws.z, ws.lse, ws.deltas, _loops_buffer(ws, len(X), len(X)))
+                 ws.derivatives, ws.offsets, ws.z, ws.lse, ws.deltas, _loops_buffer(ws, len(X), len(X)))
 
 
 @_announced(0)
@@ -1339,20 +1521,21 @@ def _searches(config):
 def train_epoch(layout, params, grads, state, X, Y, weights, order, batch_size, config, lrs, step, ws):
     if _stochastic(config, batch_size, len(X), layout):
         return _stochastic_epoch(layout, params, grads, _input(X), Y, weights, order, config, lrs, ws.acts,
-                                 ws.offsets, ws.z, ws.lse, ws.deltas, ws.x, ws.y, ws.w, ws.row)
+                                 ws.derivatives, ws.offsets, ws.z, ws.lse, ws.deltas, ws.x, ws.y, ws.w, ws.row)
     epoch = _train_epoch_line_search if _searches(config) else _train_epoch
     return epoch(layout, params, grads, state, _input(X), Y, weights, order, batch_size, config, lrs, step, ws.acts,
-                 ws.offsets, ws.z, ws.lse, ws.deltas, ws.x, ws.y, ws.w, _loops_buffer(ws, len(X), batch_size))
+                 ws.derivatives, ws.offsets, ws.z, ws.lse, ws.deltas, ws.x, ws.y, ws.w, _loops_buffer(ws, len(X),
+                                                                                                      batch_size))
 
 
 @_announced(1)
 def batch_gradient(layout, params, grads, X, Y, weights, first, last, loss, ws):
-    return _batch_gradient(layout, params, grads, _input(X), Y, weights, first, last, loss, ws.acts, ws.offsets, ws.z,
-                           ws.lse, ws.deltas)
+    return _batch_gradient(layout, params, grads, _input(X), Y, weights, first, last, loss, ws.acts, ws.derivatives,
+                           ws.offsets, ws.z, ws.lse, ws.deltas)
 
 
 @_announced(1)
 def batch_step(layout, params, grads, parts, state, X, Y, weights, losses, config, lrs, step, ws):
     step_of_shares = _batch_step_line_search if _searches(config) else _batch_step
     return step_of_shares(layout, params, grads, parts, state, _input(X), Y, weights, losses, config, lrs, step,
-                          ws.acts, ws.offsets, ws.z, ws.lse, ws.deltas)
+                          ws.acts, ws.derivatives, ws.offsets, ws.z, ws.lse, ws.deltas)

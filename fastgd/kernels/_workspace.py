@@ -14,9 +14,10 @@ class Workspace:
     layer ``l``'s output, each row-major ``(m, width)`` from ``offsets[block]``: room for
     ``block_rows`` rows of each hidden layer (the kernels go through larger batches in
     blocks of rows) and for every row of the output layer, or with ``keep_outputs`` False
-    for one block of it (training keeps no more). ``derivatives`` holds f'(z) of the hidden
-    layers' activations, as the forward pass leaves it, in the blocks of ``acts`` (the
-    input's block unused). ``z`` holds the output logits,
+    for one block of it (training keeps no more). In memory the hidden layers' blocks come
+    first, then the input's, then the output's: ``derivatives`` holds f'(z) of the hidden
+    layers' units, as a forward pass that a backward pass follows leaves it, at the same
+    offsets, and ends where the hidden blocks do. ``z`` holds the output logits,
     ``lse`` their log-sum-exp per row; ``x``,
     ``y``, ``w`` take a gathered mini-batch of up to ``batch_rows`` rows (inputs,
     targets, weights; with ``sparse``, no inputs: sparse rows are read in place); ``row`` is
@@ -27,12 +28,18 @@ class Workspace:
         widths = np.concatenate([layout[:1, N_IN], layout[:, N_OUT]])
         capacity = np.full(len(widths), block_rows)
         capacity[0], capacity[-1] = input_rows, rows if keep_outputs else block_rows
-        offsets = frozen(np.concatenate([[0], np.cumsum(capacity * widths)]).astype(np.int64))
+        placed = np.roll(capacity * widths, -1)  # blocks 1, ..., L, then 0 ...
+        placed[-2:] = placed[-1], placed[-2]  # ... with the output's block L last
+        starts = np.concatenate([[0], np.cumsum(placed)])
+        hidden_end = starts[len(widths) - 2]
+        # offsets[b]: where block b starts; then the end of every block
+        offsets = frozen(np.concatenate([[hidden_end], starts[: len(widths) - 2], [starts[-2], starts[-1]]])
+                         .astype(np.int64))
         acts = np.empty(int(offsets[-1]), dtype)
         fields = dict(
             layout=layout, dtype=np.dtype(dtype), rows=rows, batch_rows=batch_rows, sparse=sparse,
             keep_outputs=keep_outputs, offsets=offsets, acts=acts,
-            deltas=np.empty_like(acts), derivatives=np.empty(int(offsets[-2]), dtype),
+            deltas=np.empty_like(acts), derivatives=np.empty(int(hidden_end), dtype),
             z=np.empty(capacity[-1] * int(widths[-1]), dtype),
             lse=np.empty(capacity[-1]),  # log-sum-exp of each row of z (softmax outputs), float64
             x=np.empty((0 if sparse else batch_rows, int(widths[0])), dtype),  # sparse rows: read in place
