@@ -44,9 +44,14 @@ class Activation:
     def of(spelling: str) -> "Activation":
         """The layer of an activation as a model spells it."""
         name, parameter = activation_rule(spelling)
-        if name in ("leaky_relu", "elu"):
-            return _NAMED[name](parameter)
-        return GELU("tanh") if name == "gelu_tanh" else _NAMED[name]()
+        layers = {rule: layer for layer in Activation.__subclasses__()
+                  for rule in getattr(layer, "rules", None) or [layer.name]}
+        return layers[name].of_rule(name, parameter)
+
+    @classmethod
+    def of_rule(cls, name: str, parameter: float) -> "Activation":
+        """The layer for the activation ``name`` with its ``parameter`` (most take none)."""
+        return cls()
 
 
 class Identity(Activation):
@@ -78,6 +83,9 @@ class Exp(Activation):
 class LeakyReLU(Activation):
     """``z`` where ``z > 0``, else ``negative_slope * z`` (``torch.nn.LeakyReLU``)."""
 
+    rules = ["leaky_relu"]
+    of_rule = classmethod(lambda cls, name, parameter: cls(parameter))
+
     def __init__(self, negative_slope: float = 0.01):
         self.name = activation_spelling("leaky_relu", _finite(negative_slope, "negative_slope"))
         self.negative_slope = float(negative_slope)
@@ -88,6 +96,9 @@ class LeakyReLU(Activation):
 
 class ELU(Activation):
     """``z`` where ``z > 0``, else ``alpha * (exp(z) - 1)`` (``torch.nn.ELU``)."""
+
+    rules = ["elu"]
+    of_rule = classmethod(lambda cls, name, parameter: cls(parameter))
 
     def __init__(self, alpha: float = 1.0):
         self.name = activation_spelling("elu", _finite(alpha, "alpha"))
@@ -100,6 +111,9 @@ class ELU(Activation):
 class GELU(Activation):
     """``z * Phi(z)``, ``Phi`` the standard normal CDF (``torch.nn.GELU``); with ``approximate="tanh"``,
     ``0.5 z (1 + tanh(sqrt(2 / pi) (z + 0.044715 z**3)))``."""
+
+    rules = ["gelu", "gelu_tanh"]
+    of_rule = classmethod(lambda cls, name, parameter: cls("tanh" if name == "gelu_tanh" else "none"))
 
     def __init__(self, approximate: str = "none"):
         if approximate not in ("none", "tanh"):
@@ -121,10 +135,6 @@ class Softplus(Activation):
     """``log(1 + exp(z))``, and ``z`` itself above 20 (``torch.nn.Softplus`` with its defaults)."""
 
     name = "softplus"
-
-
-_NAMED = {"identity": Identity, "relu": ReLU, "sigmoid": Sigmoid, "tanh": Tanh, "softmax": Softmax, "exp": Exp,
-          "leaky_relu": LeakyReLU, "elu": ELU, "gelu": GELU, "silu": SiLU, "softplus": Softplus}
 
 
 def _rate(value, name):

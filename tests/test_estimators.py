@@ -165,7 +165,7 @@ def test_early_stopping_keeps_the_best_validation_weights():
 
 
 @pytest.mark.parametrize("params, name", [
-    (dict(hidden_layer_sizes=(0,)), "hidden_layer_sizes"), (dict(activation="gelu"), "activation"),
+    (dict(hidden_layer_sizes=(0,)), "hidden_layer_sizes"), (dict(activation="swish"), "activation"),
     (dict(solver="newton"), "solver"), (dict(alpha=-1.0), "alpha"), (dict(batch_size=0), "batch_size"),
     (dict(learning_rate="cyclic"), "learning_rate"), (dict(learning_rate_init=0.0), "learning_rate_init"),
     (dict(max_iter=0), "max_iter"), (dict(momentum=1.5), "momentum"), (dict(beta_1=1.0), "beta_1"),
