@@ -17,7 +17,7 @@
 import numpy as np
 
 from libc.math cimport M_2_SQRTPI, M_SQRT1_2, M_SQRT2, NAN, erf, exp, expm1, fabs, isfinite, log, log1p, sqrt, tanh
-from libc.stdint cimport int64_t, uint32_t
+from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.stdio cimport fprintf, stderr
 from libc.stdlib cimport abort
 from libc.string cimport memcpy
@@ -84,6 +84,7 @@ cdef enum:
 cdef packed struct Step:
     int64_t loss
     int64_t optimizer
+    uint64_t dropout_seed
     double l2
     double l2_per_row
     double clip_value
@@ -116,10 +117,17 @@ cdef struct Sparse:
     const int64_t* indptr
     const int64_t* rows
 
+# The dropout masks of a training pass (fastgd.kernels._numpy.dropped): the seed, the optimizer step,
+# and the place in its batch of the pass's row 0. A pass that drops nothing takes NULL.
+cdef struct Masks:
+    uint64_t seed
+    uint64_t step
+    Py_ssize_t first
+
 SHUFFLES = True  # it has a ``shuffle`` kernel (fastgd.kernels.protocol.Backend)
-STEP_FIELDS = ("loss", "optimizer", "l2", "l2_per_row", "clip_value", "clip_norm", "momentum", "dampening",
-               "nesterov", "weight_decay", "sutskever", "beta", "beta1", "beta2", "eps", "amsgrad", "decoupled",
-               "eps_hat", "alpha", "centered", "rho", "c", "min_step", "fallback_step")
+STEP_FIELDS = ("loss", "optimizer", "dropout_seed", "l2", "l2_per_row", "clip_value", "clip_norm", "momentum",
+               "dampening", "nesterov", "weight_decay", "sutskever", "beta", "beta1", "beta2", "eps", "amsgrad",
+               "decoupled", "eps_hat", "alpha", "centered", "rho", "c", "min_step", "fallback_step")
 CODES = {"activations": {"identity": IDENTITY, "relu": RELU, "sigmoid": SIGMOID, "tanh": TANH, "softmax": SOFTMAX,
                          "exp": EXP, "leaky_relu": LEAKY_RELU, "elu": ELU, "gelu": GELU, "gelu_tanh": GELU_TANH,
                          "silu": SILU, "softplus": SOFTPLUS},
@@ -325,6 +333,35 @@ cdef inline floating _softplus(floating z, floating p, floating* d) noexcept nog
     return log1p(e)
 
 
+# Inverted dropout of a hidden row: each unit's uniform number is a hash of its row's key and its index
+# (splitmix64's mixing function, uint64 arithmetic that wraps); a dropped unit's activation and
+# derivative become 0, the others' are scaled by 1 / (1 - p).
+cdef inline uint64_t _mix(uint64_t x) noexcept nogil:
+    """splitmix64's mixing function."""
+    x = (x ^ (x >> 30)) * <uint64_t>0xBF58476D1CE4E5B9ULL
+    x = (x ^ (x >> 27)) * <uint64_t>0x94D049BB133111EBULL
+    return x ^ (x >> 31)
+
+
+cdef inline uint64_t _row_key(const Masks* masks, Py_ssize_t place, Py_ssize_t l) noexcept nogil:
+    """The key of the masks of layer ``l`` in the row at ``place`` of its batch."""
+    return _mix(_mix(_mix(masks.seed + masks.step) + <uint64_t>place) + <uint64_t>l)
+
+
+cdef inline void _drop_row(floating* a, floating* d, Py_ssize_t n, double p, floating scale,
+                           uint64_t key) noexcept nogil:
+    """Dropout of the ``n`` units of a row, activations ``a`` and derivatives ``d``, at rate ``p``
+    (``scale`` = 1 / (1 - p) in the array dtype); unit ``j`` goes when ``(mix(key + j) >> 11) 2**-53 < p``."""
+    cdef Py_ssize_t j
+    for j in range(n):
+        if <double>(_mix(key + <uint64_t>j) >> 11) * (1.0 / 9007199254740992.0) < p:
+            a[j] = 0
+            d[j] = 0
+        else:
+            a[j] *= scale
+            d[j] *= scale
+
+
 # A loss is one function of a row's logits ``z``, outputs ``out``, targets ``y`` and, for softmax
 # outputs, ``lse = log(sum(exp(z)))``: its value summed over the ``n`` outputs, in float64.
 cdef inline double _cross_entropy(const floating* z, const floating* out, const floating* y, double lse,
@@ -482,10 +519,24 @@ cdef inline void _adagrad(floating* params, const floating* grads, floating[:, :
 
 # ---------------------------------------------------------------- element-wise, one row at a time
 cdef inline double _parameter(const int64_t[:, ::1] layout, Py_ssize_t l) noexcept nogil:
-    """The activation parameter of layer ``l``: the float64 whose bits its last column holds."""
+    """The activation parameter of layer ``l``: the float64 whose bits its column 5 holds."""
     cdef double value
     memcpy(&value, &layout[l, 5], sizeof(double))
     return value
+
+
+cdef inline double _dropout(const int64_t[:, ::1] layout, Py_ssize_t l) noexcept nogil:
+    """The dropout rate of layer ``l``: the float64 whose bits its column 6 holds."""
+    cdef double value
+    memcpy(&value, &layout[l, 6], sizeof(double))
+    return value
+
+
+cdef inline Masks _masks(const Step* c, Py_ssize_t step, Py_ssize_t first) noexcept nogil:
+    """The masks of optimizer step ``step`` for rows from place ``first`` of their batch."""
+    cdef Masks masks
+    masks.seed, masks.step, masks.first = c.dropout_seed, <uint64_t>step, first
+    return masks
 
 
 cdef inline void _activate_row(floating* z, const floating* b, floating* d, Py_ssize_t n, int activation,
@@ -588,14 +639,17 @@ cdef inline double _loss_row(const floating* z, const floating* out, const float
 cdef void _forward_block(const int64_t[:, ::1] layout, const floating[::1] params, const floating[::1] X,
                          const Sparse* sparse, Py_ssize_t start, Py_ssize_t m, Py_ssize_t slot,
                          floating[::1] acts, floating[::1] derivatives, const int64_t[::1] offsets, floating[::1] z,
-                         double[::1] lse, bint keep) noexcept nogil:
+                         double[::1] lse, bint keep, const Masks* masks) noexcept nogil:
     """Forward pass of the ``m`` rows from row ``start`` of ``X`` (or ``sparse``): hidden
     activations and their derivatives from the start of their blocks, outputs, logits and
     log-sum-exp at row ``slot``. Without ``keep`` (no backward pass follows), every row's
-    derivatives go to the first row of their block, and the rest of it is not touched."""
+    derivatives go to the first row of their block, and the rest of it is not touched. With
+    ``masks`` (a training pass) hidden units drop, row ``i`` at place ``masks.first + start + i``."""
     cdef Py_ssize_t l, i, last = layout.shape[0] - 1, first, n_in, n_out, kept = m if keep else 1
     cdef int activation
-    cdef floating p
+    cdef floating p, scale = 1
+    cdef double rate
+    cdef bint drop
     cdef floating* A
     cdef floating* Z
     cdef floating* out
@@ -604,6 +658,10 @@ cdef void _forward_block(const int64_t[:, ::1] layout, const floating[::1] param
     cdef double* row_lse = _at(lse, slot, m, b"lse")
     for l in range(last + 1):
         n_in, n_out, activation, p = layout[l, 0], layout[l, 1], layout[l, 2], <floating>_parameter(layout, l)
+        rate = _dropout(layout, l)
+        drop = masks != NULL and rate > 0
+        if drop:
+            scale = <floating>(1 / (1 - rate))
         bias = _at(params, layout[l, 4], n_out, b"b")
         first = slot * n_out if l == last else 0
         out = _at(acts, offsets[l + 1] + first, m * n_out, b"activations")
@@ -620,6 +678,9 @@ cdef void _forward_block(const int64_t[:, ::1] layout, const floating[::1] param
                 row_lse[i] = _output_row(Z + i * n_out, bias, out + i * n_out, n_out, activation)
             else:
                 _activate_row(Z + i * n_out, bias, d + (i * n_out if keep else 0), n_out, activation, p)
+                if drop:
+                    _drop_row(Z + i * n_out, d + (i * n_out if keep else 0), n_out, rate, scale,
+                              _row_key(masks, masks.first + start + i, l))
 
 
 cdef inline void _add_product(floating* product, const floating* a, const floating* W, Py_ssize_t n_in,
@@ -647,10 +708,12 @@ cdef inline void _add_product(floating* product, const floating* a, const floati
 
 cdef void _forward_row(const int64_t[:, ::1] layout, const floating[::1] params, floating[::1] acts,
                        floating[::1] derivatives, const int64_t[::1] offsets, floating[::1] z, double[::1] lse,
-                       Py_ssize_t first) noexcept nogil:
+                       Py_ssize_t first, const Masks* masks) noexcept nogil:
     """Forward pass of one row from layer ``first`` on (its input in block ``first`` of ``acts``),
-    by loops over the rows of ``W`` (a BLAS call costs more than the product of one row)."""
+    by loops over the rows of ``W`` (a BLAS call costs more than the product of one row); with
+    ``masks``, hidden units drop (the row at place ``masks.first``)."""
     cdef Py_ssize_t l, k, j, n_in, n_out, last = layout.shape[0] - 1
+    cdef double rate
     cdef const floating* A
     cdef const floating* W
     cdef floating* out
@@ -670,18 +733,23 @@ cdef void _forward_row(const int64_t[:, ::1] layout, const floating[::1] params,
             _activate_row(product, _at(params, layout[l, 4], n_out, b"b"),
                           _at(derivatives, offsets[l + 1], n_out, b"derivatives"), n_out, layout[l, 2],
                           <floating>_parameter(layout, l))
+            rate = _dropout(layout, l)
+            if masks != NULL and rate > 0:
+                _drop_row(product, _at(derivatives, offsets[l + 1], n_out, b"derivatives"), n_out, rate,
+                          <floating>(1 / (1 - rate)), _row_key(masks, masks.first, l))
 
 
 cdef void _forward(const int64_t[:, ::1] layout, const floating[::1] params, const floating[::1] X,
                    const Sparse* sparse, Py_ssize_t m, floating[::1] acts, floating[::1] derivatives,
-                   const int64_t[::1] offsets, floating[::1] z, double[::1] lse, bint keep) noexcept nogil:
+                   const int64_t[::1] offsets, floating[::1] z, double[::1] lse, bint keep,
+                   const Masks* masks) noexcept nogil:
     """Forward pass of the ``m`` rows of ``X`` (or ``sparse``) in blocks of ``BLOCK_ROWS``;
-    outputs in the last block of ``acts``; ``keep`` as :func:`_forward_block` takes it."""
+    outputs in the last block of ``acts``; ``keep`` and ``masks`` as :func:`_forward_block` takes them."""
     cdef Py_ssize_t block, start
     for block in range((m + BLOCK_ROWS - 1) // BLOCK_ROWS):
         start = block * BLOCK_ROWS
         _forward_block(layout, params, X, sparse, start, min(BLOCK_ROWS, m - start), start, acts, derivatives,
-                       offsets, z, lse, keep)
+                       offsets, z, lse, keep, masks)
 
 
 cdef inline double _count(const int64_t[:, ::1] layout, double rows, int loss) noexcept nogil:
@@ -938,17 +1006,18 @@ cdef double _gradient_blocks(const int64_t[:, ::1] layout, floating[::1] params,
                             const floating[::1] X, const Sparse* sparse, const floating[::1] Y, const double* w,
                             Py_ssize_t m, double count, int loss, floating[::1] acts, floating[::1] derivatives,
                             const int64_t[::1] offsets, floating[::1] z, double[::1] lse, floating[::1] deltas,
-                            bint backward=True) noexcept nogil:
+                            const Masks* masks, bint backward=True) noexcept nogil:
     """``grads`` of the data loss of the ``m`` rows ``(X, Y)`` (weighted by ``w``, NULL: 1 each) taken
     over ``count`` (``_loss_base`` of their batch), in blocks of ``BLOCK_ROWS`` rows, each block's
     outputs at the start of theirs; returns that loss (float64; not finite: stopped there, ``grads``
-    unfinished). Without ``backward``, the loss only: ``grads`` is not touched."""
+    unfinished). Without ``backward``, the loss only: ``grads`` is not touched. ``masks``: the
+    dropout of a training step (NULL: none), ``X``'s row 0 at place ``masks.first``."""
     cdef Py_ssize_t block, start, r
     cdef double value = 0
     for block in range((m + BLOCK_ROWS - 1) // BLOCK_ROWS):
         start = block * BLOCK_ROWS
         r = min(BLOCK_ROWS, m - start)
-        _forward_block(layout, params, X, sparse, start, r, 0, acts, derivatives, offsets, z, lse, backward)
+        _forward_block(layout, params, X, sparse, start, r, 0, acts, derivatives, offsets, z, lse, backward, masks)
         value += _loss_rows(layout, Y, w, start, r, 0, count, acts, offsets, z, lse, deltas, loss)
         if not isfinite(value):
             return value
@@ -961,9 +1030,11 @@ cdef double _gradient_blocks(const int64_t[:, ::1] layout, floating[::1] params,
 cdef double _step(const int64_t[:, ::1] layout, floating[::1] params, floating[::1] grads, const floating[::1] X,
                   const Sparse* sparse, const floating[::1] Y, const double* w, Py_ssize_t m, int loss, floating l2,
                   floating lr, bint fused, floating[::1] acts, floating[::1] derivatives, const int64_t[::1] offsets,
-                  floating[::1] z, double[::1] lse, floating[::1] deltas, floating[::1] row) noexcept nogil:
-    """Forward, loss and backward of one batch (with ``fused``, the SGD step too); returns
-    the batch loss: data loss + L2 term of the weights before the step."""
+                  floating[::1] z, double[::1] lse, floating[::1] deltas, floating[::1] row,
+                  const Masks* masks) noexcept nogil:
+    """Forward, loss and backward of one batch (with ``fused``, the SGD step too), hidden units
+    dropping as ``masks`` says (NULL: none); returns the batch loss: data loss + L2 term of the
+    weights before the step."""
     cdef Py_ssize_t i, p, r, n_in = layout[0, 0], n = m * n_in
     cdef double value, squares
     cdef const floating* x
@@ -971,7 +1042,7 @@ cdef double _step(const int64_t[:, ::1] layout, floating[::1] params, floating[:
     cdef floating* inputs
     if m > SMALL_BATCH:  # through BLAS, in blocks of rows; one step after the last
         value = _gradient_blocks(layout, params, grads, X, sparse, Y, w, m, _loss_base(layout, w, m, loss), loss,
-                                 acts, derivatives, offsets, z, lse, deltas)
+                                 acts, derivatives, offsets, z, lse, deltas, masks)
         if not isfinite(value):
             return value
         squares = _finish(layout, params, grads, l2, lr, fused)
@@ -990,9 +1061,9 @@ cdef double _step(const int64_t[:, ::1] layout, floating[::1] params, floating[:
             for p in range(sparse.indptr[r], sparse.indptr[r + 1]):
                 inputs[i * n_in + sparse.indices[p]] += data[p]
     if m == 1:
-        _forward_row(layout, params, acts, derivatives, offsets, z, lse, 0)
+        _forward_row(layout, params, acts, derivatives, offsets, z, lse, 0, masks)
     else:
-        _forward(layout, params, X, sparse, m, acts, derivatives, offsets, z, lse, True)
+        _forward(layout, params, X, sparse, m, acts, derivatives, offsets, z, lse, True, masks)
     value = _loss(layout, Y, w, m, acts, offsets, z, lse, deltas, loss)
     if not isfinite(value):
         return value
@@ -1071,9 +1142,10 @@ cdef double _line_search(const int64_t[:, ::1] layout, floating[::1] parameters,
                          floating[::1] point, const floating[::1] X, const Sparse* sparse, const floating[::1] Y,
                          const double* w, Py_ssize_t m, double value, const Step* c, double l2, double alpha,
                          floating[::1] acts, floating[::1] derivatives, const int64_t[::1] offsets, floating[::1] z,
-                         double[::1] lse, floating[::1] deltas) noexcept nogil:
+                         double[::1] lse, floating[::1] deltas, const Masks* masks) noexcept nogil:
     """Armijo backtracking from ``alpha`` (``fastgd.BacktrackingLineSearch``); ``parameters``
-    move to the accepted point (tried in ``point``). Returns the accepted step."""
+    move to the accepted point (tried in ``point``, with the step's dropout ``masks``). Returns the
+    accepted step."""
     cdef Py_ssize_t p, n = parameters.shape[0]
     cdef floating* params = _at(parameters, 0, n, b"params")
     cdef const floating* grads = _at(gradients, 0, n, b"grads")
@@ -1087,7 +1159,7 @@ cdef double _line_search(const int64_t[:, ::1] layout, floating[::1] parameters,
         for p in range(n):
             trial[p] = params[p] - rate * grads[p]
         trial_value = _gradient_blocks(layout, point, point, X, sparse, Y, w, m, count, c.loss, acts, derivatives,
-                                       offsets, z, lse, deltas, False)
+                                       offsets, z, lse, deltas, masks, False)
         if l2 != 0:
             trial_value += 0.5 * l2 * _sum_of_squares(layout, point)
         if trial_value <= value - c.c * step * slope:
@@ -1114,8 +1186,9 @@ cdef double _train_step(const int64_t[:, ::1] layout, floating[::1] params, floa
     """One step of an epoch on the batch ``(X, Y)`` with learning rate ``*lr`` (a line search
     writes back the step it took); returns the batch loss (not finite: no step taken)."""
     cdef double l2 = _batch_l2(c, _rows(w, m))
+    cdef Masks masks = _masks(c, step, 0)
     cdef double value = _step(layout, params, grads, X, sparse, Y, w, m, c.loss, <floating>l2, <floating>lr[0], fused,
-                              acts, derivatives, offsets, z, lse, deltas, row)
+                              acts, derivatives, offsets, z, lse, deltas, row, &masks)
     if not fused and isfinite(value):
         _apply(layout, params, grads, state, X, sparse, Y, w, m, value, c, l2, lr, step, acts, derivatives, offsets,
                z, lse, deltas)
@@ -1128,11 +1201,14 @@ cdef void _apply(const int64_t[:, ::1] layout, floating[::1] params, floating[::
                  floating[::1] derivatives, const int64_t[::1] offsets, floating[::1] z, double[::1] lse,
                  floating[::1] deltas) noexcept nogil:
     """A step once ``grads`` holds the gradient of the batch ``(X, Y)``, whose loss is ``value``:
-    clipping, then the update with learning rate ``*lr`` (a line search writes back the step it took)."""
+    clipping, then the update with learning rate ``*lr`` (a line search writes back the step it took,
+    its trial points dropping the units of optimizer step ``step``)."""
+    cdef Masks masks
     _clip(grads, c)
     if c.optimizer == LINE_SEARCH:
+        masks = _masks(c, step, 0)
         lr[0] = _line_search(layout, params, grads, state[0], X, sparse, Y, w, m, value, c, l2, lr[0], acts,
-                             derivatives, offsets, z, lse, deltas)
+                             derivatives, offsets, z, lse, deltas, &masks)
     else:
         _update(params, grads, state, c, lr[0], step)
 
@@ -1145,11 +1221,13 @@ cdef inline bint _fused(const Step* c) noexcept nogil:
 
 cdef double _first_layer_step(const int64_t[:, ::1] layout, floating[::1] params, const floating* x,
                               floating[::1] acts, floating[::1] derivatives, const int64_t[::1] offsets,
-                              const floating[::1] deltas, floating l2, floating lr) noexcept nogil:
+                              const floating[::1] deltas, floating l2, floating lr,
+                              const Masks* masks) noexcept nogil:
     """The SGD step of ``W0`` left by the last row (its input in block 0 of ``acts``, its deltas
     in block 1 of ``deltas``); with ``x`` (the next row's input, else NULL), in the same pass the
-    first layer's forward pass of ``x`` (activations and derivatives), which then becomes block 0.
-    Returns ``sum(W0**2)`` before the step (float64)."""
+    first layer's forward pass of ``x`` (activations and derivatives, its units dropping as ``masks``,
+    the next step's, says), which then becomes block 0. Returns ``sum(W0**2)`` before the step (float64)."""
+    cdef double rate = _dropout(layout, 0)
     cdef Py_ssize_t k, j, n_in = layout[0, 0], n_out = layout[0, 1]
     cdef floating* A = _at(acts, offsets[0], n_in, b"input block")
     cdef const floating* d = _at(deltas, offsets[1], n_out, b"deltas")
@@ -1179,6 +1257,9 @@ cdef double _first_layer_step(const int64_t[:, ::1] layout, floating[::1] params
     if x != NULL:
         _activate_row(product, _at(params, layout[0, 4], n_out, b"b"), _at(derivatives, offsets[1], n_out,
                       b"derivatives"), n_out, layout[0, 2], <floating>_parameter(layout, 0))
+        if masks != NULL and rate > 0:
+            _drop_row(product, _at(derivatives, offsets[1], n_out, b"derivatives"), n_out, rate,
+                      <floating>(1 / (1 - rate)), _row_key(masks, masks.first, 0))
         for k in range(n_in):
             A[k] = x[k]
     return squares
@@ -1188,12 +1269,13 @@ cdef int _stochastic_epoch(const int64_t[:, ::1] layout, floating[::1] params, f
                            const floating* X, const Sparse* sparse, const floating[::1] Y, const double* w,
                            const int64_t[::1] order, const Step* c, const double[::1] lrs, floating[::1] acts,
                            floating[::1] derivatives, const int64_t[::1] offsets, floating[::1] z, double[::1] lse,
-                           floating[::1] deltas, floating[::1] yb, double[::1] wb, floating[::1] row, double* loss,
-                           Py_ssize_t* steps) noexcept nogil:
-    """An epoch of plain SGD on one row per step, in which each step's update of ``W0`` is
-    taken in the next step's forward pass, which reads the same rows of ``W0``: one pass
-    over ``W0`` per step instead of two. Returns the status; ``loss`` and ``steps`` as
+                           floating[::1] deltas, floating[::1] yb, double[::1] wb, floating[::1] row,
+                           Py_ssize_t step, double* loss, Py_ssize_t* steps) noexcept nogil:
+    """An epoch of plain SGD on one row per step from optimizer step ``step``, in which each step's
+    update of ``W0`` is taken in the next step's forward pass, which reads the same rows of ``W0``:
+    one pass over ``W0`` per step instead of two. Returns the status; ``loss`` and ``steps`` as
     ``train_epoch`` returns them."""
+    cdef Masks masks
     cdef Py_ssize_t i, j, p, r, source, n = order.shape[0], n_in = layout[0, 0], k = layout[layout.shape[0] - 1, 1]
     cdef floating* x = _at(row, 0, n_in, b"row")  # the row's input, until its forward pass copies it to block 0
     cdef floating* inputs = _at(acts, offsets[0], n_in, b"input block")
@@ -1223,13 +1305,14 @@ cdef int _stochastic_epoch(const int64_t[:, ::1] layout, floating[::1] params, f
             for p in range(sparse.indptr[r], sparse.indptr[r + 1]):
                 x[sparse.indices[p]] += data[p]
         squares = 0
+        masks = _masks(c, step + i, 0)
         if i == 0:
             for j in range(n_in):
                 inputs[j] = x[j]
-            _forward_row(layout, params, acts, derivatives, offsets, z, lse, 0)
+            _forward_row(layout, params, acts, derivatives, offsets, z, lse, 0, &masks)
         else:  # the step of the row before (the rest of its L2 term), then this row
-            squares = _first_layer_step(layout, params, x, acts, derivatives, offsets, deltas, l2, lr)
-            _forward_row(layout, params, acts, derivatives, offsets, z, lse, 1)
+            squares = _first_layer_step(layout, params, x, acts, derivatives, offsets, deltas, l2, lr, &masks)
+            _forward_row(layout, params, acts, derivatives, offsets, z, lse, 1, &masks)
         value = _loss(layout, yb, weight, 1, acts, offsets, z, lse, deltas, c.loss)
         if not isfinite(value) or (l2 != 0 and not isfinite(squares)):
             steps[0], loss[0] = i, NAN
@@ -1239,7 +1322,8 @@ cdef int _stochastic_epoch(const int64_t[:, ::1] layout, floating[::1] params, f
         l2, lr = <floating>_batch_l2(c, _rows(weight, 1)), <floating>lrs[i]
         squares = _backward_rows(layout, params, grads, 1, acts, derivatives, offsets, deltas, l2, lr, True, row, 1)
         total += value + 0.5 * l2 * squares if l2 != 0 else value
-    squares = _first_layer_step(layout, params, <const floating*>NULL, acts, derivatives, offsets, deltas, l2, lr)
+    squares = _first_layer_step(layout, params, <const floating*>NULL, acts, derivatives, offsets, deltas, l2, lr,
+                                NULL)
     steps[0], loss[0] = n, NAN
     if l2 != 0:
         if not isfinite(squares):
@@ -1473,6 +1557,7 @@ cdef int _share_epoch(const int64_t[:, ::1] layout, floating[::1] params, floati
     cdef Sparse batch
     cdef const Sparse* rows_in = NULL
     cdef Py_ssize_t steps = 0
+    cdef Masks masks
     for i in range(n_batches):
         start = i * batch_size
         m = min(batch_size, n - start)
@@ -1511,8 +1596,9 @@ cdef int _share_epoch(const int64_t[:, ::1] layout, floating[::1] params, floati
             batch.rows = &order[start + first]  # sparse rows are read where they are, in the batch's order
             rows_in = &batch
         if rows > 0:
+            masks = _masks(c, step + i, first)
             losses[t] = _gradient_blocks(layout, params, own, xb, rows_in, yb, gathered_w, rows, count, c.loss, acts,
-                                         derivatives, offsets, z, lse, deltas)
+                                         derivatives, offsets, z, lse, deltas, &masks)
         else:
             losses[t] = 0
             for p in range(P):
@@ -1597,7 +1683,7 @@ def forward(const int64_t[:, ::1] layout, const floating[::1] params, X, ws):
     if not dense:
         rows = _sparse(X, params)
     with nogil:
-        _forward(layout, params, x, sparse, m, acts, derivatives, offsets, z, lse, False)
+        _forward(layout, params, x, sparse, m, acts, derivatives, offsets, z, lse, False, NULL)
 
 
 def data_loss(const int64_t[:, ::1] layout, const floating[::1] params, X, Y, const double[::1] weights, int loss,
@@ -1614,7 +1700,7 @@ def data_loss(const int64_t[:, ::1] layout, const floating[::1] params, X, Y, co
     if not dense:
         rows = _sparse(X, params)
     with nogil:
-        _forward(layout, params, x, sparse, m, acts, derivatives, offsets, z, lse, False)
+        _forward(layout, params, x, sparse, m, acts, derivatives, offsets, z, lse, False, NULL)
         value = _loss(layout, y, _weights(weights, m), m, acts, offsets, z, lse, deltas, loss)
     return value
 
@@ -1645,7 +1731,7 @@ def backward(const int64_t[:, ::1] layout, const floating[::1] params, X, Y, con
         rows = _sparse(X, params)
     with nogil:
         value = _step(layout, writable, grads, x, sparse, y, w, m, c.loss, <floating>_batch_l2(&c, _rows(w, m)), 0,
-                      False, acts, derivatives, offsets, z, lse, deltas, row)
+                      False, acts, derivatives, offsets, z, lse, deltas, row, NULL)
     return value
 
 
@@ -1694,7 +1780,7 @@ def train_epoch(const int64_t[:, ::1] layout, floating[::1] params, floating[::1
         with nogil:
             status = _stochastic_epoch(layout, params, grads, _at(x, 0, n * n_in, b"X") if dense else NULL, sparse, y,
                                        w, order, &c, lrs, acts, derivatives, offsets, z, lse, deltas, yb, wb, row,
-                                       &value, &steps)
+                                       step, &value, &steps)
         return value, steps, status
     with nogil:
         for i in range(n_batches):
@@ -1783,7 +1869,8 @@ def train_epoch_share(const int64_t[:, ::1] layout, floating[::1] params, floati
 
 
 def batch_gradient(const int64_t[:, ::1] layout, const floating[::1] params, floating[::1] grads, X, Y,
-                   const double[::1] weights, Py_ssize_t first, Py_ssize_t last, int loss, ws):
+                   const double[::1] weights, Py_ssize_t first, Py_ssize_t last, const Step[::1] config,
+                   Py_ssize_t step, ws):
     cdef bint dense = isinstance(X, np.ndarray)
     cdef Py_ssize_t n = X.shape[0], n_in = X.shape[1], n_out = Y.shape[1]
     cdef const floating[::1] x = X.reshape(-1)[first * n_in : last * n_in] if dense else params[:0]
@@ -1795,6 +1882,8 @@ def batch_gradient(const int64_t[:, ::1] layout, const floating[::1] params, flo
     cdef const int64_t[::1] offsets = ws.offsets
     cdef const double* w = _weights(weights, n)
     cdef double value
+    cdef Step c = config[0]
+    cdef Masks masks = _masks(&c, step, first)
     # Without a step the kernels leave params as they are: read-only is fine.
     cdef floating[::1] writable = <floating[:params.shape[0]]> <floating*> &params[0]
     if not dense:
@@ -1802,8 +1891,8 @@ def batch_gradient(const int64_t[:, ::1] layout, const floating[::1] params, flo
         rows.indptr += first  # the share's rows from its first
     with nogil:
         value = _gradient_blocks(layout, writable, grads, x, sparse, y, w + first if w != NULL else NULL,
-                                 last - first, _loss_base(layout, w, n, loss), loss, acts, derivatives, offsets, z,
-                                 lse, deltas)
+                                 last - first, _loss_base(layout, w, n, c.loss), c.loss, acts, derivatives, offsets,
+                                 z, lse, deltas, &masks)
     return value
 
 
