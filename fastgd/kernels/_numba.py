@@ -439,6 +439,65 @@ def _parameter(layout, l, dtype):
     return dtype(_float64_of_bits(layout[l, 5]))
 
 
+# Inverted dropout (the reference's ``_drop`` and ``dropped``): in a training step, each unit of a hidden
+# layer with rate p > 0 is dropped by a counter-based hash of the seed, the step, the row's place in its
+# batch, the layer and the unit (splitmix64's mixing function, uint64 arithmetic that wraps). ``masks`` is
+# ``(on, mix(seed + step), place of the first row)``; forward, data_loss and backward pass ``on`` False.
+_MIX0, _MIX1 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+_UNIT = 2.0**-53  # (hash >> 11) times this: a uniform number in [0, 1)
+NO_MASKS = (False, np.uint64(0), np.int64(0))
+
+
+@_inline
+def _mix(x):
+    """splitmix64's mixing function of the uint64 ``x`` (every operand uint64: no float promotion)."""
+    x = (x ^ (x >> np.uint64(30))) * _MIX0
+    x = (x ^ (x >> np.uint64(27))) * _MIX1
+    return x ^ (x >> np.uint64(31))
+
+
+@_inline
+def _masks(config, step, first):
+    """The masks of optimizer step ``step`` for rows from place ``first`` of its batch."""
+    return np.bool_(True), _mix(config[0].dropout_seed + np.uint64(step)), np.int64(first)
+
+
+@_inline
+def _no_masks():
+    return np.bool_(False), np.uint64(0), np.int64(0)
+
+
+@_inline
+def _shifted(masks, start):
+    """``masks`` for rows from ``start`` rows further on in the batch."""
+    return masks[0], masks[1], masks[2] + np.int64(start)
+
+
+@_inline
+def _rate(layout, l):
+    """The dropout rate of layer ``l`` (the bits of a float64 in its layout row), float64."""
+    return _float64_of_bits(layout[l, 6])
+
+
+@_inline
+def _key(masks, i, l):
+    """The key of row ``i`` (from the first row of ``masks``) in hidden layer ``l``."""
+    return _mix(_mix(masks[1] + np.uint64(masks[2] + i)) + np.uint64(l))
+
+
+@_inline
+def _drop_row(a, d, p, scale, key):
+    """Inverted dropout of one row of a hidden layer: a dropped unit's activation ``a`` and derivative
+    ``d`` become 0, a kept one's are scaled by ``scale`` (1 / (1 - p) in their dtype)."""
+    for j in range(a.shape[0]):
+        if np.float64(_mix(key + np.uint64(j)) >> np.uint64(11)) * _UNIT < p:
+            a[j] = 0
+            d[j] = 0
+        else:
+            a[j] *= scale
+            d[j] *= scale
+
+
 # A loss takes one row, its logits ``z``, outputs ``out``, targets ``y`` and for softmax outputs
 # the log-sum-exp of ``z``, and returns its loss summed over the outputs, in float64.
 @_inline
@@ -869,15 +928,17 @@ def _backward_rows(layout, params, grads, m, acts, derivatives, offsets, deltas,
 
 # ---------------------------------------------------------------- through BLAS, in blocks of rows
 @_jit
-def _forward_block(layout, params, X, start, acts, derivatives, offsets, z, lse):
+def _forward_block(layout, params, X, start, acts, derivatives, offsets, z, lse, masks):
     """Forward pass of the rows ``X`` (rows ``start`` on of the batch) through ``np.dot``: hidden
     activations and their derivatives from the start of their blocks, outputs, logits and
-    log-sum-exp at row ``start``."""
+    log-sum-exp at row ``start``; hidden units dropped by ``masks`` (its first place: ``X``'s first row)."""
     m, last = _n_rows(X), layout.shape[0] - 1
     one = params.dtype.type(1)
     for l in range(last + 1):
         n_in, n_out, activation, w, b = layout[l, 0], layout[l, 1], layout[l, 2], layout[l, 3], layout[l, 4]
         parameter = _parameter(layout, l, params.dtype.type)
+        p = _rate(layout, l)
+        drops, scale = masks[0] and p > 0, params.dtype.type(1 / (1 - p))
         W, bias = _matrix(params, w, n_in, n_out), params[b : b + n_out]
         out = offsets[l + 1] + (start * n_out if l == last else 0)
         Z = _matrix(z, start * n_out, m, n_out) if l == last else _matrix(acts, out, m, n_out)
@@ -889,13 +950,17 @@ def _forward_block(layout, params, X, start, acts, derivatives, offsets, z, lse)
             if l == last:
                 lse[start + i] = _output_row(Z[i], bias, _row(acts, out, n_out, i), activation, one)
             else:
-                _activate_row(Z[i], bias, _row(derivatives, out, n_out, i), activation, parameter)
+                d = _row(derivatives, out, n_out, i)
+                _activate_row(Z[i], bias, d, activation, parameter)
+                if drops:
+                    _drop_row(Z[i], d, p, scale, _key(masks, i, l))
 
 
 @_jit
-def _forward_row(layout, params, acts, derivatives, offsets, z, lse, first):
+def _forward_row(layout, params, acts, derivatives, offsets, z, lse, first, masks):
     """Forward pass of one row from layer ``first`` on (its input in block ``first`` of ``acts``),
-    by loops over the rows of ``W`` (a BLAS call costs more than the product of one row)."""
+    by loops over the rows of ``W`` (a BLAS call costs more than the product of one row); hidden
+    units dropped by ``masks``."""
     last = layout.shape[0] - 1
     one = params.dtype.type(1)
     for l in range(first, last + 1):
@@ -923,17 +988,20 @@ def _forward_row(layout, params, acts, derivatives, offsets, z, lse, first):
         if l == last:
             lse[0] = _output_row(product, params[b : b + n_out], out, activation, one)
         else:
-            _activate_row(product, params[b : b + n_out], _row(derivatives, offsets[l + 1], n_out, 0), activation,
-                          parameter)
+            d = _row(derivatives, offsets[l + 1], n_out, 0)
+            _activate_row(product, params[b : b + n_out], d, activation, parameter)
+            p = _rate(layout, l)
+            if masks[0] and p > 0:
+                _drop_row(product, d, p, params.dtype.type(1 / (1 - p)), _key(masks, 0, l))
 
 
 @_inline
-def _forward_blas(layout, params, X, acts, derivatives, offsets, z, lse):
+def _forward_blas(layout, params, X, acts, derivatives, offsets, z, lse, masks):
     """Forward pass of the rows of ``X`` in blocks of ``BLOCK_ROWS``; outputs in the last block of ``acts``."""
     m = _n_rows(X)
     for start in range(0, m, BLOCK_ROWS):
         _forward_block(layout, params, _rows_of(X, start, min(BLOCK_ROWS, m - start)), start, acts, derivatives,
-                       offsets, z, lse)
+                       offsets, z, lse, _shifted(masks, start))
 
 
 @_jit
@@ -987,16 +1055,17 @@ def _finish(layout, params, grads, l2, lr, fused):
 # (fast-math), and an epoch stepped on a NaN loss.
 @_jit
 def _gradient_blocks(layout, params, grads, X, Y, weights, count, loss, acts, derivatives, offsets, z, lse, deltas,
-                     backward):
+                     backward, masks):
     """``grads`` of the data loss of the rows ``(X, Y)`` (weighted by ``weights``, empty: 1 each)
     taken over ``count`` (``_loss_base`` of their batch), in blocks of ``BLOCK_ROWS`` rows, each
     block's outputs at the start of theirs; returns that loss (float64; not finite: stopped there,
-    ``grads`` unfinished). Without ``backward``, the loss only: ``grads`` is not touched."""
+    ``grads`` unfinished). Without ``backward``, the loss only: ``grads`` is not touched. Hidden
+    units dropped by ``masks``."""
     m, value = _n_rows(X), 0.0
     for start in range(0, m, BLOCK_ROWS):
         r = min(BLOCK_ROWS, m - start)
         block = _rows_of(X, start, r)
-        _forward_block(layout, params, block, np.intp(0), acts, derivatives, offsets, z, lse)
+        _forward_block(layout, params, block, np.intp(0), acts, derivatives, offsets, z, lse, _shifted(masks, start))
         value += _loss_rows(layout, Y[start : start + r], weights[start : start + r], 0, r, count, acts, offsets, z,
                             lse, deltas, loss)
         if not np.isfinite(value):
@@ -1011,17 +1080,18 @@ def _gradient_blocks(layout, params, grads, X, Y, weights, count, loss, acts, de
 # each function compiled apart that calls it: the loops between an epoch's entry and the
 # passes are inlined (``_inline``), so that a first fit compiles each pass twice, not four times.
 @_inline
-def _step(layout, params, grads, X, Y, weights, loss, l2, lr, fused, acts, derivatives, offsets, z, lse, deltas, row):
-    """Forward, loss and backward for the batch ``(X, Y)``; with ``fused`` the SGD step too.
-    Returns the batch loss: data loss + L2 term of the weights before the step. ``row``: as
-    ``_step_by_loops`` takes it."""
+def _step(layout, params, grads, X, Y, weights, loss, l2, lr, fused, acts, derivatives, offsets, z, lse, deltas, row,
+          masks):
+    """Forward, loss and backward for the batch ``(X, Y)``, hidden units dropped by ``masks``; with
+    ``fused`` the SGD step too. Returns the batch loss: data loss + L2 term of the weights before the
+    step. ``row``: as ``_step_by_loops`` takes it."""
     m = _n_rows(X)
     if m <= SMALL_BATCH:
         return _step_by_loops(layout, params, grads, X, Y, weights, loss, l2, lr, fused, acts, derivatives, offsets, z,
-                              lse, deltas, row)
+                              lse, deltas, row, masks)
     # through BLAS, in blocks of rows; one step after the last
     value = _gradient_blocks(layout, params, grads, X, Y, weights, _loss_base(layout, weights, m, loss), loss, acts,
-                             derivatives, offsets, z, lse, deltas, np.bool_(True))
+                             derivatives, offsets, z, lse, deltas, np.bool_(True), masks)
     if not np.isfinite(value):
         return value
     squares = _finish(layout, params, grads, l2, lr, fused)
@@ -1029,7 +1099,7 @@ def _step(layout, params, grads, X, Y, weights, loss, l2, lr, fused, acts, deriv
 
 
 def _step_by_loops(layout, params, grads, X, Y, weights, loss, l2, lr, fused, acts, derivatives, offsets, z, lse,
-                   deltas, row):
+                   deltas, row, masks):
     """``_step`` for a batch of at most ``SMALL_BATCH`` rows, by loops (``row``: a buffer of one
     row). With ``row`` None, for epochs without such batches (``_loops_buffer``), the loops are not
     compiled and it returns NaN."""
@@ -1037,19 +1107,19 @@ def _step_by_loops(layout, params, grads, X, Y, weights, loss, l2, lr, fused, ac
 
 @_overload(_step_by_loops)
 def _step_by_loops_for(layout, params, grads, X, Y, weights, loss, l2, lr, fused, acts, derivatives, offsets, z, lse,
-                       deltas, row):
+                       deltas, row, masks):
     if isinstance(row, types.NoneType):
         return lambda layout, params, grads, X, Y, weights, loss, l2, lr, fused, acts, derivatives, offsets, z, lse, \
-            deltas, row: np.nan
+            deltas, row, masks: np.nan
 
     def loops(layout, params, grads, X, Y, weights, loss, l2, lr, fused, acts, derivatives, offsets, z, lse, deltas,
-              row):
+              row, masks):
         m = _n_rows(X)
         _input_block(X, acts[offsets[0] :], layout[0, 0])  # the loops read the input from the input block
         if m == 1:
-            _forward_row(layout, params, acts, derivatives, offsets, z, lse, np.intp(0))
+            _forward_row(layout, params, acts, derivatives, offsets, z, lse, np.intp(0), masks)
         else:
-            _forward_blas(layout, params, X, acts, derivatives, offsets, z, lse)
+            _forward_blas(layout, params, X, acts, derivatives, offsets, z, lse, masks)
         value = _loss(layout, Y, weights, m, acts, offsets, z, lse, deltas, loss)
         if not np.isfinite(value):
             return value
@@ -1095,9 +1165,10 @@ def _update(params, grads, state, config, lr, step):
 
 @_jit
 def _line_search(layout, params, grads, trial, X, Y, weights, value, config, l2, alpha, acts, derivatives, offsets, z,
-                 lse, deltas):
+                 lse, deltas, masks):
     """Armijo backtracking from ``alpha`` (``fastgd.BacktrackingLineSearch``); ``params``
-    moves to the accepted point. Returns the accepted step."""
+    moves to the accepted point. Returns the accepted step. The trial points' losses drop the
+    hidden units of the step's ``masks``."""
     c = config[0]
     count = _loss_base(layout, weights, _n_rows(X), c.loss)
     slope = 0.0
@@ -1109,7 +1180,7 @@ def _line_search(layout, params, grads, trial, X, Y, weights, value, config, l2,
         for p in range(params.shape[0]):
             trial[p] = params[p] - rate * grads[p]
         trial_value = _gradient_blocks(layout, trial, trial, X, Y, weights, count, c.loss, acts, derivatives, offsets,
-                                       z, lse, deltas, np.bool_(False))
+                                       z, lse, deltas, np.bool_(False), masks)
         if l2 != 0:
             trial_value += _l2_penalty(layout, trial, l2)
         if trial_value <= value - c.c * step * slope:
@@ -1131,27 +1202,27 @@ def _batch_l2(config, rows):
 # ``_train_epoch_line_search``, ...), chooses while Numba compiles whether the steps update by the
 # optimizer's rule or by a line search: a fit compiles the one it uses.
 def _apply(searches, layout, params, grads, state, X, Y, weights, value, config, l2, lrs, i, step, acts, derivatives,
-           offsets, z, lse, deltas):
+           offsets, z, lse, deltas, masks):
     """Step ``i`` of an epoch once ``grads`` holds the gradient of the batch ``(X, Y)``, whose
     loss is ``value``: clipping, then the update; with ``searches`` a line search, which writes
-    back the step it took into ``lrs[i]``."""
+    back the step it took into ``lrs[i]`` (its trial points drop units by the step's ``masks``)."""
 
 
 @_overload(_apply)
 def _apply_for(searches, layout, params, grads, state, X, Y, weights, value, config, l2, lrs, i, step, acts,
-               derivatives, offsets, z, lse, deltas):
+               derivatives, offsets, z, lse, deltas, masks):
     if not isinstance(searches, types.BooleanLiteral):
         return None
     if searches.literal_value:
         def line_search(searches, layout, params, grads, state, X, Y, weights, value, config, l2, lrs, i, step, acts,
-                        derivatives, offsets, z, lse, deltas):
+                        derivatives, offsets, z, lse, deltas, masks):
             _clip(grads, config)
             lrs[i] = _line_search(layout, params, grads, state[0], X, Y, weights, value, config, l2, lrs[i], acts,
-                                  derivatives, offsets, z, lse, deltas)
+                                  derivatives, offsets, z, lse, deltas, masks)
         return line_search
 
     def update(searches, layout, params, grads, state, X, Y, weights, value, config, l2, lrs, i, step, acts,
-               derivatives, offsets, z, lse, deltas):
+               derivatives, offsets, z, lse, deltas, masks):
         _clip(grads, config)
         _update(params, grads, state, config, lrs[i], step + i)
     return update
@@ -1164,11 +1235,12 @@ def _train_step(layout, params, grads, state, X, Y, weights, config, lrs, i, ste
     dtype = params.dtype.type
     c = config[0]
     l2 = _batch_l2(config, _rows(weights, _n_rows(X)))
+    masks = _masks(config, step + i, 0)
     value = _step(layout, params, grads, X, Y, weights, c.loss, dtype(l2), dtype(lrs[i]), fused, acts, derivatives,
-                  offsets, z, lse, deltas, row)
+                  offsets, z, lse, deltas, row, masks)
     if not fused and np.isfinite(value):
         _apply(searches, layout, params, grads, state, X, Y, weights, value, config, l2, lrs, i, step, acts,
-               derivatives, offsets, z, lse, deltas)
+               derivatives, offsets, z, lse, deltas, masks)
     return value
 
 
@@ -1189,10 +1261,11 @@ def _stochastic(config, batch_size, n, layout):
 
 
 @_jit
-def _first_layer_step(layout, params, x, acts, derivatives, offsets, deltas, l2, lr):
+def _first_layer_step(layout, params, x, acts, derivatives, offsets, deltas, l2, lr, masks):
     """The SGD step of ``W0`` left by the last row (its input in block 0 of ``acts``, its
     deltas in block 1 of ``deltas``); with ``x`` (the next row's input, else empty), in the
-    same pass the first layer's forward pass of ``x``, which then becomes block 0.
+    same pass the first layer's forward pass of ``x`` (units dropped by ``masks``, the next
+    row's), which then becomes block 0.
     Returns ``sum(W0**2)`` before the step (float64)."""
     n_in, n_out, activation, w, b = layout[0, 0], layout[0, 1], layout[0, 2], layout[0, 3], layout[0, 4]
     W, a, d = _matrix(params, w, n_in, n_out), _row(acts, offsets[0], n_in, 0), _row(deltas, offsets[1], n_out, 0)
@@ -1205,15 +1278,18 @@ def _first_layer_step(layout, params, x, acts, derivatives, offsets, deltas, l2,
     product[:] = 0
     for k in range(n_in):
         squares += _sgd_rank1_forward_row(W, k, a[k], d, l2, lr, x[k], product)
-    _activate_row(product, params[b : b + n_out], _row(derivatives, offsets[1], n_out, 0), activation,
-                  _parameter(layout, 0, params.dtype.type))
+    d = _row(derivatives, offsets[1], n_out, 0)
+    _activate_row(product, params[b : b + n_out], d, activation, _parameter(layout, 0, params.dtype.type))
+    p = _rate(layout, 0)
+    if masks[0] and p > 0:
+        _drop_row(product, d, p, params.dtype.type(1 / (1 - p)), _key(masks, 0, 0))
     _copy(a, x)
     return squares
 
 
 @_jit
-def _stochastic_epoch(layout, params, grads, X, Y, weights, order, config, lrs, acts, derivatives, offsets, z, lse,
-                      deltas, xb, yb, wb, row):
+def _stochastic_epoch(layout, params, grads, X, Y, weights, order, config, lrs, step, acts, derivatives, offsets, z,
+                      lse, deltas, xb, yb, wb, row):
     """An epoch of plain SGD on one row per step (``_stochastic``), in which each step's update
     of ``W0`` is taken in the next step's forward pass, which reads the same rows of ``W0``: one
     pass over ``W0`` per step instead of two. Returns what ``_train_epoch`` returns."""
@@ -1237,12 +1313,13 @@ def _stochastic_epoch(layout, params, grads, X, Y, weights, order, config, lrs, 
             wb[0] = weights[source]
         _input_block(_batch(X, order, i, 1, xb), x, n_in)
         squares = 0.0
+        masks = _masks(config, step + i, 0)
         if i == 0:
             _copy(_row(acts, offsets[0], n_in, 0), x)
-            _forward_row(layout, params, acts, derivatives, offsets, z, lse, np.intp(0))
+            _forward_row(layout, params, acts, derivatives, offsets, z, lse, np.intp(0), masks)
         else:  # the step of the row before (the rest of its L2 term), then this row
-            squares = _first_layer_step(layout, params, x, acts, derivatives, offsets, deltas, l2, lr)
-            _forward_row(layout, params, acts, derivatives, offsets, z, lse, np.intp(1))
+            squares = _first_layer_step(layout, params, x, acts, derivatives, offsets, deltas, l2, lr, masks)
+            _forward_row(layout, params, acts, derivatives, offsets, z, lse, np.intp(1), masks)
         row_weights = wb[:1] if weighted else weights
         value = _loss(layout, yb[:1], row_weights, np.intp(1), acts, offsets, z, lse, deltas, c.loss)
         # Each tested apart: fast-math folds the test of a sum to True.
@@ -1254,7 +1331,7 @@ def _stochastic_epoch(layout, params, grads, X, Y, weights, order, config, lrs, 
         squares = _backward_rows(layout, params, grads, np.intp(1), acts, derivatives, offsets, deltas, l2, lr,
                                  np.bool_(True), row, np.intp(1))
         total += value + 0.5 * l2 * squares if l2 != 0 else value
-    squares = _first_layer_step(layout, params, x[:0], acts, derivatives, offsets, deltas, l2, lr)
+    squares = _first_layer_step(layout, params, x[:0], acts, derivatives, offsets, deltas, l2, lr, _no_masks())
     if l2 != 0:
         if not np.isfinite(squares):
             return np.nan, n, NOT_FINITE
@@ -1317,12 +1394,12 @@ def _train_epoch_line_search(layout, params, grads, state, X, Y, weights, order,
 
 # ---------------------------------------------------------------- one batch in shares of its rows, on threads
 @_jit
-def _batch_gradient(layout, params, grads, X, Y, weights, first, last, loss, acts, derivatives, offsets, z, lse,
-                    deltas):
-    m = last - first
+def _batch_gradient(layout, params, grads, X, Y, weights, first, last, config, step, acts, derivatives, offsets, z,
+                    lse, deltas):
+    m, loss = last - first, config[0].loss
     return _gradient_blocks(layout, params, grads, _rows_of(X, first, m), Y[first:last], weights[first:last],
                             _loss_base(layout, weights, _n_rows(X), loss), loss, acts, derivatives, offsets, z, lse,
-                            deltas, np.bool_(True))
+                            deltas, np.bool_(True), _masks(config, step, first))
 
 
 @_inline
@@ -1346,7 +1423,7 @@ def _step_of_shares(layout, params, grads, parts, state, X, Y, weights, losses, 
         return value, 0, NOT_FINITE
     if not fused:
         _apply(searches, layout, params, grads, state, X, Y, weights, value, config, l2, lrs, 0, step, acts,
-               derivatives, offsets, z, lse, deltas)
+               derivatives, offsets, z, lse, deltas, _masks(config, step, 0))
     return value, 1, OK if _finite(params) and _finite(state.ravel()) else NOT_FINITE
 
 
@@ -1417,7 +1494,7 @@ def _finite(values):
 
 @_jit
 def _data_loss(layout, params, X, Y, weights, loss, acts, derivatives, offsets, z, lse, deltas):
-    _forward_blas(layout, params, X, acts, derivatives, offsets, z, lse)
+    _forward_blas(layout, params, X, acts, derivatives, offsets, z, lse, _no_masks())
     return _loss(layout, Y, weights, _n_rows(X), acts, offsets, z, lse, deltas, loss)
 
 
@@ -1479,7 +1556,7 @@ def _input(X):
 
 @_announced(1)
 def forward(layout, params, X, ws):
-    _forward_blas(layout, params, _input(X), ws.acts, ws.derivatives, ws.offsets, ws.z, ws.lse)
+    _forward_blas(layout, params, _input(X), ws.acts, ws.derivatives, ws.offsets, ws.z, ws.lse, NO_MASKS)
 
 
 @_announced(1)
@@ -1499,7 +1576,7 @@ def backward(layout, params, X, Y, weights, config, ws, grads):
     c = config[0]
     l2 = dtype(_batch_l2(config, _rows(weights, len(X))))
     return _step(layout, params, grads, _input(X), Y, weights, int(c["loss"]), l2, dtype(0), False, ws.acts,
-                 ws.derivatives, ws.offsets, ws.z, ws.lse, ws.deltas, _loops_buffer(ws, len(X), len(X)))
+                 ws.derivatives, ws.offsets, ws.z, ws.lse, ws.deltas, _loops_buffer(ws, len(X), len(X)), NO_MASKS)
 
 
 @_announced(0)
@@ -1520,7 +1597,7 @@ def _searches(config):
 @_announced(1)
 def train_epoch(layout, params, grads, state, X, Y, weights, order, batch_size, config, lrs, step, ws):
     if _stochastic(config, batch_size, len(X), layout):
-        return _stochastic_epoch(layout, params, grads, _input(X), Y, weights, order, config, lrs, ws.acts,
+        return _stochastic_epoch(layout, params, grads, _input(X), Y, weights, order, config, lrs, step, ws.acts,
                                  ws.derivatives, ws.offsets, ws.z, ws.lse, ws.deltas, ws.x, ws.y, ws.w, ws.row)
     epoch = _train_epoch_line_search if _searches(config) else _train_epoch
     return epoch(layout, params, grads, state, _input(X), Y, weights, order, batch_size, config, lrs, step, ws.acts,
@@ -1529,9 +1606,9 @@ def train_epoch(layout, params, grads, state, X, Y, weights, order, batch_size, 
 
 
 @_announced(1)
-def batch_gradient(layout, params, grads, X, Y, weights, first, last, loss, ws):
-    return _batch_gradient(layout, params, grads, _input(X), Y, weights, first, last, loss, ws.acts, ws.derivatives,
-                           ws.offsets, ws.z, ws.lse, ws.deltas)
+def batch_gradient(layout, params, grads, X, Y, weights, first, last, config, step, ws):
+    return _batch_gradient(layout, params, grads, _input(X), Y, weights, first, last, config, step, ws.acts,
+                           ws.derivatives, ws.offsets, ws.z, ws.lse, ws.deltas)
 
 
 @_announced(1)
