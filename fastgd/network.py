@@ -30,7 +30,7 @@ class MLP:
     sizes : list of int, or list of layers
         Widths ``[n_in, h1, ..., n_out]``, or layer objects
         ``[Dense(n_in, h1), ReLU(), Dropout(0.2), ..., Dense(h, n_out), Softmax()]``.
-    hidden : str or Activation
+    hidden : str or fastgd.layers.Activation
         Activation after every hidden layer (when ``sizes`` are widths): ``"relu"``,
         ``"sigmoid"``, ``"tanh"``, ``"identity"``, or as ``torch.nn.functional`` defines
         them, ``"leaky_relu"`` (slope 0.01), ``"elu"``, ``"gelu"``, ``"gelu_tanh"`` (its

@@ -48,8 +48,8 @@ def test_numba_blocks_are_views_that_stop_at_their_buffer():
 
 
 def test_the_step_record_names_every_hyper_parameter_of_the_table():
-    assert STEP.names[:6] == ("loss", "optimizer", "l2", "l2_per_row", "clip_value", "clip_norm")
-    assert set(STEP.names[6:]) == {name for rule in OPTIMIZERS.values() for name in rule.hyper}
+    assert STEP.names[:7] == ("loss", "optimizer", "dropout_seed", "l2", "l2_per_row", "clip_value", "clip_norm")
+    assert set(STEP.names[7:]) == {name for rule in OPTIMIZERS.values() for name in rule.hyper}
     record = step_config("mse", "adam", fastgd.AdamW(lr=0.1).hyper(), l2=0.5)[0]
     assert (record["loss"], record["optimizer"], record["l2"]) == (LOSSES["mse"], OPTIMIZERS["adam"].code, 0.5)
     assert (record["beta2"], record["weight_decay"], record["decoupled"]) == (0.999, 0.01, 1.0)

@@ -66,13 +66,13 @@ def test_fit_does_not_copy_ready_data(dtype, monkeypatch):
     X = np.ascontiguousarray(X, dtype=dtype)
     net = fastgd.MLP([5, 4, 3], dtype=dtype, random_state=0)
     given = []
-    epochs = Kernels.epochs
+    runner = Kernels.epoch_runner
 
     def spy(self, params, grads, state, X_seen, *rest):
         given.append(X_seen)
-        return epochs(self, params, grads, state, X_seen, *rest)
+        return runner(self, params, grads, state, X_seen, *rest)
 
-    monkeypatch.setattr(Kernels, "epochs", spy)
+    monkeypatch.setattr(Kernels, "epoch_runner", spy)
     net.fit(X, y, epochs=2, batch_size=10)
     assert all(seen is X for seen in given)
     net.fit(X.astype(np.float16), y, epochs=1)  # another dtype: converted once, at the door

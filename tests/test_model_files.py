@@ -102,7 +102,7 @@ def test_a_header_declaring_a_huge_model_is_refused_before_anything_is_allocated
 
     def edit(header, arrays):
         n = 2**40 + 2**20
-        header.update(sizes=[2**20, 2**20], activations=["identity"], loss="mse", object_labels=False)
+        header.update(sizes=[2**20, 2**20], activations=["identity"], dropout=[], loss="mse", object_labels=False)
         header["arrays"].update(params={"shape": [n], "dtype": "<f8"}, state={"shape": [2, n], "dtype": "<f8"})
         del header["arrays"]["classes"], arrays["classes.npy"]
         if members != "as saved":

@@ -114,7 +114,11 @@ def edited(tmp_path, saved, edit):
 
 
 @pytest.mark.parametrize("edit, reason", [
-    (lambda h, a: h.update(version=5), "unsupported format version 5"),
+    (lambda h, a: h.update(version=6), "unsupported format version 6"),
+    (lambda h, a: h.update(dropout=[1.0]), "dropout: expected one rate in"),
+    (lambda h, a: h.update(dropout=[0.1, 0.1]), "dropout: expected one rate in"),
+    (lambda h, a: h.update(dropout_seed=-1), "dropout_seed: expected an integer"),
+    (lambda h, a: h.update(dropout_seed=2**64), "dropout_seed: expected an integer"),
     (lambda h, a: h.update(l2_per_row="yes"), "l2_per_row: expected true or false"),
     (lambda h, a: h.update(version=True), "unsupported format version True"),
     (lambda h, a: h.update(format="something else"), "not a fastgd model"),
@@ -133,8 +137,8 @@ def edited(tmp_path, saved, edit):
     (lambda h, a: h["optimizer"]["params"].update(beta1=1.5), "optimizer: beta1:"),
     (lambda h, a: h["optimizer"]["params"].update(lr={"schedule": "Evil", "params": {}}), "not a known schedule"),
     (lambda h, a: h["optimizer"]["params"].update(amsgrad=False), "state_slots: the optimizer keeps"),
-    (lambda h, a: (h["optimizer"]["params"].update(amsgrad=False), h.pop("state_slots"), h.update(version=3)),
-     "state: the header declares"),
+    (lambda h, a: (h["optimizer"]["params"].update(amsgrad=False), h.pop("state_slots"), h.pop("dropout"),
+                   h.pop("dropout_seed"), h.update(version=3)), "state: the header declares"),
     (lambda h, a: h.update(state_slots=["m", "v", "v_max"]), "state_slots: the optimizer keeps"),
     (lambda h, a: h.pop("rng"), "expected the fields"),
     (lambda h, a: a.update(params=a["params"][:-1]), "params: the file holds"),
@@ -151,7 +155,7 @@ def test_a_bad_file_is_refused_with_its_reason(tmp_path, saved, edit, reason):
 
 def test_a_version_3_file_loads_with_the_slots_its_optimizer_keeps(tmp_path, saved):
     def version_3(header, arrays):
-        del header["state_slots"]
+        del header["state_slots"], header["dropout"], header["dropout_seed"]
         header["version"] = 3
 
     model, original = fastgd.load(edited(tmp_path, saved, version_3)), fastgd.load(saved)
@@ -161,7 +165,7 @@ def test_a_version_3_file_loads_with_the_slots_its_optimizer_keeps(tmp_path, sav
 
 def test_a_version_2_file_loads_with_l2_over_the_whole_batch(tmp_path, saved):
     def version_2(header, arrays):
-        del header["l2_per_row"], header["state_slots"]
+        del header["l2_per_row"], header["state_slots"], header["dropout"], header["dropout_seed"]
         header["version"] = 2
 
     model = fastgd.load(edited(tmp_path, saved, version_2))

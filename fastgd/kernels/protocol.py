@@ -87,7 +87,7 @@ class Backend(Protocol):
         Its passes drop hidden units as the layout's dropout rates say (inverted dropout: a unit's
         activation and derivative become 0, or are scaled by ``1 / (1 - p)``), each unit of the row at
         place ``r`` of batch ``i`` by the counter-based masks of ``config``'s ``dropout_seed``, optimizer
-        step ``step + i`` and ``r`` (:func:`fastgd.kernels._numpy.dropped`), in every training function
+        step ``step + i`` and ``r`` (the reference's ``dropped``), in every training function
         below too, a line search's trial points included; ``forward``, ``data_loss`` and ``backward``
         drop nothing.
         """
