@@ -5,8 +5,8 @@ import numbers
 
 from ._codes import HIDDEN_ACTIVATIONS, OUTPUT_ACTIVATIONS, activation_rule, activation_spelling
 
-__all__ = ["Dense", "Dropout", "Activation", "Identity", "ReLU", "Sigmoid", "Tanh", "Softmax", "Exp", "LeakyReLU", "ELU", "GELU",
-           "SiLU", "Softplus"]
+__all__ = ["Dense", "Dropout", "Activation", "Identity", "ReLU", "Sigmoid", "Tanh", "Softmax", "Exp", "LeakyReLU",
+           "ELU", "GELU", "SiLU", "Softplus"]
 
 
 class Dense:

@@ -1,3 +1,4 @@
+import importlib
 import os
 
 import numpy as np
@@ -5,6 +6,7 @@ import pytest
 
 import fastgd
 from fastgd._codes import HIDDEN_ACTIVATIONS
+from fastgd.kernels import cython_build
 from fastgd.datasets import textbook
 
 # The backends this run must test: every one unless FASTGD_EXPECT_BACKENDS names fewer
@@ -25,6 +27,21 @@ SCIKIT_LEARN_HIDDEN = ["relu", "sigmoid", "tanh", "identity"]
 SOME_COMBINATIONS = ([c for c in COMBINATIONS if c[0] in SCIKIT_LEARN_HIDDEN]
                      + [(h, *OUTPUT_LOSSES[i % len(OUTPUT_LOSSES)])
                         for i, h in enumerate(h for h in HIDDEN if h not in SCIKIT_LEARN_HIDDEN)])
+
+
+# Every compiled backend, plus "cython:BUILD" for each build of the extension
+# other than the one this CPU loads (which "cython" tests).
+TARGETS = COMPILED + [f"cython:{build}" for build in CYTHON_BUILDS
+                      if "cython" in COMPILED and f".{build}" != cython_build()]
+
+
+@pytest.fixture
+def backend(request, monkeypatch):
+    """A backend name from ``TARGETS``; "cython:BUILD" makes ``backend="cython"`` load BUILD."""
+    name, _, build = request.param.partition(":")
+    if build:
+        monkeypatch.setitem(fastgd.kernels._loaded, "cython", importlib.import_module(f"fastgd.kernels.{build}"))
+    return name
 
 
 def pytest_sessionstart(session):

@@ -6,7 +6,6 @@ relative to the largest parameter.
 """
 
 import gc
-import importlib
 import warnings
 
 import numpy as np
@@ -15,28 +14,13 @@ import scipy.sparse
 
 import fastgd
 import fastgd.kernels
-from conftest import BACKENDS, COMPILED, CYTHON_BUILDS, EXPECTED, OUTPUT_LOSSES, SOME_COMBINATIONS, make_problem
+from conftest import BACKENDS, COMPILED, EXPECTED, OUTPUT_LOSSES, SOME_COMBINATIONS, TARGETS, make_problem
 from fastgd._codes import LOSSES, NOT_FINITE
-from fastgd.kernels import CSR, cython_build, resolve, step_config
+from fastgd.kernels import CSR, resolve, step_config
 from fastgd.training import CHUNK_ROWS
 
 KERNEL_RTOL = {"float64": 1e-10, "float32": 1e-5}
 TRAINING_RTOL = {"float64": 1e-10, "float32": 1e-4}
-# Every compiled backend, plus "cython:BUILD" for each build of the extension
-# other than the one this CPU loads (which "cython" tests).
-TARGETS = COMPILED + [f"cython:{build}" for build in CYTHON_BUILDS
-                      if "cython" in COMPILED and f".{build}" != cython_build()]
-
-
-@pytest.fixture
-def backend(request, monkeypatch):
-    """A backend name from ``TARGETS``; "cython:BUILD" makes ``backend="cython"`` load BUILD."""
-    name, _, build = request.param.partition(":")
-    if build:
-        monkeypatch.setitem(fastgd.kernels._loaded, "cython", importlib.import_module(f"fastgd.kernels.{build}"))
-    return name
-
-
 def assert_close(got, expected, rtol):
     got, expected = np.asarray(got, dtype=np.float64), np.asarray(expected, dtype=np.float64)
     np.testing.assert_allclose(got, expected, rtol=rtol, atol=rtol * max(np.abs(expected).max(), 1e-300))

@@ -10,8 +10,8 @@ from fastgd.kernels import step_config
 from fastgd.kernels._numpy import dropped
 from fastgd.optimizers import OPTIMIZERS
 
-from conftest import BACKENDS, COMPILED, make_problem
-from test_agreement import TARGETS, TRAINING_RTOL, assert_close, backend  # noqa: F401 (the backend fixture)
+from conftest import BACKENDS, TARGETS, make_problem
+from test_agreement import TRAINING_RTOL, assert_close
 
 OPTIMIZERS_TO_TRY = {
     "sgd": fastgd.SGD(lr=0.05),
@@ -214,5 +214,6 @@ def test_layers_and_estimators_take_dropout():
     np.testing.assert_array_equal(again.model_.params, classifier.model_.params)
     other = fastgd.MLPClassifier((6, 5), dropout=[0.2, 0.1], max_iter=5, random_state=1).fit(X, y)
     assert other.model_.training.dropout_seed != classifier.model_.training.dropout_seed
-    regressor = fastgd.MLPRegressor((6,), dropout=0.3, max_iter=5, random_state=0).fit(X, y.astype(float))
+    regressor = fastgd.MLPRegressor(hidden_layer_sizes=(6,), dropout=0.3, max_iter=5, random_state=0)
+    regressor.fit(X, y.astype(float))
     assert regressor.model_.dropout == [0.3]

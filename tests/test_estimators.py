@@ -74,7 +74,8 @@ def test_sgd_steps_are_scikit_learns(backend, task):
 @pytest.mark.parametrize("name", ["MLPClassifier", "MLPRegressor"])
 def test_parameters_and_defaults_are_scikit_learns(name):
     ours, theirs = getattr(fastgd, name)().get_params(), getattr(sk, name)().get_params()
-    added = {"dropout": 0.0, "backend": "auto", "dtype": None} | ({"class_weight": None} if name == "MLPClassifier" else {})
+    added = {"dropout": 0.0, "backend": "auto", "dtype": None}
+    added |= {"class_weight": None} if name == "MLPClassifier" else {}
     assert set(ours) == set(theirs) | set(added)
     assert {k: ours[k] for k in theirs} == theirs and {k: ours[k] for k in added} == added
 

@@ -197,7 +197,8 @@ class Kernels:
         ``RandomState``; None: as it is), one batch split across ``threads`` threads (see :meth:`epoch_runner`):
         ``(mean loss per row over the batches, steps taken, status)`` (see
         :meth:`~fastgd.kernels.protocol.Backend.train_epoch`)."""
-        return self.epoch_runner(params, grads, state, X, Y, order, batch_size, config, ws, weights, rng, threads)(lrs, step)
+        run = self.epoch_runner(params, grads, state, X, Y, order, batch_size, config, ws, weights, rng, threads)
+        return run(lrs, step)
 
     def epoch_runner(self, params, grads, state, X, Y, order, batch_size: int, config, ws, weights=None,
                rng=None, threads: int = 1) -> "EpochRunner":

@@ -20,7 +20,8 @@ def _run(kernel, *args):
 
 
 class EpochRunner:
-    """A run of epochs over buffers checked once (made by :meth:`Kernels.epoch_runner <fastgd.kernels.Kernels.epoch_runner>`)."""
+    """A run of epochs over buffers checked once (made by
+    :meth:`Kernels.epoch_runner <fastgd.kernels.Kernels.epoch_runner>`)."""
 
     __slots__ = ("_kernels", "_arguments", "_batches", "_line_search", "_rng", "_shares", "_epoch")
 
