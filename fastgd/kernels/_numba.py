@@ -644,16 +644,6 @@ def _adagrad(params, grads, state, c, lr, step):
 
 # ---------------------------------------------------------------- the output layer, the loss
 @_inline
-def _add_rows(total, block, m, n):
-    """``total = sum of the m rows`` of a row-major block of width ``n``."""
-    _copy(total, block[:n])
-    for i in range(1, m):
-        row = block[i * n : (i + 1) * n]
-        for j in range(n):
-            total[j] += row[j]
-
-
-@_inline
 def _output_row(z, b, out, activation, one):
     """Output layer of one row: logits ``z += b``, ``out = softmax(z)``, ``sigmoid(z)``,
     ``exp(z)`` or ``z``. Returns log-sum-exp(z) for softmax (what cross-entropy needs), else 0."""
