@@ -405,6 +405,7 @@ def test_a_non_finite_loss_stops_the_epoch_before_its_update(backend, batch_size
     (lambda t: t[0].__setitem__(2, ACTIVATIONS["softmax"]), "layout: layer 0 has activation code 4"),
     (lambda t: t[0].__setitem__(2, ACTIVATIONS["exp"]), "layout: layer 0 has activation code 5, not a known hidden"),
     (lambda t: t[1].__setitem__(2, 99), "layout: layer 1 has activation code 99"),
+    (lambda t: t[1].__setitem__(2, ACTIVATIONS["gelu"]), "layout: layer 1 has activation code 8, not a known output"),
     (lambda t: t[0].__setitem__(5, np.float64(0.5).view(np.int64)),
      "layout: layer 0 has activation parameter 0.5 for a relu activation"),
     (lambda t: t[0].__setitem__(5, np.float64(np.nan).view(np.int64)), "layout: layer 0 has activation parameter nan"),

@@ -8,7 +8,7 @@ import math
 import numpy as np
 
 from .._codes import (ACTIVATION_PARAMETERS, ACTIVATIONS, BAD_ROW, HIDDEN_ACTIVATIONS, HYPER, LOSSES, NOT_FINITE, OK,
-                      OPTIMIZERS)
+                      OPTIMIZERS, OUTPUT_ACTIVATIONS)
 from .._layout import DROPOUT, N_OUT, PARAMETER, floats
 
 #: The record of a step's configuration, with the loss and optimizer codes, the seed of the dropout masks,
@@ -78,7 +78,7 @@ def _mt19937_in_place() -> bool:
 def check_layout(layout) -> np.ndarray:
     """A private, immutable copy of ``layout`` once every row is checked to describe one
     contiguous ``params`` buffer: positive widths chained layer to layer, known activation
-    codes (softmax and exp last only) with a finite parameter (0 for those that take none),
+    codes (hidden ones before the last layer, output ones on it) with a finite parameter (0 for those that take none),
     dropout rates in [0, 1) (0 on the output layer),
     and each ``W`` then ``b`` right after the layer before.
     A width goes to BLAS as a C int (a dimension and a leading dimension), so it stays below
@@ -97,8 +97,8 @@ def check_layout(layout) -> np.ndarray:
                              "(BLAS takes a width as a C int)")
         if l > 0 and n_in != table[l - 1, N_OUT]:
             raise ValueError(f"layout: layer {l} takes {n_in} inputs but layer {l - 1} gives {table[l - 1, N_OUT]}")
-        if activation not in _ACTIVATION_NAMES or (_ACTIVATION_NAMES[activation] not in HIDDEN_ACTIVATIONS
-                                                   and l < len(table) - 1):
+        allowed = OUTPUT_ACTIVATIONS if l == len(table) - 1 else HIDDEN_ACTIVATIONS
+        if _ACTIVATION_NAMES.get(activation) not in allowed:
             raise ValueError(f"layout: layer {l} has activation code {activation}, not a known "
                              f"{'output' if l == len(table) - 1 else 'hidden'} activation")
         value = parameters[l]
