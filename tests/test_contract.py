@@ -16,7 +16,7 @@ from conftest import BACKENDS, COMPILED, CYTHON_BUILDS
 from fastgd._codes import ACTIVATIONS, BAD_ROW, LOSSES, NOT_FINITE, OK, OPTIMIZERS
 from fastgd._layout import make_layout
 from fastgd.kernels import CSR, STEP, kernels_for, step_config
-from fastgd.kernels.buffers import check_layout, generator_state
+from fastgd.kernels.buffers import SYNC_LINE, check_layout, generator_state
 
 # ---------------------------------------------------------------- one table, every backend
 TABLES = {"activations": ACTIVATIONS, "losses": LOSSES,
@@ -29,6 +29,8 @@ TABLES = {"activations": ACTIVATIONS, "losses": LOSSES,
 def test_compiled_codes_agree_with_the_tables(module):
     compiled = importlib.import_module(f"fastgd.kernels.{module}")
     assert compiled.CODES == TABLES
+    if module == "_numba":
+        assert compiled.SYNC_LINE == SYNC_LINE
     if module.startswith("_cython"):
         assert compiled.STEP_FIELDS == STEP.names
 

@@ -1,7 +1,9 @@
 """An epoch of one batch split into shares of its rows, computed on threads: the same steps as
 the reference's, the same results for the same threads, and fits that use it when it pays."""
 
+import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -304,3 +306,35 @@ def test_a_mini_batch_fit_splits_steps_that_repay_threads(backend, monkeypatch):
         fastgd.MLP([20, 1024, 3], backend=backend, random_state=0).fit(
             X, y, epochs=1, batch_size=128, optimizer=fastgd.BacktrackingLineSearch())
     assert seen == []  # steps too small to repay a second thread, and a line search, run on one
+
+
+@pytest.mark.skipif("numba" not in COMPILED or sys.platform != "linux",
+                    reason="the numba backend is not expected here, or threads do not sleep on a futex")
+def test_a_numba_thread_that_waits_for_a_late_one_sleeps_until_it_comes():
+    from fastgd.kernels._numba import SYNC_LINE, _meet
+
+    sync = np.zeros(SYNC_LINE * 3, np.int64)
+    assert _meet(sync, 0, 1, 1)  # compiled (or loaded) before the clock starts
+    sync[:] = 0
+    waited = {}
+
+    def early():
+        start, cpu = time.perf_counter(), time.thread_time()
+        waited["met"] = _meet(sync, 0, 2, 1)
+        waited["wall"], waited["cpu"] = time.perf_counter() - start, time.thread_time() - cpu
+
+    thread = threading.Thread(target=early)
+    thread.start()
+    time.sleep(0.3)
+    assert _meet(sync, 1, 2, 1)
+    thread.join(timeout=10)
+    assert waited["met"] and 0.25 < waited["wall"] < 5 and waited["cpu"] < 0.1  # asleep, not spinning
+
+    def abandoned():
+        waited["met"] = _meet(sync, 0, 2, 2)
+
+    thread = threading.Thread(target=abandoned)
+    thread.start()
+    sync[SYNC_LINE * 2] = 1  # the epoch is given up: the waiting thread stops waiting
+    thread.join(timeout=10)
+    assert not thread.is_alive() and waited["met"] is False

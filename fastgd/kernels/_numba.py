@@ -11,7 +11,10 @@ update of the first layer in the next row's forward pass. Bias, activation,
 loss and output delta are fused into one pass per row; the forward pass keeps
 the derivative f'(z) of each hidden unit, by which the backward pass multiplies
 its delta. An epoch of one batch may come in shares of its rows, which threads
-compute at once (``batch_gradient``), then one step (``batch_step``).
+compute at once (``batch_gradient``), then one step (``batch_step``); an
+epoch of mini-batches may run on threads that each take a share of every
+batch's rows and a range of the parameters, meeting three times a step
+(``train_epoch_share``).
 
 float32 and float64 share one source: Numba compiles a specialisation per
 dtype, and scalars are cast to the array dtype (``dtype.type``) so float32
@@ -23,6 +26,7 @@ compiled on its first use.
 
 import functools
 import math
+import platform
 import sys
 import threading
 
@@ -1119,22 +1123,38 @@ def _step_by_loops_for(layout, params, grads, X, Y, weights, loss, l2, lr, fused
     return loops
 
 
+@_inline
+def _clip_values(grads, c, low, high):
+    """``_clip``'s element-wise clip of ``grads[low:high]``; returns their sum of squares (float64)
+    where a norm clip follows (else 0)."""
+    g = _row(grads, low, high - low, 0)
+    if c.clip_value > 0:
+        bound = grads.dtype.type(c.clip_value)
+        for p in range(g.shape[0]):
+            g[p] = min(max(g[p], -bound), bound)
+    squares = 0.0
+    if c.clip_norm > 0:
+        for p in range(g.shape[0]):
+            squares += np.float64(g[p]) * g[p]
+    return squares
+
+
+@_inline
+def _scale_to_norm(grads, c, squares, low, high):
+    """``_clip``'s norm clip of ``grads[low:high]``, ``squares`` the sum of squares of all ``grads``."""
+    if c.clip_norm > 0:
+        ratio = c.clip_norm / (np.sqrt(squares) + 1e-6)
+        if ratio < 1:
+            scale, g = grads.dtype.type(ratio), _row(grads, low, high - low, 0)
+            for p in range(g.shape[0]):
+                g[p] *= scale
+
+
 @_jit
 def _clip(grads, config):
     """Element-wise clip to ``clip_value``, then global-norm clip to ``clip_norm`` (0: off)."""
-    dtype = grads.dtype.type
-    c = config[0]
-    if c.clip_value > 0:
-        bound = dtype(c.clip_value)
-        for p in range(grads.shape[0]):
-            grads[p] = min(max(grads[p], -bound), bound)
-    if c.clip_norm > 0:
-        squares = 0.0
-        for p in range(grads.shape[0]):
-            squares += np.float64(grads[p]) * grads[p]
-        scale = c.clip_norm / (np.sqrt(squares) + 1e-6)
-        if scale < 1:
-            grads *= dtype(scale)
+    c, P = config[0], grads.shape[0]
+    _scale_to_norm(grads, c, _clip_values(grads, c, 0, P), 0, P)
 
 
 @_jit
@@ -1433,6 +1453,221 @@ def _batch_step_line_search(layout, params, grads, parts, state, X, Y, weights, 
                            derivatives, offsets, z, lse, deltas, True)
 
 
+# ---------------------------------------------------------------- mini-batches in shares of their rows, on threads
+# The threads of an epoch of mini-batches (``train_epoch_share``) meet in ``sync`` as the Cython
+# backend's do (``fastgd_meet``): thread t writes the count of meetings it reached in word 0 of its
+# line and waits for every thread's count, spinning a while, then (Linux) sleeping on a futex, at
+# most 1 ms at a time, until the late thread, seeing word 1 of its line set, wakes it; elsewhere
+# yielding its core. The last line, set, tells them to give up.
+SYNC_LINE = 8  # int64 words a thread (a cache line): fastgd.kernels.buffers.SYNC_LINE
+SPINS = 2048
+_FUTEX = {"x86_64": 202, "aarch64": 98}.get(platform.machine()) if sys.platform == "linux" else None
+_FUTEX_WAIT, _FUTEX_WAKE = 128, 129  # FUTEX_WAIT_PRIVATE, FUTEX_WAKE_PRIVATE
+_INT64 = ir.IntType(64)
+
+
+def _word(context, builder, signature, args):
+    """A pointer to ``sync[index]`` (the first two arguments of an intrinsic)."""
+    sync = make_array(signature.args[0])(context, builder, args[0])
+    return builder.gep(sync.data, [context.cast(builder, args[1], signature.args[1], types.intp)])
+
+
+@intrinsic
+def _load(typingctx, sync, index):
+    """``sync[index]``, read atomically."""
+    def codegen(context, builder, signature, args):
+        return builder.load_atomic(_word(context, builder, signature, args), "seq_cst", 8)
+    return types.int64(sync, index), codegen
+
+
+@intrinsic
+def _exchange(typingctx, sync, index, value):
+    """``sync[index] = value``, atomically; returns the word it replaced."""
+    def codegen(context, builder, signature, args):
+        value = context.cast(builder, args[2], signature.args[2], types.int64)
+        return builder.atomic_rmw("xchg", _word(context, builder, signature, args), value, "seq_cst")
+    return types.int64(sync, index, value), codegen
+
+
+@intrinsic
+def _pause(typingctx):
+    """A spinning thread's pause (x86's ``pause``; elsewhere nothing)."""
+    def codegen(context, builder, signature, args):
+        if platform.machine() == "x86_64":
+            builder.call(cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), []),
+                                                        "llvm.x86.sse2.pause"), [])
+        return context.get_dummy_value()
+    return types.none(), codegen
+
+
+@intrinsic
+def _futex(typingctx, sync, index, operation, value):
+    """Linux's futex on the low 32 bits of ``sync[index]``: ``_FUTEX_WAIT`` sleeps while they are
+    ``value`` (1 ms at most), ``_FUTEX_WAKE`` wakes ``value`` threads that sleep on them. Elsewhere a
+    wait yields the core and a wake does nothing."""
+    def codegen(context, builder, signature, args):
+        operation = context.cast(builder, args[2], signature.args[2], types.int64)
+        if _FUTEX is None:
+            yield_ = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(32), []),
+                                                    "sched_yield")
+            with builder.if_then(builder.icmp_signed("==", operation, _INT64(_FUTEX_WAIT))):
+                builder.call(yield_, [])
+            return context.get_dummy_value()
+        syscall = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_INT64, [_INT64], var_arg=True),
+                                                 "syscall")
+        timeout = cgutils.alloca_once(builder, ir.ArrayType(_INT64, 2))  # a struct timespec: 0 s, 1 ms
+        builder.store(ir.Constant(ir.ArrayType(_INT64, 2), [0, 1_000_000]), timeout)
+        word = builder.ptrtoint(_word(context, builder, signature, args), _INT64)
+        if sys.byteorder == "big":
+            word = builder.add(word, _INT64(4))
+        value = builder.and_(context.cast(builder, args[3], signature.args[3], types.int64), _INT64(0xFFFFFFFF))
+        builder.call(syscall, [_INT64(_FUTEX), word, operation, value, builder.ptrtoint(timeout, _INT64), _INT64(0),
+                               _INT64(0)])
+        return context.get_dummy_value()
+    return types.none(sync, index, operation, value), codegen
+
+
+@_jit
+def _meet(sync, t, threads, count):
+    """Thread ``t`` of ``threads`` reaches meeting ``count`` and waits for the others to reach it.
+    Returns False if the epoch was abandoned."""
+    _exchange(sync, SYNC_LINE * t, count)
+    if _exchange(sync, SYNC_LINE * t + 1, 0):
+        _futex(sync, SYNC_LINE * t, _FUTEX_WAKE, 0x7FFFFFFF)  # every sleeper
+    spins = 0
+    for k in range(threads):
+        while True:
+            seen = _load(sync, SYNC_LINE * k)
+            if seen >= count:
+                break
+            if _load(sync, SYNC_LINE * threads):
+                return False
+            spins += 1
+            if spins < SPINS:
+                _pause()
+                continue
+            _exchange(sync, SYNC_LINE * k + 1, 1)
+            seen = _load(sync, SYNC_LINE * k)
+            if seen < count:
+                _futex(sync, SYNC_LINE * k, _FUTEX_WAIT, seen)
+    return True
+
+
+@_jit
+def _finish_range(layout, params, grads, l2, lr, fused, low, high):
+    """``_finish`` on the parameters ``low`` to ``high`` only: returns their part of ``sum(W**2)`` (float64)."""
+    squares = 0.0
+    for l in range(layout.shape[0]):
+        w, b = layout[l, 3], layout[l, 4]
+        first, last = max(low, w), min(high, b)
+        if first < last:
+            W, dW = _row(params, first, last - first, 0), _row(grads, first, last - first, 0)
+            if fused:
+                for j in range(W.shape[0]):
+                    v = W[j]
+                    squares += np.float64(v) * v
+                    W[j] = v - lr * (dW[j] + l2 * v)
+            else:
+                for j in range(W.shape[0]):
+                    v = W[j]
+                    squares += np.float64(v) * v
+                    dW[j] += l2 * v
+        first, last = max(low, b), min(high, b + layout[l, 1])
+        if fused and first < last:
+            B, dB = _row(params, first, last - first, 0), _row(grads, first, last - first, 0)
+            for j in range(B.shape[0]):
+                B[j] -= lr * dB[j]
+    return squares
+
+
+@_jit
+def _share_epoch(layout, params, grads, own, parts, state, X, Y, weights, order, batch_size, config, lrs, step, acts,
+                 derivatives, offsets, z, lse, deltas, xb, yb, wb, t, sync, losses, partials):
+    """Thread ``t``'s part of an epoch of mini-batches on ``threads`` threads
+    (``fastgd.kernels.protocol.Backend.train_epoch_share``): of batch ``i``, rows ``m*t//threads``
+    to ``m*(t+1)//threads``, their gradient (over the batch's total weight) into ``own`` (thread 0:
+    ``grads``; thread t: ``parts[t - 1]``), their loss into ``losses[t]``; then the step on its range
+    of the parameters, its sums into ``partials[t]`` and ``partials[threads + t]``. Returns what
+    ``_train_epoch`` returns (thread 0's counts)."""
+    n, n_out, P, threads = _n_rows(X), layout[layout.shape[0] - 1, 1], params.shape[0], losses.shape[0]
+    low, high = P * t // threads, P * (t + 1) // threads
+    n_batches = (n + batch_size - 1) // batch_size
+    dtype = params.dtype.type
+    c = config[0]
+    fused = _fused(config)
+    weighted = weights.shape[0] > 0
+    own_params, own_grads, own_state = params[low:high], grads[low:high], state[:, low:high]
+    meeting, total, value, steps = 0, 0.0, 0.0, 0
+    for i in range(n_batches):
+        start = i * batch_size
+        m = min(batch_size, n - start)
+        first = m * t // threads
+        rows = m * (t + 1) // threads - first
+        # Every thread reads the whole batch's rows: each finds a bad row, and the total weight, alike.
+        total_weight = 0.0
+        for r in range(m):
+            source = order[start + r]
+            if source < 0 or source >= n:
+                return np.nan, steps, BAD_ROW
+            if weighted:
+                total_weight += weights[source]
+        if not weighted:
+            total_weight = np.float64(m)
+        for r in range(rows):
+            source = order[start + first + r]
+            _copy(yb[r], Y[source])
+            if weighted:
+                wb[r] = weights[source]
+        if rows > 0:
+            losses[t] = _gradient_blocks(layout, params, own, _batch(X, order, start + first, rows, xb), yb[:rows],
+                                         wb[:rows] if weighted else weights,
+                                         total_weight * (1 if c.loss == CROSS_ENTROPY else n_out), c.loss, acts,
+                                         derivatives, offsets, z, lse, deltas, np.bool_(True),
+                                         _masks(config, step + i, first))
+        else:
+            losses[t] = 0
+            own[:] = 0
+        meeting += 1
+        if not _meet(sync, t, threads, meeting):
+            break
+        # The step, each thread on its range of the parameters: the shares added, the L2 term (or plain
+        # SGD's step), clipping and the update; sums over the ranges taken in thread order.
+        value = 0.0
+        for k in range(threads):
+            value += losses[k]
+        if not np.isfinite(value):
+            return value, steps, NOT_FINITE
+        for k in range(threads - 1):
+            part = _row(parts[k], low, high - low, 0)
+            for p in range(part.shape[0]):
+                own_grads[p] += part[p]
+        l2 = _batch_l2(config, total_weight)
+        partials[t] = _finish_range(layout, params, grads, dtype(l2), dtype(lrs[i]), fused, low, high)
+        partials[threads + t] = _clip_values(grads, c, low, high)
+        meeting += 1
+        if not _meet(sync, t, threads, meeting):
+            break
+        squares, norm = 0.0, 0.0
+        for k in range(threads):
+            squares += partials[k]
+            norm += partials[threads + k]
+        if l2 != 0:
+            value += 0.5 * dtype(l2) * squares
+        if not np.isfinite(value):
+            return value, steps, NOT_FINITE
+        if not fused:
+            _scale_to_norm(grads, c, norm, low, high)
+            _update(own_params, own_grads, own_state, config, lrs[i], step + i)
+        total += value * m
+        steps += 1
+        meeting += 1
+        if not _meet(sync, t, threads, meeting):
+            break
+    if steps < n_batches:
+        return value, steps, OK
+    return total / n, n_batches, OK if t > 0 or _finite(params) and _finite(state.ravel()) else NOT_FINITE
+
+
 # ---------------------------------------------------------------- the epoch's shuffle: NumPy's RandomState.shuffle
 MT_WORDS, MT_SHIFT = 624, 397  # an MT19937's key; the position of the next draw follows it in a generator
 
@@ -1606,3 +1841,12 @@ def batch_step(layout, params, grads, parts, state, X, Y, weights, losses, confi
     step_of_shares = _batch_step_line_search if _searches(config) else _batch_step
     return step_of_shares(layout, params, grads, parts, state, _input(X), Y, weights, losses, config, lrs, step,
                           ws.acts, ws.derivatives, ws.offsets, ws.z, ws.lse, ws.deltas)
+
+
+@_announced(1)
+def train_epoch_share(layout, params, grads, parts, state, X, Y, weights, order, batch_size, config, lrs, step, ws,
+                      share, sync, losses, partials):
+    result = _share_epoch(layout, params, grads, grads if share == 0 else parts[share - 1], parts, state, _input(X),
+                          Y, weights, order, batch_size, config, lrs, step, ws.acts, ws.derivatives, ws.offsets,
+                          ws.z, ws.lse, ws.deltas, ws.x, ws.y, ws.w, share, sync, losses, partials)
+    return result if share == 0 else None
