@@ -3,12 +3,15 @@
 import json
 import subprocess
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_limits
 
 import fastgd
+from fastgd import _threads
 from fastgd.kernels import Kernels
 from conftest import BACKENDS, make_problem
 
@@ -42,6 +45,43 @@ def test_ctrl_c_mid_epoch_keeps_the_last_whole_epoch(backend, monkeypatch):
     np.testing.assert_array_equal(net.training.state, seen[-1][1])
     monkeypatch.undo()
     net.fit(X, y, epochs=1, batch_size=8)  # and training goes on from there
+
+
+@pytest.mark.parametrize("backend", [name for name in BACKENDS if fastgd.MLP([2, 2], backend=name).kernels.splits_batches])
+@pytest.mark.parametrize("share", [0, 1])
+def test_ctrl_c_in_a_two_thread_mini_batch_epoch_keeps_the_last_whole_epoch(backend, share, monkeypatch):
+    """Thread 0 (the fit's, where a Ctrl-C lands) or thread 1 stops half-way through an epoch whose
+    threads meet at every step: the other stops waiting, and the model is the last whole epoch's."""
+    monkeypatch.setattr(_threads, "MIN_FLOPS_PER_SHARE", 1)  # 64-row steps in two shares of 32
+    X, y = make_problem("softmax", n=256)
+    net = fastgd.MLP([5, 16, 3], backend=backend, random_state=0)
+    seen, calls = [], []
+
+    class Record:
+        def on_epoch_end(self, epoch, logs):
+            seen.append((net.params.copy(), net.training.state.copy()))
+
+    module = net.kernels.backend
+    train_epoch_share = module.train_epoch_share
+
+    def interrupted(layout, params, grads, parts, state, *rest):
+        if rest[-4] == share:
+            calls.append(threading.get_ident())
+            if len(calls) == 3:  # the third epoch: weights and momentum scribbled on, then the interrupt
+                params[: len(params) // 2] += 1.0
+                state[0, :10] = 7.0
+                raise KeyboardInterrupt
+        return train_epoch_share(layout, params, grads, parts, state, *rest)
+
+    monkeypatch.setattr(module, "train_epoch_share", interrupted)
+    with threadpool_limits(2), pytest.raises(KeyboardInterrupt):
+        net.fit(X, y, epochs=10, batch_size=64, optimizer=fastgd.SGD(lr=0.1, momentum=0.9), callbacks=[Record()])
+    assert (threading.get_ident() in calls) == (share == 0) and len(set(calls)) == 1
+    assert len(net.history_.epoch) == 2 and net.training.step == 2 * 4  # 256 rows in batches of 64
+    np.testing.assert_array_equal(net.params, seen[-1][0])
+    np.testing.assert_array_equal(net.training.state, seen[-1][1])
+    monkeypatch.undo()
+    net.fit(X, y, epochs=1, batch_size=64)  # and training goes on from there
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
