@@ -1499,28 +1499,36 @@ cdef extern from *:
     bint _meet "fastgd_meet"(int64_t* sync, Py_ssize_t t, Py_ssize_t threads, int64_t count) noexcept nogil
 
 
-cdef double _finish_range(const int64_t[:, ::1] layout, floating[::1] params, floating[::1] grads, floating l2,
-                          floating lr, bint fused, Py_ssize_t low, Py_ssize_t high) noexcept nogil:
-    """:func:`_finish` on the parameters ``low`` to ``high`` only: returns their part of
-    ``sum(W**2)`` (float64)."""
-    cdef Py_ssize_t l, j, first, last
+cdef double _finish_range(const int64_t[:, ::1] layout, floating[::1] params, floating[::1] grads,
+                          const floating[:, ::1] parts, floating l2, floating lr, bint fused, Py_ssize_t low,
+                          Py_ssize_t high) noexcept nogil:
+    """:func:`_finish` on the parameters ``low`` to ``high`` only, of the gradient ``grads`` plus the
+    rows of ``parts`` (the other shares'), added in the same pass: returns their part of
+    ``sum(W**2)`` (float64). Without ``fused``, ``grads`` takes the sum and the L2 term."""
+    cdef Py_ssize_t l, j, k, first, last, last_part = parts.shape[0] - 1
     cdef floating* W = _at(params, 0, params.shape[0], b"params")
     cdef floating* dW = _at(grads, 0, grads.shape[0], b"grads")
+    cdef const floating* other = &parts[last_part, 0]
     cdef floating v
     cdef double squares = 0
+    for k in range(last_part):  # three threads and more: the shares but the last added first
+        for j in range(low, high):
+            dW[j] += parts[k, j]
     for l in range(layout.shape[0]):
         first, last = max(low, layout[l, 3]), min(high, layout[l, 4])  # W
         for j in range(first, last):
             v = W[j]
             squares += <double>v * v
             if fused:
-                W[j] = v - lr * (dW[j] + l2 * v)
+                W[j] = v - lr * ((dW[j] + other[j]) + l2 * v)
             else:
-                dW[j] += l2 * v
-        if fused:
-            first, last = max(low, layout[l, 4]), min(high, layout[l, 4] + layout[l, 1])  # b
-            for j in range(first, last):
-                W[j] -= lr * dW[j]
+                dW[j] = (dW[j] + other[j]) + l2 * v
+        first, last = max(low, layout[l, 4]), min(high, layout[l, 4] + layout[l, 1])  # b
+        for j in range(first, last):
+            if fused:
+                W[j] -= lr * (dW[j] + other[j])
+            else:
+                dW[j] += other[j]
     return squares
 
 
@@ -1549,8 +1557,6 @@ cdef int _share_epoch(const int64_t[:, ::1] layout, floating[::1] params, floati
     cdef int status = OK
     cdef bint fused = _fused(c)
     cdef double total_weight, count, value = 0, total = 0, squares, norm, l2
-    cdef floating* g = _at(grads, 0, P, b"grads")
-    cdef floating* part
     cdef floating* gathered_x = NULL
     cdef floating* gathered_y
     cdef double* gathered_w = NULL
@@ -1614,12 +1620,8 @@ cdef int _share_epoch(const int64_t[:, ::1] layout, floating[::1] params, floati
         if not isfinite(value):
             status = NOT_FINITE
             break
-        for k in range(threads - 1):
-            part = &parts[k, low]
-            for p in range(high - low):
-                g[low + p] += part[p]
         l2 = _batch_l2(c, total_weight)
-        partials[t] = _finish_range(layout, params, grads, <floating>l2, <floating>lrs[i], fused, low, high)
+        partials[t] = _finish_range(layout, params, grads, parts, <floating>l2, <floating>lrs[i], fused, low, high)
         partials[threads + t] = _clip_values(grads, c, low, high)
         meeting += 1
         if not _meet(sync, t, threads, meeting):

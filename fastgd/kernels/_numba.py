@@ -1554,29 +1554,43 @@ def _meet(sync, t, threads, count):
 
 
 @_jit
-def _finish_range(layout, params, grads, l2, lr, fused, low, high):
-    """``_finish`` on the parameters ``low`` to ``high`` only: returns their part of ``sum(W**2)`` (float64)."""
+def _finish_range(layout, params, grads, parts, l2, lr, fused, low, high):
+    """``_finish`` on the parameters ``low`` to ``high`` only, of the gradient ``grads`` plus the rows
+    of ``parts`` (the other shares'), added in the same pass: returns their part of ``sum(W**2)``
+    (float64). Without ``fused``, ``grads`` takes the sum and the L2 term."""
+    last_part = parts.shape[0] - 1
+    for k in range(last_part):  # three threads and more: the shares but the last added first
+        g, part = _row(grads, low, high - low, 0), _row(parts[k], low, high - low, 0)
+        for p in range(g.shape[0]):
+            g[p] += part[p]
+    other = parts[last_part]
     squares = 0.0
     for l in range(layout.shape[0]):
         w, b = layout[l, 3], layout[l, 4]
         first, last = max(low, w), min(high, b)
         if first < last:
-            W, dW = _row(params, first, last - first, 0), _row(grads, first, last - first, 0)
+            W, dW, part = (_row(params, first, last - first, 0), _row(grads, first, last - first, 0),
+                           _row(other, first, last - first, 0))
             if fused:
                 for j in range(W.shape[0]):
                     v = W[j]
                     squares += np.float64(v) * v
-                    W[j] = v - lr * (dW[j] + l2 * v)
+                    W[j] = v - lr * ((dW[j] + part[j]) + l2 * v)
             else:
                 for j in range(W.shape[0]):
                     v = W[j]
                     squares += np.float64(v) * v
-                    dW[j] += l2 * v
+                    dW[j] = (dW[j] + part[j]) + l2 * v
         first, last = max(low, b), min(high, b + layout[l, 1])
-        if fused and first < last:
-            B, dB = _row(params, first, last - first, 0), _row(grads, first, last - first, 0)
-            for j in range(B.shape[0]):
-                B[j] -= lr * dB[j]
+        if first < last:
+            B, dB, part = (_row(params, first, last - first, 0), _row(grads, first, last - first, 0),
+                           _row(other, first, last - first, 0))
+            if fused:
+                for j in range(B.shape[0]):
+                    B[j] -= lr * (dB[j] + part[j])
+            else:
+                for j in range(B.shape[0]):
+                    dB[j] += part[j]
     return squares
 
 
@@ -1637,12 +1651,8 @@ def _share_epoch(layout, params, grads, own, parts, state, X, Y, weights, order,
             value += losses[k]
         if not np.isfinite(value):
             return value, steps, NOT_FINITE
-        for k in range(threads - 1):
-            part = _row(parts[k], low, high - low, 0)
-            for p in range(part.shape[0]):
-                own_grads[p] += part[p]
         l2 = _batch_l2(config, total_weight)
-        partials[t] = _finish_range(layout, params, grads, dtype(l2), dtype(lrs[i]), fused, low, high)
+        partials[t] = _finish_range(layout, params, grads, parts, dtype(l2), dtype(lrs[i]), fused, low, high)
         partials[threads + t] = _clip_values(grads, c, low, high)
         meeting += 1
         if not _meet(sync, t, threads, meeting):
