@@ -547,7 +547,12 @@ def _poisson(z, out, y, lse):
 # An optimizer's update takes every parameter one step in place, from the step's record ``c``
 # (``config[0]``), learning rate ``lr`` (float64) and ``step`` (counting from 0); the rules are
 # ``fastgd.optimizers``'s. Each complement 1 - x is taken in float64 and rounded once:
-# 1 - float32(0.999) is 5e-5 off.
+# 1 - float32(0.999) is 5e-5 off. A flag that picks the state rows a loop reads and writes is a
+# constant in it: the loop is written once (``steps``) and called once per value of the flag. Tested
+# inside, it stayed in the vectorised loop as masked loads and stores of those rows, which take a slow
+# path on each vector whose page is not mapped (rows past the state the rule keeps, zeros not yet
+# written): 40x slower. A value stored is kept for what follows: read back after a store to another
+# array, it was not forwarded from its store where the row was not 64-byte aligned (Adam 3x slower).
 @_inline
 def _sgd(params, grads, state, c, lr, step):
     """SGD, with weight decay; with momentum, dampened, Nesterov's, or as Sutskever writes it."""
@@ -602,15 +607,21 @@ def _adam(params, grads, state, c, lr, step):
         step_size = dtype(lr * np.sqrt(1 - c.beta2**t) / (1 - c.beta1**t))
         inverse_root = one
     m, v = state[0], state[1]
-    for p in range(params.shape[0]):
-        w = params[p]
-        g = grads[p] + coupled * w
-        m[p] = beta1 * m[p] + rest1 * g
-        v[p] = beta2 * v[p] + rest2 * g * g
-        v_hat = v[p]
-        if amsgrad:
-            v_hat = state[2, p] = max(state[2, p], v_hat)
-        params[p] = w * decay - step_size * m[p] / (np.sqrt(v_hat) * inverse_root + eps)
+
+    def steps(amsgrad):
+        for p in range(params.shape[0]):
+            w = params[p]
+            g = grads[p] + coupled * w
+            moment = m[p] = beta1 * m[p] + rest1 * g
+            v_hat = v[p] = beta2 * v[p] + rest2 * g * g
+            if amsgrad:
+                v_hat = state[2, p] = max(state[2, p], v_hat)
+            params[p] = w * decay - step_size * moment / (np.sqrt(v_hat) * inverse_root + eps)
+
+    if amsgrad:
+        steps(True)
+    else:
+        steps(False)
 
 
 @_inline
@@ -618,21 +629,32 @@ def _rmsprop(params, grads, state, c, lr, step):
     """RMSprop, ``centered`` or not, with or without momentum."""
     dtype = params.dtype.type
     rate, alpha, rest, eps, momentum = dtype(lr), dtype(c.alpha), dtype(1 - c.alpha), dtype(c.eps), dtype(c.momentum)
-    centered = c.centered != 0
+    centered, moving = c.centered != 0, momentum != 0
     squares = state[0]
-    for p in range(params.shape[0]):
-        g = grads[p]
-        squares[p] = alpha * squares[p] + rest * g * g
-        if centered:
-            state[1, p] = alpha * state[1, p] + rest * g
-            denominator = np.sqrt(squares[p] - state[1, p] * state[1, p]) + eps
-        else:
-            denominator = np.sqrt(squares[p]) + eps
-        if momentum != 0:
-            state[2, p] = momentum * state[2, p] + g / denominator
-            params[p] -= rate * state[2, p]
-        else:
-            params[p] -= rate * g / denominator
+
+    def steps(centered, moving):
+        for p in range(params.shape[0]):
+            g = grads[p]
+            square = squares[p] = alpha * squares[p] + rest * g * g
+            if centered:
+                mean = state[1, p] = alpha * state[1, p] + rest * g
+                denominator = np.sqrt(square - mean * mean) + eps
+            else:
+                denominator = np.sqrt(square) + eps
+            if moving:
+                buffer = state[2, p] = momentum * state[2, p] + g / denominator
+                params[p] -= rate * buffer
+            else:
+                params[p] -= rate * g / denominator
+
+    if centered and moving:
+        steps(True, True)
+    elif centered:
+        steps(True, False)
+    elif moving:
+        steps(False, True)
+    else:
+        steps(False, False)
 
 
 @_inline
