@@ -58,9 +58,11 @@ def epochs(backend, dtype, threads, optimizer, output="softmax", loss="cross_ent
 SPLITTING = [name for name in BACKENDS if fastgd.MLP([2, 2], backend=name).kernels.splits_batches]
 MINI_BATCH_CASES = [name for name in OPTIMIZER_CASES if name != "line-search"]
 # One batch of 600 rows in 2 or 3 shares (each more than one block of rows of the compiled backends);
-# batches of 64 (the last of 24), each in 2 or 3 shares, with every optimizer but the line search.
+# batches of 64 (the last of 24), each in 2 or 3 shares, with every optimizer but the line search; and
+# batches of 580 (the last of 20), two shares of 290 rows each more than one block.
 SHARE_CASES = [(backend, None, optimizer) for backend in BACKENDS for optimizer in OPTIMIZER_CASES] + \
-    [(backend, 64, optimizer) for backend in SPLITTING for optimizer in MINI_BATCH_CASES]
+    [(backend, 64, optimizer) for backend in SPLITTING for optimizer in MINI_BATCH_CASES] + \
+    [(backend, 580, "momentum-clipped") for backend in SPLITTING]
 
 
 @pytest.mark.parametrize("backend, batch_size, optimizer", SHARE_CASES)
