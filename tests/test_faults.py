@@ -47,7 +47,8 @@ def test_ctrl_c_mid_epoch_keeps_the_last_whole_epoch(backend, monkeypatch):
     net.fit(X, y, epochs=1, batch_size=8)  # and training goes on from there
 
 
-@pytest.mark.parametrize("backend", [name for name in BACKENDS if fastgd.MLP([2, 2], backend=name).kernels.splits_batches])
+@pytest.mark.parametrize("backend", [name for name in BACKENDS
+                                     if fastgd.MLP([2, 2], backend=name).kernels.splits_batches])
 @pytest.mark.parametrize("share", [0, 1])
 def test_ctrl_c_in_a_two_thread_mini_batch_epoch_keeps_the_last_whole_epoch(backend, share, monkeypatch):
     """Thread 0 (the fit's, where a Ctrl-C lands) or thread 1 stops half-way through an epoch whose
