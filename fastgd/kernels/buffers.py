@@ -78,8 +78,8 @@ def _mt19937_in_place() -> bool:
 def check_layout(layout) -> np.ndarray:
     """A private, immutable copy of ``layout`` once every row is checked to describe one
     contiguous ``params`` buffer: positive widths chained layer to layer, known activation
-    codes (hidden ones before the last layer, output ones on it) with a finite parameter (0 for those that take none),
-    dropout rates in [0, 1) (0 on the output layer),
+    codes (hidden ones before the last layer, output ones on it) with a finite parameter (0 for
+    those that take none), dropout rates in [0, 1) (0 on the output layer),
     and each ``W`` then ``b`` right after the layer before.
     A width goes to BLAS as a C int (a dimension and a leading dimension), so it stays below
     2**31; a layer's weights and every offset are int64, below 2**62."""
