@@ -544,6 +544,42 @@ def _poisson(z, out, y, lse):
     return total
 
 
+@intrinsic
+def _contiguous(typingctx, array):
+    """The 1-D ``array``, whose stride the caller has checked is one element, typed C-contiguous
+    (the same data; no reference held)."""
+    if not isinstance(array, types.Array) or array.ndim != 1:
+        return None
+    contiguous = array.copy(layout="C")
+
+    def codegen(context, builder, signature, args):
+        source = make_array(signature.args[0])(context, builder, args[0])
+        result = make_array(contiguous)(context, builder)
+        populate_array(result, data=source.data, shape=source.shape, strides=source.strides,
+                       itemsize=source.itemsize, meminfo=None)
+        return result._getvalue()
+
+    return contiguous(array), codegen
+
+
+def _slot(state, k):
+    """Row ``k`` of the optimizer state, typed C-contiguous: the state of a range of the parameters
+    (``state[:, low:high]``, a thread's) has contiguous rows, on which the rules' loops vectorise."""
+
+
+@_overload(_slot)
+def _slot_for(state, k):
+    if state.layout == "C":
+        return lambda state, k: state[k]
+
+    def contiguous(state, k):
+        row = state[k]
+        if row.shape[0] > 1 and row.strides[0] != row.itemsize:
+            raise ValueError("fastgd: a row of the optimizer state is not contiguous")
+        return _contiguous(row)
+    return contiguous
+
+
 # An optimizer's update takes every parameter one step in place, from the step's record ``c``
 # (``config[0]``), learning rate ``lr`` (float64) and ``step`` (counting from 0); the rules are
 # ``fastgd.optimizers``'s. Each complement 1 - x is taken in float64 and rounded once:
@@ -564,14 +600,14 @@ def _sgd(params, grads, state, c, lr, step):
         for p in range(params.shape[0]):
             params[p] -= rate * (grads[p] + weight_decay * params[p])
     elif c.sutskever != 0:  # the buffer holds steps: v = momentum v - lr g
-        velocity = state[0]
+        velocity = _slot(state, 0)
         for p in range(params.shape[0]):
             g = grads[p] + weight_decay * params[p]
             v = momentum * velocity[p] - rate * g
             velocity[p] = v
             params[p] += momentum * v - rate * g if nesterov else v
     else:
-        buffer = state[0]
+        buffer = _slot(state, 0)
         for p in range(params.shape[0]):
             g = grads[p] + weight_decay * params[p]
             b = g if step == 0 else momentum * buffer[p] + undamped * g
@@ -584,7 +620,7 @@ def _momentum(params, grads, state, c, lr, step):
     """Momentum as an exponential average of the gradients."""
     dtype = params.dtype.type
     rate, beta, rest = dtype(lr), dtype(c.beta), dtype(1 - c.beta)
-    velocity = state[0]
+    velocity = _slot(state, 0)
     for p in range(params.shape[0]):
         velocity[p] = beta * velocity[p] + rest * grads[p]
         params[p] -= rate * velocity[p]
@@ -606,7 +642,8 @@ def _adam(params, grads, state, c, lr, step):
     if c.eps_hat != 0:  # eps added to sqrt(v) before the bias correction, which goes into the rate
         step_size = dtype(lr * np.sqrt(1 - c.beta2**t) / (1 - c.beta1**t))
         inverse_root = one
-    m, v = state[0], state[1]
+    m, v = _slot(state, 0), _slot(state, 1)
+    maximum = _slot(state, 2) if amsgrad else v
 
     def steps(amsgrad):
         for p in range(params.shape[0]):
@@ -615,7 +652,7 @@ def _adam(params, grads, state, c, lr, step):
             moment = m[p] = beta1 * m[p] + rest1 * g
             v_hat = v[p] = beta2 * v[p] + rest2 * g * g
             if amsgrad:
-                v_hat = state[2, p] = max(state[2, p], v_hat)
+                v_hat = maximum[p] = max(maximum[p], v_hat)
             params[p] = w * decay - step_size * moment / (np.sqrt(v_hat) * inverse_root + eps)
 
     if amsgrad:
@@ -630,19 +667,21 @@ def _rmsprop(params, grads, state, c, lr, step):
     dtype = params.dtype.type
     rate, alpha, rest, eps, momentum = dtype(lr), dtype(c.alpha), dtype(1 - c.alpha), dtype(c.eps), dtype(c.momentum)
     centered, moving = c.centered != 0, momentum != 0
-    squares = state[0]
+    squares = _slot(state, 0)
+    means = _slot(state, 1) if centered else squares
+    buffers = _slot(state, 2) if moving else squares
 
     def steps(centered, moving):
         for p in range(params.shape[0]):
             g = grads[p]
             square = squares[p] = alpha * squares[p] + rest * g * g
             if centered:
-                mean = state[1, p] = alpha * state[1, p] + rest * g
+                mean = means[p] = alpha * means[p] + rest * g
                 denominator = np.sqrt(square - mean * mean) + eps
             else:
                 denominator = np.sqrt(square) + eps
             if moving:
-                buffer = state[2, p] = momentum * state[2, p] + g / denominator
+                buffer = buffers[p] = momentum * buffers[p] + g / denominator
                 params[p] -= rate * buffer
             else:
                 params[p] -= rate * g / denominator
@@ -661,7 +700,7 @@ def _rmsprop(params, grads, state, c, lr, step):
 def _adagrad(params, grads, state, c, lr, step):
     dtype = params.dtype.type
     rate, eps = dtype(lr), dtype(c.eps)
-    squares = state[0]
+    squares = _slot(state, 0)
     for p in range(params.shape[0]):
         g = grads[p]
         squares[p] += g * g
