@@ -18,6 +18,10 @@ cores, [64, 1024, 1] and [784, 256, 128, 10] at 64 rows a step (17 and 64 MFLOP)
 ran 1.4-1.5x as fast on two threads as on one, [10, 64, 32, 3] (1 MFLOP) 0.8-1.2x;
 and with the other core busy with another process, 0.55-0.7x and 0.2x: a step waits
 for its slowest thread. Elsewhere mini-batch steps leave the threads to BLAS.
+
+Steps of one row of plain SGD split every layer between threads where the backend's
+threads meet inside its compiled epoch (``Kernels.splits_units``), from
+``MIN_FLOPS_PER_UNITS`` FLOPs a step and thread.
 """
 
 import contextlib
@@ -31,6 +35,7 @@ from threadpoolctl import ThreadpoolController
 
 MIN_FLOPS_PER_THREAD = 1e8
 MIN_ROWS_PER_SHARE, MIN_FLOPS_PER_SHARE = 32, 4e6
+MIN_FLOPS_PER_UNITS = 1e5
 
 # Made at import (after NumPy and SciPy have loaded their BLAS): building it
 # scans the process's libraries, ~8 ms that would otherwise fall on a first fit.
@@ -120,6 +125,13 @@ def share_threads_for(layout, batch_rows):
     ``MIN_FLOPS_PER_SHARE`` FLOPs a step for each, at most :func:`_allowed`."""
     return max(1, min(_allowed(), batch_rows // MIN_ROWS_PER_SHARE,
                       int(step_flops(layout, batch_rows) // MIN_FLOPS_PER_SHARE)))
+
+
+def units_threads_for(layout):
+    """The threads that steps of one row repay where each layer is split between threads that meet
+    inside the compiled epoch: at least ``MIN_FLOPS_PER_UNITS`` FLOPs a step for each, at most
+    :func:`_allowed`."""
+    return max(1, min(_allowed(), int(step_flops(layout, 1) // MIN_FLOPS_PER_UNITS)))
 
 
 def blas_threads_for(layout, rows):

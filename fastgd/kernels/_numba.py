@@ -1011,6 +1011,28 @@ def _forward_block(layout, params, X, start, acts, derivatives, offsets, z, lse,
                     _drop_row(Z[i], d, p, scale, _key(masks, i, l))
 
 
+@_inline
+def _row_product(a, W, product):
+    """``product += a W`` for one row ``a`` (``W`` 2-D, ``(len(a), len(product))``), by loops over the
+    rows of ``W``."""
+    n_in, n_out = W.shape
+    if n_out == 1:  # a dot product down the column, summed in a register
+        total = product[0] - product[0]
+        for k in range(n_in):
+            total += a[k] * W[k, 0]
+        product[0] += total
+    else:
+        for q in range(n_in // 4):  # four rows of W per pass over the product
+            k = 4 * q
+            a0, a1, a2, a3 = a[k], a[k + 1], a[k + 2], a[k + 3]
+            for j in range(n_out):
+                product[j] += a0 * W[k, j] + a1 * W[k + 1, j] + a2 * W[k + 2, j] + a3 * W[k + 3, j]
+        for k in range(n_in - n_in % 4, n_in):
+            ak = a[k]
+            for j in range(n_out):
+                product[j] += ak * W[k, j]
+
+
 @_jit
 def _forward_row(layout, params, acts, derivatives, offsets, z, lse, first, masks):
     """Forward pass of one row from layer ``first`` on (its input in block ``first`` of ``acts``),
@@ -1024,22 +1046,7 @@ def _forward_row(layout, params, acts, derivatives, offsets, z, lse, first, mask
         out = _row(acts, offsets[l + 1], n_out, 0)
         product = z[:n_out] if l == last else out
         product[:] = 0
-        a, W = acts[offsets[l] : offsets[l] + n_in], _matrix(params, w, n_in, n_out)
-        if n_out == 1:  # a dot product down the column, summed in a register
-            total = a[0] - a[0]
-            for k in range(n_in):
-                total += a[k] * W[k, 0]
-            product[0] = total
-        else:
-            for q in range(n_in // 4):  # four rows of W per pass over the product
-                k = 4 * q
-                a0, a1, a2, a3 = a[k], a[k + 1], a[k + 2], a[k + 3]
-                for j in range(n_out):
-                    product[j] += a0 * W[k, j] + a1 * W[k + 1, j] + a2 * W[k + 2, j] + a3 * W[k + 3, j]
-            for k in range(n_in - n_in % 4, n_in):
-                ak = a[k]
-                for j in range(n_out):
-                    product[j] += ak * W[k, j]
+        _row_product(acts[offsets[l] : offsets[l] + n_in], _matrix(params, w, n_in, n_out), product)
         if l == last:
             lse[0] = _output_row(product, params[b : b + n_out], out, activation, one)
         else:
@@ -1408,6 +1415,249 @@ def _stochastic_epoch(layout, params, grads, X, Y, weights, order, config, lrs, 
             return np.nan, n, NOT_FINITE
         total += 0.5 * l2 * squares
     return total / n, n, OK if _finite(params) else NOT_FINITE
+
+
+# ---------------------------------------------------------------- one-row steps, each layer split between threads
+# ``train_epoch_units``: the last layer and every second one below it are split by their inputs (thread t
+# takes rows of W, the threads' partial products are added in thread order), the others by their units
+# (thread t takes columns of W and of the bias), so that every activation and delta a thread needs is
+# its own or a sum of the threads' parts: one meeting a step for two layers, three for three. Each thread
+# trains a packed copy of the weights it owns (``own``), written back when it ends: columns of W split in
+# place leave each row's two parts on two cores, and the lines between them go back and forth (two
+# threads ran W3's steps 2x slower than one that way, 1.5x faster packed).
+@_inline
+def _by_inputs(layout, l):
+    """Whether layer ``l`` is split by its inputs (rows of W) rather than by its units (columns)."""
+    return (layout.shape[0] - 1 - l) % 2 == 0
+
+
+@_jit
+def _packing(layout, t, threads):
+    """Thread ``t``'s part of each layer ``l``: its rows (split by inputs) or units (columns) ``lo`` to
+    ``hi``, and where in ``own`` its weights (``(hi - lo, n_out)`` or ``(n_in, hi - lo)``) and its biases
+    (all of them, or its units') start: ``(L, 4)`` int64 rows ``lo, hi, w, b``."""
+    packing = np.empty((layout.shape[0], 4), np.int64)
+    start = 0
+    for l in range(layout.shape[0]):
+        n_in, n_out = layout[l, 0], layout[l, 1]
+        n = n_in if _by_inputs(layout, l) else n_out
+        lo, hi = n * t // threads, n * (t + 1) // threads
+        packing[l, 0], packing[l, 1], packing[l, 2] = lo, hi, start
+        start += (hi - lo) * (n_out if _by_inputs(layout, l) else n_in)
+        packing[l, 3] = start
+        start += n_out if _by_inputs(layout, l) else hi - lo
+    return packing
+
+
+@_jit
+def _pack(layout, params, own, packing, unpack, biases):
+    """Copy each layer's part (``packing``) from ``params`` into ``own``, or with ``unpack`` back;
+    without ``biases``, not the biases of layers split by inputs (every thread has them all)."""
+    for l in range(layout.shape[0]):
+        n_in, n_out, w, b = layout[l, 0], layout[l, 1], layout[l, 3], layout[l, 4]
+        lo, hi, own_w, own_b = packing[l, 0], packing[l, 1], packing[l, 2], packing[l, 3]
+        m = hi - lo
+        inputs = _by_inputs(layout, l)
+        W = _matrix(params, w, n_in, n_out)
+        part = _matrix(own, own_w, m, n_out) if inputs else _matrix(own, own_w, n_in, m)
+        for k in range(part.shape[0]):
+            source = W[lo + k] if inputs else W[k, lo:hi]
+            if unpack:
+                _copy(source, part[k])
+            else:
+                _copy(part[k], source)
+        if inputs and not biases:
+            continue
+        first, count = (b, n_out) if inputs else (b + lo, m)
+        if unpack:
+            _copy(params[first : first + count], own[own_b : own_b + count])
+        else:
+            _copy(own[own_b : own_b + count], params[first : first + count])
+
+
+@_inline
+def _sum_parts(exchange, parity, start, target):
+    """``target`` = the threads' parts at ``start`` of their rows of ``exchange[parity]``, added in thread order."""
+    _copy(target, exchange[parity, 0, start : start + target.shape[0]])
+    for k in range(1, exchange.shape[1]):
+        part = exchange[parity, k, start : start + target.shape[0]]
+        for j in range(target.shape[0]):
+            target[j] += part[j]
+
+
+@_inline
+def _first_part(layout, own, packing, acts, offsets, deltas):
+    """Of a thread's part of ``W0`` (``packing``): the part, the inputs that multiply its rows and the
+    deltas of its columns, of the last row."""
+    n_in, n_out = layout[0, 0], layout[0, 1]
+    lo, hi, w = packing[0, 0], packing[0, 1], packing[0, 2]
+    if _by_inputs(layout, 0):
+        return (_matrix(own, w, hi - lo, n_out), acts[offsets[0] + lo : offsets[0] + hi],
+                deltas[offsets[1] : offsets[1] + n_out])
+    return _matrix(own, w, n_in, hi - lo), acts[offsets[0] : offsets[0] + n_in], deltas[offsets[1] + lo : offsets[1] + hi]
+
+
+@_inline
+def _units_forward(layout, own, packing, x, acts, derivatives, offsets, z, lse, deltas, exchange, parity, t, sync,
+                   meeting, l2, lr, deferred, masks):
+    """Thread ``t``'s forward pass of the row ``x``, after (``deferred``) the last row's step of
+    ``W0`` in the same pass; its input then becomes block 0. Returns ``(sum(W0**2)`` of its part before
+    that step, the meetings reached; 0 if the epoch was abandoned)``."""
+    last, threads = layout.shape[0] - 1, exchange.shape[1]
+    dtype = own.dtype.type
+    squares = 0.0
+    for l in range(last + 1):
+        n_in, n_out, activation = layout[l, 0], layout[l, 1], layout[l, 2]
+        lo, hi, w, b = packing[l, 0], packing[l, 1], packing[l, 2], packing[l, 3]
+        inputs = _by_inputs(layout, l)
+        a = x if l == 0 else acts[offsets[l] : offsets[l] + n_in]
+        if inputs:
+            W, bias = _matrix(own, w, hi - lo, n_out), own[b : b + n_out]
+            product, a = exchange[parity, t, offsets[l + 1] : offsets[l + 1] + n_out], a[lo:hi]
+        else:
+            W, bias = _matrix(own, w, n_in, hi - lo), own[b : b + hi - lo]
+            product = acts[offsets[l + 1] + lo : offsets[l + 1] + hi]
+        product[:] = 0
+        if l == 0 and deferred:
+            W, previous, d = _first_part(layout, own, packing, acts, offsets, deltas)
+            for k in range(W.shape[0]):
+                squares += _sgd_rank1_forward_row(W, k, previous[k], d, l2, lr, a[k], product)
+        else:
+            _row_product(a, W, product)
+        if l == 0:
+            _copy(acts[offsets[0] : offsets[0] + n_in], x)
+        if inputs:
+            meeting += 1
+            if not _meet(sync, t, threads, meeting):
+                return squares, 0
+            product = z[:n_out] if l == last else acts[offsets[l + 1] : offsets[l + 1] + n_out]
+            _sum_parts(exchange, parity, offsets[l + 1], product)
+            lo, hi = 0, n_out
+        if l == last:
+            lse[0] = _output_row(product, bias, acts[offsets[l + 1] : offsets[l + 1] + n_out], activation, dtype(1))
+            continue
+        d = derivatives[offsets[l + 1] + lo : offsets[l + 1] + hi]
+        _activate_row(product, bias, d, activation, _parameter(layout, l, dtype))
+        p = _rate(layout, l)
+        if masks[0] and p > 0:
+            _drop_row(product, d, p, dtype(1 / (1 - p)), _key(masks, 0, l) + np.uint64(lo))
+    return squares, meeting
+
+
+@_inline
+def _units_backward(layout, own, packing, acts, derivatives, offsets, deltas, exchange, parity, t, sync, meeting,
+                    l2, lr):
+    """Thread ``t``'s step of its part of every layer but the weights of the first (``deltas`` of the
+    output set). Returns ``(sum(W**2)`` of those parts before the step, the meetings reached; 0 if the
+    epoch was abandoned)``."""
+    threads = exchange.shape[1]
+    squares = 0.0
+    for l in range(layout.shape[0] - 1, -1, -1):
+        n_in, n_out = layout[l, 0], layout[l, 1]
+        lo, hi, w, b = packing[l, 0], packing[l, 1], packing[l, 2], packing[l, 3]
+        a, d = acts[offsets[l] : offsets[l] + n_in], deltas[offsets[l + 1] : offsets[l + 1] + n_out]
+        below, derivative = deltas[offsets[l] : offsets[l] + n_in], derivatives[offsets[l] : offsets[l] + n_in]
+        if _by_inputs(layout, l):
+            bias = own[b : b + n_out]
+            if l > 0 and n_out == 1:
+                squares += _column_step(own[w : w + hi - lo], own[:0], a[lo:hi], d[0], below[lo:hi],
+                                        derivative[lo:hi], l2, lr, np.bool_(True))
+            elif l > 0:
+                W = _matrix(own, w, hi - lo, n_out)
+                for k in range(hi - lo):
+                    back, s = _sgd_rank1_back_row(W, k, a[lo + k], d, l2, lr)
+                    squares += s
+                    below[lo + k] = back * derivative[lo + k]
+        else:
+            bias, d = own[b : b + hi - lo], d[lo:hi]
+            if l > 0:
+                W, part = _matrix(own, w, n_in, hi - lo), exchange[parity, t, offsets[l] : offsets[l] + n_in]
+                for k in range(n_in):
+                    part[k], s = _sgd_rank1_back_row(W, k, a[k], d, l2, lr)
+                    squares += s
+                meeting += 1
+                if not _meet(sync, t, threads, meeting):
+                    return squares, 0
+                _sum_parts(exchange, parity, offsets[l], below)
+                for k in range(n_in):
+                    below[k] *= derivative[k]
+        for j in range(bias.shape[0]):
+            bias[j] -= lr * d[j]
+    return squares, meeting
+
+
+@_jit
+def _units_epoch(layout, own, packing, X, Y, weights, order, config, lrs, step, acts, derivatives, offsets, z, lse,
+                 deltas, xb, yb, wb, row, t, sync, exchange, partials):
+    """Thread ``t``'s part of an epoch of plain SGD on one row per step (``train_epoch_units``): its
+    loss terms into ``partials[t]``; thread 0 returns what ``_train_epoch`` returns."""
+    own, X, Y, weights = _unowned(own), _unowned(X), _unowned(Y), _unowned(weights)
+    acts, derivatives, z, lse, deltas = (_unowned(acts), _unowned(derivatives), _unowned(z), _unowned(lse),
+                                         _unowned(deltas))
+    xb, yb, wb, row = _unowned(xb), _unowned(yb), _unowned(wb), _unowned(row)
+    n, n_in, threads = _n_rows(X), layout[0, 0], exchange.shape[1]
+    c = config[0]
+    dtype = own.dtype.type
+    weighted = weights.shape[0] > 0
+    x = row[:n_in]
+    total, l2, lr, meeting = 0.0, dtype(0), dtype(0), 0
+    for i in range(n):
+        source = order[i]
+        if source < 0 or source >= n:
+            return np.nan, i, BAD_ROW
+        _copy(yb[0], Y[source])
+        if weighted:
+            wb[0] = weights[source]
+        _input_block(_batch(X, order, i, 1, xb), x, n_in)
+        squares, meeting = _units_forward(layout, own, packing, x, acts, derivatives, offsets, z, lse, deltas,
+                                          exchange, i & 1, t, sync, meeting, l2, lr, i > 0,
+                                          _masks(config, step + i, 0))
+        if meeting == 0:
+            return np.nan, i, NOT_FINITE
+        row_weights = wb[:1] if weighted else weights
+        value = _loss(layout, yb[:1], row_weights, np.intp(1), acts, offsets, z, lse, deltas, c.loss)
+        # Each tested apart: fast-math folds the test of a sum to True.
+        if not np.isfinite(value) or (l2 != 0 and not np.isfinite(squares)):
+            return np.nan, i, NOT_FINITE
+        if l2 != 0:
+            total += 0.5 * l2 * squares
+        l2, lr = dtype(_batch_l2(config, _rows(row_weights, 1))), dtype(lrs[i])
+        squares, meeting = _units_backward(layout, own, packing, acts, derivatives, offsets, deltas, exchange, i & 1,
+                                           t, sync, meeting, l2, lr)
+        if meeting == 0:
+            return np.nan, i, NOT_FINITE
+        if t == 0:
+            total += value
+        if l2 != 0:
+            total += 0.5 * l2 * squares
+    W, previous, d = _first_part(layout, own, packing, acts, offsets, deltas)  # the last row's step of W0
+    squares = 0.0
+    for k in range(W.shape[0]):
+        squares += _sgd_rank1_row(W, k, previous[k], d, l2, lr)
+    if l2 != 0:
+        total += 0.5 * l2 * squares
+    partials[t] = total if _finite(own) else np.nan
+    if not _meet(sync, t, threads, meeting + 1):
+        return np.nan, n, NOT_FINITE
+    total = 0.0
+    for k in range(threads):
+        total += partials[k]
+    return total / n, n, OK if np.isfinite(total) else NOT_FINITE
+
+
+@_jit
+def _units_share(layout, params, own, X, Y, weights, order, config, lrs, step, acts, derivatives, offsets, z, lse,
+                 deltas, xb, yb, wb, row, t, sync, exchange, partials):
+    """``_units_epoch`` on thread ``t``'s part of the weights, packed into ``own`` and written back
+    into ``params`` at the end; a thread that stops early tells the others to stop waiting."""
+    packing = _packing(layout, t, exchange.shape[1])
+    _pack(layout, params, own, packing, False, True)
+    result = _units_epoch(layout, own, packing, X, Y, weights, order, config, lrs, step, acts, derivatives, offsets,
+                          z, lse, deltas, xb, yb, wb, row, t, sync, exchange, partials)
+    if result[2] != OK:
+        _exchange(sync, SYNC_LINE * exchange.shape[1], 1)
+    _pack(layout, params, own, packing, True, t == 0)
+    return result
 
 
 @_inline
@@ -1912,6 +2162,15 @@ def batch_step(layout, params, grads, parts, state, X, Y, weights, losses, confi
     step_of_shares = _batch_step_line_search if _searches(config) else _batch_step
     return step_of_shares(layout, params, grads, parts, state, _input(X), Y, weights, losses, config, lrs, step,
                           ws.acts, ws.derivatives, ws.offsets, ws.z, ws.lse, ws.deltas)
+
+
+@_announced(1)
+def train_epoch_units(layout, params, X, Y, weights, order, config, lrs, step, ws, own, share, sync, exchange,
+                      partials):
+    result = _units_share(layout, params, own, _input(X), Y, weights, order, config, lrs, step, ws.acts,
+                          ws.derivatives, ws.offsets, ws.z, ws.lse, ws.deltas, ws.x, ws.y, ws.w, ws.row, share, sync,
+                          exchange, partials)
+    return result if share == 0 else None
 
 
 @_announced(1)

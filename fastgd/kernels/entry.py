@@ -8,7 +8,7 @@ import numpy as np
 from .._codes import ACTIVATIONS, LOSS_OUTPUTS, LOSSES, OPTIMIZERS
 from .._layout import ACTIVATION, B_OFFSET, N_IN, N_OUT
 from .buffers import (MAX_STEP, MAX_THREADS, STEP, SYNC_LINE, CSR, _check_array, _check_int, _check_real,
-                      _describe, check_layout)
+                      _describe, check_layout, plain_sgd)
 from .runner import EpochRunner, _run
 from .protocol import Backend
 
@@ -57,7 +57,8 @@ class Kernels:
     arguments (types, dtypes, shapes, contiguity, alignment, codes, capacity)
     against it before the backend runs, and raises ``TypeError`` or
     ``ValueError`` naming the argument. ``splits_batches``: whether epochs of
-    several batches split each batch's rows across threads (see :meth:`epoch_runner`).
+    several batches split each batch's rows across threads; ``splits_units``: whether epochs of one row a
+    step split each layer between threads (see :meth:`epoch_runner`).
     """
 
     def __init__(self, name: str, backend: Backend, layout, dtype):
@@ -67,6 +68,7 @@ class Kernels:
         last = layout[-1]
         for attribute, value in dict(name=name, backend=backend, layout=layout, dtype=dtype,
                                      splits_batches=hasattr(backend, "train_epoch_share"),
+                                     splits_units=hasattr(backend, "train_epoch_units"),
                                      n_params=int(last[B_OFFSET] + last[N_OUT]), n_in=int(layout[0, N_IN]),
                                      n_out=int(last[N_OUT]), output=_ACTIVATION_NAMES[int(last[ACTIVATION])]).items():
             object.__setattr__(self, attribute, value)
@@ -216,7 +218,9 @@ class Kernels:
         thread each; the same ``threads`` give the same results. So does each batch of an epoch of
         several where the backend ``splits_batches`` (not for a line search): the threads meet inside
         the compiled epoch at every step, each taking the step on its range of the parameters
-        (``train_epoch_share``). Elsewhere epochs of several batches take 1."""
+        (``train_epoch_share``); and each step of one row of plain SGD through several layers where the
+        backend ``splits_units``: each thread takes a part of every layer, its rows or its units
+        (``train_epoch_units``), the same SGD step to rounding. Elsewhere epochs of several batches take 1."""
         self._params(params, writable=True)
         self._params(grads, "grads", writable=True)
         n = self._rows(X, Y)
@@ -232,9 +236,14 @@ class Kernels:
                              f"{'dense' if ws.sparse else 'sparse'} (workspace(..., sparse={not ws.sparse}) makes one)")
         if rng is not None and type(rng) is not np.random.RandomState:
             raise TypeError(f"rng: expected a numpy.random.RandomState or None, got {type(rng).__name__}")
-        threads = min(_check_int(threads, "threads", 1, MAX_THREADS + 1), batch_size,
+        units = batch_size == 1 and batches > 1  # one row a step: a part of every layer each
+        threads = min(_check_int(threads, "threads", 1, MAX_THREADS + 1),
+                      int(self.layout[:, N_IN].min()) if units else batch_size,  # every part of a layer a row
                       self.n_params if batches > 1 else n)  # a range of the parameters each, or of the rows
-        if threads > 1 and batches > 1 and (not self.splits_batches or optimizer == "line_search"):
+        if threads > 1 and units and not (self.splits_units and plain_sgd(config) and len(self.layout) > 1):
+            raise ValueError(f"threads: the {self.name} backend takes steps of one row on one thread"
+                             + (" but plain SGD's through several layers" if self.splits_units else ""))
+        if threads > 1 and batches > 1 and not units and (not self.splits_batches or optimizer == "line_search"):
             raise ValueError(f"threads: the {self.name} backend takes each batch of an epoch of several batches "
                              f"on one thread{' with a line search' if self.splits_batches else ''}")
         order = order.view()
@@ -248,6 +257,11 @@ class Kernels:
             shares = (bounds[1], [(first, last, self.workspace(last - first, sparse=ws.sparse, keep_outputs=False),
                                    part) for first, last, part in zip(bounds[1:-1], bounds[2:], parts)],
                       parts, np.empty(threads))
+        elif units:  # every thread: a workspace, its packed weights; their meeting places, parts of sums, losses
+            workspaces = [self.workspace(1, 1, sparse=ws.sparse, keep_outputs=False) for _ in range(threads)]
+            shares = (workspaces, np.zeros((threads, self.n_params), self.dtype),
+                      np.zeros(SYNC_LINE * (threads + 1), np.int64),
+                      np.zeros((2, threads, len(workspaces[0].acts)), self.dtype), np.empty(threads))
         else:  # shares 1 on of every batch: workspaces; the threads' meeting places, and their losses
             rows = -(-batch_size // threads)
             shares = ([self.workspace(rows, rows, sparse=ws.sparse, keep_outputs=False) for _ in range(threads - 1)],

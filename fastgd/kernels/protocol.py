@@ -120,12 +120,26 @@ class Backend(Protocol):
         ``losses`` (float64 ``(threads,)``) and ``partials`` (``(2 threads,)``) take their sums. Thread 0
         returns what :meth:`train_epoch` returns, the others None."""
 
+    def train_epoch_units(self, layout, params, X, Y, weights, order, config, lrs, step: int, ws, own, share: int,
+                          sync, exchange, partials):
+        """Optional (``Kernels.splits_units``): thread ``share``'s part of :meth:`train_epoch` of plain SGD
+        (no momentum, weight decay or clipping) on one row a step, through two layers or more, on
+        ``exchange.shape[1]`` threads, each calling it at once with a workspace of its own (``ws``, for 1
+        row; all alike) and a buffer ``own`` (zeros, ``(P,)``) for the weights it trains, packed. The last
+        layer and every second one below it are split by their inputs, the others by their units: thread
+        ``t`` takes of each the rows or columns of ``W`` (and the biases of its units) ``n*t//threads`` to
+        ``n*(t+1)//threads``, its parts of the sums they share through its row of ``exchange``
+        (``(2, threads, len(ws.acts))``, the parity of the step first), and writes its weights back into
+        ``params`` at the end. They meet in ``sync`` as :meth:`train_epoch_share`'s do; ``partials``
+        (float64 ``(threads,)``) takes their loss terms. Thread 0 returns what :meth:`train_epoch`
+        returns, the others None."""
+
 
 def missing(module) -> list[str]:
     """The names of :class:`Backend` that the backend ``module`` lacks (``shuffle`` only where it
-    ``SHUFFLES``; ``train_epoch_share`` is optional)."""
+    ``SHUFFLES``; ``train_epoch_share`` and ``train_epoch_units`` are optional)."""
     if not hasattr(module, "SHUFFLES"):
         return ["SHUFFLES"]
-    optional = {"train_epoch_share"} | (set() if module.SHUFFLES else {"shuffle"})
+    optional = {"train_epoch_share", "train_epoch_units"} | (set() if module.SHUFFLES else {"shuffle"})
     return [name for name, value in vars(Backend).items() if callable(value) and not name.startswith("_")
             and name not in optional and not callable(getattr(module, name, None))]

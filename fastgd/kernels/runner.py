@@ -29,7 +29,7 @@ class EpochRunner:
         self._kernels, self._batches, self._line_search = kernels, batches, line_search
         self._arguments, self._rng, self._shares = (arguments, ws), rng, shares
         self._epoch = (self._one_thread if shares is None else self._one_batch if batches == 1
-                       else self._mini_batches)
+                       else self._units if arguments[8] == 1 else self._mini_batches)
 
     def __call__(self, lrs, step: int) -> tuple[float, int, int]:
         """One epoch with learning rates ``lrs`` (float64, one per batch) from optimizer step ``step``:
@@ -80,28 +80,45 @@ class EpochRunner:
         (:meth:`~fastgd.kernels.protocol.Backend.train_epoch_share`), BLAS on one thread each."""
         (layout, params, grads, state, X, Y, weights, order, batch_size, config), ws = self._arguments
         workspaces, parts, sync, losses, partials = self._shares
-        threads = len(losses)
-        sync[:] = 0
         share = functools.partial(self._kernels.backend.train_epoch_share, layout, params, grads, parts, state, X, Y,
                                   weights, order, batch_size, config, lrs, step)
-        others = []
-        with blas_threads(1):
-            try:
-                for t, share_ws in enumerate(workspaces, 1):
-                    others.append(pool(threads - 1).submit(_share, share, share_ws, t, sync, losses, partials))
-                return _share(share, ws, 0, sync, losses, partials)
-            except BaseException:  # before thread 0 ran (or while it was handing out the shares)
-                sync[SYNC_LINE * threads] = 1  # abandoned: the others stop waiting
-                raise
-            finally:  # the others write into this run's buffers: never leave them running
-                for future in others:
-                    future.result()
+        return _on_threads(share, sync, [(share_ws, t, sync, losses, partials)
+                                         for t, share_ws in enumerate([ws, *workspaces])])
+
+    def _units(self, lrs, step):
+        """An epoch of one row a step, every layer split between threads that meet inside each step
+        (:meth:`~fastgd.kernels.protocol.Backend.train_epoch_units`)."""
+        (layout, params, _, _, X, Y, weights, order, _, config), _ = self._arguments
+        workspaces, own, sync, exchange, partials = self._shares
+        share = functools.partial(self._kernels.backend.train_epoch_units, layout, params, X, Y, weights, order,
+                                  config, lrs, step)
+        return _on_threads(share, sync, [(share_ws, own[t], t, sync, exchange, partials)
+                                         for t, share_ws in enumerate(workspaces)])
 
 
-def _share(share, ws, t, sync, losses, partials):
-    """Thread ``t``'s share of an epoch of mini-batches; if it cannot run, the others stop waiting for it."""
+def _on_threads(share, sync, arguments):
+    """``share(*arguments[t])`` on as many threads at once, thread 0 this one, BLAS on one thread each:
+    thread 0's result. Threads that stop early, or cannot start, tell the others to stop waiting."""
+    threads = len(arguments)
+    sync[:] = 0
+    others = []
+    with blas_threads(1):
+        try:
+            for t in range(1, threads):
+                others.append(pool(threads - 1).submit(_share, share, sync, threads, arguments[t]))
+            return _share(share, sync, threads, arguments[0])
+        except BaseException:  # before thread 0 ran (or while it was handing out the shares)
+            sync[SYNC_LINE * threads] = 1  # abandoned: the others stop waiting
+            raise
+        finally:  # the others write into this run's buffers: never leave them running
+            for future in others:
+                future.result()
+
+
+def _share(share, sync, threads, arguments):
+    """One thread's ``share(*arguments)``; if it cannot run, the others stop waiting for it."""
     try:
-        return _run(share, ws, t, sync, losses, partials)
+        return _run(share, *arguments)
     except BaseException:
-        sync[SYNC_LINE * len(losses)] = 1  # abandoned
+        sync[SYNC_LINE * threads] = 1  # abandoned
         raise
