@@ -27,16 +27,16 @@ OPTIMIZER_CASES = {  # (rule, hyper-parameters, clip_norm)
 
 
 def epochs(backend, dtype, threads, optimizer, output="softmax", loss="cross_entropy", sparse=False, weighted=False,
-           n=600, count=4, batch_size=None):
+           n=600, count=4, batch_size=None, sizes=(6, 9, 7, 3), hidden="tanh", dropout=0.0):
     """``(params, losses, state)`` after ``count`` epochs of batches of ``batch_size`` rows (None: one
     batch) on ``threads`` threads (the state flattened, with a 0 in front: plain SGD keeps none)."""
-    X, y = make_problem(output, n=n, n_in=6, seed=1)
-    net = fastgd.MLP([6, 9, 7, 3], hidden="tanh", output=output, loss=loss, backend=backend, dtype=dtype,
-                     random_state=2)
+    X, y = make_problem(output, n=n, n_in=sizes[0], seed=1)
+    net = fastgd.MLP(list(sizes), hidden=hidden, output=output, loss=loss, backend=backend, dtype=dtype,
+                     random_state=2, dropout=dropout)
     X, Y, _ = net.encode(X, y)
     rule, hyper, clip_norm = OPTIMIZER_CASES[optimizer]
     hyper = {**dict.fromkeys(OPTIMIZERS[rule].hyper, 0.0), **hyper}
-    config = step_config(loss, rule, hyper, l2=1e-3, clip_norm=clip_norm)
+    config = step_config(loss, rule, hyper, l2=1e-3, clip_norm=clip_norm, dropout_seed=net.training.dropout_seed)
     params, grads = net.params.copy(), np.zeros_like(net.params)
     state = np.zeros((len(OPTIMIZERS[rule].slots(hyper)), len(params)), dtype)
     weights = np.random.RandomState(3).uniform(0.2, 2.0, n) if weighted else None
@@ -340,3 +340,143 @@ def test_a_numba_thread_that_waits_for_a_late_one_sleeps_until_it_comes():
     sync[SYNC_LINE * 2] = 1  # the epoch is given up: the waiting thread stops waiting
     thread.join(timeout=10)
     assert not thread.is_alive() and waited["met"] is False
+
+
+# Backends whose epochs of one row a step split every layer between threads.
+SPLITTING_UNITS = [name for name in BACKENDS if fastgd.MLP([2, 2], backend=name).kernels.splits_units]
+# Two layers (the first split by units), three (by inputs), four; sparse rows reach a first layer split
+# either way. Batches of one row: 150 of them, two epochs.
+UNITS_NETWORKS = {"two": (6, 33, 3), "three": (6, 9, 7, 3), "four": (6, 17, 9, 5, 3)}
+
+
+@pytest.mark.parametrize("backend", SPLITTING_UNITS)
+@pytest.mark.parametrize("sizes", UNITS_NETWORKS)
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("rows", ["dense", "sparse", "weighted"])
+def test_one_row_steps_on_threads_match_the_reference_on_one(backend, sizes, dtype, threads, rows):
+    options = dict(sparse=rows == "sparse", weighted=rows == "weighted", batch_size=1, n=150, count=2,
+                   sizes=UNITS_NETWORKS[sizes])
+    expected = epochs("numpy", dtype, 1, "sgd", **options)
+    got = epochs(backend, dtype, threads, "sgd", **options)
+    for value, reference in zip(got, expected):
+        assert_close(value, reference, TRAINING_RTOL[dtype])
+
+
+@pytest.mark.parametrize("backend", SPLITTING_UNITS)
+@pytest.mark.parametrize("output, loss, hidden", [("sigmoid", "binary_cross_entropy", "relu"),
+                                                  ("identity", "mse", "gelu"), ("exp", "poisson", "softplus"),
+                                                  ("softmax", "cross_entropy", "leaky_relu")])
+@pytest.mark.parametrize("sizes", ["two", "three"])
+def test_every_loss_and_activation_in_one_row_steps_on_threads_matches_one_thread(backend, output, loss, hidden,
+                                                                                 sizes):
+    options = dict(weighted=True, batch_size=1, n=100, count=2, sizes=UNITS_NETWORKS[sizes], hidden=hidden)
+    one = epochs(backend, "float64", 1, "sgd", output, loss, **options)
+    split = epochs(backend, "float64", 2, "sgd", output, loss, **options)
+    for value, reference in zip(split, one):
+        assert_close(value, reference, KERNEL_RTOL["float64"])
+
+
+@pytest.mark.parametrize("backend", SPLITTING_UNITS)
+@pytest.mark.parametrize("sizes", ["two", "three"])
+def test_one_row_steps_on_threads_drop_the_units_one_thread_drops(backend, sizes):
+    options = dict(batch_size=1, n=100, count=2, sizes=UNITS_NETWORKS[sizes], dropout=0.3)
+    one = epochs(backend, "float64", 1, "sgd", **options)
+    for threads in (2, 3):
+        for value, reference in zip(epochs(backend, "float64", threads, "sgd", **options), one):
+            assert_close(value, reference, KERNEL_RTOL["float64"])
+
+
+@pytest.mark.parametrize("backend", SPLITTING_UNITS)
+def test_one_row_steps_on_the_same_threads_give_the_same_bits(backend):
+    first, second = (epochs(backend, "float32", 2, "sgd", batch_size=1, n=100) for _ in range(2))
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("backend", SPLITTING_UNITS)
+@pytest.mark.parametrize("bad", ["row", "value", "weights"])
+@pytest.mark.parametrize("sizes", ["two", "three"])
+def test_one_row_steps_on_threads_stop_where_one_thread_stops(backend, bad, sizes):
+    sizes = UNITS_NETWORKS[sizes]
+    X, y = make_problem("identity", n=60, n_in=sizes[0], seed=0)
+    net = fastgd.MLP(list(sizes), output="identity", backend=backend, random_state=0)
+    X, Y, _ = net.encode(X, y)
+    order, params = np.arange(60), net.params.copy()
+    if bad == "value":
+        X[40] = 1e300
+    elif bad == "row":
+        order[40] = 10**6
+    else:  # the last weight of the first layer: thread 1's part, whether it is split by inputs or by units
+        params[net.kernels.layout[0, 4] - 1] = np.inf
+    results = []
+    for threads in (1, 2):
+        trained = params.copy()
+        value, steps, status = net.kernels.train_epoch(trained, np.zeros_like(params), np.zeros((0, len(params))), X,
+                                                       Y, order.copy(), 1, step_config("mse", l2=1e-3),
+                                                       np.full(60, 0.01), 0, net.kernels.workspace(1, 1),
+                                                       threads=threads)
+        results.append((trained, status, np.isfinite(value)))
+    (one, *rest_one), (two, *rest_two) = results
+    assert rest_one == rest_two == [1 if bad != "row" else 2, False]
+    if bad != "weights":
+        assert_close(two, one, KERNEL_RTOL["float64"])
+
+
+@pytest.mark.parametrize("backend", SPLITTING_UNITS)
+def test_a_one_row_share_that_cannot_run_stops_the_others(backend, monkeypatch):
+    module = fastgd.kernels._loaded[backend]
+    units = module.train_epoch_units
+
+    def failing(*args):
+        if args[-4] == 1:  # thread 1
+            raise MemoryError("no room")
+        return units(*args)
+
+    monkeypatch.setattr(module, "train_epoch_units", failing)
+    with pytest.raises(MemoryError, match="no room"):
+        epochs(backend, "float64", 2, "sgd", batch_size=1, n=50, count=1)
+
+
+@pytest.mark.parametrize("backend", SPLITTING_UNITS)
+def test_a_one_row_fit_splits_steps_that_repay_threads(backend, monkeypatch):
+    module = fastgd.kernels._loaded[backend]
+    seen = []
+    units = module.train_epoch_units
+
+    def spy(*args):
+        seen.append(threading.get_ident())
+        return units(*args)
+
+    monkeypatch.setattr(module, "train_epoch_units", spy)
+    X, y = make_problem("softmax", n=100, n_in=20, seed=0)  # 0.2 MFLOP a step
+    fits = {}
+    for threads in (2, 1):
+        net = fastgd.MLP([20, 2048, 3], backend=backend, random_state=0)
+        with threadpool_limits(threads):
+            net.fit(X, y, epochs=2, batch_size=1, optimizer=fastgd.SGD(lr=0.01), l2=1e-3)
+        fits[threads] = net
+    assert len(seen) == 4 and seen.count(threading.get_ident()) == 2  # two threads an epoch, in the two-thread fit
+    assert_close(fits[2].params, fits[1].params, KERNEL_RTOL["float64"])
+    seen.clear()
+    with threadpool_limits(2):
+        fastgd.MLP([20, 64, 3], backend=backend, random_state=0).fit(X, y, epochs=1, batch_size=1)
+        fastgd.MLP([20, 2048, 3], backend=backend, random_state=0).fit(
+            X, y, epochs=1, batch_size=1, optimizer=fastgd.SGD(lr=0.01, momentum=0.9))
+    assert seen == []  # steps too small to repay a second thread, and momentum's, run on one
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_one_row_steps_on_threads_are_plain_sgds_through_several_layers(backend):
+    X, y = make_problem("softmax", n=20, n_in=6, seed=0)
+    for sizes, momentum in (([6, 9, 3], 0.9), ([6, 3], 0.0)):
+        net = fastgd.MLP(sizes, backend=backend, random_state=0)
+        X_, Y, _ = net.encode(X, y)
+        params = net.params.copy()
+        hyper = {**dict.fromkeys(OPTIMIZERS["sgd"].hyper, 0.0), "momentum": momentum}
+        state = np.zeros((len(OPTIMIZERS["sgd"].slots(hyper)), len(params)))
+        with pytest.raises(ValueError, match="threads: .*one row on one thread"):
+            net.kernels.train_epoch(params, np.zeros_like(params), state, X_, Y, np.arange(20), 1,
+                                    step_config("cross_entropy", "sgd", hyper), np.full(20, 0.1), 0,
+                                    net.kernels.workspace(1, 1), threads=2)
+        np.testing.assert_array_equal(params, net.params)
