@@ -1266,6 +1266,29 @@ cdef double _first_layer_step(const int64_t[:, ::1] layout, floating[::1] params
     return squares
 
 
+cdef inline void _one_row(const floating* X, const Sparse* sparse, const floating[::1] Y, const double* w,
+                          Py_ssize_t source, Py_ssize_t n_in, Py_ssize_t k, floating* x, floating* target,
+                          double* weight) noexcept nogil:
+    """Row ``source``: its input (dense) into ``x``, its targets into ``target``, its weight (with ``w``)
+    into ``weight``."""
+    cdef Py_ssize_t j, p, r
+    cdef const floating* data = <const floating*>sparse.data if sparse != NULL else NULL
+    cdef const floating* source_y = _at(Y, source * k, k, b"Y")
+    for j in range(k):
+        target[j] = source_y[j]
+    if w != NULL:
+        weight[0] = w[source]
+    if sparse == NULL:
+        for j in range(n_in):
+            x[j] = X[source * n_in + j]
+    else:
+        for j in range(n_in):
+            x[j] = 0
+        r = sparse.rows[source] if sparse.rows != NULL else source
+        for p in range(sparse.indptr[r], sparse.indptr[r + 1]):
+            x[sparse.indices[p]] += data[p]
+
+
 cdef int _stochastic_epoch(const int64_t[:, ::1] layout, floating[::1] params, floating[::1] grads,
                            const floating* X, const Sparse* sparse, const floating[::1] Y, const double* w,
                            const int64_t[::1] order, const Step* c, const double[::1] lrs, floating[::1] acts,
@@ -1277,12 +1300,10 @@ cdef int _stochastic_epoch(const int64_t[:, ::1] layout, floating[::1] params, f
     one pass over ``W0`` per step instead of two. Returns the status; ``loss`` and ``steps`` as
     ``train_epoch`` returns them."""
     cdef Masks masks
-    cdef Py_ssize_t i, j, p, r, source, n = order.shape[0], n_in = layout[0, 0], k = layout[layout.shape[0] - 1, 1]
+    cdef Py_ssize_t i, j, source, n = order.shape[0], n_in = layout[0, 0], k = layout[layout.shape[0] - 1, 1]
     cdef floating* x = _at(row, 0, n_in, b"row")  # the row's input, until its forward pass copies it to block 0
     cdef floating* inputs = _at(acts, offsets[0], n_in, b"input block")
     cdef floating* target = _at(yb, 0, k, b"gathered Y")
-    cdef const floating* data = <const floating*>sparse.data if sparse != NULL else NULL
-    cdef const floating* source_y
     cdef double* weight = <double*>_weights(wb, 1) if w != NULL else NULL
     cdef double total = 0, value, squares
     cdef floating l2 = 0, lr = 0
@@ -1291,20 +1312,7 @@ cdef int _stochastic_epoch(const int64_t[:, ::1] layout, floating[::1] params, f
         if source < 0 or source >= n:
             steps[0], loss[0] = i, NAN
             return BAD_ROW
-        source_y = _at(Y, source * k, k, b"Y")
-        for j in range(k):
-            target[j] = source_y[j]
-        if w != NULL:
-            weight[0] = w[source]
-        if sparse == NULL:
-            for j in range(n_in):
-                x[j] = X[source * n_in + j]
-        else:
-            for j in range(n_in):
-                x[j] = 0
-            r = sparse.rows[source] if sparse.rows != NULL else source
-            for p in range(sparse.indptr[r], sparse.indptr[r + 1]):
-                x[sparse.indices[p]] += data[p]
+        _one_row(X, sparse, Y, w, source, n_in, k, x, target, weight)
         squares = 0
         masks = _masks(c, step + i, 0)
         if i == 0:
@@ -1495,9 +1503,14 @@ cdef extern from *:
         }
         return 1;
     }
+    /* The epoch is given up: the threads stop waiting. */
+    static void fastgd_abandon(int64_t* sync, Py_ssize_t threads) {
+        __atomic_store_n(&sync[FASTGD_LINE * threads], 1, __ATOMIC_SEQ_CST);
+    }
     """
     enum: SYNC_LINE "FASTGD_LINE"
     bint _meet "fastgd_meet"(int64_t* sync, Py_ssize_t t, Py_ssize_t threads, int64_t count) noexcept nogil
+    void _abandon "fastgd_abandon"(int64_t* sync, Py_ssize_t threads) noexcept nogil
 
 
 cdef double _finish_range(const int64_t[:, ::1] layout, floating[::1] params, floating[::1] grads,
@@ -1653,6 +1666,304 @@ cdef int _share_epoch(const int64_t[:, ::1] layout, floating[::1] params, floati
             if status == OK and not _finite(state[k]):
                 status = NOT_FINITE
     return status
+
+
+# ---------------------------------------------------------------- one-row steps, each layer split between threads
+# ``train_epoch_units`` (the Numba backend's ``_units_epoch`` says how): the last layer and every second one
+# below it split by their inputs (rows of W, partial products added in thread order), the others by their
+# units (columns of W and of the bias); each thread trains a packed copy of its part (``own``).
+cdef inline bint _by_inputs(const int64_t[:, ::1] layout, Py_ssize_t l) noexcept nogil:
+    """Whether layer ``l`` is split by its inputs (rows of W) rather than by its units (columns)."""
+    return (layout.shape[0] - 1 - l) % 2 == 0
+
+
+cdef void _packing(const int64_t[:, ::1] layout, Py_ssize_t t, Py_ssize_t threads, int64_t* packing) noexcept nogil:
+    """Thread ``t``'s part of each layer ``l`` into row ``l`` of ``packing`` (``(L, 4)``): its rows (split
+    by inputs) or units ``lo`` to ``hi``, and where in ``own`` its weights (``(hi - lo, n_out)`` or
+    ``(n_in, hi - lo)``) and its biases (all of them, or its units') start."""
+    cdef Py_ssize_t l, n, start = 0
+    cdef bint inputs
+    for l in range(layout.shape[0]):
+        inputs = _by_inputs(layout, l)
+        n = layout[l, 0] if inputs else layout[l, 1]
+        packing[4 * l], packing[4 * l + 1], packing[4 * l + 2] = n * t // threads, n * (t + 1) // threads, start
+        start += (packing[4 * l + 1] - packing[4 * l]) * (layout[l, 1] if inputs else layout[l, 0])
+        packing[4 * l + 3] = start
+        start += layout[l, 1] if inputs else packing[4 * l + 1] - packing[4 * l]
+
+
+cdef void _pack(const int64_t[:, ::1] layout, floating[::1] params, floating[::1] own, const int64_t* packing,
+                bint unpack, bint biases) noexcept nogil:
+    """Copy each layer's part (``packing``) from ``params`` into ``own``, or with ``unpack`` back; without
+    ``biases``, not the biases of layers split by inputs (every thread has them all)."""
+    cdef Py_ssize_t l, k, j, n_in, n_out, lo, hi, rows, width, first, count
+    cdef bint inputs
+    cdef floating* W
+    cdef floating* part
+    cdef floating* source
+    for l in range(layout.shape[0]):
+        n_in, n_out, lo, hi = layout[l, 0], layout[l, 1], packing[4 * l], packing[4 * l + 1]
+        inputs = _by_inputs(layout, l)
+        rows, width = hi - lo if inputs else n_in, n_out if inputs else hi - lo
+        W, part = _at(params, layout[l, 3], n_in * n_out, b"W"), _at(own, packing[4 * l + 2], rows * width, b"own")
+        for k in range(rows):
+            source = W + (lo + k) * n_out if inputs else W + k * n_out + lo
+            for j in range(width):
+                if unpack:
+                    source[j] = part[k * width + j]
+                else:
+                    part[k * width + j] = source[j]
+        if inputs and not biases:
+            continue
+        first, count = layout[l, 4] + (0 if inputs else lo), n_out if inputs else hi - lo
+        source, part = _at(params, first, count, b"b"), _at(own, packing[4 * l + 3], count, b"own")
+        for j in range(count):
+            if unpack:
+                source[j] = part[j]
+            else:
+                part[j] = source[j]
+
+
+cdef inline void _sum_parts(const floating* exchange, Py_ssize_t width, Py_ssize_t threads, Py_ssize_t start,
+                            floating* target, Py_ssize_t n) noexcept nogil:
+    """``target`` = the threads' parts at ``start`` of their rows (``width`` apart) of ``exchange``,
+    added in thread order."""
+    cdef Py_ssize_t k, j
+    for j in range(n):
+        target[j] = exchange[start + j]
+    for k in range(1, threads):
+        for j in range(n):
+            target[j] += exchange[k * width + start + j]
+
+
+cdef inline floating _sgd_back_row(floating* w, const floating* d, Py_ssize_t n, floating a, floating l2,
+                                   floating lr, floating* squares) noexcept nogil:
+    """``w -= lr (a d + l2 w)`` for one row of ``W``; returns ``w . d`` before the step (the delta
+    below) and adds ``sum(w**2)`` to ``squares``."""
+    cdef Py_ssize_t j
+    cdef floating v, back = 0
+    for j in range(n):
+        v = w[j]
+        back += v * d[j]
+        squares[0] += v * v
+        w[j] = v - lr * (a * d[j] + l2 * v)
+    return back
+
+
+cdef double _units_first_step(const int64_t[:, ::1] layout, floating[::1] own, const int64_t* packing,
+                              const floating* x, const floating* previous, const floating* deltas,
+                              floating* product, floating l2, floating lr) noexcept nogil:
+    """The last row's SGD step of a thread's part of ``W0`` (its inputs ``previous``, the deltas of the
+    first layer's units ``deltas``); with ``x`` (else NULL), in the same pass that part's product of
+    ``x`` into ``product``. Returns the part's ``sum(W0**2)`` before the step."""
+    cdef Py_ssize_t k, j, n_in = layout[0, 0], n_out = layout[0, 1], lo = packing[0], hi = packing[1]
+    cdef bint inputs = _by_inputs(layout, 0)
+    cdef Py_ssize_t rows = hi - lo if inputs else n_in, width = n_out if inputs else hi - lo
+    cdef floating* W = _at(own, packing[2], rows * width, b"own")
+    cdef floating* wk
+    cdef floating a, v, xk, row_squares
+    cdef double squares = 0
+    if inputs:
+        previous, x = previous + lo, x + lo if x != NULL else NULL
+    else:
+        deltas = deltas + lo
+    for k in range(rows):
+        wk, a, row_squares = W + k * width, previous[k], 0
+        if x == NULL:
+            for j in range(width):
+                v = wk[j]
+                row_squares += v * v
+                wk[j] = v - lr * (a * deltas[j] + l2 * v)
+        else:
+            xk = x[k]
+            for j in range(width):
+                v = wk[j]
+                row_squares += v * v
+                v = v - lr * (a * deltas[j] + l2 * v)
+                wk[j] = v
+                product[j] += xk * v
+        squares += row_squares
+    return squares
+
+
+cdef int64_t _units_forward(const int64_t[:, ::1] layout, floating[::1] own, const int64_t* packing,
+                            const floating* x, floating[::1] acts, floating[::1] derivatives,
+                            const int64_t[::1] offsets, floating[::1] z, double[::1] lse, floating[::1] deltas,
+                            floating* exchange, Py_ssize_t width, Py_ssize_t t, Py_ssize_t threads, int64_t* sync,
+                            int64_t meeting, floating l2, floating lr, bint deferred, const Masks* masks,
+                            double* squares) noexcept nogil:
+    """Thread ``t``'s forward pass of the row ``x``, after (``deferred``) the last row's step of its part
+    of ``W0`` in the same pass (its ``sum(W0**2)`` into ``squares``); ``x`` then becomes block 0.
+    ``exchange``: the step's rows of the threads' parts, ``width`` apart. Returns the meetings
+    reached, 0 if the epoch was abandoned."""
+    cdef Py_ssize_t l, j, n_in, n_out, lo, hi, last = layout.shape[0] - 1
+    cdef bint inputs
+    cdef double rate
+    cdef const floating* a
+    cdef floating* product
+    cdef floating* d
+    cdef floating* inputs_block = _at(acts, offsets[0], layout[0, 0], b"input block")
+    for l in range(last + 1):
+        n_in, n_out, lo, hi = layout[l, 0], layout[l, 1], packing[4 * l], packing[4 * l + 1]
+        inputs = _by_inputs(layout, l)
+        a = x if l == 0 else _at(acts, offsets[l], n_in, b"activations")
+        if inputs:
+            product = exchange + t * width + offsets[l + 1]
+        else:
+            product = _at(acts, offsets[l + 1] + lo, hi - lo, b"activations")
+        for j in range(n_out if inputs else hi - lo):
+            product[j] = 0
+        if l == 0 and deferred:
+            squares[0] += _units_first_step(layout, own, packing, x, inputs_block,
+                                            _at(deltas, offsets[1], n_out, b"deltas"), product, l2, lr)
+        elif inputs:
+            _add_product(product, a + lo, _at(own, packing[4 * l + 2], (hi - lo) * n_out, b"own"), hi - lo, n_out)
+        else:
+            _add_product(product, a, _at(own, packing[4 * l + 2], n_in * (hi - lo), b"own"), n_in, hi - lo)
+        if l == 0:
+            for j in range(n_in):
+                inputs_block[j] = x[j]
+        if inputs:
+            meeting += 1
+            if not _meet(sync, t, threads, meeting):
+                return 0
+            product = _at(z, 0, n_out, b"logits") if l == last else _at(acts, offsets[l + 1], n_out, b"activations")
+            _sum_parts(exchange, width, threads, offsets[l + 1], product, n_out)
+            lo, hi = 0, n_out
+        if l == last:
+            _at(lse, 0, 1, b"lse")[0] = _output_row(product, _at(own, packing[4 * l + 3], n_out, b"own"),
+                                                    _at(acts, offsets[l + 1], n_out, b"activations"), n_out,
+                                                    layout[l, 2])
+            continue
+        d = _at(derivatives, offsets[l + 1] + lo, hi - lo, b"derivatives")
+        _activate_row(product, _at(own, packing[4 * l + 3], hi - lo, b"own"), d, hi - lo, layout[l, 2],
+                      <floating>_parameter(layout, l))
+        rate = _dropout(layout, l)
+        if masks != NULL and rate > 0:
+            _drop_row(product, d, hi - lo, rate, <floating>(1 / (1 - rate)),
+                      _row_key(masks, masks.first, l) + <uint64_t>lo)
+    return meeting
+
+
+cdef int64_t _units_backward(const int64_t[:, ::1] layout, floating[::1] own, const int64_t* packing,
+                             floating[::1] acts, floating[::1] derivatives, const int64_t[::1] offsets,
+                             floating[::1] deltas, floating* exchange, Py_ssize_t width, Py_ssize_t t,
+                             Py_ssize_t threads, int64_t* sync, int64_t meeting, floating l2, floating lr,
+                             double* squares) noexcept nogil:
+    """Thread ``t``'s step of its part of every layer but the weights of the first (``deltas`` of the
+    output set; their ``sum(W**2)`` before the step into ``squares``). Returns the meetings reached, 0
+    if the epoch was abandoned."""
+    cdef Py_ssize_t l, k, j, n_in, n_out, lo, hi, units
+    cdef const floating* A
+    cdef floating* D
+    cdef floating* W
+    cdef floating* bias
+    cdef floating* below = NULL
+    cdef floating* derivative = NULL
+    cdef floating* part
+    cdef floating row_squares
+    for l in range(layout.shape[0] - 1, -1, -1):
+        n_in, n_out, lo, hi = layout[l, 0], layout[l, 1], packing[4 * l], packing[4 * l + 1]
+        A, D = _at(acts, offsets[l], n_in, b"activations"), _at(deltas, offsets[l + 1], n_out, b"deltas")
+        if l > 0:
+            below = _at(deltas, offsets[l], n_in, b"deltas")
+            derivative = _at(derivatives, offsets[l], n_in, b"derivatives")
+        if _by_inputs(layout, l):
+            units = n_out
+            if l > 0 and n_out == 1:
+                squares[0] += _column_step(_at(own, packing[4 * l + 2], hi - lo, b"own"), NULL, A + lo, D[0],
+                                           below + lo, derivative + lo, hi - lo, l2, lr, True)
+            elif l > 0:
+                W = _at(own, packing[4 * l + 2], (hi - lo) * n_out, b"own")
+                for k in range(hi - lo):
+                    row_squares = 0
+                    below[lo + k] = _sgd_back_row(W + k * n_out, D, n_out, A[lo + k], l2, lr, &row_squares) \
+                        * derivative[lo + k]
+                    squares[0] += row_squares
+        else:
+            units, D = hi - lo, D + lo
+            if l > 0:
+                W, part = _at(own, packing[4 * l + 2], n_in * units, b"own"), exchange + t * width + offsets[l]
+                for k in range(n_in):
+                    row_squares = 0
+                    part[k] = _sgd_back_row(W + k * units, D, units, A[k], l2, lr, &row_squares)
+                    squares[0] += row_squares
+                meeting += 1
+                if not _meet(sync, t, threads, meeting):
+                    return 0
+                _sum_parts(exchange, width, threads, offsets[l], below, n_in)
+                for k in range(n_in):
+                    below[k] *= derivative[k]
+        bias = _at(own, packing[4 * l + 3], units, b"own")
+        for j in range(units):
+            bias[j] -= lr * D[j]
+    return meeting
+
+
+cdef int _units_epoch(const int64_t[:, ::1] layout, floating[::1] own, const int64_t* packing,
+                      const floating* X, const Sparse* sparse, const floating[::1] Y, const double* w,
+                      const int64_t[::1] order, const Step* c, const double[::1] lrs, floating[::1] acts,
+                      floating[::1] derivatives, const int64_t[::1] offsets, floating[::1] z, double[::1] lse,
+                      floating[::1] deltas, floating[::1] yb, double[::1] wb, floating[::1] row,
+                      floating[:, :, ::1] exchange, Py_ssize_t t, int64_t* sync, double* partials,
+                      Py_ssize_t step, double* loss, Py_ssize_t* steps) noexcept nogil:
+    """Thread ``t``'s part of an epoch of plain SGD on one row per step from optimizer step ``step``:
+    its loss terms into ``partials[t]``; thread 0's ``loss`` and ``steps`` as ``train_epoch`` returns
+    them. Returns the status."""
+    cdef Masks masks
+    cdef Py_ssize_t i, k, source, n = order.shape[0], n_in = layout[0, 0], threads = exchange.shape[1]
+    cdef Py_ssize_t width = exchange.shape[2]
+    cdef floating* x = _at(row, 0, n_in, b"row")
+    cdef floating* target = _at(yb, 0, layout[layout.shape[0] - 1, 1], b"gathered Y")
+    cdef double* weight = <double*>_weights(wb, 1) if w != NULL else NULL
+    cdef double total = 0, value, squares
+    cdef int64_t meeting = 0
+    cdef floating l2 = 0, lr = 0
+    steps[0], loss[0] = 0, NAN
+    for i in range(n):
+        source = order[i]
+        if source < 0 or source >= n:
+            steps[0] = i
+            return BAD_ROW
+        _one_row(X, sparse, Y, w, source, n_in, layout[layout.shape[0] - 1, 1], x, target, weight)
+        squares = 0
+        masks = _masks(c, step + i, 0)
+        meeting = _units_forward(layout, own, packing, x, acts, derivatives, offsets, z, lse, deltas,
+                                 &exchange[i & 1, 0, 0], width, t, threads, sync, meeting, l2, lr, i > 0, &masks,
+                                 &squares)
+        if meeting == 0:
+            steps[0] = i
+            return NOT_FINITE
+        value = _loss(layout, yb, weight, 1, acts, offsets, z, lse, deltas, c.loss)
+        if not isfinite(value) or (l2 != 0 and not isfinite(squares)):
+            steps[0] = i
+            return NOT_FINITE
+        if l2 != 0:
+            total += 0.5 * l2 * squares
+        l2, lr = <floating>_batch_l2(c, _rows(weight, 1)), <floating>lrs[i]
+        squares = 0
+        meeting = _units_backward(layout, own, packing, acts, derivatives, offsets, deltas, &exchange[i & 1, 0, 0],
+                                  width, t, threads, sync, meeting, l2, lr, &squares)
+        if meeting == 0:
+            steps[0] = i
+            return NOT_FINITE
+        if t == 0:
+            total += value
+        if l2 != 0:
+            total += 0.5 * l2 * squares
+    squares = _units_first_step(layout, own, packing, NULL, _at(acts, offsets[0], n_in, b"input block"),
+                                _at(deltas, offsets[1], layout[0, 1], b"deltas"), NULL, l2, lr)
+    if l2 != 0:
+        total += 0.5 * l2 * squares
+    partials[t] = total if _finite(own) else NAN
+    steps[0] = n
+    if not _meet(sync, t, threads, meeting + 1):
+        return NOT_FINITE
+    total = 0
+    for k in range(threads):
+        total += partials[k]
+    loss[0] = total / n
+    return OK if isfinite(total) else NOT_FINITE
 
 
 # ---------------------------------------------------------------- the backend's functions (fastgd.kernels.protocol)
@@ -1869,6 +2180,41 @@ def train_epoch_share(const int64_t[:, ::1] layout, floating[::1] params, floati
     if status == BAD_ROW:
         return float("nan"), int(result[1]), status
     return result[0], int(result[1]), status
+
+
+def train_epoch_units(const int64_t[:, ::1] layout, floating[::1] params, X, Y, const double[::1] weights,
+                      const int64_t[::1] order, const Step[::1] config, double[::1] lrs, Py_ssize_t step, ws,
+                      floating[::1] own, Py_ssize_t share, int64_t[::1] sync, floating[:, :, ::1] exchange,
+                      double[::1] partials):
+    cdef bint dense = isinstance(X, np.ndarray)
+    cdef const floating[::1] x = X.reshape(-1) if dense else params[:0], y = Y.reshape(-1)
+    cdef Sparse rows
+    cdef const Sparse* sparse = NULL if dense else &rows
+    cdef floating[::1] acts = ws.acts, derivatives = ws.derivatives, z = ws.z, deltas = ws.deltas
+    cdef floating[::1] yb = ws.y.reshape(-1), row = ws.row
+    cdef double[::1] lse = ws.lse, wb = ws.w
+    cdef const int64_t[::1] offsets = ws.offsets
+    cdef Step c = config[0]
+    cdef const double* w = _weights(weights, X.shape[0])
+    cdef int64_t[:, ::1] packing = np.empty((layout.shape[0], 4), np.int64)
+    cdef double loss = 0
+    cdef Py_ssize_t steps = 0
+    cdef int status
+    if not dense:
+        rows = _sparse(X, params)
+    with nogil:
+        _packing(layout, share, exchange.shape[1], &packing[0, 0])
+        _pack(layout, params, own, &packing[0, 0], False, True)
+        status = _units_epoch(layout, own, &packing[0, 0], _at(x, 0, order.shape[0] * layout[0, 0], b"X") if dense
+                              else NULL, sparse, y, w, order, &c, lrs,
+                              acts, derivatives, offsets, z, lse, deltas, yb, wb, row, exchange, share, &sync[0],
+                              &partials[0], step, &loss, &steps)
+        if status != OK:
+            _abandon(&sync[0], exchange.shape[1])
+        _pack(layout, params, own, &packing[0, 0], True, share == 0)
+    if share > 0:
+        return None
+    return loss, steps, status
 
 
 def batch_gradient(const int64_t[:, ::1] layout, const floating[::1] params, floating[::1] grads, X, Y,
