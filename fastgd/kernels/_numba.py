@@ -1494,7 +1494,8 @@ def _first_part(layout, own, packing, acts, offsets, deltas):
     if _by_inputs(layout, 0):
         return (_matrix(own, w, hi - lo, n_out), acts[offsets[0] + lo : offsets[0] + hi],
                 deltas[offsets[1] : offsets[1] + n_out])
-    return _matrix(own, w, n_in, hi - lo), acts[offsets[0] : offsets[0] + n_in], deltas[offsets[1] + lo : offsets[1] + hi]
+    return (_matrix(own, w, n_in, hi - lo), acts[offsets[0] : offsets[0] + n_in],
+            deltas[offsets[1] + lo : offsets[1] + hi])
 
 
 @_inline
