@@ -107,9 +107,9 @@ def resolve_saved(name):
 
 def warmup(backend: str = "numba", dtypes=("float64", "float32")) -> dict:
     """Call every kernel of ``backend`` for each dtype, with each kind of update (an optimizer's rule,
-    plain SGD, a line search), batch (one row, a few rows, many rows, one batch on two threads) and
-    shuffle, so that a JIT-compiled backend compiles (or loads its cache) now what first fits of dense
-    rows would. Returns the seconds each dtype took."""
+    plain SGD, a line search), batch (one row, a few rows, many rows; on two threads where the backend
+    splits them) and shuffle, so that a JIT-compiled backend compiles (or loads its cache) now what first
+    fits of dense rows would. Returns the seconds each dtype took."""
     layout = make_layout([3, 4, 2], ["relu", "softmax"])
     adam = dict(beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, amsgrad=1.0, decoupled=0.0, eps_hat=0.0)
     hyper = {"adam": adam, "sgd": dict.fromkeys(OPTIMIZERS["sgd"].hyper, 0.0),  # plain SGD: a step fused into backward
@@ -126,12 +126,15 @@ def warmup(backend: str = "numba", dtypes=("float64", "float32")) -> dict:
         X, Y = rng.standard_normal((40, 3)).astype(dtype), np.eye(2, dtype=dtype)[np.arange(40) % 2]
         for name, config in configs.items():
             state = np.zeros((len(OPTIMIZERS[name].slots(hyper[name])), entry.n_params), dtype)
-            # one row, below and above the row count where steps turn to BLAS, one batch in shares on two threads
+            # one row, below and above the row count where steps turn to BLAS, one batch; each on two threads
+            # where the backend splits it
             for rows in (1, 4, 20, 40):
                 ws = entry.workspace(rows, rows)
-                entry.train_epoch(params, grads, state, X, Y, np.arange(40), rows, config,
-                                  np.full(-(-40 // rows), 1e-3),
-                                  1, ws, rng=rng, threads=1 if rows < 40 else 2)
+                split = (rows == 40 or (rows == 1 and entry.splits_units and name == "sgd")
+                         or (rows == 20 and entry.splits_batches and name != "line_search"))
+                for threads in (1, 2) if split else (1,):
+                    entry.train_epoch(params, grads, state, X, Y, np.arange(40), rows, config,
+                                      np.full(-(-40 // rows), 1e-3), 1, ws, rng=rng, threads=threads)
         for rows in (4, 40):
             ws = entry.workspace(rows, rows)
             entry.forward(params, X[:rows], ws)

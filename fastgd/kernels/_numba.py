@@ -1365,6 +1365,20 @@ def _first_layer_step(layout, params, x, acts, derivatives, offsets, deltas, l2,
     return squares
 
 
+@_inline
+def _one_row(X, Y, weights, order, i, x, xb, yb, wb):
+    """Row ``order[i]``: its input (dense) into ``x``, its targets into row 0 of ``yb``, its weight (where
+    ``weights`` are given) into ``wb[0]``. False if ``order[i]`` is not a row of ``X``."""
+    source = order[i]
+    if source < 0 or source >= _n_rows(X):
+        return False
+    _copy(yb[0], Y[source])
+    if weights.shape[0] > 0:
+        wb[0] = weights[source]
+    _input_block(_batch(X, order, i, 1, xb), x, x.shape[0])
+    return True
+
+
 @_jit
 def _stochastic_epoch(layout, params, grads, X, Y, weights, order, config, lrs, step, acts, derivatives, offsets, z,
                       lse, deltas, xb, yb, wb, row):
@@ -1383,13 +1397,8 @@ def _stochastic_epoch(layout, params, grads, X, Y, weights, order, config, lrs, 
     x = row[:n_in]  # the row's input, until its forward pass copies it to block 0
     total, l2, lr = 0.0, dtype(0), dtype(0)
     for i in range(n):
-        source = order[i]
-        if source < 0 or source >= n:
+        if not _one_row(X, Y, weights, order, i, x, xb, yb, wb):
             return np.nan, i, BAD_ROW
-        _copy(yb[0], Y[source])
-        if weighted:
-            wb[0] = weights[source]
-        _input_block(_batch(X, order, i, 1, xb), x, n_in)
         squares = 0.0
         masks = _masks(config, step + i, 0)
         if i == 0:
@@ -1498,7 +1507,7 @@ def _first_part(layout, own, packing, acts, offsets, deltas):
             deltas[offsets[1] + lo : offsets[1] + hi])
 
 
-@_inline
+@_jit
 def _units_forward(layout, own, packing, x, acts, derivatives, offsets, z, lse, deltas, exchange, parity, t, sync,
                    meeting, l2, lr, deferred, masks):
     """Thread ``t``'s forward pass of the row ``x``, after (``deferred``) the last row's step of
@@ -1545,7 +1554,7 @@ def _units_forward(layout, own, packing, x, acts, derivatives, offsets, z, lse, 
     return squares, meeting
 
 
-@_inline
+@_jit
 def _units_backward(layout, own, packing, acts, derivatives, offsets, deltas, exchange, parity, t, sync, meeting,
                     l2, lr):
     """Thread ``t``'s step of its part of every layer but the weights of the first (``deltas`` of the
@@ -1603,13 +1612,8 @@ def _units_epoch(layout, own, packing, X, Y, weights, order, config, lrs, step, 
     x = row[:n_in]
     total, l2, lr, meeting = 0.0, dtype(0), dtype(0), 0
     for i in range(n):
-        source = order[i]
-        if source < 0 or source >= n:
+        if not _one_row(X, Y, weights, order, i, x, xb, yb, wb):
             return np.nan, i, BAD_ROW
-        _copy(yb[0], Y[source])
-        if weighted:
-            wb[0] = weights[source]
-        _input_block(_batch(X, order, i, 1, xb), x, n_in)
         squares, meeting = _units_forward(layout, own, packing, x, acts, derivatives, offsets, z, lse, deltas,
                                           exchange, i & 1, t, sync, meeting, l2, lr, i > 0,
                                           _masks(config, step + i, 0))
