@@ -404,7 +404,7 @@ def test_one_row_steps_on_threads_stop_where_one_thread_stops(backend, bad, size
     X, Y, _ = net.encode(X, y)
     order, params = np.arange(60), net.params.copy()
     if bad == "value":
-        X[40] = 1e300
+        Y[40] = 1e300  # its loss overflows
     elif bad == "row":
         order[40] = 10**6
     else:  # the last weight of the first layer: thread 1's part, whether it is split by inputs or by units
