@@ -19,7 +19,7 @@ ran 1.4-1.5x as fast on two threads as on one, [10, 64, 32, 3] (1 MFLOP) 0.8-1.2
 and with the other core busy with another process, 0.55-0.7x and 0.2x: a step waits
 for its slowest thread. Elsewhere mini-batch steps leave the threads to BLAS.
 
-Steps of one row of plain SGD split every layer between threads where the backend's
+Steps of one row split every layer between threads where the backend's
 threads meet inside its compiled epoch (``Kernels.splits_units``), from
 ``MIN_FLOPS_PER_UNITS`` FLOPs a step and thread.
 """

@@ -22,7 +22,7 @@ from .callbacks import EpochLog, History, ProgressBar
 from .diagnosis import scale_advice
 from .errors import TrainingDiverged
 from .kernels import step_config
-from .kernels.buffers import STATUS, plain_sgd
+from .kernels.buffers import STATUS
 from .optimizers import Optimizer, check_optimizer
 
 # Rows per forward call when predicting or evaluating, so memory stays bounded.
@@ -326,16 +326,15 @@ def train(net, X, Y, options: FitOptions, validation=None, weights=None) -> Hist
         # Each epoch shuffles the order in the kernel: rng.permutation(n), or (reshuffle) the order before permuted.
         # An epoch of one batch splits its rows across the threads it repays; so do mini-batches where the
         # backend's threads meet inside its epoch, and otherwise leave the threads to BLAS; steps of one row
-        # of plain SGD split every layer between threads where the backend's threads meet inside its epoch.
+        # split every layer between threads where the backend's threads meet inside its epoch.
         threads = threads_for(kernels.layout, batch_size)
         if n_batches == 1:
             shares = threads
         elif batch_size == 1:
             shares = units_threads_for(kernels.layout) \
-                if kernels.splits_units and plain_sgd(config) and len(kernels.layout) > 1 else 1
+                if kernels.splits_units and len(kernels.layout) > 1 else 1
         else:
-            shares = share_threads_for(kernels.layout, batch_size) \
-                if kernels.splits_batches and optimizer.rule != "line_search" else 1
+            shares = share_threads_for(kernels.layout, batch_size) if kernels.splits_batches else 1
         train_epoch = kernels.epoch_runner(params, grads, state, X, Y, order, batch_size, config, ws, weights,
                                      training.rng if options.shuffle else None, shares)
         last = np.empty_like(params), np.empty_like(state)  # the weights and state an epoch started from

@@ -177,9 +177,6 @@ BAD = [  # (kernel, argument changes, error, message)
      "ws: made for 4 rows and 4 gathered rows; this call needs 5 and 5"),
     ("train_epoch", dict(batch_size=10, lrs=np.full(1, 0.1)), ValueError, "ws: made for 4 rows .* needs 10 and 0"),
     ("train_epoch", dict(threads=0), ValueError, r"threads: expected an integer in \[1, "),
-    ("train_epoch", dict(threads=2, state=np.zeros((1, P)), config=step_config("cross_entropy", "line_search", dict(
-        rho=0.5, c=1e-4, min_step=1e-3, fallback_step=1e-3))), ValueError,
-     "threads: the \\w+ backend takes each batch of an epoch of several batches on one thread"),
 ]
 
 

@@ -88,8 +88,10 @@ def test_ctrl_c_in_a_two_thread_mini_batch_epoch_keeps_the_last_whole_epoch(back
 @pytest.mark.parametrize("backend", [name for name in BACKENDS
                                      if fastgd.MLP([2, 2], backend=name).kernels.splits_units])
 @pytest.mark.parametrize("share", [0, 1])
-def test_ctrl_c_in_a_two_thread_one_row_epoch_keeps_the_last_whole_epoch(backend, share, monkeypatch):
-    """As for mini-batches, in an epoch of one row a step whose threads each train a part of every layer."""
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_ctrl_c_in_a_two_thread_one_row_epoch_keeps_the_last_whole_epoch(backend, share, momentum, monkeypatch):
+    """As for mini-batches, in an epoch of one row a step whose threads each train a part of every layer
+    (plain SGD's steps in the backward pass, or momentum's after it)."""
     monkeypatch.setattr(_threads, "MIN_FLOPS_PER_UNITS", 1)
     X, y = make_problem("softmax", n=64)
     net = fastgd.MLP([5, 16, 3], backend=backend, random_state=0)
@@ -97,25 +99,27 @@ def test_ctrl_c_in_a_two_thread_one_row_epoch_keeps_the_last_whole_epoch(backend
 
     class Record:
         def on_epoch_end(self, epoch, logs):
-            seen.append(net.params.copy())
+            seen.append((net.params.copy(), net.training.state.copy()))
 
     module = net.kernels.backend
     train_epoch_units = module.train_epoch_units
 
-    def interrupted(layout, params, *rest):
+    def interrupted(layout, params, state, *rest):
         if rest[-4] == share:
             calls.append(threading.get_ident())
-            if len(calls) == 3:  # the third epoch: weights scribbled on, then the interrupt
+            if len(calls) == 3:  # the third epoch: weights (and momentum) scribbled on, then the interrupt
                 params[: len(params) // 2] += 1.0
+                state[:, :10] = 7.0
                 raise KeyboardInterrupt
-        return train_epoch_units(layout, params, *rest)
+        return train_epoch_units(layout, params, state, *rest)
 
     monkeypatch.setattr(module, "train_epoch_units", interrupted)
     with threadpool_limits(2), pytest.raises(KeyboardInterrupt):
-        net.fit(X, y, epochs=10, batch_size=1, optimizer=fastgd.SGD(lr=0.05), callbacks=[Record()])
+        net.fit(X, y, epochs=10, batch_size=1, optimizer=fastgd.SGD(lr=0.05, momentum=momentum), callbacks=[Record()])
     assert set(calls) == {threading.get_ident()} if share == 0 else threading.get_ident() not in calls
     assert len(net.history_.epoch) == 2 and net.training.step == 2 * 64
-    np.testing.assert_array_equal(net.params, seen[-1])
+    np.testing.assert_array_equal(net.params, seen[-1][0])
+    np.testing.assert_array_equal(net.training.state, seen[-1][1])
     monkeypatch.undo()
     net.fit(X, y, epochs=1, batch_size=1)  # and training goes on from there
 

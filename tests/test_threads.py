@@ -18,12 +18,18 @@ from fastgd.optimizers import OPTIMIZERS
 from conftest import BACKENDS, COMPILED, make_problem
 from test_agreement import KERNEL_RTOL, TRAINING_RTOL, assert_close
 
-OPTIMIZER_CASES = {  # (rule, hyper-parameters, clip_norm)
-    "sgd": ("sgd", dict(momentum=0.0), 0.0),  # plain SGD: the step is fused into the last pass
-    "momentum-clipped": ("sgd", dict(momentum=0.9, nesterov=1.0), 0.5),
-    "adam": ("adam", dict(beta1=0.9, beta2=0.999, eps=1e-8), 0.0),
-    "line-search": ("line_search", dict(rho=0.5, c=1e-4, min_step=1e-6, fallback_step=1e-3), 0.0),
+OPTIMIZER_CASES = {  # (rule, hyper-parameters, clipping)
+    "sgd": ("sgd", dict(momentum=0.0), {}),  # plain SGD: the step is fused into the last pass
+    "momentum-clipped": ("sgd", dict(momentum=0.9, nesterov=1.0, weight_decay=1e-2), dict(clip_norm=0.5)),
+    "adam": ("adam", dict(beta1=0.9, beta2=0.999, eps=1e-8, amsgrad=1.0), {}),
+    "line-search": ("line_search", dict(rho=0.5, c=1e-4, min_step=1e-6, fallback_step=1e-3), {}),
+    # A large eps: steps of one row scale a gradient as small as rounding's up to the learning rate.
+    "rmsprop-clipped": ("rmsprop", dict(alpha=0.9, eps=0.1, momentum=0.5, centered=1.0),
+                        dict(clip_value=0.05, clip_norm=0.2)),
+    "adagrad": ("adagrad", dict(eps=0.1), {}),
 }
+# The rules that every way of splitting a step is tested with.
+SHARED_CASES = ["sgd", "momentum-clipped", "adam", "line-search"]
 
 
 def epochs(backend, dtype, threads, optimizer, output="softmax", loss="cross_entropy", sparse=False, weighted=False,
@@ -34,9 +40,9 @@ def epochs(backend, dtype, threads, optimizer, output="softmax", loss="cross_ent
     net = fastgd.MLP(list(sizes), hidden=hidden, output=output, loss=loss, backend=backend, dtype=dtype,
                      random_state=2, dropout=dropout)
     X, Y, _ = net.encode(X, y)
-    rule, hyper, clip_norm = OPTIMIZER_CASES[optimizer]
+    rule, hyper, clipping = OPTIMIZER_CASES[optimizer]
     hyper = {**dict.fromkeys(OPTIMIZERS[rule].hyper, 0.0), **hyper}
-    config = step_config(loss, rule, hyper, l2=1e-3, clip_norm=clip_norm, dropout_seed=net.training.dropout_seed)
+    config = step_config(loss, rule, hyper, l2=1e-3, **clipping, dropout_seed=net.training.dropout_seed)
     params, grads = net.params.copy(), np.zeros_like(net.params)
     state = np.zeros((len(OPTIMIZERS[rule].slots(hyper)), len(params)), dtype)
     weights = np.random.RandomState(3).uniform(0.2, 2.0, n) if weighted else None
@@ -56,12 +62,11 @@ def epochs(backend, dtype, threads, optimizer, output="softmax", loss="cross_ent
 
 # Backends whose epochs of several batches split each batch's rows across threads.
 SPLITTING = [name for name in BACKENDS if fastgd.MLP([2, 2], backend=name).kernels.splits_batches]
-MINI_BATCH_CASES = [name for name in OPTIMIZER_CASES if name != "line-search"]
 # One batch of 600 rows in 2 or 3 shares (each more than one block of rows of the compiled backends);
-# batches of 64 (the last of 24), each in 2 or 3 shares, with every optimizer but the line search; and
+# batches of 64 (the last of 24), each in 2 or 3 shares; and
 # batches of 580 (the last of 20), two shares of 290 rows each more than one block.
-SHARE_CASES = [(backend, None, optimizer) for backend in BACKENDS for optimizer in OPTIMIZER_CASES] + \
-    [(backend, 64, optimizer) for backend in SPLITTING for optimizer in MINI_BATCH_CASES] + \
+SHARE_CASES = [(backend, None, optimizer) for backend in BACKENDS for optimizer in SHARED_CASES] + \
+    [(backend, 64, optimizer) for backend in SPLITTING for optimizer in SHARED_CASES] + \
     [(backend, 580, "momentum-clipped") for backend in SPLITTING]
 
 
@@ -294,20 +299,22 @@ def test_a_mini_batch_fit_splits_steps_that_repay_threads(backend, monkeypatch):
 
     monkeypatch.setattr(module, "train_epoch_share", spy)
     X, y = make_problem("softmax", n=300, n_in=20, seed=0)  # 12.8 MFLOP a step of 128 rows
-    fits = {}
-    for threads in (2, 1):
-        net = fastgd.MLP([20, 1024, 3], backend=backend, random_state=0)
-        with threadpool_limits(threads):
-            net.fit(X, y, epochs=3, batch_size=128, optimizer=fastgd.Adam(lr=0.01), l2=1e-3)
-        fits[threads] = net
-    assert len(seen) == 6 and seen.count(threading.get_ident()) == 3  # two threads an epoch, in the two-thread fit
-    assert_close(fits[2].params, fits[1].params, KERNEL_RTOL["float64"])
+    for optimizer in (fastgd.Adam(lr=0.01), fastgd.BacktrackingLineSearch(alpha0=2.0)):
+        fits = {}
+        for threads in (2, 1):
+            net = fastgd.MLP([20, 1024, 3], backend=backend, random_state=0)
+            with threadpool_limits(threads):
+                net.fit(X, y, epochs=3, batch_size=128, optimizer=optimizer, l2=1e-3)
+            fits[threads] = net
+        assert_close(fits[2].params, fits[1].params, KERNEL_RTOL["float64"])
+        for name, values in fits[1].history_.history.items():  # the losses, a line search's step sizes
+            if name != "epoch_time":
+                assert_close(fits[2].history_.history[name], values, KERNEL_RTOL["float64"])
+    assert len(seen) == 12 and seen.count(threading.get_ident()) == 6  # two threads an epoch, in two-thread fits
     seen.clear()
     with threadpool_limits(2):
         fastgd.MLP([20, 1024, 3], backend=backend, random_state=0).fit(X, y, epochs=1, batch_size=16)
-        fastgd.MLP([20, 1024, 3], backend=backend, random_state=0).fit(
-            X, y, epochs=1, batch_size=128, optimizer=fastgd.BacktrackingLineSearch())
-    assert seen == []  # steps too small to repay a second thread, and a line search, run on one
+    assert seen == []  # steps too small to repay a second thread run on one
 
 
 @pytest.mark.skipif("numba" not in COMPILED or sys.platform != "linux",
@@ -364,6 +371,28 @@ def test_one_row_steps_on_threads_match_the_reference_on_one(backend, sizes, dty
 
 
 @pytest.mark.parametrize("backend", SPLITTING_UNITS)
+@pytest.mark.parametrize("optimizer", [name for name in OPTIMIZER_CASES if name != "sgd"])
+@pytest.mark.parametrize("sizes", UNITS_NETWORKS)
+@pytest.mark.parametrize("rows", ["dense", "sparse", "weighted"])
+def test_every_rule_in_one_row_steps_on_threads_matches_the_reference_on_one(backend, optimizer, sizes, rows):
+    options = dict(sparse=rows == "sparse", weighted=rows == "weighted", batch_size=1, n=100, count=2,
+                   sizes=UNITS_NETWORKS[sizes])
+    expected = epochs("numpy", "float64", 1, optimizer, **options)
+    for threads in (2, 3):
+        for value, reference in zip(epochs(backend, "float64", threads, optimizer, **options), expected):
+            assert_close(value, reference, TRAINING_RTOL["float64"])
+
+
+@pytest.mark.parametrize("backend", SPLITTING_UNITS)
+@pytest.mark.parametrize("optimizer", [name for name in OPTIMIZER_CASES if name != "sgd"])
+def test_every_rule_in_float32_one_row_steps_on_threads_matches_the_reference_on_one(backend, optimizer):
+    options = dict(batch_size=1, n=100, count=2, sizes=UNITS_NETWORKS["three"])
+    expected = epochs("numpy", "float32", 1, optimizer, **options)
+    for value, reference in zip(epochs(backend, "float32", 2, optimizer, **options), expected):
+        assert_close(value, reference, TRAINING_RTOL["float32"])
+
+
+@pytest.mark.parametrize("backend", SPLITTING_UNITS)
 @pytest.mark.parametrize("output, loss, hidden", [("sigmoid", "binary_cross_entropy", "relu"),
                                                   ("identity", "mse", "gelu"), ("exp", "poisson", "softplus"),
                                                   ("softmax", "cross_entropy", "leaky_relu")])
@@ -388,8 +417,9 @@ def test_one_row_steps_on_threads_drop_the_units_one_thread_drops(backend, sizes
 
 
 @pytest.mark.parametrize("backend", SPLITTING_UNITS)
-def test_one_row_steps_on_the_same_threads_give_the_same_bits(backend):
-    first, second = (epochs(backend, "float32", 2, "sgd", batch_size=1, n=100) for _ in range(2))
+@pytest.mark.parametrize("optimizer", ["sgd", "rmsprop-clipped", "line-search"])
+def test_one_row_steps_on_the_same_threads_give_the_same_bits(backend, optimizer):
+    first, second = (epochs(backend, "float32", 2, optimizer, batch_size=1, n=100) for _ in range(2))
     for a, b in zip(first, second):
         np.testing.assert_array_equal(a, b)
 
@@ -397,7 +427,8 @@ def test_one_row_steps_on_the_same_threads_give_the_same_bits(backend):
 @pytest.mark.parametrize("backend", SPLITTING_UNITS)
 @pytest.mark.parametrize("bad", ["row", "value", "weights"])
 @pytest.mark.parametrize("sizes", ["two", "three"])
-def test_one_row_steps_on_threads_stop_where_one_thread_stops(backend, bad, sizes):
+@pytest.mark.parametrize("rule", ["sgd", "adam"])
+def test_one_row_steps_on_threads_stop_where_one_thread_stops(backend, bad, sizes, rule):
     sizes = UNITS_NETWORKS[sizes]
     X, y = make_problem("identity", n=60, n_in=sizes[0], seed=0)
     net = fastgd.MLP(list(sizes), output="identity", backend=backend, random_state=0)
@@ -409,13 +440,13 @@ def test_one_row_steps_on_threads_stop_where_one_thread_stops(backend, bad, size
         order[40] = 10**6
     else:  # the last weight of the first layer: thread 1's part, whether it is split by inputs or by units
         params[net.kernels.layout[0, 4] - 1] = np.inf
+    hyper = {**dict.fromkeys(OPTIMIZERS[rule].hyper, 0.0), **OPTIMIZER_CASES[rule][1]}
     results = []
     for threads in (1, 2):
-        trained = params.copy()
-        value, steps, status = net.kernels.train_epoch(trained, np.zeros_like(params), np.zeros((0, len(params))), X,
-                                                       Y, order.copy(), 1, step_config("mse", l2=1e-3),
-                                                       np.full(60, 0.01), 0, net.kernels.workspace(1, 1),
-                                                       threads=threads)
+        trained, state = params.copy(), np.zeros((len(OPTIMIZERS[rule].slots(hyper)), len(params)))
+        value, steps, status = net.kernels.train_epoch(trained, np.zeros_like(params), state, X, Y, order.copy(), 1,
+                                                       step_config("mse", rule, hyper, l2=1e-3), np.full(60, 0.01),
+                                                       0, net.kernels.workspace(1, 1), threads=threads)
         results.append((trained, status, np.isfinite(value)))
     (one, *rest_one), (two, *rest_two) = results
     assert rest_one == rest_two == [1 if bad != "row" else 2, False]
@@ -461,22 +492,57 @@ def test_a_one_row_fit_splits_steps_that_repay_threads(backend, monkeypatch):
     seen.clear()
     with threadpool_limits(2):
         fastgd.MLP([20, 64, 3], backend=backend, random_state=0).fit(X, y, epochs=1, batch_size=1)
-        fastgd.MLP([20, 2048, 3], backend=backend, random_state=0).fit(
-            X, y, epochs=1, batch_size=1, optimizer=fastgd.SGD(lr=0.01, momentum=0.9))
-    assert seen == []  # steps too small to repay a second thread, and momentum's, run on one
+    assert seen == []  # steps too small to repay a second thread run on one
+
+
+@pytest.mark.parametrize("backend", SPLITTING_UNITS)
+def test_a_one_row_fit_of_any_rule_splits_its_steps(backend, monkeypatch):
+    module = fastgd.kernels._loaded[backend]
+    seen = []
+    units = module.train_epoch_units
+
+    def spy(*args):
+        seen.append(threading.get_ident())
+        return units(*args)
+
+    monkeypatch.setattr(module, "train_epoch_units", spy)
+    X, y = make_problem("softmax", n=60, n_in=20, seed=0)
+    for optimizer in (fastgd.SGD(lr=0.01, momentum=0.9), fastgd.BacktrackingLineSearch(alpha0=20.0)):
+        fits = {}
+        for threads in (2, 1):
+            net = fastgd.MLP([20, 2048, 3], backend=backend, random_state=0)
+            with threadpool_limits(threads):
+                net.fit(X, y, epochs=2, batch_size=1, optimizer=optimizer, l2=1e-3, clip_norm=1.0)
+            fits[threads] = net
+        assert_close(fits[2].params, fits[1].params, KERNEL_RTOL["float64"])
+        for name, values in fits[1].history_.history.items():  # the losses, a line search's step sizes
+            if name != "epoch_time":
+                assert_close(fits[2].history_.history[name], values, KERNEL_RTOL["float64"])
+    assert len(seen) == 8  # two threads an epoch, in each two-thread fit
+
+
+@pytest.mark.parametrize("backend", [name for name in BACKENDS if name not in SPLITTING])
+def test_a_backend_that_cannot_split_mini_batches_refuses_threads_for_them(backend):
+    X, y = make_problem("softmax", n=20, n_in=6, seed=0)
+    net = fastgd.MLP([6, 9, 3], backend=backend, random_state=0)
+    X, Y, _ = net.encode(X, y)
+    params = net.params.copy()
+    with pytest.raises(ValueError, match="threads: the \\w+ backend takes each batch of an epoch of several batches "
+                                         "on one thread"):
+        net.kernels.train_epoch(params, np.zeros_like(params), np.zeros((0, len(params))), X, Y, np.arange(20), 4,
+                                step_config("cross_entropy"), np.full(5, 0.1), 0, net.kernels.workspace(4, 4),
+                                threads=2)
+    np.testing.assert_array_equal(params, net.params)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_one_row_steps_on_threads_are_plain_sgds_through_several_layers(backend):
+def test_one_row_steps_on_threads_go_through_several_layers(backend):
     X, y = make_problem("softmax", n=20, n_in=6, seed=0)
-    for sizes, momentum in (([6, 9, 3], 0.9), ([6, 3], 0.0)):
-        net = fastgd.MLP(sizes, backend=backend, random_state=0)
-        X_, Y, _ = net.encode(X, y)
-        params = net.params.copy()
-        hyper = {**dict.fromkeys(OPTIMIZERS["sgd"].hyper, 0.0), "momentum": momentum}
-        state = np.zeros((len(OPTIMIZERS["sgd"].slots(hyper)), len(params)))
-        with pytest.raises(ValueError, match="threads: .*one row on one thread"):
-            net.kernels.train_epoch(params, np.zeros_like(params), state, X_, Y, np.arange(20), 1,
-                                    step_config("cross_entropy", "sgd", hyper), np.full(20, 0.1), 0,
-                                    net.kernels.workspace(1, 1), threads=2)
-        np.testing.assert_array_equal(params, net.params)
+    net = fastgd.MLP([6, 3], backend=backend, random_state=0)
+    X, Y, _ = net.encode(X, y)
+    params = net.params.copy()
+    with pytest.raises(ValueError, match="threads: .*one row on one thread"):
+        net.kernels.train_epoch(params, np.zeros_like(params), np.zeros((0, len(params))), X, Y, np.arange(20), 1,
+                                step_config("cross_entropy"), np.full(20, 0.1), 0, net.kernels.workspace(1, 1),
+                                threads=2)
+    np.testing.assert_array_equal(params, net.params)

@@ -130,7 +130,7 @@ def warmup(backend: str = "numba", dtypes=("float64", "float32")) -> dict:
             # where the backend splits it
             for rows in (1, 4, 20, 40):
                 ws = entry.workspace(rows, rows)
-                split = (rows == 40 or (rows == 1 and entry.splits_units and name == "sgd")
+                split = (rows == 40 or (rows == 1 and entry.splits_units)
                          or (rows == 20 and entry.splits_batches and name != "line_search"))
                 for threads in (1, 2) if split else (1,):
                     entry.train_epoch(params, grads, state, X, Y, np.arange(40), rows, config,

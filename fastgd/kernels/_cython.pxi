@@ -1546,6 +1546,67 @@ cdef double _finish_range(const int64_t[:, ::1] layout, floating[::1] params, fl
     return squares
 
 
+cdef double _range_squares(const int64_t[:, ::1] layout, const floating[::1] values, Py_ssize_t low,
+                           Py_ssize_t high) noexcept nogil:
+    """``sum(W**2)`` over the weights among ``values[low:high]``."""
+    cdef Py_ssize_t l, p
+    cdef const floating* v = _at(values, 0, values.shape[0], b"values")
+    cdef double squares = 0
+    for l in range(layout.shape[0]):
+        for p in range(max(low, layout[l, 3]), min(high, layout[l, 4])):
+            squares += <double>v[p] * v[p]
+    return squares
+
+
+cdef double _share_search(const int64_t[:, ::1] layout, floating[::1] params, const floating[::1] grads,
+                          floating[::1] trial, const floating[::1] X, const Sparse* sparse, const floating[::1] Y,
+                          const double* w, Py_ssize_t m, double count, double value, const Step* c, double l2,
+                          double alpha, floating[::1] acts, floating[::1] derivatives, const int64_t[::1] offsets,
+                          floating[::1] z, double[::1] lse, floating[::1] deltas, const Masks* masks,
+                          Py_ssize_t low, Py_ssize_t high, Py_ssize_t t, Py_ssize_t threads, int64_t* sync,
+                          int64_t* meeting, double* partials) noexcept nogil:
+    """Thread ``t``'s part of a mini-batch step by Armijo backtracking from ``alpha`` (``_line_search``),
+    ``value`` the batch's loss: each trial point on its range ``low`` to ``high`` of the parameters (in
+    ``trial``), then the loss of its share of the batch's rows (``m`` of them, ``X``, ``Y``, ``w``; over
+    ``count``) there; the sums over threads in thread order (``_sum_over_threads`` in ``partials``).
+    Returns the step taken; ``*meeting``: the meetings reached, 0 if the epoch was abandoned."""
+    cdef Py_ssize_t p, n = high - low
+    cdef floating* own = _at(params, low, n, b"params")
+    cdef const floating* g = _at(grads, low, n, b"grads")
+    cdef floating* point = _at(trial, low, n, b"trial point")
+    cdef double step = alpha, slope = 0, part, trial_value
+    cdef floating rate
+    for p in range(n):
+        slope += <double>g[p] * g[p]
+    slope = _sum_over_threads(slope, partials, t, threads, sync, meeting)
+    while meeting[0] != 0 and step >= c.min_step:
+        rate = <floating>step
+        for p in range(n):
+            point[p] = own[p] - rate * g[p]
+        meeting[0] += 1  # every part of the trial point in place
+        if not _meet(sync, t, threads, meeting[0]):
+            meeting[0] = 0
+            return step
+        part = 0
+        if m > 0:
+            part = _gradient_blocks(layout, trial, trial, X, sparse, Y, w, m, count, c.loss, acts, derivatives,
+                                    offsets, z, lse, deltas, masks, False)
+        if l2 != 0:
+            part += 0.5 * l2 * _range_squares(layout, trial, low, high)
+        trial_value = _sum_over_threads(part, partials, t, threads, sync, meeting)
+        if trial_value <= value - c.c * step * slope:
+            for p in range(n):
+                own[p] = point[p]
+            return step
+        step *= c.rho
+    if meeting[0] == 0:
+        return step
+    rate = <floating>c.fallback_step
+    for p in range(n):
+        own[p] -= rate * g[p]
+    return c.fallback_step
+
+
 cdef int _share_epoch(const int64_t[:, ::1] layout, floating[::1] params, floating[::1] grads,
                       floating[::1] own, floating[:, ::1] parts, floating[:, ::1] state, const floating[::1] X,
                       const Sparse* sparse, const floating[::1] Y, const double* w, const int64_t[::1] order,
@@ -1562,15 +1623,16 @@ cdef int _share_epoch(const int64_t[:, ::1] layout, floating[::1] params, floati
     gradient (over the batch's total weight) goes into ``own`` (thread 0: ``grads``; thread ``t``:
     ``parts[t - 1]``), its loss into ``losses[t]``; then the step on its range ``low`` to ``high`` of
     the parameters (``own_params``, ``own_grads`` and ``own_state`` are that range), its sums into
-    ``partials[t]`` and ``partials[threads + t]``. Thread 0 writes the epoch's ``(loss, steps)`` into
-    ``result``. Returns the status (the same in every thread)."""
+    ``partials[t]`` and ``partials[threads + t]`` (a line search's into ``partials[2 threads:]``).
+    Thread 0 writes the epoch's ``(loss, steps)`` into ``result``. Returns the status (the same in every
+    thread)."""
     cdef Py_ssize_t n = order.shape[0], n_in = layout[0, 0], n_out = layout[layout.shape[0] - 1, 1]
     cdef Py_ssize_t n_batches = (n + batch_size - 1) // batch_size, P = params.shape[0]
     cdef Py_ssize_t i, k, p, r, j, start, m, first, rows, source
     cdef int64_t meeting = 0
     cdef int status = OK
     cdef bint fused = _fused(c)
-    cdef double total_weight, count, value = 0, total = 0, squares, norm, l2
+    cdef double total_weight, count, value = 0, total = 0, squares, norm, l2, taken
     cdef floating* gathered_x = NULL
     cdef floating* gathered_y
     cdef double* gathered_w = NULL
@@ -1615,8 +1677,8 @@ cdef int _share_epoch(const int64_t[:, ::1] layout, floating[::1] params, floati
             batch = sparse[0]
             batch.rows = &order[start + first]  # sparse rows are read where they are, in the batch's order
             rows_in = &batch
+        masks = _masks(c, step + i, first)
         if rows > 0:
-            masks = _masks(c, step + i, first)
             losses[t] = _gradient_blocks(layout, params, own, xb, rows_in, yb, gathered_w, rows, count, c.loss, acts,
                                          derivatives, offsets, z, lse, deltas, &masks)
         else:
@@ -1651,6 +1713,15 @@ cdef int _share_epoch(const int64_t[:, ::1] layout, floating[::1] params, floati
             break
         if not fused:
             _scale_to_norm(grads, c, norm, low, high)
+        if c.optimizer == LINE_SEARCH:
+            taken = _share_search(layout, params, grads, state[0], xb, rows_in, yb, gathered_w, rows, count, value, c,
+                                  l2, lrs[i], acts, derivatives, offsets, z, lse, deltas, &masks, low, high, t,
+                                  threads, sync, &meeting, partials + 2 * threads)
+            if meeting == 0:
+                break
+            if t == 0:
+                lrs[i] = taken
+        elif not fused:
             _update(own_params, own_grads, own_state, c, lrs[i], step + i)
         if t == 0:
             total += value * m
@@ -1750,6 +1821,21 @@ cdef inline floating _sgd_back_row(floating* w, const floating* d, Py_ssize_t n,
     return back
 
 
+cdef inline floating _gradient_back_row(const floating* w, floating* dw, const floating* d, Py_ssize_t n, floating a,
+                                        floating l2, floating* squares) noexcept nogil:
+    """``dw = a d + l2 w`` for one row of ``W``; returns ``w . d`` (the delta below) and adds ``sum(w**2)``
+    to ``squares``."""
+    cdef Py_ssize_t j
+    cdef floating v, back = 0, total = 0
+    for j in range(n):
+        v = w[j]
+        back += v * d[j]
+        total += v * v
+        dw[j] = a * d[j] + l2 * v
+    squares[0] += total
+    return back
+
+
 cdef double _units_first_step(const int64_t[:, ::1] layout, floating[::1] own, const int64_t* packing,
                               const floating* x, const floating* previous, const floating* deltas,
                               floating* product, floating l2, floating lr) noexcept nogil:
@@ -1845,80 +1931,204 @@ cdef int64_t _units_forward(const int64_t[:, ::1] layout, floating[::1] own, con
     return meeting
 
 
-cdef int64_t _units_backward(const int64_t[:, ::1] layout, floating[::1] own, const int64_t* packing,
-                             floating[::1] acts, floating[::1] derivatives, const int64_t[::1] offsets,
-                             floating[::1] deltas, floating* exchange, Py_ssize_t width, Py_ssize_t t,
-                             Py_ssize_t threads, int64_t* sync, int64_t meeting, floating l2, floating lr,
-                             double* squares) noexcept nogil:
-    """Thread ``t``'s step of its part of every layer but the weights of the first (``deltas`` of the
-    output set; their ``sum(W**2)`` before the step into ``squares``). Returns the meetings reached, 0
-    if the epoch was abandoned."""
-    cdef Py_ssize_t l, k, j, n_in, n_out, lo, hi, units
+cdef int64_t _units_backward(const int64_t[:, ::1] layout, floating[::1] own, floating[::1] grads,
+                             const int64_t* packing, floating[::1] acts, floating[::1] derivatives,
+                             const int64_t[::1] offsets, floating[::1] deltas, floating* exchange, Py_ssize_t width,
+                             Py_ssize_t t, Py_ssize_t threads, int64_t* sync, int64_t meeting, floating l2,
+                             floating lr, bint fused, double* squares) noexcept nogil:
+    """Thread ``t``'s part of the backward pass (``deltas`` of the output set): with ``fused`` (plain SGD),
+    the step of its part of every layer but the weights of the first; else its part of the gradient,
+    into ``grads`` (packed as ``own``). The ``sum(W**2)`` of the weights it goes through, before any
+    step, into ``squares``. Returns the meetings reached, 0 if the epoch was abandoned."""
+    cdef Py_ssize_t l, k, j, n_in, n_out, lo, hi, units, rows
+    cdef bint inputs
     cdef const floating* A
     cdef floating* D
     cdef floating* W
+    cdef floating* dW
     cdef floating* bias
     cdef floating* below = NULL
     cdef floating* derivative = NULL
     cdef floating* part
-    cdef floating row_squares
+    cdef floating back, row_squares
     for l in range(layout.shape[0] - 1, -1, -1):
         n_in, n_out, lo, hi = layout[l, 0], layout[l, 1], packing[4 * l], packing[4 * l + 1]
+        inputs = _by_inputs(layout, l)
         A, D = _at(acts, offsets[l], n_in, b"activations"), _at(deltas, offsets[l + 1], n_out, b"deltas")
         if l > 0:
             below = _at(deltas, offsets[l], n_in, b"deltas")
             derivative = _at(derivatives, offsets[l], n_in, b"derivatives")
-        if _by_inputs(layout, l):
-            units = n_out
-            if l > 0 and n_out == 1:
-                squares[0] += _column_step(_at(own, packing[4 * l + 2], hi - lo, b"own"), NULL, A + lo, D[0],
-                                           below + lo, derivative + lo, hi - lo, l2, lr, True)
-            elif l > 0:
-                W = _at(own, packing[4 * l + 2], (hi - lo) * n_out, b"own")
-                for k in range(hi - lo):
-                    row_squares = 0
-                    below[lo + k] = _sgd_back_row(W + k * n_out, D, n_out, A[lo + k], l2, lr, &row_squares) \
-                        * derivative[lo + k]
-                    squares[0] += row_squares
-        else:
-            units, D = hi - lo, D + lo
-            if l > 0:
-                W, part = _at(own, packing[4 * l + 2], n_in * units, b"own"), exchange + t * width + offsets[l]
-                for k in range(n_in):
-                    row_squares = 0
-                    part[k] = _sgd_back_row(W + k * units, D, units, A[k], l2, lr, &row_squares)
-                    squares[0] += row_squares
+        if inputs:  # rows lo to hi of W, every unit
+            units, rows, A = n_out, hi - lo, A + lo
+        else:  # columns lo to hi of W, every row
+            units, rows, D = hi - lo, n_in, D + lo
+        W = _at(own, packing[4 * l + 2], rows * units, b"own")
+        dW = _at(grads, packing[4 * l + 2], rows * units, b"grads")
+        if inputs and units == 1 and (l > 0 or not fused):
+            squares[0] += _column_step(W, dW, A, D[0], below + lo if l > 0 else NULL,
+                                       derivative + lo if l > 0 else NULL, rows, l2, lr, fused)
+        elif l > 0:  # the delta below: a row's own (split by inputs), else the threads' parts added
+            part = exchange + t * width + offsets[l]
+            for k in range(rows):
+                row_squares = 0
+                if fused:
+                    back = _sgd_back_row(W + k * units, D, units, A[k], l2, lr, &row_squares)
+                else:
+                    back = _gradient_back_row(W + k * units, dW + k * units, D, units, A[k], l2, &row_squares)
+                if inputs:
+                    below[lo + k] = back * derivative[lo + k]
+                else:
+                    part[k] = back
+                squares[0] += row_squares
+            if not inputs:
                 meeting += 1
                 if not _meet(sync, t, threads, meeting):
                     return 0
                 _sum_parts(exchange, width, threads, offsets[l], below, n_in)
                 for k in range(n_in):
                     below[k] *= derivative[k]
+        elif not fused:
+            for k in range(rows):
+                row_squares = 0
+                _gradient_back_row(W + k * units, dW + k * units, D, units, A[k], l2, &row_squares)
+                squares[0] += row_squares
         bias = _at(own, packing[4 * l + 3], units, b"own")
-        for j in range(units):
-            bias[j] -= lr * D[j]
+        if fused:
+            for j in range(units):
+                bias[j] -= lr * D[j]
+        else:
+            part = _at(grads, packing[4 * l + 3], units, b"grads")
+            for j in range(units):
+                part[j] = D[j]
     return meeting
 
 
-cdef int _units_epoch(const int64_t[:, ::1] layout, floating[::1] own, const int64_t* packing,
-                      const floating* X, const Sparse* sparse, const floating[::1] Y, const double* w,
-                      const int64_t[::1] order, const Step* c, const double[::1] lrs, floating[::1] acts,
-                      floating[::1] derivatives, const int64_t[::1] offsets, floating[::1] z, double[::1] lse,
-                      floating[::1] deltas, floating[::1] yb, double[::1] wb, floating[::1] row,
+cdef inline Py_ssize_t _packed_size(const int64_t[:, ::1] layout, const int64_t* packing) noexcept nogil:
+    """The values a thread's part takes in ``own`` (``packing``: ``_packing``'s)."""
+    cdef Py_ssize_t last = layout.shape[0] - 1
+    return packing[4 * last + 3] + layout[last, 1]
+
+
+cdef double _part_squares(const int64_t[:, ::1] layout, floating[::1] values, const int64_t* packing, Py_ssize_t t,
+                          bint biases) noexcept nogil:
+    """``sum(values**2)`` over thread ``t``'s part (``values`` packed as ``own``): its weights, with
+    ``biases`` its biases too, those of layers split by inputs (every thread has them) on thread 0 only."""
+    cdef Py_ssize_t l, p, end
+    cdef bint inputs
+    cdef const floating* v = _at(values, 0, _packed_size(layout, packing), b"part")
+    cdef double squares = 0
+    for l in range(layout.shape[0]):
+        inputs = _by_inputs(layout, l)
+        end = packing[4 * l + 3]
+        if biases and (t == 0 or not inputs):
+            end += layout[l, 1] if inputs else packing[4 * l + 1] - packing[4 * l]
+        for p in range(packing[4 * l + 2], end):
+            squares += <double>v[p] * v[p]
+    return squares
+
+
+cdef double _sum_over_threads(double value, double* partials, Py_ssize_t t, Py_ssize_t threads, int64_t* sync,
+                              int64_t* meeting) noexcept nogil:
+    """``value`` added over the threads in thread order, each thread's in its place of ``partials`` for
+    the meeting it goes to (two rows of ``threads`` taken in turn: a thread writes the next sum's only
+    after all have read this one's); ``*meeting``: the meetings reached, 0 if the epoch was abandoned."""
+    cdef Py_ssize_t k, row
+    cdef double total = 0
+    meeting[0] += 1
+    row = (meeting[0] & 1) * threads
+    partials[row + t] = value
+    if not _meet(sync, t, threads, meeting[0]):
+        meeting[0] = 0
+        return NAN
+    for k in range(threads):
+        total += partials[row + k]
+    return total
+
+
+cdef int64_t _units_clip(const int64_t[:, ::1] layout, floating[::1] grads, const int64_t* packing, const Step* c,
+                         Py_ssize_t t, Py_ssize_t threads, int64_t* sync, int64_t meeting,
+                         double* partials) noexcept nogil:
+    """Thread ``t``'s part of clipping the gradient (packed in ``grads``): element-wise, then to the
+    global norm, a sum over the threads. Returns the meetings reached, 0 if the epoch was abandoned."""
+    cdef Py_ssize_t used = _packed_size(layout, packing)
+    cdef double norm
+    _clip_values(grads, c, 0, used)
+    if c.clip_norm > 0:
+        norm = _sum_over_threads(_part_squares(layout, grads, packing, t, True), partials, t, threads, sync, &meeting)
+        _scale_to_norm(grads, c, norm, 0, used)
+    return meeting
+
+
+cdef double _units_search(const int64_t[:, ::1] layout, floating[::1] own, floating[::1] grads,
+                          floating[::1] trial, const int64_t* packing, const floating* x, const floating[::1] yb,
+                          const double* weight, double value, double squares, const Step* c, floating l2,
+                          double alpha, floating[::1] acts, floating[::1] derivatives, const int64_t[::1] offsets,
+                          floating[::1] z, double[::1] lse, floating[::1] deltas, floating* exchange,
+                          Py_ssize_t width, Py_ssize_t t, Py_ssize_t threads, int64_t* sync, int64_t* meeting,
+                          double* partials, const Masks* masks) noexcept nogil:
+    """Thread ``t``'s part of a step by Armijo backtracking from ``alpha`` (``_line_search``) on the row
+    ``x`` (targets ``yb``, ``weight``), whose data loss is ``value`` and ``squares`` the thread's part of
+    ``sum(W**2)``: every thread tries the same steps (its part of each point in ``trial``), the sums
+    over threads taken in thread order. Returns the step taken; ``*meeting``: the meetings reached, 0
+    if the epoch was abandoned."""
+    cdef Py_ssize_t p, used = _packed_size(layout, packing)
+    cdef floating* params = _at(own, 0, used, b"own")
+    cdef const floating* g = _at(grads, 0, used, b"grads")
+    cdef floating* point = _at(trial, 0, used, b"trial point")
+    cdef double step = alpha, trial_value, unused = 0
+    cdef double slope = _sum_over_threads(_part_squares(layout, grads, packing, t, True), partials, t, threads, sync,
+                                          meeting)
+    cdef floating rate
+    if l2 != 0 and meeting[0] != 0:
+        value += 0.5 * l2 * _sum_over_threads(squares, partials, t, threads, sync, meeting)
+    while meeting[0] != 0 and step >= c.min_step:
+        rate = <floating>step
+        for p in range(used):
+            point[p] = params[p] - rate * g[p]
+        meeting[0] = _units_forward(layout, trial, packing, x, acts, derivatives, offsets, z, lse, deltas, exchange,
+                                    width, t, threads, sync, meeting[0], l2, rate, False, masks, &unused)
+        if meeting[0] == 0:
+            break
+        trial_value = _loss(layout, yb, weight, 1, acts, offsets, z, lse, deltas, c.loss)
+        if l2 != 0:
+            trial_value += 0.5 * l2 * _sum_over_threads(_part_squares(layout, trial, packing, t, False), partials,
+                                                        t, threads, sync, meeting)
+        if trial_value <= value - c.c * step * slope:
+            for p in range(used):
+                params[p] = point[p]
+            return step
+        step *= c.rho
+    if meeting[0] == 0:
+        return step
+    rate = <floating>c.fallback_step
+    for p in range(used):
+        params[p] -= rate * g[p]
+    return c.fallback_step
+
+
+cdef int _units_epoch(const int64_t[:, ::1] layout, floating[::1] own, floating[::1] grads, floating[:, ::1] state,
+                      const int64_t* packing, const floating* X, const Sparse* sparse, const floating[::1] Y,
+                      const double* w, const int64_t[::1] order, const Step* c, double[::1] lrs,
+                      floating[::1] acts, floating[::1] derivatives, const int64_t[::1] offsets, floating[::1] z,
+                      double[::1] lse, floating[::1] deltas, floating[::1] yb, double[::1] wb, floating[::1] row,
                       floating[:, :, ::1] exchange, Py_ssize_t t, int64_t* sync, double* partials,
                       Py_ssize_t step, double* loss, Py_ssize_t* steps) noexcept nogil:
-    """Thread ``t``'s part of an epoch of plain SGD on one row per step from optimizer step ``step``:
-    its loss terms into ``partials[t]``; thread 0's ``loss`` and ``steps`` as ``train_epoch`` returns
-    them. Returns the status."""
+    """Thread ``t``'s part of an epoch on one row per step from optimizer step ``step``, its part of the
+    weights, of their gradient and of the optimizer's state packed into ``own``, ``grads`` and ``state``
+    (a line search's trial points in ``state[0]``); thread 0's ``loss`` and ``steps`` as ``train_epoch``
+    returns them. Returns the status."""
     cdef Masks masks
     cdef Py_ssize_t i, k, source, n = order.shape[0], n_in = layout[0, 0], threads = exchange.shape[1]
     cdef Py_ssize_t width = exchange.shape[2]
     cdef floating* x = _at(row, 0, n_in, b"row")
     cdef floating* target = _at(yb, 0, layout[layout.shape[0] - 1, 1], b"gathered Y")
     cdef double* weight = <double*>_weights(wb, 1) if w != NULL else NULL
-    cdef double total = 0, value, squares
+    cdef double total = 0, value, squares, taken
     cdef int64_t meeting = 0
     cdef floating l2 = 0, lr = 0
+    cdef Py_ssize_t used = _packed_size(layout, packing)
+    cdef bint fused = _fused(c)  # plain SGD: each step in the backward pass, W0's in the next row's forward pass
+    cdef bint finite = True
     steps[0], loss[0] = 0, NAN
     for i in range(n):
         source = order[i]
@@ -1929,8 +2139,8 @@ cdef int _units_epoch(const int64_t[:, ::1] layout, floating[::1] own, const int
         squares = 0
         masks = _masks(c, step + i, 0)
         meeting = _units_forward(layout, own, packing, x, acts, derivatives, offsets, z, lse, deltas,
-                                 &exchange[i & 1, 0, 0], width, t, threads, sync, meeting, l2, lr, i > 0, &masks,
-                                 &squares)
+                                 &exchange[i & 1, 0, 0], width, t, threads, sync, meeting, l2, lr, fused and i > 0,
+                                 &masks, &squares)
         if meeting == 0:
             steps[0] = i
             return NOT_FINITE
@@ -1942,8 +2152,21 @@ cdef int _units_epoch(const int64_t[:, ::1] layout, floating[::1] own, const int
             total += 0.5 * l2 * squares
         l2, lr = <floating>_batch_l2(c, _rows(weight, 1)), <floating>lrs[i]
         squares = 0
-        meeting = _units_backward(layout, own, packing, acts, derivatives, offsets, deltas, &exchange[i & 1, 0, 0],
-                                  width, t, threads, sync, meeting, l2, lr, &squares)
+        meeting = _units_backward(layout, own, grads, packing, acts, derivatives, offsets, deltas,
+                                  &exchange[i & 1, 0, 0], width, t, threads, sync, meeting, l2, lr, fused, &squares)
+        if meeting != 0 and not fused:
+            if l2 != 0 and not isfinite(squares):
+                steps[0] = i
+                return NOT_FINITE
+            meeting = _units_clip(layout, grads, packing, c, t, threads, sync, meeting, partials)
+            if meeting != 0 and c.optimizer == LINE_SEARCH:
+                taken = _units_search(layout, own, grads, state[0], packing, x, yb, weight, value, squares, c, l2,
+                                      lrs[i], acts, derivatives, offsets, z, lse, deltas, &exchange[i & 1, 0, 0],
+                                      width, t, threads, sync, &meeting, partials, &masks)
+                if t == 0:
+                    lrs[i] = taken
+            elif meeting != 0:
+                _update(own[:used], grads[:used], state, c, lrs[i], step + i)
         if meeting == 0:
             steps[0] = i
             return NOT_FINITE
@@ -1951,17 +2174,18 @@ cdef int _units_epoch(const int64_t[:, ::1] layout, floating[::1] own, const int
             total += value
         if l2 != 0:
             total += 0.5 * l2 * squares
-    squares = _units_first_step(layout, own, packing, NULL, _at(acts, offsets[0], n_in, b"input block"),
-                                _at(deltas, offsets[1], layout[0, 1], b"deltas"), NULL, l2, lr)
-    if l2 != 0:
-        total += 0.5 * l2 * squares
-    partials[t] = total if _finite(own) else NAN
+    if fused:  # the last row's step of W0
+        squares = _units_first_step(layout, own, packing, NULL, _at(acts, offsets[0], n_in, b"input block"),
+                                    _at(deltas, offsets[1], layout[0, 1], b"deltas"), NULL, l2, lr)
+        if l2 != 0:
+            total += 0.5 * l2 * squares
+    finite = _finite(own)
+    for k in range(state.shape[0]):
+        finite = finite and _finite(state[k])
     steps[0] = n
-    if not _meet(sync, t, threads, meeting + 1):
+    total = _sum_over_threads(total if finite else NAN, partials, t, threads, sync, &meeting)
+    if meeting == 0:
         return NOT_FINITE
-    total = 0
-    for k in range(threads):
-        total += partials[k]
     loss[0] = total / n
     return OK if isfinite(total) else NOT_FINITE
 
@@ -2182,10 +2406,10 @@ def train_epoch_share(const int64_t[:, ::1] layout, floating[::1] params, floati
     return result[0], int(result[1]), status
 
 
-def train_epoch_units(const int64_t[:, ::1] layout, floating[::1] params, X, Y, const double[::1] weights,
-                      const int64_t[::1] order, const Step[::1] config, double[::1] lrs, Py_ssize_t step, ws,
-                      floating[::1] own, Py_ssize_t share, int64_t[::1] sync, floating[:, :, ::1] exchange,
-                      double[::1] partials):
+def train_epoch_units(const int64_t[:, ::1] layout, floating[::1] params, floating[:, ::1] state, X, Y,
+                      const double[::1] weights, const int64_t[::1] order, const Step[::1] config, double[::1] lrs,
+                      Py_ssize_t step, ws, floating[:, ::1] own, Py_ssize_t share, int64_t[::1] sync,
+                      floating[:, :, ::1] exchange, double[::1] partials):
     cdef bint dense = isinstance(X, np.ndarray)
     cdef const floating[::1] x = X.reshape(-1) if dense else params[:0], y = Y.reshape(-1)
     cdef Sparse rows
@@ -2199,19 +2423,24 @@ def train_epoch_units(const int64_t[:, ::1] layout, floating[::1] params, X, Y, 
     cdef int64_t[:, ::1] packing = np.empty((layout.shape[0], 4), np.int64)
     cdef double loss = 0
     cdef Py_ssize_t steps = 0
+    cdef Py_ssize_t k
     cdef int status
     if not dense:
         rows = _sparse(X, params)
     with nogil:
         _packing(layout, share, exchange.shape[1], &packing[0, 0])
-        _pack(layout, params, own, &packing[0, 0], False, True)
-        status = _units_epoch(layout, own, &packing[0, 0], _at(x, 0, order.shape[0] * layout[0, 0], b"X") if dense
-                              else NULL, sparse, y, w, order, &c, lrs,
-                              acts, derivatives, offsets, z, lse, deltas, yb, wb, row, exchange, share, &sync[0],
-                              &partials[0], step, &loss, &steps)
+        _pack(layout, params, own[0], &packing[0, 0], False, True)
+        for k in range(state.shape[0]):
+            _pack(layout, state[k], own[2 + k], &packing[0, 0], False, True)
+        status = _units_epoch(layout, own[0], own[1], own[2:], &packing[0, 0],
+                              _at(x, 0, order.shape[0] * layout[0, 0], b"X") if dense else NULL, sparse, y, w, order,
+                              &c, lrs, acts, derivatives, offsets, z, lse, deltas, yb, wb, row, exchange, share,
+                              &sync[0], &partials[0], step, &loss, &steps)
         if status != OK:
             _abandon(&sync[0], exchange.shape[1])
-        _pack(layout, params, own, &packing[0, 0], True, share == 0)
+        _pack(layout, params, own[0], &packing[0, 0], True, share == 0)
+        for k in range(state.shape[0]):
+            _pack(layout, state[k], own[2 + k], &packing[0, 0], True, share == 0)
     if share > 0:
         return None
     return loss, steps, status

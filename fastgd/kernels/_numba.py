@@ -1458,6 +1458,13 @@ def _packing(layout, t, threads):
     return packing
 
 
+@_inline
+def _packed_size(layout, packing):
+    """The values a thread's part takes in ``own`` (``packing``: ``_packing``'s)."""
+    last = layout.shape[0] - 1
+    return packing[last, 3] + layout[last, 1]
+
+
 @_jit
 def _pack(layout, params, own, packing, unpack, biases):
     """Copy each layer's part (``packing``) from ``params`` into ``own``, or with ``unpack`` back;
@@ -1555,68 +1562,184 @@ def _units_forward(layout, own, packing, x, acts, derivatives, offsets, z, lse, 
 
 
 @_jit
-def _units_backward(layout, own, packing, acts, derivatives, offsets, deltas, exchange, parity, t, sync, meeting,
-                    l2, lr):
-    """Thread ``t``'s step of its part of every layer but the weights of the first (``deltas`` of the
-    output set). Returns ``(sum(W**2)`` of those parts before the step, the meetings reached; 0 if the
-    epoch was abandoned)``."""
+def _units_backward(layout, own, grads, packing, acts, derivatives, offsets, deltas, exchange, parity, t, sync,
+                    meeting, l2, lr, fused):
+    """Thread ``t``'s part of the backward pass (``deltas`` of the output set): with ``fused`` (plain
+    SGD), the step of its part of every layer but the weights of the first; else its part of the
+    gradient, into ``grads`` (packed as ``own``). Returns ``(sum(W**2)`` of the weights it went through,
+    before any step, the meetings reached; 0 if the epoch was abandoned)``."""
     threads = exchange.shape[1]
     squares = 0.0
+    # Each branch is its own loop nest: a flag tested inside one kept it from vectorising.
     for l in range(layout.shape[0] - 1, -1, -1):
         n_in, n_out = layout[l, 0], layout[l, 1]
         lo, hi, w, b = packing[l, 0], packing[l, 1], packing[l, 2], packing[l, 3]
         a, d = acts[offsets[l] : offsets[l] + n_in], deltas[offsets[l + 1] : offsets[l + 1] + n_out]
         below, derivative = deltas[offsets[l] : offsets[l] + n_in], derivatives[offsets[l] : offsets[l] + n_in]
         if _by_inputs(layout, l):
-            bias = own[b : b + n_out]
-            if l > 0 and n_out == 1:
-                squares += _column_step(own[w : w + hi - lo], own[:0], a[lo:hi], d[0], below[lo:hi],
-                                        derivative[lo:hi], l2, lr, np.bool_(True))
-            elif l > 0:
-                W = _matrix(own, w, hi - lo, n_out)
+            units = n_out
+            W, dW = _matrix(own, w, hi - lo, n_out), _matrix(grads, w, hi - lo, n_out)
+            if n_out == 1 and (l > 0 or not fused):
+                squares += _column_step(own[w : w + hi - lo], grads[w : w + hi - lo], a[lo:hi], d[0],
+                                        below[lo:hi] if l > 0 else below[:0], derivative[lo:hi], l2, lr, fused)
+            elif l > 0 and fused:
                 for k in range(hi - lo):
                     back, s = _sgd_rank1_back_row(W, k, a[lo + k], d, l2, lr)
                     squares += s
                     below[lo + k] = back * derivative[lo + k]
-        else:
-            bias, d = own[b : b + hi - lo], d[lo:hi]
-            if l > 0:
-                W, part = _matrix(own, w, n_in, hi - lo), exchange[parity, t, offsets[l] : offsets[l] + n_in]
-                for k in range(n_in):
-                    part[k], s = _sgd_rank1_back_row(W, k, a[k], d, l2, lr)
+            elif l > 0:
+                for k in range(hi - lo):
+                    back, s = _gradient_rank1_back_row(W, k, a[lo + k], d, dW, l2)
                     squares += s
+                    below[lo + k] = back * derivative[lo + k]
+            elif not fused:
+                for k in range(hi - lo):
+                    squares += _gradient_rank1_row(W, k, a[lo + k], d, dW, l2)
+        else:
+            units, d = hi - lo, d[lo:hi]
+            W, dW = _matrix(own, w, n_in, units), _matrix(grads, w, n_in, units)
+            if l > 0:
+                part = exchange[parity, t, offsets[l] : offsets[l] + n_in]
+                if fused:
+                    for k in range(n_in):
+                        part[k], s = _sgd_rank1_back_row(W, k, a[k], d, l2, lr)
+                        squares += s
+                else:
+                    for k in range(n_in):
+                        part[k], s = _gradient_rank1_back_row(W, k, a[k], d, dW, l2)
+                        squares += s
                 meeting += 1
                 if not _meet(sync, t, threads, meeting):
                     return squares, 0
                 _sum_parts(exchange, parity, offsets[l], below)
                 for k in range(n_in):
                     below[k] *= derivative[k]
-        for j in range(bias.shape[0]):
-            bias[j] -= lr * d[j]
+            elif not fused:
+                for k in range(n_in):
+                    squares += _gradient_rank1_row(W, k, a[k], d, dW, l2)
+        bias = own[b : b + units]
+        if fused:
+            for j in range(units):
+                bias[j] -= lr * d[j]
+        else:
+            _copy(grads[b : b + units], d)
     return squares, meeting
 
 
+@_inline
+def _part_squares(layout, values, packing, t, biases):
+    """``sum(values**2)`` (float64) over thread ``t``'s part (``values`` packed as ``own``): its weights,
+    with ``biases`` its biases too, those of layers split by inputs (every thread has them) on thread 0
+    only."""
+    squares = 0.0
+    for l in range(layout.shape[0]):
+        inputs = _by_inputs(layout, l)
+        end = packing[l, 3]
+        if biases and (t == 0 or not inputs):
+            end += layout[l, 1] if inputs else packing[l, 1] - packing[l, 0]
+        part = values[packing[l, 2] : end]
+        for p in range(part.shape[0]):
+            squares += np.float64(part[p]) * part[p]
+    return squares
+
+
 @_jit
-def _units_epoch(layout, own, packing, X, Y, weights, order, config, lrs, step, acts, derivatives, offsets, z, lse,
-                 deltas, xb, yb, wb, row, t, sync, exchange, partials):
-    """Thread ``t``'s part of an epoch of plain SGD on one row per step (``train_epoch_units``): its
-    loss terms into ``partials[t]``; thread 0 returns what ``_train_epoch`` returns."""
-    own, X, Y, weights = _unowned(own), _unowned(X), _unowned(Y), _unowned(weights)
+def _sum_over_threads(value, partials, t, threads, sync, meeting):
+    """``value`` (float64) added over the threads in thread order, each thread's in its place of
+    ``partials`` for the meeting it goes to (two rows of ``threads`` taken in turn: a thread writes
+    the next sum's only after all have read this one's). Returns ``(the sum, the meetings reached; 0
+    if the epoch was abandoned)``."""
+    meeting += 1
+    row = (meeting & 1) * threads
+    partials[row + t] = value
+    if not _meet(sync, t, threads, meeting):
+        return np.nan, 0
+    total = 0.0
+    for k in range(threads):
+        total += partials[row + k]
+    return total, meeting
+
+
+@_jit
+def _units_clip(layout, grads, packing, config, t, threads, sync, meeting, partials):
+    """Thread ``t``'s part of clipping the gradient (packed in ``grads``): element-wise, then to the
+    global norm, a sum over the threads. Returns the meetings reached, 0 if the epoch was abandoned."""
+    c = config[0]
+    used = _packed_size(layout, packing)
+    _clip_values(grads, c, 0, used)
+    if c.clip_norm > 0:
+        norm, meeting = _sum_over_threads(_part_squares(layout, grads, packing, t, True), partials, t, threads, sync,
+                                          meeting)
+        _scale_to_norm(grads, c, norm, 0, used)
+    return meeting
+
+
+@_jit
+def _units_search(layout, own, grads, trial, packing, x, yb, weights, value, squares, config, l2, alpha, acts,
+                  derivatives, offsets, z, lse, deltas, exchange, parity, t, sync, meeting, partials, masks):
+    """Thread ``t``'s part of a step by Armijo backtracking from ``alpha`` (``_line_search``) on the row
+    ``x`` (targets ``yb``, ``weights``), whose data loss is ``value`` and ``squares`` the thread's part
+    of ``sum(W**2)``: every thread tries the same steps (its part of each point in ``trial``), the
+    sums over threads taken in thread order. Returns ``(the step taken, the meetings reached; 0 if
+    the epoch was abandoned)``."""
+    c, threads = config[0], exchange.shape[1]
+    used = _packed_size(layout, packing)
+    slope, meeting = _sum_over_threads(_part_squares(layout, grads, packing, t, True), partials, t, threads, sync,
+                                       meeting)
+    if l2 != 0 and meeting != 0:
+        squares, meeting = _sum_over_threads(squares, partials, t, threads, sync, meeting)
+        value += 0.5 * l2 * squares
+    if meeting == 0:
+        return alpha, 0
+    step = alpha
+    while step >= c.min_step:
+        rate = own.dtype.type(step)
+        for p in range(used):
+            trial[p] = own[p] - rate * grads[p]
+        _, meeting = _units_forward(layout, trial, packing, x, acts, derivatives, offsets, z, lse, deltas, exchange,
+                                    parity, t, sync, meeting, l2, rate, False, masks)
+        if meeting == 0:
+            return step, 0
+        trial_value = _loss(layout, yb, weights, np.intp(1), acts, offsets, z, lse, deltas, c.loss)
+        if l2 != 0:
+            trial_squares, meeting = _sum_over_threads(_part_squares(layout, trial, packing, t, False), partials, t,
+                                                       threads, sync, meeting)
+            trial_value += 0.5 * l2 * trial_squares
+        if trial_value <= value - c.c * step * slope:
+            _copy(own[:used], trial[:used])
+            return step, meeting
+        step *= c.rho
+    rate = own.dtype.type(c.fallback_step)
+    for p in range(used):
+        own[p] -= rate * grads[p]
+    return c.fallback_step, meeting
+
+
+@_jit
+def _units_epoch(layout, own, grads, state, packing, X, Y, weights, order, config, lrs, step, acts, derivatives,
+                 offsets, z, lse, deltas, xb, yb, wb, row, t, sync, exchange, partials):
+    """Thread ``t``'s part of an epoch on one row per step (``train_epoch_units``), its part of the
+    weights, of their gradient and of the optimizer's state packed into ``own``, ``grads`` and ``state``
+    (a line search's trial points in ``state[0]``); thread 0 returns what ``_train_epoch`` returns."""
+    own, grads, state, X, Y, weights = (_unowned(own), _unowned(grads), _unowned(state), _unowned(X), _unowned(Y),
+                                        _unowned(weights))
     acts, derivatives, z, lse, deltas = (_unowned(acts), _unowned(derivatives), _unowned(z), _unowned(lse),
                                          _unowned(deltas))
     xb, yb, wb, row = _unowned(xb), _unowned(yb), _unowned(wb), _unowned(row)
     n, n_in, threads = _n_rows(X), layout[0, 0], exchange.shape[1]
     c = config[0]
     dtype = own.dtype.type
+    fused = _fused(config)  # plain SGD: each step in the backward pass, W0's in the next row's forward pass
     weighted = weights.shape[0] > 0
     x = row[:n_in]
+    used = _packed_size(layout, packing)
     total, l2, lr, meeting = 0.0, dtype(0), dtype(0), 0
     for i in range(n):
         if not _one_row(X, Y, weights, order, i, x, xb, yb, wb):
             return np.nan, i, BAD_ROW
+        masks = _masks(config, step + i, 0)
         squares, meeting = _units_forward(layout, own, packing, x, acts, derivatives, offsets, z, lse, deltas,
-                                          exchange, i & 1, t, sync, meeting, l2, lr, i > 0,
-                                          _masks(config, step + i, 0))
+                                          exchange, i & 1, t, sync, meeting, l2, lr, fused and i > 0, masks)
         if meeting == 0:
             return np.nan, i, NOT_FINITE
         row_weights = wb[:1] if weighted else weights
@@ -1627,41 +1750,59 @@ def _units_epoch(layout, own, packing, X, Y, weights, order, config, lrs, step, 
         if l2 != 0:
             total += 0.5 * l2 * squares
         l2, lr = dtype(_batch_l2(config, _rows(row_weights, 1))), dtype(lrs[i])
-        squares, meeting = _units_backward(layout, own, packing, acts, derivatives, offsets, deltas, exchange, i & 1,
-                                           t, sync, meeting, l2, lr)
+        squares, meeting = _units_backward(layout, own, grads, packing, acts, derivatives, offsets, deltas, exchange,
+                                           i & 1, t, sync, meeting, l2, lr, fused)
         if meeting == 0:
             return np.nan, i, NOT_FINITE
+        if not fused:
+            if l2 != 0 and not np.isfinite(squares):
+                return np.nan, i, NOT_FINITE
+            meeting = _units_clip(layout, grads, packing, config, t, threads, sync, meeting, partials)
+            if meeting != 0 and c.optimizer == LINE_SEARCH:
+                taken, meeting = _units_search(layout, own, grads, state[0], packing, x, yb[:1], row_weights, value,
+                                               squares, config, l2, lrs[i], acts, derivatives, offsets, z, lse,
+                                               deltas, exchange, i & 1, t, sync, meeting, partials, masks)
+                if t == 0:
+                    lrs[i] = taken
+            elif meeting != 0:
+                _update(own[:used], grads[:used], state, config, lrs[i], step + i)
+            if meeting == 0:
+                return np.nan, i, NOT_FINITE
         if t == 0:
             total += value
         if l2 != 0:
             total += 0.5 * l2 * squares
-    W, previous, d = _first_part(layout, own, packing, acts, offsets, deltas)  # the last row's step of W0
-    squares = 0.0
-    for k in range(W.shape[0]):
-        squares += _sgd_rank1_row(W, k, previous[k], d, l2, lr)
-    if l2 != 0:
-        total += 0.5 * l2 * squares
-    partials[t] = total if _finite(own) else np.nan
-    if not _meet(sync, t, threads, meeting + 1):
+    if fused:  # the last row's step of W0
+        W, previous, d = _first_part(layout, own, packing, acts, offsets, deltas)
+        squares = 0.0
+        for k in range(W.shape[0]):
+            squares += _sgd_rank1_row(W, k, previous[k], d, l2, lr)
+        if l2 != 0:
+            total += 0.5 * l2 * squares
+    total, meeting = _sum_over_threads(total if _finite(own) and _finite(state.ravel()) else np.nan, partials, t,
+                                       threads, sync, meeting)
+    if meeting == 0:
         return np.nan, n, NOT_FINITE
-    total = 0.0
-    for k in range(threads):
-        total += partials[k]
     return total / n, n, OK if np.isfinite(total) else NOT_FINITE
 
 
 @_jit
-def _units_share(layout, params, own, X, Y, weights, order, config, lrs, step, acts, derivatives, offsets, z, lse,
-                 deltas, xb, yb, wb, row, t, sync, exchange, partials):
-    """``_units_epoch`` on thread ``t``'s part of the weights, packed into ``own`` and written back
-    into ``params`` at the end; a thread that stops early tells the others to stop waiting."""
+def _units_share(layout, params, state, own, X, Y, weights, order, config, lrs, step, acts, derivatives, offsets, z,
+                 lse, deltas, xb, yb, wb, row, t, sync, exchange, partials):
+    """``_units_epoch`` on thread ``t``'s part of the weights and of the optimizer's ``state``, packed
+    into the rows of ``own`` (weights, gradient, state) and written back at the end; a thread that
+    stops early tells the others to stop waiting."""
     packing = _packing(layout, t, exchange.shape[1])
-    _pack(layout, params, own, packing, False, True)
-    result = _units_epoch(layout, own, packing, X, Y, weights, order, config, lrs, step, acts, derivatives, offsets,
-                          z, lse, deltas, xb, yb, wb, row, t, sync, exchange, partials)
+    _pack(layout, params, own[0], packing, False, True)
+    for k in range(state.shape[0]):
+        _pack(layout, state[k], own[2 + k], packing, False, True)
+    result = _units_epoch(layout, own[0], own[1], own[2:], packing, X, Y, weights, order, config, lrs, step, acts,
+                          derivatives, offsets, z, lse, deltas, xb, yb, wb, row, t, sync, exchange, partials)
     if result[2] != OK:
         _exchange(sync, SYNC_LINE * exchange.shape[1], 1)
-    _pack(layout, params, own, packing, True, t == 0)
+    _pack(layout, params, own[0], packing, True, t == 0)
+    for k in range(state.shape[0]):
+        _pack(layout, state[k], own[2 + k], packing, True, t == 0)
     return result
 
 
@@ -1910,6 +2051,59 @@ def _finish_range(layout, params, grads, parts, l2, lr, fused, low, high):
     return squares
 
 
+# Sums of squares loop over the indices of a slice: over an index range read from an array (of
+# unknown sign: each index tested for wrapping around), or over the slice's values, they did not
+# vectorise (7x and 15x slower).
+@_inline
+def _range_squares(layout, values, low, high):
+    """``sum(W**2)`` (float64) over the weights among ``values[low:high]``."""
+    squares = 0.0
+    for l in range(layout.shape[0]):
+        part = values[max(low, layout[l, 3]) : max(low, min(high, layout[l, 4]))]
+        for p in range(part.shape[0]):
+            squares += np.float64(part[p]) * part[p]
+    return squares
+
+
+@_jit
+def _share_search(layout, params, grads, trial, X, Y, weights, count, value, config, l2, alpha, acts, derivatives,
+                  offsets, z, lse, deltas, masks, low, high, t, threads, sync, meeting, partials):
+    """Thread ``t``'s part of a mini-batch step by Armijo backtracking from ``alpha`` (``_line_search``),
+    ``value`` the batch's loss: each trial point on its range ``low`` to ``high`` of the parameters (in
+    ``trial``), then the loss of its share of the batch's rows ``(X, Y)`` (``weights``; over ``count``)
+    there; the sums over threads in thread order (``_sum_over_threads`` in ``partials``). Returns ``(the
+    step taken, the meetings reached; 0 if the epoch was abandoned)``."""
+    c = config[0]
+    own, g, point = params[low:high], grads[low:high], trial[low:high]
+    slope = 0.0
+    for p in range(g.shape[0]):
+        slope += np.float64(g[p]) * g[p]
+    slope, meeting = _sum_over_threads(slope, partials, t, threads, sync, meeting)
+    step = alpha
+    while meeting != 0 and step >= c.min_step:
+        rate = params.dtype.type(step)
+        for p in range(g.shape[0]):
+            point[p] = own[p] - rate * g[p]
+        meeting += 1  # every part of the trial point in place
+        if not _meet(sync, t, threads, meeting):
+            return step, 0
+        part = 0.0
+        if _n_rows(X) > 0:
+            part = _gradient_blocks(layout, trial, trial, X, Y, weights, count, c.loss, acts, derivatives, offsets, z,
+                                    lse, deltas, np.bool_(False), masks)
+        if l2 != 0:
+            part += 0.5 * l2 * _range_squares(layout, trial, low, high)
+        trial_value, meeting = _sum_over_threads(part, partials, t, threads, sync, meeting)
+        if trial_value <= value - c.c * step * slope:
+            _copy(own, point)
+            return step, meeting
+        step *= c.rho
+    rate = params.dtype.type(c.fallback_step)
+    for p in range(g.shape[0]):
+        own[p] -= rate * g[p]
+    return c.fallback_step, meeting
+
+
 @_jit
 def _share_epoch(layout, params, grads, own, parts, state, X, Y, weights, order, batch_size, config, lrs, step, acts,
                  derivatives, offsets, z, lse, deltas, xb, yb, wb, t, sync, losses, partials):
@@ -1917,8 +2111,8 @@ def _share_epoch(layout, params, grads, own, parts, state, X, Y, weights, order,
     (``fastgd.kernels.protocol.Backend.train_epoch_share``): of batch ``i``, rows ``m*t//threads``
     to ``m*(t+1)//threads``, their gradient (over the batch's total weight) into ``own`` (thread 0:
     ``grads``; thread t: ``parts[t - 1]``), their loss into ``losses[t]``; then the step on its range
-    of the parameters, its sums into ``partials[t]`` and ``partials[threads + t]``. Returns what
-    ``_train_epoch`` returns (thread 0's counts)."""
+    of the parameters, its sums into ``partials[t]`` and ``partials[threads + t]`` (a line search's
+    into ``partials[2 threads:]``). Returns what ``_train_epoch`` returns (thread 0's counts)."""
     n, n_out, P, threads = _n_rows(X), layout[layout.shape[0] - 1, 1], params.shape[0], losses.shape[0]
     low, high = P * t // threads, P * (t + 1) // threads
     n_batches = (n + batch_size - 1) // batch_size
@@ -1948,12 +2142,11 @@ def _share_epoch(layout, params, grads, own, parts, state, X, Y, weights, order,
             _copy(yb[r], Y[source])
             if weighted:
                 wb[r] = weights[source]
+        share, share_weights = _batch(X, order, start + first, rows, xb), wb[:rows] if weighted else weights
+        count, masks = total_weight * (1 if c.loss == CROSS_ENTROPY else n_out), _masks(config, step + i, first)
         if rows > 0:
-            losses[t] = _gradient_blocks(layout, params, own, _batch(X, order, start + first, rows, xb), yb[:rows],
-                                         wb[:rows] if weighted else weights,
-                                         total_weight * (1 if c.loss == CROSS_ENTROPY else n_out), c.loss, acts,
-                                         derivatives, offsets, z, lse, deltas, np.bool_(True),
-                                         _masks(config, step + i, first))
+            losses[t] = _gradient_blocks(layout, params, own, share, yb[:rows], share_weights, count, c.loss, acts,
+                                         derivatives, offsets, z, lse, deltas, np.bool_(True), masks)
         else:
             losses[t] = 0
             own[:] = 0
@@ -1983,6 +2176,15 @@ def _share_epoch(layout, params, grads, own, parts, state, X, Y, weights, order,
             return value, steps, NOT_FINITE
         if not fused:
             _scale_to_norm(grads, c, norm, low, high)
+        if c.optimizer == LINE_SEARCH:
+            taken, meeting = _share_search(layout, params, grads, state[0], share, yb[:rows], share_weights, count,
+                                           value, config, l2, lrs[i], acts, derivatives, offsets, z, lse, deltas,
+                                           masks, low, high, t, threads, sync, meeting, partials[2 * threads :])
+            if meeting == 0:
+                break
+            if t == 0:
+                lrs[i] = taken
+        elif not fused:
             _update(own_params, own_grads, own_state, config, lrs[i], step + i)
         total += value * m
         steps += 1
@@ -2051,11 +2253,7 @@ def _data_loss(layout, params, X, Y, weights, loss, acts, derivatives, offsets, 
 
 @_jit
 def _l2_penalty(layout, params, l2):
-    squares = 0.0
-    for l in range(layout.shape[0]):
-        for w in params[layout[l, 3] : layout[l, 4]]:
-            squares += np.float64(w) * w
-    return 0.5 * l2 * squares
+    return 0.5 * l2 * _range_squares(layout, params, 0, params.shape[0])
 
 
 # ---------------------------------------------------------------- the backend's functions (fastgd.kernels.protocol)
@@ -2170,9 +2368,9 @@ def batch_step(layout, params, grads, parts, state, X, Y, weights, losses, confi
 
 
 @_announced(1)
-def train_epoch_units(layout, params, X, Y, weights, order, config, lrs, step, ws, own, share, sync, exchange,
-                      partials):
-    result = _units_share(layout, params, own, _input(X), Y, weights, order, config, lrs, step, ws.acts,
+def train_epoch_units(layout, params, state, X, Y, weights, order, config, lrs, step, ws, own, share, sync,
+                      exchange, partials):
+    result = _units_share(layout, params, state, own, _input(X), Y, weights, order, config, lrs, step, ws.acts,
                           ws.derivatives, ws.offsets, ws.z, ws.lse, ws.deltas, ws.x, ws.y, ws.w, ws.row, share, sync,
                           exchange, partials)
     return result if share == 0 else None

@@ -51,14 +51,6 @@ def step_config(loss: str, optimizer: str = "sgd", hyper=None, l2: float = 0.0, 
     return config
 
 
-def plain_sgd(config) -> bool:
-    """Whether the step configuration ``config`` is plain SGD: no momentum, weight decay or clipping (the
-    kernels take its step inside the backward pass, and split one-row steps between threads)."""
-    c = config[0]
-    return bool(c["optimizer"] == OPTIMIZERS["sgd"].code and c["momentum"] == 0 and c["weight_decay"] == 0
-                and c["clip_value"] == 0 and c["clip_norm"] == 0)
-
-
 def generator_state(bits) -> np.ndarray | None:
     """A uint32 ``(625,)`` view of the live state of ``bits``, a NumPy ``MT19937`` bit generator: its
     key and position, which a kernel's shuffle reads and advances as ``RandomState.shuffle`` would.

@@ -8,7 +8,7 @@ import numpy as np
 from .._codes import ACTIVATIONS, LOSS_OUTPUTS, LOSSES, OPTIMIZERS
 from .._layout import ACTIVATION, B_OFFSET, N_IN, N_OUT
 from .buffers import (MAX_STEP, MAX_THREADS, STEP, SYNC_LINE, CSR, _check_array, _check_int, _check_real,
-                      _describe, check_layout, plain_sgd)
+                      _describe, check_layout)
 from .runner import EpochRunner, _run
 from .protocol import Backend
 
@@ -216,11 +216,11 @@ class Kernels:
         ``threads``: an epoch of one batch splits its rows into as many consecutive shares, whose
         gradients as many threads compute at once (:meth:`~fastgd.kernels.protocol.Backend.batch_gradient`), BLAS on one
         thread each; the same ``threads`` give the same results. So does each batch of an epoch of
-        several where the backend ``splits_batches`` (not for a line search): the threads meet inside
+        several where the backend ``splits_batches``: the threads meet inside
         the compiled epoch at every step, each taking the step on its range of the parameters
-        (``train_epoch_share``); and each step of one row of plain SGD through several layers where the
-        backend ``splits_units``: each thread takes a part of every layer, its rows or its units
-        (``train_epoch_units``), the same SGD step to rounding. Elsewhere epochs of several batches take 1."""
+        (``train_epoch_share``); and each step of one row through several layers where the backend
+        ``splits_units``: each thread takes a part of every layer, its rows or its units
+        (``train_epoch_units``), the same step to rounding. Elsewhere epochs of several batches take 1."""
         self._params(params, writable=True)
         self._params(grads, "grads", writable=True)
         n = self._rows(X, Y)
@@ -240,12 +240,12 @@ class Kernels:
         threads = min(_check_int(threads, "threads", 1, MAX_THREADS + 1),
                       int(self.layout[:, N_IN].min()) if units else batch_size,  # every part of a layer a row
                       self.n_params if batches > 1 else n)  # a range of the parameters each, or of the rows
-        if threads > 1 and units and not (self.splits_units and plain_sgd(config) and len(self.layout) > 1):
+        if threads > 1 and units and not (self.splits_units and len(self.layout) > 1):
             raise ValueError(f"threads: the {self.name} backend takes steps of one row on one thread"
-                             + (" but plain SGD's through several layers" if self.splits_units else ""))
-        if threads > 1 and batches > 1 and not units and (not self.splits_batches or optimizer == "line_search"):
+                             + (" but through several layers" if self.splits_units else ""))
+        if threads > 1 and batches > 1 and not units and not self.splits_batches:
             raise ValueError(f"threads: the {self.name} backend takes each batch of an epoch of several batches "
-                             f"on one thread{' with a line search' if self.splits_batches else ''}")
+                             "on one thread")
         order = order.view()
         views = [a.view() if isinstance(a, np.ndarray) else a for a in (params, grads, state, X, Y, weights)]
         arguments = (self.layout, *views, order, batch_size, config.copy())
@@ -257,13 +257,14 @@ class Kernels:
             shares = (bounds[1], [(first, last, self.workspace(last - first, sparse=ws.sparse, keep_outputs=False),
                                    part) for first, last, part in zip(bounds[1:-1], bounds[2:], parts)],
                       parts, np.empty(threads))
-        elif units:  # every thread: a workspace, its packed weights; their meeting places, parts of sums, losses
+        elif units:  # every thread: a workspace, its packed weights, gradient and state; their meeting places,
+            # parts of sums, step sums and losses
             workspaces = [self.workspace(1, 1, sparse=ws.sparse, keep_outputs=False) for _ in range(threads)]
-            shares = (workspaces, np.zeros((threads, self.n_params), self.dtype),
+            shares = (workspaces, np.zeros((threads, 2 + slots, self.n_params), self.dtype),
                       np.zeros(SYNC_LINE * (threads + 1), np.int64),
-                      np.zeros((2, threads, len(workspaces[0].acts)), self.dtype), np.empty(threads))
+                      np.zeros((2, threads, len(workspaces[0].acts)), self.dtype), np.empty(2 * threads))
         else:  # shares 1 on of every batch: workspaces; the threads' meeting places, and their losses
             rows = -(-batch_size // threads)
             shares = ([self.workspace(rows, rows, sparse=ws.sparse, keep_outputs=False) for _ in range(threads - 1)],
-                      parts, np.zeros(SYNC_LINE * (threads + 1), np.int64), np.empty(threads), np.empty(2 * threads))
+                      parts, np.zeros(SYNC_LINE * (threads + 1), np.int64), np.empty(threads), np.empty(4 * threads))
         return EpochRunner(self, arguments, batches, optimizer == "line_search", ws, rng, shares)

@@ -110,29 +110,32 @@ class Backend(Protocol):
 
     def train_epoch_share(self, layout, params, grads, parts, state, X, Y, weights, order, batch_size: int, config,
                           lrs, step: int, ws, share: int, sync, losses, partials):
-        """Optional (``Kernels.splits_batches``): thread ``share``'s part of :meth:`train_epoch` (no line
-        search) on ``len(losses)`` threads, each calling it at once with a workspace of its own (``ws``,
+        """Optional (``Kernels.splits_batches``): thread ``share``'s part of :meth:`train_epoch` on
+        ``len(losses)`` threads, each calling it at once with a workspace of its own (``ws``,
         for ``ceil(batch_size / threads)`` rows and as many gathered rows). Of each batch, thread ``t``
         takes rows ``m*t//threads`` to ``m*(t+1)//threads``, their gradient over the batch's total
         weight in ``grads`` (thread 0) or ``parts[t - 1]``; then the threads take the step, each on its
-        range ``P*t//threads`` to ``P*(t+1)//threads`` of the parameters. They meet in ``sync`` (int64,
-        zeros, ``SYNC_LINE`` words a thread and a last line that, set, tells them to give up);
-        ``losses`` (float64 ``(threads,)``) and ``partials`` (``(2 threads,)``) take their sums. Thread 0
-        returns what :meth:`train_epoch` returns, the others None."""
+        range ``P*t//threads`` to ``P*(t+1)//threads`` of the parameters (a line search: its part of each
+        trial point, then the loss of its rows there). They meet in ``sync`` (int64, zeros, ``SYNC_LINE``
+        words a thread and a last line that, set, tells them to give up); ``losses`` (float64
+        ``(threads,)``) and ``partials`` (``(4 threads,)``) take their sums. Thread 0 returns what
+        :meth:`train_epoch` returns, the others None."""
 
-    def train_epoch_units(self, layout, params, X, Y, weights, order, config, lrs, step: int, ws, own, share: int,
-                          sync, exchange, partials):
-        """Optional (``Kernels.splits_units``): thread ``share``'s part of :meth:`train_epoch` of plain SGD
-        (no momentum, weight decay or clipping) on one row a step, through two layers or more, on
-        ``exchange.shape[1]`` threads, each calling it at once with a workspace of its own (``ws``, for 1
-        row; all alike) and a buffer ``own`` (zeros, ``(P,)``) for the weights it trains, packed. The last
+    def train_epoch_units(self, layout, params, state, X, Y, weights, order, config, lrs, step: int, ws, own,
+                          share: int, sync, exchange, partials):
+        """Optional (``Kernels.splits_units``): thread ``share``'s part of :meth:`train_epoch` on one row a
+        step, through two layers or more, on ``exchange.shape[1]`` threads, each calling it at once with a
+        workspace of its own (``ws``, for 1 row; all alike) and a buffer ``own`` (zeros, ``(2 + slots, P)``)
+        for the weights it trains, their gradient and the rows of ``state``, each packed alike. The last
         layer and every second one below it are split by their inputs, the others by their units: thread
         ``t`` takes of each the rows or columns of ``W`` (and the biases of its units) ``n*t//threads`` to
         ``n*(t+1)//threads``, its parts of the sums they share through its row of ``exchange``
-        (``(2, threads, len(ws.acts))``, the parity of the step first), and writes its weights back into
-        ``params`` at the end. They meet in ``sync`` as :meth:`train_epoch_share`'s do; ``partials``
-        (float64 ``(threads,)``) takes their loss terms. Thread 0 returns what :meth:`train_epoch`
-        returns, the others None."""
+        (``(2, threads, len(ws.acts))``, the parity of the step first), and writes its weights and state
+        back into ``params`` and ``state`` at the end. Plain SGD steps in the backward pass; the other
+        rules after it, each thread on its part, the sums a step needs (a global norm to clip to, a line
+        search's slope and losses) added over the threads in thread order. They meet in ``sync`` as
+        :meth:`train_epoch_share`'s do; ``partials`` (float64 ``(2 threads,)``) takes the threads' parts of
+        each sum. Thread 0 returns what :meth:`train_epoch` returns, the others None."""
 
 
 def missing(module) -> list[str]:

@@ -88,10 +88,10 @@ class EpochRunner:
     def _units(self, lrs, step):
         """An epoch of one row a step, every layer split between threads that meet inside each step
         (:meth:`~fastgd.kernels.protocol.Backend.train_epoch_units`)."""
-        (layout, params, _, _, X, Y, weights, order, _, config), _ = self._arguments
+        (layout, params, _, state, X, Y, weights, order, _, config), _ = self._arguments
         workspaces, own, sync, exchange, partials = self._shares
-        share = functools.partial(self._kernels.backend.train_epoch_units, layout, params, X, Y, weights, order,
-                                  config, lrs, step)
+        share = functools.partial(self._kernels.backend.train_epoch_units, layout, params, state, X, Y, weights,
+                                  order, config, lrs, step)
         return _on_threads(share, sync, [(share_ws, own[t], t, sync, exchange, partials)
                                          for t, share_ws in enumerate(workspaces)])
 
