@@ -1,6 +1,9 @@
 """An epoch of one batch split into shares of its rows, computed on threads: the same steps as
 the reference's, the same results for the same threads, and fits that use it when it pays."""
 
+import hashlib
+import os
+import subprocess
 import sys
 import threading
 import time
@@ -422,6 +425,30 @@ def test_one_row_steps_on_the_same_threads_give_the_same_bits(backend, optimizer
     first, second = (epochs(backend, "float32", 2, optimizer, batch_size=1, n=100) for _ in range(2))
     for a, b in zip(first, second):
         np.testing.assert_array_equal(a, b)
+
+
+# Threaded epochs of every kind: one batch in shares, mini-batches, one row a step (plain SGD, a rule, a line search).
+PROCESS_CASES = [(None, 2, "adam"), (64, 2, "momentum-clipped"), (1, 2, "sgd"), (1, 2, "adam"), (1, 3, "line-search")]
+
+
+def threaded_digests(backend):
+    """A digest of the weights and state after each of ``PROCESS_CASES``, float32 and float64."""
+    return [hashlib.sha256(b"".join(array.tobytes() for array in epochs(backend, dtype, threads, optimizer, n=300,
+                                                                        count=2, batch_size=batch_size)[::2])
+                           ).hexdigest()
+            for batch_size, threads, optimizer in PROCESS_CASES for dtype in ("float32", "float64")]
+
+
+@pytest.mark.parametrize("backend", sorted(set(SPLITTING) & set(SPLITTING_UNITS)))
+def test_threaded_epochs_give_the_same_bits_in_another_process(backend):
+    """Run after run: another process, its arrays elsewhere in memory (a loop that vectorises by where
+    an array starts would sum in another order), trains to the same bits."""
+    code = ("import sys, numpy; sys.path.insert(0, sys.argv[1]); shift = numpy.empty(12345); "
+            "from test_threads import threaded_digests; print(*threaded_digests(sys.argv[2]))")
+    other = subprocess.run([sys.executable, "-c", code, os.path.dirname(__file__), backend], capture_output=True,
+                           text=True, timeout=600)
+    assert other.returncode == 0, other.stderr
+    assert other.stdout.split() == threaded_digests(backend)
 
 
 @pytest.mark.parametrize("backend", SPLITTING_UNITS)
