@@ -290,29 +290,40 @@ def test_a_mini_batch_share_that_cannot_run_stops_the_others(backend, monkeypatc
         epochs(backend, "float64", 2, "sgd", batch_size=64, count=1)
 
 
-@pytest.mark.parametrize("backend", SPLITTING)
-def test_a_mini_batch_fit_splits_steps_that_repay_threads(backend, monkeypatch):
+def spy_on(monkeypatch, backend, kernel):
+    """The threads that call ``kernel`` of ``backend`` from now on, one entry a call."""
     module = fastgd.kernels._loaded[backend]
-    seen = []
-    share = module.train_epoch_share
+    seen, original = [], getattr(module, kernel)
 
     def spy(*args):
         seen.append(threading.get_ident())
-        return share(*args)
+        return original(*args)
 
-    monkeypatch.setattr(module, "train_epoch_share", spy)
+    monkeypatch.setattr(module, kernel, spy)
+    return seen
+
+
+def assert_fits_agree(backend, sizes, X, y, **options):
+    """A fit where the process allows two threads trains as one held to one thread: the same weights
+    and logs (but the times) to rounding."""
+    fits = {}
+    for threads in (2, 1):
+        net = fastgd.MLP(sizes, backend=backend, random_state=0)
+        with threadpool_limits(threads):
+            net.fit(X, y, **options)
+        fits[threads] = net
+    assert_close(fits[2].params, fits[1].params, KERNEL_RTOL["float64"])
+    for name, values in fits[1].history_.history.items():  # the losses, a line search's step sizes
+        if name != "epoch_time":
+            assert_close(fits[2].history_.history[name], values, KERNEL_RTOL["float64"])
+
+
+@pytest.mark.parametrize("backend", SPLITTING)
+def test_a_mini_batch_fit_splits_steps_that_repay_threads(backend, monkeypatch):
+    seen = spy_on(monkeypatch, backend, "train_epoch_share")
     X, y = make_problem("softmax", n=300, n_in=20, seed=0)  # 12.8 MFLOP a step of 128 rows
     for optimizer in (fastgd.Adam(lr=0.01), fastgd.BacktrackingLineSearch(alpha0=2.0)):
-        fits = {}
-        for threads in (2, 1):
-            net = fastgd.MLP([20, 1024, 3], backend=backend, random_state=0)
-            with threadpool_limits(threads):
-                net.fit(X, y, epochs=3, batch_size=128, optimizer=optimizer, l2=1e-3)
-            fits[threads] = net
-        assert_close(fits[2].params, fits[1].params, KERNEL_RTOL["float64"])
-        for name, values in fits[1].history_.history.items():  # the losses, a line search's step sizes
-            if name != "epoch_time":
-                assert_close(fits[2].history_.history[name], values, KERNEL_RTOL["float64"])
+        assert_fits_agree(backend, [20, 1024, 3], X, y, epochs=3, batch_size=128, optimizer=optimizer, l2=1e-3)
     assert len(seen) == 12 and seen.count(threading.get_ident()) == 6  # two threads an epoch, in two-thread fits
     seen.clear()
     with threadpool_limits(2):
@@ -497,55 +508,18 @@ def test_a_one_row_share_that_cannot_run_stops_the_others(backend, monkeypatch):
 
 
 @pytest.mark.parametrize("backend", SPLITTING_UNITS)
-def test_a_one_row_fit_splits_steps_that_repay_threads(backend, monkeypatch):
-    module = fastgd.kernels._loaded[backend]
-    seen = []
-    units = module.train_epoch_units
-
-    def spy(*args):
-        seen.append(threading.get_ident())
-        return units(*args)
-
-    monkeypatch.setattr(module, "train_epoch_units", spy)
-    X, y = make_problem("softmax", n=100, n_in=20, seed=0)  # 0.2 MFLOP a step
-    fits = {}
-    for threads in (2, 1):
-        net = fastgd.MLP([20, 2048, 3], backend=backend, random_state=0)
-        with threadpool_limits(threads):
-            net.fit(X, y, epochs=2, batch_size=1, optimizer=fastgd.SGD(lr=0.01), l2=1e-3)
-        fits[threads] = net
-    assert len(seen) == 4 and seen.count(threading.get_ident()) == 2  # two threads an epoch, in the two-thread fit
-    assert_close(fits[2].params, fits[1].params, KERNEL_RTOL["float64"])
+def test_a_one_row_fit_of_any_rule_splits_steps_that_repay_threads(backend, monkeypatch):
+    seen = spy_on(monkeypatch, backend, "train_epoch_units")
+    X, y = make_problem("softmax", n=60, n_in=20, seed=0)  # 0.2 MFLOP a step
+    for optimizer, clip_norm in ((fastgd.SGD(lr=0.01), None), (fastgd.SGD(lr=0.01, momentum=0.9), 1.0),
+                                 (fastgd.BacktrackingLineSearch(alpha0=20.0), 1.0)):
+        assert_fits_agree(backend, [20, 2048, 3], X, y, epochs=2, batch_size=1, optimizer=optimizer, l2=1e-3,
+                          clip_norm=clip_norm)
+    assert len(seen) == 12 and seen.count(threading.get_ident()) == 6  # two threads an epoch, in two-thread fits
     seen.clear()
     with threadpool_limits(2):
         fastgd.MLP([20, 64, 3], backend=backend, random_state=0).fit(X, y, epochs=1, batch_size=1)
     assert seen == []  # steps too small to repay a second thread run on one
-
-
-@pytest.mark.parametrize("backend", SPLITTING_UNITS)
-def test_a_one_row_fit_of_any_rule_splits_its_steps(backend, monkeypatch):
-    module = fastgd.kernels._loaded[backend]
-    seen = []
-    units = module.train_epoch_units
-
-    def spy(*args):
-        seen.append(threading.get_ident())
-        return units(*args)
-
-    monkeypatch.setattr(module, "train_epoch_units", spy)
-    X, y = make_problem("softmax", n=60, n_in=20, seed=0)
-    for optimizer in (fastgd.SGD(lr=0.01, momentum=0.9), fastgd.BacktrackingLineSearch(alpha0=20.0)):
-        fits = {}
-        for threads in (2, 1):
-            net = fastgd.MLP([20, 2048, 3], backend=backend, random_state=0)
-            with threadpool_limits(threads):
-                net.fit(X, y, epochs=2, batch_size=1, optimizer=optimizer, l2=1e-3, clip_norm=1.0)
-            fits[threads] = net
-        assert_close(fits[2].params, fits[1].params, KERNEL_RTOL["float64"])
-        for name, values in fits[1].history_.history.items():  # the losses, a line search's step sizes
-            if name != "epoch_time":
-                assert_close(fits[2].history_.history[name], values, KERNEL_RTOL["float64"])
-    assert len(seen) == 8  # two threads an epoch, in each two-thread fit
 
 
 @pytest.mark.parametrize("backend", [name for name in BACKENDS if name not in SPLITTING])
