@@ -906,6 +906,36 @@ cdef inline double _column_step(floating* w, floating* dw, const floating* a, fl
     return squares
 
 
+cdef inline floating _sgd_back_row(floating* w, const floating* d, Py_ssize_t n, floating a, floating l2,
+                                   floating lr, floating* squares) noexcept nogil:
+    """``w -= lr (a d + l2 w)`` for one row of ``W``; returns ``w . d`` before the step (the delta
+    below) and adds ``sum(w**2)`` to ``squares``."""
+    cdef Py_ssize_t j
+    cdef floating v, back = 0, total = 0
+    for j in range(n):
+        v = w[j]
+        back += v * d[j]
+        total += v * v
+        w[j] = v - lr * (a * d[j] + l2 * v)
+    squares[0] += total
+    return back
+
+
+cdef inline floating _gradient_back_row(const floating* w, floating* dw, const floating* d, Py_ssize_t n, floating a,
+                                        floating l2, floating* squares) noexcept nogil:
+    """``dw = a d + l2 w`` for one row of ``W``; returns ``w . d`` (the delta below) and adds ``sum(w**2)``
+    to ``squares``."""
+    cdef Py_ssize_t j
+    cdef floating v, back = 0, total = 0
+    for j in range(n):
+        v = w[j]
+        back += v * d[j]
+        total += v * v
+        dw[j] = a * d[j] + l2 * v
+    squares[0] += total
+    return back
+
+
 cdef double _backward_rows(const int64_t[:, ::1] layout, floating[::1] params, floating[::1] grads, Py_ssize_t m,
                            floating[::1] acts, floating[::1] derivatives, const int64_t[::1] offsets,
                            floating[::1] deltas, floating l2, floating lr, bint fused, floating[::1] row,
@@ -947,20 +977,10 @@ cdef double _backward_rows(const int64_t[:, ::1] layout, floating[::1] params, f
             wk, dwk = W + k * n_out, dW + k * n_out
             row_squares = 0
             if m == 1 and below:
-                a = A[k]
-                back = 0
                 if fused:
-                    for j in range(n_out):
-                        v = wk[j]
-                        back += v * D[j]
-                        row_squares += v * v
-                        wk[j] = v - lr * (a * D[j] + l2 * v)
+                    back = _sgd_back_row(wk, D, n_out, A[k], l2, lr, &row_squares)
                 else:
-                    for j in range(n_out):
-                        v = wk[j]
-                        back += v * D[j]
-                        row_squares += v * v
-                        dwk[j] = a * D[j] + l2 * v
+                    back = _gradient_back_row(wk, dwk, D, n_out, A[k], l2, &row_squares)
                 A_delta[k] = back * A_derivative[k]
             elif m == 1:  # the first layer: no delta below
                 a = A[k]
@@ -1805,35 +1825,6 @@ cdef inline void _sum_parts(const floating* exchange, Py_ssize_t width, Py_ssize
     for k in range(1, threads):
         for j in range(n):
             target[j] += exchange[k * width + start + j]
-
-
-cdef inline floating _sgd_back_row(floating* w, const floating* d, Py_ssize_t n, floating a, floating l2,
-                                   floating lr, floating* squares) noexcept nogil:
-    """``w -= lr (a d + l2 w)`` for one row of ``W``; returns ``w . d`` before the step (the delta
-    below) and adds ``sum(w**2)`` to ``squares``."""
-    cdef Py_ssize_t j
-    cdef floating v, back = 0
-    for j in range(n):
-        v = w[j]
-        back += v * d[j]
-        squares[0] += v * v
-        w[j] = v - lr * (a * d[j] + l2 * v)
-    return back
-
-
-cdef inline floating _gradient_back_row(const floating* w, floating* dw, const floating* d, Py_ssize_t n, floating a,
-                                        floating l2, floating* squares) noexcept nogil:
-    """``dw = a d + l2 w`` for one row of ``W``; returns ``w . d`` (the delta below) and adds ``sum(w**2)``
-    to ``squares``."""
-    cdef Py_ssize_t j
-    cdef floating v, back = 0, total = 0
-    for j in range(n):
-        v = w[j]
-        back += v * d[j]
-        total += v * v
-        dw[j] = a * d[j] + l2 * v
-    squares[0] += total
-    return back
 
 
 cdef double _units_first_step(const int64_t[:, ::1] layout, floating[::1] own, const int64_t* packing,

@@ -267,4 +267,4 @@ class Kernels:
             rows = -(-batch_size // threads)
             shares = ([self.workspace(rows, rows, sparse=ws.sparse, keep_outputs=False) for _ in range(threads - 1)],
                       parts, np.zeros(SYNC_LINE * (threads + 1), np.int64), np.empty(threads), np.empty(4 * threads))
-        return EpochRunner(self, arguments, batches, optimizer == "line_search", ws, rng, shares)
+        return EpochRunner(self, arguments, batches, optimizer == "line_search", ws, rng, shares, units)

@@ -25,11 +25,11 @@ class EpochRunner:
 
     __slots__ = ("_kernels", "_arguments", "_batches", "_line_search", "_rng", "_shares", "_epoch")
 
-    def __init__(self, kernels, arguments, batches, line_search, ws, rng, shares):
+    def __init__(self, kernels, arguments, batches, line_search, ws, rng, shares, units):
         self._kernels, self._batches, self._line_search = kernels, batches, line_search
         self._arguments, self._rng, self._shares = (arguments, ws), rng, shares
         self._epoch = (self._one_thread if shares is None else self._one_batch if batches == 1
-                       else self._units if arguments[8] == 1 else self._mini_batches)
+                       else self._units if units else self._mini_batches)
 
     def __call__(self, lrs, step: int) -> tuple[float, int, int]:
         """One epoch with learning rates ``lrs`` (float64, one per batch) from optimizer step ``step``:
