@@ -2298,9 +2298,22 @@ def _loops_buffer(ws, n, batch_size):
     return ws.row if min(n, batch_size) <= SMALL_BATCH or 0 < last <= SMALL_BATCH else None
 
 
+def _read_only(array):
+    """A read-only view of ``array``. Numba compiles a function apart for read-only arrays, and calls
+    an existing one with a writable array where it could take it: rows given read-only once would
+    then run on that code for the rest of the process (other bits: loops vectorise otherwise), so
+    the kernels read every array of data read-only."""
+    view = array.view()
+    view.flags.writeable = False
+    return view
+
+
 def _input(X):
-    """``X`` as the kernels take it: a dense array, or sparse rows (``fastgd.kernels.CSR``) as a tuple."""
-    return X if isinstance(X, np.ndarray) else (X.data, X.indices, X.indptr, ALL_ROWS)
+    """``X`` as the kernels take it, read-only: a dense array, or sparse rows (``fastgd.kernels.CSR``) as a
+    tuple."""
+    if isinstance(X, np.ndarray):
+        return _read_only(X)
+    return _read_only(X.data), _read_only(X.indices), _read_only(X.indptr), ALL_ROWS
 
 
 @_announced(1)
@@ -2310,7 +2323,7 @@ def forward(layout, params, X, ws):
 
 @_announced(1)
 def data_loss(layout, params, X, Y, weights, loss, ws):
-    return _data_loss(layout, params, _input(X), Y, weights, loss, ws.acts, ws.derivatives, ws.offsets, ws.z, ws.lse,
+    return _data_loss(layout, params, _input(X), _read_only(Y), _read_only(weights), loss, ws.acts, ws.derivatives, ws.offsets, ws.z, ws.lse,
                       ws.deltas)
 
 
@@ -2324,7 +2337,7 @@ def backward(layout, params, X, Y, weights, config, ws, grads):
     dtype = params.dtype.type
     c = config[0]
     l2 = dtype(_batch_l2(config, _rows(weights, len(X))))
-    return _step(layout, params, grads, _input(X), Y, weights, int(c["loss"]), l2, dtype(0), False, ws.acts,
+    return _step(layout, params, grads, _input(X), _read_only(Y), _read_only(weights), int(c["loss"]), l2, dtype(0), False, ws.acts,
                  ws.derivatives, ws.offsets, ws.z, ws.lse, ws.deltas, _loops_buffer(ws, len(X), len(X)), NO_MASKS)
 
 
@@ -2346,31 +2359,31 @@ def _searches(config):
 @_announced(1)
 def train_epoch(layout, params, grads, state, X, Y, weights, order, batch_size, config, lrs, step, ws):
     if _stochastic(config, batch_size, len(X), layout):
-        return _stochastic_epoch(layout, params, grads, _input(X), Y, weights, order, config, lrs, step, ws.acts,
+        return _stochastic_epoch(layout, params, grads, _input(X), _read_only(Y), _read_only(weights), order, config, lrs, step, ws.acts,
                                  ws.derivatives, ws.offsets, ws.z, ws.lse, ws.deltas, ws.x, ws.y, ws.w, ws.row)
     epoch = _train_epoch_line_search if _searches(config) else _train_epoch
-    return epoch(layout, params, grads, state, _input(X), Y, weights, order, batch_size, config, lrs, step, ws.acts,
+    return epoch(layout, params, grads, state, _input(X), _read_only(Y), _read_only(weights), order, batch_size, config, lrs, step, ws.acts,
                  ws.derivatives, ws.offsets, ws.z, ws.lse, ws.deltas, ws.x, ws.y, ws.w, _loops_buffer(ws, len(X),
                                                                                                       batch_size))
 
 
 @_announced(1)
 def batch_gradient(layout, params, grads, X, Y, weights, first, last, config, step, ws):
-    return _batch_gradient(layout, params, grads, _input(X), Y, weights, first, last, config, step, ws.acts,
+    return _batch_gradient(layout, params, grads, _input(X), _read_only(Y), _read_only(weights), first, last, config, step, ws.acts,
                            ws.derivatives, ws.offsets, ws.z, ws.lse, ws.deltas)
 
 
 @_announced(1)
 def batch_step(layout, params, grads, parts, state, X, Y, weights, losses, config, lrs, step, ws):
     step_of_shares = _batch_step_line_search if _searches(config) else _batch_step
-    return step_of_shares(layout, params, grads, parts, state, _input(X), Y, weights, losses, config, lrs, step,
+    return step_of_shares(layout, params, grads, parts, state, _input(X), _read_only(Y), _read_only(weights), losses, config, lrs, step,
                           ws.acts, ws.derivatives, ws.offsets, ws.z, ws.lse, ws.deltas)
 
 
 @_announced(1)
 def train_epoch_units(layout, params, state, X, Y, weights, order, config, lrs, step, ws, own, share, sync,
                       exchange, partials):
-    result = _units_share(layout, params, state, own, _input(X), Y, weights, order, config, lrs, step, ws.acts,
+    result = _units_share(layout, params, state, own, _input(X), _read_only(Y), _read_only(weights), order, config, lrs, step, ws.acts,
                           ws.derivatives, ws.offsets, ws.z, ws.lse, ws.deltas, ws.x, ws.y, ws.w, ws.row, share, sync,
                           exchange, partials)
     return result if share == 0 else None
@@ -2380,6 +2393,6 @@ def train_epoch_units(layout, params, state, X, Y, weights, order, config, lrs, 
 def train_epoch_share(layout, params, grads, parts, state, X, Y, weights, order, batch_size, config, lrs, step, ws,
                       share, sync, losses, partials):
     result = _share_epoch(layout, params, grads, grads if share == 0 else parts[share - 1], parts, state, _input(X),
-                          Y, weights, order, batch_size, config, lrs, step, ws.acts, ws.derivatives, ws.offsets,
+                          _read_only(Y), _read_only(weights), order, batch_size, config, lrs, step, ws.acts, ws.derivatives, ws.offsets,
                           ws.z, ws.lse, ws.deltas, ws.x, ws.y, ws.w, share, sync, losses, partials)
     return result if share == 0 else None
