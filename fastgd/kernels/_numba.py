@@ -2316,6 +2316,11 @@ def _input(X):
     return _read_only(X.data), _read_only(X.indices), _read_only(X.indptr), ALL_ROWS
 
 
+def _data(X, Y, weights):
+    """``X`` (``_input``), ``Y`` and ``weights`` as the kernels take them, read-only."""
+    return _input(X), _read_only(Y), _read_only(weights)
+
+
 @_announced(1)
 def forward(layout, params, X, ws):
     _forward_blas(layout, params, _input(X), ws.acts, ws.derivatives, ws.offsets, ws.z, ws.lse, NO_MASKS)
@@ -2323,7 +2328,8 @@ def forward(layout, params, X, ws):
 
 @_announced(1)
 def data_loss(layout, params, X, Y, weights, loss, ws):
-    return _data_loss(layout, params, _input(X), _read_only(Y), _read_only(weights), loss, ws.acts, ws.derivatives, ws.offsets, ws.z, ws.lse,
+    X, Y, weights = _data(X, Y, weights)
+    return _data_loss(layout, params, X, Y, weights, loss, ws.acts, ws.derivatives, ws.offsets, ws.z, ws.lse,
                       ws.deltas)
 
 
@@ -2334,11 +2340,12 @@ def l2_penalty(layout, params, l2):
 
 @_announced(1)
 def backward(layout, params, X, Y, weights, config, ws, grads):
+    X, Y, weights = _data(X, Y, weights)
     dtype = params.dtype.type
     c = config[0]
-    l2 = dtype(_batch_l2(config, _rows(weights, len(X))))
-    return _step(layout, params, grads, _input(X), _read_only(Y), _read_only(weights), int(c["loss"]), l2, dtype(0), False, ws.acts,
-                 ws.derivatives, ws.offsets, ws.z, ws.lse, ws.deltas, _loops_buffer(ws, len(X), len(X)), NO_MASKS)
+    l2 = dtype(_batch_l2(config, _rows(weights, len(Y))))
+    return _step(layout, params, grads, X, Y, weights, int(c["loss"]), l2, dtype(0), False, ws.acts,
+                 ws.derivatives, ws.offsets, ws.z, ws.lse, ws.deltas, _loops_buffer(ws, len(Y), len(Y)), NO_MASKS)
 
 
 @_announced(0)
@@ -2358,32 +2365,36 @@ def _searches(config):
 
 @_announced(1)
 def train_epoch(layout, params, grads, state, X, Y, weights, order, batch_size, config, lrs, step, ws):
-    if _stochastic(config, batch_size, len(X), layout):
-        return _stochastic_epoch(layout, params, grads, _input(X), _read_only(Y), _read_only(weights), order, config, lrs, step, ws.acts,
+    X, Y, weights = _data(X, Y, weights)
+    if _stochastic(config, batch_size, len(Y), layout):
+        return _stochastic_epoch(layout, params, grads, X, Y, weights, order, config, lrs, step, ws.acts,
                                  ws.derivatives, ws.offsets, ws.z, ws.lse, ws.deltas, ws.x, ws.y, ws.w, ws.row)
     epoch = _train_epoch_line_search if _searches(config) else _train_epoch
-    return epoch(layout, params, grads, state, _input(X), _read_only(Y), _read_only(weights), order, batch_size, config, lrs, step, ws.acts,
-                 ws.derivatives, ws.offsets, ws.z, ws.lse, ws.deltas, ws.x, ws.y, ws.w, _loops_buffer(ws, len(X),
+    return epoch(layout, params, grads, state, X, Y, weights, order, batch_size, config, lrs, step, ws.acts,
+                 ws.derivatives, ws.offsets, ws.z, ws.lse, ws.deltas, ws.x, ws.y, ws.w, _loops_buffer(ws, len(Y),
                                                                                                       batch_size))
 
 
 @_announced(1)
 def batch_gradient(layout, params, grads, X, Y, weights, first, last, config, step, ws):
-    return _batch_gradient(layout, params, grads, _input(X), _read_only(Y), _read_only(weights), first, last, config, step, ws.acts,
+    X, Y, weights = _data(X, Y, weights)
+    return _batch_gradient(layout, params, grads, X, Y, weights, first, last, config, step, ws.acts,
                            ws.derivatives, ws.offsets, ws.z, ws.lse, ws.deltas)
 
 
 @_announced(1)
 def batch_step(layout, params, grads, parts, state, X, Y, weights, losses, config, lrs, step, ws):
+    X, Y, weights = _data(X, Y, weights)
     step_of_shares = _batch_step_line_search if _searches(config) else _batch_step
-    return step_of_shares(layout, params, grads, parts, state, _input(X), _read_only(Y), _read_only(weights), losses, config, lrs, step,
+    return step_of_shares(layout, params, grads, parts, state, X, Y, weights, losses, config, lrs, step,
                           ws.acts, ws.derivatives, ws.offsets, ws.z, ws.lse, ws.deltas)
 
 
 @_announced(1)
 def train_epoch_units(layout, params, state, X, Y, weights, order, config, lrs, step, ws, own, share, sync,
                       exchange, partials):
-    result = _units_share(layout, params, state, own, _input(X), _read_only(Y), _read_only(weights), order, config, lrs, step, ws.acts,
+    X, Y, weights = _data(X, Y, weights)
+    result = _units_share(layout, params, state, own, X, Y, weights, order, config, lrs, step, ws.acts,
                           ws.derivatives, ws.offsets, ws.z, ws.lse, ws.deltas, ws.x, ws.y, ws.w, ws.row, share, sync,
                           exchange, partials)
     return result if share == 0 else None
@@ -2392,7 +2403,8 @@ def train_epoch_units(layout, params, state, X, Y, weights, order, config, lrs, 
 @_announced(1)
 def train_epoch_share(layout, params, grads, parts, state, X, Y, weights, order, batch_size, config, lrs, step, ws,
                       share, sync, losses, partials):
-    result = _share_epoch(layout, params, grads, grads if share == 0 else parts[share - 1], parts, state, _input(X),
-                          _read_only(Y), _read_only(weights), order, batch_size, config, lrs, step, ws.acts, ws.derivatives, ws.offsets,
+    X, Y, weights = _data(X, Y, weights)
+    result = _share_epoch(layout, params, grads, grads if share == 0 else parts[share - 1], parts, state, X,
+                          Y, weights, order, batch_size, config, lrs, step, ws.acts, ws.derivatives, ws.offsets,
                           ws.z, ws.lse, ws.deltas, ws.x, ws.y, ws.w, share, sync, losses, partials)
     return result if share == 0 else None
