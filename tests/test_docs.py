@@ -49,7 +49,7 @@ def test_the_fresh_machine_commands_run_from_the_root_of_a_clone():
                 for line in block.splitlines()]
     assert commands == ["python3 -m venv .venv && source .venv/bin/activate",
                         'pip install -e ".[bench]" && python -m benchmarks --quick',
-                        'pip install -e ".[test,distributed]" && python -m pytest -n auto']
+                        'pip install -e ".[test,distributed]" && python -m pytest -n auto --dist loadfile']
     assert (README.parent / "pyproject.toml").exists()  # where they run: the README's folder
 
 
