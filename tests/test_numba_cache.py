@@ -1,6 +1,7 @@
 """Numba kernels compile once: later processes load them from the cache, a read-only install included,
 and never from a folder another user could have written into."""
 
+import ast
 import json
 import os
 import shutil
@@ -15,14 +16,22 @@ import fastgd
 pytestmark = pytest.mark.skipif("numba" not in fastgd.backends(), reason="numba is not installed")
 
 # Fits every kind of step (one batch, loops, BLAS), or with "predict" only predicts, and reports
-# the kernels' cache statistics.
+# the kernels' cache statistics and the threads Numba compiled on.
 SCRIPT = """
-import json, sys, time
+import json, sys, threading, time
 start = time.perf_counter()
 import numpy as np
 import fastgd
 from fastgd.kernels import _numba as kernels
+from numba.core import event
 imported = time.perf_counter() - start
+compiled_on = set()
+class Threads(event.Listener):
+    def on_start(self, what):
+        compiled_on.add(threading.current_thread().name)
+    def on_end(self, what):
+        pass
+event.register("numba:compile", Threads())
 X = np.random.RandomState(0).standard_normal((40, 5))
 y = np.arange(40) % 3
 net = fastgd.MLP([5, 8, 3], backend="numba", random_state=0)
@@ -41,6 +50,7 @@ print(json.dumps({
     "misses": sum(sum(d.stats.cache_misses.values()) for d in dispatchers),
     "module": fastgd.__file__, "import_s": imported, "fit_s": fitted,
     "cache": dispatchers[0]._cache._cache_path, "numba_cache_dir": numba.config.CACHE_DIR,
+    "compiled_on": sorted(compiled_on),
 }))
 """
 
@@ -56,6 +66,8 @@ def test_second_process_loads_kernels_from_the_cache(tmp_path):
     env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache")}
     first, second = run(env, tmp_path), run(env, tmp_path)
     assert first["misses"] > 0  # a fresh cache: compiled
+    # Off the main thread, where a Ctrl-C cannot land in the compiler (fastgd.kernels._numba).
+    assert first["compiled_on"] == ["fastgd-compile_0"]
     assert second["misses"] == 0 and second["hits"] >= first["misses"]
     print(f"\nfresh cache: import {first['import_s']:.2f}s, first fits {first['fit_s']:.2f}s; "
           f"warm cache: import {second['import_s']:.2f}s, first fits {second['fit_s']:.2f}s")
@@ -124,3 +136,40 @@ def test_a_cache_folder_another_user_could_write_is_never_used(read_only_copy, t
     assert result["misses"] > 0 and private.parent == tmp_path and private.name != folder.name
     assert private.stat().st_mode & 0o777 == 0o700
     assert sorted(p.name for p in folder.rglob("*")) == before
+
+
+def _constant_arguments(source):
+    """``(caller, callee, argument)`` for each call in ``source`` that hands a function decorated ``@_jit``
+    an integer or boolean constant, or a name that the caller binds to one."""
+    tree = ast.parse(source)
+    compiled_apart = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)
+                      and any(isinstance(d, ast.Name) and d.id == "_jit" for d in node.decorator_list)}
+
+    def constant(node):
+        return isinstance(node, ast.Constant) and isinstance(node.value, (bool, int))
+
+    found = []
+    for function in (node for node in tree.body if isinstance(node, ast.FunctionDef)):
+        bound = set()
+        for node in ast.walk(function):
+            if isinstance(node, ast.Assign):
+                for target in node.targets:
+                    pairs = zip(target.elts, node.value.elts) if isinstance(target, ast.Tuple) and isinstance(
+                        node.value, ast.Tuple) else [(target, node.value)]
+                    bound.update(t.id for t, v in pairs if isinstance(t, ast.Name) and constant(v))
+        for node in ast.walk(function):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in compiled_apart:
+                for argument in node.args + [k.value for k in node.keywords]:
+                    if constant(argument) or isinstance(argument, ast.Name) and argument.id in bound:
+                        found.append((function.name, node.func.id, ast.unparse(argument)))
+    return found
+
+
+def test_no_kernel_compiled_apart_is_handed_a_constant():
+    """Numba types a constant argument as its value (and a variable first bound to one, while typing) and
+    compiles the callee again for it: each such call cost seconds of compile per process and type."""
+    source = Path(fastgd.kernels.__file__).with_name("_numba.py").read_text()
+    assert _constant_arguments(source) == []
+    # The check finds both kinds of call.
+    assert _constant_arguments("@_jit\ndef f(a): pass\ndef g():\n    m = 0\n    f(m)\n    f(True)\n") == [
+        ("g", "f", "m"), ("g", "f", "True")]

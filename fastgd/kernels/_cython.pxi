@@ -1092,20 +1092,30 @@ cdef double _step(const int64_t[:, ::1] layout, floating[::1] params, floating[:
     return value + 0.5 * l2 * squares if l2 != 0 else value
 
 
+cdef inline double _squares(const floating* values, Py_ssize_t n) noexcept nogil:
+    """``sum(values[:n]**2)`` (float64; none for ``n <= 0``)."""
+    cdef Py_ssize_t p
+    cdef double squares = 0
+    for p in range(n):
+        squares += <double>values[p] * values[p]
+    return squares
+
+
+cdef inline void _clip_elements(floating* g, Py_ssize_t n, const Step* c) noexcept nogil:
+    """Element-wise clip of ``g[:n]`` to ``clip_value`` (0: off)."""
+    cdef Py_ssize_t p
+    cdef floating bound = <floating>c.clip_value
+    if c.clip_value > 0:
+        for p in range(n):
+            g[p] = min(max(g[p], -bound), bound)
+
+
 cdef double _clip_values(floating[::1] grads, const Step* c, Py_ssize_t low, Py_ssize_t high) noexcept nogil:
     """:func:`_clip`'s element-wise clip of ``grads[low:high]``; returns their sum of squares (float64)
     where a norm clip follows (else 0)."""
-    cdef Py_ssize_t p
     cdef floating* g = _at(grads, low, high - low, b"grads")
-    cdef floating bound = <floating>c.clip_value
-    cdef double squares = 0
-    if c.clip_value > 0:
-        for p in range(high - low):
-            g[p] = min(max(g[p], -bound), bound)
-    if c.clip_norm > 0:
-        for p in range(high - low):
-            squares += <double>g[p] * g[p]
-    return squares
+    _clip_elements(g, high - low, c)
+    return _squares(g, high - low) if c.clip_norm > 0 else 0
 
 
 cdef void _scale_to_norm(floating[::1] grads, const Step* c, double squares, Py_ssize_t low,
@@ -1149,13 +1159,10 @@ cdef void _update(floating[::1] parameters, const floating[::1] gradients, float
 cdef double _sum_of_squares(const int64_t[:, ::1] layout, const floating[::1] params) noexcept nogil:
     """``sum(W**2)`` over every weight matrix (float64)."""
     cdef double squares = 0
-    cdef Py_ssize_t l, p, size
-    cdef const floating* W
+    cdef Py_ssize_t l, size
     for l in range(layout.shape[0]):
         size = layout[l, 0] * layout[l, 1]
-        W = _at(params, layout[l, 3], size, b"W")
-        for p in range(size):
-            squares += <double>W[p] * W[p]
+        squares += _squares(_at(params, layout[l, 3], size, b"W"), size)
     return squares
 
 
@@ -1569,12 +1576,12 @@ cdef double _finish_range(const int64_t[:, ::1] layout, floating[::1] params, fl
 cdef double _range_squares(const int64_t[:, ::1] layout, const floating[::1] values, Py_ssize_t low,
                            Py_ssize_t high) noexcept nogil:
     """``sum(W**2)`` over the weights among ``values[low:high]``."""
-    cdef Py_ssize_t l, p
+    cdef Py_ssize_t l, first
     cdef const floating* v = _at(values, 0, values.shape[0], b"values")
     cdef double squares = 0
     for l in range(layout.shape[0]):
-        for p in range(max(low, layout[l, 3]), min(high, layout[l, 4])):
-            squares += <double>v[p] * v[p]
+        first = max(low, layout[l, 3])
+        squares += _squares(v + first, min(high, layout[l, 4]) - first)
     return squares
 
 
@@ -2004,7 +2011,7 @@ cdef double _part_squares(const int64_t[:, ::1] layout, floating[::1] values, co
                           bint biases) noexcept nogil:
     """``sum(values**2)`` over thread ``t``'s part (``values`` packed as ``own``): its weights, with
     ``biases`` its biases too, those of layers split by inputs (every thread has them) on thread 0 only."""
-    cdef Py_ssize_t l, p, end
+    cdef Py_ssize_t l, end
     cdef bint inputs
     cdef const floating* v = _at(values, 0, _packed_size(layout, packing), b"part")
     cdef double squares = 0
@@ -2013,8 +2020,7 @@ cdef double _part_squares(const int64_t[:, ::1] layout, floating[::1] values, co
         end = packing[4 * l + 3]
         if biases and (t == 0 or not inputs):
             end += layout[l, 1] if inputs else packing[4 * l + 1] - packing[4 * l]
-        for p in range(packing[4 * l + 2], end):
-            squares += <double>v[p] * v[p]
+        squares += _squares(v + packing[4 * l + 2], end - packing[4 * l + 2])
     return squares
 
 
@@ -2043,7 +2049,7 @@ cdef int64_t _units_clip(const int64_t[:, ::1] layout, floating[::1] grads, cons
     global norm, a sum over the threads. Returns the meetings reached, 0 if the epoch was abandoned."""
     cdef Py_ssize_t used = _packed_size(layout, packing)
     cdef double norm
-    _clip_values(grads, c, 0, used)
+    _clip_elements(_at(grads, 0, used, b"grads"), used, c)
     if c.clip_norm > 0:
         norm = _sum_over_threads(_part_squares(layout, grads, packing, t, True), partials, t, threads, sync, &meeting)
         _scale_to_norm(grads, c, norm, 0, used)

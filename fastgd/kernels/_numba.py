@@ -29,6 +29,7 @@ import math
 import platform
 import sys
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from llvmlite import ir
@@ -65,7 +66,33 @@ SHUFFLES = True  # it has a ``shuffle`` kernel (fastgd.kernels.protocol.Backend)
 # Contraction (FMA) and reassociation (vectorised reductions) only: no
 # "nnan"/"ninf", so that a diverging loss is still seen as NaN or infinity.
 _OPTIONS = dict(cache=True, nogil=True, error_model="numpy", fastmath={"contract", "reassoc", "nsz"})
-_jit = njit(**_OPTIONS)
+_compiler = {"pool": None, "lock": threading.Lock()}
+
+
+def _compiles_off_the_main_thread(dispatcher):
+    """``dispatcher``, which compiles for a call from the main thread (or loads from the cache) on a
+    thread of its own while the main thread waits. A Ctrl-C lands on the main thread: there, in
+    Numba's compiler, it could leave the compiler lock held (a thread that then waited for it hung)
+    or free an LLVM object twice (the process aborted). Waiting, the main thread takes it at once;
+    the compile finishes, for the next call."""
+    compile_for_args = dispatcher._compile_for_args  # what Numba calls on a call it has no code for
+
+    def compile_apart(*args, **kws):
+        if threading.current_thread() is not threading.main_thread():
+            return compile_for_args(*args, **kws)
+        with _compiler["lock"]:
+            if _compiler["pool"] is None:
+                _compiler["pool"] = ThreadPoolExecutor(1, thread_name_prefix="fastgd-compile")
+        return _compiler["pool"].submit(compile_for_args, *args, **kws).result()
+
+    dispatcher._compile_for_args = compile_apart
+    return dispatcher
+
+
+def _jit(function):
+    return _compiles_off_the_main_thread(njit(**_OPTIONS)(function))
+
+
 # Helpers called inside loops are inlined by Numba itself: left to LLVM, such
 # calls were seen to stay calls and to stop vectorisation (5x slower).
 _inline = njit(inline="always", **_OPTIONS)
@@ -205,7 +232,7 @@ def _batch_for(X, order, start, m, xb):
         def gathered(X, order, start, m, xb):
             for r in range(m):
                 _copy(xb[r], X[order[start + r]])
-            return xb[:m]
+            return _typed_read_only(xb[:m])
         return gathered
     return lambda X, order, start, m, xb: (X[0], X[1], X[2], order[start : start + m])
 
@@ -544,22 +571,31 @@ def _poisson(z, out, y, lse):
     return total
 
 
+def _same_data(context, builder, signature, args):
+    """An intrinsic's code that returns its array argument retyped (the same data; no reference held)."""
+    source = make_array(signature.args[0])(context, builder, args[0])
+    result = make_array(signature.return_type)(context, builder)
+    populate_array(result, data=source.data, shape=source.shape, strides=source.strides, itemsize=source.itemsize,
+                   meminfo=None)
+    return result._getvalue()
+
+
 @intrinsic
 def _contiguous(typingctx, array):
     """The 1-D ``array``, whose stride the caller has checked is one element, typed C-contiguous
     (the same data; no reference held)."""
     if not isinstance(array, types.Array) or array.ndim != 1:
         return None
-    contiguous = array.copy(layout="C")
+    return array.copy(layout="C")(array), _same_data
 
-    def codegen(context, builder, signature, args):
-        source = make_array(signature.args[0])(context, builder, args[0])
-        result = make_array(contiguous)(context, builder)
-        populate_array(result, data=source.data, shape=source.shape, strides=source.strides,
-                       itemsize=source.itemsize, meminfo=None)
-        return result._getvalue()
 
-    return contiguous(array), codegen
+@intrinsic
+def _typed_read_only(typingctx, array):
+    """``array`` typed read-only (the same data; no reference held): rows gathered into a buffer
+    reach the passes through the code compiled for the data, which the kernels take read-only."""
+    if not isinstance(array, types.Array):
+        return None
+    return array.copy(readonly=True)(array), _same_data
 
 
 def _slot(state, k):
@@ -797,8 +833,8 @@ def _loss_rows(layout, Y, weights, start, m, count, acts, offsets, z, lse, delta
 def _loss(layout, Y, weights, m, acts, offsets, z, lse, deltas, loss):
     """Mean data loss (float64) of the ``m`` rows of the last forward pass, weighted by ``weights``
     (empty: all 1) and taken over their total weight; output deltas."""
-    return _loss_rows(layout, Y, weights, 0, m, _loss_base(layout, weights, m, loss), acts, offsets, z, lse, deltas,
-                      loss)
+    return _loss_rows(layout, Y, weights, np.intp(0), m, _loss_base(layout, weights, m, loss), acts, offsets, z, lse,
+                      deltas, loss)
 
 
 @_inline
@@ -1128,12 +1164,12 @@ def _gradient_blocks(layout, params, grads, X, Y, weights, count, loss, acts, de
         r = min(BLOCK_ROWS, m - start)
         block = _rows_of(X, start, r)
         _forward_block(layout, params, block, np.intp(0), acts, derivatives, offsets, z, lse, _shifted(masks, start))
-        value += _loss_rows(layout, Y[start : start + r], weights[start : start + r], 0, r, count, acts, offsets, z,
-                            lse, deltas, loss)
+        value += _loss_rows(layout, Y[start : start + r], weights[start : start + r], np.intp(0), r, count, acts,
+                            offsets, z, lse, deltas, loss)
         if not np.isfinite(value):
             return value
         if backward:
-            _backward_block(layout, params, grads, block, 0, acts, derivatives, offsets, deltas, start > 0)
+            _backward_block(layout, params, grads, block, np.intp(0), acts, derivatives, offsets, deltas, start > 0)
     return value
 
 
@@ -1192,19 +1228,32 @@ def _step_by_loops_for(layout, params, grads, X, Y, weights, loss, l2, lr, fused
 
 
 @_inline
+def _squares(values):
+    """``sum(values**2)`` (float64) of a 1-D array: a sum over a range is this of a slice. A loop over
+    an index range read from an array (of unknown sign: each index tested for wrapping around), or
+    over a slice's values, did not vectorise (7x and 15x slower)."""
+    squares = 0.0
+    for p in range(values.shape[0]):
+        squares += np.float64(values[p]) * values[p]
+    return squares
+
+
+@_inline
+def _clip_elements(g, c):
+    """Element-wise clip of ``g`` to ``clip_value`` (0: off)."""
+    if c.clip_value > 0:
+        bound = g.dtype.type(c.clip_value)
+        for p in range(g.shape[0]):
+            g[p] = min(max(g[p], -bound), bound)
+
+
+@_inline
 def _clip_values(grads, c, low, high):
     """``_clip``'s element-wise clip of ``grads[low:high]``; returns their sum of squares (float64)
     where a norm clip follows (else 0)."""
     g = _row(grads, low, high - low, 0)
-    if c.clip_value > 0:
-        bound = grads.dtype.type(c.clip_value)
-        for p in range(g.shape[0]):
-            g[p] = min(max(g[p], -bound), bound)
-    squares = 0.0
-    if c.clip_norm > 0:
-        for p in range(g.shape[0]):
-            squares += np.float64(g[p]) * g[p]
-    return squares
+    _clip_elements(g, c)
+    return _squares(g) if c.clip_norm > 0 else 0.0
 
 
 @_inline
@@ -1394,7 +1443,8 @@ def _stochastic_epoch(layout, params, grads, X, Y, weights, order, config, lrs, 
     c = config[0]
     dtype = params.dtype.type
     weighted = weights.shape[0] > 0
-    x = row[:n_in]  # the row's input, until its forward pass copies it to block 0
+    # The row's input (until its forward pass copies it to block 0) and targets.
+    x, y = row[:n_in], _typed_read_only(yb[:1])
     total, l2, lr = 0.0, dtype(0), dtype(0)
     for i in range(n):
         if not _one_row(X, Y, weights, order, i, x, xb, yb, wb):
@@ -1408,7 +1458,7 @@ def _stochastic_epoch(layout, params, grads, X, Y, weights, order, config, lrs, 
             squares = _first_layer_step(layout, params, x, acts, derivatives, offsets, deltas, l2, lr, masks)
             _forward_row(layout, params, acts, derivatives, offsets, z, lse, np.intp(1), masks)
         row_weights = wb[:1] if weighted else weights
-        value = _loss(layout, yb[:1], row_weights, np.intp(1), acts, offsets, z, lse, deltas, c.loss)
+        value = _loss(layout, y, row_weights, np.intp(1), acts, offsets, z, lse, deltas, c.loss)
         # Each tested apart: fast-math folds the test of a sum to True.
         if not np.isfinite(value) or (l2 != 0 and not np.isfinite(squares)):
             return np.nan, i, NOT_FINITE
@@ -1637,9 +1687,7 @@ def _part_squares(layout, values, packing, t, biases):
         end = packing[l, 3]
         if biases and (t == 0 or not inputs):
             end += layout[l, 1] if inputs else packing[l, 1] - packing[l, 0]
-        part = values[packing[l, 2] : end]
-        for p in range(part.shape[0]):
-            squares += np.float64(part[p]) * part[p]
+        squares += _squares(values[packing[l, 2] : end])
     return squares
 
 
@@ -1666,7 +1714,7 @@ def _units_clip(layout, grads, packing, config, t, threads, sync, meeting, parti
     global norm, a sum over the threads. Returns the meetings reached, 0 if the epoch was abandoned."""
     c = config[0]
     used = _packed_size(layout, packing)
-    _clip_values(grads, c, 0, used)
+    _clip_elements(grads[:used], c)
     if c.clip_norm > 0:
         norm, meeting = _sum_over_threads(_part_squares(layout, grads, packing, t, True), partials, t, threads, sync,
                                           meeting)
@@ -1697,7 +1745,7 @@ def _units_search(layout, own, grads, trial, packing, x, yb, weights, value, squ
         for p in range(used):
             trial[p] = own[p] - rate * grads[p]
         _, meeting = _units_forward(layout, trial, packing, x, acts, derivatives, offsets, z, lse, deltas, exchange,
-                                    parity, t, sync, meeting, l2, rate, False, masks)
+                                    parity, t, sync, meeting, l2, rate, np.bool_(False), masks)
         if meeting == 0:
             return step, 0
         trial_value = _loss(layout, yb, weights, np.intp(1), acts, offsets, z, lse, deltas, c.loss)
@@ -1731,9 +1779,9 @@ def _units_epoch(layout, own, grads, state, packing, X, Y, weights, order, confi
     dtype = own.dtype.type
     fused = _fused(config)  # plain SGD: each step in the backward pass, W0's in the next row's forward pass
     weighted = weights.shape[0] > 0
-    x = row[:n_in]
+    x, y = row[:n_in], _typed_read_only(yb[:1])
     used = _packed_size(layout, packing)
-    total, l2, lr, meeting = 0.0, dtype(0), dtype(0), 0
+    total, l2, lr, meeting = 0.0, dtype(0), dtype(0), np.intp(0)
     for i in range(n):
         if not _one_row(X, Y, weights, order, i, x, xb, yb, wb):
             return np.nan, i, BAD_ROW
@@ -1743,7 +1791,7 @@ def _units_epoch(layout, own, grads, state, packing, X, Y, weights, order, confi
         if meeting == 0:
             return np.nan, i, NOT_FINITE
         row_weights = wb[:1] if weighted else weights
-        value = _loss(layout, yb[:1], row_weights, np.intp(1), acts, offsets, z, lse, deltas, c.loss)
+        value = _loss(layout, y, row_weights, np.intp(1), acts, offsets, z, lse, deltas, c.loss)
         # Each tested apart: fast-math folds the test of a sum to True.
         if not np.isfinite(value) or (l2 != 0 and not np.isfinite(squares)):
             return np.nan, i, NOT_FINITE
@@ -1759,7 +1807,7 @@ def _units_epoch(layout, own, grads, state, packing, X, Y, weights, order, confi
                 return np.nan, i, NOT_FINITE
             meeting = _units_clip(layout, grads, packing, config, t, threads, sync, meeting, partials)
             if meeting != 0 and c.optimizer == LINE_SEARCH:
-                taken, meeting = _units_search(layout, own, grads, state[0], packing, x, yb[:1], row_weights, value,
+                taken, meeting = _units_search(layout, own, grads, state[0], packing, x, y, row_weights, value,
                                                squares, config, l2, lrs[i], acts, derivatives, offsets, z, lse,
                                                deltas, exchange, i & 1, t, sync, meeting, partials, masks)
                 if t == 0:
@@ -1793,16 +1841,16 @@ def _units_share(layout, params, state, own, X, Y, weights, order, config, lrs, 
     into the rows of ``own`` (weights, gradient, state) and written back at the end; a thread that
     stops early tells the others to stop waiting."""
     packing = _packing(layout, t, exchange.shape[1])
-    _pack(layout, params, own[0], packing, False, True)
+    _pack(layout, params, own[0], packing, np.bool_(False), np.bool_(True))
     for k in range(state.shape[0]):
-        _pack(layout, state[k], own[2 + k], packing, False, True)
+        _pack(layout, state[k], own[2 + k], packing, np.bool_(False), np.bool_(True))
     result = _units_epoch(layout, own[0], own[1], own[2:], packing, X, Y, weights, order, config, lrs, step, acts,
                           derivatives, offsets, z, lse, deltas, xb, yb, wb, row, t, sync, exchange, partials)
     if result[2] != OK:
         _exchange(sync, SYNC_LINE * exchange.shape[1], 1)
-    _pack(layout, params, own[0], packing, True, t == 0)
+    _pack(layout, params, own[0], packing, np.bool_(True), t == 0)
     for k in range(state.shape[0]):
-        _pack(layout, state[k], own[2 + k], packing, True, t == 0)
+        _pack(layout, state[k], own[2 + k], packing, np.bool_(True), t == 0)
     return result
 
 
@@ -2051,17 +2099,12 @@ def _finish_range(layout, params, grads, parts, l2, lr, fused, low, high):
     return squares
 
 
-# Sums of squares loop over the indices of a slice: over an index range read from an array (of
-# unknown sign: each index tested for wrapping around), or over the slice's values, they did not
-# vectorise (7x and 15x slower).
 @_inline
 def _range_squares(layout, values, low, high):
     """``sum(W**2)`` (float64) over the weights among ``values[low:high]``."""
     squares = 0.0
     for l in range(layout.shape[0]):
-        part = values[max(low, layout[l, 3]) : max(low, min(high, layout[l, 4]))]
-        for p in range(part.shape[0]):
-            squares += np.float64(part[p]) * part[p]
+        squares += _squares(values[max(low, layout[l, 3]) : max(low, min(high, layout[l, 4]))])
     return squares
 
 
@@ -2121,7 +2164,7 @@ def _share_epoch(layout, params, grads, own, parts, state, X, Y, weights, order,
     fused = _fused(config)
     weighted = weights.shape[0] > 0
     own_params, own_grads, own_state = params[low:high], grads[low:high], state[:, low:high]
-    meeting, total, value, steps = 0, 0.0, 0.0, 0
+    meeting, total, value, steps = np.intp(0), 0.0, 0.0, 0
     for i in range(n_batches):
         start = i * batch_size
         m = min(batch_size, n - start)
@@ -2142,10 +2185,11 @@ def _share_epoch(layout, params, grads, own, parts, state, X, Y, weights, order,
             _copy(yb[r], Y[source])
             if weighted:
                 wb[r] = weights[source]
-        share, share_weights = _batch(X, order, start + first, rows, xb), wb[:rows] if weighted else weights
+        share, share_rows = _batch(X, order, start + first, rows, xb), _typed_read_only(yb[:rows])
+        share_weights = _typed_read_only(wb[:rows]) if weighted else weights
         count, masks = total_weight * (1 if c.loss == CROSS_ENTROPY else n_out), _masks(config, step + i, first)
         if rows > 0:
-            losses[t] = _gradient_blocks(layout, params, own, share, yb[:rows], share_weights, count, c.loss, acts,
+            losses[t] = _gradient_blocks(layout, params, own, share, share_rows, share_weights, count, c.loss, acts,
                                          derivatives, offsets, z, lse, deltas, np.bool_(True), masks)
         else:
             losses[t] = 0
@@ -2177,7 +2221,7 @@ def _share_epoch(layout, params, grads, own, parts, state, X, Y, weights, order,
         if not fused:
             _scale_to_norm(grads, c, norm, low, high)
         if c.optimizer == LINE_SEARCH:
-            taken, meeting = _share_search(layout, params, grads, state[0], share, yb[:rows], share_weights, count,
+            taken, meeting = _share_search(layout, params, grads, state[0], share, share_rows, share_weights, count,
                                            value, config, l2, lrs[i], acts, derivatives, offsets, z, lse, deltas,
                                            masks, low, high, t, threads, sync, meeting, partials[2 * threads :])
             if meeting == 0:
@@ -2210,6 +2254,7 @@ def _twist(generator):
         generator[i] = np.int64(generator[k]) ^ (y >> 1) ^ ((y & 1) * 0x9908B0DF)
 
 
+@_compiles_off_the_main_thread
 @njit(cache=True, nogil=True)
 def shuffle(order, generator):
     """Shuffle ``order`` in place as ``RandomState.shuffle`` does, advancing the MT19937 state ``generator``."""
@@ -2264,8 +2309,8 @@ _noticed = set()
 def _notice(dtype):
     if dtype not in _noticed:
         _noticed.add(dtype)
-        print(f"fastgd: compiling the Numba kernels for {dtype} that this fit uses (10-15 s on 2 cores, once "
-              "per machine: later runs load them from the cache)", file=sys.stderr, flush=True)
+        print(f"fastgd: compiling the Numba kernels for {dtype} that this fit uses (5-25 s on 2 cores for "
+              "each mode, once per machine: later runs load them from the cache)", file=sys.stderr, flush=True)
 
 
 def _announced(position):
