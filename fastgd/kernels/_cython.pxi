@@ -1247,6 +1247,35 @@ cdef inline bint _fused(const Step* c) noexcept nogil:
             and c.clip_norm == 0)
 
 
+cdef inline double _rank1_step(floating* W, Py_ssize_t rows, Py_ssize_t width, const floating* a,
+                               const floating* d, const floating* x, floating* product, floating l2,
+                               floating lr) noexcept nogil:
+    """The SGD step ``W -= lr * (outer(a, d) + l2 * W)`` of a row-major ``(rows, width)`` block; with
+    ``x`` (else NULL), in the same pass ``product += x @ W`` (W stepped). Returns ``sum(W**2)`` before
+    the step (float64)."""
+    cdef Py_ssize_t k, j
+    cdef floating* wk
+    cdef floating ak, v, xk, row_squares
+    cdef double squares = 0
+    for k in range(rows):
+        wk, ak, row_squares = W + k * width, a[k], 0
+        if x == NULL:
+            for j in range(width):
+                v = wk[j]
+                row_squares += v * v
+                wk[j] = v - lr * (ak * d[j] + l2 * v)
+        else:
+            xk = x[k]
+            for j in range(width):
+                v = wk[j]
+                row_squares += v * v
+                v = v - lr * (ak * d[j] + l2 * v)
+                wk[j] = v
+                product[j] += xk * v
+        squares += row_squares
+    return squares
+
+
 cdef double _first_layer_step(const int64_t[:, ::1] layout, floating[::1] params, const floating* x,
                               floating[::1] acts, floating[::1] derivatives, const int64_t[::1] offsets,
                               const floating[::1] deltas, floating l2, floating lr,
@@ -1255,33 +1284,14 @@ cdef double _first_layer_step(const int64_t[:, ::1] layout, floating[::1] params
     in block 1 of ``deltas``); with ``x`` (the next row's input, else NULL), in the same pass the
     first layer's forward pass of ``x`` (activations and derivatives, its units dropping as ``masks``,
     the next step's, says), which then becomes block 0. Returns ``sum(W0**2)`` before the step (float64)."""
-    cdef double rate = _dropout(layout, 0)
+    cdef double rate = _dropout(layout, 0), squares
     cdef Py_ssize_t k, j, n_in = layout[0, 0], n_out = layout[0, 1]
     cdef floating* A = _at(acts, offsets[0], n_in, b"input block")
-    cdef const floating* d = _at(deltas, offsets[1], n_out, b"deltas")
-    cdef floating* W = _at(params, layout[0, 3], n_in * n_out, b"W")
     cdef floating* product = _at(acts, offsets[1], n_out, b"activations")
-    cdef floating* wk
-    cdef floating a, v, xk, row_squares
-    cdef double squares = 0
     for j in range(n_out if x != NULL else 0):
         product[j] = 0
-    for k in range(n_in):
-        wk, a, row_squares = W + k * n_out, A[k], 0
-        if x == NULL:
-            for j in range(n_out):
-                v = wk[j]
-                row_squares += v * v
-                wk[j] = v - lr * (a * d[j] + l2 * v)
-        else:
-            xk = x[k]
-            for j in range(n_out):
-                v = wk[j]
-                row_squares += v * v
-                v = v - lr * (a * d[j] + l2 * v)
-                wk[j] = v
-                product[j] += xk * v
-        squares += row_squares
+    squares = _rank1_step(_at(params, layout[0, 3], n_in * n_out, b"W"), n_in, n_out, A,
+                          _at(deltas, offsets[1], n_out, b"deltas"), x, product, l2, lr)
     if x != NULL:
         _activate_row(product, _at(params, layout[0, 4], n_out, b"b"), _at(derivatives, offsets[1], n_out,
                       b"derivatives"), n_out, layout[0, 2], <floating>_parameter(layout, 0))
@@ -1840,34 +1850,14 @@ cdef double _units_first_step(const int64_t[:, ::1] layout, floating[::1] own, c
     """The last row's SGD step of a thread's part of ``W0`` (its inputs ``previous``, the deltas of the
     first layer's units ``deltas``); with ``x`` (else NULL), in the same pass that part's product of
     ``x`` into ``product``. Returns the part's ``sum(W0**2)`` before the step."""
-    cdef Py_ssize_t k, j, n_in = layout[0, 0], n_out = layout[0, 1], lo = packing[0], hi = packing[1]
+    cdef Py_ssize_t n_in = layout[0, 0], n_out = layout[0, 1], lo = packing[0], hi = packing[1]
     cdef bint inputs = _by_inputs(layout, 0)
     cdef Py_ssize_t rows = hi - lo if inputs else n_in, width = n_out if inputs else hi - lo
-    cdef floating* W = _at(own, packing[2], rows * width, b"own")
-    cdef floating* wk
-    cdef floating a, v, xk, row_squares
-    cdef double squares = 0
     if inputs:
         previous, x = previous + lo, x + lo if x != NULL else NULL
     else:
         deltas = deltas + lo
-    for k in range(rows):
-        wk, a, row_squares = W + k * width, previous[k], 0
-        if x == NULL:
-            for j in range(width):
-                v = wk[j]
-                row_squares += v * v
-                wk[j] = v - lr * (a * deltas[j] + l2 * v)
-        else:
-            xk = x[k]
-            for j in range(width):
-                v = wk[j]
-                row_squares += v * v
-                v = v - lr * (a * deltas[j] + l2 * v)
-                wk[j] = v
-                product[j] += xk * v
-        squares += row_squares
-    return squares
+    return _rank1_step(_at(own, packing[2], rows * width, b"own"), rows, width, previous, deltas, x, product, l2, lr)
 
 
 cdef int64_t _units_forward(const int64_t[:, ::1] layout, floating[::1] own, const int64_t* packing,
