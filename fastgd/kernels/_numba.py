@@ -71,10 +71,10 @@ _compiler = {"pool": None, "lock": threading.Lock()}
 
 def _compiles_off_the_main_thread(dispatcher):
     """``dispatcher``, which compiles for a call from the main thread (or loads from the cache) on a
-    thread of its own while the main thread waits. A Ctrl-C lands on the main thread: there, in
-    Numba's compiler, it could leave the compiler lock held (a thread that then waited for it hung)
-    or free an LLVM object twice (the process aborted). Waiting, the main thread takes it at once;
-    the compile finishes, for the next call."""
+    thread of its own while the main thread waits. A Ctrl-C lands on the main thread: in Numba's
+    compiler it could leave the compiler lock held (a thread that then waited for it hung) or free an
+    LLVM object twice (the process aborted). The waiting main thread takes a Ctrl-C at once, and the
+    compile finishes, for the next call."""
     compile_for_args = dispatcher._compile_for_args  # what Numba calls on a call it has no code for
 
     def compile_apart(*args, **kws):
