@@ -66,7 +66,7 @@ SHUFFLES = True  # it has a ``shuffle`` kernel (fastgd.kernels.protocol.Backend)
 # Contraction (FMA) and reassociation (vectorised reductions) only: no
 # "nnan"/"ninf", so that a diverging loss is still seen as NaN or infinity.
 _OPTIONS = dict(cache=True, nogil=True, error_model="numpy", fastmath={"contract", "reassoc", "nsz"})
-_compiler = {"pool": None, "lock": threading.Lock()}
+_COMPILER = ThreadPoolExecutor(1, thread_name_prefix="fastgd-compile")  # its thread starts at the first compile
 
 
 def _compiles_off_the_main_thread(dispatcher):
@@ -80,10 +80,7 @@ def _compiles_off_the_main_thread(dispatcher):
     def compile_apart(*args, **kws):
         if threading.current_thread() is not threading.main_thread():
             return compile_for_args(*args, **kws)
-        with _compiler["lock"]:
-            if _compiler["pool"] is None:
-                _compiler["pool"] = ThreadPoolExecutor(1, thread_name_prefix="fastgd-compile")
-        return _compiler["pool"].submit(compile_for_args, *args, **kws).result()
+        return _COMPILER.submit(compile_for_args, *args, **kws).result()
 
     dispatcher._compile_for_args = compile_apart
     return dispatcher
