@@ -331,6 +331,22 @@ def test_a_mini_batch_fit_splits_steps_that_repay_threads(backend, monkeypatch):
     assert seen == []  # steps too small to repay a second thread run on one
 
 
+@pytest.mark.parametrize("backend", SPLITTING)
+def test_a_full_batch_line_search_computes_every_trial_point_in_shares(backend, monkeypatch):
+    """Its threads meet inside the compiled epoch as mini-batches' do: each trial point's loss, not only
+    the gradient, is computed in shares; and it trains as one thread does."""
+    seen = spy_on(monkeypatch, backend, "train_epoch_share")
+    gradients = spy_on(monkeypatch, backend, "batch_gradient")
+    monkeypatch.setattr(_threads, "MIN_FLOPS_PER_THREAD", 1)
+    X, y = make_problem("softmax", n=300, seed=0)
+    options = dict(epochs=3, optimizer=fastgd.BacktrackingLineSearch(alpha0=50.0), l2=1e-3)
+    assert_fits_agree(backend, [5, 9, 3], X, y, **options)
+    assert len(seen) == 6 and seen.count(threading.get_ident()) == 3 and gradients == []
+    with threadpool_limits(1):
+        steps = fastgd.MLP([5, 9, 3], backend=backend, random_state=0).fit(X, y, **options).history["step_size"]
+    assert min(steps) < 50.0  # the searches tried more than one point
+
+
 @pytest.mark.skipif("numba" not in COMPILED or sys.platform != "linux",
                     reason="the numba backend is not expected here, or threads do not sleep on a futex")
 def test_a_numba_thread_that_waits_for_a_late_one_sleeps_until_it_comes():

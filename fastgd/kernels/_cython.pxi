@@ -1656,7 +1656,8 @@ cdef int _share_epoch(const int64_t[:, ::1] layout, floating[::1] params, floati
                       Py_ssize_t t, Py_ssize_t threads, int64_t* sync, double* losses, double* partials,
                       double* result) noexcept nogil:
     """Thread ``t``'s part of an epoch of mini-batches on ``threads`` threads: of batch ``i`` (rows
-    ``order[i*batch_size:(i+1)*batch_size]``), rows ``m*t//threads`` to ``m*(t+1)//threads``, whose
+    ``order[i*batch_size:(i+1)*batch_size]``, gathered; a single batch's where they are, in their
+    order), rows ``m*t//threads`` to ``m*(t+1)//threads``, whose
     gradient (over the batch's total weight) goes into ``own`` (thread 0: ``grads``; thread ``t``:
     ``parts[t - 1]``), its loss into ``losses[t]``; then the step on its range ``low`` to ``high`` of
     the parameters (``own_params``, ``own_grads`` and ``own_state`` are that range), its sums into
@@ -1673,6 +1674,8 @@ cdef int _share_epoch(const int64_t[:, ::1] layout, floating[::1] params, floati
     cdef floating* gathered_x = NULL
     cdef floating* gathered_y
     cdef double* gathered_w = NULL
+    cdef const floating[::1] share_x = xb, share_y
+    cdef const double* share_w
     cdef Sparse batch
     cdef const Sparse* rows_in = NULL
     cdef Py_ssize_t steps = 0
@@ -1682,42 +1685,53 @@ cdef int _share_epoch(const int64_t[:, ::1] layout, floating[::1] params, floati
         m = min(batch_size, n - start)
         first = m * t // threads
         rows = m * (t + 1) // threads - first
-        # Every thread reads the whole batch's rows: each finds a bad row, and the total weight, alike.
-        total_weight = 0
-        for r in range(m):
-            source = order[start + r]
-            if source < 0 or source >= n:
-                status = BAD_ROW
-                break
-            if w != NULL:
-                total_weight += w[source]
-        if status != OK:
-            break
-        if w == NULL:
-            total_weight = m
-        count = _count(layout, total_weight, c.loss)
-        gathered_y = _at(yb, 0, rows * n_out, b"gathered Y")
-        if sparse == NULL:
-            gathered_x = _at(xb, 0, rows * n_in, b"gathered X")
-        if w != NULL:
-            gathered_w = <double*>_weights(wb, rows)
-        for r in range(rows):
-            source = order[start + first + r]
+        if n_batches == 1:  # a single batch takes X as it is: each thread its rows where they are
+            total_weight = _rows(w, n)
+            share_y, share_w = Y[first * n_out : (first + rows) * n_out], w + first if w != NULL else NULL
             if sparse == NULL:
-                for j in range(n_in):
-                    gathered_x[r * n_in + j] = X[source * n_in + j]
-            for j in range(n_out):
-                gathered_y[r * n_out + j] = Y[source * n_out + j]
+                share_x = X[first * n_in : (first + rows) * n_in]
+            else:
+                batch = sparse[0]
+                batch.indptr += first  # the share's rows from its first
+                rows_in = &batch
+        else:
+            # Every thread reads the whole batch's rows: each finds a bad row, and the total weight, alike.
+            total_weight = 0
+            for r in range(m):
+                source = order[start + r]
+                if source < 0 or source >= n:
+                    status = BAD_ROW
+                    break
+                if w != NULL:
+                    total_weight += w[source]
+            if status != OK:
+                break
+            if w == NULL:
+                total_weight = m
+            gathered_y = _at(yb, 0, rows * n_out, b"gathered Y")
+            if sparse == NULL:
+                gathered_x = _at(xb, 0, rows * n_in, b"gathered X")
             if w != NULL:
-                gathered_w[r] = w[source]
-        if sparse != NULL:
-            batch = sparse[0]
-            batch.rows = &order[start + first]  # sparse rows are read where they are, in the batch's order
-            rows_in = &batch
+                gathered_w = <double*>_weights(wb, rows)
+            for r in range(rows):
+                source = order[start + first + r]
+                if sparse == NULL:
+                    for j in range(n_in):
+                        gathered_x[r * n_in + j] = X[source * n_in + j]
+                for j in range(n_out):
+                    gathered_y[r * n_out + j] = Y[source * n_out + j]
+                if w != NULL:
+                    gathered_w[r] = w[source]
+            if sparse != NULL:
+                batch = sparse[0]
+                batch.rows = &order[start + first]  # sparse rows are read where they are, in the batch's order
+                rows_in = &batch
+            share_y, share_w = yb, gathered_w
+        count = _count(layout, total_weight, c.loss)
         masks = _masks(c, step + i, first)
         if rows > 0:
-            losses[t] = _gradient_blocks(layout, params, own, xb, rows_in, yb, gathered_w, rows, count, c.loss, acts,
-                                         derivatives, offsets, z, lse, deltas, &masks)
+            losses[t] = _gradient_blocks(layout, params, own, share_x, rows_in, share_y, share_w, rows, count, c.loss,
+                                         acts, derivatives, offsets, z, lse, deltas, &masks)
         else:
             losses[t] = 0
             for p in range(P):
@@ -1751,9 +1765,9 @@ cdef int _share_epoch(const int64_t[:, ::1] layout, floating[::1] params, floati
         if not fused:
             _scale_to_norm(grads, c, norm, low, high)
         if c.optimizer == LINE_SEARCH:
-            taken = _share_search(layout, params, grads, state[0], xb, rows_in, yb, gathered_w, rows, count, value, c,
-                                  l2, lrs[i], acts, derivatives, offsets, z, lse, deltas, &masks, low, high, t,
-                                  threads, sync, &meeting, partials + 2 * threads)
+            taken = _share_search(layout, params, grads, state[0], share_x, rows_in, share_y, share_w, rows, count,
+                                  value, c, l2, lrs[i], acts, derivatives, offsets, z, lse, deltas, &masks, low, high,
+                                  t, threads, sync, &meeting, partials + 2 * threads)
             if meeting == 0:
                 break
             if t == 0:

@@ -12,9 +12,9 @@ loss and output delta are fused into one pass per row; the forward pass keeps
 the derivative f'(z) of each hidden unit, by which the backward pass multiplies
 its delta. An epoch of one batch may come in shares of its rows, which threads
 compute at once (``batch_gradient``), then one step (``batch_step``); an
-epoch of mini-batches may run on threads that each take a share of every
-batch's rows and a range of the parameters, meeting three times a step
-(``train_epoch_share``).
+epoch of mini-batches, or of one batch by a line search, may run on threads
+that each take a share of every batch's rows and a range of the parameters,
+meeting three times a step (``train_epoch_share``).
 
 float32 and float64 share one source: Numba compiles a specialisation per
 dtype, and scalars are cast to the array dtype (``dtype.type``) so float32
@@ -2149,10 +2149,11 @@ def _share_epoch(layout, params, grads, own, parts, state, X, Y, weights, order,
                  derivatives, offsets, z, lse, deltas, xb, yb, wb, t, sync, losses, partials):
     """Thread ``t``'s part of an epoch of mini-batches on ``threads`` threads
     (``fastgd.kernels.protocol.Backend.train_epoch_share``): of batch ``i``, rows ``m*t//threads``
-    to ``m*(t+1)//threads``, their gradient (over the batch's total weight) into ``own`` (thread 0:
-    ``grads``; thread t: ``parts[t - 1]``), their loss into ``losses[t]``; then the step on its range
-    of the parameters, its sums into ``partials[t]`` and ``partials[threads + t]`` (a line search's
-    into ``partials[2 threads:]``). Returns what ``_train_epoch`` returns (thread 0's counts)."""
+    to ``m*(t+1)//threads`` (gathered; a single batch's where they are), their gradient (over the
+    batch's total weight) into ``own`` (thread 0: ``grads``; thread t: ``parts[t - 1]``), their loss
+    into ``losses[t]``; then the step on its range of the parameters, its sums into ``partials[t]``
+    and ``partials[threads + t]`` (a line search's into ``partials[2 threads:]``). Returns what
+    ``_train_epoch`` returns (thread 0's counts)."""
     n, n_out, P, threads = _n_rows(X), layout[layout.shape[0] - 1, 1], params.shape[0], losses.shape[0]
     low, high = P * t // threads, P * (t + 1) // threads
     n_batches = (n + batch_size - 1) // batch_size
@@ -2167,23 +2168,28 @@ def _share_epoch(layout, params, grads, own, parts, state, X, Y, weights, order,
         m = min(batch_size, n - start)
         first = m * t // threads
         rows = m * (t + 1) // threads - first
-        # Every thread reads the whole batch's rows: each finds a bad row, and the total weight, alike.
-        total_weight = 0.0
-        for r in range(m):
-            source = order[start + r]
-            if source < 0 or source >= n:
-                return np.nan, steps, BAD_ROW
-            if weighted:
-                total_weight += weights[source]
-        if not weighted:
-            total_weight = np.float64(m)
-        for r in range(rows):
-            source = order[start + first + r]
-            _copy(yb[r], Y[source])
-            if weighted:
-                wb[r] = weights[source]
-        share, share_rows = _batch(X, order, start + first, rows, xb), _typed_read_only(yb[:rows])
-        share_weights = _typed_read_only(wb[:rows]) if weighted else weights
+        if n_batches == 1:  # a single batch takes X as it is: each thread its rows where they are
+            total_weight = _rows(weights, n)
+            share, share_rows = _rows_of(X, first, rows), Y[first : first + rows]
+            share_weights = weights[first : first + rows] if weighted else weights
+        else:
+            # Every thread reads the whole batch's rows: each finds a bad row, and the total weight, alike.
+            total_weight = 0.0
+            for r in range(m):
+                source = order[start + r]
+                if source < 0 or source >= n:
+                    return np.nan, steps, BAD_ROW
+                if weighted:
+                    total_weight += weights[source]
+            if not weighted:
+                total_weight = np.float64(m)
+            for r in range(rows):
+                source = order[start + first + r]
+                _copy(yb[r], Y[source])
+                if weighted:
+                    wb[r] = weights[source]
+            share, share_rows = _batch(X, order, start + first, rows, xb), _typed_read_only(yb[:rows])
+            share_weights = _typed_read_only(wb[:rows]) if weighted else weights
         count, masks = total_weight * (1 if c.loss == CROSS_ENTROPY else n_out), _masks(config, step + i, first)
         if rows > 0:
             losses[t] = _gradient_blocks(layout, params, own, share, share_rows, share_weights, count, c.loss, acts,

@@ -216,11 +216,12 @@ class Kernels:
         ``threads``: an epoch of one batch splits its rows into as many consecutive shares, whose
         gradients as many threads compute at once (:meth:`~fastgd.kernels.protocol.Backend.batch_gradient`), BLAS on one
         thread each; the same ``threads`` give the same results. So does each batch of an epoch of
-        several where the backend ``splits_batches``: the threads meet inside
-        the compiled epoch at every step, each taking the step on its range of the parameters
-        (``train_epoch_share``); and each step of one row through several layers where the backend
-        ``splits_units``: each thread takes a part of every layer, its rows or its units
-        (``train_epoch_units``), the same step to rounding. Elsewhere epochs of several batches take 1."""
+        several where the backend ``splits_batches``, and the batch of a line search's epoch of one: the
+        threads meet inside the compiled epoch at every step, each taking the step on its range of the
+        parameters, and each trial point's loss on its rows (``train_epoch_share``); and each step of one
+        row through several layers where the backend ``splits_units``: each thread takes a part of every
+        layer, its rows or its units (``train_epoch_units``), the same step to rounding. Elsewhere epochs
+        of several batches take 1."""
         self._params(params, writable=True)
         self._params(grads, "grads", writable=True)
         n = self._rows(X, Y)
@@ -237,9 +238,11 @@ class Kernels:
         if rng is not None and type(rng) is not np.random.RandomState:
             raise TypeError(f"rng: expected a numpy.random.RandomState or None, got {type(rng).__name__}")
         units = batch_size == 1 and batches > 1  # one row a step: a part of every layer each
+        # A line search's trial points need every thread too: its single batch's threads meet as mini-batches' do.
+        meets = batches > 1 or optimizer == "line_search" and self.splits_batches
         threads = min(_check_int(threads, "threads", 1, MAX_THREADS + 1),
-                      int(self.layout[:, N_IN].min()) if units else batch_size,  # every part of a layer a row
-                      self.n_params if batches > 1 else n)  # a range of the parameters each, or of the rows
+                      int(self.layout[:, N_IN].min()) if units else min(batch_size, n),  # every part of a layer a row
+                      self.n_params if meets else n)  # a range of the parameters each, or of the rows
         if threads > 1 and units and not (self.splits_units and len(self.layout) > 1):
             raise ValueError(f"threads: the {self.name} backend takes steps of one row on one thread"
                              + (" but through several layers" if self.splits_units else ""))
@@ -252,7 +255,7 @@ class Kernels:
         parts = np.empty((threads - 1, self.n_params), self.dtype)  # the gradients of shares 1 on
         if threads == 1:
             shares = None
-        elif batches == 1:  # shares 1 on: rows, workspace and gradient (a row of ``parts``, one view kept)
+        elif not meets:  # shares 1 on: rows, workspace and gradient (a row of ``parts``, one view kept)
             bounds = [n * k // threads for k in range(threads + 1)]
             shares = (bounds[1], [(first, last, self.workspace(last - first, sparse=ws.sparse, keep_outputs=False),
                                    part) for first, last, part in zip(bounds[1:-1], bounds[2:], parts)],
@@ -263,8 +266,11 @@ class Kernels:
             shares = (workspaces, np.zeros((threads, 2 + slots, self.n_params), self.dtype),
                       np.zeros(SYNC_LINE * (threads + 1), np.int64),
                       np.zeros((2, threads, len(workspaces[0].acts)), self.dtype), np.empty(2 * threads))
-        else:  # shares 1 on of every batch: workspaces; the threads' meeting places, and their losses
-            rows = -(-batch_size // threads)
-            shares = ([self.workspace(rows, rows, sparse=ws.sparse, keep_outputs=False) for _ in range(threads - 1)],
+        else:  # shares 1 on of every batch: workspaces (a single batch's rows are read where they are); the
+            # threads' meeting places, and their losses
+            rows = -(-min(batch_size, n) // threads)
+            shares = ([self.workspace(rows, rows if batches > 1 else 0, sparse=ws.sparse, keep_outputs=False)
+                       for _ in range(threads - 1)],
                       parts, np.zeros(SYNC_LINE * (threads + 1), np.int64), np.empty(threads), np.empty(4 * threads))
-        return EpochRunner(self, arguments, batches, optimizer == "line_search", ws, rng, shares, units)
+        return EpochRunner(self, arguments, batches, optimizer == "line_search", ws, rng, shares,
+                           "train_epoch_units" if units else "train_epoch_share" if meets else "batch_gradient")

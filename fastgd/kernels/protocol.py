@@ -112,7 +112,8 @@ class Backend(Protocol):
                           lrs, step: int, ws, share: int, sync, losses, partials):
         """Optional (``Kernels.splits_batches``): thread ``share``'s part of :meth:`train_epoch` on
         ``len(losses)`` threads, each calling it at once with a workspace of its own (``ws``,
-        for ``ceil(batch_size / threads)`` rows and as many gathered rows). Of each batch, thread ``t``
+        for ``ceil(batch_size / threads)`` rows and as many gathered rows; for a single batch, which takes ``X``
+        as it is, ``ceil(n / threads)`` rows and none gathered). Of each batch, thread ``t``
         takes rows ``m*t//threads`` to ``m*(t+1)//threads``, their gradient over the batch's total
         weight in ``grads`` (thread 0) or ``parts[t - 1]``; then the threads take the step, each on its
         range ``P*t//threads`` to ``P*(t+1)//threads`` of the parameters (a line search: its part of each

@@ -25,11 +25,13 @@ class EpochRunner:
 
     __slots__ = ("_kernels", "_arguments", "_batches", "_line_search", "_rng", "_shares", "_epoch")
 
-    def __init__(self, kernels, arguments, batches, line_search, ws, rng, shares, units):
+    def __init__(self, kernels, arguments, batches, line_search, ws, rng, shares, threads_run):
+        """``threads_run``: the kernel that runs on the threads, for ``shares`` not None."""
         self._kernels, self._batches, self._line_search = kernels, batches, line_search
         self._arguments, self._rng, self._shares = (arguments, ws), rng, shares
-        self._epoch = (self._one_thread if shares is None else self._one_batch if batches == 1
-                       else self._units if units else self._mini_batches)
+        self._epoch = self._one_thread if shares is None else {
+            "batch_gradient": self._one_batch, "train_epoch_share": self._mini_batches,
+            "train_epoch_units": self._units}[threads_run]
 
     def __call__(self, lrs, step: int) -> tuple[float, int, int]:
         """One epoch with learning rates ``lrs`` (float64, one per batch) from optimizer step ``step``:
@@ -76,8 +78,9 @@ class EpochRunner:
                         step, ws)
 
     def _mini_batches(self, lrs, step):
-        """An epoch of mini-batches, each batch's rows in shares on threads that meet at every step
-        (:meth:`~fastgd.kernels.protocol.Backend.train_epoch_share`), BLAS on one thread each."""
+        """An epoch of mini-batches (or of one batch by a line search), each batch's rows in shares on
+        threads that meet at every step (:meth:`~fastgd.kernels.protocol.Backend.train_epoch_share`), BLAS
+        on one thread each."""
         (layout, params, grads, state, X, Y, weights, order, batch_size, config), ws = self._arguments
         workspaces, parts, sync, losses, partials = self._shares
         share = functools.partial(self._kernels.backend.train_epoch_share, layout, params, grads, parts, state, X, Y,
