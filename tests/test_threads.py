@@ -86,6 +86,21 @@ def test_an_epoch_in_shares_matches_the_reference_in_one(backend, batch_size, op
         assert_close(value, reference, TRAINING_RTOL[dtype])
 
 
+@pytest.mark.parametrize("backend", SPLITTING)
+@pytest.mark.parametrize("rows", ["dense", "sparse", "weighted"])
+def test_a_line_search_steps_from_shares_as_the_reference_does(backend, rows, monkeypatch):
+    """A backend without ``train_epoch_share`` takes a full-batch line search on threads from its shares'
+    gradients (``batch_step``), as the reference does: so do the compiled ones, held to the contract."""
+    monkeypatch.delattr(fastgd.kernels._loaded[backend], "train_epoch_share")
+    steps = spy_on(monkeypatch, backend, "batch_step")
+    options = dict(sparse=rows == "sparse", weighted=rows == "weighted")
+    expected = epochs("numpy", "float64", 1, "line-search", **options)
+    got = epochs(backend, "float64", 2, "line-search", **options)
+    assert len(steps) == 4
+    for value, reference in zip(got, expected):
+        assert_close(value, reference, TRAINING_RTOL["float64"])
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("output, loss", [("sigmoid", "binary_cross_entropy"), ("sigmoid", "mse"),
                                           ("identity", "mse"), ("exp", "poisson")])
