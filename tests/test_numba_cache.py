@@ -16,7 +16,7 @@ import fastgd
 pytestmark = pytest.mark.skipif("numba" not in fastgd.backends(), reason="numba is not installed")
 
 # Fits every kind of step (one batch, loops, BLAS), or with "predict" only predicts, and reports
-# the kernels' cache statistics and the threads Numba compiled on.
+# the kernels' cache statistics, the threads Numba compiled on and the weights trained.
 SCRIPT = """
 import json, sys, threading, time
 start = time.perf_counter()
@@ -32,9 +32,9 @@ class Threads(event.Listener):
     def on_end(self, what):
         pass
 event.register("numba:compile", Threads())
-X = np.random.RandomState(0).standard_normal((40, 5))
+X = np.random.RandomState(0).standard_normal((40, 20))
 y = np.arange(40) % 3
-net = fastgd.MLP([5, 8, 3], backend="numba", random_state=0)
+net = fastgd.MLP([20, 32, 16, 3], backend="numba", random_state=0)
 start = time.perf_counter()
 if sys.argv[1] == "predict":
     net.kernels.forward(net.params, X, net.kernels.workspace(40))
@@ -50,7 +50,7 @@ print(json.dumps({
     "misses": sum(sum(d.stats.cache_misses.values()) for d in dispatchers),
     "module": fastgd.__file__, "import_s": imported, "fit_s": fitted,
     "cache": dispatchers[0]._cache._cache_path, "numba_cache_dir": numba.config.CACHE_DIR,
-    "compiled_on": sorted(compiled_on),
+    "compiled_on": sorted(compiled_on), "params": net.params.tobytes().hex(),
 }))
 """
 
@@ -69,6 +69,8 @@ def test_second_process_loads_kernels_from_the_cache(tmp_path):
     # Off the main thread, where a Ctrl-C cannot land in the compiler (fastgd.kernels._numba).
     assert first["compiled_on"] == ["fastgd-compile_0"]
     assert second["misses"] == 0 and second["hits"] >= first["misses"]
+    # The process that compiled runs the code the cache holds: the same bits (fastgd.kernels._numba._own_copies).
+    assert second["params"] == first["params"]
     print(f"\nfresh cache: import {first['import_s']:.2f}s, first fits {first['fit_s']:.2f}s; "
           f"warm cache: import {second['import_s']:.2f}s, first fits {second['fit_s']:.2f}s")
 

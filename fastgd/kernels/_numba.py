@@ -25,6 +25,7 @@ compiled on its first use.
 """
 
 import functools
+import hashlib
 import math
 import platform
 import sys
@@ -32,9 +33,10 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from llvmlite import ir
+from llvmlite import binding as llvm, ir
 from numba import njit, types
 from numba.core import cgutils
+from numba.core.codegen import CPUCodeLibrary
 from numba.extending import intrinsic, overload
 from numba.np.arrayobj import get_itemsize, make_array, populate_array
 from numba.np.linalg import _BLAS, ensure_blas
@@ -84,6 +86,36 @@ def _compiles_off_the_main_thread(dispatcher):
 
     dispatcher._compile_for_args = compile_apart
     return dispatcher
+
+
+# A kernel compiled apart that another calls is in the caller's code twice over: Numba links a copy
+# of it into the caller (a weak definition, ``linkonce_odr``) and optimizes it again there, where
+# reassociation may sum in another order than its own code does. In the process that compiled, the
+# callee's own code was loaded first and the caller's calls bound to it; in one that loads the
+# caller from the cache, to the copy: other last bits (docs/backends.md). Each copy of one of these
+# kernels is renamed for its caller, so that its calls bind to it in every process.
+_MANGLED = "_ZN" + "".join(f"{len(part)}{part}" for part in __name__.split("."))  # how Numba names them
+
+
+def _own_copies(optimize):
+    """``CPUCodeLibrary._optimize_final_module`` (which Numba runs once a library's callees are linked
+    in) that first renames the linked copies of this module's kernels after the library's own kernel."""
+    @functools.wraps(optimize)
+    def optimize_own_copies(library):
+        kernels = [f for f in library._final_module.functions if not f.is_declaration and f.name.startswith(_MANGLED)]
+        own = [f.name for f in kernels if f.linkage == llvm.Linkage.external]
+        if own:
+            caller = hashlib.sha1(own[0].encode()).hexdigest()[:16]
+            for f in kernels:
+                if f.linkage == llvm.Linkage.linkonce_odr:
+                    f.name = f"{f.name}.in.{caller}"
+        return optimize(library)
+    optimize_own_copies.renames_copies = True
+    return optimize_own_copies
+
+
+if not getattr(CPUCodeLibrary._optimize_final_module, "renames_copies", False):
+    CPUCodeLibrary._optimize_final_module = _own_copies(CPUCodeLibrary._optimize_final_module)
 
 
 def _jit(function):
