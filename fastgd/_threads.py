@@ -27,7 +27,7 @@ threads meet inside its compiled epoch (``Kernels.splits_units``), from
 import contextlib
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 
 import scipy.linalg  # noqa: F401  (loads SciPy's BLAS, the one Numba's and Cython's kernels call)
 import threadpoolctl
@@ -140,6 +140,25 @@ def blas_threads_for(layout, rows):
 
 
 _workers = {"pool": None, "size": 0, "lock": threading.Lock()}
+
+
+def results(futures, on_interrupt=None):
+    """The results of ``futures`` once every one has ended. A Ctrl-C while waiting is held (after
+    ``on_interrupt()``, which may tell the threads to stop) and raised once they have: a thread left
+    running would write into buffers that the next call reuses."""
+    interrupt = None
+    for future in futures:
+        while True:
+            try:
+                wait([future])
+                break
+            except KeyboardInterrupt as error:
+                interrupt = error
+                if on_interrupt is not None:
+                    on_interrupt()
+    if interrupt is not None:
+        raise interrupt
+    return [future.result() for future in futures]
 
 
 def pool(size):

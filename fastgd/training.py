@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._codes import LOSSES, NOT_FINITE, OK
-from ._threads import blas_threads, pool, share_threads_for, threads_for, units_threads_for
+from ._threads import blas_threads, pool, results, share_threads_for, threads_for, units_threads_for
 from ._validation import check_bool, check_int, check_nonnegative, check_positive
 from .callbacks import EpochLog, History, ProgressBar
 from .diagnosis import scale_advice
@@ -273,8 +273,7 @@ def forward_chunks(kernels, params, X, Y=None, loss=None, workspaces=None, weigh
             try:
                 take(0)
             finally:  # the others write into ``result``: never leave them running
-                for future in others:
-                    future.result()
+                results(others)
     return result, (float(sums.sum()) / (n if weights is None else float(weights.sum())) if Y is not None else None)
 
 

@@ -584,3 +584,25 @@ def test_one_row_steps_on_threads_go_through_several_layers(backend):
                                 step_config("cross_entropy"), np.full(20, 0.1), 0, net.kernels.workspace(1, 1),
                                 threads=2)
     np.testing.assert_array_equal(params, net.params)
+
+
+@pytest.mark.skipif(threading.current_thread() is not threading.main_thread(),
+                    reason="a Ctrl-C lands on the main thread")
+def test_a_ctrl_c_while_waiting_for_the_threads_is_raised_once_they_have_ended():
+    """Else a thread left running writes into buffers the next epoch reuses (a two-thread epoch's meeting
+    place among them: a thread stuck there kept the process from exiting)."""
+    import signal
+
+    ended, told = threading.Event(), []
+
+    def slow():
+        time.sleep(0.5)
+        ended.set()
+        return 7
+
+    future = _threads.pool(1).submit(slow)
+    threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGINT)).start()
+    with pytest.raises(KeyboardInterrupt):
+        _threads.results([future], lambda: told.append(ended.is_set()))
+    assert ended.is_set() and told == [False]  # told to stop at once; raised once the thread had ended
+    assert _threads.results([future]) == [7]

@@ -4,7 +4,7 @@ import functools
 
 import numpy as np
 
-from .._threads import blas_threads, pool
+from .._threads import blas_threads, pool, results
 from .buffers import MAX_STEP, SYNC_LINE, _check_array, _check_int, generator_state
 
 
@@ -72,8 +72,7 @@ class EpochRunner:
                 losses[0] = _run(backend.batch_gradient, layout, params, grads, X, Y, weights, 0, first_rows, config,
                                  step, ws)
             finally:  # the other shares write into this run's buffers: never leave them running
-                for k, future in enumerate(futures, 1):
-                    losses[k] = future.result()
+                losses[1:] = results(futures)
             return _run(backend.batch_step, layout, params, grads, parts, state, X, Y, weights, losses, config, lrs,
                         step, ws)
 
@@ -83,6 +82,7 @@ class EpochRunner:
         on one thread each."""
         (layout, params, grads, state, X, Y, weights, order, batch_size, config), ws = self._arguments
         workspaces, parts, sync, losses, partials = self._shares
+        sync = np.zeros_like(sync)  # a meeting place of this epoch's own (see _on_threads)
         share = functools.partial(self._kernels.backend.train_epoch_share, layout, params, grads, parts, state, X, Y,
                                   weights, order, batch_size, config, lrs, step)
         return _on_threads(share, sync, [(share_ws, t, sync, losses, partials)
@@ -93,6 +93,7 @@ class EpochRunner:
         (:meth:`~fastgd.kernels.protocol.Backend.train_epoch_units`)."""
         (layout, params, _, state, X, Y, weights, order, _, config), _ = self._arguments
         workspaces, own, sync, exchange, partials = self._shares
+        sync = np.zeros_like(sync)  # a meeting place of this epoch's own (see _on_threads)
         share = functools.partial(self._kernels.backend.train_epoch_units, layout, params, state, X, Y, weights,
                                   order, config, lrs, step)
         return _on_threads(share, sync, [(share_ws, own[t], t, sync, exchange, partials)
@@ -101,9 +102,10 @@ class EpochRunner:
 
 def _on_threads(share, sync, arguments):
     """``share(*arguments[t])`` on as many threads at once, thread 0 this one, BLAS on one thread each:
-    thread 0's result. Threads that stop early, or cannot start, tell the others to stop waiting."""
+    thread 0's result. Threads that stop early, or cannot start, tell the others to stop waiting. ``sync``
+    (zeros) is this call's own: a thread handed out just before a Ctrl-C, not yet seen, that starts later
+    finds its meeting place abandoned rather than another epoch's."""
     threads = len(arguments)
-    sync[:] = 0
     others = []
     with blas_threads(1):
         try:
@@ -114,8 +116,7 @@ def _on_threads(share, sync, arguments):
             sync[SYNC_LINE * threads] = 1  # abandoned: the others stop waiting
             raise
         finally:  # the others write into this run's buffers: never leave them running
-            for future in others:
-                future.result()
+            results(others, lambda: sync.__setitem__(SYNC_LINE * threads, 1))
 
 
 def _share(share, sync, threads, arguments):
