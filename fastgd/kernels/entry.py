@@ -7,7 +7,7 @@ import numpy as np
 
 from .._codes import ACTIVATIONS, LOSS_OUTPUTS, LOSSES, OPTIMIZERS
 from .._layout import ACTIVATION, B_OFFSET, N_IN, N_OUT
-from .buffers import (MAX_STEP, MAX_THREADS, STEP, SYNC_LINE, CSR, _check_array, _check_int, _check_real,
+from .buffers import (MAX_STEP, MAX_THREADS, STEP, CSR, _check_array, _check_int, _check_real,
                       _describe, check_layout)
 from .runner import EpochRunner, _run
 from .protocol import Backend
@@ -260,17 +260,15 @@ class Kernels:
             shares = (bounds[1], [(first, last, self.workspace(last - first, sparse=ws.sparse, keep_outputs=False),
                                    part) for first, last, part in zip(bounds[1:-1], bounds[2:], parts)],
                       parts, np.empty(threads))
-        elif units:  # every thread: a workspace, its packed weights, gradient and state; their meeting places,
-            # parts of sums, step sums and losses
+        elif units:  # every thread: a workspace, its packed weights, gradient and state; parts of sums, step
+            # sums and losses
             workspaces = [self.workspace(1, 1, sparse=ws.sparse, keep_outputs=False) for _ in range(threads)]
             shares = (workspaces, np.zeros((threads, 2 + slots, self.n_params), self.dtype),
-                      np.zeros(SYNC_LINE * (threads + 1), np.int64),
                       np.zeros((2, threads, len(workspaces[0].acts)), self.dtype), np.empty(2 * threads))
-        else:  # shares 1 on of every batch: workspaces (a single batch's rows are read where they are); the
-            # threads' meeting places, and their losses
+        else:  # shares 1 on of every batch: workspaces (a single batch's rows are read where they are), and the
+            # threads' losses
             rows = -(-min(batch_size, n) // threads)
             shares = ([self.workspace(rows, rows if batches > 1 else 0, sparse=ws.sparse, keep_outputs=False)
-                       for _ in range(threads - 1)],
-                      parts, np.zeros(SYNC_LINE * (threads + 1), np.int64), np.empty(threads), np.empty(4 * threads))
+                       for _ in range(threads - 1)], parts, np.empty(threads), np.empty(4 * threads))
         return EpochRunner(self, arguments, batches, optimizer == "line_search", ws, rng, shares,
                            "train_epoch_units" if units else "train_epoch_share" if meets else "batch_gradient")

@@ -81,8 +81,8 @@ class EpochRunner:
         threads that meet at every step (:meth:`~fastgd.kernels.protocol.Backend.train_epoch_share`), BLAS
         on one thread each."""
         (layout, params, grads, state, X, Y, weights, order, batch_size, config), ws = self._arguments
-        workspaces, parts, sync, losses, partials = self._shares
-        sync = np.zeros_like(sync)  # a meeting place of this epoch's own (see _on_threads)
+        workspaces, parts, losses, partials = self._shares
+        sync = _meeting_place(len(workspaces) + 1)
         share = functools.partial(self._kernels.backend.train_epoch_share, layout, params, grads, parts, state, X, Y,
                                   weights, order, batch_size, config, lrs, step)
         return _on_threads(share, sync, [(share_ws, t, sync, losses, partials)
@@ -92,37 +92,48 @@ class EpochRunner:
         """An epoch of one row a step, every layer split between threads that meet inside each step
         (:meth:`~fastgd.kernels.protocol.Backend.train_epoch_units`)."""
         (layout, params, _, state, X, Y, weights, order, _, config), _ = self._arguments
-        workspaces, own, sync, exchange, partials = self._shares
-        sync = np.zeros_like(sync)  # a meeting place of this epoch's own (see _on_threads)
+        workspaces, own, exchange, partials = self._shares
+        sync = _meeting_place(len(workspaces))
         share = functools.partial(self._kernels.backend.train_epoch_units, layout, params, state, X, Y, weights,
                                   order, config, lrs, step)
         return _on_threads(share, sync, [(share_ws, own[t], t, sync, exchange, partials)
                                          for t, share_ws in enumerate(workspaces)])
 
 
+def _meeting_place(threads):
+    """Where ``threads`` threads meet (int64, zeros): a line of counters a thread, then the line of the
+    "abandoned" flag. Each epoch has its own: a thread handed out just before a Ctrl-C, not yet seen, that
+    starts later finds its meeting place abandoned rather than another epoch's."""
+    return np.zeros(SYNC_LINE * (threads + 1), np.int64)
+
+
+def _abandon(sync):
+    """Tell the threads meeting at ``sync`` to stop waiting."""
+    sync[sync.size - SYNC_LINE] = 1
+
+
 def _on_threads(share, sync, arguments):
-    """``share(*arguments[t])`` on as many threads at once, thread 0 this one, BLAS on one thread each:
-    thread 0's result. Threads that stop early, or cannot start, tell the others to stop waiting. ``sync``
-    (zeros) is this call's own: a thread handed out just before a Ctrl-C, not yet seen, that starts later
-    finds its meeting place abandoned rather than another epoch's."""
+    """``share(*arguments[t])`` on as many threads at once, thread 0 this one, BLAS on one thread each,
+    meeting at ``sync`` (:func:`_meeting_place`): thread 0's result. Threads that stop early, or cannot
+    start, tell the others to stop waiting."""
     threads = len(arguments)
     others = []
     with blas_threads(1):
         try:
             for t in range(1, threads):
-                others.append(pool(threads - 1).submit(_share, share, sync, threads, arguments[t]))
-            return _share(share, sync, threads, arguments[0])
+                others.append(pool(threads - 1).submit(_share, share, sync, arguments[t]))
+            return _share(share, sync, arguments[0])
         except BaseException:  # before thread 0 ran (or while it was handing out the shares)
-            sync[SYNC_LINE * threads] = 1  # abandoned: the others stop waiting
+            _abandon(sync)
             raise
         finally:  # the others write into this run's buffers: never leave them running
-            results(others, lambda: sync.__setitem__(SYNC_LINE * threads, 1))
+            results(others, functools.partial(_abandon, sync))
 
 
-def _share(share, sync, threads, arguments):
+def _share(share, sync, arguments):
     """One thread's ``share(*arguments)``; if it cannot run, the others stop waiting for it."""
     try:
         return _run(share, *arguments)
     except BaseException:
-        sync[SYNC_LINE * threads] = 1  # abandoned
+        _abandon(sync)
         raise
