@@ -38,7 +38,23 @@ def pair(backend, hidden, output, loss, dtype, sizes=(5, 9, 7, 3), seed=0):
 @pytest.mark.parametrize("hidden, output, loss", SOME_COMBINATIONS)
 def test_kernels_match_reference(backend, dtype, rows, hidden, output, loss):
     X, y = make_problem(output, n=rows, seed=rows)
-    reference, compiled = pair(backend, hidden, output, loss, dtype)
+    assert_kernels_match(pair(backend, hidden, output, loss, dtype), X, y, loss, rows, dtype)
+
+
+@pytest.mark.parametrize("backend", TARGETS, indirect=True)
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("rows", [1, 5, 40, 513])  # 513: blocks of 256 + 256 + 1 rows
+def test_products_with_a_side_of_one_match_reference(backend, dtype, rows):
+    # Layers of one input or one output, and blocks of one row: their products are matrix-vector or
+    # outer products, not BLAS's gemm.
+    X, y = make_problem("identity", n=rows, n_in=1, seed=rows)
+    nets = pair(backend, "tanh", "identity", "mse", dtype, sizes=(1, 4, 1, 3), seed=2)
+    assert_kernels_match(nets, X, y, "mse", rows, dtype)
+
+
+def assert_kernels_match(nets, X, y, loss, rows, dtype):
+    """The forward pass, losses, gradient and step of ``nets`` (the reference, a compiled one) agree."""
+    reference, compiled = nets
     X, Y, _ = reference.encode(X, y)
     config = step_config(loss, l2=0.01)
     results = []

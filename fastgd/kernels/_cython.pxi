@@ -21,7 +21,7 @@ from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.stdio cimport fprintf, stderr
 from libc.stdlib cimport abort
 from libc.string cimport memcpy
-from scipy.linalg.cython_blas cimport dgemm, sgemm
+from scipy.linalg.cython_blas cimport dgemm, dgemv, sgemm, sgemv
 
 from ._workspace import Workspace
 
@@ -192,13 +192,35 @@ cdef inline void _gemm(char transa, char transb, Py_ssize_t m, Py_ssize_t n, Py_
     cdef int rows = <int>m, columns = <int>n, inner = <int>k
     cdef int lda = <int>(m if transa == c'N' else k), ldb = <int>(k if transb == c'N' else n)
     cdef floating one = 1
+    cdef Py_ssize_t i, j
     if BOUNDS_CHECK and (m != rows or n != columns or k != inner):
         fprintf(stderr, b"fastgd bounds check: a product of %zd x %zd by %zd x %zd is past BLAS's int\n", m, k, k, n)
         abort()
-    if floating is float:
+    if k == 1:  # an outer product: gemm would pack both operands (and clear c) for sums of one term
+        for j in range(n):
+            for i in range(m):
+                c[i + j * m] = a[i] * b[j] + (beta * c[i + j * m] if beta != 0 else 0)
+    elif m == 1 and k > 1:  # c (1, n) = op(a) (1, k) @ op(b): op(b).T @ a, a vector either way
+        _gemv(c'T' if transb == c'N' else c'N', inner if transb == c'N' else columns,
+              columns if transb == c'N' else inner, b, ldb, a, beta, c)
+    elif n == 1 and k > 1:  # c (m, 1) = op(a) @ b, b a vector either way
+        _gemv(transa, rows if transa == c'N' else inner, inner if transa == c'N' else rows, a, lda, b, beta, c)
+    elif floating is float:
         sgemm(&transa, &transb, &rows, &columns, &inner, &one, a, &lda, b, &ldb, &beta, c, &rows)
     else:
         dgemm(&transa, &transb, &rows, &columns, &inner, &one, a, &lda, b, &ldb, &beta, c, &rows)
+
+
+cdef inline void _gemv(char trans, int m, int n, floating* a, int lda, floating* x, floating beta,
+                       floating* y) noexcept nogil:
+    """Column-major ``y = op(a) @ x + beta y`` for ``a`` of shape (m, n) as stored, ``x`` and ``y``
+    contiguous: a product with a side of one, which BLAS's gemm would pack whole."""
+    cdef int unit = 1
+    cdef floating one = 1
+    if floating is float:
+        sgemv(&trans, &m, &n, &one, a, &lda, x, &unit, &beta, y, &unit)
+    else:
+        dgemv(&trans, &m, &n, &one, a, &lda, x, &unit, &beta, y, &unit)
 
 
 cdef inline void _matmul(floating* A, Py_ssize_t m, Py_ssize_t k, floating* B, Py_ssize_t n,

@@ -268,13 +268,27 @@ def _batch_for(X, order, start, m, xb):
 
 def _matmul_tn(A, D, C, accumulate):
     """Row-major ``C (k, n) = A.T @ D`` for ``A (m, k)``, ``D (m, n)``, or with ``accumulate``
-    ``C += A.T @ D`` (a BLAS gemm with beta 1; all three C-contiguous)."""
+    ``C += A.T @ D`` (all three C-contiguous): a BLAS gemm with beta 1, a gemv where ``C`` has a side
+    of one, which gemm would pack whole, and a loop for one row, a sum of one term."""
+
+
+def _matmul_nt(D, W, R):
+    """Row-major ``R (m, k) = D @ W.T`` for ``D (m, n)``, ``W (k, n)`` (``W`` C-contiguous): a loop
+    for ``n`` of one, where BLAS's gemm would pack both operands for sums of one term."""
+
+
+def _gemv(dtype):
+    """BLAS's ``y = op(a) @ x + beta y`` (Numba's ``numba_xxgemv``: kind, trans, m, n, alpha, a, lda, x,
+    beta, y), for ``dtype``."""
+    pointer = types.CPointer(dtype)
+    return types.ExternalFunction("numba_xxgemv", types.intc(types.char, types.char, types.intp, types.intp,
+                                                             pointer, pointer, types.intp, pointer, pointer, pointer))
 
 
 @overload(_matmul_tn)  # a call: BLAS does the work
 def _matmul_tn_for(A, D, C, accumulate):
     ensure_blas()
-    gemm, kind = _BLAS().numba_xxgemm(A.dtype), ord("s" if A.dtype == types.float32 else "d")
+    gemm, gemv, kind = _BLAS().numba_xxgemm(A.dtype), _gemv(A.dtype), ord("s" if A.dtype == types.float32 else "d")
 
     def product(A, D, C, accumulate):
         m, k, n = A.shape[0], A.shape[1], D.shape[1]
@@ -282,7 +296,30 @@ def _matmul_tn_for(A, D, C, accumulate):
         if accumulate:
             beta[0] = 1
         # Column-major, as BLAS sees the row-major arrays: C' (n, k) = D' (n, m) @ A' (k, m).T
-        gemm(kind, ord("N"), ord("T"), n, k, m, one.ctypes, D.ctypes, n, A.ctypes, k, beta.ctypes, C.ctypes, n)
+        if m == 1:
+            for p in range(k):
+                a = A[0, p]
+                for j in range(n):
+                    C[p, j] = a * D[0, j] + (C[p, j] if accumulate else 0)
+        elif n == 1:
+            gemv(kind, ord("N"), k, m, one.ctypes, A.ctypes, k, D.ctypes, beta.ctypes, C.ctypes)
+        elif k == 1:
+            gemv(kind, ord("N"), n, m, one.ctypes, D.ctypes, n, A.ctypes, beta.ctypes, C.ctypes)
+        else:
+            gemm(kind, ord("N"), ord("T"), n, k, m, one.ctypes, D.ctypes, n, A.ctypes, k, beta.ctypes, C.ctypes, n)
+    return product
+
+
+@_overload(_matmul_nt)
+def _matmul_nt_for(D, W, R):
+    def product(D, W, R):
+        if D.shape[1] != 1:
+            np.dot(D, W.T, R)
+            return
+        for i in range(D.shape[0]):
+            d = D[i, 0]
+            for j in range(W.shape[0]):
+                R[i, j] = d * W[j, 0]
     return product
 
 
@@ -1143,7 +1180,7 @@ def _backward_block(layout, params, grads, X, start, acts, derivatives, offsets,
         if l > 0:  # delta of the layer below, with W before the step
             D_prev, A_prev = _matrix(deltas, offsets[l], m, n_in), _matrix(acts, offsets[l], m, n_in)
             F_prev = _matrix(derivatives, offsets[l], m, n_in)
-            np.dot(D, W.T, D_prev)
+            _matmul_nt(D, W, D_prev)
             for i in range(m):
                 for k in range(n_in):
                     D_prev[i, k] *= F_prev[i, k]
