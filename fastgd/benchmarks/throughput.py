@@ -250,10 +250,14 @@ def headline(results):
 
 def machine():
     cpu = platform.processor() or platform.machine()
-    try:
+    try:  # the first processor's fields; the name alone does not tell one generation of a CPU from the next
         with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
+            info = dict(line.split(":", 1) for line in f.read().split("\n\n")[0].splitlines() if ":" in line)
+        info = {key.strip(): value.strip() for key, value in info.items()}
+        flags = info.get("flags", "").split()
+        vectors = "AVX-512" if "avx512f" in flags else "AVX2, no AVX-512" if "avx2" in flags else "no AVX2"
+        cpu = f"{info['model name']} (family {info['cpu family']}, model {info['model']}; {vectors})"
+    except (OSError, KeyError):
         pass
     versions = {"python": platform.python_version()}
     for name in ("fastgd", "numpy", "scipy", "numba", "scikit-learn", "threadpoolctl", "torch", "jax", "jaxlib"):
