@@ -86,6 +86,18 @@ def test_an_epoch_in_shares_matches_the_reference_in_one(backend, batch_size, op
         assert_close(value, reference, TRAINING_RTOL[dtype])
 
 
+@pytest.mark.parametrize("backend, batch_size", [(backend, None) for backend in BACKENDS] +
+                         [(backend, 64) for backend in SPLITTING])
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum-clipped"])
+def test_shares_through_layers_of_one_unit_match_the_reference_in_one(backend, batch_size, optimizer):
+    # A layer of one input and one of one output: products with a side of one, in every share.
+    options = dict(batch_size=batch_size, count=2, sizes=(1, 9, 1, 3), output="identity", loss="mse")
+    expected = epochs("numpy", "float64", 1, optimizer, **options)
+    got = epochs(backend, "float64", 2, optimizer, **options)
+    for value, reference in zip(got, expected):
+        assert_close(value, reference, TRAINING_RTOL["float64"])
+
+
 @pytest.mark.parametrize("backend", SPLITTING)
 @pytest.mark.parametrize("rows", ["dense", "sparse", "weighted"])
 def test_a_line_search_steps_from_shares_as_the_reference_does(backend, rows, monkeypatch):
