@@ -26,8 +26,9 @@ threads meet inside its compiled epoch (``Kernels.splits_units``), from
 
 import contextlib
 import os
+import queue
 import threading
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Executor, Future, wait
 
 import scipy.linalg  # noqa: F401  (loads SciPy's BLAS, the one Numba's and Cython's kernels call)
 import threadpoolctl
@@ -161,11 +162,36 @@ def results(futures, on_interrupt=None):
     return [future.result() for future in futures]
 
 
+class Workers(Executor):
+    """``size`` daemon threads, started at once, that run what is submitted in turn. Not a
+    ``ThreadPoolExecutor``: it starts its (non-daemon) threads inside ``submit``, and a Ctrl-C there,
+    between starting one and recording it, left a thread that the process waited for at exit forever."""
+
+    def __init__(self, size: int, name: str = "fastgd"):
+        self._tasks = queue.SimpleQueue()
+        for k in range(size):
+            threading.Thread(target=self._work, name=f"{name}_{k}", daemon=True).start()
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        future = Future()
+        self._tasks.put((future, fn, args, kwargs))
+        return future
+
+    def _work(self):
+        while True:
+            future, fn, args, kwargs = self._tasks.get()
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn(*args, **kwargs))
+                except BaseException as error:
+                    future.set_exception(error)
+
+
 def pool(size):
     """A pool of at least ``size`` threads, kept for the process. A larger one replaces it; the one
     before is left running (another thread may be about to hand it work), its threads idle."""
     with _workers["lock"]:
         if _workers["size"] < size:
-            _workers["pool"] = ThreadPoolExecutor(size, thread_name_prefix="fastgd")
+            _workers["pool"] = Workers(size)
             _workers["size"] = size
         return _workers["pool"]
