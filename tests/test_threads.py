@@ -618,3 +618,14 @@ def test_a_ctrl_c_while_waiting_for_the_threads_is_raised_once_they_have_ended()
         _threads.results([future], lambda: told.append(ended.is_set()))
     assert ended.is_set() and told == [False]  # told to stop at once; raised once the thread had ended
     assert _threads.results([future]) == [7]
+
+
+def test_the_pool_never_keeps_the_process_from_exiting():
+    """Its threads are daemon threads, all started with the pool: none that a Ctrl-C cut short in the
+    middle of starting it can be left for the process to wait for at exit (as a ThreadPoolExecutor's)."""
+    workers = _threads.Workers(2, name="fastgd-test")
+    started = [thread for thread in threading.enumerate() if thread.name.startswith("fastgd-test_")]
+    assert len(started) == 2 and all(thread.daemon for thread in started)
+    assert workers.submit(pow, 2, 10).result() == 1024
+    with pytest.raises(ZeroDivisionError):
+        workers.submit(divmod, 1, 0).result()
