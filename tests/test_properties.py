@@ -50,6 +50,9 @@ def test_backends_agree_and_outputs_are_sane(problem):
             # problem is no test of agreement (divergence has its own tests). The reference runs first.
             assume(backend != "numpy")
             raise
+        if backend == "numpy":  # the reference sums its losses in float64: one past the model dtype's range has
+            # overflowed the compiled backends' arithmetic, which call that divergence (no test of agreement either)
+            assume(np.all(np.abs(history.history["loss"]) < np.finfo(problem["dtype"]).max))
         assert np.all(np.isfinite(history.history["loss"])) and np.all(np.isfinite(history.history["train_loss"]))
         nets[backend] = net
     reference = nets.pop("numpy")
