@@ -184,61 +184,62 @@ cdef inline floating* _slot(floating[:, ::1] state, Py_ssize_t k, Py_ssize_t n) 
 
 # ---------------------------------------------------------------- BLAS on row-major matrices
 cdef inline void _gemm(char transa, char transb, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, floating* a,
-                       floating* b, floating beta, floating* c) noexcept nogil:
-    """Column-major ``c = op(a) @ op(b) + beta c``, ``c`` of shape (m, n), each matrix dense (its
-    leading dimension its number of rows as stored). BLAS takes each dimension as a C int: the
-    checked entry keeps widths and rows below 2**31 (the bounds-checked build stops the process
-    on one that is not)."""
-    cdef int rows = <int>m, columns = <int>n, inner = <int>k
-    cdef int lda = <int>(m if transa == c'N' else k), ldb = <int>(k if transb == c'N' else n)
+                       Py_ssize_t lda, floating* b, Py_ssize_t ldb, floating beta, floating* c,
+                       Py_ssize_t ldc) noexcept nogil:
+    """Column-major ``c = op(a) @ op(b) + beta c``, ``c`` of shape (m, n), each matrix with its
+    leading dimension. An outer product (``k == 1``) goes by a loop and a product with a side of one
+    by gemv: gemm would pack its operands whole (and clear ``c``); with ``k == 0``, gemm clears ``c``
+    (gemv would return at once). BLAS takes each dimension as a C
+    int: the checked entry keeps widths and rows below 2**31 (the bounds-checked build stops the
+    process on one that is not)."""
+    cdef int rows = <int>m, columns = <int>n, inner = <int>k, ld_a = <int>lda, ld_b = <int>ldb, ld_c = <int>ldc
     cdef floating one = 1
-    cdef Py_ssize_t i, j
+    cdef Py_ssize_t i, j, step_a = lda if transa == c'T' else 1, step_b = ldb if transb == c'N' else 1
     if BOUNDS_CHECK and (m != rows or n != columns or k != inner):
         fprintf(stderr, b"fastgd bounds check: a product of %zd x %zd by %zd x %zd is past BLAS's int\n", m, k, k, n)
         abort()
-    if k == 1:  # an outer product: gemm would pack both operands (and clear c) for sums of one term
+    if k == 1:
         for j in range(n):
             for i in range(m):
-                c[i + j * m] = a[i] * b[j] + (beta * c[i + j * m] if beta != 0 else 0)
+                c[i + j * ldc] = a[i * step_a] * b[j * step_b] + (beta * c[i + j * ldc] if beta != 0 else 0)
     elif m == 1 and k > 1:  # c (1, n) = op(a) (1, k) @ op(b): op(b).T @ a, a vector either way
         _gemv(c'T' if transb == c'N' else c'N', inner if transb == c'N' else columns,
-              columns if transb == c'N' else inner, b, ldb, a, beta, c)
+              columns if transb == c'N' else inner, b, ld_b, a, <int>(lda if transa == c'N' else 1), beta, c, ld_c)
     elif n == 1 and k > 1:  # c (m, 1) = op(a) @ b, b a vector either way
-        _gemv(transa, rows if transa == c'N' else inner, inner if transa == c'N' else rows, a, lda, b, beta, c)
+        _gemv(transa, rows if transa == c'N' else inner, inner if transa == c'N' else rows, a, ld_a, b,
+              <int>(1 if transb == c'N' else ldb), beta, c, 1)
     elif floating is float:
-        sgemm(&transa, &transb, &rows, &columns, &inner, &one, a, &lda, b, &ldb, &beta, c, &rows)
+        sgemm(&transa, &transb, &rows, &columns, &inner, &one, a, &ld_a, b, &ld_b, &beta, c, &ld_c)
     else:
-        dgemm(&transa, &transb, &rows, &columns, &inner, &one, a, &lda, b, &ldb, &beta, c, &rows)
+        dgemm(&transa, &transb, &rows, &columns, &inner, &one, a, &ld_a, b, &ld_b, &beta, c, &ld_c)
 
 
-cdef inline void _gemv(char trans, int m, int n, floating* a, int lda, floating* x, floating beta,
-                       floating* y) noexcept nogil:
-    """Column-major ``y = op(a) @ x + beta y`` for ``a`` of shape (m, n) as stored, ``x`` and ``y``
-    contiguous: a product with a side of one, which BLAS's gemm would pack whole."""
-    cdef int unit = 1
+cdef inline void _gemv(char trans, int m, int n, floating* a, int lda, floating* x, int incx, floating beta,
+                       floating* y, int incy) noexcept nogil:
+    """Column-major ``y = op(a) @ x + beta y`` for ``a`` of shape (m, n) as stored, ``x`` and ``y`` strided."""
     cdef floating one = 1
     if floating is float:
-        sgemv(&trans, &m, &n, &one, a, &lda, x, &unit, &beta, y, &unit)
+        sgemv(&trans, &m, &n, &one, a, &lda, x, &incx, &beta, y, &incy)
     else:
-        dgemv(&trans, &m, &n, &one, a, &lda, x, &unit, &beta, y, &unit)
+        dgemv(&trans, &m, &n, &one, a, &lda, x, &incx, &beta, y, &incy)
 
 
 cdef inline void _matmul(floating* A, Py_ssize_t m, Py_ssize_t k, floating* B, Py_ssize_t n,
                          floating* C) noexcept nogil:
     """Row-major ``C (m, n) = A (m, k) @ B (k, n)``."""
-    _gemm(c'N', c'N', n, m, k, B, A, 0, C)
+    _gemm(c'N', c'N', n, m, k, B, n, A, k, 0, C, n)
 
 
 cdef inline void _matmul_tn(floating* A, Py_ssize_t m, Py_ssize_t k, floating* D, Py_ssize_t n, floating beta,
                             floating* C) noexcept nogil:
     """Row-major ``C (k, n) = A.T @ D + beta C`` for ``A (m, k)``, ``D (m, n)``."""
-    _gemm(c'N', c'T', n, k, m, D, A, beta, C)
+    _gemm(c'N', c'T', n, k, m, D, n, A, k, beta, C, n)
 
 
 cdef inline void _matmul_nt(floating* D, Py_ssize_t m, Py_ssize_t n, floating* W, Py_ssize_t k,
                             floating* R) noexcept nogil:
     """Row-major ``R (m, k) = D @ W.T`` for ``D (m, n)``, ``W (k, n)``."""
-    _gemm(c'T', c'N', k, m, n, W, D, 0, R)
+    _gemm(c'T', c'N', k, m, n, W, n, D, n, 0, R, k)
 
 
 cdef inline void _sparse_product(const Sparse* X, Py_ssize_t start, Py_ssize_t m, const floating* W,

@@ -1,7 +1,7 @@
 """Numba backend: the reference's kernels JIT-compiled, and a fused whole-epoch loop.
 
 Same contracts as the reference (``_numpy.py``). Matrix products go through
-BLAS (``np.dot`` on 2-D views of the flat buffers). The backward pass of a
+BLAS (``_gemm`` on the flat buffers, gemv or a loop where a side is one). The backward pass of a
 batch of at most ``SMALL_BATCH`` rows runs as loops over the rows of ``W``
 instead, which for plain SGD fold the gradient into the update: no gradient
 array is formed, and each row of ``W`` is read once per step (for one row, the
@@ -202,7 +202,7 @@ def _rows_of_for(X, start, m):
 @_overload(_input_product)
 def _input_product_for(X, W, Z):
     if isinstance(X, types.Array):
-        return lambda X, W, Z: np.dot(X, W, Z)
+        return lambda X, W, Z: _matmul(X, W, Z)
 
     def product(X, W, Z):
         data, indices = X[0], X[1]
@@ -266,15 +266,15 @@ def _batch_for(X, order, start, m, xb):
     return lambda X, order, start, m, xb: (X[0], X[1], X[2], order[start : start + m])
 
 
-def _matmul_tn(A, D, C, accumulate):
-    """Row-major ``C (k, n) = A.T @ D`` for ``A (m, k)``, ``D (m, n)``, or with ``accumulate``
-    ``C += A.T @ D`` (all three C-contiguous): a BLAS gemm with beta 1, a gemv where ``C`` has a side
-    of one, which gemm would pack whole, and a loop for one row, a sum of one term."""
+NO, TRANSPOSED = ord("N"), ord("T")  # BLAS's op(a): a, a.T
 
 
-def _matmul_nt(D, W, R):
-    """Row-major ``R (m, k) = D @ W.T`` for ``D (m, n)``, ``W (k, n)`` (``W`` C-contiguous): a loop
-    for ``n`` of one, where BLAS's gemm would pack both operands for sums of one term."""
+def _gemm(transa, transb, m, n, k, a, lda, b, ldb, beta, c, ldc):
+    """Column-major ``c (m, n) = op(a) @ op(b) + beta c`` (``beta`` 0 or 1; ``transa``, ``transb``:
+    ``NO`` or ``TRANSPOSED``) for flat arrays from each matrix's first element, each with its leading
+    dimension, as BLAS takes them: an outer product (``k == 1``) by a loop and a side of one (its vectors
+    contiguous) by gemv, where gemm would pack its operands whole (and clear ``c``); else gemm, which
+    clears ``c`` for ``k == 0`` too."""
 
 
 def _gemv(dtype):
@@ -285,42 +285,51 @@ def _gemv(dtype):
                                                              pointer, pointer, types.intp, pointer, pointer, pointer))
 
 
-@overload(_matmul_tn)  # a call: BLAS does the work
-def _matmul_tn_for(A, D, C, accumulate):
+@overload(_gemm)  # a call: BLAS does the work
+def _gemm_for(transa, transb, m, n, k, a, lda, b, ldb, beta, c, ldc):
     ensure_blas()
-    gemm, gemv, kind = _BLAS().numba_xxgemm(A.dtype), _gemv(A.dtype), ord("s" if A.dtype == types.float32 else "d")
+    gemm, gemv, kind = _BLAS().numba_xxgemm(c.dtype), _gemv(c.dtype), ord("s" if c.dtype == types.float32 else "d")
 
-    def product(A, D, C, accumulate):
-        m, k, n = A.shape[0], A.shape[1], D.shape[1]
-        one, beta = np.ones(1, C.dtype), np.zeros(1, C.dtype)
-        if accumulate:
-            beta[0] = 1
-        # Column-major, as BLAS sees the row-major arrays: C' (n, k) = D' (n, m) @ A' (k, m).T
-        if m == 1:
-            for p in range(k):
-                a = A[0, p]
-                for j in range(n):
-                    C[p, j] = a * D[0, j] + (C[p, j] if accumulate else 0)
-        elif n == 1:
-            gemv(kind, ord("N"), k, m, one.ctypes, A.ctypes, k, D.ctypes, beta.ctypes, C.ctypes)
-        elif k == 1:
-            gemv(kind, ord("N"), n, m, one.ctypes, D.ctypes, n, A.ctypes, beta.ctypes, C.ctypes)
+    def product(transa, transb, m, n, k, a, lda, b, ldb, beta, c, ldc):
+        one, scale = np.ones(1, c.dtype), np.zeros(1, c.dtype)
+        scale[0] = beta
+        if k == 1:
+            step_a, step_b = lda if transa == TRANSPOSED else 1, ldb if transb == NO else 1
+            for j in range(n):
+                for i in range(m):
+                    c[i + j * ldc] = a[i * step_a] * b[j * step_b] + (scale[0] * c[i + j * ldc] if beta != 0 else 0)
+        elif m == 1 and k > 1 and ldc == 1 and (transa == TRANSPOSED or lda == 1):  # c' = op(b).T @ op(a)'
+            gemv(kind, TRANSPOSED if transb == NO else NO, k if transb == NO else n, n if transb == NO else k,
+                 one.ctypes, b.ctypes, ldb, a.ctypes, scale.ctypes, c.ctypes)
+        elif n == 1 and k > 1 and (transb == NO or ldb == 1):  # c = op(a) @ b
+            gemv(kind, transa, m if transa == NO else k, k if transa == NO else m, one.ctypes, a.ctypes, lda,
+                 b.ctypes, scale.ctypes, c.ctypes)
         else:
-            gemm(kind, ord("N"), ord("T"), n, k, m, one.ctypes, D.ctypes, n, A.ctypes, k, beta.ctypes, C.ctypes, n)
+            gemm(kind, transa, transb, m, n, k, one.ctypes, a.ctypes, lda, b.ctypes, ldb, scale.ctypes, c.ctypes,
+                 ldc)
     return product
 
 
-@_overload(_matmul_nt)
-def _matmul_nt_for(D, W, R):
-    def product(D, W, R):
-        if D.shape[1] != 1:
-            np.dot(D, W.T, R)
-            return
-        for i in range(D.shape[0]):
-            d = D[i, 0]
-            for j in range(W.shape[0]):
-                R[i, j] = d * W[j, 0]
-    return product
+@_inline
+def _matmul(A, B, C):
+    """Row-major ``C (m, n) = A (m, k) @ B (k, n)``, all three C-contiguous."""
+    m, k, n = A.shape[0], A.shape[1], B.shape[1]
+    _gemm(NO, NO, n, m, k, B.reshape(-1), n, A.reshape(-1), k, 0.0, C.reshape(-1), n)
+
+
+@_inline
+def _matmul_tn(A, D, C, accumulate):
+    """Row-major ``C (k, n) = A.T @ D`` for ``A (m, k)``, ``D (m, n)``, or with ``accumulate``
+    ``C += A.T @ D``, all three C-contiguous."""
+    m, k, n = A.shape[0], A.shape[1], D.shape[1]
+    _gemm(NO, TRANSPOSED, n, k, m, D.reshape(-1), n, A.reshape(-1), k, 1.0 if accumulate else 0.0, C.reshape(-1), n)
+
+
+@_inline
+def _matmul_nt(D, W, R):
+    """Row-major ``R (m, k) = D @ W.T`` for ``D (m, n)``, ``W (k, n)``, all three C-contiguous."""
+    m, n, k = D.shape[0], D.shape[1], W.shape[0]
+    _gemm(TRANSPOSED, NO, k, m, n, W.reshape(-1), n, D.reshape(-1), n, 0.0, R.reshape(-1), k)
 
 
 def workspace(layout, dtype, rows, batch_rows, sparse, keep_outputs):
@@ -1086,7 +1095,7 @@ def _backward_rows(layout, params, grads, m, acts, derivatives, offsets, deltas,
 # ---------------------------------------------------------------- through BLAS, in blocks of rows
 @_jit
 def _forward_block(layout, params, X, start, acts, derivatives, offsets, z, lse, masks):
-    """Forward pass of the rows ``X`` (rows ``start`` on of the batch) through ``np.dot``: hidden
+    """Forward pass of the rows ``X`` (rows ``start`` on of the batch) through BLAS: hidden
     activations and their derivatives from the start of their blocks, outputs, logits and
     log-sum-exp at row ``start``; hidden units dropped by ``masks`` (its first place: ``X``'s first row)."""
     m, last = _n_rows(X), layout.shape[0] - 1
@@ -1102,7 +1111,7 @@ def _forward_block(layout, params, X, start, acts, derivatives, offsets, z, lse,
         if l == 0:
             _input_product(X, W, Z)
         else:
-            np.dot(_matrix(acts, offsets[l], m, n_in), W, Z)
+            _matmul(_matrix(acts, offsets[l], m, n_in), W, Z)
         for i in range(m):
             if l == last:
                 lse[start + i] = _output_row(Z[i], bias, _row(acts, out, n_out, i), activation, one)
