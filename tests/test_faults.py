@@ -47,14 +47,21 @@ def test_ctrl_c_mid_epoch_keeps_the_last_whole_epoch(backend, monkeypatch):
     net.fit(X, y, epochs=1, batch_size=8)  # and training goes on from there
 
 
-@pytest.mark.parametrize("backend", [name for name in BACKENDS
-                                     if fastgd.MLP([2, 2], backend=name).kernels.splits_batches])
+# Dense batches of 64 rows split every layer between the threads, batches of 300 their rows.
+MINI_BATCH_KERNELS = [(backend, kernel, batch_size)
+                      for backend in BACKENDS for kernel, batch_size in [("train_epoch_units", 64),
+                                                                         ("train_epoch_share", 300)]
+                      if hasattr(fastgd.MLP([2, 2], backend=backend).kernels.backend, kernel)]
+
+
+@pytest.mark.parametrize("backend, kernel, batch_size", MINI_BATCH_KERNELS)
 @pytest.mark.parametrize("share", [0, 1])
-def test_ctrl_c_in_a_two_thread_mini_batch_epoch_keeps_the_last_whole_epoch(backend, share, monkeypatch):
+def test_ctrl_c_in_a_two_thread_mini_batch_epoch_keeps_the_last_whole_epoch(backend, kernel, batch_size, share,
+                                                                             monkeypatch):
     """Thread 0 (the fit's, where a Ctrl-C lands) or thread 1 stops half-way through an epoch whose
     threads meet at every step: the other stops waiting, and the model is the last whole epoch's."""
-    monkeypatch.setattr(_threads, "MIN_FLOPS_PER_SHARE", 1)  # 64-row steps in two shares of 32
-    X, y = make_problem("softmax", n=256)
+    monkeypatch.setattr(_threads, "MIN_FLOPS_PER_SHARE", 1)  # steps on two threads
+    X, y = make_problem("softmax", n=4 * batch_size)
     net = fastgd.MLP([5, 16, 3], backend=backend, random_state=0)
     seen, calls = [], []
 
@@ -63,26 +70,27 @@ def test_ctrl_c_in_a_two_thread_mini_batch_epoch_keeps_the_last_whole_epoch(back
             seen.append((net.params.copy(), net.training.state.copy()))
 
     module = net.kernels.backend
-    train_epoch_share = module.train_epoch_share
+    original, state_at = getattr(module, kernel), {"train_epoch_share": 4, "train_epoch_units": 2}[kernel]
 
-    def interrupted(layout, params, grads, parts, state, *rest):
-        if rest[-4] == share:
+    def interrupted(*args):
+        if args[-4] == share:
             calls.append(threading.get_ident())
             if len(calls) == 3:  # the third epoch: weights and momentum scribbled on, then the interrupt
-                params[: len(params) // 2] += 1.0
-                state[0, :10] = 7.0
+                args[1][: len(args[1]) // 2] += 1.0
+                args[state_at][0, :10] = 7.0
                 raise KeyboardInterrupt
-        return train_epoch_share(layout, params, grads, parts, state, *rest)
+        return original(*args)
 
-    monkeypatch.setattr(module, "train_epoch_share", interrupted)
+    monkeypatch.setattr(module, kernel, interrupted)
     with threadpool_limits(2), pytest.raises(KeyboardInterrupt):
-        net.fit(X, y, epochs=10, batch_size=64, optimizer=fastgd.SGD(lr=0.1, momentum=0.9), callbacks=[Record()])
+        net.fit(X, y, epochs=10, batch_size=batch_size, optimizer=fastgd.SGD(lr=0.1, momentum=0.9),
+                callbacks=[Record()])
     assert set(calls) == {threading.get_ident()} if share == 0 else threading.get_ident() not in calls
-    assert len(net.history_.epoch) == 2 and net.training.step == 2 * 4  # 256 rows in batches of 64
+    assert len(net.history_.epoch) == 2 and net.training.step == 2 * 4  # four batches an epoch
     np.testing.assert_array_equal(net.params, seen[-1][0])
     np.testing.assert_array_equal(net.training.state, seen[-1][1])
     monkeypatch.undo()
-    net.fit(X, y, epochs=1, batch_size=64)  # and training goes on from there
+    net.fit(X, y, epochs=1, batch_size=batch_size)  # and training goes on from there
 
 
 @pytest.mark.parametrize("backend", [name for name in BACKENDS

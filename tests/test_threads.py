@@ -39,7 +39,7 @@ def epochs(backend, dtype, threads, optimizer, output="softmax", loss="cross_ent
            n=600, count=4, batch_size=None, sizes=(6, 9, 7, 3), hidden="tanh", dropout=0.0):
     """``(params, losses, state)`` after ``count`` epochs of batches of ``batch_size`` rows (None: one
     batch) on ``threads`` threads (the state flattened, with a 0 in front: plain SGD keeps none)."""
-    X, y = make_problem(output, n=n, n_in=sizes[0], seed=1)
+    X, y = make_problem(output, n=n, n_in=sizes[0], n_out=sizes[-1], seed=1)
     net = fastgd.MLP(list(sizes), hidden=hidden, output=output, loss=loss, backend=backend, dtype=dtype,
                      random_state=2, dropout=dropout)
     X, Y, _ = net.encode(X, y)
@@ -65,6 +65,11 @@ def epochs(backend, dtype, threads, optimizer, output="softmax", loss="cross_ent
 
 # Backends whose epochs of several batches split each batch's rows across threads.
 SPLITTING = [name for name in BACKENDS if fastgd.MLP([2, 2], backend=name).kernels.splits_batches]
+# Dense batches of 64 rows split every layer between the threads, sparse ones their rows.
+MINI_BATCH_KERNELS = [(backend, kernel, sparse)
+                      for backend in BACKENDS for kernel, sparse in [("train_epoch_units", False),
+                                                                     ("train_epoch_share", True)]
+                      if hasattr(fastgd.MLP([2, 2], backend=backend).kernels.backend, kernel)]
 # One batch of 600 rows in 2 or 3 shares (each more than one block of rows of the compiled backends);
 # batches of 64 (the last of 24), each in 2 or 3 shares; and
 # batches of 580 (the last of 20), two shares of 290 rows each more than one block.
@@ -89,9 +94,11 @@ def test_an_epoch_in_shares_matches_the_reference_in_one(backend, batch_size, op
 @pytest.mark.parametrize("backend, batch_size", [(backend, None) for backend in BACKENDS] +
                          [(backend, 64) for backend in SPLITTING])
 @pytest.mark.parametrize("optimizer", ["sgd", "momentum-clipped"])
-def test_shares_through_layers_of_one_unit_match_the_reference_in_one(backend, batch_size, optimizer):
-    # A layer of one input and one of one output: products with a side of one, in every share.
-    options = dict(batch_size=batch_size, count=2, sizes=(1, 9, 1, 3), output="identity", loss="mse")
+@pytest.mark.parametrize("sizes", [(1, 9, 1, 3), (4, 9, 1)])
+def test_shares_through_layers_of_one_unit_match_the_reference_in_one(backend, batch_size, optimizer, sizes):
+    # A layer of one input and one of one output: products with a side of one, in every share (batches of
+    # 64 rows split by their rows with a layer of one input, else by units, the output a layer of one unit).
+    options = dict(batch_size=batch_size, count=2, sizes=sizes, output="identity", loss="mse")
     expected = epochs("numpy", "float64", 1, optimizer, **options)
     got = epochs(backend, "float64", 2, optimizer, **options)
     for value, reference in zip(got, expected):
@@ -302,19 +309,19 @@ def test_a_mini_batch_share_that_fails_stops_where_one_thread_stops(backend, bad
     assert_close(two, one, KERNEL_RTOL["float64"])
 
 
-@pytest.mark.parametrize("backend", SPLITTING)
-def test_a_mini_batch_share_that_cannot_run_stops_the_others(backend, monkeypatch):
+@pytest.mark.parametrize("backend, kernel, sparse", MINI_BATCH_KERNELS)
+def test_a_mini_batch_share_that_cannot_run_stops_the_others(backend, kernel, sparse, monkeypatch):
     module = fastgd.kernels._loaded[backend]
-    share = module.train_epoch_share
+    share = getattr(module, kernel)
 
     def failing(*args):
         if args[-4] == 1:  # thread 1
             raise MemoryError("no room")
         return share(*args)
 
-    monkeypatch.setattr(module, "train_epoch_share", failing)
+    monkeypatch.setattr(module, kernel, failing)
     with pytest.raises(MemoryError, match="no room"):
-        epochs(backend, "float64", 2, "sgd", batch_size=64, count=1)
+        epochs(backend, "float64", 2, "sgd", batch_size=64, count=1, sparse=sparse)
 
 
 def spy_on(monkeypatch, backend, kernel):
@@ -347,7 +354,7 @@ def assert_fits_agree(backend, sizes, X, y, **options):
 
 @pytest.mark.parametrize("backend", SPLITTING)
 def test_a_mini_batch_fit_splits_steps_that_repay_threads(backend, monkeypatch):
-    seen = spy_on(monkeypatch, backend, "train_epoch_share")
+    seen = spy_on(monkeypatch, backend, "train_epoch_units")  # dense batches of 128 rows: every layer split
     X, y = make_problem("softmax", n=300, n_in=20, seed=0)  # 12.8 MFLOP a step of 128 rows
     for optimizer in (fastgd.Adam(lr=0.01), fastgd.BacktrackingLineSearch(alpha0=2.0)):
         assert_fits_agree(backend, [20, 1024, 3], X, y, epochs=3, batch_size=128, optimizer=optimizer, l2=1e-3)
@@ -438,6 +445,24 @@ def test_every_rule_in_one_row_steps_on_threads_matches_the_reference_on_one(bac
     for threads in (2, 3):
         for value, reference in zip(epochs(backend, "float64", threads, optimizer, **options), expected):
             assert_close(value, reference, TRAINING_RTOL["float64"])
+
+
+@pytest.mark.parametrize("backend", SPLITTING_UNITS)
+@pytest.mark.parametrize("optimizer", OPTIMIZER_CASES)
+@pytest.mark.parametrize("sizes", UNITS_NETWORKS)
+@pytest.mark.parametrize("rows", ["dense", "weighted"])
+@pytest.mark.parametrize("batch_size", [7, 64])
+def test_dense_batches_split_by_units_on_threads_match_the_reference_on_one(backend, optimizer, sizes, rows,
+                                                                            batch_size, monkeypatch):
+    # 129 rows: the last batch of 3 rows, or of one; every layer split, units dropped.
+    seen = spy_on(monkeypatch, backend, "train_epoch_units")
+    options = dict(weighted=rows == "weighted", batch_size=batch_size, n=129, count=2, sizes=UNITS_NETWORKS[sizes],
+                   dropout=0.3)
+    expected = epochs("numpy", "float64", 1, optimizer, **options)
+    for threads in (2, 3):
+        for value, reference in zip(epochs(backend, "float64", threads, optimizer, **options), expected):
+            assert_close(value, reference, TRAINING_RTOL["float64"])
+    assert len(seen) == 2 * (2 + 3)  # two epochs on two threads, two on three
 
 
 @pytest.mark.parametrize("backend", SPLITTING_UNITS)

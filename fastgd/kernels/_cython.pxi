@@ -2084,14 +2084,15 @@ cdef int64_t _units_clip(const int64_t[:, ::1] layout, floating[::1] grads, cons
 
 
 cdef double _units_search(const int64_t[:, ::1] layout, floating[::1] own, floating[::1] grads,
-                          floating[::1] trial, const int64_t* packing, const floating* x, const floating[::1] yb,
+                          floating[::1] trial, const int64_t* packing, floating* x, Py_ssize_t m,
+                          const floating[::1] yb,
                           const double* weight, double value, double squares, const Step* c, floating l2,
                           double alpha, floating[::1] acts, floating[::1] derivatives, const int64_t[::1] offsets,
                           floating[::1] z, double[::1] lse, floating[::1] deltas, floating* exchange,
                           Py_ssize_t width, Py_ssize_t t, Py_ssize_t threads, int64_t* sync, int64_t* meeting,
                           double* partials, const Masks* masks) noexcept nogil:
-    """Thread ``t``'s part of a step by Armijo backtracking from ``alpha`` (``_line_search``) on the row
-    ``x`` (targets ``yb``, ``weight``), whose data loss is ``value`` and ``squares`` the thread's part of
+    """Thread ``t``'s part of a step by Armijo backtracking from ``alpha`` (``_line_search``) on the ``m``
+    rows ``x`` (targets ``yb``, ``weight``), whose data loss is ``value`` and ``squares`` the thread's part of
     ``sum(W**2)``: every thread tries the same steps (its part of each point in ``trial``), the sums
     over threads taken in thread order. Returns the step taken; ``*meeting``: the meetings reached, 0
     if the epoch was abandoned."""
@@ -2109,11 +2110,15 @@ cdef double _units_search(const int64_t[:, ::1] layout, floating[::1] own, float
         rate = <floating>step
         for p in range(used):
             point[p] = params[p] - rate * g[p]
-        meeting[0] = _units_forward(layout, trial, packing, x, acts, derivatives, offsets, z, lse, deltas, exchange,
-                                    width, t, threads, sync, meeting[0], l2, rate, False, masks, &unused)
+        if m == 1:
+            meeting[0] = _units_forward(layout, trial, packing, x, acts, derivatives, offsets, z, lse, deltas,
+                                        exchange, width, t, threads, sync, meeting[0], l2, rate, False, masks, &unused)
+        else:
+            meeting[0] = _units_block_forward(layout, trial, packing, x, m, acts, derivatives, offsets, z, lse,
+                                              exchange, width, t, threads, sync, meeting[0], masks)
         if meeting[0] == 0:
             break
-        trial_value = _loss(layout, yb, weight, 1, acts, offsets, z, lse, deltas, c.loss)
+        trial_value = _loss(layout, yb, weight, m, acts, offsets, z, lse, deltas, c.loss)
         if l2 != 0:
             trial_value += 0.5 * l2 * _sum_over_threads(_part_squares(layout, trial, packing, t, False), partials,
                                                         t, threads, sync, meeting)
@@ -2184,7 +2189,7 @@ cdef int _units_epoch(const int64_t[:, ::1] layout, floating[::1] own, floating[
                 return NOT_FINITE
             meeting = _units_clip(layout, grads, packing, c, t, threads, sync, meeting, partials)
             if meeting != 0 and c.optimizer == LINE_SEARCH:
-                taken = _units_search(layout, own, grads, state[0], packing, x, yb, weight, value, squares, c, l2,
+                taken = _units_search(layout, own, grads, state[0], packing, x, 1, yb, weight, value, squares, c, l2,
                                       lrs[i], acts, derivatives, offsets, z, lse, deltas, &exchange[i & 1, 0, 0],
                                       width, t, threads, sync, &meeting, partials, &masks)
                 if t == 0:
@@ -2207,6 +2212,205 @@ cdef int _units_epoch(const int64_t[:, ::1] layout, floating[::1] own, floating[
     for k in range(state.shape[0]):
         finite = finite and _finite(state[k])
     steps[0] = n
+    total = _sum_over_threads(total if finite else NAN, partials, t, threads, sync, &meeting)
+    if meeting == 0:
+        return NOT_FINITE
+    loss[0] = total / n
+    return OK if isfinite(total) else NOT_FINITE
+
+
+cdef int64_t _units_block_forward(const int64_t[:, ::1] layout, floating[::1] own, const int64_t* packing,
+                                  floating* X, Py_ssize_t m, floating[::1] acts, floating[::1] derivatives,
+                                  const int64_t[::1] offsets, floating[::1] z, double[::1] lse, floating* exchange,
+                                  Py_ssize_t width, Py_ssize_t t, Py_ssize_t threads, int64_t* sync, int64_t meeting,
+                                  const Masks* masks) noexcept nogil:
+    """Thread ``t``'s forward pass of the ``m`` rows ``X`` (row-major, every input): of a layer split by
+    its units, those units' activations; of one split by its inputs, every unit's, the threads' partial
+    products added (``_units_forward`` on one row says how). Returns the meetings reached, 0 if the
+    epoch was abandoned."""
+    cdef Py_ssize_t l, i, n_in, n_out, lo, hi, last = layout.shape[0] - 1
+    cdef bint inputs
+    cdef double rate
+    cdef floating* A
+    cdef floating* Z
+    cdef floating* d
+    cdef floating* bias
+    for l in range(last + 1):
+        n_in, n_out, lo, hi = layout[l, 0], layout[l, 1], packing[4 * l], packing[4 * l + 1]
+        inputs = _by_inputs(layout, l)
+        A = X if l == 0 else _at(acts, offsets[l], m * n_in, b"activations")
+        Z = _at(z, 0, m * n_out, b"logits") if l == last else _at(acts, offsets[l + 1], m * n_out, b"activations")
+        if inputs:  # the product of its inputs lo to hi, then every thread's added
+            _gemm(c'N', c'N', n_out, m, hi - lo, _at(own, packing[4 * l + 2], (hi - lo) * n_out, b"own"), n_out,
+                  A + lo, n_in, 0, exchange + t * width + offsets[l + 1], n_out)
+            meeting += 1
+            if not _meet(sync, t, threads, meeting):
+                return 0
+            _sum_parts(exchange, width, threads, offsets[l + 1], Z, m * n_out)
+            lo, hi = 0, n_out
+        else:
+            _gemm(c'N', c'N', hi - lo, m, n_in, _at(own, packing[4 * l + 2], n_in * (hi - lo), b"own"), hi - lo, A,
+                  n_in, 0, Z + lo, n_out)
+        bias = _at(own, packing[4 * l + 3], hi - lo, b"own")
+        if l == last:
+            for i in range(m):
+                _at(lse, i, 1, b"lse")[0] = _output_row(Z + i * n_out, bias, _at(acts, offsets[l + 1] + i * n_out,
+                                                        n_out, b"activations"), n_out, layout[l, 2])
+            continue
+        d = _at(derivatives, offsets[l + 1], m * n_out, b"derivatives")
+        rate = _dropout(layout, l)
+        for i in range(m):
+            _activate_row(Z + i * n_out + lo, bias, d + i * n_out + lo, hi - lo, layout[l, 2],
+                          <floating>_parameter(layout, l))
+            if masks != NULL and rate > 0:
+                _drop_row(Z + i * n_out + lo, d + i * n_out + lo, hi - lo, rate, <floating>(1 / (1 - rate)),
+                          _row_key(masks, masks.first + i, l) + <uint64_t>lo)
+    return meeting
+
+
+cdef int64_t _units_block_backward(const int64_t[:, ::1] layout, floating[::1] own, floating[::1] grads,
+                                   const int64_t* packing, floating* X, Py_ssize_t m, floating[::1] acts,
+                                   floating[::1] derivatives, const int64_t[::1] offsets, floating[::1] deltas,
+                                   floating* exchange, Py_ssize_t width, Py_ssize_t t, Py_ssize_t threads,
+                                   int64_t* sync, int64_t meeting) noexcept nogil:
+    """Thread ``t``'s part of the gradient (into ``grads``, packed as ``own``) of the ``m`` rows that
+    ``_units_block_forward`` went through (output deltas set): of a layer split by its inputs, its rows
+    of ``W`` and every bias, and its units of the delta below; of one split by its units, its columns of
+    ``W`` and their biases, and its part of the delta below, the threads' parts added. Returns the
+    meetings reached, 0 if the epoch was abandoned."""
+    cdef Py_ssize_t l, i, j, n_in, n_out, lo, hi, units
+    cdef bint inputs
+    cdef floating* A
+    cdef floating* D
+    cdef floating* W
+    cdef floating* below
+    cdef floating* bias
+    for l in range(layout.shape[0] - 1, -1, -1):
+        n_in, n_out, lo, hi = layout[l, 0], layout[l, 1], packing[4 * l], packing[4 * l + 1]
+        inputs = _by_inputs(layout, l)
+        A = X if l == 0 else _at(acts, offsets[l], m * n_in, b"activations")
+        D = _at(deltas, offsets[l + 1], m * n_out, b"deltas")
+        units = n_out if inputs else hi - lo
+        W = _at(own, packing[4 * l + 2], (hi - lo) * n_out if inputs else n_in * units, b"own")
+        if inputs:  # rows lo to hi of W, every unit
+            _gemm(c'N', c'T', n_out, hi - lo, m, D, n_out, A + lo, n_in, 0,
+                  _at(grads, packing[4 * l + 2], (hi - lo) * n_out, b"grads"), n_out)
+            if l > 0:  # the units lo to hi of the delta below (split by units)
+                below = _at(deltas, offsets[l], m * n_in, b"deltas")
+                _gemm(c'T', c'N', hi - lo, m, n_out, W, n_out, D, n_out, 0, below + lo, n_in)
+                for i in range(m):
+                    _times(below + i * n_in + lo, _at(derivatives, offsets[l] + i * n_in + lo, hi - lo,
+                                                      b"derivatives"), hi - lo)
+        else:  # columns lo to hi of W, every row
+            _gemm(c'N', c'T', units, n_in, m, D + lo, n_out, A, n_in, 0,
+                  _at(grads, packing[4 * l + 2], n_in * units, b"grads"), units)
+            if l > 0:  # the delta below (split by inputs): every thread's part added
+                _gemm(c'T', c'N', n_in, m, units, W, units, D + lo, n_out, 0, exchange + t * width + offsets[l], n_in)
+                meeting += 1
+                if not _meet(sync, t, threads, meeting):
+                    return 0
+                below = _at(deltas, offsets[l], m * n_in, b"deltas")
+                _sum_parts(exchange, width, threads, offsets[l], below, m * n_in)
+                _times(below, _at(derivatives, offsets[l], m * n_in, b"derivatives"), m * n_in)
+            D = D + lo
+        bias = _at(grads, packing[4 * l + 3], units, b"grads")
+        for j in range(units):
+            bias[j] = 0
+        for i in range(m):
+            for j in range(units):
+                bias[j] += D[i * n_out + j]
+    return meeting
+
+
+cdef double _units_l2(const int64_t[:, ::1] layout, floating[::1] own, floating[::1] grads, const int64_t* packing,
+                      floating l2) noexcept nogil:
+    """``grads += l2 W`` over the weights of a thread's part (packed as ``own``): returns their
+    ``sum(W**2)`` (float64)."""
+    cdef Py_ssize_t l, p
+    cdef const floating* W = _at(own, 0, _packed_size(layout, packing), b"own")
+    cdef floating* dW = _at(grads, 0, _packed_size(layout, packing), b"grads")
+    cdef floating v
+    cdef double squares = 0
+    for l in range(layout.shape[0]):
+        for p in range(packing[4 * l + 2], packing[4 * l + 3]):
+            v = W[p]
+            squares += <double>v * v
+            dW[p] += l2 * v
+    return squares
+
+
+cdef int _units_batch_epoch(const int64_t[:, ::1] layout, floating[::1] own, floating[::1] grads,
+                           floating[:, ::1] state, const int64_t* packing, const floating* X, const floating[::1] Y,
+                           const double* w, const int64_t[::1] order, Py_ssize_t batch_size, const Step* c,
+                           double[::1] lrs, floating[::1] acts, floating[::1] derivatives, const int64_t[::1] offsets,
+                           floating[::1] z, double[::1] lse, floating[::1] deltas, floating[::1] xb,
+                           floating[::1] yb, double[::1] wb, floating[:, :, ::1] exchange, Py_ssize_t t,
+                           int64_t* sync, double* partials, Py_ssize_t step, double* loss,
+                           Py_ssize_t* steps) noexcept nogil:
+    """Thread ``t``'s part of an epoch of batches of ``batch_size`` rows (dense; at most ``BLOCK_ROWS``)
+    from optimizer step ``step``, each layer split between the threads as steps of one row split it
+    (``_units_epoch``), its part of the weights, their gradient and the optimizer's state packed into
+    ``own``, ``grads`` and ``state``; every thread gathers each batch whole and computes its loss and
+    output deltas. Thread 0's ``loss`` and ``steps`` as ``train_epoch`` returns them. Returns the status."""
+    cdef Masks masks
+    cdef Py_ssize_t i, k, r, start, m, source, n = order.shape[0], n_in = layout[0, 0]
+    cdef Py_ssize_t n_out = layout[layout.shape[0] - 1, 1], threads = exchange.shape[1], width = exchange.shape[2]
+    cdef Py_ssize_t n_batches = (n + batch_size - 1) // batch_size, used = _packed_size(layout, packing)
+    cdef floating* x = _at(xb, 0, batch_size * n_in, b"gathered X")
+    cdef floating* target = _at(yb, 0, batch_size * n_out, b"gathered Y")
+    cdef double* weight = NULL
+    cdef double total = 0, value, squares = 0, taken
+    cdef int64_t meeting = 0
+    cdef floating l2
+    cdef bint finite
+    steps[0], loss[0] = 0, NAN
+    for i in range(n_batches):
+        start = i * batch_size
+        m = min(batch_size, n - start)
+        steps[0] = i
+        if w != NULL:
+            weight = <double*>_weights(wb, m)
+        for r in range(m):  # every thread reads the whole batch: each finds a bad row alike
+            source = order[start + r]
+            if source < 0 or source >= n:
+                return BAD_ROW
+            _one_row(X, NULL, Y, w, source, n_in, n_out, x + r * n_in, target + r * n_out,
+                     weight + r if w != NULL else NULL)
+        masks = _masks(c, step + i, 0)
+        meeting = _units_block_forward(layout, own, packing, x, m, acts, derivatives, offsets, z, lse,
+                                       &exchange[i & 1, 0, 0], width, t, threads, sync, meeting, &masks)
+        if meeting == 0:
+            return NOT_FINITE
+        value = _loss(layout, yb, weight, m, acts, offsets, z, lse, deltas, c.loss)
+        if not isfinite(value):
+            return NOT_FINITE
+        meeting = _units_block_backward(layout, own, grads, packing, x, m, acts, derivatives, offsets, deltas,
+                                        &exchange[i & 1, 0, 0], width, t, threads, sync, meeting)
+        l2 = <floating>_batch_l2(c, _rows(weight, m))
+        if l2 != 0:
+            squares = _units_l2(layout, own, grads, packing, l2)
+            if not isfinite(squares):
+                return NOT_FINITE
+        if meeting != 0:
+            meeting = _units_clip(layout, grads, packing, c, t, threads, sync, meeting, partials)
+        if meeting != 0 and c.optimizer == LINE_SEARCH:
+            taken = _units_search(layout, own, grads, state[0], packing, x, m, yb, weight, value, squares, c, l2,
+                                  lrs[i], acts, derivatives, offsets, z, lse, deltas, &exchange[i & 1, 0, 0], width, t,
+                                  threads, sync, &meeting, partials, &masks)
+            if t == 0:
+                lrs[i] = taken
+        elif meeting != 0:
+            _update(own[:used], grads[:used], state, c, lrs[i], step + i)
+        if meeting == 0:
+            return NOT_FINITE
+        if t == 0:
+            total += value * m
+        if l2 != 0:
+            total += 0.5 * l2 * squares * m
+    finite = _finite(own)
+    for k in range(state.shape[0]):
+        finite = finite and _finite(state[k])
+    steps[0] = n_batches
     total = _sum_over_threads(total if finite else NAN, partials, t, threads, sync, &meeting)
     if meeting == 0:
         return NOT_FINITE
@@ -2431,15 +2635,15 @@ def train_epoch_share(const int64_t[:, ::1] layout, floating[::1] params, floati
 
 
 def train_epoch_units(const int64_t[:, ::1] layout, floating[::1] params, floating[:, ::1] state, X, Y,
-                      const double[::1] weights, const int64_t[::1] order, const Step[::1] config, double[::1] lrs,
-                      Py_ssize_t step, ws, floating[:, ::1] own, Py_ssize_t share, int64_t[::1] sync,
-                      floating[:, :, ::1] exchange, double[::1] partials):
+                      const double[::1] weights, const int64_t[::1] order, Py_ssize_t batch_size,
+                      const Step[::1] config, double[::1] lrs, Py_ssize_t step, ws, floating[:, ::1] own,
+                      Py_ssize_t share, int64_t[::1] sync, floating[:, :, ::1] exchange, double[::1] partials):
     cdef bint dense = isinstance(X, np.ndarray)
     cdef const floating[::1] x = X.reshape(-1) if dense else params[:0], y = Y.reshape(-1)
     cdef Sparse rows
     cdef const Sparse* sparse = NULL if dense else &rows
     cdef floating[::1] acts = ws.acts, derivatives = ws.derivatives, z = ws.z, deltas = ws.deltas
-    cdef floating[::1] yb = ws.y.reshape(-1), row = ws.row
+    cdef floating[::1] xb = ws.x.reshape(-1), yb = ws.y.reshape(-1), row = ws.row
     cdef double[::1] lse = ws.lse, wb = ws.w
     cdef const int64_t[::1] offsets = ws.offsets
     cdef Step c = config[0]
@@ -2456,10 +2660,16 @@ def train_epoch_units(const int64_t[:, ::1] layout, floating[::1] params, floati
         _pack(layout, params, own[0], &packing[0, 0], False, True)
         for k in range(state.shape[0]):
             _pack(layout, state[k], own[2 + k], &packing[0, 0], False, True)
-        status = _units_epoch(layout, own[0], own[1], own[2:], &packing[0, 0],
-                              _at(x, 0, order.shape[0] * layout[0, 0], b"X") if dense else NULL, sparse, y, w, order,
-                              &c, lrs, acts, derivatives, offsets, z, lse, deltas, yb, wb, row, exchange, share,
-                              &sync[0], &partials[0], step, &loss, &steps)
+        if batch_size == 1:
+            status = _units_epoch(layout, own[0], own[1], own[2:], &packing[0, 0],
+                                  _at(x, 0, order.shape[0] * layout[0, 0], b"X") if dense else NULL, sparse, y, w,
+                                  order, &c, lrs, acts, derivatives, offsets, z, lse, deltas, yb, wb, row, exchange,
+                                  share, &sync[0], &partials[0], step, &loss, &steps)
+        else:
+            status = _units_batch_epoch(layout, own[0], own[1], own[2:], &packing[0, 0],
+                                        _at(x, 0, order.shape[0] * layout[0, 0], b"X"), y, w, order, batch_size, &c,
+                                        lrs, acts, derivatives, offsets, z, lse, deltas, xb, yb, wb, exchange, share,
+                                        &sync[0], &partials[0], step, &loss, &steps)
         if status != OK:
             _abandon(&sync[0], exchange.shape[1])
         _pack(layout, params, own[0], &packing[0, 0], True, share == 0)

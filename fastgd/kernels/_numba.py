@@ -1751,6 +1751,124 @@ def _units_backward(layout, own, grads, packing, acts, derivatives, offsets, del
     return squares, meeting
 
 
+@_jit
+def _units_block_forward(layout, own, packing, X, acts, derivatives, offsets, z, lse, exchange, parity, t, sync,
+                         meeting, masks):
+    """Thread ``t``'s forward pass of the rows ``X`` (gathered, every input): of a layer split by its
+    units, those units' activations; of one split by its inputs, every unit's, the threads' partial
+    products added (``_units_forward`` on one row says how). Returns the meetings reached, 0 if the
+    epoch was abandoned."""
+    m, last, threads = X.shape[0], layout.shape[0] - 1, exchange.shape[1]
+    dtype = own.dtype.type
+    for l in range(last + 1):
+        n_in, n_out, activation = layout[l, 0], layout[l, 1], layout[l, 2]
+        lo, hi, w, b = packing[l, 0], packing[l, 1], packing[l, 2], packing[l, 3]
+        A = X.reshape(-1) if l == 0 else acts[offsets[l] :]
+        Z = z if l == last else acts[offsets[l + 1] :]
+        if _by_inputs(layout, l):  # the product of its inputs lo to hi, then every thread's added
+            _gemm(NO, NO, n_out, m, hi - lo, own[w:], n_out, A[lo:], n_in, 0.0, exchange[parity, t, offsets[l + 1] :],
+                  n_out)
+            meeting += 1
+            if not _meet(sync, t, threads, meeting):
+                return 0
+            _sum_parts(exchange, parity, offsets[l + 1], Z[: m * n_out])
+            lo, hi = 0, n_out
+        else:
+            _gemm(NO, NO, hi - lo, m, n_in, own[w:], hi - lo, A, n_in, 0.0, Z[lo:], n_out)
+        bias = own[b : b + hi - lo]
+        if l == last:
+            for i in range(m):
+                lse[i] = _output_row(_row(z, 0, n_out, i), bias, _row(acts, offsets[l + 1], n_out, i), activation,
+                                     dtype(1))
+            continue
+        parameter, p = _parameter(layout, l, dtype), _rate(layout, l)
+        for i in range(m):
+            a = _row(acts, offsets[l + 1] + i * n_out + lo, hi - lo, 0)
+            d = _row(derivatives, offsets[l + 1] + i * n_out + lo, hi - lo, 0)
+            _activate_row(a, bias, d, activation, parameter)
+            if masks[0] and p > 0:
+                _drop_row(a, d, p, dtype(1 / (1 - p)), _key(masks, i, l) + np.uint64(lo))
+    return meeting
+
+
+@_jit
+def _units_block_backward(layout, own, grads, packing, X, acts, derivatives, offsets, deltas, exchange, parity, t,
+                          sync, meeting):
+    """Thread ``t``'s part of the gradient (into ``grads``, packed as ``own``) of the rows ``X`` that
+    ``_units_block_forward`` went through (output deltas set): of a layer split by its inputs, its rows of
+    ``W`` and every bias, and its units of the delta below; of one split by its units, its columns of
+    ``W`` and their biases, and its part of the delta below, the threads' parts added. Returns the
+    meetings reached, 0 if the epoch was abandoned."""
+    m, threads = X.shape[0], exchange.shape[1]
+    for l in range(layout.shape[0] - 1, -1, -1):
+        n_in, n_out = layout[l, 0], layout[l, 1]
+        lo, hi, w, b = packing[l, 0], packing[l, 1], packing[l, 2], packing[l, 3]
+        A, D = X.reshape(-1) if l == 0 else acts[offsets[l] :], deltas[offsets[l + 1] :]
+        if _by_inputs(layout, l):  # rows lo to hi of W, every unit
+            units, first = n_out, 0
+            _gemm(NO, TRANSPOSED, n_out, hi - lo, m, D, n_out, A[lo:], n_in, 0.0, grads[w:], n_out)
+            if l > 0:  # the units lo to hi of the delta below (split by units)
+                _gemm(TRANSPOSED, NO, hi - lo, m, n_out, own[w:], n_out, D, n_out, 0.0, deltas[offsets[l] + lo :], n_in)
+                for i in range(m):
+                    below = _row(deltas, offsets[l] + i * n_in + lo, hi - lo, 0)
+                    derivative = _row(derivatives, offsets[l] + i * n_in + lo, hi - lo, 0)
+                    for k in range(hi - lo):
+                        below[k] *= derivative[k]
+        else:  # columns lo to hi of W, every row
+            units, first = hi - lo, lo
+            _gemm(NO, TRANSPOSED, units, n_in, m, D[lo:], n_out, A, n_in, 0.0, grads[w:], units)
+            if l > 0:  # the delta below (split by inputs): every thread's part added
+                _gemm(TRANSPOSED, NO, n_in, m, units, own[w:], units, D[lo:], n_out, 0.0,
+                      exchange[parity, t, offsets[l] :], n_in)
+                meeting += 1
+                if not _meet(sync, t, threads, meeting):
+                    return 0
+                below, derivative = deltas[offsets[l] : offsets[l] + m * n_in], derivatives[offsets[l] :]
+                _sum_parts(exchange, parity, offsets[l], below)
+                for k in range(below.shape[0]):
+                    below[k] *= derivative[k]
+        db = grads[b : b + units]
+        db[:] = 0
+        for i in range(m):
+            d = _row(deltas, offsets[l + 1] + i * n_out + first, units, 0)
+            for j in range(units):
+                db[j] += d[j]
+    return meeting
+
+
+@_inline
+def _units_l2(layout, own, grads, packing, l2):
+    """``grads += l2 W`` over the weights of a thread's part (packed as ``own``): returns their
+    ``sum(W**2)`` (float64)."""
+    squares = 0.0
+    for l in range(layout.shape[0]):
+        W, dW = own[packing[l, 2] : packing[l, 3]], grads[packing[l, 2] : packing[l, 3]]
+        for p in range(W.shape[0]):
+            v = W[p]
+            squares += np.float64(v) * v
+            dW[p] += l2 * v
+    return squares
+
+
+def _units_trial(layout, own, packing, x, acts, derivatives, offsets, z, lse, deltas, exchange, parity, t, sync,
+                 meeting, masks):
+    """Thread ``t``'s forward pass of ``x`` at the point ``own`` (a line search's trial): one row
+    (``_units_forward``) or a batch (``_units_block_forward``). Returns the meetings reached."""
+
+
+@_overload(_units_trial)
+def _units_trial_for(layout, own, packing, x, acts, derivatives, offsets, z, lse, deltas, exchange, parity, t, sync,
+                     meeting, masks):
+    if x.ndim == 1:
+        return (lambda layout, own, packing, x, acts, derivatives, offsets, z, lse, deltas, exchange, parity, t, sync,
+                meeting, masks: _units_forward(layout, own, packing, x, acts, derivatives, offsets, z, lse, deltas,
+                                               exchange, parity, t, sync, meeting, own.dtype.type(0),
+                                               own.dtype.type(0), np.bool_(False), masks)[1])
+    return (lambda layout, own, packing, x, acts, derivatives, offsets, z, lse, deltas, exchange, parity, t, sync,
+            meeting, masks: _units_block_forward(layout, own, packing, x, acts, derivatives, offsets, z, lse, exchange,
+                                                 parity, t, sync, meeting, masks))
+
+
 @_inline
 def _part_squares(layout, values, packing, t, biases):
     """``sum(values**2)`` (float64) over thread ``t``'s part (``values`` packed as ``own``): its weights,
@@ -1801,7 +1919,7 @@ def _units_clip(layout, grads, packing, config, t, threads, sync, meeting, parti
 def _units_search(layout, own, grads, trial, packing, x, yb, weights, value, squares, config, l2, alpha, acts,
                   derivatives, offsets, z, lse, deltas, exchange, parity, t, sync, meeting, partials, masks):
     """Thread ``t``'s part of a step by Armijo backtracking from ``alpha`` (``_line_search``) on the row
-    ``x`` (targets ``yb``, ``weights``), whose data loss is ``value`` and ``squares`` the thread's part
+    or rows ``x`` (targets ``yb``, ``weights``), whose data loss is ``value`` and ``squares`` the thread's part
     of ``sum(W**2)``: every thread tries the same steps (its part of each point in ``trial``), the
     sums over threads taken in thread order. Returns ``(the step taken, the meetings reached; 0 if
     the epoch was abandoned)``."""
@@ -1819,11 +1937,11 @@ def _units_search(layout, own, grads, trial, packing, x, yb, weights, value, squ
         rate = own.dtype.type(step)
         for p in range(used):
             trial[p] = own[p] - rate * grads[p]
-        _, meeting = _units_forward(layout, trial, packing, x, acts, derivatives, offsets, z, lse, deltas, exchange,
-                                    parity, t, sync, meeting, l2, rate, np.bool_(False), masks)
+        meeting = _units_trial(layout, trial, packing, x, acts, derivatives, offsets, z, lse, deltas, exchange, parity,
+                               t, sync, meeting, masks)
         if meeting == 0:
             return step, 0
-        trial_value = _loss(layout, yb, weights, np.intp(1), acts, offsets, z, lse, deltas, c.loss)
+        trial_value = _loss(layout, yb, weights, yb.shape[0], acts, offsets, z, lse, deltas, c.loss)
         if l2 != 0:
             trial_squares, meeting = _sum_over_threads(_part_squares(layout, trial, packing, t, False), partials, t,
                                                        threads, sync, meeting)
@@ -1910,17 +2028,89 @@ def _units_epoch(layout, own, grads, state, packing, X, Y, weights, order, confi
 
 
 @_jit
-def _units_share(layout, params, state, own, X, Y, weights, order, config, lrs, step, acts, derivatives, offsets, z,
-                 lse, deltas, xb, yb, wb, row, t, sync, exchange, partials):
-    """``_units_epoch`` on thread ``t``'s part of the weights and of the optimizer's ``state``, packed
+def _units_batch_epoch(layout, own, grads, state, packing, X, Y, weights, order, batch_size, config, lrs, step, acts,
+                       derivatives, offsets, z, lse, deltas, xb, yb, wb, t, sync, exchange, partials):
+    """Thread ``t``'s part of an epoch of batches of ``batch_size`` rows (dense; at most ``BLOCK_ROWS``),
+    each layer split between the threads as steps of one row split it (``_units_epoch``), its part of
+    the weights, their gradient and the optimizer's state packed into ``own``, ``grads`` and ``state``;
+    every thread gathers each batch whole and computes its loss and output deltas. Thread 0 returns what
+    ``_train_epoch`` returns."""
+    own, grads, state, X, Y, weights = (_unowned(own), _unowned(grads), _unowned(state), _unowned(X), _unowned(Y),
+                                        _unowned(weights))
+    acts, derivatives, z, lse, deltas = (_unowned(acts), _unowned(derivatives), _unowned(z), _unowned(lse),
+                                         _unowned(deltas))
+    xb, yb, wb = _unowned(xb), _unowned(yb), _unowned(wb)
+    n, threads = _n_rows(X), exchange.shape[1]
+    c = config[0]
+    dtype = own.dtype.type
+    weighted = weights.shape[0] > 0
+    used = _packed_size(layout, packing)
+    n_batches = (n + batch_size - 1) // batch_size
+    total, meeting = 0.0, np.intp(0)
+    for i in range(n_batches):
+        start = i * batch_size
+        m = min(batch_size, n - start)
+        for r in range(m):  # every thread reads the whole batch: each finds a bad row alike
+            if not _one_row(X, Y, weights, order, start + r, xb[r], xb[r:], yb[r:], wb[r:]):
+                return np.nan, i, BAD_ROW
+        x, y = xb[:m], _typed_read_only(yb[:m])
+        batch_weights = _typed_read_only(wb[:m]) if weighted else weights
+        masks = _masks(config, step + i, 0)
+        meeting = _units_block_forward(layout, own, packing, x, acts, derivatives, offsets, z, lse, exchange, i & 1, t,
+                                       sync, meeting, masks)
+        if meeting == 0:
+            return np.nan, i, NOT_FINITE
+        value = _loss(layout, y, batch_weights, m, acts, offsets, z, lse, deltas, c.loss)
+        if not np.isfinite(value):
+            return np.nan, i, NOT_FINITE
+        meeting = _units_block_backward(layout, own, grads, packing, x, acts, derivatives, offsets, deltas, exchange,
+                                        i & 1, t, sync, meeting)
+        if meeting == 0:
+            return np.nan, i, NOT_FINITE
+        l2, squares = dtype(_batch_l2(config, _rows(batch_weights, m))), 0.0
+        if l2 != 0:
+            squares = _units_l2(layout, own, grads, packing, l2)
+            if not np.isfinite(squares):
+                return np.nan, i, NOT_FINITE
+        meeting = _units_clip(layout, grads, packing, config, t, threads, sync, meeting, partials)
+        if meeting != 0 and c.optimizer == LINE_SEARCH:
+            taken, meeting = _units_search(layout, own, grads, state[0], packing, x, y, batch_weights, value, squares,
+                                           config, l2, lrs[i], acts, derivatives, offsets, z, lse, deltas, exchange,
+                                           i & 1, t, sync, meeting, partials, masks)
+            if t == 0:
+                lrs[i] = taken
+        elif meeting != 0:
+            _update(own[:used], grads[:used], state, config, lrs[i], step + i)
+        if meeting == 0:
+            return np.nan, i, NOT_FINITE
+        if t == 0:
+            total += value * m
+        if l2 != 0:
+            total += 0.5 * l2 * squares * m
+    total, meeting = _sum_over_threads(total if _finite(own) and _finite(state.ravel()) else np.nan, partials, t,
+                                       threads, sync, meeting)
+    if meeting == 0:
+        return np.nan, n_batches, NOT_FINITE
+    return total / n, n_batches, OK if np.isfinite(total) else NOT_FINITE
+
+
+@_jit
+def _units_share(layout, params, state, own, X, Y, weights, order, batch_size, config, lrs, step, acts, derivatives,
+                 offsets, z, lse, deltas, xb, yb, wb, row, t, sync, exchange, partials):
+    """``_units_epoch`` (``_units_batch_epoch`` for batches of several rows) on thread ``t``'s part of the weights and of the optimizer's ``state``, packed
     into the rows of ``own`` (weights, gradient, state) and written back at the end; a thread that
     stops early tells the others to stop waiting."""
     packing = _packing(layout, t, exchange.shape[1])
     _pack(layout, params, own[0], packing, np.bool_(False), np.bool_(True))
     for k in range(state.shape[0]):
         _pack(layout, state[k], own[2 + k], packing, np.bool_(False), np.bool_(True))
-    result = _units_epoch(layout, own[0], own[1], own[2:], packing, X, Y, weights, order, config, lrs, step, acts,
-                          derivatives, offsets, z, lse, deltas, xb, yb, wb, row, t, sync, exchange, partials)
+    if batch_size == 1:
+        result = _units_epoch(layout, own[0], own[1], own[2:], packing, X, Y, weights, order, config, lrs, step, acts,
+                              derivatives, offsets, z, lse, deltas, xb, yb, wb, row, t, sync, exchange, partials)
+    else:
+        result = _units_batch_epoch(layout, own[0], own[1], own[2:], packing, X, Y, weights, order, batch_size, config,
+                                    lrs, step, acts, derivatives, offsets, z, lse, deltas, xb, yb, wb, t, sync,
+                                    exchange, partials)
     if result[2] != OK:
         _exchange(sync, SYNC_LINE * exchange.shape[1], 1)
     _pack(layout, params, own[0], packing, np.bool_(True), t == 0)
@@ -2517,10 +2707,10 @@ def batch_step(layout, params, grads, parts, state, X, Y, weights, losses, confi
 
 
 @_announced(1)
-def train_epoch_units(layout, params, state, X, Y, weights, order, config, lrs, step, ws, own, share, sync,
+def train_epoch_units(layout, params, state, X, Y, weights, order, batch_size, config, lrs, step, ws, own, share, sync,
                       exchange, partials):
     X, Y, weights = _data(X, Y, weights)
-    result = _units_share(layout, params, state, own, X, Y, weights, order, config, lrs, step, ws.acts,
+    result = _units_share(layout, params, state, own, X, Y, weights, order, batch_size, config, lrs, step, ws.acts,
                           ws.derivatives, ws.offsets, ws.z, ws.lse, ws.deltas, ws.x, ws.y, ws.w, ws.row, share, sync,
                           exchange, partials)
     return result if share == 0 else None

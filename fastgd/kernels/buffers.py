@@ -20,6 +20,7 @@ STEP = np.dtype([("loss", np.int64), ("optimizer", np.int64), ("dropout_seed", n
 STATUS = {OK: "ok", NOT_FINITE: "loss, weights or optimizer state not finite", BAD_ROW: "row index out of range"}
 MAX_STEP = 2**62
 MAX_THREADS = 1024
+UNITS_ROWS = 256  # rows: a dense batch of at most this many (one block of the kernels) splits by units on threads
 SYNC_LINE = 8  # int64 words between two threads' meeting counts (a cache line): the kernels' FASTGD_LINE
 MT19937_WORDS = 625  # an MT19937's state as the kernels take it: 624 words of key, then the position
 _ACTIVATION_NAMES = {code: name for name, code in ACTIVATIONS.items()}

@@ -7,7 +7,7 @@ import numpy as np
 
 from .._codes import ACTIVATIONS, LOSS_OUTPUTS, LOSSES, OPTIMIZERS
 from .._layout import ACTIVATION, B_OFFSET, N_IN, N_OUT
-from .buffers import (MAX_STEP, MAX_THREADS, STEP, CSR, _check_array, _check_int, _check_real,
+from .buffers import (MAX_STEP, MAX_THREADS, STEP, UNITS_ROWS, CSR, _check_array, _check_int, _check_real,
                       _describe, check_layout)
 from .runner import EpochRunner, _run
 from .protocol import Backend
@@ -218,10 +218,11 @@ class Kernels:
         thread each; the same ``threads`` give the same results. So does each batch of an epoch of
         several where the backend ``splits_batches``, and the batch of a line search's epoch of one: the
         threads meet inside the compiled epoch at every step, each taking the step on its range of the
-        parameters, and each trial point's loss on its rows (``train_epoch_share``); and each step of one
-        row through several layers where the backend ``splits_units``: each thread takes a part of every
-        layer, its rows or its units (``train_epoch_units``), the same step to rounding. Elsewhere epochs
-        of several batches take 1."""
+        parameters, and each trial point's loss on its rows (``train_epoch_share``); but each step of one
+        row, or of a dense batch of at most ``UNITS_ROWS`` rows, through several layers (each, for a batch,
+        with at least ``threads`` inputs) where the backend ``splits_units``: each thread takes a part of
+        every layer, its rows or its units of ``W`` (``train_epoch_units``), the same step to rounding.
+        Elsewhere epochs of several batches take 1."""
         self._params(params, writable=True)
         self._params(grads, "grads", writable=True)
         n = self._rows(X, Y)
@@ -237,13 +238,18 @@ class Kernels:
                              f"{'dense' if ws.sparse else 'sparse'} (workspace(..., sparse={not ws.sparse}) makes one)")
         if rng is not None and type(rng) is not np.random.RandomState:
             raise TypeError(f"rng: expected a numpy.random.RandomState or None, got {type(rng).__name__}")
-        units = batch_size == 1 and batches > 1  # one row a step: a part of every layer each
+        threads = _check_int(threads, "threads", 1, MAX_THREADS + 1)
+        narrowest = int(self.layout[:, N_IN].min())
+        stochastic = batch_size == 1 and batches > 1
+        # One row a step, or a small dense batch: a part of every layer each thread (its rows or units of W, every
+        # part of a layer at least a row of W).
+        units = (batches > 1 and self.splits_units and len(self.layout) > 1
+                 and (stochastic or batch_size <= UNITS_ROWS and type(X) is not CSR and threads <= narrowest))
         # A line search's trial points need every thread too: its single batch's threads meet as mini-batches' do.
         meets = batches > 1 or optimizer == "line_search" and self.splits_batches
-        threads = min(_check_int(threads, "threads", 1, MAX_THREADS + 1),
-                      int(self.layout[:, N_IN].min()) if units else min(batch_size, n),  # every part of a layer a row
+        threads = min(threads, narrowest if units or stochastic else min(batch_size, n),
                       self.n_params if meets else n)  # a range of the parameters each, or of the rows
-        if threads > 1 and units and not (self.splits_units and len(self.layout) > 1):
+        if threads > 1 and stochastic and not units:
             raise ValueError(f"threads: the {self.name} backend takes steps of one row on one thread"
                              + (" but through several layers" if self.splits_units else ""))
         if threads > 1 and batches > 1 and not units and not self.splits_batches:
@@ -262,7 +268,8 @@ class Kernels:
                       parts, np.empty(threads))
         elif units:  # every thread: a workspace, its packed weights, gradient and state; parts of sums, step
             # sums and losses
-            workspaces = [self.workspace(1, 1, sparse=ws.sparse, keep_outputs=False) for _ in range(threads)]
+            workspaces = [self.workspace(batch_size, batch_size, sparse=ws.sparse, keep_outputs=False)
+                          for _ in range(threads)]
             shares = (workspaces, np.zeros((threads, 2 + slots, self.n_params), self.dtype),
                       np.zeros((2, threads, len(workspaces[0].acts)), self.dtype), np.empty(2 * threads))
         else:  # shares 1 on of every batch: workspaces (a single batch's rows are read where they are), and the

@@ -89,13 +89,13 @@ class EpochRunner:
                                          for t, share_ws in enumerate([ws, *workspaces])])
 
     def _units(self, lrs, step):
-        """An epoch of one row a step, every layer split between threads that meet inside each step
+        """An epoch of one row a step, or of small batches, every layer split between threads that meet inside each step
         (:meth:`~fastgd.kernels.protocol.Backend.train_epoch_units`)."""
-        (layout, params, _, state, X, Y, weights, order, _, config), _ = self._arguments
+        (layout, params, _, state, X, Y, weights, order, batch_size, config), _ = self._arguments
         workspaces, own, exchange, partials = self._shares
         sync = _meeting_place(len(workspaces))
         share = functools.partial(self._kernels.backend.train_epoch_units, layout, params, state, X, Y, weights,
-                                  order, config, lrs, step)
+                                  order, batch_size, config, lrs, step)
         return _on_threads(share, sync, [(share_ws, own[t], t, sync, exchange, partials)
                                          for t, share_ws in enumerate(workspaces)])
 
