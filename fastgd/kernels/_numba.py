@@ -296,8 +296,13 @@ def _gemm_for(transa, transb, m, n, k, a, lda, b, ldb, beta, c, ldc):
         if k == 1:
             step_a, step_b = lda if transa == TRANSPOSED else 1, ldb if transb == NO else 1
             for j in range(n):
-                for i in range(m):
-                    c[i + j * ldc] = a[i * step_a] * b[j * step_b] + (scale[0] * c[i + j * ldc] if beta != 0 else 0)
+                b_j, column = b[j * step_b], c[j * ldc : j * ldc + m]
+                if step_a == 1 and beta == 0:  # apart: the loop vectorises
+                    for i in range(m):
+                        column[i] = a[i] * b_j
+                else:
+                    for i in range(m):
+                        column[i] = a[i * step_a] * b_j + (scale[0] * column[i] if beta != 0 else 0)
         elif m == 1 and k > 1 and ldc == 1 and (transa == TRANSPOSED or lda == 1):  # c' = op(b).T @ op(a)'
             gemv(kind, TRANSPOSED if transb == NO else NO, k if transb == NO else n, n if transb == NO else k,
                  one.ctypes, b.ctypes, ldb, a.ctypes, scale.ctypes, c.ctypes)
@@ -2097,9 +2102,9 @@ def _units_batch_epoch(layout, own, grads, state, packing, X, Y, weights, order,
 @_jit
 def _units_share(layout, params, state, own, X, Y, weights, order, batch_size, config, lrs, step, acts, derivatives,
                  offsets, z, lse, deltas, xb, yb, wb, row, t, sync, exchange, partials):
-    """``_units_epoch`` (``_units_batch_epoch`` for batches of several rows) on thread ``t``'s part of the weights and of the optimizer's ``state``, packed
-    into the rows of ``own`` (weights, gradient, state) and written back at the end; a thread that
-    stops early tells the others to stop waiting."""
+    """``_units_epoch`` (``_units_batch_epoch`` for batches of several rows) on thread ``t``'s part of the
+    weights and of the optimizer's ``state``, packed into the rows of ``own`` (weights, gradient, state) and
+    written back at the end; a thread that stops early tells the others to stop waiting."""
     packing = _packing(layout, t, exchange.shape[1])
     _pack(layout, params, own[0], packing, np.bool_(False), np.bool_(True))
     for k in range(state.shape[0]):

@@ -125,18 +125,18 @@ class Backend(Protocol):
     def train_epoch_units(self, layout, params, state, X, Y, weights, order, batch_size: int, config, lrs,
                           step: int, ws, own, share: int, sync, exchange, partials):
         """Optional (``Kernels.splits_units``): thread ``share``'s part of :meth:`train_epoch` on one row a
-        step, or on dense batches of ``batch_size`` rows (at most ``UNITS_ROWS``, every layer with at least
-        as many inputs as threads), through two layers or more, on ``exchange.shape[1]`` threads, each
-        calling it at once with a workspace of its own (``ws``, for ``batch_size`` rows and as many
-        gathered; all alike: every thread gathers each batch whole and computes its loss) and a buffer
-        ``own`` (zeros, ``(2 + slots, P)``) for the weights it trains, their gradient and the rows of ``state``, each packed alike. The last
-        layer and every second one below it are split by their inputs, the others by their units: thread
-        ``t`` takes of each the rows or columns of ``W`` (and the biases of its units) ``n*t//threads`` to
-        ``n*(t+1)//threads``, its parts of the sums they share through its row of ``exchange``
-        (``(2, threads, len(ws.acts))``, the parity of the step first), and writes its weights and state
-        back into ``params`` and ``state`` at the end. Plain SGD on one row steps in the backward pass; the
-        other rules, and every rule on batches, after it, each thread on its part, the sums a step needs (a global norm to clip to, a line
-        search's slope and losses) added over the threads in thread order. They meet in ``sync`` as
+        step, or on dense batches of ``batch_size`` rows (at most ``UNITS_ROWS``, every layer with at least as
+        many inputs as threads), through two layers or more, on ``exchange.shape[1]`` threads, each calling it
+        at once with a workspace of its own (``ws``, for ``batch_size`` rows and as many gathered; all alike:
+        every thread gathers each batch whole and computes its loss) and a buffer ``own`` (zeros, ``(2 + slots,
+        P)``) for the weights it trains, their gradient and the rows of ``state``, each packed alike. The last
+        layer and every second one below it are split by their inputs, the others by their units: thread ``t``
+        takes of each the rows or columns of ``W`` (and the biases of its units) ``n*t//threads`` to
+        ``n*(t+1)//threads``, its parts of the sums they share through its row of ``exchange`` (``(2, threads,
+        len(ws.acts))``, the parity of the step first), and writes its weights and state back into ``params``
+        and ``state`` at the end. Plain SGD on one row steps in the backward pass; the other rules, and every
+        rule on batches, after it, each thread on its part, the sums a step needs (a global norm to clip to, a
+        line search's slope and losses) added over the threads in thread order. They meet in ``sync`` as
         :meth:`train_epoch_share`'s do; ``partials`` (float64 ``(2 threads,)``) takes the threads' parts of
         each sum. Thread 0 returns what :meth:`train_epoch` returns, the others None."""
 

@@ -89,8 +89,8 @@ class EpochRunner:
                                          for t, share_ws in enumerate([ws, *workspaces])])
 
     def _units(self, lrs, step):
-        """An epoch of one row a step, or of small batches, every layer split between threads that meet inside each step
-        (:meth:`~fastgd.kernels.protocol.Backend.train_epoch_units`)."""
+        """An epoch of one row a step, or of small dense batches, every layer split between threads that meet
+        inside each step (:meth:`~fastgd.kernels.protocol.Backend.train_epoch_units`)."""
         (layout, params, _, state, X, Y, weights, order, batch_size, config), _ = self._arguments
         workspaces, own, exchange, partials = self._shares
         sync = _meeting_place(len(workspaces))
