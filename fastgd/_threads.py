@@ -12,12 +12,13 @@ paid off for [784, 256, 128, 10] on 60,000 rows a step (60 GFLOP), not for 64
 rows (64 MFLOP) nor for [10, 64, 32, 3] on 1,500 rows (23 MFLOP).
 
 Where a backend's threads meet inside its compiled epoch (``Kernels.splits_batches``),
-the steps of mini-batches split their rows too, from far less work: at least
+the steps of mini-batches split too (a small dense batch every layer's units, where
+``Kernels.splits_units``; others their rows), from far less work: at least
 ``MIN_ROWS_PER_SHARE`` rows and ``MIN_FLOPS_PER_SHARE`` FLOPs a thread. On two
 cores, [64, 1024, 1] and [784, 256, 128, 10] at 64 rows a step (17 and 64 MFLOP)
-ran 1.4-1.5x as fast on two threads as on one, [10, 64, 32, 3] (1 MFLOP) 0.8-1.2x;
-and with the other core busy with another process, 0.55-0.7x and 0.2x: a step waits
-for its slowest thread. Elsewhere mini-batch steps leave the threads to BLAS.
+ran 1.5-1.65x as fast on two threads as on one (split by rows, 1.2-1.6x), [10, 64, 32, 3]
+(1 MFLOP) 0.8-1.2x; and with the other core busy with another process, 0.55-0.7x and
+0.2x: a step waits for its slowest thread. Elsewhere mini-batch steps leave the threads to BLAS.
 
 Steps of one row split every layer between threads where the backend's
 threads meet inside its compiled epoch (``Kernels.splits_units``), from

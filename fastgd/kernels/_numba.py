@@ -1961,6 +1961,38 @@ def _units_search(layout, own, grads, trial, packing, x, yb, weights, value, squ
     return c.fallback_step, meeting
 
 
+@_inline
+def _units_step(layout, own, grads, state, packing, x, y, weights, value, squares, config, l2, lrs, i, step, acts,
+                derivatives, offsets, z, lse, deltas, exchange, t, sync, meeting, partials, masks):
+    """Thread ``t``'s part of step ``i`` of an epoch split by units, its part of the gradient in ``grads``:
+    clipping, then the update (a line search on ``x``: the step it took into ``lrs[i]``). Returns the
+    meetings reached, 0 if the epoch was abandoned."""
+    threads = exchange.shape[1]
+    meeting = _units_clip(layout, grads, packing, config, t, threads, sync, meeting, partials)
+    if meeting != 0 and config[0].optimizer == LINE_SEARCH:
+        taken, meeting = _units_search(layout, own, grads, state[0], packing, x, y, weights, value, squares, config,
+                                       l2, lrs[i], acts, derivatives, offsets, z, lse, deltas, exchange, i & 1, t,
+                                       sync, meeting, partials, masks)
+        if t == 0:
+            lrs[i] = taken
+    elif meeting != 0:
+        used = _packed_size(layout, packing)
+        _update(own[:used], grads[:used], state, config, lrs[i], step + i)
+    return meeting
+
+
+@_inline
+def _units_result(own, state, total, n, steps, partials, t, threads, sync, meeting):
+    """What ``_train_epoch`` returns after ``steps`` steps over ``n`` rows, each thread's ``total`` (its
+    part of the loss summed over the rows; NaN where its weights or state are not finite) added over the
+    threads in thread order."""
+    total, meeting = _sum_over_threads(total if _finite(own) and _finite(state.ravel()) else np.nan, partials, t,
+                                       threads, sync, meeting)
+    if meeting == 0:
+        return np.nan, steps, NOT_FINITE
+    return total / n, steps, OK if np.isfinite(total) else NOT_FINITE
+
+
 @_jit
 def _units_epoch(layout, own, grads, state, packing, X, Y, weights, order, config, lrs, step, acts, derivatives,
                  offsets, z, lse, deltas, xb, yb, wb, row, t, sync, exchange, partials):
@@ -1978,7 +2010,6 @@ def _units_epoch(layout, own, grads, state, packing, X, Y, weights, order, confi
     fused = _fused(config)  # plain SGD: each step in the backward pass, W0's in the next row's forward pass
     weighted = weights.shape[0] > 0
     x, y = row[:n_in], _typed_read_only(yb[:1])
-    used = _packed_size(layout, packing)
     total, l2, lr, meeting = 0.0, dtype(0), dtype(0), np.intp(0)
     for i in range(n):
         if not _one_row(X, Y, weights, order, i, x, xb, yb, wb):
@@ -2003,15 +2034,9 @@ def _units_epoch(layout, own, grads, state, packing, X, Y, weights, order, confi
         if not fused:
             if l2 != 0 and not np.isfinite(squares):
                 return np.nan, i, NOT_FINITE
-            meeting = _units_clip(layout, grads, packing, config, t, threads, sync, meeting, partials)
-            if meeting != 0 and c.optimizer == LINE_SEARCH:
-                taken, meeting = _units_search(layout, own, grads, state[0], packing, x, y, row_weights, value,
-                                               squares, config, l2, lrs[i], acts, derivatives, offsets, z, lse,
-                                               deltas, exchange, i & 1, t, sync, meeting, partials, masks)
-                if t == 0:
-                    lrs[i] = taken
-            elif meeting != 0:
-                _update(own[:used], grads[:used], state, config, lrs[i], step + i)
+            meeting = _units_step(layout, own, grads, state, packing, x, y, row_weights, value, squares, config, l2,
+                                  lrs, i, step, acts, derivatives, offsets, z, lse, deltas, exchange, t, sync, meeting,
+                                  partials, masks)
             if meeting == 0:
                 return np.nan, i, NOT_FINITE
         if t == 0:
@@ -2025,11 +2050,7 @@ def _units_epoch(layout, own, grads, state, packing, X, Y, weights, order, confi
             squares += _sgd_rank1_row(W, k, previous[k], d, l2, lr)
         if l2 != 0:
             total += 0.5 * l2 * squares
-    total, meeting = _sum_over_threads(total if _finite(own) and _finite(state.ravel()) else np.nan, partials, t,
-                                       threads, sync, meeting)
-    if meeting == 0:
-        return np.nan, n, NOT_FINITE
-    return total / n, n, OK if np.isfinite(total) else NOT_FINITE
+    return _units_result(own, state, total, n, n, partials, t, threads, sync, meeting)
 
 
 @_jit
@@ -2049,7 +2070,6 @@ def _units_batch_epoch(layout, own, grads, state, packing, X, Y, weights, order,
     c = config[0]
     dtype = own.dtype.type
     weighted = weights.shape[0] > 0
-    used = _packed_size(layout, packing)
     n_batches = (n + batch_size - 1) // batch_size
     total, meeting = 0.0, np.intp(0)
     for i in range(n_batches):
@@ -2077,26 +2097,16 @@ def _units_batch_epoch(layout, own, grads, state, packing, X, Y, weights, order,
             squares = _units_l2(layout, own, grads, packing, l2)
             if not np.isfinite(squares):
                 return np.nan, i, NOT_FINITE
-        meeting = _units_clip(layout, grads, packing, config, t, threads, sync, meeting, partials)
-        if meeting != 0 and c.optimizer == LINE_SEARCH:
-            taken, meeting = _units_search(layout, own, grads, state[0], packing, x, y, batch_weights, value, squares,
-                                           config, l2, lrs[i], acts, derivatives, offsets, z, lse, deltas, exchange,
-                                           i & 1, t, sync, meeting, partials, masks)
-            if t == 0:
-                lrs[i] = taken
-        elif meeting != 0:
-            _update(own[:used], grads[:used], state, config, lrs[i], step + i)
+        meeting = _units_step(layout, own, grads, state, packing, x, y, batch_weights, value, squares, config, l2, lrs,
+                              i, step, acts, derivatives, offsets, z, lse, deltas, exchange, t, sync, meeting, partials,
+                              masks)
         if meeting == 0:
             return np.nan, i, NOT_FINITE
         if t == 0:
             total += value * m
         if l2 != 0:
             total += 0.5 * l2 * squares * m
-    total, meeting = _sum_over_threads(total if _finite(own) and _finite(state.ravel()) else np.nan, partials, t,
-                                       threads, sync, meeting)
-    if meeting == 0:
-        return np.nan, n_batches, NOT_FINITE
-    return total / n, n_batches, OK if np.isfinite(total) else NOT_FINITE
+    return _units_result(own, state, total, n, n_batches, partials, t, threads, sync, meeting)
 
 
 @_jit

@@ -58,7 +58,7 @@ class Kernels:
     against it before the backend runs, and raises ``TypeError`` or
     ``ValueError`` naming the argument. ``splits_batches``: whether epochs of
     several batches split each batch's rows across threads; ``splits_units``: whether epochs of one row a
-    step split each layer between threads (see :meth:`epoch_runner`).
+    step, and of small dense batches, split each layer between threads (see :meth:`epoch_runner`).
     """
 
     def __init__(self, name: str, backend: Backend, layout, dtype):
