@@ -1327,10 +1327,10 @@ cdef double _first_layer_step(const int64_t[:, ::1] layout, floating[::1] params
 
 
 cdef inline void _one_row(const floating* X, const Sparse* sparse, const floating[::1] Y, const double* w,
-                          Py_ssize_t source, Py_ssize_t n_in, Py_ssize_t k, floating* x, floating* target,
-                          double* weight) noexcept nogil:
-    """Row ``source``: its input (dense) into ``x``, its targets into ``target``, its weight (with ``w``)
-    into ``weight``."""
+                          Py_ssize_t source, Py_ssize_t n_in, Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t k,
+                          floating* x, floating* target, double* weight) noexcept nogil:
+    """Row ``source``: its input into ``x`` (dense: only its columns ``lo`` to ``hi``; sparse: every
+    column), its targets into ``target``, its weight (with ``w``) into ``weight``."""
     cdef Py_ssize_t j, p, r
     cdef const floating* data = <const floating*>sparse.data if sparse != NULL else NULL
     cdef const floating* source_y = _at(Y, source * k, k, b"Y")
@@ -1339,7 +1339,7 @@ cdef inline void _one_row(const floating* X, const Sparse* sparse, const floatin
     if w != NULL:
         weight[0] = w[source]
     if sparse == NULL:
-        for j in range(n_in):
+        for j in range(lo, hi):
             x[j] = X[source * n_in + j]
     else:
         for j in range(n_in):
@@ -1372,7 +1372,7 @@ cdef int _stochastic_epoch(const int64_t[:, ::1] layout, floating[::1] params, f
         if source < 0 or source >= n:
             steps[0], loss[0] = i, NAN
             return BAD_ROW
-        _one_row(X, sparse, Y, w, source, n_in, k, x, target, weight)
+        _one_row(X, sparse, Y, w, source, n_in, 0, n_in, k, x, target, weight)
         squares = 0
         masks = _masks(c, step + i, 0)
         if i == 0:
@@ -2164,7 +2164,7 @@ cdef int _units_epoch(const int64_t[:, ::1] layout, floating[::1] own, floating[
         if source < 0 or source >= n:
             steps[0] = i
             return BAD_ROW
-        _one_row(X, sparse, Y, w, source, n_in, layout[layout.shape[0] - 1, 1], x, target, weight)
+        _one_row(X, sparse, Y, w, source, n_in, 0, n_in, layout[layout.shape[0] - 1, 1], x, target, weight)
         squares = 0
         masks = _masks(c, step + i, 0)
         meeting = _units_forward(layout, own, packing, x, acts, derivatives, offsets, z, lse, deltas,
@@ -2350,8 +2350,9 @@ cdef int _units_batch_epoch(const int64_t[:, ::1] layout, floating[::1] own, flo
     """Thread ``t``'s part of an epoch of batches of ``batch_size`` rows (dense; at most ``BLOCK_ROWS``)
     from optimizer step ``step``, each layer split between the threads as steps of one row split it
     (``_units_epoch``), its part of the weights, their gradient and the optimizer's state packed into
-    ``own``, ``grads`` and ``state``; every thread gathers each batch whole and computes its loss and
-    output deltas. Thread 0's ``loss`` and ``steps`` as ``train_epoch`` returns them. Returns the status."""
+    ``own``, ``grads`` and ``state``; every thread gathers each batch (of ``X``, the columns its part of
+    the first layer reads) and computes its loss and output deltas. Thread 0's ``loss`` and ``steps`` as
+    ``train_epoch`` returns them. Returns the status."""
     cdef Masks masks
     cdef Py_ssize_t i, k, r, start, m, source, n = order.shape[0], n_in = layout[0, 0]
     cdef Py_ssize_t n_out = layout[layout.shape[0] - 1, 1], threads = exchange.shape[1], width = exchange.shape[2]
@@ -2360,6 +2361,7 @@ cdef int _units_batch_epoch(const int64_t[:, ::1] layout, floating[::1] own, flo
     cdef floating* target = _at(yb, 0, batch_size * n_out, b"gathered Y")
     cdef double* weight = NULL
     cdef double total = 0, value, squares = 0, taken
+    cdef Py_ssize_t lo = packing[0] if _by_inputs(layout, 0) else 0, hi = packing[1] if _by_inputs(layout, 0) else n_in
     cdef int64_t meeting = 0
     cdef floating l2
     cdef bint finite
@@ -2370,11 +2372,11 @@ cdef int _units_batch_epoch(const int64_t[:, ::1] layout, floating[::1] own, flo
         steps[0] = i
         if w != NULL:
             weight = <double*>_weights(wb, m)
-        for r in range(m):  # every thread reads the whole batch: each finds a bad row alike
+        for r in range(m):  # every thread reads every row: each finds a bad row alike
             source = order[start + r]
             if source < 0 or source >= n:
                 return BAD_ROW
-            _one_row(X, NULL, Y, w, source, n_in, n_out, x + r * n_in, target + r * n_out,
+            _one_row(X, NULL, Y, w, source, n_in, lo, hi, n_out, x + r * n_in, target + r * n_out,
                      weight + r if w != NULL else NULL)
         masks = _masks(c, step + i, 0)
         meeting = _units_block_forward(layout, own, packing, x, m, acts, derivatives, offsets, z, lse,

@@ -163,6 +163,11 @@ def _batch(X, order, start, m, xb):
     where they are."""
 
 
+def _dense_batch(X, order, start, m, lo, hi, xb):
+    """Rows ``order[start:start + m]`` of ``X`` (checked already) gathered dense into ``xb``: of dense
+    ``X``, only its columns ``lo`` to ``hi``."""
+
+
 @_inline
 def _sparse_row(X, i):
     """``(first, last)``: row ``i`` of sparse rows ``X`` is stored at ``first:last``."""
@@ -264,6 +269,21 @@ def _batch_for(X, order, start, m, xb):
             return _typed_read_only(xb[:m])
         return gathered
     return lambda X, order, start, m, xb: (X[0], X[1], X[2], order[start : start + m])
+
+
+@_overload(_dense_batch)
+def _dense_batch_for(X, order, start, m, lo, hi, xb):
+    if isinstance(X, types.Array):
+        def columns(X, order, start, m, lo, hi, xb):
+            for r in range(m):
+                _copy(xb[r, lo:hi], X[order[start + r], lo:hi])
+            return xb[:m]
+        return columns
+
+    def sparse(X, order, start, m, lo, hi, xb):
+        _input_block(_batch(X, order, start, m, xb), xb.reshape(-1), xb.shape[1])
+        return xb[:m]
+    return sparse
 
 
 NO, TRANSPOSED = ord("N"), ord("T")  # BLAS's op(a): a, a.T
@@ -1508,6 +1528,20 @@ def _one_row(X, Y, weights, order, i, x, xb, yb, wb):
     return True
 
 
+@_inline
+def _targets(Y, weights, order, start, m, n, yb, wb):
+    """Rows ``order[start:start + m]`` of ``Y`` and of ``weights`` (where given) into ``yb`` and ``wb``.
+    False if one is not in ``range(n)`` (not a row)."""
+    for r in range(m):
+        source = order[start + r]
+        if source < 0 or source >= n:
+            return False
+        _copy(yb[r], Y[source])
+        if weights.shape[0] > 0:
+            wb[r] = weights[source]
+    return True
+
+
 @_jit
 def _stochastic_epoch(layout, params, grads, X, Y, weights, order, config, lrs, step, acts, derivatives, offsets, z,
                       lse, deltas, xb, yb, wb, row):
@@ -2059,8 +2093,8 @@ def _units_batch_epoch(layout, own, grads, state, packing, X, Y, weights, order,
     """Thread ``t``'s part of an epoch of batches of ``batch_size`` rows (dense; at most ``BLOCK_ROWS``),
     each layer split between the threads as steps of one row split it (``_units_epoch``), its part of
     the weights, their gradient and the optimizer's state packed into ``own``, ``grads`` and ``state``;
-    every thread gathers each batch whole and computes its loss and output deltas. Thread 0 returns what
-    ``_train_epoch`` returns."""
+    every thread gathers each batch (of ``X``, the columns its part of the first layer reads) and computes
+    its loss and output deltas. Thread 0 returns what ``_train_epoch`` returns."""
     own, grads, state, X, Y, weights = (_unowned(own), _unowned(grads), _unowned(state), _unowned(X), _unowned(Y),
                                         _unowned(weights))
     acts, derivatives, z, lse, deltas = (_unowned(acts), _unowned(derivatives), _unowned(z), _unowned(lse),
@@ -2071,14 +2105,14 @@ def _units_batch_epoch(layout, own, grads, state, packing, X, Y, weights, order,
     dtype = own.dtype.type
     weighted = weights.shape[0] > 0
     n_batches = (n + batch_size - 1) // batch_size
+    lo, hi = (packing[0, 0], packing[0, 1]) if _by_inputs(layout, 0) else (0, xb.shape[1])
     total, meeting = 0.0, np.intp(0)
     for i in range(n_batches):
         start = i * batch_size
         m = min(batch_size, n - start)
-        for r in range(m):  # every thread reads the whole batch: each finds a bad row alike
-            if not _one_row(X, Y, weights, order, start + r, xb[r], xb[r:], yb[r:], wb[r:]):
-                return np.nan, i, BAD_ROW
-        x, y = xb[:m], _typed_read_only(yb[:m])
+        if not _targets(Y, weights, order, start, m, n, yb, wb):  # every thread checks every row, alike
+            return np.nan, i, BAD_ROW
+        x, y = _dense_batch(X, order, start, m, lo, hi, xb), _typed_read_only(yb[:m])
         batch_weights = _typed_read_only(wb[:m]) if weighted else weights
         masks = _masks(config, step + i, 0)
         meeting = _units_block_forward(layout, own, packing, x, acts, derivatives, offsets, z, lse, exchange, i & 1, t,
@@ -2153,13 +2187,8 @@ def _epoch(layout, params, grads, state, X, Y, weights, order, batch_size, confi
         if n_batches > 1:
             start = i * batch_size
             m = min(batch_size, n - start)
-            for r in range(m):
-                source = order[start + r]
-                if source < 0 or source >= n:
-                    return np.nan, i, BAD_ROW
-                _copy(yb[r], Y[source])
-                if weights.shape[0] > 0:
-                    wb[r] = weights[source]
+            if not _targets(Y, weights, order, start, m, n, yb, wb):
+                return np.nan, i, BAD_ROW
             X_batch, Y_batch = _batch(X, order, start, m, xb), yb[:m]
             if weights.shape[0] > 0:
                 batch_weights = wb[:m]
