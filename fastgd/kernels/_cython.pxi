@@ -2085,8 +2085,7 @@ cdef int64_t _units_clip(const int64_t[:, ::1] layout, floating[::1] grads, cons
 
 cdef double _units_search(const int64_t[:, ::1] layout, floating[::1] own, floating[::1] grads,
                           floating[::1] trial, const int64_t* packing, floating* x, Py_ssize_t m,
-                          const floating[::1] yb,
-                          const double* weight, double value, double squares, const Step* c, floating l2,
+                          const floating[::1] yb, const double* weight, double value, double squares, const Step* c, floating l2,
                           double alpha, floating[::1] acts, floating[::1] derivatives, const int64_t[::1] offsets,
                           floating[::1] z, double[::1] lse, floating[::1] deltas, floating* exchange,
                           Py_ssize_t width, Py_ssize_t t, Py_ssize_t threads, int64_t* sync, int64_t* meeting,
@@ -2135,6 +2134,48 @@ cdef double _units_search(const int64_t[:, ::1] layout, floating[::1] own, float
     return c.fallback_step
 
 
+cdef int64_t _units_step(const int64_t[:, ::1] layout, floating[::1] own, floating[::1] grads,
+                         floating[:, ::1] state, const int64_t* packing, floating* x, Py_ssize_t m,
+                         const floating[::1] yb, const double* weight, double value, double squares, const Step* c,
+                         floating l2, double[::1] lrs, Py_ssize_t i, Py_ssize_t step, floating[::1] acts,
+                         floating[::1] derivatives, const int64_t[::1] offsets, floating[::1] z, double[::1] lse,
+                         floating[::1] deltas, floating* exchange, Py_ssize_t width, Py_ssize_t t,
+                         Py_ssize_t threads, int64_t* sync, int64_t meeting, double* partials,
+                         const Masks* masks) noexcept nogil:
+    """Step ``i`` of thread ``t``'s part, its gradient of the ``m`` rows ``x`` in ``grads`` (their loss
+    ``value``, its ``sum(W**2)`` ``squares``): the gradient clipped, then the optimizer's update or the
+    line search's (its step into ``lrs[i]``). Returns the meetings reached, 0 if the epoch was abandoned."""
+    cdef double taken
+    meeting = _units_clip(layout, grads, packing, c, t, threads, sync, meeting, partials)
+    if meeting != 0 and c.optimizer == LINE_SEARCH:
+        taken = _units_search(layout, own, grads, state[0], packing, x, m, yb, weight, value, squares, c, l2, lrs[i],
+                              acts, derivatives, offsets, z, lse, deltas, exchange, width, t, threads, sync, &meeting,
+                              partials, masks)
+        if t == 0:
+            lrs[i] = taken
+    elif meeting != 0:
+        _update(own[:_packed_size(layout, packing)], grads[:_packed_size(layout, packing)], state, c, lrs[i],
+                step + i)
+    return meeting
+
+
+cdef int _units_result(floating[::1] own, floating[:, ::1] state, double total, Py_ssize_t n, Py_ssize_t t,
+                       Py_ssize_t threads, int64_t* sync, int64_t meeting, double* partials,
+                       double* loss) noexcept nogil:
+    """The end of thread ``t``'s part of an epoch of ``n`` rows, its part of their loss ``total``: the
+    threads' parts added, into ``loss``, NaN where any thread's weights or state are not finite. Returns
+    the status."""
+    cdef Py_ssize_t k
+    cdef bint finite = _finite(own)
+    for k in range(state.shape[0]):
+        finite = finite and _finite(state[k])
+    total = _sum_over_threads(total if finite else NAN, partials, t, threads, sync, &meeting)
+    if meeting == 0:
+        return NOT_FINITE
+    loss[0] = total / n
+    return OK if isfinite(total) else NOT_FINITE
+
+
 cdef int _units_epoch(const int64_t[:, ::1] layout, floating[::1] own, floating[::1] grads, floating[:, ::1] state,
                       const int64_t* packing, const floating* X, const Sparse* sparse, const floating[::1] Y,
                       const double* w, const int64_t[::1] order, const Step* c, double[::1] lrs,
@@ -2147,17 +2188,15 @@ cdef int _units_epoch(const int64_t[:, ::1] layout, floating[::1] own, floating[
     (a line search's trial points in ``state[0]``); thread 0's ``loss`` and ``steps`` as ``train_epoch``
     returns them. Returns the status."""
     cdef Masks masks
-    cdef Py_ssize_t i, k, source, n = order.shape[0], n_in = layout[0, 0], threads = exchange.shape[1]
+    cdef Py_ssize_t i, source, n = order.shape[0], n_in = layout[0, 0], threads = exchange.shape[1]
     cdef Py_ssize_t width = exchange.shape[2]
     cdef floating* x = _at(row, 0, n_in, b"row")
     cdef floating* target = _at(yb, 0, layout[layout.shape[0] - 1, 1], b"gathered Y")
     cdef double* weight = <double*>_weights(wb, 1) if w != NULL else NULL
-    cdef double total = 0, value, squares, taken
+    cdef double total = 0, value, squares
     cdef int64_t meeting = 0
     cdef floating l2 = 0, lr = 0
-    cdef Py_ssize_t used = _packed_size(layout, packing)
     cdef bint fused = _fused(c)  # plain SGD: each step in the backward pass, W0's in the next row's forward pass
-    cdef bint finite = True
     steps[0], loss[0] = 0, NAN
     for i in range(n):
         source = order[i]
@@ -2187,15 +2226,9 @@ cdef int _units_epoch(const int64_t[:, ::1] layout, floating[::1] own, floating[
             if l2 != 0 and not isfinite(squares):
                 steps[0] = i
                 return NOT_FINITE
-            meeting = _units_clip(layout, grads, packing, c, t, threads, sync, meeting, partials)
-            if meeting != 0 and c.optimizer == LINE_SEARCH:
-                taken = _units_search(layout, own, grads, state[0], packing, x, 1, yb, weight, value, squares, c, l2,
-                                      lrs[i], acts, derivatives, offsets, z, lse, deltas, &exchange[i & 1, 0, 0],
-                                      width, t, threads, sync, &meeting, partials, &masks)
-                if t == 0:
-                    lrs[i] = taken
-            elif meeting != 0:
-                _update(own[:used], grads[:used], state, c, lrs[i], step + i)
+            meeting = _units_step(layout, own, grads, state, packing, x, 1, yb, weight, value, squares, c, l2, lrs,
+                                  i, step, acts, derivatives, offsets, z, lse, deltas, &exchange[i & 1, 0, 0], width,
+                                  t, threads, sync, meeting, partials, &masks)
         if meeting == 0:
             steps[0] = i
             return NOT_FINITE
@@ -2208,15 +2241,8 @@ cdef int _units_epoch(const int64_t[:, ::1] layout, floating[::1] own, floating[
                                     _at(deltas, offsets[1], layout[0, 1], b"deltas"), NULL, l2, lr)
         if l2 != 0:
             total += 0.5 * l2 * squares
-    finite = _finite(own)
-    for k in range(state.shape[0]):
-        finite = finite and _finite(state[k])
     steps[0] = n
-    total = _sum_over_threads(total if finite else NAN, partials, t, threads, sync, &meeting)
-    if meeting == 0:
-        return NOT_FINITE
-    loss[0] = total / n
-    return OK if isfinite(total) else NOT_FINITE
+    return _units_result(own, state, total, n, t, threads, sync, meeting, partials, loss)
 
 
 cdef int64_t _units_block_forward(const int64_t[:, ::1] layout, floating[::1] own, const int64_t* packing,
@@ -2354,17 +2380,16 @@ cdef int _units_batch_epoch(const int64_t[:, ::1] layout, floating[::1] own, flo
     the first layer reads) and computes its loss and output deltas. Thread 0's ``loss`` and ``steps`` as
     ``train_epoch`` returns them. Returns the status."""
     cdef Masks masks
-    cdef Py_ssize_t i, k, r, start, m, source, n = order.shape[0], n_in = layout[0, 0]
+    cdef Py_ssize_t i, r, start, m, source, n = order.shape[0], n_in = layout[0, 0]
     cdef Py_ssize_t n_out = layout[layout.shape[0] - 1, 1], threads = exchange.shape[1], width = exchange.shape[2]
-    cdef Py_ssize_t n_batches = (n + batch_size - 1) // batch_size, used = _packed_size(layout, packing)
+    cdef Py_ssize_t n_batches = (n + batch_size - 1) // batch_size
     cdef floating* x = _at(xb, 0, batch_size * n_in, b"gathered X")
     cdef floating* target = _at(yb, 0, batch_size * n_out, b"gathered Y")
     cdef double* weight = NULL
-    cdef double total = 0, value, squares = 0, taken
+    cdef double total = 0, value, squares = 0
     cdef Py_ssize_t lo = packing[0] if _by_inputs(layout, 0) else 0, hi = packing[1] if _by_inputs(layout, 0) else n_in
     cdef int64_t meeting = 0
     cdef floating l2
-    cdef bint finite
     steps[0], loss[0] = 0, NAN
     for i in range(n_batches):
         start = i * batch_size
@@ -2394,30 +2419,17 @@ cdef int _units_batch_epoch(const int64_t[:, ::1] layout, floating[::1] own, flo
             if not isfinite(squares):
                 return NOT_FINITE
         if meeting != 0:
-            meeting = _units_clip(layout, grads, packing, c, t, threads, sync, meeting, partials)
-        if meeting != 0 and c.optimizer == LINE_SEARCH:
-            taken = _units_search(layout, own, grads, state[0], packing, x, m, yb, weight, value, squares, c, l2,
-                                  lrs[i], acts, derivatives, offsets, z, lse, deltas, &exchange[i & 1, 0, 0], width, t,
-                                  threads, sync, &meeting, partials, &masks)
-            if t == 0:
-                lrs[i] = taken
-        elif meeting != 0:
-            _update(own[:used], grads[:used], state, c, lrs[i], step + i)
+            meeting = _units_step(layout, own, grads, state, packing, x, m, yb, weight, value, squares, c, l2, lrs,
+                                  i, step, acts, derivatives, offsets, z, lse, deltas, &exchange[i & 1, 0, 0], width,
+                                  t, threads, sync, meeting, partials, &masks)
         if meeting == 0:
             return NOT_FINITE
         if t == 0:
             total += value * m
         if l2 != 0:
             total += 0.5 * l2 * squares * m
-    finite = _finite(own)
-    for k in range(state.shape[0]):
-        finite = finite and _finite(state[k])
     steps[0] = n_batches
-    total = _sum_over_threads(total if finite else NAN, partials, t, threads, sync, &meeting)
-    if meeting == 0:
-        return NOT_FINITE
-    loss[0] = total / n
-    return OK if isfinite(total) else NOT_FINITE
+    return _units_result(own, state, total, n, t, threads, sync, meeting, partials, loss)
 
 
 # ---------------------------------------------------------------- the backend's functions (fastgd.kernels.protocol)

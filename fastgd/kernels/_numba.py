@@ -14,7 +14,10 @@ its delta. An epoch of one batch may come in shares of its rows, which threads
 compute at once (``batch_gradient``), then one step (``batch_step``); an
 epoch of mini-batches, or of one batch by a line search, may run on threads
 that each take a share of every batch's rows and a range of the parameters,
-meeting three times a step (``train_epoch_share``).
+meeting three times a step (``train_epoch_share``); an epoch of one row a step,
+or of dense batches of at most ``BLOCK_ROWS`` rows, on threads that each train a
+packed part of every layer (its rows or its units of ``W``), meeting at each sum
+of partial products (``train_epoch_units``).
 
 float32 and float64 share one source: Numba compiles a specialisation per
 dtype, and scalars are cast to the array dtype (``dtype.type``) so float32
