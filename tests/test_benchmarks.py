@@ -114,6 +114,26 @@ def test_a_cell_that_kept_more_cores_busy_than_its_threads_is_named_in_a_warning
     assert over_threads_warning(results[1:3]) == ""
 
 
+class Epochs:
+    """A system whose epochs take ``seconds`` of wall and half that of CPU time, each on ``cores``."""
+
+    def __init__(self, seconds, cores):
+        self.seconds, self.cores, self.calls = seconds, cores, 0
+
+    def epoch(self):
+        self.calls += 1
+        return self.seconds, self.seconds / 2, self.cores
+
+
+def test_a_round_repeats_an_epoch_too_short_to_time_and_takes_their_mean():
+    from fastgd.benchmarks.throughput import timed_round
+
+    short = Epochs(0.03, [0])
+    assert timed_round(short, least=0.2) == (pytest.approx(0.03), pytest.approx(0.015), [0]) and short.calls == 7
+    long = Epochs(0.5, [1, 0])
+    assert timed_round(long, least=0.2) == (0.5, 0.25, [0, 1]) and long.calls == 1
+
+
 def test_pinning_holds_every_thread_of_the_process_and_is_undone():
     from fastgd.benchmarks.affinity import AVAILABLE, pinned, process_cores, usable_cores
 

@@ -2,9 +2,9 @@
 reference, and time to accuracy, in one run; a Markdown report (the tables, the machine, the
 command and the date), a JSON of every raw number and a PNG chart.
 
-``--quick`` measures 3 rounds on a tenth of the data, with a shorter pause before
-each timed epoch: under a minute once compiled (more with PyTorch and JAX
-installed); the full run, under ten. Warm-up (compilation) is never timed, and its
+``--quick`` measures 3 rounds on a tenth of the data, with shorter pauses and rounds
+(``throughput.measure``): about a minute once compiled (two with PyTorch and JAX
+installed); the full run, about twenty. Warm-up (compilation) is never timed, and its
 seconds are printed at the end; a bar on stderr names the cell, the system and whether it
 warms up or is timed, refreshed every few seconds (a line every 5 s where stderr is not a
 terminal). Threads: one for every system by default
@@ -193,7 +193,8 @@ def main(argv=None, prog="python -m fastgd.benchmarks"):
           f"tens of seconds once per machine), then {rounds} timed round{'s' * (rounds > 1)}"
           f"{'' if args.no_accuracy else '; then the time-to-accuracy runs'}.", file=sys.stderr, flush=True)
     results, skipped = throughput.measure(workloads, backends, args.peers, rounds, threads, scale,
-                                          cool_down=0.05 if args.quick else throughput.COOL_DOWN)
+                                          cool_down=0.05 if args.quick else throughput.COOL_DOWN,
+                                          least=0.05 if args.quick else throughput.LEAST)
     max_epochs, max_seconds = (30, 5.0) if args.quick else (200, 20.0)
     with pinned(cores_for(threads[0])):
         tta = [] if args.no_accuracy else accuracy.time_to_accuracy(

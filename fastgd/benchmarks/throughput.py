@@ -12,9 +12,10 @@ boundary: the wall time of a whole training epoch as a user runs it (for
 fastgd, ``fit(X, y, epochs=EPOCHS_PER_FIT)`` with metrics off, over
 ``EPOCHS_PER_FIT``: input checks, allocation, shuffling and learning rates
 included; for a peer, its own epoch loop with its shuffle). Each round times
-one epoch of every system, after a warm-up epoch, every system's first,
-whose time (JIT compilation included) is reported apart; a cell's figure is
-the median over rounds. FLOPs per sample are counted as ``4 W + 2 (W - W1)``
+every system's epochs, after a warm-up epoch, every system's first, whose
+time (JIT compilation included) is reported apart: as many epochs as take
+``LEAST`` seconds (one, for most cells; a few milliseconds are too short to
+time on a shared machine), their mean; a cell's figure is the median over rounds. FLOPs per sample are counted as ``4 W + 2 (W - W1)``
 and set against the best rate of a 2048 x 2048 matrix product measured in
 the same rounds, in the same dtype, with the same threads, through SciPy's
 BLAS: the one fastgd's compiled kernels call.
@@ -45,6 +46,8 @@ CORES_USED_MARGIN = 1.1
 # Seconds of rest before each timed epoch: a BLAS pool's threads spin for a
 # while after a call; without the rest they take the core the next system needs.
 COOL_DOWN = 0.25
+# Seconds a round's epochs of one system take at least: a shorter epoch is repeated.
+LEAST = 0.2
 # The folder holding the fastgd this process runs, first on the peers' path: they import its workloads.
 HOME = Path(fastgd.__file__).resolve().parents[1]
 EPOCHS_PER_FIT = 2  # epochs per timed fastgd fit: its per-call work is shared by that many epochs
@@ -128,10 +131,24 @@ class PeerProcess:
             self.process.wait(timeout=60)
 
 
-def measure(workloads, backends, peers, rounds, thread_counts, scale=1.0, progress=True, cool_down=COOL_DOWN):
+def timed_round(runner, least):
+    """``(wall seconds, CPU seconds, cores)`` per epoch of ``runner``'s epochs, repeated until they take
+    ``least`` seconds in all; the cores any of them could run on."""
+    walls, cpus, cores = [], [], set()
+    while sum(walls) < least or not walls:
+        wall, cpu, used = runner.epoch()
+        walls.append(wall)
+        cpus.append(cpu)
+        cores.update(used)
+    return sum(walls) / len(walls), sum(cpus) / len(cpus), sorted(cores)
+
+
+def measure(workloads, backends, peers, rounds, thread_counts, scale=1.0, progress=True, cool_down=COOL_DOWN,
+            least=LEAST):
     """``(results, skipped)``: one result per workload x mode x system x thread count,
     and the peers that could not run, with the reason. ``cool_down`` seconds pass before
-    each timed epoch. Every system runs its T-thread figures on the first T usable cores."""
+    each timed round of a system's epochs (``timed_round``, ``least`` seconds of them). Every system
+    runs its T-thread figures on the first T usable cores."""
     results, skipped = [], {}
     cores = {t: cores_for(t) for t in thread_counts}
     processes = {(peer, t): PeerProcess(peer, t, cores[t]) for peer in peers for t in thread_counts}
@@ -172,7 +189,7 @@ def measure(workloads, backends, peers, rounds, thread_counts, scale=1.0, progre
                                 shown.stage(f"{cell}, round {number}/{rounds}, {key[0]} {t}T: timing",
                                             refresh=False)
                                 time.sleep(cool_down)
-                                epochs[key].append(runner.epoch())
+                                epochs[key].append(timed_round(runner, least))
                     shown.advance()
             for t in thread_counts:
                 reference = rows / np.median([wall for wall, _, _ in epochs["numpy", t]])
