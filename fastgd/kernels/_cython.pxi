@@ -2085,11 +2085,11 @@ cdef int64_t _units_clip(const int64_t[:, ::1] layout, floating[::1] grads, cons
 
 cdef double _units_search(const int64_t[:, ::1] layout, floating[::1] own, floating[::1] grads,
                           floating[::1] trial, const int64_t* packing, floating* x, Py_ssize_t m,
-                          const floating[::1] yb, const double* weight, double value, double squares, const Step* c, floating l2,
-                          double alpha, floating[::1] acts, floating[::1] derivatives, const int64_t[::1] offsets,
-                          floating[::1] z, double[::1] lse, floating[::1] deltas, floating* exchange,
-                          Py_ssize_t width, Py_ssize_t t, Py_ssize_t threads, int64_t* sync, int64_t* meeting,
-                          double* partials, const Masks* masks) noexcept nogil:
+                          const floating[::1] yb, const double* weight, double value, double squares, const Step* c,
+                          floating l2, double alpha, floating[::1] acts, floating[::1] derivatives,
+                          const int64_t[::1] offsets, floating[::1] z, double[::1] lse, floating[::1] deltas,
+                          floating* exchange, Py_ssize_t width, Py_ssize_t t, Py_ssize_t threads, int64_t* sync,
+                          int64_t* meeting, double* partials, const Masks* masks) noexcept nogil:
     """Thread ``t``'s part of a step by Armijo backtracking from ``alpha`` (``_line_search``) on the ``m``
     rows ``x`` (targets ``yb``, ``weight``), whose data loss is ``value`` and ``squares`` the thread's part of
     ``sum(W**2)``: every thread tries the same steps (its part of each point in ``trial``), the sums
