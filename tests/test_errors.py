@@ -105,6 +105,20 @@ def test_predict_checks_features_and_fitting(net):
         net.predict(X[:, :2])
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_predict_refuses_outputs_past_the_dtype_s_range(backend):
+    """An exp output grows without bound: finite weights can take it past float32's range (exp(89)),
+    and predict says so, naming the rows, rather than return infinities."""
+    net = fastgd.MLP([4, 1], output="exp", loss="poisson", backend=backend, dtype="float32", random_state=0)
+    net.fit(X, np.ones(20), epochs=1)
+    W, b = net.get_weights()
+    net.set_weights([np.full_like(W, 10.0), b])
+    inputs = np.vstack([np.zeros((2, 4)), np.full((1, 4), 3.0)])  # row 2: z = 120
+    message = r"^X: the network's outputs are not finite for 1 row\(s\) \(the first: row 2\)"
+    with pytest.raises(ValueError, match=message):
+        net.predict(inputs)
+
+
 @pytest.mark.parametrize("arguments, error, message", [
     ({"sizes": [4]}, ValueError, "sizes: need at least 2"),
     ({"sizes": [4, 0, 3]}, ValueError, "sizes: every width must be a positive integer"),

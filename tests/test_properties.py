@@ -64,7 +64,13 @@ def test_backends_agree_and_outputs_are_sane(problem):
     if problem["loss"] in ("cross_entropy", "binary_cross_entropy"):  # log-sum-exp and log(1 + exp) keep huge
         # logits finite (an exp output's loss does grow without bound)
         assert np.isfinite(reference.evaluate(problem["X"] * 1e3, problem["y"])[0])
-    prediction = reference.predict(problem["X"])
+    try:
+        prediction = reference.predict(problem["X"])
+    except ValueError:
+        # An exp output grows without bound: a last step with finite losses may still take it past the
+        # dtype's range, whose outputs predict refuses (test_errors.py). No test of sanity either.
+        assume(problem["output"] != "exp")
+        raise
     if problem["loss"] in ("mse", "poisson"):  # regression, whatever the output
         assert prediction.dtype == reference.dtype
         assert prediction.shape == ((n,) if problem["sizes"][-1] == 1 else (n, problem["sizes"][-1]))
