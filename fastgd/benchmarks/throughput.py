@@ -15,10 +15,11 @@ included; for a peer, its own epoch loop with its shuffle). Each round times
 every system's epochs, after a warm-up epoch, every system's first, whose
 time (JIT compilation included) is reported apart: as many epochs as take
 ``LEAST`` seconds (one, for most cells; a few milliseconds are too short to
-time on a shared machine), their mean; a cell's figure is the median over rounds. FLOPs per sample are counted as ``4 W + 2 (W - W1)``
-and set against the best rate of a 2048 x 2048 matrix product measured in
-the same rounds, in the same dtype, with the same threads, through SciPy's
-BLAS: the one fastgd's compiled kernels call.
+time on a shared machine), their mean; a cell's figure is the median over
+rounds. FLOPs per sample are counted as ``4 W + 2 (W - W1)`` and set against
+the best rate of a 2048 x 2048 matrix product measured in the same rounds, in
+the same dtype, with the same threads, through SciPy's BLAS: the one fastgd's
+compiled kernels call.
 """
 
 import json

@@ -2146,6 +2146,7 @@ cdef int64_t _units_step(const int64_t[:, ::1] layout, floating[::1] own, floati
     ``value``, its ``sum(W**2)`` ``squares``): the gradient clipped, then the optimizer's update or the
     line search's (its step into ``lrs[i]``). Returns the meetings reached, 0 if the epoch was abandoned."""
     cdef double taken
+    cdef Py_ssize_t used = _packed_size(layout, packing)
     meeting = _units_clip(layout, grads, packing, c, t, threads, sync, meeting, partials)
     if meeting != 0 and c.optimizer == LINE_SEARCH:
         taken = _units_search(layout, own, grads, state[0], packing, x, m, yb, weight, value, squares, c, l2, lrs[i],
@@ -2154,8 +2155,7 @@ cdef int64_t _units_step(const int64_t[:, ::1] layout, floating[::1] own, floati
         if t == 0:
             lrs[i] = taken
     elif meeting != 0:
-        _update(own[:_packed_size(layout, packing)], grads[:_packed_size(layout, packing)], state, c, lrs[i],
-                step + i)
+        _update(own[:used], grads[:used], state, c, lrs[i], step + i)
     return meeting
 
 
