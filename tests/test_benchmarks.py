@@ -17,20 +17,23 @@ import fastgd
 from fastgd.benchmarks import progress
 from fastgd.benchmarks.__main__ import HEADLINE, chart, main, over_threads_warning
 from fastgd.benchmarks.throughput import headline as headline_table
+from conftest import BACKENDS
 from figures import assert_says_what_it_shows, described
 
 # The module each peer imports: the peer is installed when it can be found.
 PEER_MODULES = {"scikit-learn": "sklearn", "torch": "torch", "jax-step": "jax", "jax-scan": "jax"}
+# The backends this run tests, and the reference, which every benchmark runs.
+RUN = [name for name in fastgd.kernels.PREFERENCE if name in BACKENDS or name == "numpy"]
 
 
 def test_quick_run_writes_finite_positive_ratios(tmp_path, capsys):
     readme = tmp_path / "README.md"
     readme.write_text(f"# a page\n\n{HEADLINE[0]}\nan old table\n{HEADLINE[1]}\n\nthe end\n")
-    main(["--quick", "--scale", "0.01", "--rounds", "1", "--peers", "scikit-learn", "--out", str(tmp_path),
-          "--readme", str(readme)])
+    main(["--quick", "--scale", "0.01", "--rounds", "1", "--backends", *RUN, "--peers", "scikit-learn",
+          "--out", str(tmp_path), "--readme", str(readme)])
     report = json.loads((tmp_path / "benchmarks.json").read_text())
     assert set(report) == {"machine", "settings", "throughput", "skipped", "time_to_accuracy"}
-    systems = set(fastgd.backends()) | {"scikit-learn"}
+    systems = set(RUN) | {"scikit-learn"}
     cells = {(r["workload"], r["mode"]) for r in report["throughput"]}
     assert cells == {(w, m) for w in ("W1", "W2", "W3") for m in ("batch", "mini-batch 64", "stochastic")}
     for workload, mode in cells:
@@ -44,13 +47,14 @@ def test_quick_run_writes_finite_positive_ratios(tmp_path, capsys):
         assert r["affinity"] == report["machine"]["usable_cores"][:1] and len(r["cpu_times"]) == 1
         assert r["gflops"] == pytest.approx(r["samples_per_s"] * WORKLOADS[r["workload"]].flops_per_sample / 1e9)
         assert r["gemm_fraction"] == pytest.approx(r["gflops"] / r["gemm_gflops"])
-    assert {r["backend"] for r in report["time_to_accuracy"]} == set(fastgd.backends())
+    assert {r["backend"] for r in report["time_to_accuracy"]} == set(RUN)
     assert report["machine"]["cores"] >= 1 and "blas" in report["machine"]
     assert (tmp_path / "benchmarks.png").stat().st_size > 10_000
     text = (tmp_path / "benchmarks.md").read_text()
     lines = text.splitlines()
     assert lines[0] == "# fastgd benchmarks: a quick run (fewer rounds on fewer rows: noisier than a full run)"
-    assert re.fullmatch(r"Written by `python -m fastgd.benchmarks --quick --scale 0.01 --rounds 1 --peers scikit-learn "
+    assert re.fullmatch(r"Written by `python -m fastgd.benchmarks --quick --scale 0.01 --rounds 1 "
+                        rf"--backends {' '.join(RUN)} --peers scikit-learn "
                         rf"--out {re.escape(str(tmp_path))} --readme {re.escape(str(readme))}` on "
                         r"\d{4}-\d\d-\d\d\.", lines[2])
     assert lines[4].startswith(f"Machine: {report['machine']['cpu']}, ") and "numpy " in lines[4]
@@ -167,10 +171,10 @@ def test_a_one_thread_figure_comes_from_a_process_on_one_core(monkeypatch, syste
     if system != "fastgd" and importlib.util.find_spec(PEER_MODULES[system]) is None:
         pytest.skip(f"{system} is not installed")
     monkeypatch.setattr(throughput, "gemm_rate", lambda dtype, repeats: 1e11)  # a second per round, not needed here
-    systems = fastgd.backends() if system == "fastgd" else [system]
+    systems = RUN if system == "fastgd" else [system]
     before = process_cores()
     results, skipped = throughput.measure(
-        [WORKLOADS["W1"]], fastgd.backends() if system == "fastgd" else ["numpy"],
+        [WORKLOADS["W1"]], RUN if system == "fastgd" else ["numpy"],
         [] if system == "fastgd" else [system], rounds=2, thread_counts=[1], scale=0.1, progress=False, cool_down=0)
     assert not skipped and process_cores() == before
     ran = [r for r in results if r["system"] in systems]
