@@ -2627,7 +2627,7 @@ _noticed = set()
 def _notice(dtype):
     if dtype not in _noticed:
         _noticed.add(dtype)
-        print(f"fastgd: compiling the Numba kernels for {dtype} that this fit uses (5-25 s on 2 cores for "
+        print(f"fastgd: compiling the Numba kernels for {dtype} that this fit uses (10-30 s on 2 cores for "
               "each mode, once per machine: later runs load them from the cache)", file=sys.stderr, flush=True)
 
 
