@@ -50,16 +50,16 @@ def step_flops(layout, rows):
     return rows * (6 * weights - 2 * int(layout[0, 0] * layout[0, 1]))
 
 
-# The thread counts of the blas_threads contexts under way in the process; the limits from before the
-# first of them (a threadpoolctl limiter that restores them) and the limit set for them.
+# The thread counts of the blas_threads contexts under way in the process; while they hold BLAS below its
+# limit, the limits from before (a threadpoolctl limiter that restores them) and the limit set for them.
 _limits = {"lock": threading.Lock(), "active": [], "original": None, "set": None}
 
 
 def _original_limit():
     """The process's BLAS thread limit before any :func:`blas_threads` under way (``_limits["lock"]`` held)."""
     original = _limits["original"]
-    return max((entry["num_threads"] for entry in (original._original_info if original else _BLAS.info())),
-               default=1)
+    return max([entry["num_threads"] for entry in original._original_info] if original
+               else [library.num_threads for library in _BLAS.lib_controllers], default=1)
 
 
 def _cpus():
@@ -87,24 +87,26 @@ _openblas_control = getattr(threadpoolctl.OpenBLASController, "clear_controlling
 
 def _apply(change):
     """Add or remove a context's thread count (``change(active)``), then set the BLAS limit to the
-    fewest threads the contexts under way allow, or restore the limits from before the first."""
+    fewest threads the contexts under way allow where that is below the limit from before the first,
+    or restore that limit."""
     with _limits["lock"]:
+        active = _limits["active"]
+        change(active)
+        limit = min(active, default=None)
+        if limit is not None and limit >= _original_limit():
+            limit = None
+        if limit == _limits["set"]:
+            return
         _openblas_control(force=True)
         try:
-            active = _limits["active"]
-            if not active:
-                _limits["original"] = _BLAS.limit(limits=None)  # keeps the limits as they are, to restore
-            change(active)
-            limit = min(active, default=None)
-            if limit == _limits["set"]:
-                return
-            if limit is not None and limit < _original_limit():
+            if limit is not None:
+                if _limits["original"] is None:
+                    _limits["original"] = _BLAS.limit(limits=None)  # keeps the limits as they are, to restore
                 _BLAS.limit(limits=limit)
             else:
                 _limits["original"].restore_original_limits()
-            _limits["set"] = limit
-            if not active:
                 _limits["original"] = None
+            _limits["set"] = limit
         finally:
             _openblas_control()
 

@@ -563,41 +563,52 @@ cdef inline Masks _masks(const Step* c, Py_ssize_t step, Py_ssize_t first) noexc
     return masks
 
 
-cdef inline void _activate_row(floating* z, const floating* b, floating* d, Py_ssize_t n, int activation,
-                               floating p) noexcept nogil:
-    """Hidden activation in place: ``z = f(z + b)``, and ``d = f'(z + b)``; ``p`` the activation's
+cdef inline void _activate(floating* z, const floating* b, floating* d, Py_ssize_t m, Py_ssize_t n,
+                           Py_ssize_t stride, Py_ssize_t d_stride, int activation, floating p) noexcept nogil:
+    """Hidden activation of ``m`` rows of ``n`` units in place, rows ``stride`` apart: ``z = f(z + b)``, and
+    ``d = f'(z + b)``, rows ``d_stride`` apart (0: every row's into the first); ``p`` the activation's
     parameter. One loop per activation, the test outside it (vectorised)."""
-    cdef Py_ssize_t j
+    cdef Py_ssize_t i, j
     if activation == RELU:
-        for j in range(n):
-            z[j] = _relu(z[j] + b[j], p, d + j)
+        for i in range(m):
+            for j in range(n):
+                z[i * stride + j] = _relu(z[i * stride + j] + b[j], p, d + i * d_stride + j)
     elif activation == SIGMOID:
-        for j in range(n):
-            z[j] = _sigmoid(z[j] + b[j], p, d + j)
+        for i in range(m):
+            for j in range(n):
+                z[i * stride + j] = _sigmoid(z[i * stride + j] + b[j], p, d + i * d_stride + j)
     elif activation == TANH:
-        for j in range(n):
-            z[j] = _tanh(z[j] + b[j], p, d + j)
+        for i in range(m):
+            for j in range(n):
+                z[i * stride + j] = _tanh(z[i * stride + j] + b[j], p, d + i * d_stride + j)
     elif activation == LEAKY_RELU:
-        for j in range(n):
-            z[j] = _leaky_relu(z[j] + b[j], p, d + j)
+        for i in range(m):
+            for j in range(n):
+                z[i * stride + j] = _leaky_relu(z[i * stride + j] + b[j], p, d + i * d_stride + j)
     elif activation == ELU:
-        for j in range(n):
-            z[j] = _elu(z[j] + b[j], p, d + j)
+        for i in range(m):
+            for j in range(n):
+                z[i * stride + j] = _elu(z[i * stride + j] + b[j], p, d + i * d_stride + j)
     elif activation == GELU:
-        for j in range(n):
-            z[j] = _gelu(z[j] + b[j], p, d + j)
+        for i in range(m):
+            for j in range(n):
+                z[i * stride + j] = _gelu(z[i * stride + j] + b[j], p, d + i * d_stride + j)
     elif activation == GELU_TANH:
-        for j in range(n):
-            z[j] = _gelu_tanh(z[j] + b[j], p, d + j)
+        for i in range(m):
+            for j in range(n):
+                z[i * stride + j] = _gelu_tanh(z[i * stride + j] + b[j], p, d + i * d_stride + j)
     elif activation == SILU:
-        for j in range(n):
-            z[j] = _silu(z[j] + b[j], p, d + j)
+        for i in range(m):
+            for j in range(n):
+                z[i * stride + j] = _silu(z[i * stride + j] + b[j], p, d + i * d_stride + j)
     elif activation == SOFTPLUS:
-        for j in range(n):
-            z[j] = _softplus(z[j] + b[j], p, d + j)
+        for i in range(m):
+            for j in range(n):
+                z[i * stride + j] = _softplus(z[i * stride + j] + b[j], p, d + i * d_stride + j)
     else:  # IDENTITY
-        for j in range(n):
-            z[j] = _identity(z[j] + b[j], p, d + j)
+        for i in range(m):
+            for j in range(n):
+                z[i * stride + j] = _identity(z[i * stride + j] + b[j], p, d + i * d_stride + j)
 
 
 cdef inline void _times(floating* delta, const floating* d, Py_ssize_t n) noexcept nogil:
@@ -697,14 +708,14 @@ cdef void _forward_block(const int64_t[:, ::1] layout, const floating[::1] param
         else:
             A = _at(X, start * n_in, m * n_in, b"X") if l == 0 else _at(acts, offsets[l], m * n_in, b"activations")
             _matmul(A, m, n_in, _at(params, layout[l, 3], n_in * n_out, b"W"), n_out, Z)
-        for i in range(m):
-            if l == last:
+        if l == last:
+            for i in range(m):
                 row_lse[i] = _output_row(Z + i * n_out, bias, out + i * n_out, n_out, activation)
-            else:
-                _activate_row(Z + i * n_out, bias, d + (i * n_out if keep else 0), n_out, activation, p)
-                if drop:
-                    _drop_row(Z + i * n_out, d + (i * n_out if keep else 0), n_out, rate, scale,
-                              _row_key(masks, masks.first + start + i, l))
+            continue
+        _activate(Z, bias, d, m, n_out, n_out, n_out if keep else 0, activation, p)
+        for i in range(m if drop else 0):
+            _drop_row(Z + i * n_out, d + (i * n_out if keep else 0), n_out, rate, scale,
+                      _row_key(masks, masks.first + start + i, l))
 
 
 cdef inline void _add_product(floating* product, const floating* a, const floating* W, Py_ssize_t n_in,
@@ -754,9 +765,9 @@ cdef void _forward_row(const int64_t[:, ::1] layout, const floating[::1] params,
             _at(lse, 0, 1, b"lse")[0] = _output_row(product, _at(params, layout[l, 4], n_out, b"b"), out, n_out,
                                                     layout[l, 2])
         else:
-            _activate_row(product, _at(params, layout[l, 4], n_out, b"b"),
-                          _at(derivatives, offsets[l + 1], n_out, b"derivatives"), n_out, layout[l, 2],
-                          <floating>_parameter(layout, l))
+            _activate(product, _at(params, layout[l, 4], n_out, b"b"),
+                      _at(derivatives, offsets[l + 1], n_out, b"derivatives"), 1, n_out, n_out, 0, layout[l, 2],
+                      <floating>_parameter(layout, l))
             rate = _dropout(layout, l)
             if masks != NULL and rate > 0:
                 _drop_row(product, _at(derivatives, offsets[l + 1], n_out, b"derivatives"), n_out, rate,
@@ -1316,8 +1327,8 @@ cdef double _first_layer_step(const int64_t[:, ::1] layout, floating[::1] params
     squares = _rank1_step(_at(params, layout[0, 3], n_in * n_out, b"W"), n_in, n_out, A,
                           _at(deltas, offsets[1], n_out, b"deltas"), x, product, l2, lr)
     if x != NULL:
-        _activate_row(product, _at(params, layout[0, 4], n_out, b"b"), _at(derivatives, offsets[1], n_out,
-                      b"derivatives"), n_out, layout[0, 2], <floating>_parameter(layout, 0))
+        _activate(product, _at(params, layout[0, 4], n_out, b"b"), _at(derivatives, offsets[1], n_out,
+                  b"derivatives"), 1, n_out, n_out, 0, layout[0, 2], <floating>_parameter(layout, 0))
         if masks != NULL and rate > 0:
             _drop_row(product, _at(derivatives, offsets[1], n_out, b"derivatives"), n_out, rate,
                       <floating>(1 / (1 - rate)), _row_key(masks, masks.first, 0))
@@ -1947,8 +1958,8 @@ cdef int64_t _units_forward(const int64_t[:, ::1] layout, floating[::1] own, con
                                                     layout[l, 2])
             continue
         d = _at(derivatives, offsets[l + 1] + lo, hi - lo, b"derivatives")
-        _activate_row(product, _at(own, packing[4 * l + 3], hi - lo, b"own"), d, hi - lo, layout[l, 2],
-                      <floating>_parameter(layout, l))
+        _activate(product, _at(own, packing[4 * l + 3], hi - lo, b"own"), d, 1, hi - lo, hi - lo, 0, layout[l, 2],
+                  <floating>_parameter(layout, l))
         rate = _dropout(layout, l)
         if masks != NULL and rate > 0:
             _drop_row(product, d, hi - lo, rate, <floating>(1 / (1 - rate)),
@@ -2285,11 +2296,9 @@ cdef int64_t _units_block_forward(const int64_t[:, ::1] layout, floating[::1] ow
             continue
         d = _at(derivatives, offsets[l + 1], m * n_out, b"derivatives")
         rate = _dropout(layout, l)
-        for i in range(m):
-            _activate_row(Z + i * n_out + lo, bias, d + i * n_out + lo, hi - lo, layout[l, 2],
-                          <floating>_parameter(layout, l))
-            if masks != NULL and rate > 0:
-                _drop_row(Z + i * n_out + lo, d + i * n_out + lo, hi - lo, rate, <floating>(1 / (1 - rate)),
+        _activate(Z + lo, bias, d + lo, m, hi - lo, n_out, n_out, layout[l, 2], <floating>_parameter(layout, l))
+        for i in range(m if masks != NULL and rate > 0 else 0):
+            _drop_row(Z + i * n_out + lo, d + i * n_out + lo, hi - lo, rate, <floating>(1 / (1 - rate)),
                           _row_key(masks, masks.first + i, l) + <uint64_t>lo)
     return meeting
 

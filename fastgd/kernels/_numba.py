@@ -312,10 +312,10 @@ def _gemv(dtype):
 def _gemm_for(transa, transb, m, n, k, a, lda, b, ldb, beta, c, ldc):
     ensure_blas()
     gemm, gemv, kind = _BLAS().numba_xxgemm(c.dtype), _gemv(c.dtype), ord("s" if c.dtype == types.float32 else "d")
+    zero, one = np.zeros(1, as_dtype(c.dtype)), np.ones(1, as_dtype(c.dtype))  # constants, read through pointers
 
     def product(transa, transb, m, n, k, a, lda, b, ldb, beta, c, ldc):
-        one, scale = np.ones(1, c.dtype), np.zeros(1, c.dtype)
-        scale[0] = beta
+        scale = one if beta != 0 else zero
         if k == 1:
             step_a, step_b = lda if transa == TRANSPOSED else 1, ldb if transb == NO else 1
             for j in range(n):
@@ -325,7 +325,7 @@ def _gemm_for(transa, transb, m, n, k, a, lda, b, ldb, beta, c, ldc):
                         column[i] = a[i] * b_j
                 else:
                     for i in range(m):
-                        column[i] = a[i * step_a] * b_j + (scale[0] * column[i] if beta != 0 else 0)
+                        column[i] = a[i * step_a] * b_j + (column[i] if beta != 0 else 0)
         elif m == 1 and k > 1 and ldc == 1 and (transa == TRANSPOSED or lda == 1):  # c' = op(b).T @ op(a)'
             gemv(kind, TRANSPOSED if transb == NO else NO, k if transb == NO else n, n if transb == NO else k,
                  one.ctypes, b.ctypes, ldb, a.ctypes, scale.ctypes, c.ctypes)
@@ -342,7 +342,7 @@ def _gemm_for(transa, transb, m, n, k, a, lda, b, ldb, beta, c, ldc):
 def _matmul(A, B, C):
     """Row-major ``C (m, n) = A (m, k) @ B (k, n)``, all three C-contiguous."""
     m, k, n = A.shape[0], A.shape[1], B.shape[1]
-    _gemm(NO, NO, n, m, k, B.reshape(-1), n, A.reshape(-1), k, 0.0, C.reshape(-1), n)
+    _gemm(NO, NO, n, m, k, _flat(B), n, _flat(A), k, 0.0, _flat(C), n)
 
 
 @_inline
@@ -350,14 +350,14 @@ def _matmul_tn(A, D, C, accumulate):
     """Row-major ``C (k, n) = A.T @ D`` for ``A (m, k)``, ``D (m, n)``, or with ``accumulate``
     ``C += A.T @ D``, all three C-contiguous."""
     m, k, n = A.shape[0], A.shape[1], D.shape[1]
-    _gemm(NO, TRANSPOSED, n, k, m, D.reshape(-1), n, A.reshape(-1), k, 1.0 if accumulate else 0.0, C.reshape(-1), n)
+    _gemm(NO, TRANSPOSED, n, k, m, _flat(D), n, _flat(A), k, 1.0 if accumulate else 0.0, _flat(C), n)
 
 
 @_inline
 def _matmul_nt(D, W, R):
     """Row-major ``R (m, k) = D @ W.T`` for ``D (m, n)``, ``W (k, n)``, all three C-contiguous."""
     m, n, k = D.shape[0], D.shape[1], W.shape[0]
-    _gemm(TRANSPOSED, NO, k, m, n, W.reshape(-1), n, D.reshape(-1), n, 0.0, R.reshape(-1), k)
+    _gemm(TRANSPOSED, NO, k, m, n, _flat(W), n, _flat(D), n, 0.0, _flat(R), k)
 
 
 def workspace(layout, dtype, rows, batch_rows, sparse, keep_outputs):
@@ -401,6 +401,12 @@ def _matrix(buffer, offset, m, n):
     if offset < 0 or m < 0 or n < 0 or offset + m * n > buffer.shape[0]:
         raise IndexError("fastgd: a kernel's block runs past its buffer")
     return _view(buffer, offset, (m, n))
+
+
+@_inline
+def _flat(array):
+    """A C-contiguous array as a flat view (``_view``), without ``reshape``'s checks."""
+    return _view(array, 0, (array.size,))
 
 
 @_inline
@@ -1805,7 +1811,7 @@ def _units_block_forward(layout, own, packing, X, acts, derivatives, offsets, z,
     for l in range(last + 1):
         n_in, n_out, activation = layout[l, 0], layout[l, 1], layout[l, 2]
         lo, hi, w, b = packing[l, 0], packing[l, 1], packing[l, 2], packing[l, 3]
-        A = X.reshape(-1) if l == 0 else acts[offsets[l] :]
+        A = _flat(X) if l == 0 else acts[offsets[l] :]
         Z = z if l == last else acts[offsets[l + 1] :]
         if _by_inputs(layout, l):  # the product of its inputs lo to hi, then every thread's added
             _gemm(NO, NO, n_out, m, hi - lo, own[w:], n_out, A[lo:], n_in, 0.0, exchange[parity, t, offsets[l + 1] :],
@@ -1845,7 +1851,7 @@ def _units_block_backward(layout, own, grads, packing, X, acts, derivatives, off
     for l in range(layout.shape[0] - 1, -1, -1):
         n_in, n_out = layout[l, 0], layout[l, 1]
         lo, hi, w, b = packing[l, 0], packing[l, 1], packing[l, 2], packing[l, 3]
-        A, D = X.reshape(-1) if l == 0 else acts[offsets[l] :], deltas[offsets[l + 1] :]
+        A, D = _flat(X) if l == 0 else acts[offsets[l] :], deltas[offsets[l + 1] :]
         if _by_inputs(layout, l):  # rows lo to hi of W, every unit
             units, first = n_out, 0
             _gemm(NO, TRANSPOSED, n_out, hi - lo, m, D, n_out, A[lo:], n_in, 0.0, grads[w:], n_out)

@@ -25,27 +25,27 @@ class Workspace:
     """
 
     def __init__(self, layout, dtype, rows, batch_rows, input_rows, block_rows, sparse, keep_outputs):
-        widths = np.concatenate([layout[:1, N_IN], layout[:, N_OUT]])
-        capacity = np.full(len(widths), block_rows)
-        capacity[0], capacity[-1] = input_rows, rows if keep_outputs else block_rows
-        placed = np.roll(capacity * widths, -1)  # blocks 1, ..., L, then 0 ...
-        placed[-2:] = placed[-1], placed[-2]  # ... with the output's block L last
-        starts = np.concatenate([[0], np.cumsum(placed)])
-        hidden_end = starts[len(widths) - 2]
-        # offsets[b]: where block b starts; then the end of every block
-        offsets = frozen(np.concatenate([[hidden_end], starts[: len(widths) - 2], [starts[-2], starts[-1]]])
-                         .astype(np.int64))
-        acts = np.empty(int(offsets[-1]), dtype)
+        widths = [int(layout[0, N_IN]), *(int(width) for width in layout[:, N_OUT])]
+        capacity = [input_rows, *[block_rows] * (len(widths) - 2), rows if keep_outputs else block_rows]
+        # offsets[b]: where block b starts (the hidden blocks 1, ..., L - 1, then 0, then the output's
+        # block L); then the end of every block
+        offsets, end = [0] * (len(widths) + 1), 0
+        for block in [*range(1, len(widths) - 1), 0, len(widths) - 1]:
+            offsets[block], end = end, end + capacity[block] * widths[block]
+        offsets[-1] = end
+        hidden_end = offsets[0]
+        offsets = frozen(np.array(offsets, np.int64))
+        acts = np.empty(end, dtype)
         fields = dict(
             layout=layout, dtype=np.dtype(dtype), rows=rows, batch_rows=batch_rows, sparse=sparse,
             keep_outputs=keep_outputs, offsets=offsets, acts=acts,
-            deltas=np.empty_like(acts), derivatives=np.empty(int(hidden_end), dtype),
-            z=np.empty(capacity[-1] * int(widths[-1]), dtype),
+            deltas=np.empty_like(acts), derivatives=np.empty(hidden_end, dtype),
+            z=np.empty(capacity[-1] * widths[-1], dtype),
             lse=np.empty(capacity[-1]),  # log-sum-exp of each row of z (softmax outputs), float64
-            x=np.empty((0 if sparse else batch_rows, int(widths[0])), dtype),  # sparse rows: read in place
-            y=np.empty((batch_rows, int(widths[-1])), dtype),
+            x=np.empty((0 if sparse else batch_rows, widths[0]), dtype),  # sparse rows: read in place
+            y=np.empty((batch_rows, widths[-1]), dtype),
             w=np.empty(batch_rows),  # the gathered rows' weights, float64
-            row=np.empty(int(widths.max()), dtype),
+            row=np.empty(max(widths), dtype),
         )
         for name, value in fields.items():
             object.__setattr__(self, name, value)
