@@ -65,7 +65,7 @@ class TrainingState:
                              f"got shape {self._state.shape}")
         self.step, self.lr_scale, self.rng, self.l2, self.l2_per_row = step, lr_scale, rng, l2, l2_per_row
         self.dropout_seed = dropout_seed
-        self._lock, self._fitting = threading.RLock(), False
+        self._lock, self._fitting, self._workspaces = threading.RLock(), False, {}
 
     @property
     def optimizer(self) -> Optimizer:
@@ -148,6 +148,16 @@ class TrainingState:
             rates *= self._lr_scale
         return rates
 
+    def workspace(self, purpose, kernels, *args, **kwargs):
+        """``kernels.workspace(*args, **kwargs)``, kept for the next fit that asks the same of ``purpose``
+        (a name): fits after the first reuse its buffers rather than allocate them and fault their pages in
+        again. Only the fit under way (:meth:`fitting`) may ask; the buffers are not saved with the model."""
+        key = (kernels, args, tuple(kwargs.items()))
+        kept = self._workspaces.get(purpose)
+        if kept is None or kept[0] != key:
+            kept = self._workspaces[purpose] = key, kernels.workspace(*args, **kwargs)
+        return kept[1]
+
     @contextmanager
     def exclusive(self):
         """Hold the model to train it. The thread holding it may enter again, except from a fit's
@@ -176,13 +186,13 @@ class TrainingState:
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        del state["_lock"], state["_fitting"]
+        del state["_lock"], state["_fitting"], state["_workspaces"]
         return state
 
     def __setstate__(self, state):
         self.__dict__.update(state)
         self._state = np.array(self._state)  # writable, even from a memmap
-        self._lock, self._fitting = threading.RLock(), False
+        self._lock, self._fitting, self._workspaces = threading.RLock(), False, {}
 
 
 @dataclass(frozen=True)
@@ -313,13 +323,13 @@ def train(net, X, Y, options: FitOptions, validation=None, weights=None) -> Hist
         optimizer = training.optimizer
         config = step_config(net.loss, optimizer.rule, optimizer.hyper(), options.l2, options.clip_value or 0.0,
                              options.clip_norm or 0.0, options.l2_per_row, training.dropout_seed)
-        ws = kernels.workspace(batch_size, batch_size if n_batches > 1 else 0, sparse=not isinstance(X, np.ndarray),
-                               keep_outputs=False)
+        ws = training.workspace("train", kernels, batch_size, batch_size if n_batches > 1 else 0,
+                                sparse=not isinstance(X, np.ndarray), keep_outputs=False)
         needs_metrics = options.train_metrics or validation is not None
         # The metrics take chunks of rows on as many threads as a step of one chunk repays.
         eval_rows = min(CHUNK_ROWS, max(n, len(validation[0]) if validation else 0))
-        eval_ws = [kernels.workspace(eval_rows) for _ in range(threads_for(kernels.layout, CHUNK_ROWS))] \
-            if needs_metrics else None
+        eval_ws = [training.workspace(("metrics", t), kernels, eval_rows)
+                   for t in range(threads_for(kernels.layout, CHUNK_ROWS))] if needs_metrics else None
         grads, state, rows, lrs = np.zeros_like(params), training.state, np.arange(n), np.empty(n_batches)
         order = rows.copy()
         # Each epoch shuffles the order in the kernel: rng.permutation(n), or (reshuffle) the order before permuted.

@@ -74,6 +74,30 @@ def test_fit_continues_from_current_weights_and_generator():
     np.testing.assert_array_equal(once.params, twice.params)
 
 
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_fits_reuse_their_buffers_and_train_as_a_fresh_model_does(backend):
+    X, y = make_problem("softmax", n=60, seed=3)
+    net = fastgd.MLP([5, 7, 3], backend=backend, random_state=2)
+    kernels, made = type(net.kernels), []
+    original = kernels.workspace
+
+    def counted(self, *args, **kwargs):
+        made.append(args)
+        return original(self, *args, **kwargs)
+
+    for batch_size in (8, 8, None, 1, 8):
+        fresh = copy_module.deepcopy(net)  # a copy starts without buffers
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(kernels, "workspace", counted)
+            small_fit(net, X, y, epochs=2, batch_size=batch_size, validation_data=(X, y))
+        small_fit(fresh, X, y, epochs=2, batch_size=batch_size, validation_data=(X, y))
+        np.testing.assert_array_equal(net.params, fresh.params)
+        np.testing.assert_array_equal(net.training.state, fresh.training.state)
+    # A training workspace where the fit before took batches of another size; one for the metrics, once.
+    assert made == [(8, 8), (60,), (60, 0), (1, 1), (8, 8)], made
+
+
 def test_fresh_model_uses_sgd_001():
     assert isinstance(fastgd.MLP([2, 2]).optimizer, fastgd.SGD) and fastgd.MLP([2, 2]).optimizer.lr == 0.01
 
