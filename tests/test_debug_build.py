@@ -1,7 +1,7 @@
 """The bounds-checked debug build (``FASTGD_BOUNDS_CHECK=1``; its baseline build alone, ``FASTGD_BUILDS=_cython``)
-builds without a compiler warning and keeps its debug info, and checks: it trains in every mode with
-every optimizer, on dense and on weighted sparse rows, without a false alarm, and stops the process, saying where, when a kernel is
-handed a workspace too small for its rows (which the checked entry would have refused)."""
+builds without a compiler warning and keeps its debug info, and checks: it trains in every mode with every
+optimizer, on dense and on weighted sparse rows, without a false alarm, and stops the process, saying where, when
+a kernel is handed a workspace too small for its rows (which the checked entry would have refused)."""
 
 import os
 import shutil
