@@ -21,7 +21,7 @@ import numpy as np
 
 import fastgd
 from fastgd.benchmarks.affinity import cores_for
-from fastgd.benchmarks.throughput import EPOCHS_PER_FIT, HOME, LEAST, machine
+from fastgd.benchmarks.throughput import EPOCHS_PER_FIT, HOME, LEAST, ask, machine
 from fastgd.benchmarks.workloads import MODES, WORKLOADS
 
 # Run in each tree's process (``python -c SERVE TREE CORE``), which imports that tree's fastgd: answers
@@ -73,12 +73,7 @@ class Tree:
                                         stdout=subprocess.PIPE, text=True, cwd=tempfile.gettempdir())
 
     def ask(self, command):
-        self.process.stdin.write(command + "\n")
-        self.process.stdin.flush()
-        answer = self.process.stdout.readline()
-        if not answer:
-            raise RuntimeError(f"{self.label}: its process ended (exit code {self.process.wait()})")
-        return [float(value) for value in answer.split()]
+        return [float(value) for value in ask(self.process, command, f"{self.label}: its process").split()]
 
     def close(self):
         self.process.stdin.close()

@@ -96,6 +96,17 @@ class FastgdRunner:
         return wall / EPOCHS_PER_FIT, cpu / EPOCHS_PER_FIT, cores
 
 
+def ask(process, command, who):
+    """``process``'s one-line answer to ``command`` (a line to its stdin), stripped; ``who`` (what the
+    process is) names it in the error raised if the process has ended."""
+    process.stdin.write(command + "\n")
+    process.stdin.flush()
+    answer = process.stdout.readline()
+    if not answer:
+        raise RuntimeError(f"{who} ended (exit code {process.wait()})")
+    return answer.strip()
+
+
 class PeerProcess:
     """A peer in a process of its own (``fastgd/benchmarks/peers.py``) that may run on ``cores`` only,
     kept for the whole run."""
@@ -108,12 +119,7 @@ class PeerProcess:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
 
     def _ask(self, command):
-        self.process.stdin.write(command + "\n")
-        self.process.stdin.flush()
-        answer = self.process.stdout.readline()
-        if not answer:
-            raise RuntimeError(f"{self.label}: the peer process ended (exit code {self.process.wait()})")
-        return answer.strip()
+        return ask(self.process, command, f"{self.label}: the peer process")
 
     def setup(self, config):
         """``(warm-up seconds, None)`` once the peer is ready for the cell, or ``(None, reason)``."""
