@@ -112,10 +112,13 @@ def test_a_generator_reseeded_mid_fit_shuffles_as_the_reference(backend, batch_s
 
 @pytest.mark.parametrize("backend", TARGETS, indirect=True)
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("sizes", [(5, 3), (5, 9, 3), (8, 9, 7, 3)], ids=["one-layer", "two-layers", "three-layers"])
+@pytest.mark.parametrize("sizes", [(5, 3), (5, 9, 3), (8, 9, 7, 3), (7, 37, 3)],
+                         ids=["one-layer", "two-layers", "three-layers", "two-layers-wide"])
 def test_stochastic_epochs_of_every_depth_match_reference(backend, dtype, sizes):
     # Plain SGD on one row per step defers each step's update of the first layer to the next
     # row's forward pass and the last one to the end of the epoch (one layer: nothing deferred).
+    # That step goes through W0 four rows at a time, each row in vectors, then column by column:
+    # 7 x 37 takes every path, in either dtype and vector width.
     X, y = make_problem("softmax", n=30, n_in=sizes[0], seed=2)
     weights = np.random.RandomState(1).uniform(0.5, 2.0, 30)
     nets = pair(backend, "relu", "softmax", "cross_entropy", dtype, sizes=sizes, seed=4)

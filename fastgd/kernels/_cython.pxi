@@ -1281,33 +1281,92 @@ cdef inline bint _fused(const Step* c) noexcept nogil:
             and c.clip_norm == 0)
 
 
+# The rank-1 SGD step of a block of W, four rows at a time: the four rows' vectors loaded, stepped,
+# then stored, the deltas and the product read and written once for the four. Row by row, the
+# product's stores and the next row's loads of W met at addresses 4 KB apart often enough (W3's
+# rows are 4 KB long) that loads waited on unrelated stores: the same epoch ran up to 2x slower in
+# one process than in the next, by where its buffers lay.
+cdef extern from *:
+    """
+    #if defined(__AVX512F__)
+    #define FASTGD_VECTOR 64
+    #elif defined(__AVX__)
+    #define FASTGD_VECTOR 32
+    #else
+    #define FASTGD_VECTOR 16
+    #endif
+    /* Rows k to k + G - 1 of W: each element v = w - lr * (a[k] * d + l2 * w), the product
+       p += x[k] * v in row order (with x), the squares of the rows before the step into squares. */
+    #define FASTGD_RANK1_ROWS(V, T, G)                                                        \\
+        for (g = 0; g < G; g++) {                                                             \\
+            s[g] = zero, ak[g] = a[k + g], xk[g] = x ? x[k + g] : 0, row[g] = W + (k + g) * width; \\
+            tail[g] = 0;                                                                      \\
+        }                                                                                     \\
+        for (j = 0; j + lanes <= width; j += lanes) {                                         \\
+            dj = *(const V*)(d + j);                                                          \\
+            pj = x ? *(const V*)(product + j) : dj;                                           \\
+            for (g = 0; g < G; g++) v[g] = *(const V*)(row[g] + j);                           \\
+            for (g = 0; g < G; g++) {                                                         \\
+                s[g] += v[g] * v[g];                                                          \\
+                v[g] = v[g] - lr * (ak[g] * dj + l2 * v[g]);                                  \\
+                pj += xk[g] * v[g];                                                           \\
+            }                                                                                 \\
+            for (g = 0; g < G; g++) *(V*)(row[g] + j) = v[g];                                 \\
+            if (x) *(V*)(product + j) = pj;                                                   \\
+        }                                                                                     \\
+        for (; j < width; j++) {                                                              \\
+            for (g = 0; g < G; g++) {                                                         \\
+                value = row[g][j];                                                            \\
+                tail[g] += value * value;                                                     \\
+                value = value - lr * (ak[g] * d[j] + l2 * value);                             \\
+                row[g][j] = value;                                                            \\
+                if (x) product[j] += xk[g] * value;                                           \\
+            }                                                                                 \\
+        }                                                                                     \\
+        for (g = 0; g < G; g++) {                                                             \\
+            for (i = 0; i < lanes; i++) tail[g] += s[g][i];                                   \\
+            squares += tail[g];                                                               \\
+        }
+    #define FASTGD_RANK1_STEP(T, NAME)                                                        \\
+    typedef T NAME##_vector __attribute__((vector_size(FASTGD_VECTOR), aligned(sizeof(T)))); \\
+    static double NAME(T* W, Py_ssize_t rows, Py_ssize_t width, const T* a, const T* d, const T* x, \\
+                       T* product, T l2, T lr) {                                              \\
+        const Py_ssize_t lanes = FASTGD_VECTOR / sizeof(T);                                   \\
+        const NAME##_vector zero = {0};                                                       \\
+        NAME##_vector v[4], s[4], dj, pj;                                                     \\
+        T ak[4], xk[4], tail[4], value;                                                       \\
+        T* row[4];                                                                            \\
+        Py_ssize_t k = 0, j, g, i;                                                            \\
+        double squares = 0;                                                                   \\
+        for (; k + 4 <= rows; k += 4) {                                                       \\
+            FASTGD_RANK1_ROWS(NAME##_vector, T, 4)                                            \\
+        }                                                                                     \\
+        for (; k < rows; k++) {                                                               \\
+            FASTGD_RANK1_ROWS(NAME##_vector, T, 1)                                            \\
+        }                                                                                     \\
+        return squares;                                                                       \\
+    }
+    FASTGD_RANK1_STEP(float, fastgd_rank1_step_float)
+    FASTGD_RANK1_STEP(double, fastgd_rank1_step_double)
+    """
+    double _rank1_step_float "fastgd_rank1_step_float"(float* W, Py_ssize_t rows, Py_ssize_t width, const float* a,
+                                                       const float* d, const float* x, float* product, float l2,
+                                                       float lr) noexcept nogil
+    double _rank1_step_double "fastgd_rank1_step_double"(double* W, Py_ssize_t rows, Py_ssize_t width,
+                                                         const double* a, const double* d, const double* x,
+                                                         double* product, double l2, double lr) noexcept nogil
+
+
 cdef inline double _rank1_step(floating* W, Py_ssize_t rows, Py_ssize_t width, const floating* a,
                                const floating* d, const floating* x, floating* product, floating l2,
                                floating lr) noexcept nogil:
     """The SGD step ``W -= lr * (outer(a, d) + l2 * W)`` of a row-major ``(rows, width)`` block; with
     ``x`` (else NULL), in the same pass ``product += x @ W`` (W stepped). Returns ``sum(W**2)`` before
     the step (float64)."""
-    cdef Py_ssize_t k, j
-    cdef floating* wk
-    cdef floating ak, v, xk, row_squares
-    cdef double squares = 0
-    for k in range(rows):
-        wk, ak, row_squares = W + k * width, a[k], 0
-        if x == NULL:
-            for j in range(width):
-                v = wk[j]
-                row_squares += v * v
-                wk[j] = v - lr * (ak * d[j] + l2 * v)
-        else:
-            xk = x[k]
-            for j in range(width):
-                v = wk[j]
-                row_squares += v * v
-                v = v - lr * (ak * d[j] + l2 * v)
-                wk[j] = v
-                product[j] += xk * v
-        squares += row_squares
-    return squares
+    if floating is float:
+        return _rank1_step_float(W, rows, width, a, d, x, product, l2, lr)
+    else:
+        return _rank1_step_double(W, rows, width, a, d, x, product, l2, lr)
 
 
 cdef double _first_layer_step(const int64_t[:, ::1] layout, floating[::1] params, const floating* x,
