@@ -2433,6 +2433,26 @@ cdef double _units_l2(const int64_t[:, ::1] layout, floating[::1] own, floating[
     return squares
 
 
+cdef double _units_sgd(const int64_t[:, ::1] layout, floating[::1] own, const floating[::1] grads,
+                       const int64_t* packing, floating l2, floating lr) noexcept nogil:
+    """Plain SGD on a thread's part (packed as ``own``, its gradient as ``grads``) in one pass:
+    ``W -= lr (dW + l2 W)``, ``b -= lr db``, as ``_units_l2`` and then ``_update`` step it. Returns the
+    weights' ``sum(W**2)`` before the step (float64)."""
+    cdef Py_ssize_t l, p, used = _packed_size(layout, packing), last = layout.shape[0] - 1
+    cdef floating* W = _at(own, 0, used, b"own")
+    cdef const floating* dW = _at(grads, 0, used, b"grads")
+    cdef floating v
+    cdef double squares = 0
+    for l in range(last + 1):
+        for p in range(packing[4 * l + 2], packing[4 * l + 3]):
+            v = W[p]
+            squares += <double>v * v
+            W[p] = v - lr * (dW[p] + l2 * v)
+        for p in range(packing[4 * l + 3], used if l == last else packing[4 * l + 6]):
+            W[p] -= lr * dW[p]
+    return squares
+
+
 cdef int _units_batch_epoch(const int64_t[:, ::1] layout, floating[::1] own, floating[::1] grads,
                            floating[:, ::1] state, const int64_t* packing, const floating* X, const floating[::1] Y,
                            const double* w, const int64_t[::1] order, Py_ssize_t batch_size, const Step* c,
@@ -2458,6 +2478,7 @@ cdef int _units_batch_epoch(const int64_t[:, ::1] layout, floating[::1] own, flo
     cdef Py_ssize_t lo = packing[0] if _by_inputs(layout, 0) else 0, hi = packing[1] if _by_inputs(layout, 0) else n_in
     cdef int64_t meeting = 0
     cdef floating l2
+    cdef bint fused = _fused(c)  # plain SGD: the L2 term and the step in one pass
     steps[0], loss[0] = 0, NAN
     for i in range(n_batches):
         start = i * batch_size
@@ -2481,17 +2502,21 @@ cdef int _units_batch_epoch(const int64_t[:, ::1] layout, floating[::1] own, flo
             return NOT_FINITE
         meeting = _units_block_backward(layout, own, grads, packing, x, m, acts, derivatives, offsets, deltas,
                                         &exchange[i & 1, 0, 0], width, t, threads, sync, meeting)
+        if meeting == 0:
+            return NOT_FINITE
         l2 = <floating>_batch_l2(c, _rows(weight, m))
-        if l2 != 0:
+        if fused:
+            squares = _units_sgd(layout, own, grads, packing, l2, <floating>lrs[i])
+        elif l2 != 0:
             squares = _units_l2(layout, own, grads, packing, l2)
-            if not isfinite(squares):
-                return NOT_FINITE
-        if meeting != 0:
+        if l2 != 0 and not isfinite(squares):
+            return NOT_FINITE
+        if not fused:
             meeting = _units_step(layout, own, grads, state, packing, x, m, yb, weight, value, squares, c, l2, lrs,
                                   i, step, acts, derivatives, offsets, z, lse, deltas, &exchange[i & 1, 0, 0], width,
                                   t, threads, sync, meeting, partials, &masks)
-        if meeting == 0:
-            return NOT_FINITE
+            if meeting == 0:
+                return NOT_FINITE
         if t == 0:
             total += value * m
         if l2 != 0:

@@ -1936,6 +1936,25 @@ def _units_l2(layout, own, grads, packing, l2):
     return squares
 
 
+@_inline
+def _units_sgd(layout, own, grads, packing, l2, lr):
+    """Plain SGD on a thread's part (packed as ``own``, its gradient as ``grads``) in one pass:
+    ``W -= lr (dW + l2 W)``, ``b -= lr db``, as ``_units_l2`` and then ``_update`` step it. Returns the
+    weights' ``sum(W**2)`` before the step (float64)."""
+    squares, last = 0.0, layout.shape[0] - 1
+    for l in range(last + 1):
+        W, dW = own[packing[l, 2] : packing[l, 3]], grads[packing[l, 2] : packing[l, 3]]
+        for p in range(W.shape[0]):
+            v = W[p]
+            squares += np.float64(v) * v
+            W[p] = v - lr * (dW[p] + l2 * v)
+        end = _packed_size(layout, packing) if l == last else packing[l + 1, 2]
+        b, db = own[packing[l, 3] : end], grads[packing[l, 3] : end]
+        for p in range(b.shape[0]):
+            b[p] -= lr * db[p]
+    return squares
+
+
 def _units_trial(layout, own, packing, x, acts, derivatives, offsets, z, lse, deltas, exchange, parity, t, sync,
                  meeting, masks):
     """Thread ``t``'s forward pass of ``x`` at the point ``own`` (a line search's trial): one row
@@ -2153,7 +2172,7 @@ def _units_batch_epoch(layout, own, grads, state, packing, X, Y, weights, order,
     weighted = weights.shape[0] > 0
     n_batches = (n + batch_size - 1) // batch_size
     lo, hi = (packing[0, 0], packing[0, 1]) if _by_inputs(layout, 0) else (0, xb.shape[1])
-    total, meeting = 0.0, np.intp(0)
+    total, meeting, fused = 0.0, np.intp(0), _fused(config)
     for i in range(n_batches):
         start = i * batch_size
         m = min(batch_size, n - start)
@@ -2174,15 +2193,18 @@ def _units_batch_epoch(layout, own, grads, state, packing, X, Y, weights, order,
         if meeting == 0:
             return np.nan, i, NOT_FINITE
         l2, squares = dtype(_batch_l2(config, _rows(batch_weights, m))), 0.0
-        if l2 != 0:
+        if fused:  # plain SGD: the L2 term and the step in one pass
+            squares = _units_sgd(layout, own, grads, packing, l2, dtype(lrs[i]))
+        elif l2 != 0:
             squares = _units_l2(layout, own, grads, packing, l2)
-            if not np.isfinite(squares):
-                return np.nan, i, NOT_FINITE
-        meeting = _units_step(layout, own, grads, state, packing, x, y, batch_weights, value, squares, config, l2, lrs,
-                              i, step, acts, derivatives, offsets, z, lse, deltas, exchange, t, sync, meeting, partials,
-                              masks)
-        if meeting == 0:
+        if l2 != 0 and not np.isfinite(squares):
             return np.nan, i, NOT_FINITE
+        if not fused:
+            meeting = _units_step(layout, own, grads, state, packing, x, y, batch_weights, value, squares, config, l2,
+                                  lrs, i, step, acts, derivatives, offsets, z, lse, deltas, exchange, t, sync, meeting,
+                                  partials, masks)
+            if meeting == 0:
+                return np.nan, i, NOT_FINITE
         if t == 0:
             total += value * m
         if l2 != 0:
