@@ -1300,7 +1300,7 @@ cdef extern from *:
     #define FASTGD_RANK1_ROWS(V, T, G)                                                        \\
         for (g = 0; g < G; g++) {                                                             \\
             s[g] = zero, ak[g] = a[k + g], xk[g] = x ? x[k + g] : 0, row[g] = W + (k + g) * width; \\
-            tail[g] = 0;                                                                      \\
+            row_squares[g] = 0;                                                               \\
         }                                                                                     \\
         for (j = 0; j + lanes <= width; j += lanes) {                                         \\
             dj = *(const V*)(d + j);                                                          \\
@@ -1317,15 +1317,15 @@ cdef extern from *:
         for (; j < width; j++) {                                                              \\
             for (g = 0; g < G; g++) {                                                         \\
                 value = row[g][j];                                                            \\
-                tail[g] += value * value;                                                     \\
+                row_squares[g] += value * value;                                              \\
                 value = value - lr * (ak[g] * d[j] + l2 * value);                             \\
                 row[g][j] = value;                                                            \\
                 if (x) product[j] += xk[g] * value;                                           \\
             }                                                                                 \\
         }                                                                                     \\
         for (g = 0; g < G; g++) {                                                             \\
-            for (i = 0; i < lanes; i++) tail[g] += s[g][i];                                   \\
-            squares += tail[g];                                                               \\
+            for (i = 0; i < lanes; i++) row_squares[g] += s[g][i];                            \\
+            squares += row_squares[g];                                                        \\
         }
     #define FASTGD_RANK1_STEP(T, NAME)                                                        \\
     typedef T NAME##_vector __attribute__((vector_size(FASTGD_VECTOR), aligned(sizeof(T)))); \\
@@ -1334,7 +1334,7 @@ cdef extern from *:
         const Py_ssize_t lanes = FASTGD_VECTOR / sizeof(T);                                   \\
         const NAME##_vector zero = {0};                                                       \\
         NAME##_vector v[4], s[4], dj, pj;                                                     \\
-        T ak[4], xk[4], tail[4], value;                                                       \\
+        T ak[4], xk[4], row_squares[4], value;                                                \\
         T* row[4];                                                                            \\
         Py_ssize_t k = 0, j, g, i;                                                            \\
         double squares = 0;                                                                   \\
@@ -2416,40 +2416,27 @@ cdef int64_t _units_block_backward(const int64_t[:, ::1] layout, floating[::1] o
     return meeting
 
 
-cdef double _units_l2(const int64_t[:, ::1] layout, floating[::1] own, floating[::1] grads, const int64_t* packing,
-                      floating l2) noexcept nogil:
-    """``grads += l2 W`` over the weights of a thread's part (packed as ``own``): returns their
-    ``sum(W**2)`` (float64)."""
-    cdef Py_ssize_t l, p
-    cdef const floating* W = _at(own, 0, _packed_size(layout, packing), b"own")
-    cdef floating* dW = _at(grads, 0, _packed_size(layout, packing), b"grads")
-    cdef floating v
-    cdef double squares = 0
-    for l in range(layout.shape[0]):
-        for p in range(packing[4 * l + 2], packing[4 * l + 3]):
-            v = W[p]
-            squares += <double>v * v
-            dW[p] += l2 * v
-    return squares
-
-
-cdef double _units_sgd(const int64_t[:, ::1] layout, floating[::1] own, const floating[::1] grads,
-                       const int64_t* packing, floating l2, floating lr) noexcept nogil:
-    """Plain SGD on a thread's part (packed as ``own``, its gradient as ``grads``) in one pass:
-    ``W -= lr (dW + l2 W)``, ``b -= lr db``, as ``_units_l2`` and then ``_update`` step it. Returns the
-    weights' ``sum(W**2)`` before the step (float64)."""
+cdef double _units_finish(const int64_t[:, ::1] layout, floating[::1] own, floating[::1] grads,
+                          const int64_t* packing, floating l2, floating lr, bint fused) noexcept nogil:
+    """``_finish`` on a thread's part (packed as ``own``, its gradient as ``grads``): ``grads += l2 W``
+    over its weights, or with ``fused`` the plain SGD step ``W -= lr (dW + l2 W)``, ``b -= lr db`` in the
+    same pass. Returns the weights' ``sum(W**2)`` before any step (float64)."""
     cdef Py_ssize_t l, p, used = _packed_size(layout, packing), last = layout.shape[0] - 1
     cdef floating* W = _at(own, 0, used, b"own")
-    cdef const floating* dW = _at(grads, 0, used, b"grads")
+    cdef floating* dW = _at(grads, 0, used, b"grads")
     cdef floating v
     cdef double squares = 0
     for l in range(last + 1):
         for p in range(packing[4 * l + 2], packing[4 * l + 3]):
             v = W[p]
             squares += <double>v * v
-            W[p] = v - lr * (dW[p] + l2 * v)
+            if fused:
+                W[p] = v - lr * (dW[p] + l2 * v)
+            else:
+                dW[p] += l2 * v
         for p in range(packing[4 * l + 3], used if l == last else packing[4 * l + 6]):
-            W[p] -= lr * dW[p]
+            if fused:
+                W[p] -= lr * dW[p]
     return squares
 
 
@@ -2505,10 +2492,8 @@ cdef int _units_batch_epoch(const int64_t[:, ::1] layout, floating[::1] own, flo
         if meeting == 0:
             return NOT_FINITE
         l2 = <floating>_batch_l2(c, _rows(weight, m))
-        if fused:
-            squares = _units_sgd(layout, own, grads, packing, l2, <floating>lrs[i])
-        elif l2 != 0:
-            squares = _units_l2(layout, own, grads, packing, l2)
+        if fused or l2 != 0:
+            squares = _units_finish(layout, own, grads, packing, l2, <floating>lrs[i], fused)
         if l2 != 0 and not isfinite(squares):
             return NOT_FINITE
         if not fused:

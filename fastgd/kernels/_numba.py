@@ -1923,35 +1923,27 @@ def _units_block_backward(layout, own, grads, packing, X, acts, derivatives, off
 
 
 @_inline
-def _units_l2(layout, own, grads, packing, l2):
-    """``grads += l2 W`` over the weights of a thread's part (packed as ``own``): returns their
-    ``sum(W**2)`` (float64)."""
-    squares = 0.0
-    for l in range(layout.shape[0]):
-        W, dW = own[packing[l, 2] : packing[l, 3]], grads[packing[l, 2] : packing[l, 3]]
-        for p in range(W.shape[0]):
-            v = W[p]
-            squares += np.float64(v) * v
-            dW[p] += l2 * v
-    return squares
-
-
-@_inline
-def _units_sgd(layout, own, grads, packing, l2, lr):
-    """Plain SGD on a thread's part (packed as ``own``, its gradient as ``grads``) in one pass:
-    ``W -= lr (dW + l2 W)``, ``b -= lr db``, as ``_units_l2`` and then ``_update`` step it. Returns the
-    weights' ``sum(W**2)`` before the step (float64)."""
+def _units_finish(layout, own, grads, packing, l2, lr, fused):
+    """``_finish`` on a thread's part (packed as ``own``, its gradient as ``grads``): ``grads += l2 W``
+    over its weights, or with ``fused`` the plain SGD step ``W -= lr (dW + l2 W)``, ``b -= lr db`` in the
+    same pass. Returns the weights' ``sum(W**2)`` before any step (float64)."""
     squares, last = 0.0, layout.shape[0] - 1
     for l in range(last + 1):
         W, dW = own[packing[l, 2] : packing[l, 3]], grads[packing[l, 2] : packing[l, 3]]
-        for p in range(W.shape[0]):
-            v = W[p]
-            squares += np.float64(v) * v
-            W[p] = v - lr * (dW[p] + l2 * v)
-        end = _packed_size(layout, packing) if l == last else packing[l + 1, 2]
-        b, db = own[packing[l, 3] : end], grads[packing[l, 3] : end]
-        for p in range(b.shape[0]):
-            b[p] -= lr * db[p]
+        if fused:
+            for p in range(W.shape[0]):
+                v = W[p]
+                squares += np.float64(v) * v
+                W[p] = v - lr * (dW[p] + l2 * v)
+            end = _packed_size(layout, packing) if l == last else packing[l + 1, 2]
+            b, db = own[packing[l, 3] : end], grads[packing[l, 3] : end]
+            for p in range(b.shape[0]):
+                b[p] -= lr * db[p]
+        else:
+            for p in range(W.shape[0]):
+                v = W[p]
+                squares += np.float64(v) * v
+                dW[p] += l2 * v
     return squares
 
 
@@ -2193,10 +2185,8 @@ def _units_batch_epoch(layout, own, grads, state, packing, X, Y, weights, order,
         if meeting == 0:
             return np.nan, i, NOT_FINITE
         l2, squares = dtype(_batch_l2(config, _rows(batch_weights, m))), 0.0
-        if fused:  # plain SGD: the L2 term and the step in one pass
-            squares = _units_sgd(layout, own, grads, packing, l2, dtype(lrs[i]))
-        elif l2 != 0:
-            squares = _units_l2(layout, own, grads, packing, l2)
+        if fused or l2 != 0:  # plain SGD: the L2 term and the step in one pass
+            squares = _units_finish(layout, own, grads, packing, l2, dtype(lrs[i]), fused)
         if l2 != 0 and not np.isfinite(squares):
             return np.nan, i, NOT_FINITE
         if not fused:
