@@ -1109,11 +1109,41 @@ def _column_step(w, dw, a, d, a_delta, derivative, l2, lr, fused):
 
 # ---------------------------------------------------------------- backward by loops (m <= SMALL_BATCH)
 @_jit
+def _sgd_backward_row(layout, params, grads, acts, derivatives, offsets, deltas, l2, lr, lowest):
+    """``_backward_rows`` for one row and plain SGD (the one-row epoch's). A kernel of its own: as branches of
+    ``_backward_rows``, beside those of every other case, its loops ran slower (W1's stochastic epoch took
+    1.08x as long; AMD EPYC Zen 4)."""
+    squares = 0.0
+    for l in range(layout.shape[0] - 1, -1, -1):
+        n_in, n_out, w, b = layout[l, 0], layout[l, 1], layout[l, 3], layout[l, 4]
+        a_off, d_off = offsets[l], offsets[l + 1]
+        W, a, d = _matrix(params, w, n_in, n_out), acts[a_off : a_off + n_in], _row(deltas, d_off, n_out, 0)
+        if l < lowest:
+            pass
+        elif n_out == 1:
+            a_delta = deltas[a_off : a_off + n_in] if l > 0 else deltas[:0]
+            squares += _column_step(params[w : w + n_in], grads[w : w + n_in], a, d[0], a_delta,
+                                    derivatives[a_off : a_off + n_in], l2, lr, True)
+        elif l > 0:
+            for k in range(n_in):
+                back, s = _sgd_rank1_back_row(W, k, a[k], d, l2, lr)
+                squares += s
+                deltas[a_off + k] = back * derivatives[a_off + k]
+        else:
+            for k in range(n_in):
+                squares += _sgd_rank1_row(W, k, a[k], d, l2, lr)
+        _bias_step(params[b : b + n_out], grads[b : b + n_out], deltas[d_off:], 1, lr, True)
+    return squares
+
+
+@_jit
 def _backward_rows(layout, params, grads, m, acts, derivatives, offsets, deltas, l2, lr, fused, row, lowest):
     """Backward pass of the ``m`` rows, by loops; with ``fused`` (plain SGD) the step
     too, row by row of ``W``. ``deltas`` of the output block must be set. The weights of
     layers below ``lowest`` are left as they are (their biases step).
     Returns ``sum(W**2)`` of the layers from ``lowest`` before the step (float64)."""
+    if fused and m == 1:
+        return _sgd_backward_row(layout, params, grads, acts, derivatives, offsets, deltas, l2, lr, lowest)
     one = params.dtype.type(1)
     squares = 0.0
     for l in range(layout.shape[0] - 1, -1, -1):
@@ -1127,14 +1157,6 @@ def _backward_rows(layout, params, grads, m, acts, derivatives, offsets, deltas,
             a_delta = deltas[a_off : a_off + n_in] if l > 0 else deltas[:0]
             squares += _column_step(params[w : w + n_in], grads[w : w + n_in], acts[a_off : a_off + n_in], d[0],
                                     a_delta, derivatives[a_off : a_off + n_in], l2, lr, fused)
-        elif fused and m == 1 and l > 0:
-            for k in range(n_in):
-                back, s = _sgd_rank1_back_row(W, k, acts[a_off + k], d, l2, lr)
-                squares += s
-                deltas[a_off + k] = back * derivatives[a_off + k]
-        elif fused and m == 1:
-            for k in range(n_in):
-                squares += _sgd_rank1_row(W, k, acts[a_off + k], d, l2, lr)
         elif m == 1 and l > 0:
             for k in range(n_in):
                 back, s = _gradient_rank1_back_row(W, k, acts[a_off + k], d, dW, l2)
@@ -1562,6 +1584,11 @@ def _first_layer_step(layout, params, x, acts, derivatives, offsets, deltas, l2,
     return squares
 
 
+# The one-row epoch takes its forward pass inlined (at one call site: each inlined copy adds seconds to
+# the kernel's compile); called, W1's stochastic epoch took 1.08x as long (AMD EPYC Zen 4).
+_forward_row_inlined = _inline(_forward_row.py_func)
+
+
 @_inline
 def _one_row(X, Y, weights, order, i, x, xb, yb, wb):
     """Row ``order[i]``: its input (dense) into ``x``, its targets into row 0 of ``yb``, its weight (where
@@ -1615,10 +1642,9 @@ def _stochastic_epoch(layout, params, grads, X, Y, weights, order, config, lrs, 
         masks = _masks(config, step + i, 0)
         if i == 0:
             _copy(_row(acts, offsets[0], n_in, 0), x)
-            _forward_row(layout, params, acts, derivatives, offsets, z, lse, np.intp(0), masks)
-        else:  # the step of the row before (the rest of its L2 term), then this row
+        else:  # the step of the row before (the rest of its L2 term) and this row's first layer
             squares = _first_layer_step(layout, params, x, acts, derivatives, offsets, deltas, l2, lr, masks)
-            _forward_row(layout, params, acts, derivatives, offsets, z, lse, np.intp(1), masks)
+        _forward_row_inlined(layout, params, acts, derivatives, offsets, z, lse, min(i, 1), masks)
         row_weights = wb[:1] if weighted else weights
         value = _loss(layout, y, row_weights, np.intp(1), acts, offsets, z, lse, deltas, c.loss)
         # Each tested apart: fast-math folds the test of a sum to True.
@@ -1627,8 +1653,7 @@ def _stochastic_epoch(layout, params, grads, X, Y, weights, order, config, lrs, 
         if l2 != 0:
             total += 0.5 * l2 * squares
         l2, lr = dtype(_batch_l2(config, _rows(row_weights, 1))), dtype(lrs[i])
-        squares = _backward_rows(layout, params, grads, np.intp(1), acts, derivatives, offsets, deltas, l2, lr,
-                                 np.bool_(True), row, np.intp(1))
+        squares = _sgd_backward_row(layout, params, grads, acts, derivatives, offsets, deltas, l2, lr, np.intp(1))
         total += value + 0.5 * l2 * squares if l2 != 0 else value
     squares = _first_layer_step(layout, params, x[:0], acts, derivatives, offsets, deltas, l2, lr, _no_masks())
     if l2 != 0:
