@@ -52,6 +52,17 @@ def test_products_with_a_side_of_one_match_reference(backend, dtype, rows):
     assert_kernels_match(nets, X, y, "mse", rows, dtype)
 
 
+@pytest.mark.parametrize("backend", TARGETS, indirect=True)
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("rows", [17, 40, 600])
+def test_products_in_tiles_match_reference(backend, dtype, rows):
+    # Products past one tile every way: 300 terms (the tiles' depth is 128), widths that are not a
+    # multiple of a tile's columns (16 or 32) or rows (6 or 8), row blocks of 256 and what is left.
+    X, y = make_problem("softmax", n=rows, n_in=300, n_out=5, seed=rows)
+    nets = pair(backend, "relu", "softmax", "cross_entropy", dtype, sizes=(300, 140, 37, 5), seed=3)
+    assert_kernels_match(nets, X, y, "cross_entropy", rows, dtype)
+
+
 def assert_kernels_match(nets, X, y, loss, rows, dtype):
     """The forward pass, losses, gradient and step of ``nets`` (the reference, a compiled one) agree."""
     reference, compiled = nets

@@ -6,7 +6,9 @@
 # The functions and arguments of fastgd.kernels.protocol.Backend, with the
 # numerics of the reference (``_numpy.py``) and the Numba backend, over the
 # same flat buffers (``_workspace.Workspace``). Matrix products go through
-# BLAS (``scipy.linalg.cython_blas``); bias + activation, softmax +
+# register-blocked tiles of their own in the AVX2 and AVX-512 builds and BLAS
+# (``scipy.linalg.cython_blas``) in the baseline build, matrix-vector products
+# through BLAS in every build; bias + activation, softmax +
 # log-sum-exp, loss + output delta, and gradient + L2 + SGD step are each one
 # pass. Each activation, loss and optimizer update is one function of the
 # rules section; the forward pass leaves f'(z) of every hidden unit in
@@ -182,14 +184,112 @@ cdef inline floating* _slot(floating[:, ::1] state, Py_ssize_t k, Py_ssize_t n) 
     return &state[k, 0]
 
 
+# ---------------------------------------------------------------- products
+# Row-major products by register-blocked tiles, in the AVX2 and AVX-512 builds (BLAS in the
+# baseline build). BLAS packs both operands of every call and tunes for large matrices; for a
+# network's products (k of 64 to a few hundred) these tiles run at the large GEMM's rate: C in
+# tiles of FASTGD_TILE_ROWS rows by two vectors of columns, held in registers over up to
+# FASTGD_TILE_DEPTH terms, B packed a panel of two vectors' columns at a time. Each element of C is
+# summed in the order of t whatever tile holds it, so that a product split between threads adds up
+# as the whole does.
+cdef extern from *:
+    """
+    #if defined(__AVX512F__)
+    #define FASTGD_TILES 1
+    #define FASTGD_TILE_VECTOR 64
+    #define FASTGD_TILE_ROWS 8
+    #elif defined(__AVX2__)
+    #define FASTGD_TILES 1
+    #define FASTGD_TILE_VECTOR 32
+    #define FASTGD_TILE_ROWS 6
+    #else
+    #define FASTGD_TILES 0
+    #define FASTGD_TILE_VECTOR 16
+    #define FASTGD_TILE_ROWS 6
+    #endif
+    #define FASTGD_TILE_DEPTH 128
+    /* The tile of C at (i, j): ROWS of its rows kept (rows past them read A's last), cols of its
+       columns, over `depth` terms from t0; with add, C += the tile, else C = the tile. */
+    #define FASTGD_TILE(V, T, LANES, ROWS)                                                        \\
+        {                                                                                         \\
+            V acc[FASTGD_TILE_ROWS][2], b0, b1, x;                                                \\
+            T out[FASTGD_TILE_ROWS][2 * LANES];                                                   \\
+            const T* ar[FASTGD_TILE_ROWS];                                                        \\
+            for (r = 0; r < FASTGD_TILE_ROWS; r++) {                                              \\
+                acc[r][0] = acc[r][1] = zero;                                                     \\
+                ar[r] = a + (i + (r < ROWS ? r : ROWS - 1)) * a_row + t0 * a_col;                 \\
+            }                                                                                     \\
+            for (t = 0; t < depth; t++) {                                                         \\
+                b0 = *(const V*)(panel + 2 * LANES * t), b1 = *(const V*)(panel + 2 * LANES * t + LANES); \\
+                for (r = 0; r < FASTGD_TILE_ROWS; r++) {                                          \\
+                    x = zero + ar[r][t * a_col];                                                  \\
+                    acc[r][0] += x * b0, acc[r][1] += x * b1;                                     \\
+                }                                                                                 \\
+            }                                                                                     \\
+            if (ROWS == FASTGD_TILE_ROWS && cols == 2 * LANES) {                                  \\
+                for (r = 0; r < FASTGD_TILE_ROWS; r++) {                                          \\
+                    V* row = (V*)(c + (i + r) * ldc + j);                                         \\
+                    if (add) acc[r][0] += row[0], acc[r][1] += *(V*)((T*)row + LANES);            \\
+                    row[0] = acc[r][0], *(V*)((T*)row + LANES) = acc[r][1];                       \\
+                }                                                                                 \\
+            } else {                                                                              \\
+                for (r = 0; r < FASTGD_TILE_ROWS; r++)                                            \\
+                    *(V*)out[r] = acc[r][0], *(V*)(out[r] + LANES) = acc[r][1];                   \\
+                for (r = 0; r < ROWS; r++)                                                        \\
+                    for (w = 0; w < cols; w++)                                                    \\
+                        c[(i + r) * ldc + j + w] = out[r][w] + (add ? c[(i + r) * ldc + j + w] : 0); \\
+            }                                                                                     \\
+        }
+    /* Row-major C (m, n), rows ldc apart, = A @ B, or C += A @ B with add; A's element (r, t) at
+       a[r * a_row + t * a_col], B's (t, j) at b[t * b_row + j * b_col]. */
+    #define FASTGD_PRODUCT(T, NAME)                                                               \\
+    typedef T NAME##_vector __attribute__((vector_size(FASTGD_TILE_VECTOR), aligned(sizeof(T)))); \\
+    static void NAME(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const T* a, Py_ssize_t a_row,      \\
+                     Py_ssize_t a_col, const T* b, Py_ssize_t b_row, Py_ssize_t b_col, int add_to, \\
+                     T* c, Py_ssize_t ldc) {                                                      \\
+        enum { LANES = FASTGD_TILE_VECTOR / sizeof(T) };                                          \\
+        const NAME##_vector zero = {0};                                                           \\
+        T panel[FASTGD_TILE_DEPTH * 2 * LANES] __attribute__((aligned(64)));                      \\
+        Py_ssize_t t0, t, depth, i, j, r, w, cols, rows;                                          \\
+        int add;                                                                                  \\
+        for (t0 = 0; t0 < k; t0 += FASTGD_TILE_DEPTH) {                                           \\
+            depth = k - t0 < FASTGD_TILE_DEPTH ? k - t0 : FASTGD_TILE_DEPTH;                      \\
+            add = add_to || t0 > 0;                                                               \\
+            for (j = 0; j < n; j += 2 * LANES) {                                                  \\
+                cols = n - j < 2 * LANES ? n - j : 2 * LANES;                                     \\
+                for (t = 0; t < depth; t++)                                                       \\
+                    for (w = 0; w < 2 * LANES; w++)                                               \\
+                        panel[2 * LANES * t + w] = w < cols ? b[(t0 + t) * b_row + (j + w) * b_col] : 0; \\
+                for (i = 0; i + FASTGD_TILE_ROWS <= m; i += FASTGD_TILE_ROWS)                     \\
+                    FASTGD_TILE(NAME##_vector, T, LANES, FASTGD_TILE_ROWS)                        \\
+                if (i < m) {                                                                      \\
+                    rows = m - i;                                                                 \\
+                    FASTGD_TILE(NAME##_vector, T, LANES, rows)                                    \\
+                }                                                                                 \\
+            }                                                                                     \\
+        }                                                                                         \\
+    }
+    FASTGD_PRODUCT(float, fastgd_product_float)
+    FASTGD_PRODUCT(double, fastgd_product_double)
+    """
+    const bint TILES "FASTGD_TILES"
+    void _product_float "fastgd_product_float"(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const float* a,
+                                               Py_ssize_t a_row, Py_ssize_t a_col, const float* b, Py_ssize_t b_row,
+                                               Py_ssize_t b_col, int add, float* c, Py_ssize_t ldc) noexcept nogil
+    void _product_double "fastgd_product_double"(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const double* a,
+                                                 Py_ssize_t a_row, Py_ssize_t a_col, const double* b,
+                                                 Py_ssize_t b_row, Py_ssize_t b_col, int add, double* c,
+                                                 Py_ssize_t ldc) noexcept nogil
+
+
 # ---------------------------------------------------------------- BLAS on row-major matrices
 cdef inline void _gemm(char transa, char transb, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, floating* a,
                        Py_ssize_t lda, floating* b, Py_ssize_t ldb, floating beta, floating* c,
                        Py_ssize_t ldc) noexcept nogil:
     """Column-major ``c = op(a) @ op(b) + beta c``, ``c`` of shape (m, n), each matrix with its
     leading dimension. An outer product (``k == 1``) goes by a loop and a product with a side of one
-    by gemv: gemm would pack its operands whole (and clear ``c``); with ``k == 0``, gemm clears ``c``
-    (gemv would return at once). BLAS takes each dimension as a C
+    by gemv: gemm would pack its operands whole (and clear ``c``); else the tiles (``TILES``), or
+    gemm; with ``k == 0``, gemm clears ``c`` (gemv would return at once). BLAS takes each dimension as a C
     int: the checked entry keeps widths and rows below 2**31 (the bounds-checked build stops the
     process on one that is not)."""
     cdef int rows = <int>m, columns = <int>n, inner = <int>k, ld_a = <int>lda, ld_b = <int>ldb, ld_c = <int>ldc
@@ -208,6 +308,13 @@ cdef inline void _gemm(char transa, char transb, Py_ssize_t m, Py_ssize_t n, Py_
     elif n == 1 and k > 1:  # c (m, 1) = op(a) @ b, b a vector either way
         _gemv(transa, rows if transa == c'N' else inner, inner if transa == c'N' else rows, a, ld_a, b,
               <int>(1 if transb == c'N' else ldb), beta, c, 1)
+    elif TILES and k > 0 and (beta == 0 or beta == 1):  # c.T (n, m) = op(b).T @ op(a).T, row-major
+        if floating is float:
+            _product_float(n, m, k, b, ldb if transb == c'N' else 1, 1 if transb == c'N' else ldb, a,
+                           lda if transa == c'N' else 1, 1 if transa == c'N' else lda, beta != 0, c, ldc)
+        else:
+            _product_double(n, m, k, b, ldb if transb == c'N' else 1, 1 if transb == c'N' else ldb, a,
+                            lda if transa == c'N' else 1, 1 if transa == c'N' else lda, beta != 0, c, ldc)
     elif floating is float:
         sgemm(&transa, &transb, &rows, &columns, &inner, &one, a, &ld_a, b, &ld_b, &beta, c, &ld_c)
     else:

@@ -1,7 +1,8 @@
 """Numba backend: the reference's kernels JIT-compiled, and a fused whole-epoch loop.
 
 Same contracts as the reference (``_numpy.py``). Matrix products go through
-BLAS (``_gemm`` on the flat buffers, gemv or a loop where a side is one). The backward pass of a
+``_gemm`` on the flat buffers: register-blocked tiles of its own (``_tile``), BLAS's gemv or a loop
+where a side is one. The backward pass of a
 batch of at most ``SMALL_BATCH`` rows runs as loops over the rows of ``W``
 instead, which for plain SGD fold the gradient into the update: no gradient
 array is formed, and each row of ``W`` is read once per step (for one row, the
@@ -38,7 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from llvmlite import binding as llvm, ir
 from numba import njit, types
-from numba.core import cgutils
+from numba.core import cgutils, config
 from numba.core.codegen import CPUCodeLibrary
 from numba.extending import intrinsic, overload
 from numba.np.arrayobj import get_itemsize, make_array, populate_array
@@ -289,6 +290,107 @@ def _dense_batch_for(X, order, start, m, lo, hi, xb):
     return sparse
 
 
+# ---------------------------------------------------------------- products
+# Products by register-blocked tiles (as the Cython builds' AVX2 and AVX-512 code): C in tiles of
+# TILE_ROWS rows by two vectors of columns, held in registers over up to TILE_DEPTH terms, B packed
+# a panel of two vectors' columns at a time. BLAS packs both operands of every call and tunes for
+# large matrices; for a network's products (k of 64 to a few hundred) the tiles run at the large
+# GEMM's rate. Each element of C is summed in the order of t whatever tile holds it, so that a
+# product split between threads adds up as the whole does. The vectors are as wide as the CPU Numba
+# compiles for has them (NUMBA_CPU_FEATURES, else this CPU's): 64 bytes with AVX-512, else 32.
+_FEATURES = config.CPU_FEATURES if config.CPU_FEATURES is not None else llvm.get_host_cpu_features().flatten()
+TILE_VECTOR = 64 if "+avx512f" in _FEATURES else 32
+TILE_ROWS = 8 if TILE_VECTOR == 64 else 6  # two vectors a row and the operands within the registers
+TILE_DEPTH = 128
+
+
+@intrinsic
+def _tile(typingctx, depth, panel, a, a_start, a_row, a_col, rows, c, c_start, ldc, add):
+    """The tile of ``TILE_ROWS`` rows of C from ``c[c_start]`` (rows ``ldc`` apart, two vectors of
+    columns) = A's rows from ``a[a_start]`` (rows ``a_row``, terms ``a_col`` apart; those past ``rows``
+    read as the last) @ ``panel`` (``depth`` rows of two vectors), or with ``add`` C += that."""
+    dtype = c.dtype
+
+    def codegen(context, builder, signature, args):
+        kinds = signature.args
+        index = {name: context.cast(builder, args[i], kinds[i], types.intp)
+                 for i, name in ((0, "depth"), (3, "a_start"), (4, "a_row"), (5, "a_col"), (6, "rows"),
+                                 (8, "c_start"), (9, "ldc"))}
+        add = context.cast(builder, args[10], kinds[10], types.boolean)
+        panel, a, c = (make_array(kinds[i])(context, builder, args[i]).data for i in (1, 2, 7))
+        scalar, size = context.get_value_type(dtype), context.get_abi_sizeof(context.get_value_type(dtype))
+        lanes = TILE_VECTOR // size
+        vector, integer = ir.VectorType(scalar, lanes), context.get_value_type(types.intp)
+
+        def at(pointer, offset):
+            return builder.bitcast(builder.gep(pointer, [offset]), vector.as_pointer())
+
+        def constant(value):
+            return ir.Constant(integer, value)
+
+        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vector, [vector] * 3),
+                                             f"llvm.fma.v{lanes}{'f32' if size == 4 else 'f64'}")
+        zero = ir.Constant(vector, [ir.Constant(scalar, 0)] * lanes)
+        splat = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
+        undefined = ir.Constant(vector, ir.Undefined)
+        sums = [[cgutils.alloca_once_value(builder, zero) for _ in range(2)] for _ in range(TILE_ROWS)]
+        last = builder.sub(index["rows"], constant(1))
+        starts = [builder.gep(a, [builder.add(index["a_start"], builder.mul(
+            builder.select(builder.icmp_signed("<", constant(r), index["rows"]), constant(r), last),
+            index["a_row"]))]) for r in range(TILE_ROWS)]
+        with cgutils.for_range(builder, index["depth"]) as loop:
+            row = builder.mul(loop.index, constant(2 * lanes))
+            b = [builder.load(at(panel, builder.add(row, constant(v * lanes))), align=size) for v in range(2)]
+            term = builder.mul(loop.index, index["a_col"])
+            for r in range(TILE_ROWS):
+                x = builder.load(builder.gep(starts[r], [term]))
+                x = builder.insert_element(undefined, x, ir.Constant(ir.IntType(32), 0))
+                x = builder.shuffle_vector(x, undefined, splat)  # A's element in every lane
+                for v in range(2):
+                    builder.store(builder.call(fma, [x, b[v], builder.load(sums[r][v])]), sums[r][v])
+        for r in range(TILE_ROWS):
+            for v in range(2):
+                offset = builder.add(builder.mul(constant(r), index["ldc"]), constant(v * lanes))
+                target = at(c, builder.add(index["c_start"], offset))
+                value = builder.load(sums[r][v])
+                value = builder.select(add, builder.fadd(value, builder.load(target, align=size)), value)
+                builder.store(value, target, align=size)
+        return context.get_dummy_value()
+
+    return types.void(depth, panel, a, a_start, a_row, a_col, rows, c, c_start, ldc, add), codegen
+
+
+@_jit
+def _product(m, n, k, a, a_row, a_col, b, b_row, b_col, add_to, c, ldc):
+    """Row-major C (m, n) from ``c[0]``, rows ``ldc`` apart, = A @ B, or with ``add_to`` C += A @ B;
+    A's element (r, t) at ``a[r * a_row + t * a_col]``, B's (t, j) at ``b[t * b_row + j * b_col]``."""
+    width = 2 * TILE_VECTOR // c.itemsize
+    buffer = np.empty(TILE_DEPTH * width + TILE_VECTOR, c.dtype)
+    panel = buffer[(-buffer.ctypes.data % TILE_VECTOR) // c.itemsize:]  # its vectors aligned
+    out = np.empty(TILE_ROWS * width, c.dtype)
+    for t0 in range(0, k, TILE_DEPTH):
+        depth = min(TILE_DEPTH, k - t0)
+        add = add_to or t0 > 0
+        for j in range(0, n, width):
+            cols = min(width, n - j)
+            for t in range(depth):
+                row = _view(panel, t * width, (width,))
+                if b_col == 1 and cols == width:
+                    _copy(row, _view(b, (t0 + t) * b_row + j, (width,)))
+                else:
+                    for w in range(width):
+                        row[w] = b[(t0 + t) * b_row + (j + w) * b_col] if w < cols else 0
+            for i in range(0, m, TILE_ROWS):
+                rows = min(TILE_ROWS, m - i)
+                if rows == TILE_ROWS and cols == width:
+                    _tile(depth, panel, a, i * a_row + t0 * a_col, a_row, a_col, rows, c, i * ldc + j, ldc, add)
+                else:  # a tile in part: into ``out``, then its rows and columns in C
+                    _tile(depth, panel, a, i * a_row + t0 * a_col, a_row, a_col, rows, out, 0, width, False)
+                    for r in range(rows):
+                        for w in range(cols):
+                            c[(i + r) * ldc + j + w] = out[r * width + w] + (c[(i + r) * ldc + j + w] if add else 0)
+
+
 NO, TRANSPOSED = ord("N"), ord("T")  # BLAS's op(a): a, a.T
 
 
@@ -296,8 +398,8 @@ def _gemm(transa, transb, m, n, k, a, lda, b, ldb, beta, c, ldc):
     """Column-major ``c (m, n) = op(a) @ op(b) + beta c`` (``beta`` 0 or 1; ``transa``, ``transb``:
     ``NO`` or ``TRANSPOSED``) for flat arrays from each matrix's first element, each with its leading
     dimension, as BLAS takes them: an outer product (``k == 1``) by a loop and a side of one (its vectors
-    contiguous) by gemv, where gemm would pack its operands whole (and clear ``c``); else gemm, which
-    clears ``c`` for ``k == 0`` too."""
+    contiguous) by gemv, where gemm would pack its operands whole (and clear ``c``); else the tiles
+    (``_product``), or for ``k == 0`` gemm, which clears ``c``."""
 
 
 def _gemv(dtype):
@@ -332,6 +434,9 @@ def _gemm_for(transa, transb, m, n, k, a, lda, b, ldb, beta, c, ldc):
         elif n == 1 and k > 1 and (transb == NO or ldb == 1):  # c = op(a) @ b
             gemv(kind, transa, m if transa == NO else k, k if transa == NO else m, one.ctypes, a.ctypes, lda,
                  b.ctypes, scale.ctypes, c.ctypes)
+        elif k > 0:  # c.T (n, m) = op(b).T @ op(a).T, row-major
+            _product(n, m, k, b, ldb if transb == NO else 1, 1 if transb == NO else ldb, a, lda if transa == NO else 1,
+                     1 if transa == NO else lda, beta != 0, c, ldc)
         else:
             gemm(kind, transa, transb, m, n, k, one.ctypes, a.ctypes, lda, b.ctypes, ldb, scale.ctypes, c.ctypes,
                  ldc)
