@@ -273,6 +273,8 @@ cdef extern from *:
     FASTGD_PRODUCT(double, fastgd_product_double)
     """
     const bint TILES "FASTGD_TILES"
+    const Py_ssize_t TILE_VECTOR "FASTGD_TILE_VECTOR"
+    const Py_ssize_t TILE_ROWS "FASTGD_TILE_ROWS"
     void _product_float "fastgd_product_float"(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const float* a,
                                                Py_ssize_t a_row, Py_ssize_t a_col, const float* b, Py_ssize_t b_row,
                                                Py_ssize_t b_col, int add, float* c, Py_ssize_t ldc) noexcept nogil
@@ -282,16 +284,23 @@ cdef extern from *:
                                                  Py_ssize_t ldc) noexcept nogil
 
 
+cdef inline bint _tiled(Py_ssize_t rows, Py_ssize_t columns, Py_ssize_t k, size_t itemsize) noexcept nogil:
+    """Whether a row-major product of ``rows`` x ``columns`` over ``k`` terms goes by the tiles: at
+    least a panel's columns, four tiles of rows to share each packed panel, and 16 terms; a smaller
+    one costs BLAS little more than the call."""
+    return columns >= 2 * TILE_VECTOR // itemsize and rows >= 4 * TILE_ROWS and k >= 16
+
+
 # ---------------------------------------------------------------- BLAS on row-major matrices
 cdef inline void _gemm(char transa, char transb, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, floating* a,
                        Py_ssize_t lda, floating* b, Py_ssize_t ldb, floating beta, floating* c,
                        Py_ssize_t ldc) noexcept nogil:
     """Column-major ``c = op(a) @ op(b) + beta c``, ``c`` of shape (m, n), each matrix with its
     leading dimension. An outer product (``k == 1``) goes by a loop and a product with a side of one
-    by gemv: gemm would pack its operands whole (and clear ``c``); else the tiles (``TILES``), or
-    gemm; with ``k == 0``, gemm clears ``c`` (gemv would return at once). BLAS takes each dimension as a C
-    int: the checked entry keeps widths and rows below 2**31 (the bounds-checked build stops the
-    process on one that is not)."""
+    by gemv: gemm would pack its operands whole (and clear ``c``); else the tiles where they pay
+    (``_tiled``), or gemm; with ``k == 0``, gemm clears ``c`` (gemv would return at once). BLAS
+    takes each dimension as a C int: the checked entry keeps widths and rows below 2**31 (the
+    bounds-checked build stops the process on one that is not)."""
     cdef int rows = <int>m, columns = <int>n, inner = <int>k, ld_a = <int>lda, ld_b = <int>ldb, ld_c = <int>ldc
     cdef floating one = 1
     cdef Py_ssize_t i, j, step_a = lda if transa == c'T' else 1, step_b = ldb if transb == c'N' else 1
@@ -308,7 +317,7 @@ cdef inline void _gemm(char transa, char transb, Py_ssize_t m, Py_ssize_t n, Py_
     elif n == 1 and k > 1:  # c (m, 1) = op(a) @ b, b a vector either way
         _gemv(transa, rows if transa == c'N' else inner, inner if transa == c'N' else rows, a, ld_a, b,
               <int>(1 if transb == c'N' else ldb), beta, c, 1)
-    elif TILES and k > 0 and (beta == 0 or beta == 1):  # c.T (n, m) = op(b).T @ op(a).T, row-major
+    elif TILES and _tiled(n, m, k, sizeof(floating)) and (beta == 0 or beta == 1):  # c.T = op(b).T @ op(a).T
         if floating is float:
             _product_float(n, m, k, b, ldb if transb == c'N' else 1, 1 if transb == c'N' else ldb, a,
                            lda if transa == c'N' else 1, 1 if transa == c'N' else lda, beta != 0, c, ldc)

@@ -304,6 +304,14 @@ TILE_ROWS = 8 if TILE_VECTOR == 64 else 6  # two vectors a row and the operands 
 TILE_DEPTH = 128
 
 
+@_inline
+def _tiled(rows, columns, k, itemsize):
+    """Whether a row-major product of ``rows`` x ``columns`` over ``k`` terms goes by the tiles: at
+    least a panel's columns, four tiles of rows to share each packed panel, and 16 terms; a smaller
+    one costs BLAS little more than the call."""
+    return columns >= 2 * TILE_VECTOR // itemsize and rows >= 4 * TILE_ROWS and k >= 16
+
+
 @intrinsic
 def _tile(typingctx, depth, panel, a, a_start, a_row, a_col, rows, c, c_start, ldc, add):
     """The tile of ``TILE_ROWS`` rows of C from ``c[c_start]`` (rows ``ldc`` apart, two vectors of
@@ -360,14 +368,34 @@ def _tile(typingctx, depth, panel, a, a_start, a_row, a_col, rows, c, c_start, l
     return types.void(depth, panel, a, a_start, a_row, a_col, rows, c, c_start, ldc, add), codegen
 
 
+@intrinsic
+def _scratch(typingctx, like):
+    """A 1-D array of ``like``'s dtype on the stack, aligned to a vector: a panel of ``TILE_DEPTH``
+    rows of two vectors, then a tile of ``TILE_ROWS`` rows of two vectors."""
+    array = types.Array(like.dtype, 1, "C")
+
+    def codegen(context, builder, signature, args):
+        scalar = context.get_value_type(like.dtype)
+        size = context.get_abi_sizeof(scalar)
+        lanes = TILE_VECTOR // size
+        vectors = 2 * (TILE_DEPTH + TILE_ROWS)
+        memory = cgutils.alloca_once(builder, ir.ArrayType(ir.VectorType(scalar, lanes), vectors))
+        result = make_array(array)(context, builder)
+        populate_array(result, data=builder.bitcast(memory, scalar.as_pointer()),
+                       shape=[cgutils.intp_t(vectors * lanes)], strides=[cgutils.intp_t(size)],
+                       itemsize=cgutils.intp_t(size), meminfo=None)
+        return result._getvalue()
+
+    return array(like), codegen
+
+
 @_jit
 def _product(m, n, k, a, a_row, a_col, b, b_row, b_col, add_to, c, ldc):
     """Row-major C (m, n) from ``c[0]``, rows ``ldc`` apart, = A @ B, or with ``add_to`` C += A @ B;
     A's element (r, t) at ``a[r * a_row + t * a_col]``, B's (t, j) at ``b[t * b_row + j * b_col]``."""
     width = 2 * TILE_VECTOR // c.itemsize
-    buffer = np.empty(TILE_DEPTH * width + TILE_VECTOR, c.dtype)
-    panel = buffer[(-buffer.ctypes.data % TILE_VECTOR) // c.itemsize:]  # its vectors aligned
-    out = np.empty(TILE_ROWS * width, c.dtype)
+    scratch = _scratch(c)
+    panel, out = _view(scratch, 0, (TILE_DEPTH * width,)), _view(scratch, TILE_DEPTH * width, (TILE_ROWS * width,))
     for t0 in range(0, k, TILE_DEPTH):
         depth = min(TILE_DEPTH, k - t0)
         add = add_to or t0 > 0
@@ -399,7 +427,7 @@ def _gemm(transa, transb, m, n, k, a, lda, b, ldb, beta, c, ldc):
     ``NO`` or ``TRANSPOSED``) for flat arrays from each matrix's first element, each with its leading
     dimension, as BLAS takes them: an outer product (``k == 1``) by a loop and a side of one (its vectors
     contiguous) by gemv, where gemm would pack its operands whole (and clear ``c``); else the tiles
-    (``_product``), or for ``k == 0`` gemm, which clears ``c``."""
+    (``_product``) where they pay (``_tiled``), else gemm, which clears ``c`` for ``k == 0`` too."""
 
 
 def _gemv(dtype):
@@ -434,7 +462,7 @@ def _gemm_for(transa, transb, m, n, k, a, lda, b, ldb, beta, c, ldc):
         elif n == 1 and k > 1 and (transb == NO or ldb == 1):  # c = op(a) @ b
             gemv(kind, transa, m if transa == NO else k, k if transa == NO else m, one.ctypes, a.ctypes, lda,
                  b.ctypes, scale.ctypes, c.ctypes)
-        elif k > 0:  # c.T (n, m) = op(b).T @ op(a).T, row-major
+        elif _tiled(n, m, k, c.itemsize):  # c.T (n, m) = op(b).T @ op(a).T, row-major
             _product(n, m, k, b, ldb if transb == NO else 1, 1 if transb == NO else ldb, a, lda if transa == NO else 1,
                      1 if transa == NO else lda, beta != 0, c, ldc)
         else:
