@@ -1,9 +1,10 @@
 """What the matrix products leave to the rest of an epoch, on one core: ``python -m benchmarks.products``.
 
 Two cells of the main run, their products timed alone, with nothing between them, through SciPy's
-``sgemm`` (the BLAS the compiled kernels call) in the shapes and operand layouts the kernels hand it,
-beside fastgd's own epochs (and, for W3, JAX's ``jax-scan`` in a process of its own, if installed),
-all on the first usable core, alternating in each of 5 rounds (medians):
+``sgemm`` (the BLAS the compiled kernels called before their own tiles) in the shapes and operand
+layouts the kernels hand it, beside fastgd's own epochs (and, for W3, JAX's ``jax-scan`` in a
+process of its own, if installed), all on the first usable core, alternating in each of 5 rounds
+(medians):
 
 - W2 full batch (``[784, 256, 128, 10]``, 60,000 rows): per block of rows, each layer's forward
   product, each weight gradient (added over the blocks) and each delta below, for blocks of several
