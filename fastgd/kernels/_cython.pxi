@@ -284,7 +284,7 @@ cdef extern from *:
                                                  Py_ssize_t ldc) noexcept nogil
 
 
-cdef inline bint _tiled(Py_ssize_t rows, Py_ssize_t columns, Py_ssize_t k, size_t itemsize) noexcept nogil:
+cdef inline bint _tiled(Py_ssize_t rows, Py_ssize_t columns, Py_ssize_t k, Py_ssize_t itemsize) noexcept nogil:
     """Whether a row-major product of ``rows`` x ``columns`` over ``k`` terms goes by the tiles: at
     least a panel's columns, four tiles of rows to share each packed panel, and 16 terms; a smaller
     one costs BLAS little more than the call."""
