@@ -410,13 +410,12 @@ def _product(m, n, k, a, a_row, a_col, b, b_row, b_col, add_to, c, ldc):
                         row[w] = b[(t0 + t) * b_row + (j + w) * b_col] if w < cols else 0
             for i in range(0, m, TILE_ROWS):
                 rows = min(TILE_ROWS, m - i)
-                if rows == TILE_ROWS and cols == width:
-                    _tile(depth, panel, a, i * a_row + t0 * a_col, a_row, a_col, rows, c, i * ldc + j, ldc, add)
-                else:  # a tile in part: into ``out``, then its rows and columns in C
-                    _tile(depth, panel, a, i * a_row + t0 * a_col, a_row, a_col, rows, out, 0, width, False)
-                    for r in range(rows):
-                        for w in range(cols):
-                            c[(i + r) * ldc + j + w] = out[r * width + w] + (c[(i + r) * ldc + j + w] if add else 0)
+                whole = rows == TILE_ROWS and cols == width  # else into ``out``, then its part of C
+                target, start, ld = (c, i * ldc + j, ldc) if whole else (out, 0, width)
+                _tile(depth, panel, a, i * a_row + t0 * a_col, a_row, a_col, rows, target, start, ld, add and whole)
+                for r in range(0 if whole else rows):
+                    for w in range(cols):
+                        c[(i + r) * ldc + j + w] = out[r * width + w] + (c[(i + r) * ldc + j + w] if add else 0)
 
 
 NO, TRANSPOSED = ord("N"), ord("T")  # BLAS's op(a): a, a.T
